@@ -1,0 +1,237 @@
+//! The batch layer: load the history as the dataflow's initial collection (time 0).
+//!
+//! [`load_history`] is what every worker runs to feed its share of the history files into
+//! its [`Pipeline`]; `lambda batch` ([`run`]) runs it, waits for time 0 to complete, reads
+//! every view and writes it out. `lambda run` uses the same loader before turning to Kafka.
+
+use std::io::IsTerminal;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use timely::worker::Worker;
+
+use crate::config::Settings;
+use crate::dataflow::{Pipeline, Time};
+use crate::deadletter::{DeadLetter, DeadLetterFile};
+use crate::serve::query::Reading;
+use crate::source::history::{HistoryError, HistoryFile};
+use crate::source::Record;
+
+/// How often (in records) a loading worker lets the dataflow run, so that data flows on
+/// instead of piling up in the input.
+const STEP_EVERY: usize = 4096;
+
+/// State shared by the workers of one process while they load.
+#[derive(Default)]
+pub struct LoadShared {
+    /// Bytes read so far, for the progress bar.
+    pub progress: AtomicU64,
+    /// Set by the first worker that stops in strict mode, so that the others stop too.
+    pub stop: AtomicBool,
+}
+
+/// What one worker loaded.
+#[derive(Clone, Debug, Default)]
+pub struct LoadCounts {
+    /// Records that entered the dataflow.
+    pub records: u64,
+    /// Records refused.
+    pub refused: u64,
+}
+
+/// Why loading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A file could not be read.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// Strict mode met a bad record.
+    #[error("strict mode: bad record at {}: {}", .0.source, .0.rejection)]
+    Strict(Box<DeadLetter>),
+    /// The dead-letter file could not be written.
+    #[error("cannot write dead letters to {path}: {source}")]
+    DeadLetters {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Feeds this worker's share of `files` into the pipeline at its current time.
+pub fn load_history(
+    worker: &mut Worker,
+    pipeline: &mut Pipeline,
+    files: &[HistoryFile],
+    settings: &Settings,
+    dead_letters: &DeadLetterFile,
+    shared: &LoadShared,
+) -> Result<LoadCounts, LoadError> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let mut counts = LoadCounts::default();
+    let mut failure: Option<LoadError> = None;
+    let mut since_step = 0;
+    for file in files {
+        file.read_share(
+            index,
+            peers,
+            settings.input.max_record_bytes,
+            &shared.progress,
+            &mut |record| {
+                match record {
+                    Record::Update(update) => {
+                        counts.records += 1;
+                        pipeline.updates.send(update);
+                    }
+                    Record::Refused(letter) if settings.input.strict => {
+                        failure = Some(LoadError::Strict(Box::new(letter)));
+                        shared.stop.store(true, Ordering::Relaxed);
+                    }
+                    Record::Refused(letter) => {
+                        counts.refused += 1;
+                        pipeline.refused.update(letter.reason(), 1);
+                        if let Err(source) = dead_letters.write(&letter) {
+                            failure = Some(LoadError::DeadLetters {
+                                path: dead_letters.path().display().to_string(),
+                                source,
+                            });
+                            shared.stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+                since_step += 1;
+                if since_step == STEP_EVERY {
+                    since_step = 0;
+                    worker.step();
+                }
+                if shared.stop.load(Ordering::Relaxed) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )?;
+        if failure.is_some() || shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    dead_letters
+        .flush()
+        .map_err(|source| LoadError::DeadLetters {
+            path: dead_letters.path().display().to_string(),
+            source,
+        })?;
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(counts),
+    }
+}
+
+/// What `lambda batch` computed.
+pub struct BatchOutcome {
+    /// Every view at time 0, merged over the workers.
+    pub reading: Reading,
+    /// Records loaded and refused, over all workers.
+    pub counts: LoadCounts,
+    /// Wall time of loading and computing the views.
+    pub elapsed: Duration,
+}
+
+/// Runs the batch layer: every worker loads its share, then every view is read at time 0.
+pub fn run(settings: &Settings) -> anyhow::Result<BatchOutcome> {
+    let started = Instant::now();
+    let files = HistoryFile::open_all(&settings.input.files)?;
+    let event_filter = settings.event_filter()?;
+    let top_k = settings.batch.top;
+    let dead_path = settings.dead_letter_path();
+    // A batch run recomputes everything: its dead letters start afresh.
+    if dead_path.exists() {
+        std::fs::remove_file(&dead_path)
+            .with_context(|| format!("cannot replace {}", dead_path.display()))?;
+    }
+    let dead_letters = Arc::new(
+        DeadLetterFile::open(&dead_path)
+            .with_context(|| format!("cannot open {}", dead_path.display()))?,
+    );
+    let shared = Arc::new(LoadShared::default());
+    let bar = progress_bar(files.iter().map(|f| f.len).sum());
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (bar, shared, done) = (bar.clone(), Arc::clone(&shared), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                bar.set_position(shared.progress.load(Ordering::Relaxed));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+
+    let settings_for_workers = settings.clone();
+    let (dead_for_workers, shared_for_workers) = (Arc::clone(&dead_letters), Arc::clone(&shared));
+    let guards = timely::execute(settings.timely_config()?, move |worker| {
+        let mut pipeline = Pipeline::build(worker, event_filter.clone());
+        let loaded = load_history(
+            worker,
+            &mut pipeline,
+            &files,
+            &settings_for_workers,
+            &dead_for_workers,
+            &shared_for_workers,
+        );
+        let (mut views, probe, _latest) = pipeline.close();
+        let history_done: Time = 1;
+        worker.step_while(|| probe.less_than(&history_done));
+        loaded.map(|counts| (Reading::read(&mut views, 0, top_k), counts))
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start the workers: {e}"))?;
+    let results = guards.join();
+    done.store(true, Ordering::Relaxed);
+    let _ = ticker.join();
+    bar.finish_and_clear();
+
+    let mut parts = Vec::new();
+    let mut counts = LoadCounts::default();
+    let mut errors = Vec::new();
+    for result in results {
+        match result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))? {
+            Ok((reading, c)) => {
+                counts.records += c.records;
+                counts.refused += c.refused;
+                parts.push(reading);
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    // In strict mode each worker stops at the first bad record of its share; the earliest
+    // of those is the first bad record of the whole input.
+    errors.sort_by_key(|e| match e {
+        LoadError::Strict(letter) => (0, letter.position),
+        _ => (1, Default::default()),
+    });
+    if let Some(error) = errors.into_iter().next() {
+        return Err(error.into());
+    }
+    Ok(BatchOutcome {
+        reading: Reading::merge(parts, top_k),
+        counts,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// A progress bar over `total` bytes on a terminal; hidden otherwise.
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() || total < (64 << 20) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "loading history {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("the progress template is valid"),
+    );
+    bar
+}

@@ -1,0 +1,172 @@
+//! The command line of the `lambda` binary.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Settings;
+
+/// A Lambda architecture (batch, speed, serving) as one differential dataflow.
+#[derive(Debug, Parser)]
+#[command(name = "lambda", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Batch layer only: load the history, print the customer table, write every view, exit.
+    Batch(BatchArgs),
+    /// Write a deterministic synthetic history (JSON lines, or CSV for a `.csv` output).
+    Gen(GenArgs),
+}
+
+/// Options shared by the commands that run the dataflow.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// A TOML settings file (see config/lambda.toml for every setting and its default).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// History files: JSON lines, a JSON array, or CSV. [default: datasets/transactions.json]
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// Worker threads per process (0: one per core).
+    #[arg(long, short = 'w')]
+    pub workers: Option<usize>,
+    /// Number of processes in a timely cluster.
+    #[arg(long)]
+    pub processes: Option<usize>,
+    /// This process's index in the cluster, from 0.
+    #[arg(long)]
+    pub process: Option<usize>,
+    /// A file with one host:port line per process.
+    #[arg(long, value_name = "FILE")]
+    pub hostfile: Option<PathBuf>,
+    /// Stop at the first bad record, naming file and line, instead of dead-lettering it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Keep only transactions that pass, e.g. "amount >= 100".
+    #[arg(long, value_name = "FILTER")]
+    pub event_filter: Option<String>,
+    /// Show only customers that pass, e.g. "total > 200".
+    #[arg(long, value_name = "FILTER")]
+    pub view_filter: Option<String>,
+    /// The dead-letter file (JSON lines).
+    #[arg(long, value_name = "FILE")]
+    pub dead_letters: Option<PathBuf>,
+    /// Records larger than this are refused as oversized.
+    #[arg(long, value_name = "BYTES")]
+    pub max_record_bytes: Option<usize>,
+}
+
+/// Options of `lambda batch`.
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Output directory for the views. [default: output/batch_view]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Rows of the customer table to print.
+    #[arg(long)]
+    pub show: Option<usize>,
+    /// How many customers the top view keeps.
+    #[arg(long)]
+    pub top: Option<usize>,
+}
+
+/// Options of `lambda gen`.
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Number of rows.
+    #[arg(long, default_value_t = 100_000)]
+    pub rows: u64,
+    /// Number of distinct customers.
+    #[arg(long, default_value_t = 10_000)]
+    pub customers: u64,
+    /// Zipf exponent of the customer distribution (0 = uniform).
+    #[arg(long, default_value_t = 1.1)]
+    pub skew: f64,
+    /// Fraction of rows that correct an earlier id.
+    #[arg(long, default_value_t = 0.0)]
+    pub corrections: f64,
+    /// Fraction of corrections that are deletes.
+    #[arg(long, default_value_t = 0.1)]
+    pub deletes: f64,
+    /// Fraction of rows malformed on purpose (dead letters).
+    #[arg(long, default_value_t = 0.0)]
+    pub bad: f64,
+    /// Random seed: the same seed gives the same file.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Prefix of generated ids.
+    #[arg(long, default_value = "t")]
+    pub id_prefix: String,
+    /// Output file; "-" for standard output.
+    #[arg(long, default_value = "-")]
+    pub out: PathBuf,
+}
+
+impl CommonArgs {
+    /// Settings from `--config` (or the defaults) with these options applied over them.
+    pub fn settings(&self) -> Result<Settings, crate::config::ConfigError> {
+        let mut s = match &self.config {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
+        };
+        if !self.input.is_empty() {
+            s.input.files = self.input.clone();
+        }
+        if let Some(w) = self.workers {
+            s.dataflow.workers = w;
+        }
+        if let Some(p) = self.processes {
+            s.dataflow.processes = p;
+        }
+        if let Some(p) = self.process {
+            s.dataflow.process = p;
+        }
+        if self.hostfile.is_some() {
+            s.dataflow.hostfile = self.hostfile.clone();
+        }
+        s.input.strict |= self.strict;
+        if let Some(f) = &self.event_filter {
+            s.filters.event = f.clone();
+        }
+        if let Some(f) = &self.view_filter {
+            s.filters.view = f.clone();
+        }
+        if let Some(d) = &self.dead_letters {
+            s.input.dead_letters = d.clone();
+        }
+        if let Some(m) = self.max_record_bytes {
+            s.input.max_record_bytes = m;
+        }
+        // Check filters and cluster options now, with a clear message, not inside a worker.
+        s.event_filter()?;
+        s.view_filter()?;
+        s.timely_config()?;
+        Ok(s)
+    }
+}
+
+impl BatchArgs {
+    /// Settings for `lambda batch`.
+    pub fn settings(&self) -> Result<Settings, crate::config::ConfigError> {
+        let mut s = self.common.settings()?;
+        if let Some(out) = &self.out {
+            s.batch.out = out.clone();
+        }
+        if let Some(n) = self.show {
+            s.batch.show = n;
+        }
+        if let Some(k) = self.top {
+            s.batch.top = k;
+        }
+        Ok(s)
+    }
+}

@@ -1,0 +1,324 @@
+//! Settings: built-in defaults, then a TOML file (`--config`), then command-line options.
+//!
+//! `config/lambda.toml` ships every default with a comment; the built-in values below are
+//! the same (a test checks it), so the file is documentation that can also be edited.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::filter::{Filter, FilterError, Kind};
+
+/// Every setting of the program.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// History input.
+    pub input: InputSettings,
+    /// Workers and cluster.
+    pub dataflow: DataflowSettings,
+    /// The workshop's exercises.
+    pub filters: FilterSettings,
+    /// `lambda batch` output.
+    pub batch: BatchSettings,
+    /// The Kafka speed layer.
+    pub kafka: KafkaSettings,
+    /// The serving layer.
+    pub serve: ServeSettings,
+}
+
+/// Where history comes from and how bad records are handled.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct InputSettings {
+    /// History files (JSON lines, JSON array, or `.csv`).
+    pub files: Vec<PathBuf>,
+    /// Stop at the first bad record instead of dead-lettering it.
+    pub strict: bool,
+    /// Records larger than this are refused as `oversized`.
+    pub max_record_bytes: usize,
+    /// The dead-letter file (JSON lines). Empty: `<batch.out>/dead_letters.jsonl`.
+    pub dead_letters: PathBuf,
+}
+
+/// How many workers, in how many processes.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataflowSettings {
+    /// Worker threads per process; 0 means one per core.
+    pub workers: usize,
+    /// Number of processes in the cluster.
+    pub processes: usize,
+    /// This process's index, from 0.
+    pub process: usize,
+    /// A file with one `host:port` line per process (needed when `processes > 1`).
+    pub hostfile: Option<PathBuf>,
+}
+
+/// The workshop's exercises, as configuration.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterSettings {
+    /// Keep only transactions that pass, e.g. `amount >= 100`. Empty: keep all.
+    pub event: String,
+    /// Show only customers that pass, e.g. `total > 200`. Empty: show all.
+    pub view: String,
+}
+
+/// What `lambda batch` writes.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchSettings {
+    /// Output directory for the views.
+    pub out: PathBuf,
+    /// Rows of the customer table printed.
+    pub show: usize,
+    /// How many customers the `top` view keeps.
+    pub top: usize,
+}
+
+/// The Kafka source.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// The topic of real-time orders.
+    pub topic: String,
+    /// The consumer group offsets are committed to (for lag monitoring).
+    pub group: String,
+}
+
+/// The serving layer.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSettings {
+    /// HTTP listen address.
+    pub http: String,
+    /// Snapshot directory; empty for none.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            input: InputSettings::default(),
+            dataflow: DataflowSettings::default(),
+            filters: FilterSettings::default(),
+            batch: BatchSettings::default(),
+            kafka: KafkaSettings::default(),
+            serve: ServeSettings::default(),
+        }
+    }
+}
+
+impl Default for InputSettings {
+    fn default() -> Self {
+        InputSettings {
+            files: vec![PathBuf::from("datasets/transactions.json")],
+            strict: false,
+            max_record_bytes: 1 << 20,
+            dead_letters: PathBuf::new(),
+        }
+    }
+}
+
+impl Default for DataflowSettings {
+    fn default() -> Self {
+        DataflowSettings {
+            workers: 0,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+        }
+    }
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            out: PathBuf::from("output/batch_view"),
+            show: 20,
+            top: 10,
+        }
+    }
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            brokers: "localhost:9092".into(),
+            topic: "real-time-orders".into(),
+            group: "atelier-lambda".into(),
+        }
+    }
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            http: "127.0.0.1:8080".into(),
+            state_dir: None,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid.
+    #[error("bad config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: Box<toml::de::Error>,
+    },
+    /// A filter does not parse.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// The cluster options do not fit together.
+    #[error("{0}")]
+    Cluster(String),
+}
+
+impl Settings {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text over the defaults.
+    pub fn from_toml(text: &str) -> Result<Settings, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The event filter, if one is set.
+    pub fn event_filter(&self) -> Result<Option<Filter>, ConfigError> {
+        parse_filter(&self.filters.event, Kind::Event)
+    }
+
+    /// The view filter, if one is set.
+    pub fn view_filter(&self) -> Result<Option<Filter>, ConfigError> {
+        parse_filter(&self.filters.view, Kind::View)
+    }
+
+    /// The dead-letter file: as configured, else next to the batch output.
+    pub fn dead_letter_path(&self) -> PathBuf {
+        if self.input.dead_letters.as_os_str().is_empty() {
+            self.batch.out.join("dead_letters.jsonl")
+        } else {
+            self.input.dead_letters.clone()
+        }
+    }
+
+    /// Timely's configuration for these workers and processes.
+    pub fn timely_config(&self) -> Result<timely::Config, ConfigError> {
+        let d = &self.dataflow;
+        let workers = if d.workers == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            d.workers
+        };
+        let communication = if d.processes <= 1 {
+            if workers == 1 {
+                timely::CommunicationConfig::Thread
+            } else {
+                timely::CommunicationConfig::Process(workers)
+            }
+        } else {
+            let addresses = match &d.hostfile {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        ConfigError::Cluster(format!(
+                            "cannot read host file {}: {e}",
+                            path.display()
+                        ))
+                    })?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from)
+                    .collect(),
+                None => (0..d.processes)
+                    .map(|i| format!("127.0.0.1:{}", 2101 + i))
+                    .collect::<Vec<_>>(),
+            };
+            if addresses.len() != d.processes {
+                return Err(ConfigError::Cluster(format!(
+                    "{} processes but the host file lists {} addresses",
+                    d.processes,
+                    addresses.len()
+                )));
+            }
+            if d.process >= d.processes {
+                return Err(ConfigError::Cluster(format!(
+                    "process index {} is not below {}",
+                    d.process, d.processes
+                )));
+            }
+            timely::CommunicationConfig::Cluster {
+                threads: workers,
+                process: d.process,
+                addresses,
+                report: false,
+                zerocopy: false,
+            }
+        };
+        Ok(timely::Config {
+            communication,
+            worker: timely::WorkerConfig::default(),
+        })
+    }
+}
+
+fn parse_filter(text: &str, kind: Kind) -> Result<Option<Filter>, ConfigError> {
+    if text.trim().is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(Filter::parse(text, kind)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_file_holds_exactly_the_defaults() {
+        let shipped = Settings::from_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/lambda.toml"
+        )))
+        .expect("config/lambda.toml parses");
+        assert_eq!(shipped, Settings::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(Settings::from_toml("[input]\nfiels = []").is_err());
+    }
+
+    #[test]
+    fn cluster_options_are_checked() {
+        let mut s = Settings::default();
+        s.dataflow.processes = 2;
+        s.dataflow.process = 2;
+        assert!(s.timely_config().is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! The one dataflow: batch and speed layers are the same operators.
+//!
+//! ```text
+//!  history files ─┐ (time 0)                          ┌─► customers ─► top, customer_count
+//!                 ├─► updates ─► upsert ─► [filter] ──┼─► categories, hourly, overall
+//!  Kafka polls ───┘ (time 1, 2, …)                    │
+//!  refused records ───────────────────────────────────┴─► dead_letters
+//! ```
+//!
+//! Every worker owns one input for updates and one for refused records. The history is
+//! loaded at logical time 0 (the batch layer), each Kafka poll later becomes a new time
+//! (the speed layer), and the serving layer reads the arrangements at any time that the
+//! probe has passed. See [`views`] for the view definitions and [`upsert`] for how
+//! corrections and deletes become retractions.
+
+pub mod stats;
+pub mod upsert;
+pub mod views;
+
+use differential_dataflow::input::{Input, InputSession};
+use timely::dataflow::operators::vec::input::Input as TimelyInput;
+use timely::dataflow::{InputHandleVec, ProbeHandle};
+use timely::worker::Worker;
+
+use crate::event::{Reason, Update};
+use crate::filter::Filter;
+use upsert::LatestVersions;
+use views::ViewTraces;
+
+/// Logical time: 0 is the history, each later time one admitted batch of the stream.
+pub type Time = u64;
+
+/// One worker's handles on the running dataflow.
+pub struct Pipeline {
+    /// Versions of transactions entering the dataflow.
+    pub updates: InputHandleVec<Time, Update>,
+    /// Reasons of refused records, counted by the `dead_letters` view.
+    pub refused: InputSession<Time, Reason, isize>,
+    /// Every view's arrangement.
+    pub views: ViewTraces,
+    /// Passes a time once every view is complete through it.
+    pub probe: ProbeHandle<Time>,
+    /// This worker's live versions, by identity.
+    pub latest: LatestVersions,
+}
+
+impl Pipeline {
+    /// Builds the dataflow on this worker. `event_filter` keeps only the transactions it
+    /// accepts (applied after upserts, so a correction can move a transaction in or out).
+    pub fn build(worker: &mut Worker, event_filter: Option<Filter>) -> Pipeline {
+        let probe = ProbeHandle::new();
+        let mut updates = InputHandleVec::new();
+        let (refused, views, latest) = worker.dataflow::<Time, _, _>(|scope| {
+            let (refused_input, refused) = scope.new_collection::<Reason, isize>();
+            let (txns, latest) = upsert::upsert(scope.input_from(&mut updates));
+            let txns = match event_filter {
+                Some(filter) => txns.filter(move |t| filter.accepts_txn(t)),
+                None => txns,
+            };
+            (refused_input, views::define(txns, refused, &probe), latest)
+        });
+        Pipeline {
+            updates,
+            refused,
+            views,
+            probe,
+            latest,
+        }
+    }
+
+    /// Closes the time in progress and moves both inputs to `time`.
+    pub fn advance_to(&mut self, time: Time) {
+        self.updates.advance_to(time);
+        self.refused.advance_to(time);
+        self.refused.flush();
+    }
+
+    /// The time now being fed.
+    pub fn time(&self) -> Time {
+        *self.updates.time()
+    }
+
+    /// Closes both inputs: nothing more will be admitted.
+    pub fn close(self) -> (ViewTraces, ProbeHandle<Time>, LatestVersions) {
+        self.updates.close();
+        self.refused.close();
+        (self.views, self.probe, self.latest)
+    }
+}

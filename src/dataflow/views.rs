@@ -1,0 +1,145 @@
+//! The views: each defined once, each an arrangement the serving layer reads.
+//!
+//! History and Kafka feed the same live collection of transactions, so these definitions
+//! serve the batch layer (the history at time 0) and the speed layer (every later time)
+//! alike:
+//!
+//! | view | arrangement | how |
+//! |---|---|---|
+//! | `customers` | customer → [`CustomerRow`] | `reduce` over the customer's amounts (min and max need them) |
+//! | `top` | (−total, customer) | the `customers` output re-keyed by total, so the first keys are the largest |
+//! | `categories` | category → [`Stats`] | `explode` into a semigroup diff: sums consolidate in place |
+//! | `hourly` | UTC hour → [`Stats`] | same |
+//! | `overall` | () → [`Stats`] | same |
+//! | `customer_count` | () → count | one update per customer appearing or disappearing |
+//! | `dead_letters` | reason → count | the refused records, at the time they were refused |
+
+use std::iter::once;
+
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::implementations::{KeySpine, ValBuilder, ValSpine};
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::ProbeHandle;
+
+use super::stats::Stats;
+use super::Time;
+use crate::event::{Reason, Txn};
+
+/// One customer's aggregate: the workshop's `total_amount` and its companions.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct CustomerRow {
+    /// Sum of amounts, in cents.
+    pub total: i128,
+    /// Number of live transactions.
+    pub count: i64,
+    /// Smallest amount, in cents.
+    pub min: i64,
+    /// Largest amount, in cents.
+    pub max: i64,
+}
+
+/// A trace keyed by `K` whose diffs carry the aggregate.
+pub type SumTrace<K, R = Stats> = TraceAgent<KeySpine<K, Time, R>>;
+/// The `customers` trace: customer → row.
+pub type CustomersTrace = TraceAgent<ValSpine<String, CustomerRow, Time, isize>>;
+/// The `top` trace: keys `(-total, customer)`, in ranking order.
+pub type TopTrace = SumTrace<(i128, String), isize>;
+
+/// Handles on every view's arrangement, held by the worker that built them.
+pub struct ViewTraces {
+    /// customer → total, count, min, max.
+    pub customers: CustomersTrace,
+    /// customers ranked by total, ties by name.
+    pub top: TopTrace,
+    /// category (None when absent) → total, count.
+    pub categories: SumTrace<Option<String>>,
+    /// UTC hour (hours since the epoch) → total, count.
+    pub hourly: SumTrace<i64>,
+    /// total and count of all live transactions.
+    pub overall: SumTrace<()>,
+    /// number of customers with at least one live transaction.
+    pub customer_count: SumTrace<(), isize>,
+    /// refused records by reason.
+    pub dead_letters: SumTrace<Reason, isize>,
+}
+
+/// Defines every view over the live transactions and the refused records' reasons.
+///
+/// Every arrangement's progress is reported to `probe`, so `probe.less_than(t)` being false
+/// means every view is complete through `t`.
+pub fn define<'scope>(
+    txns: VecCollection<'scope, Time, Txn, isize>,
+    refused: VecCollection<'scope, Time, Reason, isize>,
+    probe: &ProbeHandle<Time>,
+) -> ViewTraces {
+    let customers = txns
+        .clone()
+        .map(|t| (t.customer, t.cents))
+        .arrange_by_key_named("customer amounts")
+        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<String, CustomerRow, Time, isize>, _, _>(
+            "customers",
+            |_customer, amounts, output| {
+                // `amounts` is sorted by value and holds accumulated, non-zero counts.
+                let mut row = CustomerRow { min: *amounts[0].0, max: *amounts[amounts.len() - 1].0, ..Default::default() };
+                for (cents, count) in amounts {
+                    row.count += *count as i64;
+                    row.total += i128::from(**cents) * (*count as i128);
+                }
+                output.push((row, 1));
+            },
+            |vec, key, updates| {
+                vec.clear();
+                vec.extend(updates.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
+            },
+        );
+    let top = customers
+        .clone()
+        .as_collection(|customer, row| (-row.total, customer.clone()))
+        .arrange_by_self_named("top");
+    let customer_count = customers
+        .clone()
+        .as_collection(|_, _| ())
+        .arrange_by_self_named("customer count");
+    let categories = sum_by(txns.clone(), "categories", |t| t.category.clone());
+    let hourly = sum_by(txns.clone().filter(|t| t.hour.is_some()), "hourly", |t| {
+        t.hour.unwrap_or_default()
+    });
+    let overall = sum_by(txns, "overall", |_| ());
+    let dead_letters = refused.arrange_by_self_named("dead letters");
+
+    customers.stream.clone().probe_with(probe);
+    top.stream.clone().probe_with(probe);
+    customer_count.stream.clone().probe_with(probe);
+    categories.stream.clone().probe_with(probe);
+    hourly.stream.clone().probe_with(probe);
+    overall.stream.clone().probe_with(probe);
+    dead_letters.stream.clone().probe_with(probe);
+
+    ViewTraces {
+        customers: customers.trace,
+        top: top.trace,
+        categories: categories.trace,
+        hourly: hourly.trace,
+        overall: overall.trace,
+        customer_count: customer_count.trace,
+        dead_letters: dead_letters.trace,
+    }
+}
+
+/// Sums transactions by a key, as a semigroup diff on an arrangement of the keys.
+fn sum_by<'scope, K>(
+    txns: VecCollection<'scope, Time, Txn, isize>,
+    name: &str,
+    key: impl Fn(&Txn) -> K + 'static,
+) -> Arranged<'scope, SumTrace<K>>
+where
+    K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
+{
+    txns.explode(move |t| once((key(&t), Stats::one(t.cents))))
+        .arrange_by_self_named(name)
+}
+
+use timely::dataflow::operators::Probe;

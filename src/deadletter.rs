@@ -1,0 +1,149 @@
+//! Dead letters: every refused record, kept with its raw bytes, place and reason.
+//!
+//! Refused records never reach a view. Each one is appended as one JSON line to the
+//! dead-letter file, and its reason is counted by the `dead_letters` view:
+//!
+//! ```text
+//! {"source":"datasets/transactions.json:7","reason":"bad_amount","detail":"amount is a string, not a JSON number","raw":"{\"customer\":\"Ali\",\"amount\":\"12\"}"}
+//! ```
+//!
+//! Raw bytes that are not UTF-8 are written as `raw_base64` instead of `raw`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use base64::Engine;
+use serde::Serialize;
+
+use crate::event::{Position, Reason, Rejection};
+
+/// The most raw bytes kept for one dead letter (the rest of an oversized record is cut).
+pub const MAX_RAW_BYTES: usize = 64 * 1024;
+
+/// One refused record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Where it came from: `file:line` or `topic/partition/offset`.
+    pub source: String,
+    /// The same place, in source order (strict mode reports the earliest).
+    pub position: Position,
+    /// Why it was refused.
+    pub rejection: Rejection,
+    /// Its bytes, as read (at most [`MAX_RAW_BYTES`]).
+    pub raw: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// A dead letter for `raw` at `source`.
+    pub fn new(source: String, position: Position, rejection: Rejection, raw: &[u8]) -> Self {
+        DeadLetter {
+            source,
+            position,
+            rejection,
+            raw: raw[..raw.len().min(MAX_RAW_BYTES)].to_vec(),
+        }
+    }
+
+    /// The reason, for counting.
+    pub fn reason(&self) -> Reason {
+        self.rejection.reason
+    }
+
+    /// The JSON line written to the dead-letter file (without the newline).
+    pub fn to_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            source: &'a str,
+            reason: Reason,
+            detail: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            raw: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            raw_base64: Option<String>,
+        }
+        let text = std::str::from_utf8(&self.raw).ok();
+        let line = Line {
+            source: &self.source,
+            reason: self.rejection.reason,
+            detail: &self.rejection.detail,
+            raw: text,
+            raw_base64: text
+                .is_none()
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&self.raw)),
+        };
+        serde_json::to_string(&line).expect("a dead letter always serializes")
+    }
+}
+
+/// The dead-letter file, shared by every worker of this process.
+pub struct DeadLetterFile {
+    path: PathBuf,
+    writer: Mutex<BufWriter<File>>,
+}
+
+impl DeadLetterFile {
+    /// Opens `path` for appending, creating it and its directory.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(DeadLetterFile {
+            path: path.to_owned(),
+            writer: Mutex::new(BufWriter::new(file)),
+        })
+    }
+
+    /// Appends one dead letter.
+    pub fn write(&self, letter: &DeadLetter) -> std::io::Result<()> {
+        let mut writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        writeln!(writer, "{}", letter.to_json())
+    }
+
+    /// Flushes what was written to the file.
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .flush()
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_text_or_base64() {
+        let text = DeadLetter::new(
+            "f:1".into(),
+            Position::in_file(0, 0),
+            Rejection::new(Reason::InvalidJson, "x"),
+            b"{oops",
+        );
+        assert_eq!(
+            text.to_json(),
+            r#"{"source":"f:1","reason":"invalid_json","detail":"x","raw":"{oops"}"#
+        );
+        let bytes = DeadLetter::new(
+            "f:2".into(),
+            Position::in_file(0, 6),
+            Rejection::new(Reason::InvalidUtf8, "y"),
+            b"\xff",
+        );
+        assert_eq!(
+            bytes.to_json(),
+            r#"{"source":"f:2","reason":"invalid_utf8","detail":"y","raw_base64":"/w=="}"#
+        );
+    }
+}

@@ -1,0 +1,720 @@
+//! Events: what one line of a history file or one Kafka message means, and why one is refused.
+//!
+//! Every input path (JSON lines, JSON arrays, CSV, Kafka) turns its raw record into [`Fields`]
+//! and calls [`Fields::validate`], so that there is exactly one set of rules:
+//!
+//! ```
+//! use atelier_lambda::event::{parse_json, Change, Reason};
+//! let event = parse_json(br#"{"customer":"Ali","amount":80,"id":"t9"}"#).unwrap();
+//! assert_eq!(event.id.as_deref(), Some("t9"));
+//! match event.change { Change::Upsert(txn) => assert_eq!(txn.cents, 8000), Change::Delete => unreachable!() }
+//!
+//! let refused = parse_json(br#"{"customer":"","amount":1}"#).unwrap_err();
+//! assert_eq!(refused.reason, Reason::EmptyCustomer);
+//! ```
+//!
+//! The records that flow into the dataflow are [`Update`]s: an event placed at its
+//! [`Identity`] and [`Position`] in its source.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::amount::{parse_cents, AmountError};
+
+/// The longest customer name accepted, in bytes.
+pub const MAX_CUSTOMER_BYTES: usize = 256;
+
+/// One live transaction: the value a view aggregates.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Txn {
+    /// Who paid (non-empty, at most [`MAX_CUSTOMER_BYTES`]).
+    pub customer: String,
+    /// The amount in exact cents; negative for a refund.
+    pub cents: i64,
+    /// The UTC hour of the event time, as hours since the Unix epoch, when `ts` was given.
+    pub hour: Option<i64>,
+    /// The category, when given.
+    pub category: Option<String>,
+}
+
+/// What an event does to its identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Insert, or replace the earlier version of the same identity.
+    Upsert(Txn),
+    /// Retract the transaction with this identity.
+    Delete,
+}
+
+/// A validated event, before it is placed in its source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The `id` field, when present.
+    pub id: Option<String>,
+    /// Upsert or delete.
+    pub change: Change,
+}
+
+/// The identity of a transaction: versions with the same identity replace each other.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Identity {
+    /// The event's `id`, or else its Kafka message key.
+    Id(String),
+    /// The record's place in its source (`file:line`, `topic/partition/offset`), for events
+    /// with neither, so that reading the same source twice never counts a record twice.
+    At(String),
+}
+
+/// Where a record stands in the order of its source: later positions replace earlier ones
+/// when they reach the dataflow at the same logical time.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Position {
+    /// The source: a history file's index in the input list, or a Kafka partition.
+    pub source: u32,
+    /// The place in that source: a byte offset in a file, an offset in a partition.
+    pub seq: u64,
+}
+
+impl Position {
+    /// Kafka partitions are numbered from here, so that they never share a source with a file.
+    const PARTITION_BASE: u32 = 1 << 31;
+
+    /// A byte offset in the history file at `file_index` of the input list.
+    pub fn in_file(file_index: u32, byte_offset: u64) -> Self {
+        Position {
+            source: file_index & !Self::PARTITION_BASE,
+            seq: byte_offset,
+        }
+    }
+
+    /// An offset in a Kafka partition.
+    pub fn in_partition(partition: i32, offset: i64) -> Self {
+        Position {
+            source: Self::PARTITION_BASE | (partition as u32),
+            seq: offset.max(0) as u64,
+        }
+    }
+}
+
+/// One record entering the dataflow: the new version of `identity`, or its removal.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Update {
+    /// Which transaction this version belongs to.
+    pub identity: Identity,
+    /// Its place in the source, which orders versions admitted at the same logical time.
+    pub position: Position,
+    /// The new version, or `None` for a delete.
+    pub txn: Option<Txn>,
+}
+
+impl Event {
+    /// Places the event in its source: its identity is its `id`, else the message `key`,
+    /// else `at` (the record's place, e.g. `file:line`).
+    pub fn into_update(
+        self,
+        key: Option<String>,
+        at: impl FnOnce() -> String,
+        position: Position,
+    ) -> Result<Update, Rejection> {
+        let identity = match (self.id, key) {
+            (Some(id), _) | (None, Some(id)) => Identity::Id(id),
+            (None, None) if self.change == Change::Delete => {
+                return Err(Rejection::new(
+                    Reason::DeleteWithoutId,
+                    "a delete needs an id (or a message key)",
+                ))
+            }
+            (None, None) => Identity::At(at()),
+        };
+        let txn = match self.change {
+            Change::Upsert(txn) => Some(txn),
+            Change::Delete => None,
+        };
+        Ok(Update {
+            identity,
+            position,
+            txn,
+        })
+    }
+}
+
+/// Why a record was refused. The list is fixed: counts and dead letters use these names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The bytes are not UTF-8.
+    InvalidUtf8,
+    /// The text is not JSON.
+    InvalidJson,
+    /// The row is not valid CSV.
+    InvalidCsv,
+    /// Valid JSON, but not an object.
+    NotAnObject,
+    /// `customer` is absent or null.
+    MissingCustomer,
+    /// `customer` is an empty string.
+    EmptyCustomer,
+    /// `customer` is longer than [`MAX_CUSTOMER_BYTES`].
+    CustomerTooLong,
+    /// `customer` is not a string.
+    BadCustomer,
+    /// `amount` is absent or null.
+    MissingAmount,
+    /// `amount` is not a number.
+    BadAmount,
+    /// `amount` has more than two decimals.
+    AmountTooPrecise,
+    /// `amount` does not fit in 64-bit cents.
+    AmountOverflow,
+    /// `ts` is not an RFC 3339 time.
+    BadTs,
+    /// `op` is neither `upsert` nor `delete`.
+    BadOp,
+    /// `id` is neither a string nor an integer.
+    BadId,
+    /// `category` is not a string.
+    BadCategory,
+    /// A delete that names no transaction (no `id`, no message key).
+    DeleteWithoutId,
+    /// The record is larger than the configured limit.
+    Oversized,
+}
+
+impl Reason {
+    /// Every reason, in a stable order.
+    pub const ALL: [Reason; 18] = [
+        Reason::InvalidUtf8,
+        Reason::InvalidJson,
+        Reason::InvalidCsv,
+        Reason::NotAnObject,
+        Reason::MissingCustomer,
+        Reason::EmptyCustomer,
+        Reason::CustomerTooLong,
+        Reason::BadCustomer,
+        Reason::MissingAmount,
+        Reason::BadAmount,
+        Reason::AmountTooPrecise,
+        Reason::AmountOverflow,
+        Reason::BadTs,
+        Reason::BadOp,
+        Reason::BadId,
+        Reason::BadCategory,
+        Reason::DeleteWithoutId,
+        Reason::Oversized,
+    ];
+
+    /// The reason's name in counts, dead letters and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::InvalidJson => "invalid_json",
+            Reason::InvalidCsv => "invalid_csv",
+            Reason::NotAnObject => "not_an_object",
+            Reason::MissingCustomer => "missing_customer",
+            Reason::EmptyCustomer => "empty_customer",
+            Reason::CustomerTooLong => "customer_too_long",
+            Reason::BadCustomer => "bad_customer",
+            Reason::MissingAmount => "missing_amount",
+            Reason::BadAmount => "bad_amount",
+            Reason::AmountTooPrecise => "amount_too_precise",
+            Reason::AmountOverflow => "amount_overflow",
+            Reason::BadTs => "bad_ts",
+            Reason::BadOp => "bad_op",
+            Reason::BadId => "bad_id",
+            Reason::BadCategory => "bad_category",
+            Reason::DeleteWithoutId => "delete_without_id",
+            Reason::Oversized => "oversized",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused record's reason and a human explanation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The fixed reason.
+    pub reason: Reason,
+    /// What exactly was wrong, for the dead letter and strict mode's error.
+    pub detail: String,
+}
+
+impl Rejection {
+    /// A rejection for `reason` with an explanation.
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+/// One field of a raw record, before validation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Field<'a> {
+    /// Absent, JSON `null`, or an empty CSV cell.
+    #[default]
+    Absent,
+    /// A string (JSON string, or any CSV cell).
+    Text(Cow<'a, str>),
+    /// A JSON number literal, or a CSV cell read as one.
+    Number(&'a str),
+    /// Any other JSON value (boolean, object, array), as its raw text.
+    Other(&'a str),
+}
+
+impl<'a> Field<'a> {
+    /// Classifies a raw JSON value.
+    fn from_json(raw: Option<&'a RawValue>) -> Result<Self, Rejection> {
+        let Some(raw) = raw else {
+            return Ok(Field::Absent);
+        };
+        let text = raw.get();
+        Ok(match text.as_bytes().first() {
+            Some(b'"') => match serde_json::from_str::<&str>(text) {
+                Ok(s) => Field::Text(Cow::Borrowed(s)),
+                // Escapes need an owned copy.
+                Err(_) => Field::Text(Cow::Owned(
+                    serde_json::from_str::<String>(text)
+                        .map_err(|e| Rejection::new(Reason::InvalidJson, e.to_string()))?,
+                )),
+            },
+            Some(b'-' | b'0'..=b'9') => Field::Number(text),
+            Some(b'n') => Field::Absent,
+            _ => Field::Other(text),
+        })
+    }
+
+    /// Classifies a CSV cell: empty means absent.
+    pub fn from_cell(cell: Option<&'a str>) -> Self {
+        match cell {
+            None | Some("") => Field::Absent,
+            Some(text) => Field::Text(Cow::Borrowed(text)),
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Field::Absent => "absent",
+            Field::Text(_) => "a string",
+            Field::Number(_) => "a number",
+            Field::Other(_) => "not a string or number",
+        }
+    }
+}
+
+/// The fields of one raw record that the event format defines; others are ignored.
+#[derive(Clone, Debug, Default)]
+pub struct Fields<'a> {
+    /// `id`
+    pub id: Field<'a>,
+    /// `customer`
+    pub customer: Field<'a>,
+    /// `amount`
+    pub amount: Field<'a>,
+    /// `op`
+    pub op: Field<'a>,
+    /// `ts`
+    pub ts: Field<'a>,
+    /// `category`
+    pub category: Field<'a>,
+}
+
+#[derive(Deserialize)]
+struct JsonFields<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    customer: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    amount: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    op: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    ts: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    category: Option<&'a RawValue>,
+}
+
+/// Parses and validates one JSON object.
+pub fn parse_json(bytes: &[u8]) -> Result<Event, Rejection> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Rejection::new(Reason::InvalidUtf8, e.to_string()))?;
+    Fields::from_json(text)?.validate()
+}
+
+impl<'a> Fields<'a> {
+    /// Reads the event fields of one JSON object.
+    pub fn from_json(text: &'a str) -> Result<Self, Rejection> {
+        let first = text.trim_start().as_bytes().first().copied();
+        let raw: JsonFields<'a> = serde_json::from_str(text).map_err(|e| match first {
+            Some(b'{') | None => Rejection::new(Reason::InvalidJson, e.to_string()),
+            // Valid JSON that is not an object is its own, clearer reason.
+            Some(_) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
+                Rejection::new(Reason::NotAnObject, "expected a JSON object")
+            }
+            Some(_) => Rejection::new(Reason::InvalidJson, e.to_string()),
+        })?;
+        Ok(Fields {
+            id: Field::from_json(raw.id)?,
+            customer: Field::from_json(raw.customer)?,
+            amount: Field::from_json(raw.amount)?,
+            op: Field::from_json(raw.op)?,
+            ts: Field::from_json(raw.ts)?,
+            category: Field::from_json(raw.category)?,
+        })
+    }
+
+    /// Applies the event rules of `SPEC.md`: the one place where they live.
+    pub fn validate(self) -> Result<Event, Rejection> {
+        let id = match self.id {
+            Field::Absent => None,
+            Field::Text(s) => Some(s.into_owned()),
+            Field::Number(n) if n.bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
+                Some(n.to_owned())
+            }
+            other => {
+                return Err(Rejection::new(
+                    Reason::BadId,
+                    format!("id is {}", other.describe()),
+                ))
+            }
+        };
+        let is_delete = match &self.op {
+            Field::Absent => false,
+            Field::Text(op) if op == "upsert" => false,
+            Field::Text(op) if op == "delete" => true,
+            Field::Text(op) => {
+                return Err(Rejection::new(
+                    Reason::BadOp,
+                    format!("op must be \"upsert\" or \"delete\", not {op:?}"),
+                ))
+            }
+            other => {
+                return Err(Rejection::new(
+                    Reason::BadOp,
+                    format!("op is {}", other.describe()),
+                ))
+            }
+        };
+        if is_delete {
+            // A delete needs nothing but its identity, which the source checks.
+            return Ok(Event {
+                id,
+                change: Change::Delete,
+            });
+        }
+        let customer = match self.customer {
+            Field::Absent => {
+                return Err(Rejection::new(
+                    Reason::MissingCustomer,
+                    "customer is missing or null",
+                ))
+            }
+            Field::Text(c) if c.is_empty() => {
+                return Err(Rejection::new(Reason::EmptyCustomer, "customer is empty"))
+            }
+            Field::Text(c) if c.len() > MAX_CUSTOMER_BYTES => {
+                return Err(Rejection::new(
+                    Reason::CustomerTooLong,
+                    format!(
+                        "customer is {} bytes, at most {MAX_CUSTOMER_BYTES}",
+                        c.len()
+                    ),
+                ))
+            }
+            Field::Text(c) => c.into_owned(),
+            other => {
+                return Err(Rejection::new(
+                    Reason::BadCustomer,
+                    format!("customer is {}", other.describe()),
+                ))
+            }
+        };
+        let cents = match self.amount {
+            Field::Absent => {
+                return Err(Rejection::new(
+                    Reason::MissingAmount,
+                    "amount is missing or null",
+                ))
+            }
+            // CSV amount cells arrive as `Number` (see `from_csv`); JSON strings are refused.
+            Field::Number(n) => parse_amount(n)?,
+            other => {
+                return Err(Rejection::new(
+                    Reason::BadAmount,
+                    format!("amount is {}, not a JSON number", other.describe()),
+                ))
+            }
+        };
+        let hour = match self.ts {
+            Field::Absent => None,
+            Field::Text(ts) => Some(parse_hour(&ts)?),
+            other => {
+                return Err(Rejection::new(
+                    Reason::BadTs,
+                    format!("ts is {}", other.describe()),
+                ))
+            }
+        };
+        let category = match self.category {
+            Field::Absent => None,
+            Field::Text(c) => Some(c.into_owned()),
+            other => {
+                return Err(Rejection::new(
+                    Reason::BadCategory,
+                    format!("category is {}", other.describe()),
+                ))
+            }
+        };
+        Ok(Event {
+            id,
+            change: Change::Upsert(Txn {
+                customer,
+                cents,
+                hour,
+                category,
+            }),
+        })
+    }
+
+    /// Reads the event fields of one CSV row, given the header's column indices.
+    pub fn from_csv(row: &'a csv::StringRecord, columns: &CsvColumns) -> Self {
+        let cell = |i: Option<usize>| Field::from_cell(i.and_then(|i| row.get(i)));
+        let amount = match columns.amount.and_then(|i| row.get(i)) {
+            None | Some("") => Field::Absent,
+            Some(text) => Field::Number(text),
+        };
+        Fields {
+            id: cell(columns.id),
+            customer: cell(columns.customer),
+            amount,
+            op: cell(columns.op),
+            ts: cell(columns.ts),
+            category: cell(columns.category),
+        }
+    }
+}
+
+/// Where each event column stands in a CSV header.
+#[derive(Clone, Debug, Default)]
+pub struct CsvColumns {
+    id: Option<usize>,
+    customer: Option<usize>,
+    amount: Option<usize>,
+    op: Option<usize>,
+    ts: Option<usize>,
+    category: Option<usize>,
+}
+
+impl CsvColumns {
+    /// Finds the event columns by name; other columns are ignored.
+    pub fn from_header(header: &csv::StringRecord) -> Self {
+        let find = |name: &str| header.iter().position(|h| h.trim() == name);
+        CsvColumns {
+            id: find("id"),
+            customer: find("customer"),
+            amount: find("amount"),
+            op: find("op"),
+            ts: find("ts"),
+            category: find("category"),
+        }
+    }
+}
+
+fn parse_amount(text: &str) -> Result<i64, Rejection> {
+    parse_cents(text).map_err(|e| {
+        let reason = match e {
+            AmountError::NotANumber => Reason::BadAmount,
+            AmountError::TooPrecise => Reason::AmountTooPrecise,
+            AmountError::Overflow => Reason::AmountOverflow,
+        };
+        Rejection::new(reason, format!("{e}: {text}"))
+    })
+}
+
+/// The UTC hour (hours since the epoch) of an RFC 3339 time.
+fn parse_hour(ts: &str) -> Result<i64, Rejection> {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .map(|t| t.timestamp().div_euclid(3600))
+        .map_err(|e| Rejection::new(Reason::BadTs, format!("ts {ts:?} is not RFC 3339: {e}")))
+}
+
+/// Formats an hour number as the RFC 3339 time of its start, `2025-01-01T13:00:00Z`.
+pub fn format_hour(hour: i64) -> String {
+    match chrono::DateTime::from_timestamp(hour.saturating_mul(3600), 0) {
+        Some(t) => t.format("%Y-%m-%dT%H:00:00Z").to_string(),
+        None => format!("hour {hour}"),
+    }
+}
+
+/// Parses an hour bound given by a user: an RFC 3339 time, or a date-hour `2025-01-01T13`.
+pub fn parse_hour_bound(text: &str) -> Option<i64> {
+    if let Ok(h) = parse_hour(text) {
+        return Some(h);
+    }
+    for suffix in [":00:00Z", ":00Z", "Z"] {
+        if let Ok(h) = parse_hour(&format!("{text}{suffix}")) {
+            return Some(h);
+        }
+    }
+    parse_hour(&format!("{text}T00:00:00Z")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(line: &str) -> Reason {
+        parse_json(line.as_bytes()).unwrap_err().reason
+    }
+
+    #[test]
+    fn accepts_the_workshop_format() {
+        let e = parse_json(br#"{"customer": "Ali", "amount": 120}"#).unwrap();
+        assert_eq!(e.id, None);
+        assert_eq!(
+            e.change,
+            Change::Upsert(Txn {
+                customer: "Ali".into(),
+                cents: 12000,
+                hour: None,
+                category: None
+            })
+        );
+    }
+
+    #[test]
+    fn reads_every_optional_field_and_ignores_unknown_ones() {
+        let e = parse_json(
+            br#"{"id":7,"customer":"S\u00e9na","amount":-1.5,"ts":"2025-01-01T13:59:59+01:00","category":"books","x":[1]}"#,
+        )
+        .unwrap();
+        assert_eq!(e.id.as_deref(), Some("7"));
+        let Change::Upsert(t) = e.change else {
+            panic!("an upsert")
+        };
+        assert_eq!(t.customer, "Séna");
+        assert_eq!(t.cents, -150);
+        assert_eq!(format_hour(t.hour.unwrap()), "2025-01-01T12:00:00Z");
+        assert_eq!(t.category.as_deref(), Some("books"));
+    }
+
+    #[test]
+    fn a_delete_needs_no_other_field() {
+        let e = parse_json(br#"{"id":"t1","op":"delete"}"#).unwrap();
+        assert_eq!(
+            e,
+            Event {
+                id: Some("t1".into()),
+                change: Change::Delete
+            }
+        );
+    }
+
+    #[test]
+    fn every_reason_is_reachable() {
+        assert_eq!(
+            parse_json(b"{\"customer\":\"\xff\",\"amount\":1}")
+                .unwrap_err()
+                .reason,
+            Reason::InvalidUtf8
+        );
+        assert_eq!(reason("{\"customer\":"), Reason::InvalidJson);
+        assert_eq!(reason("not json"), Reason::InvalidJson);
+        assert_eq!(reason("[1,2]"), Reason::NotAnObject);
+        assert_eq!(reason(r#"{"amount":1}"#), Reason::MissingCustomer);
+        assert_eq!(
+            reason(r#"{"customer":null,"amount":1}"#),
+            Reason::MissingCustomer
+        );
+        assert_eq!(
+            reason(r#"{"customer":"","amount":1}"#),
+            Reason::EmptyCustomer
+        );
+        assert_eq!(
+            reason(&format!(
+                r#"{{"customer":"{}","amount":1}}"#,
+                "x".repeat(257)
+            )),
+            Reason::CustomerTooLong
+        );
+        assert_eq!(reason(r#"{"customer":5,"amount":1}"#), Reason::BadCustomer);
+        assert_eq!(reason(r#"{"customer":"a"}"#), Reason::MissingAmount);
+        assert_eq!(
+            reason(r#"{"customer":"a","amount":"12"}"#),
+            Reason::BadAmount
+        );
+        assert_eq!(
+            reason(r#"{"customer":"a","amount":1.234}"#),
+            Reason::AmountTooPrecise
+        );
+        assert_eq!(
+            reason(r#"{"customer":"a","amount":1e40}"#),
+            Reason::AmountOverflow
+        );
+        assert_eq!(
+            reason(r#"{"customer":"a","amount":1,"ts":"yesterday"}"#),
+            Reason::BadTs
+        );
+        assert_eq!(
+            reason(r#"{"customer":"a","amount":1,"op":"merge"}"#),
+            Reason::BadOp
+        );
+        assert_eq!(
+            reason(r#"{"customer":"a","amount":1,"id":true}"#),
+            Reason::BadId
+        );
+        assert_eq!(
+            reason(r#"{"customer":"a","amount":1,"category":3}"#),
+            Reason::BadCategory
+        );
+    }
+
+    #[test]
+    fn customer_at_the_limit_is_accepted() {
+        let line = format!(
+            r#"{{"customer":"{}","amount":1}}"#,
+            "x".repeat(MAX_CUSTOMER_BYTES)
+        );
+        assert!(parse_json(line.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn csv_rows_follow_the_same_rules() {
+        let header = csv::StringRecord::from(vec!["customer", "amount", "id"]);
+        let cols = CsvColumns::from_header(&header);
+        let row = csv::StringRecord::from(vec!["Ali", "12.5", ""]);
+        let e = Fields::from_csv(&row, &cols).validate().unwrap();
+        assert_eq!(e.id, None);
+        assert!(matches!(e.change, Change::Upsert(Txn { cents: 1250, .. })));
+        let bad = csv::StringRecord::from(vec!["Ali", "twelve", ""]);
+        assert_eq!(
+            Fields::from_csv(&bad, &cols).validate().unwrap_err().reason,
+            Reason::BadAmount
+        );
+    }
+
+    #[test]
+    fn hour_bounds_accept_short_forms() {
+        let full = parse_hour_bound("2025-01-01T13:00:00Z").unwrap();
+        assert_eq!(parse_hour_bound("2025-01-01T13"), Some(full));
+        assert_eq!(parse_hour_bound("2025-01-01"), Some(full - 13));
+        assert_eq!(parse_hour_bound("soon"), None);
+    }
+}

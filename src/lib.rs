@@ -1,0 +1,30 @@
+//! # atelier-lambda
+//!
+//! A Lambda architecture — batch layer, speed layer, serving layer — whose batch and speed
+//! layers are **one** timely/differential dataflow. The history is the dataflow's initial
+//! collection (logical time 0), each later batch of stream messages is an incremental update
+//! at a later time, and the serving layer reads the views' arrangements at a consistent time.
+//!
+//! | layer | modules |
+//! |---|---|
+//! | input | [`event`] (rules), [`amount`] (exact cents), [`source`] (files), [`deadletter`] |
+//! | batch + speed | [`dataflow`] (upsert and views), [`batch`] (loading the history) |
+//! | serving | [`serve`] (reading arrangements), [`output`] (tables and files) |
+//! | checking | [`oracle`] (the from-scratch recomputation) |
+//! | tools | [`gen`] (synthetic data), [`filter`], [`config`], [`cli`] |
+
+#![warn(missing_docs)]
+
+pub mod amount;
+pub mod batch;
+pub mod cli;
+pub mod config;
+pub mod dataflow;
+pub mod deadletter;
+pub mod event;
+pub mod filter;
+pub mod gen;
+pub mod oracle;
+pub mod output;
+pub mod serve;
+pub mod source;

@@ -1,0 +1,75 @@
+//! The `lambda` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use atelier_lambda::cli::{BatchArgs, Cli, Command, GenArgs};
+use atelier_lambda::{batch, gen, output};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Batch(args) => run_batch(&args),
+        Command::Gen(args) => run_gen(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    let view_filter = settings.view_filter()?;
+    let outcome = batch::run(&settings)?;
+    print!(
+        "{}",
+        output::customers_table(&outcome.reading, view_filter.as_ref(), settings.batch.show)
+    );
+    let written = output::write_views(&settings.batch.out, &outcome.reading, view_filter.as_ref())?;
+    eprintln!(
+        "batch view at time 0: {} records, {} customers, {} refused ({}) in {:.3} s; {} files in {}",
+        outcome.counts.records,
+        outcome.reading.customer_count,
+        outcome.counts.refused,
+        settings.dead_letter_path().display(),
+        outcome.elapsed.as_secs_f64(),
+        written.len(),
+        settings.batch.out.display(),
+    );
+    Ok(())
+}
+
+fn run_gen(args: &GenArgs) -> anyhow::Result<()> {
+    let options = gen::GenOptions {
+        rows: args.rows,
+        customers: args.customers,
+        skew: args.skew,
+        corrections: args.corrections,
+        deletes: args.deletes,
+        bad: args.bad,
+        seed: args.seed,
+        id_prefix: args.id_prefix.clone(),
+        csv: args
+            .out
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv")),
+    };
+    if args.out.as_os_str() == "-" {
+        gen::generate(&options, &mut std::io::stdout().lock())?;
+    } else {
+        let mut file = std::fs::File::create(&args.out)?;
+        gen::generate(&options, &mut file)?;
+    }
+    Ok(())
+}

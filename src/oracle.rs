@@ -1,0 +1,173 @@
+//! The oracle: every view recomputed from scratch, plainly, for `verify` and the tests.
+//!
+//! This is deliberately a second, independent and simple implementation: a map of the latest
+//! version per identity, then sums over plain hash maps. It shares only the event rules
+//! ([`crate::event`]) with the dataflow, never its operators, so that comparing the two
+//! checks the dataflow's incremental maintenance.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::dataflow::stats::Stats;
+use crate::dataflow::views::CustomerRow;
+use crate::dataflow::Time;
+use crate::event::{Identity, Position, Reason, Txn, Update};
+use crate::filter::Filter;
+use crate::serve::query::Reading;
+
+/// Records admitted in order: each batch at its logical time.
+#[derive(Default)]
+pub struct Oracle {
+    latest: HashMap<Identity, (Time, Position, Option<Txn>)>,
+    refused: BTreeMap<Reason, i64>,
+}
+
+impl Oracle {
+    /// An oracle that has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Admits the updates of one logical time (in any order) and the reasons refused then.
+    pub fn admit(
+        &mut self,
+        time: Time,
+        updates: impl IntoIterator<Item = Update>,
+        refused: impl IntoIterator<Item = Reason>,
+    ) {
+        for update in updates {
+            let replace = match self.latest.get(&update.identity) {
+                None => true,
+                // A redelivery from the same source changes nothing.
+                Some((_, pos, _))
+                    if pos.source == update.position.source && pos.seq >= update.position.seq =>
+                {
+                    false
+                }
+                Some((t, pos, _)) => *t < time || pos < &update.position,
+            };
+            if replace {
+                self.latest
+                    .insert(update.identity, (time, update.position, update.txn));
+            }
+        }
+        for reason in refused {
+            *self.refused.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// Every view, computed from the latest versions.
+    pub fn reading(&self, time: Time, event_filter: Option<&Filter>, top_k: usize) -> Reading {
+        let live = self
+            .latest
+            .values()
+            .filter_map(|(_, _, txn)| txn.as_ref())
+            .filter(|t| event_filter.is_none_or(|f| f.accepts_txn(t)));
+        let mut customers: HashMap<&str, CustomerRow> = HashMap::new();
+        let mut categories: HashMap<Option<String>, Stats> = HashMap::new();
+        let mut hourly: HashMap<i64, Stats> = HashMap::new();
+        let mut overall = Stats::default();
+        for t in live {
+            let row = customers.entry(&t.customer).or_insert(CustomerRow {
+                total: 0,
+                count: 0,
+                min: t.cents,
+                max: t.cents,
+            });
+            row.total += i128::from(t.cents);
+            row.count += 1;
+            row.min = row.min.min(t.cents);
+            row.max = row.max.max(t.cents);
+            add(categories.entry(t.category.clone()).or_default(), t.cents);
+            if let Some(hour) = t.hour {
+                add(hourly.entry(hour).or_default(), t.cents);
+            }
+            add(&mut overall, t.cents);
+        }
+        let mut customers: Vec<(String, CustomerRow)> = customers
+            .into_iter()
+            .map(|(c, r)| (c.to_owned(), r))
+            .collect();
+        customers.sort();
+        let mut top: Vec<(String, i128)> = customers
+            .iter()
+            .map(|(c, r)| (c.clone(), r.total))
+            .collect();
+        top.sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| a.cmp(b)));
+        top.truncate(top_k);
+        let nonzero = |s: &Stats| s.count != 0 || s.cents != 0;
+        let mut categories: Vec<_> = categories.into_iter().filter(|(_, s)| nonzero(s)).collect();
+        categories.sort();
+        let mut hourly: Vec<_> = hourly.into_iter().filter(|(_, s)| nonzero(s)).collect();
+        hourly.sort();
+        Reading {
+            time,
+            customer_count: customers.len() as i64,
+            customers,
+            top,
+            categories,
+            hourly,
+            overall,
+            dead_letters: self.refused.iter().map(|(r, n)| (*r, *n)).collect(),
+        }
+    }
+}
+
+fn add(stats: &mut Stats, cents: i64) {
+    stats.count += 1;
+    stats.cents += i128::from(cents);
+}
+
+/// The differences between two readings, one line each; empty when they agree.
+pub fn differences(live: &Reading, expected: &Reading) -> Vec<String> {
+    let mut out = Vec::new();
+    diff_keyed("customer", &live.customers, &expected.customers, &mut out);
+    if live.top != expected.top {
+        out.push(format!(
+            "top: live {:?}, recomputed {:?}",
+            live.top, expected.top
+        ));
+    }
+    diff_keyed("category", &live.categories, &expected.categories, &mut out);
+    diff_keyed("hour", &live.hourly, &expected.hourly, &mut out);
+    if live.overall != expected.overall {
+        out.push(format!(
+            "overall: live {:?}, recomputed {:?}",
+            live.overall, expected.overall
+        ));
+    }
+    if live.customer_count != expected.customer_count {
+        out.push(format!(
+            "customers: live {}, recomputed {}",
+            live.customer_count, expected.customer_count
+        ));
+    }
+    diff_keyed(
+        "dead letters",
+        &live.dead_letters,
+        &expected.dead_letters,
+        &mut out,
+    );
+    out
+}
+
+fn diff_keyed<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug>(
+    what: &str,
+    live: &[(K, V)],
+    expected: &[(K, V)],
+    out: &mut Vec<String>,
+) {
+    let live: BTreeMap<&K, &V> = live.iter().map(|(k, v)| (k, v)).collect();
+    let expected: BTreeMap<&K, &V> = expected.iter().map(|(k, v)| (k, v)).collect();
+    for (k, v) in &live {
+        match expected.get(k) {
+            None => out.push(format!("{what} {k:?}: live {v:?}, recomputed nothing")),
+            Some(e) if e != v => out.push(format!("{what} {k:?}: live {v:?}, recomputed {e:?}")),
+            _ => {}
+        }
+    }
+    for (k, e) in &expected {
+        if !live.contains_key(k) {
+            out.push(format!("{what} {k:?}: live nothing, recomputed {e:?}"));
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Writing views out: Spark-style tables on a terminal, and JSON lines and CSV files.
+//!
+//! Amounts are exact decimals everywhere: `400`, `50.25`, never `400.0` or `50.249999`.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::Path;
+
+use serde::ser::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::amount::{average_cents, format_cents};
+use crate::dataflow::stats::Stats;
+use crate::dataflow::views::CustomerRow;
+use crate::event::format_hour;
+use crate::filter::Filter;
+use crate::serve::query::Reading;
+
+/// An exact amount that serializes as a JSON number (`400`, `50.25`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Money(pub i128);
+
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        RawValue::from_string(format_cents(self.0))
+            .expect("a formatted amount is a JSON number")
+            .serialize(serializer)
+    }
+}
+
+impl std::fmt::Display for Money {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format_cents(self.0))
+    }
+}
+
+/// One customer as every output shows it.
+#[derive(serde::Serialize)]
+pub struct CustomerOut<'a> {
+    /// Name.
+    pub customer: &'a str,
+    /// Sum of amounts.
+    pub total: Money,
+    /// Number of transactions.
+    pub count: i64,
+    /// Smallest amount.
+    pub min: Money,
+    /// Largest amount.
+    pub max: Money,
+    /// Average amount, rounded to cents.
+    pub avg: Money,
+}
+
+impl<'a> CustomerOut<'a> {
+    /// The output form of a customer row.
+    pub fn new(customer: &'a str, row: &CustomerRow) -> Self {
+        CustomerOut {
+            customer,
+            total: Money(row.total),
+            count: row.count,
+            min: Money(row.min.into()),
+            max: Money(row.max.into()),
+            avg: Money(average_cents(row.total, row.count)),
+        }
+    }
+}
+
+/// A total and count as every output shows them.
+#[derive(serde::Serialize)]
+pub struct SumOut {
+    /// Sum of amounts.
+    pub total: Money,
+    /// Number of transactions.
+    pub count: i64,
+}
+
+impl From<Stats> for SumOut {
+    fn from(s: Stats) -> Self {
+        SumOut {
+            total: Money(s.cents),
+            count: s.count,
+        }
+    }
+}
+
+/// The customers of a reading that pass the view filter.
+pub fn visible_customers<'a>(
+    reading: &'a Reading,
+    filter: Option<&'a Filter>,
+) -> impl Iterator<Item = &'a (String, CustomerRow)> {
+    reading
+        .customers
+        .iter()
+        .filter(move |(c, r)| filter.is_none_or(|f| f.accepts_row(c, r)))
+}
+
+/// A table as Spark's `DataFrame.show()` prints it: right-aligned cells between `+---+` rules.
+pub fn show_table(header: &[&str], rows: &[Vec<String>], total_rows: usize) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let rule = widths.iter().fold(String::from("+"), |mut s, w| {
+        s.push_str(&"-".repeat(*w));
+        s.push('+');
+        s
+    });
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::from("|");
+        for (cell, w) in cells.zip(&widths) {
+            let _ = write!(s, "{cell:>w$}|");
+        }
+        s
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{rule}");
+    let _ = writeln!(out, "{}", line(&mut header.iter().copied()));
+    let _ = writeln!(out, "{rule}");
+    for row in rows {
+        let _ = writeln!(out, "{}", line(&mut row.iter().map(String::as_str)));
+    }
+    let _ = writeln!(out, "{rule}");
+    if total_rows > rows.len() {
+        let _ = writeln!(out, "only showing top {} rows", rows.len());
+    }
+    out
+}
+
+/// The customer table, at most `limit` rows, in name order.
+pub fn customers_table(reading: &Reading, filter: Option<&Filter>, limit: usize) -> String {
+    let all: Vec<_> = visible_customers(reading, filter).collect();
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .take(limit)
+        .map(|(c, r)| {
+            let o = CustomerOut::new(c, r);
+            vec![
+                c.clone(),
+                o.total.to_string(),
+                o.count.to_string(),
+                o.min.to_string(),
+                o.max.to_string(),
+                o.avg.to_string(),
+            ]
+        })
+        .collect();
+    show_table(
+        &["customer", "total_amount", "count", "min", "max", "avg"],
+        &rows,
+        all.len(),
+    )
+}
+
+/// Writes every view of `reading` into `dir` as `<view>.jsonl` and `<view>.csv`.
+pub fn write_views(
+    dir: &Path,
+    reading: &Reading,
+    filter: Option<&Filter>,
+) -> std::io::Result<Vec<String>> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    let customers: Vec<_> = visible_customers(reading, filter)
+        .map(|(c, r)| CustomerOut::new(c, r))
+        .collect();
+    written.extend(write_pair(
+        dir,
+        "customers",
+        &["customer", "total", "count", "min", "max", "avg"],
+        &customers,
+        |o| {
+            vec![
+                o.customer.to_owned(),
+                o.total.to_string(),
+                o.count.to_string(),
+                o.min.to_string(),
+                o.max.to_string(),
+                o.avg.to_string(),
+            ]
+        },
+    )?);
+
+    #[derive(serde::Serialize)]
+    struct TopOut<'a> {
+        rank: usize,
+        customer: &'a str,
+        total: Money,
+    }
+    let top: Vec<_> = reading
+        .top
+        .iter()
+        .filter(|(c, _)| filter.is_none() || customers.iter().any(|o| o.customer == c))
+        .enumerate()
+        .map(|(i, (customer, total))| TopOut {
+            rank: i + 1,
+            customer,
+            total: Money(*total),
+        })
+        .collect();
+    written.extend(write_pair(
+        dir,
+        "top",
+        &["rank", "customer", "total"],
+        &top,
+        |o| {
+            vec![
+                o.rank.to_string(),
+                o.customer.to_owned(),
+                o.total.to_string(),
+            ]
+        },
+    )?);
+
+    #[derive(serde::Serialize)]
+    struct CategoryOut<'a> {
+        category: Option<&'a str>,
+        #[serde(flatten)]
+        sum: SumOut,
+    }
+    let categories: Vec<_> = reading
+        .categories
+        .iter()
+        .map(|(c, s)| CategoryOut {
+            category: c.as_deref(),
+            sum: (*s).into(),
+        })
+        .collect();
+    written.extend(write_pair(
+        dir,
+        "categories",
+        &["category", "total", "count"],
+        &categories,
+        |o| {
+            vec![
+                o.category.unwrap_or("").to_owned(),
+                o.sum.total.to_string(),
+                o.sum.count.to_string(),
+            ]
+        },
+    )?);
+
+    #[derive(serde::Serialize)]
+    struct HourOut {
+        hour: String,
+        #[serde(flatten)]
+        sum: SumOut,
+    }
+    let hourly: Vec<_> = reading
+        .hourly
+        .iter()
+        .map(|(h, s)| HourOut {
+            hour: format_hour(*h),
+            sum: (*s).into(),
+        })
+        .collect();
+    written.extend(write_pair(
+        dir,
+        "hourly",
+        &["hour", "total", "count"],
+        &hourly,
+        |o| {
+            vec![
+                o.hour.clone(),
+                o.sum.total.to_string(),
+                o.sum.count.to_string(),
+            ]
+        },
+    )?);
+
+    let overall = [OverallOut::new(reading)];
+    written.extend(write_pair(
+        dir,
+        "overall",
+        &["total", "count", "customers", "dead_letters"],
+        &overall,
+        |o| {
+            vec![
+                o.sum.total.to_string(),
+                o.sum.count.to_string(),
+                o.customers.to_string(),
+                o.dead_letters.values().sum::<i64>().to_string(),
+            ]
+        },
+    )?);
+    Ok(written)
+}
+
+/// The overall view as every output shows it.
+#[derive(serde::Serialize)]
+pub struct OverallOut {
+    /// Total and count of all transactions.
+    #[serde(flatten)]
+    pub sum: SumOut,
+    /// Customers with at least one transaction.
+    pub customers: i64,
+    /// Refused records by reason.
+    pub dead_letters: std::collections::BTreeMap<String, i64>,
+}
+
+impl OverallOut {
+    /// The overall view of a reading.
+    pub fn new(reading: &Reading) -> Self {
+        OverallOut {
+            sum: reading.overall.into(),
+            customers: reading.customer_count,
+            dead_letters: reading
+                .dead_letters
+                .iter()
+                .map(|(r, n)| (r.to_string(), *n))
+                .collect(),
+        }
+    }
+}
+
+/// Writes `<name>.jsonl` and `<name>.csv`, each through a temporary file and a rename.
+fn write_pair<T: Serialize>(
+    dir: &Path,
+    name: &str,
+    header: &[&str],
+    rows: &[T],
+    cells: impl Fn(&T) -> Vec<String>,
+) -> std::io::Result<[String; 2]> {
+    let jsonl = dir.join(format!("{name}.jsonl"));
+    write_atomically(&jsonl, |w| {
+        for row in rows {
+            serde_json::to_writer(&mut *w, row)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })?;
+    let csv_path = dir.join(format!("{name}.csv"));
+    write_atomically(&csv_path, |w| {
+        let mut csv = csv::Writer::from_writer(w);
+        csv.write_record(header)?;
+        for row in rows {
+            csv.write_record(cells(row))?;
+        }
+        csv.flush()
+    })?;
+    Ok([jsonl.display().to_string(), csv_path.display().to_string()])
+}
+
+fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        fill(&mut w)?;
+        w.flush()?;
+    }
+    std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_look_like_spark_show() {
+        let t = show_table(
+            &["customer", "total_amount"],
+            &[vec!["Ali".into(), "320".into()]],
+            1,
+        );
+        assert_eq!(t, "+--------+------------+\n|customer|total_amount|\n+--------+------------+\n|     Ali|         320|\n+--------+------------+\n");
+    }
+
+    #[test]
+    fn money_is_an_exact_json_number() {
+        assert_eq!(serde_json::to_string(&Money(5025)).unwrap(), "50.25");
+        assert_eq!(serde_json::to_string(&Money(40000)).unwrap(), "400");
+    }
+}

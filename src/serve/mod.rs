@@ -1,0 +1,5 @@
+//! The serving layer: answers read from the views' arrangements at one logical time.
+//!
+//! - [`query`]: reading the traces with cursors, and merging what each worker holds.
+
+pub mod query;

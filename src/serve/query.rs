@@ -1,0 +1,182 @@
+//! Reading the arranged views at a consistent logical time.
+//!
+//! Every worker holds the keys that hash to it, so a full reading is each worker's
+//! [`Reading`] merged with [`Reading::merge`]. A reading at time `t` accumulates, for every
+//! key, the updates at times `<= t`: the caller must only ask for a time the views' probe
+//! has passed (so that nothing at `<= t` is still on its way) and that compaction has not
+//! gone beyond.
+//!
+//! ```text
+//! worker 0: customers {Ali, Mounir}   top [(-400 Ali), (-350 Mounir)]
+//! worker 1: customers {Sara}          top [(-180 Sara)]
+//! merged:   customers {Ali, Mounir, Sara} top [Ali 400, Mounir 350, Sara 180]
+//! ```
+
+use differential_dataflow::difference::Semigroup;
+use differential_dataflow::operators::arrange::TraceAgent;
+use differential_dataflow::trace::cursor::{cursor_list, Cursor};
+use differential_dataflow::trace::implementations::KeySpine;
+use differential_dataflow::trace::TraceReader;
+use serde::{Deserialize, Serialize};
+use timely::progress::Antichain;
+
+use crate::dataflow::stats::Stats;
+use crate::dataflow::views::{CustomerRow, CustomersTrace, ViewTraces};
+use crate::dataflow::Time;
+use crate::event::Reason;
+
+/// Every view as of one logical time (one worker's share, or all of them merged).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reading {
+    /// The logical time read.
+    pub time: Time,
+    /// customer → row, in name order once merged.
+    pub customers: Vec<(String, CustomerRow)>,
+    /// The largest totals, ties by name: (customer, total in cents).
+    pub top: Vec<(String, i128)>,
+    /// category → sums, in name order (no category first).
+    pub categories: Vec<(Option<String>, Stats)>,
+    /// UTC hour → sums, in time order.
+    pub hourly: Vec<(i64, Stats)>,
+    /// All live transactions.
+    pub overall: Stats,
+    /// How many customers have a live transaction.
+    pub customer_count: i64,
+    /// Refused records by reason.
+    pub dead_letters: Vec<(Reason, i64)>,
+}
+
+impl Reading {
+    /// Reads this worker's share of every view as of `time`, with the `top_k` largest totals.
+    pub fn read(views: &mut ViewTraces, time: Time, top_k: usize) -> Reading {
+        Reading {
+            time,
+            customers: read_customers(&mut views.customers, time),
+            top: read_top(&mut views.top, time, top_k),
+            categories: read_sums(&mut views.categories, time),
+            hourly: read_sums(&mut views.hourly, time),
+            overall: read_sums(&mut views.overall, time)
+                .into_iter()
+                .map(|(_, s)| s)
+                .next()
+                .unwrap_or_default(),
+            customer_count: read_sums(&mut views.customer_count, time)
+                .into_iter()
+                .map(|(_, n)| n as i64)
+                .sum(),
+            dead_letters: read_sums(&mut views.dead_letters, time)
+                .into_iter()
+                .map(|(r, n)| (r, n as i64))
+                .collect(),
+        }
+    }
+
+    /// Merges the shares of all workers into one reading.
+    pub fn merge(parts: impl IntoIterator<Item = Reading>, top_k: usize) -> Reading {
+        let mut all = Reading::default();
+        for part in parts {
+            all.time = part.time;
+            all.customers.extend(part.customers);
+            all.top.extend(part.top);
+            all.categories.extend(part.categories);
+            all.hourly.extend(part.hourly);
+            all.overall.plus_equals(&part.overall);
+            all.customer_count += part.customer_count;
+            all.dead_letters.extend(part.dead_letters);
+        }
+        all.customers.sort();
+        all.top
+            .sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| a.cmp(b)));
+        all.top.truncate(top_k);
+        all.categories.sort();
+        all.hourly.sort();
+        all.dead_letters.sort();
+        all
+    }
+}
+
+/// Every key of a summing trace with its accumulation at `time`, leaving out zeros.
+pub fn read_sums<K, R>(trace: &mut TraceAgent<KeySpine<K, Time, R>>, time: Time) -> Vec<(K, R)>
+where
+    K: Ord + Clone + 'static,
+    R: Semigroup + Ord + Clone + 'static,
+{
+    let mut out = Vec::new();
+    let (mut cursor, storage) = cursor_list(all_batches(trace));
+    while let Some(key) = cursor.get_key(&storage) {
+        let mut sum: Option<R> = None;
+        while cursor.get_val(&storage).is_some() {
+            cursor.map_times(&storage, |t, d| {
+                if *t <= time {
+                    match &mut sum {
+                        Some(s) => s.plus_equals(d),
+                        None => sum = Some(d.clone()),
+                    }
+                }
+            });
+            cursor.step_val(&storage);
+        }
+        if let Some(sum) = sum.filter(|s| !s.is_zero()) {
+            out.push((key.clone(), sum));
+        }
+        cursor.step_key(&storage);
+    }
+    out
+}
+
+/// Every customer's row at `time`.
+pub fn read_customers(trace: &mut CustomersTrace, time: Time) -> Vec<(String, CustomerRow)> {
+    let mut out = Vec::new();
+    let (mut cursor, storage) = cursor_list(all_batches(trace));
+    while let Some(customer) = cursor.get_key(&storage) {
+        while let Some(row) = cursor.get_val(&storage) {
+            let mut count = 0isize;
+            cursor.map_times(&storage, |t, d| {
+                if *t <= time {
+                    count += *d;
+                }
+            });
+            // The reduce emits exactly one row per customer at any time.
+            if count > 0 {
+                out.push((customer.clone(), *row));
+            }
+            cursor.step_val(&storage);
+        }
+        cursor.step_key(&storage);
+    }
+    out
+}
+
+/// The first `k` present keys of the ranking, as (customer, total).
+pub fn read_top(
+    trace: &mut TraceAgent<KeySpine<(i128, String), Time, isize>>,
+    time: Time,
+    k: usize,
+) -> Vec<(String, i128)> {
+    let mut out = Vec::new();
+    let (mut cursor, storage) = cursor_list(all_batches(trace));
+    while out.len() < k {
+        let Some((neg_total, customer)) = cursor.get_key(&storage) else {
+            break;
+        };
+        let mut count = 0isize;
+        cursor.map_times(&storage, |t, d| {
+            if *t <= time {
+                count += *d;
+            }
+        });
+        if count > 0 {
+            out.push((customer.clone(), -neg_total));
+        }
+        cursor.step_key(&storage);
+    }
+    out
+}
+
+/// All of a trace's batches. Readers hold compaction at or below the times they read, so
+/// the whole trace is always available to them.
+fn all_batches<Tr: TraceReader>(trace: &mut Tr) -> Vec<Tr::Batch> {
+    trace
+        .batches_through(Antichain::new().borrow())
+        .expect("a trace can always be read through the empty frontier")
+}

@@ -1,0 +1,550 @@
+//! History files: the batch layer's input.
+//!
+//! A history file is JSON lines (the workshop's `transactions.json`), a single JSON array of
+//! objects, or CSV with the same column names (`.csv`). Files are read in parallel: a JSON
+//! lines file is cut into one byte range per worker, each range starting at the first line
+//! that begins inside it, so every line is read by exactly one worker and the file is never
+//! parsed on one thread. Each worker counts the newlines before its range to name lines
+//! exactly (`file:line`), which costs a fast scan and no parsing. JSON arrays and CSV files
+//! (whose quoted cells may hold newlines) are read whole by one worker, one file per worker.
+//!
+//! ```no_run
+//! use atelier_lambda::source::{history::HistoryFile, Record};
+//! let files = HistoryFile::open_all(&["datasets/transactions.json".into()]).unwrap();
+//! let progress = std::sync::atomic::AtomicU64::new(0);
+//! files[0].read_share(0, 1, 1 << 20, &progress, &mut |record| {
+//!     if let Record::Update(u) = record { println!("{u:?}") }
+//!     std::ops::ControlFlow::Continue(())
+//! }).unwrap();
+//! ```
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::value::RawValue;
+use thiserror::Error;
+
+use super::Record;
+use crate::deadletter::DeadLetter;
+use crate::event::{CsvColumns, Fields, Position, Reason, Rejection};
+
+/// Files smaller than this are read by one worker: splitting them costs more than it saves.
+const SPLIT_THRESHOLD: u64 = 4 << 20;
+
+/// A history file that cannot be read at all.
+#[derive(Debug, Error)]
+pub enum HistoryError {
+    /// The file could not be opened or read.
+    #[error("cannot read history file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A CSV file without the columns the event format needs.
+    #[error("CSV history file {path} has no {column:?} column in its header")]
+    MissingColumn {
+        /// The file.
+        path: String,
+        /// The missing column.
+        column: &'static str,
+    },
+}
+
+/// How a history file is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line.
+    JsonLines,
+    /// One JSON array of objects.
+    JsonArray,
+    /// CSV with a header naming the event columns.
+    Csv,
+}
+
+/// One history file of the input list.
+#[derive(Clone, Debug)]
+pub struct HistoryFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// How it is named in identities and dead letters: the path as given.
+    pub label: String,
+    /// Its place in the input list: a later file's versions replace an earlier one's.
+    pub index: u32,
+    /// Its format.
+    pub format: Format,
+    /// Its size in bytes.
+    pub len: u64,
+}
+
+impl HistoryFile {
+    /// Checks every file and detects its format; the same file named twice is read once.
+    pub fn open_all(paths: &[PathBuf]) -> Result<Vec<HistoryFile>, HistoryError> {
+        let mut files = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for path in paths {
+            let label = path.display().to_string();
+            let io = |source| HistoryError::Io {
+                path: label.clone(),
+                source,
+            };
+            let canonical = path.canonicalize().map_err(io)?;
+            if !seen.insert(canonical) {
+                tracing::warn!(file = %label, "history file named twice; reading it once");
+                continue;
+            }
+            let len = std::fs::metadata(path).map_err(io)?.len();
+            let format = detect_format(path).map_err(io)?;
+            files.push(HistoryFile {
+                path: path.clone(),
+                label,
+                index: files.len() as u32,
+                format,
+                len,
+            });
+        }
+        Ok(files)
+    }
+
+    /// The byte range of this file that `worker` of `peers` reads (lines *starting* in it).
+    pub fn share(&self, worker: usize, peers: usize) -> (u64, u64) {
+        let whole = self.format != Format::JsonLines || self.len < SPLIT_THRESHOLD;
+        if whole {
+            let owner = self.index as usize % peers;
+            return if worker == owner {
+                (0, self.len)
+            } else {
+                (0, 0)
+            };
+        }
+        let cut = |w: usize| (self.len as u128 * w as u128 / peers as u128) as u64;
+        (cut(worker), cut(worker + 1))
+    }
+
+    /// Reads this worker's share of the file, handing every record to `emit`, which may stop
+    /// the read (strict mode). Adds the bytes read to `progress`.
+    pub fn read_share(
+        &self,
+        worker: usize,
+        peers: usize,
+        max_record_bytes: usize,
+        progress: &AtomicU64,
+        emit: &mut dyn FnMut(Record) -> ControlFlow<()>,
+    ) -> Result<(), HistoryError> {
+        let (start, end) = self.share(worker, peers);
+        if start >= end {
+            return Ok(());
+        }
+        let io = |source| HistoryError::Io {
+            path: self.label.clone(),
+            source,
+        };
+        match self.format {
+            Format::JsonLines => self
+                .read_lines(start, end, max_record_bytes, progress, emit)
+                .map_err(io),
+            Format::JsonArray => self
+                .read_array(max_record_bytes, progress, emit)
+                .map_err(io),
+            Format::Csv => self.read_csv(max_record_bytes, progress, emit),
+        }
+    }
+
+    fn read_lines(
+        &self,
+        start: u64,
+        end: u64,
+        max_record_bytes: usize,
+        progress: &AtomicU64,
+        emit: &mut dyn FnMut(Record) -> ControlFlow<()>,
+    ) -> std::io::Result<()> {
+        let mut file = File::open(&self.path)?;
+        let first = first_line_start(&mut file, start)?;
+        let mut line_number = 1 + count_newlines(&mut file, first)?;
+        file.seek(SeekFrom::Start(first))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut line_start = first;
+        // A line that spans the reader's buffer is gathered here (at most `max + 1` bytes of
+        // it: enough to know it is oversized), and `pending_len` counts all of its bytes.
+        let mut pending: Vec<u8> = Vec::new();
+        let mut pending_len = 0usize;
+        let gather = |pending: &mut Vec<u8>, piece: &[u8]| {
+            let room = (max_record_bytes + 1).saturating_sub(pending.len());
+            pending.extend_from_slice(&piece[..piece.len().min(room)]);
+        };
+        let mut unreported = 0u64;
+        while line_start < end {
+            let buffer = reader.fill_buf()?;
+            if buffer.is_empty() {
+                // The last line has no newline.
+                if pending_len > 0 {
+                    let _ = self.line(
+                        &pending,
+                        pending_len,
+                        line_start,
+                        line_number,
+                        max_record_bytes,
+                        emit,
+                    );
+                }
+                break;
+            }
+            let (taken, flow) = match memchr::memchr(b'\n', buffer) {
+                Some(at) => {
+                    let len = pending_len + at;
+                    let flow = if pending_len == 0 {
+                        self.line(
+                            &buffer[..at],
+                            len,
+                            line_start,
+                            line_number,
+                            max_record_bytes,
+                            emit,
+                        )
+                    } else {
+                        gather(&mut pending, &buffer[..at]);
+                        let flow = self.line(
+                            &pending,
+                            len,
+                            line_start,
+                            line_number,
+                            max_record_bytes,
+                            emit,
+                        );
+                        pending.clear();
+                        pending_len = 0;
+                        flow
+                    };
+                    line_start += len as u64 + 1;
+                    line_number += 1;
+                    (at + 1, flow)
+                }
+                None => {
+                    gather(&mut pending, buffer);
+                    pending_len += buffer.len();
+                    (buffer.len(), ControlFlow::Continue(()))
+                }
+            };
+            reader.consume(taken);
+            unreported += taken as u64;
+            if unreported > 1 << 20 {
+                progress.fetch_add(unreported, Ordering::Relaxed);
+                unreported = 0;
+            }
+            if flow.is_break() {
+                break;
+            }
+        }
+        progress.fetch_add(unreported, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Handles one line (`bytes` holds at most `max + 1` of its `len` bytes).
+    fn line(
+        &self,
+        bytes: &[u8],
+        len: usize,
+        offset: u64,
+        line_number: u64,
+        max_record_bytes: usize,
+        emit: &mut dyn FnMut(Record) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return ControlFlow::Continue(());
+        }
+        let at = || format!("{}:{line_number}", self.label);
+        let result = if len > max_record_bytes {
+            Err(Rejection::new(
+                Reason::Oversized,
+                format!("line is {len} bytes, at most {max_record_bytes}"),
+            ))
+        } else {
+            crate::event::parse_json(bytes).and_then(|event| {
+                event.into_update(None, at, Position::in_file(self.index, offset))
+            })
+        };
+        emit(match result {
+            Ok(update) => Record::Update(update),
+            Err(rejection) => Record::Refused(DeadLetter::new(
+                at(),
+                Position::in_file(self.index, offset),
+                rejection,
+                bytes,
+            )),
+        })
+    }
+
+    fn read_array(
+        &self,
+        max_record_bytes: usize,
+        progress: &AtomicU64,
+        emit: &mut dyn FnMut(Record) -> ControlFlow<()>,
+    ) -> std::io::Result<()> {
+        let bytes = std::fs::read(&self.path)?;
+        progress.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                let line = 1 + memchr::memchr_iter(b'\n', &bytes[..e.valid_up_to()]).count();
+                let letter = DeadLetter::new(
+                    format!("{}:{line}", self.label),
+                    Position::in_file(self.index, e.valid_up_to() as u64),
+                    Rejection::new(
+                        Reason::InvalidUtf8,
+                        format!("{e}; the JSON array file is not read"),
+                    ),
+                    &bytes[e.valid_up_to()..],
+                );
+                let _ = emit(Record::Refused(letter));
+                return Ok(());
+            }
+        };
+        let mut lines = LineCounter::default();
+        let mut pos = skip_ws(text, 0);
+        debug_assert_eq!(
+            text.as_bytes().get(pos),
+            Some(&b'['),
+            "detect_format saw a '['"
+        );
+        pos += 1;
+        loop {
+            pos = skip_ws(text, pos);
+            if text.as_bytes().get(pos) == Some(&b']') {
+                return Ok(());
+            }
+            let line = lines.line_at(text, pos);
+            let at = || format!("{}:{line}", self.label);
+            let mut values =
+                serde_json::Deserializer::from_str(&text[pos..]).into_iter::<&RawValue>();
+            let element = match values.next() {
+                Some(Ok(raw)) => raw.get(),
+                Some(Err(e)) => {
+                    return self.array_broken(
+                        at(),
+                        pos,
+                        e.to_string(),
+                        &text.as_bytes()[pos..],
+                        emit,
+                    )
+                }
+                None => {
+                    return self.array_broken(
+                        at(),
+                        pos,
+                        "the array is not closed".into(),
+                        b"",
+                        emit,
+                    )
+                }
+            };
+            let element_start = pos;
+            pos += values.byte_offset();
+            let result = if element.len() > max_record_bytes {
+                Err(Rejection::new(
+                    Reason::Oversized,
+                    format!(
+                        "element is {} bytes, at most {max_record_bytes}",
+                        element.len()
+                    ),
+                ))
+            } else {
+                Fields::from_json(element)
+                    .and_then(Fields::validate)
+                    .and_then(|event| {
+                        event.into_update(
+                            None,
+                            at,
+                            Position::in_file(self.index, element_start as u64),
+                        )
+                    })
+            };
+            let flow = emit(match result {
+                Ok(update) => Record::Update(update),
+                Err(rejection) => Record::Refused(DeadLetter::new(
+                    at(),
+                    Position::in_file(self.index, element_start as u64),
+                    rejection,
+                    element.as_bytes(),
+                )),
+            });
+            if flow.is_break() {
+                return Ok(());
+            }
+            pos = skip_ws(text, pos);
+            match text.as_bytes().get(pos) {
+                Some(b',') => pos += 1,
+                Some(b']') => return Ok(()),
+                _ => {
+                    let line = lines.line_at(text, pos);
+                    let at = format!("{}:{line}", self.label);
+                    return self.array_broken(
+                        at,
+                        pos,
+                        "expected ',' or ']' between elements".into(),
+                        &text.as_bytes()[pos..],
+                        emit,
+                    );
+                }
+            }
+        }
+    }
+
+    /// A JSON array that stops being valid: its remainder becomes one dead letter.
+    fn array_broken(
+        &self,
+        at: String,
+        offset: usize,
+        why: String,
+        rest: &[u8],
+        emit: &mut dyn FnMut(Record) -> ControlFlow<()>,
+    ) -> std::io::Result<()> {
+        let rejection = Rejection::new(
+            Reason::InvalidJson,
+            format!("{why}; the rest of the JSON array is not read"),
+        );
+        let position = Position::in_file(self.index, offset as u64);
+        let _ = emit(Record::Refused(DeadLetter::new(
+            at, position, rejection, rest,
+        )));
+        Ok(())
+    }
+
+    fn read_csv(
+        &self,
+        max_record_bytes: usize,
+        progress: &AtomicU64,
+        emit: &mut dyn FnMut(Record) -> ControlFlow<()>,
+    ) -> Result<(), HistoryError> {
+        let io = |source| HistoryError::Io {
+            path: self.label.clone(),
+            source,
+        };
+        let file = File::open(&self.path).map_err(io)?;
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+        let header = reader.headers().map_err(|e| io(e.into()))?.clone();
+        let columns = CsvColumns::from_header(&header);
+        for column in ["customer", "amount"] {
+            if !header.iter().any(|h| h.trim() == column) {
+                return Err(HistoryError::MissingColumn {
+                    path: self.label.clone(),
+                    column,
+                });
+            }
+        }
+        let mut raw = csv::ByteRecord::new();
+        let mut last_byte = 0;
+        loop {
+            let line = reader.position().line();
+            let at = || format!("{}:{line}", self.label);
+            let read = reader.read_byte_record(&mut raw);
+            let byte = reader.position().byte();
+            progress.fetch_add(byte - last_byte, Ordering::Relaxed);
+            last_byte = byte;
+            let joined = || raw.iter().collect::<Vec<_>>().join(&b","[..]);
+            let position = Position::in_file(self.index, raw.position().map_or(byte, |p| p.byte()));
+            let result = match read {
+                Ok(false) => return Ok(()),
+                Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => return Err(io(e.into())),
+                Err(e) => Err(Rejection::new(Reason::InvalidCsv, e.to_string())),
+                Ok(true) if raw.as_slice().len() > max_record_bytes => Err(Rejection::new(
+                    Reason::Oversized,
+                    format!(
+                        "row is {} bytes, at most {max_record_bytes}",
+                        raw.as_slice().len()
+                    ),
+                )),
+                Ok(true) => match csv::StringRecord::from_byte_record(raw.clone()) {
+                    Err(e) => Err(Rejection::new(Reason::InvalidUtf8, e.to_string())),
+                    Ok(row) => Fields::from_csv(&row, &columns)
+                        .validate()
+                        .and_then(|event| event.into_update(None, at, position)),
+                },
+            };
+            let flow = emit(match result {
+                Ok(update) => Record::Update(update),
+                Err(rejection) => {
+                    Record::Refused(DeadLetter::new(at(), position, rejection, &joined()))
+                }
+            });
+            if flow.is_break() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// JSON arrays start with `[`; `.csv` files are CSV; anything else is JSON lines.
+fn detect_format(path: &Path) -> std::io::Result<Format> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        return Ok(Format::Csv);
+    }
+    let mut head = [0u8; 4096];
+    let n = File::open(path)?.read(&mut head)?;
+    let first = head[..n].iter().find(|b| !b.is_ascii_whitespace());
+    Ok(if first == Some(&b'[') {
+        Format::JsonArray
+    } else {
+        Format::JsonLines
+    })
+}
+
+/// The offset of the first line that starts at or after `start`.
+fn first_line_start(file: &mut File, start: u64) -> std::io::Result<u64> {
+    if start == 0 {
+        return Ok(0);
+    }
+    file.seek(SeekFrom::Start(start - 1))?;
+    let mut reader = BufReader::with_capacity(64 << 10, &mut *file);
+    let mut skipped = Vec::new();
+    let n = reader.read_until(b'\n', &mut skipped)?;
+    Ok(start - 1 + n as u64)
+}
+
+/// How many newlines the file holds before `upto`.
+fn count_newlines(file: &mut File, upto: u64) -> std::io::Result<u64> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = upto;
+    let mut count = 0u64;
+    while left > 0 {
+        let want = left.min(block.len() as u64) as usize;
+        let n = file.read(&mut block[..want])?;
+        if n == 0 {
+            break;
+        }
+        count += memchr::memchr_iter(b'\n', &block[..n]).count() as u64;
+        left -= n as u64;
+    }
+    Ok(count)
+}
+
+fn skip_ws(text: &str, mut pos: usize) -> usize {
+    let bytes = text.as_bytes();
+    while pos < bytes.len() && bytes[pos].is_ascii_whitespace() {
+        pos += 1;
+    }
+    pos
+}
+
+/// Turns increasing byte offsets into line numbers without rescanning.
+#[derive(Default)]
+struct LineCounter {
+    offset: usize,
+    newlines: usize,
+}
+
+impl LineCounter {
+    fn line_at(&mut self, text: &str, pos: usize) -> usize {
+        self.newlines += memchr::memchr_iter(b'\n', &text.as_bytes()[self.offset..pos]).count();
+        self.offset = pos;
+        self.newlines + 1
+    }
+}
