@@ -75,55 +75,44 @@ pub fn load_history(
     let mut failure: Option<LoadError> = None;
     let mut since_step = 0;
     for file in files {
-        file.read_share(
-            index,
-            peers,
-            settings.input.max_record_bytes,
-            &shared.progress,
-            &mut |record| {
-                match record {
-                    Record::Update(update) => {
-                        counts.records += 1;
-                        pipeline.updates.send(update);
-                    }
-                    Record::Refused(letter) if settings.input.strict => {
-                        failure = Some(LoadError::Strict(Box::new(letter)));
+        file.read_share(index, peers, settings.input.max_record_bytes, &shared.progress, &mut |record| {
+            match record {
+                Record::Update(update) => {
+                    counts.records += 1;
+                    pipeline.updates.send(update);
+                }
+                Record::Refused(letter) if settings.input.strict => {
+                    failure = Some(LoadError::Strict(Box::new(letter)));
+                    shared.stop.store(true, Ordering::Relaxed);
+                }
+                Record::Refused(letter) => {
+                    counts.refused += 1;
+                    pipeline.refused.update(letter.reason(), 1);
+                    if let Err(source) = dead_letters.write(&letter) {
+                        failure =
+                            Some(LoadError::DeadLetters { path: dead_letters.path().display().to_string(), source });
                         shared.stop.store(true, Ordering::Relaxed);
                     }
-                    Record::Refused(letter) => {
-                        counts.refused += 1;
-                        pipeline.refused.update(letter.reason(), 1);
-                        if let Err(source) = dead_letters.write(&letter) {
-                            failure = Some(LoadError::DeadLetters {
-                                path: dead_letters.path().display().to_string(),
-                                source,
-                            });
-                            shared.stop.store(true, Ordering::Relaxed);
-                        }
-                    }
                 }
-                since_step += 1;
-                if since_step == STEP_EVERY {
-                    since_step = 0;
-                    worker.step();
-                }
-                if shared.stop.load(Ordering::Relaxed) {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            },
-        )?;
+            }
+            since_step += 1;
+            if since_step == STEP_EVERY {
+                since_step = 0;
+                worker.step();
+            }
+            if shared.stop.load(Ordering::Relaxed) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
         if failure.is_some() || shared.stop.load(Ordering::Relaxed) {
             break;
         }
     }
     dead_letters
         .flush()
-        .map_err(|source| LoadError::DeadLetters {
-            path: dead_letters.path().display().to_string(),
-            source,
-        })?;
+        .map_err(|source| LoadError::DeadLetters { path: dead_letters.path().display().to_string(), source })?;
     match failure {
         Some(error) => Err(error),
         None => Ok(counts),
@@ -143,19 +132,20 @@ pub struct BatchOutcome {
 /// Runs the batch layer: every worker loads its share, then every view is read at time 0.
 pub fn run(settings: &Settings) -> anyhow::Result<BatchOutcome> {
     let started = Instant::now();
+    if settings.dataflow.processes > 1 {
+        // Each process would only see its own workers' shares of the views.
+        anyhow::bail!("lambda batch does not run over several processes yet; use --workers");
+    }
     let files = HistoryFile::open_all(&settings.input.files)?;
     let event_filter = settings.event_filter()?;
     let top_k = settings.batch.top;
     let dead_path = settings.dead_letter_path();
     // A batch run recomputes everything: its dead letters start afresh.
     if dead_path.exists() {
-        std::fs::remove_file(&dead_path)
-            .with_context(|| format!("cannot replace {}", dead_path.display()))?;
+        std::fs::remove_file(&dead_path).with_context(|| format!("cannot replace {}", dead_path.display()))?;
     }
-    let dead_letters = Arc::new(
-        DeadLetterFile::open(&dead_path)
-            .with_context(|| format!("cannot open {}", dead_path.display()))?,
-    );
+    let dead_letters =
+        Arc::new(DeadLetterFile::open(&dead_path).with_context(|| format!("cannot open {}", dead_path.display()))?);
     let shared = Arc::new(LoadShared::default());
     let bar = progress_bar(files.iter().map(|f| f.len).sum());
     let done = Arc::new(AtomicBool::new(false));
@@ -173,14 +163,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<BatchOutcome> {
     let (dead_for_workers, shared_for_workers) = (Arc::clone(&dead_letters), Arc::clone(&shared));
     let guards = timely::execute(settings.timely_config()?, move |worker| {
         let mut pipeline = Pipeline::build(worker, event_filter.clone());
-        let loaded = load_history(
-            worker,
-            &mut pipeline,
-            &files,
-            &settings_for_workers,
-            &dead_for_workers,
-            &shared_for_workers,
-        );
+        let loaded =
+            load_history(worker, &mut pipeline, &files, &settings_for_workers, &dead_for_workers, &shared_for_workers);
         let (mut views, probe, _latest) = pipeline.close();
         let history_done: Time = 1;
         worker.step_while(|| probe.less_than(&history_done));
@@ -214,11 +198,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<BatchOutcome> {
     if let Some(error) = errors.into_iter().next() {
         return Err(error.into());
     }
-    Ok(BatchOutcome {
-        reading: Reading::merge(parts, top_k),
-        counts,
-        elapsed: started.elapsed(),
-    })
+    Ok(BatchOutcome { reading: Reading::merge(parts, top_k), counts, elapsed: started.elapsed() })
 }
 
 /// A progress bar over `total` bytes on a terminal; hidden otherwise.

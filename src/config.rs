@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::filter::{Filter, FilterError, Kind};
 
 /// Every setting of the program.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// History input.
@@ -99,19 +99,6 @@ pub struct ServeSettings {
     pub state_dir: Option<PathBuf>,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            input: InputSettings::default(),
-            dataflow: DataflowSettings::default(),
-            filters: FilterSettings::default(),
-            batch: BatchSettings::default(),
-            kafka: KafkaSettings::default(),
-            serve: ServeSettings::default(),
-        }
-    }
-}
-
 impl Default for InputSettings {
     fn default() -> Self {
         InputSettings {
@@ -125,22 +112,13 @@ impl Default for InputSettings {
 
 impl Default for DataflowSettings {
     fn default() -> Self {
-        DataflowSettings {
-            workers: 0,
-            processes: 1,
-            process: 0,
-            hostfile: None,
-        }
+        DataflowSettings { workers: 0, processes: 1, process: 0, hostfile: None }
     }
 }
 
 impl Default for BatchSettings {
     fn default() -> Self {
-        BatchSettings {
-            out: PathBuf::from("output/batch_view"),
-            show: 20,
-            top: 10,
-        }
+        BatchSettings { out: PathBuf::from("output/batch_view"), show: 20, top: 10 }
     }
 }
 
@@ -156,10 +134,7 @@ impl Default for KafkaSettings {
 
 impl Default for ServeSettings {
     fn default() -> Self {
-        ServeSettings {
-            http: "127.0.0.1:8080".into(),
-            state_dir: None,
-        }
+        ServeSettings { http: "127.0.0.1:8080".into(), state_dir: None }
     }
 }
 
@@ -193,14 +168,10 @@ pub enum ConfigError {
 impl Settings {
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &std::path::Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
-            path: path.display().to_string(),
-            source: Box::new(source),
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_toml(&text)
+            .map_err(|source| ConfigError::Parse { path: path.display().to_string(), source: Box::new(source) })
     }
 
     /// Parses TOML text over the defaults.
@@ -230,11 +201,8 @@ impl Settings {
     /// Timely's configuration for these workers and processes.
     pub fn timely_config(&self) -> Result<timely::Config, ConfigError> {
         let d = &self.dataflow;
-        let workers = if d.workers == 0 {
-            std::thread::available_parallelism().map_or(1, usize::from)
-        } else {
-            d.workers
-        };
+        let workers =
+            if d.workers == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { d.workers };
         let communication = if d.processes <= 1 {
             if workers == 1 {
                 timely::CommunicationConfig::Thread
@@ -244,20 +212,13 @@ impl Settings {
         } else {
             let addresses = match &d.hostfile {
                 Some(path) => std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        ConfigError::Cluster(format!(
-                            "cannot read host file {}: {e}",
-                            path.display()
-                        ))
-                    })?
+                    .map_err(|e| ConfigError::Cluster(format!("cannot read host file {}: {e}", path.display())))?
                     .lines()
                     .map(str::trim)
                     .filter(|l| !l.is_empty() && !l.starts_with('#'))
                     .map(String::from)
                     .collect(),
-                None => (0..d.processes)
-                    .map(|i| format!("127.0.0.1:{}", 2101 + i))
-                    .collect::<Vec<_>>(),
+                None => (0..d.processes).map(|i| format!("127.0.0.1:{}", 2101 + i)).collect::<Vec<_>>(),
             };
             if addresses.len() != d.processes {
                 return Err(ConfigError::Cluster(format!(
@@ -267,10 +228,7 @@ impl Settings {
                 )));
             }
             if d.process >= d.processes {
-                return Err(ConfigError::Cluster(format!(
-                    "process index {} is not below {}",
-                    d.process, d.processes
-                )));
+                return Err(ConfigError::Cluster(format!("process index {} is not below {}", d.process, d.processes)));
             }
             timely::CommunicationConfig::Cluster {
                 threads: workers,
@@ -280,10 +238,7 @@ impl Settings {
                 zerocopy: false,
             }
         };
-        Ok(timely::Config {
-            communication,
-            worker: timely::WorkerConfig::default(),
-        })
+        Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
     }
 }
 
@@ -301,11 +256,9 @@ mod tests {
 
     #[test]
     fn the_shipped_file_holds_exactly_the_defaults() {
-        let shipped = Settings::from_file(std::path::Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/config/lambda.toml"
-        )))
-        .expect("config/lambda.toml parses");
+        let shipped =
+            Settings::from_file(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/lambda.toml")))
+                .expect("config/lambda.toml parses");
         assert_eq!(shipped, Settings::default());
     }
 

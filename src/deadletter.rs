@@ -38,12 +38,7 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// A dead letter for `raw` at `source`.
     pub fn new(source: String, position: Position, rejection: Rejection, raw: &[u8]) -> Self {
-        DeadLetter {
-            source,
-            position,
-            rejection,
-            raw: raw[..raw.len().min(MAX_RAW_BYTES)].to_vec(),
-        }
+        DeadLetter { source, position, rejection, raw: raw[..raw.len().min(MAX_RAW_BYTES)].to_vec() }
     }
 
     /// The reason, for counting.
@@ -69,9 +64,7 @@ impl DeadLetter {
             reason: self.rejection.reason,
             detail: &self.rejection.detail,
             raw: text,
-            raw_base64: text
-                .is_none()
-                .then(|| base64::engine::general_purpose::STANDARD.encode(&self.raw)),
+            raw_base64: text.is_none().then(|| base64::engine::general_purpose::STANDARD.encode(&self.raw)),
         };
         serde_json::to_string(&line).expect("a dead letter always serializes")
     }
@@ -90,27 +83,18 @@ impl DeadLetterFile {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(DeadLetterFile {
-            path: path.to_owned(),
-            writer: Mutex::new(BufWriter::new(file)),
-        })
+        Ok(DeadLetterFile { path: path.to_owned(), writer: Mutex::new(BufWriter::new(file)) })
     }
 
     /// Appends one dead letter.
     pub fn write(&self, letter: &DeadLetter) -> std::io::Result<()> {
-        let mut writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         writeln!(writer, "{}", letter.to_json())
     }
 
     /// Flushes what was written to the file.
     pub fn flush(&self) -> std::io::Result<()> {
-        self.writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .flush()
+        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).flush()
     }
 
     /// Where the file is.
@@ -125,25 +109,11 @@ mod tests {
 
     #[test]
     fn raw_text_or_base64() {
-        let text = DeadLetter::new(
-            "f:1".into(),
-            Position::in_file(0, 0),
-            Rejection::new(Reason::InvalidJson, "x"),
-            b"{oops",
-        );
-        assert_eq!(
-            text.to_json(),
-            r#"{"source":"f:1","reason":"invalid_json","detail":"x","raw":"{oops"}"#
-        );
-        let bytes = DeadLetter::new(
-            "f:2".into(),
-            Position::in_file(0, 6),
-            Rejection::new(Reason::InvalidUtf8, "y"),
-            b"\xff",
-        );
-        assert_eq!(
-            bytes.to_json(),
-            r#"{"source":"f:2","reason":"invalid_utf8","detail":"y","raw_base64":"/w=="}"#
-        );
+        let text =
+            DeadLetter::new("f:1".into(), Position::in_file(0, 0), Rejection::new(Reason::InvalidJson, "x"), b"{oops");
+        assert_eq!(text.to_json(), r#"{"source":"f:1","reason":"invalid_json","detail":"x","raw":"{oops"}"#);
+        let bytes =
+            DeadLetter::new("f:2".into(), Position::in_file(0, 6), Rejection::new(Reason::InvalidUtf8, "y"), b"\xff");
+        assert_eq!(bytes.to_json(), r#"{"source":"f:2","reason":"invalid_utf8","detail":"y","raw_base64":"/w=="}"#);
     }
 }

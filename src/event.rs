@@ -70,9 +70,7 @@ pub enum Identity {
 
 /// Where a record stands in the order of its source: later positions replace earlier ones
 /// when they reach the dataflow at the same logical time.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Position {
     /// The source: a history file's index in the input list, or a Kafka partition.
     pub source: u32,
@@ -86,18 +84,12 @@ impl Position {
 
     /// A byte offset in the history file at `file_index` of the input list.
     pub fn in_file(file_index: u32, byte_offset: u64) -> Self {
-        Position {
-            source: file_index & !Self::PARTITION_BASE,
-            seq: byte_offset,
-        }
+        Position { source: file_index & !Self::PARTITION_BASE, seq: byte_offset }
     }
 
     /// An offset in a Kafka partition.
     pub fn in_partition(partition: i32, offset: i64) -> Self {
-        Position {
-            source: Self::PARTITION_BASE | (partition as u32),
-            seq: offset.max(0) as u64,
-        }
+        Position { source: Self::PARTITION_BASE | (partition as u32), seq: offset.max(0) as u64 }
     }
 }
 
@@ -124,10 +116,7 @@ impl Event {
         let identity = match (self.id, key) {
             (Some(id), _) | (None, Some(id)) => Identity::Id(id),
             (None, None) if self.change == Change::Delete => {
-                return Err(Rejection::new(
-                    Reason::DeleteWithoutId,
-                    "a delete needs an id (or a message key)",
-                ))
+                return Err(Rejection::new(Reason::DeleteWithoutId, "a delete needs an id (or a message key)"))
             }
             (None, None) => Identity::At(at()),
         };
@@ -135,11 +124,7 @@ impl Event {
             Change::Upsert(txn) => Some(txn),
             Change::Delete => None,
         };
-        Ok(Update {
-            identity,
-            position,
-            txn,
-        })
+        Ok(Update { identity, position, txn })
     }
 }
 
@@ -251,10 +236,7 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection for `reason` with an explanation.
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Rejection {
-            reason,
-            detail: detail.into(),
-        }
+        Rejection { reason, detail: detail.into() }
     }
 }
 
@@ -353,23 +335,23 @@ struct JsonFields<'a> {
 
 /// Parses and validates one JSON object.
 pub fn parse_json(bytes: &[u8]) -> Result<Event, Rejection> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| Rejection::new(Reason::InvalidUtf8, e.to_string()))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| Rejection::new(Reason::InvalidUtf8, e.to_string()))?;
     Fields::from_json(text)?.validate()
 }
 
 impl<'a> Fields<'a> {
     /// Reads the event fields of one JSON object.
     pub fn from_json(text: &'a str) -> Result<Self, Rejection> {
-        let first = text.trim_start().as_bytes().first().copied();
-        let raw: JsonFields<'a> = serde_json::from_str(text).map_err(|e| match first {
-            Some(b'{') | None => Rejection::new(Reason::InvalidJson, e.to_string()),
-            // Valid JSON that is not an object is its own, clearer reason.
-            Some(_) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() => {
-                Rejection::new(Reason::NotAnObject, "expected a JSON object")
-            }
-            Some(_) => Rejection::new(Reason::InvalidJson, e.to_string()),
-        })?;
+        // Serde would also read a struct from a JSON array (`[id, customer, ...]`): only an
+        // object is an event, and valid JSON that is not one gets its own, clearer reason.
+        if text.trim_start().as_bytes().first() != Some(&b'{') {
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => Rejection::new(Reason::NotAnObject, "expected a JSON object"),
+                Err(e) => Rejection::new(Reason::InvalidJson, e.to_string()),
+            });
+        }
+        let raw: JsonFields<'a> =
+            serde_json::from_str(text).map_err(|e| Rejection::new(Reason::InvalidJson, e.to_string()))?;
         Ok(Fields {
             id: Field::from_json(raw.id)?,
             customer: Field::from_json(raw.customer)?,
@@ -385,74 +367,36 @@ impl<'a> Fields<'a> {
         let id = match self.id {
             Field::Absent => None,
             Field::Text(s) => Some(s.into_owned()),
-            Field::Number(n) if n.bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
-                Some(n.to_owned())
-            }
-            other => {
-                return Err(Rejection::new(
-                    Reason::BadId,
-                    format!("id is {}", other.describe()),
-                ))
-            }
+            Field::Number(n) if n.bytes().all(|b| b.is_ascii_digit() || b == b'-') => Some(n.to_owned()),
+            other => return Err(Rejection::new(Reason::BadId, format!("id is {}", other.describe()))),
         };
         let is_delete = match &self.op {
             Field::Absent => false,
             Field::Text(op) if op == "upsert" => false,
             Field::Text(op) if op == "delete" => true,
             Field::Text(op) => {
-                return Err(Rejection::new(
-                    Reason::BadOp,
-                    format!("op must be \"upsert\" or \"delete\", not {op:?}"),
-                ))
+                return Err(Rejection::new(Reason::BadOp, format!("op must be \"upsert\" or \"delete\", not {op:?}")))
             }
-            other => {
-                return Err(Rejection::new(
-                    Reason::BadOp,
-                    format!("op is {}", other.describe()),
-                ))
-            }
+            other => return Err(Rejection::new(Reason::BadOp, format!("op is {}", other.describe()))),
         };
         if is_delete {
             // A delete needs nothing but its identity, which the source checks.
-            return Ok(Event {
-                id,
-                change: Change::Delete,
-            });
+            return Ok(Event { id, change: Change::Delete });
         }
         let customer = match self.customer {
-            Field::Absent => {
-                return Err(Rejection::new(
-                    Reason::MissingCustomer,
-                    "customer is missing or null",
-                ))
-            }
-            Field::Text(c) if c.is_empty() => {
-                return Err(Rejection::new(Reason::EmptyCustomer, "customer is empty"))
-            }
+            Field::Absent => return Err(Rejection::new(Reason::MissingCustomer, "customer is missing or null")),
+            Field::Text(c) if c.is_empty() => return Err(Rejection::new(Reason::EmptyCustomer, "customer is empty")),
             Field::Text(c) if c.len() > MAX_CUSTOMER_BYTES => {
                 return Err(Rejection::new(
                     Reason::CustomerTooLong,
-                    format!(
-                        "customer is {} bytes, at most {MAX_CUSTOMER_BYTES}",
-                        c.len()
-                    ),
+                    format!("customer is {} bytes, at most {MAX_CUSTOMER_BYTES}", c.len()),
                 ))
             }
             Field::Text(c) => c.into_owned(),
-            other => {
-                return Err(Rejection::new(
-                    Reason::BadCustomer,
-                    format!("customer is {}", other.describe()),
-                ))
-            }
+            other => return Err(Rejection::new(Reason::BadCustomer, format!("customer is {}", other.describe()))),
         };
         let cents = match self.amount {
-            Field::Absent => {
-                return Err(Rejection::new(
-                    Reason::MissingAmount,
-                    "amount is missing or null",
-                ))
-            }
+            Field::Absent => return Err(Rejection::new(Reason::MissingAmount, "amount is missing or null")),
             // CSV amount cells arrive as `Number` (see `from_csv`); JSON strings are refused.
             Field::Number(n) => parse_amount(n)?,
             other => {
@@ -465,32 +409,14 @@ impl<'a> Fields<'a> {
         let hour = match self.ts {
             Field::Absent => None,
             Field::Text(ts) => Some(parse_hour(&ts)?),
-            other => {
-                return Err(Rejection::new(
-                    Reason::BadTs,
-                    format!("ts is {}", other.describe()),
-                ))
-            }
+            other => return Err(Rejection::new(Reason::BadTs, format!("ts is {}", other.describe()))),
         };
         let category = match self.category {
             Field::Absent => None,
             Field::Text(c) => Some(c.into_owned()),
-            other => {
-                return Err(Rejection::new(
-                    Reason::BadCategory,
-                    format!("category is {}", other.describe()),
-                ))
-            }
+            other => return Err(Rejection::new(Reason::BadCategory, format!("category is {}", other.describe()))),
         };
-        Ok(Event {
-            id,
-            change: Change::Upsert(Txn {
-                customer,
-                cents,
-                hour,
-                category,
-            }),
-        })
+        Ok(Event { id, change: Change::Upsert(Txn { customer, cents, hour, category }) })
     }
 
     /// Reads the event fields of one CSV row, given the header's column indices.
@@ -588,15 +514,7 @@ mod tests {
     fn accepts_the_workshop_format() {
         let e = parse_json(br#"{"customer": "Ali", "amount": 120}"#).unwrap();
         assert_eq!(e.id, None);
-        assert_eq!(
-            e.change,
-            Change::Upsert(Txn {
-                customer: "Ali".into(),
-                cents: 12000,
-                hour: None,
-                category: None
-            })
-        );
+        assert_eq!(e.change, Change::Upsert(Txn { customer: "Ali".into(), cents: 12000, hour: None, category: None }));
     }
 
     #[test]
@@ -606,9 +524,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.id.as_deref(), Some("7"));
-        let Change::Upsert(t) = e.change else {
-            panic!("an upsert")
-        };
+        let Change::Upsert(t) = e.change else { panic!("an upsert") };
         assert_eq!(t.customer, "Séna");
         assert_eq!(t.cents, -150);
         assert_eq!(format_hour(t.hour.unwrap()), "2025-01-01T12:00:00Z");
@@ -618,80 +534,33 @@ mod tests {
     #[test]
     fn a_delete_needs_no_other_field() {
         let e = parse_json(br#"{"id":"t1","op":"delete"}"#).unwrap();
-        assert_eq!(
-            e,
-            Event {
-                id: Some("t1".into()),
-                change: Change::Delete
-            }
-        );
+        assert_eq!(e, Event { id: Some("t1".into()), change: Change::Delete });
     }
 
     #[test]
     fn every_reason_is_reachable() {
-        assert_eq!(
-            parse_json(b"{\"customer\":\"\xff\",\"amount\":1}")
-                .unwrap_err()
-                .reason,
-            Reason::InvalidUtf8
-        );
+        assert_eq!(parse_json(b"{\"customer\":\"\xff\",\"amount\":1}").unwrap_err().reason, Reason::InvalidUtf8);
         assert_eq!(reason("{\"customer\":"), Reason::InvalidJson);
         assert_eq!(reason("not json"), Reason::InvalidJson);
         assert_eq!(reason("[1,2]"), Reason::NotAnObject);
         assert_eq!(reason(r#"{"amount":1}"#), Reason::MissingCustomer);
-        assert_eq!(
-            reason(r#"{"customer":null,"amount":1}"#),
-            Reason::MissingCustomer
-        );
-        assert_eq!(
-            reason(r#"{"customer":"","amount":1}"#),
-            Reason::EmptyCustomer
-        );
-        assert_eq!(
-            reason(&format!(
-                r#"{{"customer":"{}","amount":1}}"#,
-                "x".repeat(257)
-            )),
-            Reason::CustomerTooLong
-        );
+        assert_eq!(reason(r#"{"customer":null,"amount":1}"#), Reason::MissingCustomer);
+        assert_eq!(reason(r#"{"customer":"","amount":1}"#), Reason::EmptyCustomer);
+        assert_eq!(reason(&format!(r#"{{"customer":"{}","amount":1}}"#, "x".repeat(257))), Reason::CustomerTooLong);
         assert_eq!(reason(r#"{"customer":5,"amount":1}"#), Reason::BadCustomer);
         assert_eq!(reason(r#"{"customer":"a"}"#), Reason::MissingAmount);
-        assert_eq!(
-            reason(r#"{"customer":"a","amount":"12"}"#),
-            Reason::BadAmount
-        );
-        assert_eq!(
-            reason(r#"{"customer":"a","amount":1.234}"#),
-            Reason::AmountTooPrecise
-        );
-        assert_eq!(
-            reason(r#"{"customer":"a","amount":1e40}"#),
-            Reason::AmountOverflow
-        );
-        assert_eq!(
-            reason(r#"{"customer":"a","amount":1,"ts":"yesterday"}"#),
-            Reason::BadTs
-        );
-        assert_eq!(
-            reason(r#"{"customer":"a","amount":1,"op":"merge"}"#),
-            Reason::BadOp
-        );
-        assert_eq!(
-            reason(r#"{"customer":"a","amount":1,"id":true}"#),
-            Reason::BadId
-        );
-        assert_eq!(
-            reason(r#"{"customer":"a","amount":1,"category":3}"#),
-            Reason::BadCategory
-        );
+        assert_eq!(reason(r#"{"customer":"a","amount":"12"}"#), Reason::BadAmount);
+        assert_eq!(reason(r#"{"customer":"a","amount":1.234}"#), Reason::AmountTooPrecise);
+        assert_eq!(reason(r#"{"customer":"a","amount":1e40}"#), Reason::AmountOverflow);
+        assert_eq!(reason(r#"{"customer":"a","amount":1,"ts":"yesterday"}"#), Reason::BadTs);
+        assert_eq!(reason(r#"{"customer":"a","amount":1,"op":"merge"}"#), Reason::BadOp);
+        assert_eq!(reason(r#"{"customer":"a","amount":1,"id":true}"#), Reason::BadId);
+        assert_eq!(reason(r#"{"customer":"a","amount":1,"category":3}"#), Reason::BadCategory);
     }
 
     #[test]
     fn customer_at_the_limit_is_accepted() {
-        let line = format!(
-            r#"{{"customer":"{}","amount":1}}"#,
-            "x".repeat(MAX_CUSTOMER_BYTES)
-        );
+        let line = format!(r#"{{"customer":"{}","amount":1}}"#, "x".repeat(MAX_CUSTOMER_BYTES));
         assert!(parse_json(line.as_bytes()).is_ok());
     }
 
@@ -704,10 +573,7 @@ mod tests {
         assert_eq!(e.id, None);
         assert!(matches!(e.change, Change::Upsert(Txn { cents: 1250, .. })));
         let bad = csv::StringRecord::from(vec!["Ali", "twelve", ""]);
-        assert_eq!(
-            Fields::from_csv(&bad, &cols).validate().unwrap_err().reason,
-            Reason::BadAmount
-        );
+        assert_eq!(Fields::from_csv(&bad, &cols).validate().unwrap_err().reason, Reason::BadAmount);
     }
 
     #[test]

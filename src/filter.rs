@@ -114,10 +114,7 @@ pub struct Filter {
 impl Filter {
     /// Parses `field op value [and field op value ...]` for records of `kind`.
     pub fn parse(text: &str, kind: Kind) -> Result<Filter, FilterError> {
-        let error = |why: String| FilterError {
-            text: text.to_owned(),
-            why,
-        };
+        let error = |why: String| FilterError { text: text.to_owned(), why };
         let mut clauses = Vec::new();
         for part in split_and(text) {
             let part = part.trim();
@@ -125,16 +122,13 @@ impl Filter {
                 .iter()
                 .filter_map(|(sym, cmp)| part.find(sym).map(|at| (at, *sym, *cmp)))
                 .min_by_key(|(at, sym, _)| (*at, std::cmp::Reverse(sym.len())))
-                .ok_or_else(|| {
-                    error(format!("{part:?} has no comparison (>=, >, <=, <, ==, !=)"))
-                })?;
+                .ok_or_else(|| error(format!("{part:?} has no comparison (>=, >, <=, <, ==, !=)")))?;
             let name = part[..at].trim();
-            let field = kind.fields().iter().find(|f| **f == name).ok_or_else(|| {
-                error(format!(
-                    "unknown field {name:?}; use one of {}",
-                    kind.fields().join(", ")
-                ))
-            })?;
+            let field = kind
+                .fields()
+                .iter()
+                .find(|f| **f == name)
+                .ok_or_else(|| error(format!("unknown field {name:?}; use one of {}", kind.fields().join(", "))))?;
             let raw = part[at + sym.len()..].trim();
             let value = if matches!(*field, "customer" | "category") {
                 let unquoted = raw
@@ -172,35 +166,25 @@ impl Filter {
             "count" => Some(Literal::Number(i128::from(row.count) * 100)),
             "min" => Some(Literal::Number(i128::from(row.min))),
             "max" => Some(Literal::Number(i128::from(row.max))),
-            "avg" => Some(Literal::Number(crate::amount::average_cents(
-                row.total, row.count,
-            ))),
+            "avg" => Some(Literal::Number(crate::amount::average_cents(row.total, row.count))),
             "customer" => Some(Literal::Text(customer.to_owned())),
             _ => None,
         })
     }
 
     fn accepts(&self, value_of: impl Fn(&str) -> Option<Literal>) -> bool {
-        self.clauses
-            .iter()
-            .all(|clause| match (value_of(clause.field), &clause.value) {
-                (Some(Literal::Number(left)), Literal::Number(right)) => {
-                    clause.cmp.holds(&left, right)
-                }
-                (Some(Literal::Text(left)), Literal::Text(right)) => {
-                    clause.cmp.holds(left.as_str(), right.as_str())
-                }
-                // An absent field (no category) only satisfies `!=`.
-                (None, _) => clause.cmp == Cmp::Ne,
-                _ => false,
-            })
+        self.clauses.iter().all(|clause| match (value_of(clause.field), &clause.value) {
+            (Some(Literal::Number(left)), Literal::Number(right)) => clause.cmp.holds(&left, right),
+            (Some(Literal::Text(left)), Literal::Text(right)) => clause.cmp.holds(left.as_str(), right.as_str()),
+            // An absent field (no category) only satisfies `!=`.
+            (None, _) => clause.cmp == Cmp::Ne,
+            _ => false,
+        })
     }
 }
 
 fn split_and(text: &str) -> impl Iterator<Item = &str> {
-    text.split(" and ")
-        .flat_map(|p| p.split(" AND "))
-        .filter(|p| !p.trim().is_empty())
+    text.split(" and ").flat_map(|p| p.split(" AND ")).filter(|p| !p.trim().is_empty())
 }
 
 impl fmt::Display for Filter {
@@ -224,12 +208,7 @@ mod tests {
     use super::*;
 
     fn txn(cents: i64, category: Option<&str>) -> Txn {
-        Txn {
-            customer: "Ali".into(),
-            cents,
-            hour: None,
-            category: category.map(Into::into),
-        }
+        Txn { customer: "Ali".into(), cents, hour: None, category: category.map(Into::into) }
     }
 
     #[test]
@@ -238,12 +217,7 @@ mod tests {
         assert!(events.accepts_txn(&txn(10000, None)));
         assert!(!events.accepts_txn(&txn(9999, None)));
         let views = Filter::parse("total > 200", Kind::View).unwrap();
-        let row = |total| CustomerRow {
-            total,
-            count: 2,
-            min: 0,
-            max: 0,
-        };
+        let row = |total| CustomerRow { total, count: 2, min: 0, max: 0 };
         assert!(views.accepts_row("Ali", &row(32000)));
         assert!(!views.accepts_row("Sara", &row(20000)));
     }
@@ -251,33 +225,9 @@ mod tests {
     #[test]
     fn conjunctions_counts_and_text() {
         let f = Filter::parse("count >= 2 and customer != 'Sara'", Kind::View).unwrap();
-        assert!(f.accepts_row(
-            "Ali",
-            &CustomerRow {
-                total: 1,
-                count: 2,
-                min: 0,
-                max: 0
-            }
-        ));
-        assert!(!f.accepts_row(
-            "Ali",
-            &CustomerRow {
-                total: 1,
-                count: 1,
-                min: 0,
-                max: 0
-            }
-        ));
-        assert!(!f.accepts_row(
-            "Sara",
-            &CustomerRow {
-                total: 1,
-                count: 5,
-                min: 0,
-                max: 0
-            }
-        ));
+        assert!(f.accepts_row("Ali", &CustomerRow { total: 1, count: 2, min: 0, max: 0 }));
+        assert!(!f.accepts_row("Ali", &CustomerRow { total: 1, count: 1, min: 0, max: 0 }));
+        assert!(!f.accepts_row("Sara", &CustomerRow { total: 1, count: 5, min: 0, max: 0 }));
         let c = Filter::parse("category == books", Kind::Event).unwrap();
         assert!(c.accepts_txn(&txn(1, Some("books"))));
         assert!(!c.accepts_txn(&txn(1, None)));
@@ -286,17 +236,8 @@ mod tests {
     #[test]
     fn clear_errors() {
         assert!(Filter::parse("", Kind::Event).is_err());
-        assert!(Filter::parse("amount", Kind::Event)
-            .unwrap_err()
-            .to_string()
-            .contains("no comparison"));
-        assert!(Filter::parse("price > 3", Kind::Event)
-            .unwrap_err()
-            .to_string()
-            .contains("unknown field"));
-        assert!(Filter::parse("amount > lots", Kind::Event)
-            .unwrap_err()
-            .to_string()
-            .contains("not a number"));
+        assert!(Filter::parse("amount", Kind::Event).unwrap_err().to_string().contains("no comparison"));
+        assert!(Filter::parse("price > 3", Kind::Event).unwrap_err().to_string().contains("unknown field"));
+        assert!(Filter::parse("amount > lots", Kind::Event).unwrap_err().to_string().contains("not a number"));
     }
 }

@@ -55,9 +55,7 @@ impl Default for GenOptions {
     }
 }
 
-const CATEGORIES: [&str; 8] = [
-    "books", "food", "games", "tools", "music", "garden", "sport", "health",
-];
+const CATEGORIES: [&str; 8] = ["books", "food", "games", "tools", "music", "garden", "sport", "health"];
 /// 2025-01-01T00:00:00Z.
 const START: i64 = 1_735_689_600;
 
@@ -86,11 +84,7 @@ pub fn generate(options: &GenOptions, out: &mut dyn Write) -> std::io::Result<()
     let customers = options.customers.max(1);
     let cumulative: Vec<f64> = (1..=customers)
         .scan(0.0, |acc, k| {
-            *acc += if options.skew > 0.0 {
-                1.0 / (k as f64).powf(options.skew)
-            } else {
-                1.0
-            };
+            *acc += if options.skew > 0.0 { 1.0 / (k as f64).powf(options.skew) } else { 1.0 };
             Some(*acc)
         })
         .collect();
@@ -121,9 +115,7 @@ pub fn generate(options: &GenOptions, out: &mut dyn Write) -> std::io::Result<()
             issued - 1
         };
         let target = rng.unit() * total_weight;
-        let customer = cumulative
-            .partition_point(|w| *w < target)
-            .min(customers as usize - 1);
+        let customer = cumulative.partition_point(|w| *w < target).min(customers as usize - 1);
         let cents = 100 + rng.below(49_901) as i64;
         let ts = chrono::DateTime::from_timestamp(START + rng.below(365 * 86_400) as i64, 0)
             .expect("a 2025 time is representable")
@@ -131,11 +123,7 @@ pub fn generate(options: &GenOptions, out: &mut dyn Write) -> std::io::Result<()
         let category = CATEGORIES[rng.below(CATEGORIES.len() as u64) as usize];
         let amount = format_cents(cents);
         if options.csv {
-            writeln!(
-                out,
-                "{}{id},customer-{customer:06},{amount},{ts},{category},",
-                options.id_prefix
-            )?;
+            writeln!(out, "{}{id},customer-{customer:06},{amount},{ts},{category},", options.id_prefix)?;
         } else {
             writeln!(
                 out,
@@ -162,10 +150,7 @@ fn write_bad(out: &mut dyn Write, rng: &mut Rng, csv: bool) -> std::io::Result<(
         0 => writeln!(out, r#"{{"customer":"customer-x","amount":"#),
         1 => writeln!(out, r#"{{"customer":"customer-x","amount":"twelve"}}"#),
         2 => writeln!(out, r#"{{"customer":"customer-x","amount":1.005}}"#),
-        3 => writeln!(
-            out,
-            r#"{{"customer":"customer-x","amount":1,"ts":"yesterday"}}"#
-        ),
+        3 => writeln!(out, r#"{{"customer":"customer-x","amount":1,"ts":"yesterday"}}"#),
         _ => writeln!(out, r#"{{"customer":"","amount":5}}"#),
     }
 }
@@ -182,13 +167,7 @@ mod tests {
 
     #[test]
     fn deterministic_and_valid() {
-        let options = GenOptions {
-            rows: 2000,
-            customers: 50,
-            corrections: 0.2,
-            bad: 0.05,
-            ..GenOptions::default()
-        };
+        let options = GenOptions { rows: 2000, customers: 50, corrections: 0.2, bad: 0.05, ..GenOptions::default() };
         let a = text(&options);
         assert_eq!(a, text(&options));
         let mut good = 0;

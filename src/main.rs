@@ -32,10 +32,7 @@ fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
     let view_filter = settings.view_filter()?;
     let outcome = batch::run(&settings)?;
-    print!(
-        "{}",
-        output::customers_table(&outcome.reading, view_filter.as_ref(), settings.batch.show)
-    );
+    print!("{}", output::customers_table(&outcome.reading, view_filter.as_ref(), settings.batch.show));
     let written = output::write_views(&settings.batch.out, &outcome.reading, view_filter.as_ref())?;
     eprintln!(
         "batch view at time 0: {} records, {} customers, {} refused ({}) in {:.3} s; {} files in {}",
@@ -60,10 +57,7 @@ fn run_gen(args: &GenArgs) -> anyhow::Result<()> {
         bad: args.bad,
         seed: args.seed,
         id_prefix: args.id_prefix.clone(),
-        csv: args
-            .out
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("csv")),
+        csv: args.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")),
     };
     if args.out.as_os_str() == "-" {
         gen::generate(&options, &mut std::io::stdout().lock())?;

@@ -38,16 +38,11 @@ impl Oracle {
             let replace = match self.latest.get(&update.identity) {
                 None => true,
                 // A redelivery from the same source changes nothing.
-                Some((_, pos, _))
-                    if pos.source == update.position.source && pos.seq >= update.position.seq =>
-                {
-                    false
-                }
+                Some((_, pos, _)) if pos.source == update.position.source && pos.seq >= update.position.seq => false,
                 Some((t, pos, _)) => *t < time || pos < &update.position,
             };
             if replace {
-                self.latest
-                    .insert(update.identity, (time, update.position, update.txn));
+                self.latest.insert(update.identity, (time, update.position, update.txn));
             }
         }
         for reason in refused {
@@ -67,12 +62,8 @@ impl Oracle {
         let mut hourly: HashMap<i64, Stats> = HashMap::new();
         let mut overall = Stats::default();
         for t in live {
-            let row = customers.entry(&t.customer).or_insert(CustomerRow {
-                total: 0,
-                count: 0,
-                min: t.cents,
-                max: t.cents,
-            });
+            let row =
+                customers.entry(&t.customer).or_insert(CustomerRow { total: 0, count: 0, min: t.cents, max: t.cents });
             row.total += i128::from(t.cents);
             row.count += 1;
             row.min = row.min.min(t.cents);
@@ -83,15 +74,9 @@ impl Oracle {
             }
             add(&mut overall, t.cents);
         }
-        let mut customers: Vec<(String, CustomerRow)> = customers
-            .into_iter()
-            .map(|(c, r)| (c.to_owned(), r))
-            .collect();
+        let mut customers: Vec<(String, CustomerRow)> = customers.into_iter().map(|(c, r)| (c.to_owned(), r)).collect();
         customers.sort();
-        let mut top: Vec<(String, i128)> = customers
-            .iter()
-            .map(|(c, r)| (c.clone(), r.total))
-            .collect();
+        let mut top: Vec<(String, i128)> = customers.iter().map(|(c, r)| (c.clone(), r.total)).collect();
         top.sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| a.cmp(b)));
         top.truncate(top_k);
         let nonzero = |s: &Stats| s.count != 0 || s.cents != 0;
@@ -122,31 +107,17 @@ pub fn differences(live: &Reading, expected: &Reading) -> Vec<String> {
     let mut out = Vec::new();
     diff_keyed("customer", &live.customers, &expected.customers, &mut out);
     if live.top != expected.top {
-        out.push(format!(
-            "top: live {:?}, recomputed {:?}",
-            live.top, expected.top
-        ));
+        out.push(format!("top: live {:?}, recomputed {:?}", live.top, expected.top));
     }
     diff_keyed("category", &live.categories, &expected.categories, &mut out);
     diff_keyed("hour", &live.hourly, &expected.hourly, &mut out);
     if live.overall != expected.overall {
-        out.push(format!(
-            "overall: live {:?}, recomputed {:?}",
-            live.overall, expected.overall
-        ));
+        out.push(format!("overall: live {:?}, recomputed {:?}", live.overall, expected.overall));
     }
     if live.customer_count != expected.customer_count {
-        out.push(format!(
-            "customers: live {}, recomputed {}",
-            live.customer_count, expected.customer_count
-        ));
+        out.push(format!("customers: live {}, recomputed {}", live.customer_count, expected.customer_count));
     }
-    diff_keyed(
-        "dead letters",
-        &live.dead_letters,
-        &expected.dead_letters,
-        &mut out,
-    );
+    diff_keyed("dead letters", &live.dead_letters, &expected.dead_letters, &mut out);
     out
 }
 

@@ -22,9 +22,7 @@ pub struct Money(pub i128);
 
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        RawValue::from_string(format_cents(self.0))
-            .expect("a formatted amount is a JSON number")
-            .serialize(serializer)
+        RawValue::from_string(format_cents(self.0)).expect("a formatted amount is a JSON number").serialize(serializer)
     }
 }
 
@@ -76,10 +74,7 @@ pub struct SumOut {
 
 impl From<Stats> for SumOut {
     fn from(s: Stats) -> Self {
-        SumOut {
-            total: Money(s.cents),
-            count: s.count,
-        }
+        SumOut { total: Money(s.cents), count: s.count }
     }
 }
 
@@ -88,22 +83,13 @@ pub fn visible_customers<'a>(
     reading: &'a Reading,
     filter: Option<&'a Filter>,
 ) -> impl Iterator<Item = &'a (String, CustomerRow)> {
-    reading
-        .customers
-        .iter()
-        .filter(move |(c, r)| filter.is_none_or(|f| f.accepts_row(c, r)))
+    reading.customers.iter().filter(move |(c, r)| filter.is_none_or(|f| f.accepts_row(c, r)))
 }
 
 /// A table as Spark's `DataFrame.show()` prints it: right-aligned cells between `+---+` rules.
 pub fn show_table(header: &[&str], rows: &[Vec<String>], total_rows: usize) -> String {
     let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([header[i].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].chars().count()]).max().unwrap_or(0))
         .collect();
     let rule = widths.iter().fold(String::from("+"), |mut s, w| {
         s.push_str(&"-".repeat(*w));
@@ -149,24 +135,14 @@ pub fn customers_table(reading: &Reading, filter: Option<&Filter>, limit: usize)
             ]
         })
         .collect();
-    show_table(
-        &["customer", "total_amount", "count", "min", "max", "avg"],
-        &rows,
-        all.len(),
-    )
+    show_table(&["customer", "total_amount", "count", "min", "max", "avg"], &rows, all.len())
 }
 
 /// Writes every view of `reading` into `dir` as `<view>.jsonl` and `<view>.csv`.
-pub fn write_views(
-    dir: &Path,
-    reading: &Reading,
-    filter: Option<&Filter>,
-) -> std::io::Result<Vec<String>> {
+pub fn write_views(dir: &Path, reading: &Reading, filter: Option<&Filter>) -> std::io::Result<Vec<String>> {
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
-    let customers: Vec<_> = visible_customers(reading, filter)
-        .map(|(c, r)| CustomerOut::new(c, r))
-        .collect();
+    let customers: Vec<_> = visible_customers(reading, filter).map(|(c, r)| CustomerOut::new(c, r)).collect();
     written.extend(write_pair(
         dir,
         "customers",
@@ -195,25 +171,11 @@ pub fn write_views(
         .iter()
         .filter(|(c, _)| filter.is_none() || customers.iter().any(|o| o.customer == c))
         .enumerate()
-        .map(|(i, (customer, total))| TopOut {
-            rank: i + 1,
-            customer,
-            total: Money(*total),
-        })
+        .map(|(i, (customer, total))| TopOut { rank: i + 1, customer, total: Money(*total) })
         .collect();
-    written.extend(write_pair(
-        dir,
-        "top",
-        &["rank", "customer", "total"],
-        &top,
-        |o| {
-            vec![
-                o.rank.to_string(),
-                o.customer.to_owned(),
-                o.total.to_string(),
-            ]
-        },
-    )?);
+    written.extend(write_pair(dir, "top", &["rank", "customer", "total"], &top, |o| {
+        vec![o.rank.to_string(), o.customer.to_owned(), o.total.to_string()]
+    })?);
 
     #[derive(serde::Serialize)]
     struct CategoryOut<'a> {
@@ -221,27 +183,11 @@ pub fn write_views(
         #[serde(flatten)]
         sum: SumOut,
     }
-    let categories: Vec<_> = reading
-        .categories
-        .iter()
-        .map(|(c, s)| CategoryOut {
-            category: c.as_deref(),
-            sum: (*s).into(),
-        })
-        .collect();
-    written.extend(write_pair(
-        dir,
-        "categories",
-        &["category", "total", "count"],
-        &categories,
-        |o| {
-            vec![
-                o.category.unwrap_or("").to_owned(),
-                o.sum.total.to_string(),
-                o.sum.count.to_string(),
-            ]
-        },
-    )?);
+    let categories: Vec<_> =
+        reading.categories.iter().map(|(c, s)| CategoryOut { category: c.as_deref(), sum: (*s).into() }).collect();
+    written.extend(write_pair(dir, "categories", &["category", "total", "count"], &categories, |o| {
+        vec![o.category.unwrap_or("").to_owned(), o.sum.total.to_string(), o.sum.count.to_string()]
+    })?);
 
     #[derive(serde::Serialize)]
     struct HourOut {
@@ -249,43 +195,21 @@ pub fn write_views(
         #[serde(flatten)]
         sum: SumOut,
     }
-    let hourly: Vec<_> = reading
-        .hourly
-        .iter()
-        .map(|(h, s)| HourOut {
-            hour: format_hour(*h),
-            sum: (*s).into(),
-        })
-        .collect();
-    written.extend(write_pair(
-        dir,
-        "hourly",
-        &["hour", "total", "count"],
-        &hourly,
-        |o| {
-            vec![
-                o.hour.clone(),
-                o.sum.total.to_string(),
-                o.sum.count.to_string(),
-            ]
-        },
-    )?);
+    let hourly: Vec<_> =
+        reading.hourly.iter().map(|(h, s)| HourOut { hour: format_hour(*h), sum: (*s).into() }).collect();
+    written.extend(write_pair(dir, "hourly", &["hour", "total", "count"], &hourly, |o| {
+        vec![o.hour.clone(), o.sum.total.to_string(), o.sum.count.to_string()]
+    })?);
 
     let overall = [OverallOut::new(reading)];
-    written.extend(write_pair(
-        dir,
-        "overall",
-        &["total", "count", "customers", "dead_letters"],
-        &overall,
-        |o| {
-            vec![
-                o.sum.total.to_string(),
-                o.sum.count.to_string(),
-                o.customers.to_string(),
-                o.dead_letters.values().sum::<i64>().to_string(),
-            ]
-        },
-    )?);
+    written.extend(write_pair(dir, "overall", &["total", "count", "customers", "dead_letters"], &overall, |o| {
+        vec![
+            o.sum.total.to_string(),
+            o.sum.count.to_string(),
+            o.customers.to_string(),
+            o.dead_letters.values().sum::<i64>().to_string(),
+        ]
+    })?);
     Ok(written)
 }
 
@@ -307,11 +231,7 @@ impl OverallOut {
         OverallOut {
             sum: reading.overall.into(),
             customers: reading.customer_count,
-            dead_letters: reading
-                .dead_letters
-                .iter()
-                .map(|(r, n)| (r.to_string(), *n))
-                .collect(),
+            dead_letters: reading.dead_letters.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
         }
     }
 }
@@ -344,10 +264,7 @@ fn write_pair<T: Serialize>(
     Ok([jsonl.display().to_string(), csv_path.display().to_string()])
 }
 
-fn write_atomically(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> std::io::Result<()> {
+fn write_atomically(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
@@ -363,11 +280,7 @@ mod tests {
 
     #[test]
     fn tables_look_like_spark_show() {
-        let t = show_table(
-            &["customer", "total_amount"],
-            &[vec!["Ali".into(), "320".into()]],
-            1,
-        );
+        let t = show_table(&["customer", "total_amount"], &[vec!["Ali".into(), "320".into()]], 1);
         assert_eq!(t, "+--------+------------+\n|customer|total_amount|\n+--------+------------+\n|     Ali|         320|\n+--------+------------+\n");
     }
 

@@ -59,13 +59,7 @@ impl Pipeline {
             };
             (refused_input, views::define(txns, refused, &probe), latest)
         });
-        Pipeline {
-            updates,
-            refused,
-            views,
-            probe,
-            latest,
-        }
+        Pipeline { updates, refused, views, probe, latest }
     }
 
     /// Closes the time in progress and moves both inputs to `time`.

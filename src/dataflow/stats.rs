@@ -19,9 +19,7 @@ use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semig
 use serde::{Deserialize, Serialize};
 
 /// A count of transactions and the exact sum of their amounts, in cents.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Stats {
     /// How many transactions.
     pub count: i64,
@@ -32,10 +30,7 @@ pub struct Stats {
 impl Stats {
     /// One transaction of `cents`.
     pub fn one(cents: i64) -> Self {
-        Stats {
-            count: 1,
-            cents: i128::from(cents),
-        }
+        Stats { count: 1, cents: i128::from(cents) }
     }
 
     /// The retraction of `self`.
@@ -76,9 +71,6 @@ impl Multiply<isize> for Stats {
     type Output = Stats;
     fn multiply(self, rhs: &isize) -> Stats {
         let k = *rhs as i64;
-        Stats {
-            count: self.count * k,
-            cents: self.cents * i128::from(k),
-        }
+        Stats { count: self.count * k, cents: self.cents * i128::from(k) }
     }
 }

@@ -70,12 +70,7 @@ pub fn upsert<'scope>(
                     return;
                 };
                 let entry = pending.entry(time).or_insert_with(|| {
-                    (
-                        capability
-                            .retain_least(0)
-                            .expect("a message with a time yields a capability"),
-                        Vec::new(),
-                    )
+                    (capability.retain_least(0).expect("a message with a time yields a capability"), Vec::new())
                 });
                 entry.1.append(data);
             });
@@ -90,9 +85,7 @@ pub fn upsert<'scope>(
                 let mut state = state.borrow_mut();
                 let mut session = output.session(&capability);
                 for update in batch {
-                    apply(&mut state, update, |txn, diff| {
-                        session.give((txn, time, diff))
-                    });
+                    apply(&mut state, update, |txn, diff| session.give((txn, time, diff)));
                 }
             }
         }
@@ -102,11 +95,7 @@ pub fn upsert<'scope>(
 
 /// Applies one version to the state, reporting the changes to the live collection.
 fn apply(state: &mut HashMap<Identity, Version>, update: Update, mut emit: impl FnMut(Txn, isize)) {
-    let Update {
-        identity,
-        position,
-        txn,
-    } = update;
+    let Update { identity, position, txn } = update;
     match state.get_mut(&identity) {
         None => {
             if let Some(txn) = &txn {
@@ -136,20 +125,11 @@ mod tests {
     use super::*;
 
     fn txn(customer: &str, cents: i64) -> Txn {
-        Txn {
-            customer: customer.into(),
-            cents,
-            hour: None,
-            category: None,
-        }
+        Txn { customer: customer.into(), cents, hour: None, category: None }
     }
 
     fn update(id: &str, source: u32, seq: u64, t: Option<Txn>) -> Update {
-        Update {
-            identity: Identity::Id(id.into()),
-            position: Position { source, seq },
-            txn: t,
-        }
+        Update { identity: Identity::Id(id.into()), position: Position { source, seq }, txn: t }
     }
 
     fn run(updates: Vec<Update>) -> Vec<(Txn, isize)> {
@@ -163,18 +143,8 @@ mod tests {
 
     #[test]
     fn corrections_retract_what_they_replace() {
-        let out = run(vec![
-            update("t1", 0, 1, Some(txn("Ali", 100))),
-            update("t1", 0, 2, Some(txn("Ali", 80))),
-        ]);
-        assert_eq!(
-            out,
-            vec![
-                (txn("Ali", 100), 1),
-                (txn("Ali", 100), -1),
-                (txn("Ali", 80), 1)
-            ]
-        );
+        let out = run(vec![update("t1", 0, 1, Some(txn("Ali", 100))), update("t1", 0, 2, Some(txn("Ali", 80)))]);
+        assert_eq!(out, vec![(txn("Ali", 100), 1), (txn("Ali", 100), -1), (txn("Ali", 80), 1)]);
     }
 
     #[test]
@@ -189,23 +159,14 @@ mod tests {
 
     #[test]
     fn identical_versions_change_nothing() {
-        let out = run(vec![
-            update("t1", 0, 1, Some(txn("Ali", 100))),
-            update("t1", 1, 7, Some(txn("Ali", 100))),
-        ]);
+        let out = run(vec![update("t1", 0, 1, Some(txn("Ali", 100))), update("t1", 1, 7, Some(txn("Ali", 100)))]);
         assert_eq!(out, vec![(txn("Ali", 100), 1)]);
     }
 
     #[test]
     fn another_source_always_replaces() {
         // A Kafka partition (source 9) replacing a history line (source 0) at a later time.
-        let out = run(vec![
-            update("t1", 9, 0, Some(txn("Ali", 1))),
-            update("t1", 0, 5, Some(txn("Ali", 2))),
-        ]);
-        assert_eq!(
-            out,
-            vec![(txn("Ali", 1), 1), (txn("Ali", 1), -1), (txn("Ali", 2), 1)]
-        );
+        let out = run(vec![update("t1", 9, 0, Some(txn("Ali", 1))), update("t1", 0, 5, Some(txn("Ali", 2)))]);
+        assert_eq!(out, vec![(txn("Ali", 1), 1), (txn("Ali", 1), -1), (txn("Ali", 2), 1)]);
     }
 }

@@ -27,9 +27,7 @@ use super::Time;
 use crate::event::{Reason, Txn};
 
 /// One customer's aggregate: the workshop's `total_amount` and its companions.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CustomerRow {
     /// Sum of amounts, in cents.
     pub total: i128,
@@ -83,7 +81,8 @@ pub fn define<'scope>(
             "customers",
             |_customer, amounts, output| {
                 // `amounts` is sorted by value and holds accumulated, non-zero counts.
-                let mut row = CustomerRow { min: *amounts[0].0, max: *amounts[amounts.len() - 1].0, ..Default::default() };
+                let mut row =
+                    CustomerRow { min: *amounts[0].0, max: *amounts[amounts.len() - 1].0, ..Default::default() };
                 for (cents, count) in amounts {
                     row.count += *count as i64;
                     row.total += i128::from(**cents) * (*count as i128);
@@ -95,18 +94,11 @@ pub fn define<'scope>(
                 vec.extend(updates.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
             },
         );
-    let top = customers
-        .clone()
-        .as_collection(|customer, row| (-row.total, customer.clone()))
-        .arrange_by_self_named("top");
-    let customer_count = customers
-        .clone()
-        .as_collection(|_, _| ())
-        .arrange_by_self_named("customer count");
+    let top =
+        customers.clone().as_collection(|customer, row| (-row.total, customer.clone())).arrange_by_self_named("top");
+    let customer_count = customers.clone().as_collection(|_, _| ()).arrange_by_self_named("customer count");
     let categories = sum_by(txns.clone(), "categories", |t| t.category.clone());
-    let hourly = sum_by(txns.clone().filter(|t| t.hour.is_some()), "hourly", |t| {
-        t.hour.unwrap_or_default()
-    });
+    let hourly = sum_by(txns.clone().filter(|t| t.hour.is_some()), "hourly", |t| t.hour.unwrap_or_default());
     let overall = sum_by(txns, "overall", |_| ());
     let dead_letters = refused.arrange_by_self_named("dead letters");
 
@@ -138,8 +130,7 @@ fn sum_by<'scope, K>(
 where
     K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
 {
-    txns.explode(move |t| once((key(&t), Stats::one(t.cents))))
-        .arrange_by_self_named(name)
+    txns.explode(move |t| once((key(&t), Stats::one(t.cents)))).arrange_by_self_named(name)
 }
 
 use timely::dataflow::operators::Probe;

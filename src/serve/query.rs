@@ -55,19 +55,9 @@ impl Reading {
             top: read_top(&mut views.top, time, top_k),
             categories: read_sums(&mut views.categories, time),
             hourly: read_sums(&mut views.hourly, time),
-            overall: read_sums(&mut views.overall, time)
-                .into_iter()
-                .map(|(_, s)| s)
-                .next()
-                .unwrap_or_default(),
-            customer_count: read_sums(&mut views.customer_count, time)
-                .into_iter()
-                .map(|(_, n)| n as i64)
-                .sum(),
-            dead_letters: read_sums(&mut views.dead_letters, time)
-                .into_iter()
-                .map(|(r, n)| (r, n as i64))
-                .collect(),
+            overall: read_sums(&mut views.overall, time).into_iter().map(|(_, s)| s).next().unwrap_or_default(),
+            customer_count: read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum(),
+            dead_letters: read_sums(&mut views.dead_letters, time).into_iter().map(|(r, n)| (r, n as i64)).collect(),
         }
     }
 
@@ -85,8 +75,7 @@ impl Reading {
             all.dead_letters.extend(part.dead_letters);
         }
         all.customers.sort();
-        all.top
-            .sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| a.cmp(b)));
+        all.top.sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| a.cmp(b)));
         all.top.truncate(top_k);
         all.categories.sort();
         all.hourly.sort();
@@ -176,7 +165,5 @@ pub fn read_top(
 /// All of a trace's batches. Readers hold compaction at or below the times they read, so
 /// the whole trace is always available to them.
 fn all_batches<Tr: TraceReader>(trace: &mut Tr) -> Vec<Tr::Batch> {
-    trace
-        .batches_through(Antichain::new().borrow())
-        .expect("a trace can always be read through the empty frontier")
+    trace.batches_through(Antichain::new().borrow()).expect("a trace can always be read through the empty frontier")
 }

@@ -79,6 +79,8 @@ pub struct HistoryFile {
     pub format: Format,
     /// Its size in bytes.
     pub len: u64,
+    /// JSON lines files at least this large are split over the workers.
+    pub min_split_bytes: u64,
 }
 
 impl HistoryFile {
@@ -88,10 +90,7 @@ impl HistoryFile {
         let mut seen = std::collections::HashSet::new();
         for path in paths {
             let label = path.display().to_string();
-            let io = |source| HistoryError::Io {
-                path: label.clone(),
-                source,
-            };
+            let io = |source| HistoryError::Io { path: label.clone(), source };
             let canonical = path.canonicalize().map_err(io)?;
             if !seen.insert(canonical) {
                 tracing::warn!(file = %label, "history file named twice; reading it once");
@@ -105,6 +104,7 @@ impl HistoryFile {
                 index: files.len() as u32,
                 format,
                 len,
+                min_split_bytes: SPLIT_THRESHOLD,
             });
         }
         Ok(files)
@@ -112,14 +112,10 @@ impl HistoryFile {
 
     /// The byte range of this file that `worker` of `peers` reads (lines *starting* in it).
     pub fn share(&self, worker: usize, peers: usize) -> (u64, u64) {
-        let whole = self.format != Format::JsonLines || self.len < SPLIT_THRESHOLD;
+        let whole = self.format != Format::JsonLines || self.len < self.min_split_bytes.max(1);
         if whole {
             let owner = self.index as usize % peers;
-            return if worker == owner {
-                (0, self.len)
-            } else {
-                (0, 0)
-            };
+            return if worker == owner { (0, self.len) } else { (0, 0) };
         }
         let cut = |w: usize| (self.len as u128 * w as u128 / peers as u128) as u64;
         (cut(worker), cut(worker + 1))
@@ -139,17 +135,10 @@ impl HistoryFile {
         if start >= end {
             return Ok(());
         }
-        let io = |source| HistoryError::Io {
-            path: self.label.clone(),
-            source,
-        };
+        let io = |source| HistoryError::Io { path: self.label.clone(), source };
         match self.format {
-            Format::JsonLines => self
-                .read_lines(start, end, max_record_bytes, progress, emit)
-                .map_err(io),
-            Format::JsonArray => self
-                .read_array(max_record_bytes, progress, emit)
-                .map_err(io),
+            Format::JsonLines => self.read_lines(start, end, max_record_bytes, progress, emit).map_err(io),
+            Format::JsonArray => self.read_array(max_record_bytes, progress, emit).map_err(io),
             Format::Csv => self.read_csv(max_record_bytes, progress, emit),
         }
     }
@@ -182,14 +171,7 @@ impl HistoryFile {
             if buffer.is_empty() {
                 // The last line has no newline.
                 if pending_len > 0 {
-                    let _ = self.line(
-                        &pending,
-                        pending_len,
-                        line_start,
-                        line_number,
-                        max_record_bytes,
-                        emit,
-                    );
+                    let _ = self.line(&pending, pending_len, line_start, line_number, max_record_bytes, emit);
                 }
                 break;
             }
@@ -197,24 +179,10 @@ impl HistoryFile {
                 Some(at) => {
                     let len = pending_len + at;
                     let flow = if pending_len == 0 {
-                        self.line(
-                            &buffer[..at],
-                            len,
-                            line_start,
-                            line_number,
-                            max_record_bytes,
-                            emit,
-                        )
+                        self.line(&buffer[..at], len, line_start, line_number, max_record_bytes, emit)
                     } else {
                         gather(&mut pending, &buffer[..at]);
-                        let flow = self.line(
-                            &pending,
-                            len,
-                            line_start,
-                            line_number,
-                            max_record_bytes,
-                            emit,
-                        );
+                        let flow = self.line(&pending, len, line_start, line_number, max_record_bytes, emit);
                         pending.clear();
                         pending_len = 0;
                         flow
@@ -259,23 +227,16 @@ impl HistoryFile {
         }
         let at = || format!("{}:{line_number}", self.label);
         let result = if len > max_record_bytes {
-            Err(Rejection::new(
-                Reason::Oversized,
-                format!("line is {len} bytes, at most {max_record_bytes}"),
-            ))
+            Err(Rejection::new(Reason::Oversized, format!("line is {len} bytes, at most {max_record_bytes}")))
         } else {
-            crate::event::parse_json(bytes).and_then(|event| {
-                event.into_update(None, at, Position::in_file(self.index, offset))
-            })
+            crate::event::parse_json(bytes)
+                .and_then(|event| event.into_update(None, at, Position::in_file(self.index, offset)))
         };
         emit(match result {
             Ok(update) => Record::Update(update),
-            Err(rejection) => Record::Refused(DeadLetter::new(
-                at(),
-                Position::in_file(self.index, offset),
-                rejection,
-                bytes,
-            )),
+            Err(rejection) => {
+                Record::Refused(DeadLetter::new(at(), Position::in_file(self.index, offset), rejection, bytes))
+            }
         })
     }
 
@@ -294,10 +255,7 @@ impl HistoryFile {
                 let letter = DeadLetter::new(
                     format!("{}:{line}", self.label),
                     Position::in_file(self.index, e.valid_up_to() as u64),
-                    Rejection::new(
-                        Reason::InvalidUtf8,
-                        format!("{e}; the JSON array file is not read"),
-                    ),
+                    Rejection::new(Reason::InvalidUtf8, format!("{e}; the JSON array file is not read")),
                     &bytes[e.valid_up_to()..],
                 );
                 let _ = emit(Record::Refused(letter));
@@ -306,11 +264,7 @@ impl HistoryFile {
         };
         let mut lines = LineCounter::default();
         let mut pos = skip_ws(text, 0);
-        debug_assert_eq!(
-            text.as_bytes().get(pos),
-            Some(&b'['),
-            "detect_format saw a '['"
-        );
+        debug_assert_eq!(text.as_bytes().get(pos), Some(&b'['), "detect_format saw a '['");
         pos += 1;
         loop {
             pos = skip_ws(text, pos);
@@ -319,49 +273,23 @@ impl HistoryFile {
             }
             let line = lines.line_at(text, pos);
             let at = || format!("{}:{line}", self.label);
-            let mut values =
-                serde_json::Deserializer::from_str(&text[pos..]).into_iter::<&RawValue>();
+            let mut values = serde_json::Deserializer::from_str(&text[pos..]).into_iter::<&RawValue>();
             let element = match values.next() {
                 Some(Ok(raw)) => raw.get(),
-                Some(Err(e)) => {
-                    return self.array_broken(
-                        at(),
-                        pos,
-                        e.to_string(),
-                        &text.as_bytes()[pos..],
-                        emit,
-                    )
-                }
-                None => {
-                    return self.array_broken(
-                        at(),
-                        pos,
-                        "the array is not closed".into(),
-                        b"",
-                        emit,
-                    )
-                }
+                Some(Err(e)) => return self.array_broken(at(), pos, e.to_string(), &text.as_bytes()[pos..], emit),
+                None => return self.array_broken(at(), pos, "the array is not closed".into(), b"", emit),
             };
             let element_start = pos;
             pos += values.byte_offset();
             let result = if element.len() > max_record_bytes {
                 Err(Rejection::new(
                     Reason::Oversized,
-                    format!(
-                        "element is {} bytes, at most {max_record_bytes}",
-                        element.len()
-                    ),
+                    format!("element is {} bytes, at most {max_record_bytes}", element.len()),
                 ))
             } else {
                 Fields::from_json(element)
                     .and_then(Fields::validate)
-                    .and_then(|event| {
-                        event.into_update(
-                            None,
-                            at,
-                            Position::in_file(self.index, element_start as u64),
-                        )
-                    })
+                    .and_then(|event| event.into_update(None, at, Position::in_file(self.index, element_start as u64)))
             };
             let flow = emit(match result {
                 Ok(update) => Record::Update(update),
@@ -403,14 +331,9 @@ impl HistoryFile {
         rest: &[u8],
         emit: &mut dyn FnMut(Record) -> ControlFlow<()>,
     ) -> std::io::Result<()> {
-        let rejection = Rejection::new(
-            Reason::InvalidJson,
-            format!("{why}; the rest of the JSON array is not read"),
-        );
+        let rejection = Rejection::new(Reason::InvalidJson, format!("{why}; the rest of the JSON array is not read"));
         let position = Position::in_file(self.index, offset as u64);
-        let _ = emit(Record::Refused(DeadLetter::new(
-            at, position, rejection, rest,
-        )));
+        let _ = emit(Record::Refused(DeadLetter::new(at, position, rejection, rest)));
         Ok(())
     }
 
@@ -420,20 +343,14 @@ impl HistoryFile {
         progress: &AtomicU64,
         emit: &mut dyn FnMut(Record) -> ControlFlow<()>,
     ) -> Result<(), HistoryError> {
-        let io = |source| HistoryError::Io {
-            path: self.label.clone(),
-            source,
-        };
+        let io = |source| HistoryError::Io { path: self.label.clone(), source };
         let file = File::open(&self.path).map_err(io)?;
         let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
         let header = reader.headers().map_err(|e| io(e.into()))?.clone();
         let columns = CsvColumns::from_header(&header);
         for column in ["customer", "amount"] {
             if !header.iter().any(|h| h.trim() == column) {
-                return Err(HistoryError::MissingColumn {
-                    path: self.label.clone(),
-                    column,
-                });
+                return Err(HistoryError::MissingColumn { path: self.label.clone(), column });
             }
         }
         let mut raw = csv::ByteRecord::new();
@@ -453,10 +370,7 @@ impl HistoryFile {
                 Err(e) => Err(Rejection::new(Reason::InvalidCsv, e.to_string())),
                 Ok(true) if raw.as_slice().len() > max_record_bytes => Err(Rejection::new(
                     Reason::Oversized,
-                    format!(
-                        "row is {} bytes, at most {max_record_bytes}",
-                        raw.as_slice().len()
-                    ),
+                    format!("row is {} bytes, at most {max_record_bytes}", raw.as_slice().len()),
                 )),
                 Ok(true) => match csv::StringRecord::from_byte_record(raw.clone()) {
                     Err(e) => Err(Rejection::new(Reason::InvalidUtf8, e.to_string())),
@@ -467,9 +381,7 @@ impl HistoryFile {
             };
             let flow = emit(match result {
                 Ok(update) => Record::Update(update),
-                Err(rejection) => {
-                    Record::Refused(DeadLetter::new(at(), position, rejection, &joined()))
-                }
+                Err(rejection) => Record::Refused(DeadLetter::new(at(), position, rejection, &joined())),
             });
             if flow.is_break() {
                 return Ok(());
@@ -478,21 +390,19 @@ impl HistoryFile {
     }
 }
 
-/// JSON arrays start with `[`; `.csv` files are CSV; anything else is JSON lines.
+/// `.csv` files are CSV; a file that opens with `[` followed by an object (or `]`) is a
+/// JSON array of events; anything else is JSON lines (whose first line may itself be a bad
+/// record such as `[1,2]`, which must become a dead letter, not change the format).
 fn detect_format(path: &Path) -> std::io::Result<Format> {
-    if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-    {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
         return Ok(Format::Csv);
     }
     let mut head = [0u8; 4096];
     let n = File::open(path)?.read(&mut head)?;
-    let first = head[..n].iter().find(|b| !b.is_ascii_whitespace());
-    Ok(if first == Some(&b'[') {
-        Format::JsonArray
-    } else {
-        Format::JsonLines
+    let mut significant = head[..n].iter().filter(|b| !b.is_ascii_whitespace());
+    Ok(match (significant.next(), significant.next()) {
+        (Some(b'['), Some(b'{' | b']') | None) => Format::JsonArray,
+        _ => Format::JsonLines,
     })
 }
 

@@ -1,0 +1,199 @@
+//! Shared test machinery: random inputs, and running them through the real dataflow.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use atelier_lambda::batch::{load_history, LoadShared};
+use atelier_lambda::config::Settings;
+use atelier_lambda::dataflow::{Pipeline, Time};
+use atelier_lambda::deadletter::DeadLetterFile;
+use atelier_lambda::event::{parse_json, Position, Reason, Rejection, Update};
+use atelier_lambda::filter::Filter;
+use atelier_lambda::oracle::Oracle;
+use atelier_lambda::serve::query::Reading;
+use atelier_lambda::source::history::HistoryFile;
+use proptest::prelude::*;
+
+/// One stream message: its partition, key, and body.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub partition: i32,
+    pub key: Option<String>,
+    pub body: String,
+    /// Which worker admits it (the "batching" across workers).
+    pub worker: usize,
+}
+
+/// A JSON line: valid events of every shape, with ids from a small pool so that corrections,
+/// deletes and duplicates are frequent, and bad records of every kind.
+pub fn line() -> impl Strategy<Value = String> {
+    let customer = prop::sample::select(vec!["Ali", "Sara", "Mounir", "Zoé", "Li"]);
+    let id = prop::option::weighted(0.7, (0..12u32).prop_map(|i| format!("t{i}")));
+    let amount = (-5_000i64..50_000).prop_map(atelier_lambda::amount::format_cents);
+    let ts = prop::option::of((0i64..72).prop_map(|h| format!("2025-01-0{}T{:02}:30:00Z", 1 + h / 24, h % 24)));
+    let category = prop::option::of(prop::sample::select(vec!["books", "food", "games"]));
+    let good = (id.clone(), customer, amount, ts, category).prop_map(|(id, c, a, ts, cat)| {
+        let mut fields = vec![format!(r#""customer":"{c}""#), format!(r#""amount":{a}"#)];
+        if let Some(id) = id {
+            fields.push(format!(r#""id":"{id}""#));
+        }
+        if let Some(ts) = ts {
+            fields.push(format!(r#""ts":"{ts}""#));
+        }
+        if let Some(cat) = cat {
+            fields.push(format!(r#""category":"{cat}""#));
+        }
+        format!("{{{}}}", fields.join(","))
+    });
+    let delete = id.prop_map(|id| match id {
+        Some(id) => format!(r#"{{"id":"{id}","op":"delete"}}"#),
+        None => r#"{"op":"delete"}"#.to_string(),
+    });
+    let bad = prop::sample::select(vec![
+        r#"{"customer":"Ali","amount":"#,
+        r#"{"customer":"","amount":5}"#,
+        r#"{"amount":5}"#,
+        r#"{"customer":"Ali","amount":"5"}"#,
+        r#"{"customer":"Ali","amount":1.001}"#,
+        r#"{"customer":"Ali","amount":1,"ts":"soon"}"#,
+        r#"{"customer":"Ali","amount":1,"op":"merge"}"#,
+        r#"[1,2,3]"#,
+    ])
+    .prop_map(String::from);
+    prop_oneof![6 => good, 2 => delete, 1 => bad]
+}
+
+/// A stream message on one of three partitions, with an optional key.
+pub fn message(workers: usize) -> impl Strategy<Value = Message> {
+    (0..3i32, prop::option::weighted(0.3, (0..12u32).prop_map(|i| format!("t{i}"))), line(), 0..workers)
+        .prop_map(|(partition, key, body, worker)| Message { partition, key, body, worker })
+}
+
+/// Parses a stream message the way a Kafka source does.
+pub fn admit_message(m: &Message, offset: i64) -> Result<Update, (Reason, Rejection)> {
+    parse_json(m.body.as_bytes())
+        .and_then(|e| {
+            e.into_update(
+                m.key.clone(),
+                || format!("real-time-orders/{}/{offset}", m.partition),
+                Position::in_partition(m.partition, offset),
+            )
+        })
+        .map_err(|r| (r.reason, r))
+}
+
+/// Runs a history file and then `batches` (one logical time each) through the dataflow on
+/// `workers` workers, returning the merged reading at every time (0 = history).
+pub fn run_dataflow(
+    history: &Path,
+    batches: &[Vec<Message>],
+    workers: usize,
+    event_filter: Option<Filter>,
+    top_k: usize,
+) -> Vec<Reading> {
+    let mut settings = Settings::default();
+    settings.input.files = vec![history.to_owned()];
+    let mut files = HistoryFile::open_all(&settings.input.files).unwrap();
+    // Split even tiny files, so that every test exercises the parallel reader.
+    for f in &mut files {
+        f.min_split_bytes = 1;
+    }
+    let dead = Arc::new(DeadLetterFile::open(&history.with_extension("dead.jsonl")).unwrap());
+    let shared = Arc::new(LoadShared::default());
+    let batches = batches.to_vec();
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let results_in = Arc::clone(&results);
+    let config = timely::Config::process(workers);
+    timely::execute(config, move |worker| {
+        let mut pipeline = Pipeline::build(worker, event_filter.clone());
+        load_history(worker, &mut pipeline, &files, &settings, &dead, &shared).unwrap();
+        let mut offsets = [0i64; 3];
+        let mut readings = Vec::new();
+        for (i, batch) in std::iter::once(&Vec::new()).chain(batches.iter()).enumerate() {
+            let time = i as Time;
+            for m in batch {
+                let offset = offsets[m.partition as usize];
+                offsets[m.partition as usize] += 1;
+                if m.worker % worker.peers() != worker.index() {
+                    continue;
+                }
+                match admit_message(m, offset) {
+                    Ok(update) => pipeline.updates.send(update),
+                    Err((reason, _)) => pipeline.refused.update(reason, 1),
+                }
+            }
+            pipeline.advance_to(time + 1);
+            let probe = pipeline.probe.clone();
+            worker.step_while(|| probe.less_than(&(time + 1)));
+            readings.push(Reading::read(&mut pipeline.views, time, top_k));
+        }
+        results_in.lock().unwrap().push(readings);
+    })
+    .unwrap()
+    .join();
+    let per_worker = std::mem::take(&mut *results.lock().unwrap());
+    let times = per_worker[0].len();
+    (0..times).map(|t| Reading::merge(per_worker.iter().map(|r| r[t].clone()), top_k)).collect()
+}
+
+/// The oracle's readings for the same input.
+pub fn run_oracle(
+    history_lines: &[String],
+    label: &str,
+    batches: &[Vec<Message>],
+    event_filter: Option<&Filter>,
+    top_k: usize,
+) -> Vec<Reading> {
+    let mut oracle = Oracle::new();
+    let mut updates = Vec::new();
+    let mut refused = Vec::new();
+    let mut offset = 0u64;
+    for (i, line) in history_lines.iter().enumerate() {
+        let at = || format!("{label}:{}", i + 1);
+        match parse_json(line.as_bytes()).and_then(|e| e.into_update(None, at, Position::in_file(0, offset))) {
+            Ok(u) => updates.push(u),
+            Err(r) => refused.push(r.reason),
+        }
+        offset += line.len() as u64 + 1;
+    }
+    oracle.admit(0, updates, refused);
+    let mut readings = vec![oracle.reading(0, event_filter, top_k)];
+    let mut offsets = [0i64; 3];
+    for (i, batch) in batches.iter().enumerate() {
+        let mut updates = Vec::new();
+        let mut refused = Vec::new();
+        for m in batch {
+            let offset = offsets[m.partition as usize];
+            offsets[m.partition as usize] += 1;
+            match admit_message(m, offset) {
+                Ok(u) => updates.push(u),
+                Err((reason, _)) => refused.push(reason),
+            }
+        }
+        let time = i as Time + 1;
+        oracle.admit(time, updates, refused);
+        readings.push(oracle.reading(time, event_filter, top_k));
+    }
+    readings
+}
+
+/// Writes history lines to a fresh file in a fresh directory.
+pub fn write_history(dir: &Path, lines: &[String]) -> std::path::PathBuf {
+    let path = dir.join("history.jsonl");
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A fresh temporary directory under the target directory.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("atelier-lambda-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
