@@ -48,7 +48,12 @@ fn the_workshop_batch_view() {
         );
         assert_eq!(
             lines(&out.join("customers.csv")),
-            ["customer,total,count,min,max,avg", "Ali,320,2,120,200,160", "Mounir,150,1,150,150,150", "Sara,140,2,50,90,70"]
+            [
+                "customer,total,count,min,max,avg",
+                "Ali,320,2,120,200,160",
+                "Mounir,150,1,150,150,150",
+                "Sara,140,2,50,90,70"
+            ]
         );
         assert_eq!(
             lines(&out.join("top.jsonl")),
@@ -118,7 +123,9 @@ fn bad_records_become_dead_letters() {
     }
     let long = format!("{{\"customer\":\"{}\",\"amount\":1}}\n", "x".repeat(300));
     file.extend_from_slice(long.as_bytes()); // customer_too_long
-    file.extend_from_slice(format!("{{\"customer\":\"Sara\",\"amount\":1,\"pad\":\"{}\"}}\n", "p".repeat(2000)).as_bytes());
+    file.extend_from_slice(
+        format!("{{\"customer\":\"Sara\",\"amount\":1,\"pad\":\"{}\"}}\n", "p".repeat(2000)).as_bytes(),
+    );
     file.extend_from_slice(b"{\"customer\":\"Sara\",\"amount\":90.5}");
     let input = dir.join("bad.jsonl");
     std::fs::write(&input, &file).unwrap();
@@ -128,7 +135,10 @@ fn bad_records_become_dead_letters() {
         repo(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(lines(&out.join("customers.csv")), ["customer,total,count,min,max,avg", "Ali,120,1,120,120,120", "Sara,90.5,1,90.5,90.5,90.5"]);
+    assert_eq!(
+        lines(&out.join("customers.csv")),
+        ["customer,total,count,min,max,avg", "Ali,120,1,120,120,120", "Sara,90.5,1,90.5,90.5,90.5"]
+    );
 
     let letters: Vec<serde_json::Value> =
         lines(&out.join("dead_letters.jsonl")).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -183,7 +193,11 @@ fn strict_mode_names_the_first_bad_line() {
 fn csv_and_json_array_histories() {
     let dir = temp_dir("formats");
     let csv = dir.join("h.csv");
-    std::fs::write(&csv, "customer,amount,id,op\nAli,120,a,\nSara,90,,\nAli,200,b,\n\"Mou,nir\",150,,\nAli,,a,delete\nBad,x,,\n").unwrap();
+    std::fs::write(
+        &csv,
+        "customer,amount,id,op\nAli,120,a,\nSara,90,,\nAli,200,b,\n\"Mou,nir\",150,,\nAli,,a,delete\nBad,x,,\n",
+    )
+    .unwrap();
     let array = dir.join("h.json");
     std::fs::write(&array, "[\n  {\"customer\": \"Sara\", \"amount\": 50},\n  {\"customer\": \"Ali\", \"amount\": 80, \"id\": \"b\"},\n  {\"customer\": 3}\n]\n").unwrap();
     let out = dir.join("out");
@@ -195,7 +209,12 @@ fn csv_and_json_array_histories() {
     // id a deleted; id b corrected by the later file (80); Sara 90 + 50.
     assert_eq!(
         lines(&out.join("customers.csv")),
-        ["customer,total,count,min,max,avg", "Ali,80,1,80,80,80", "\"Mou,nir\",150,1,150,150,150", "Sara,140,2,50,90,70"]
+        [
+            "customer,total,count,min,max,avg",
+            "Ali,80,1,80,80,80",
+            "\"Mou,nir\",150,1,150,150,150",
+            "Sara,140,2,50,90,70"
+        ]
     );
     let letters = lines(&out.join("dead_letters.jsonl"));
     assert_eq!(letters.len(), 2, "{letters:?}");
@@ -217,7 +236,21 @@ fn gen_is_deterministic_and_loads() {
     let b = dir.join("b.jsonl");
     for path in [&a, &b] {
         let o = lambda(
-            &["gen", "--rows", "5000", "--customers", "100", "--corrections", "0.1", "--bad", "0.01", "--seed", "7", "--out", path.to_str().unwrap()],
+            &[
+                "gen",
+                "--rows",
+                "5000",
+                "--customers",
+                "100",
+                "--corrections",
+                "0.1",
+                "--bad",
+                "0.01",
+                "--seed",
+                "7",
+                "--out",
+                path.to_str().unwrap(),
+            ],
             repo(),
         );
         assert!(o.status.success(), "{}", stderr(&o));

@@ -12,13 +12,14 @@ use proptest::prelude::*;
 fn check(
     history: Vec<String>,
     batches: Vec<Vec<Message>>,
+    steps: Vec<u8>,
     workers: usize,
     filter: Option<Filter>,
     top_k: usize,
 ) -> Result<(), TestCaseError> {
     let dir = temp_dir("reference");
     let path = write_history(&dir, &history);
-    let live = run_dataflow(&path, &batches, workers, filter.clone(), top_k);
+    let live = run_dataflow(&path, &batches, &steps, workers, filter.clone(), top_k);
     let expected = run_oracle(&history, &path.display().to_string(), &batches, filter.as_ref(), top_k);
     let _ = std::fs::remove_dir_all(&dir);
     prop_assert_eq!(live.len(), expected.len());
@@ -36,20 +37,22 @@ proptest! {
     fn views_equal_recomputation(
         history in prop::collection::vec(line(), 0..60),
         batches in prop::collection::vec(prop::collection::vec(message(4), 0..12), 0..6),
+        steps in prop::collection::vec(0u8..4, 7),
         workers in prop::sample::select(vec![1usize, 2, 4]),
         top_k in 1usize..6,
     ) {
-        check(history, batches, workers, None, top_k)?;
+        check(history, batches, steps, workers, None, top_k)?;
     }
 
     #[test]
     fn an_event_filter_follows_corrections(
         history in prop::collection::vec(line(), 0..40),
         batches in prop::collection::vec(prop::collection::vec(message(2), 0..10), 0..4),
+        steps in prop::collection::vec(0u8..4, 5),
         workers in prop::sample::select(vec![1usize, 2]),
     ) {
         let filter = Filter::parse("amount >= 100", Kind::Event).unwrap();
-        check(history, batches, workers, Some(filter), 3)?;
+        check(history, batches, steps, workers, Some(filter), 3)?;
     }
 }
 
@@ -61,9 +64,9 @@ fn worker_count_does_not_change_answers() {
         .collect();
     let dir = temp_dir("workers");
     let path = write_history(&dir, &history);
-    let one = run_dataflow(&path, &[], 1, None, 5);
+    let one = run_dataflow(&path, &[], &[], 1, None, 5);
     for workers in [2, 3, 4] {
-        assert_eq!(run_dataflow(&path, &[], workers, None, 5), one, "{workers} workers");
+        assert_eq!(run_dataflow(&path, &[], &[], workers, None, 5), one, "{workers} workers");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,6 +13,8 @@
 //! probe has passed. See [`views`] for the view definitions and [`upsert`] for how
 //! corrections and deletes become retractions.
 
+pub mod aggregate;
+pub mod in_order;
 pub mod stats;
 pub mod upsert;
 pub mod views;

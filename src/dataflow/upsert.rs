@@ -19,35 +19,45 @@
 //! time 2: {id t1, op delete}           -> (Ali 80, 2, -1)
 //! ```
 //!
-//! A version whose position is not after the stored one *from the same source* is a
-//! redelivery (a re-read partition, a duplicated file share) and changes nothing. The stored
-//! position survives a delete as a tombstone, so a redelivered old version cannot resurrect
-//! a deleted transaction.
+//! Which version wins does not depend on arrival order, so versions are applied as soon as
+//! their time is open ([`super::in_order`]) instead of being held until it completes:
+//!
+//! - from the same source (one file, one partition), the later position wins, whatever the
+//!   logical time: an earlier or equal position is a redelivery and changes nothing;
+//! - from different sources, the later logical time wins, and at the same time the later
+//!   position (a later file of the input list, a higher partition).
+//!
+//! The stored position survives a delete as a tombstone, so a redelivered old version
+//! cannot resurrect a deleted transaction.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+use super::in_order::{unary_in_order, Ordered};
 use super::Time;
 use crate::event::{Identity, Position, Txn, Update};
 
 /// The latest version of one identity.
 #[derive(Clone, Debug)]
 pub struct Version {
-    /// Where the version came from.
+    /// The logical time it was admitted at.
+    pub time: Time,
+    /// Where it came from.
     pub position: Position,
     /// The transaction, or `None` once deleted (a tombstone).
     pub txn: Option<Txn>,
 }
 
+/// A hash map with a fast, good-quality hasher (ids are short strings; SipHash cost a lot).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The live versions held by one worker, shared with whoever needs to read them.
-pub type LatestVersions = Rc<RefCell<HashMap<Identity, Version>>>;
+pub type LatestVersions = Rc<RefCell<FastMap<Identity, Version>>>;
 
 /// Turns a stream of versions into the collection of live transactions.
 ///
@@ -57,55 +67,42 @@ pub fn upsert<'scope>(
     updates: Stream<'scope, Time, Vec<Update>>,
 ) -> (VecCollection<'scope, Time, Txn, isize>, LatestVersions) {
     let latest: LatestVersions = Rc::default();
-    let state = Rc::clone(&latest);
     let exchange = Exchange::new(|update: &Update| update.identity.hashed());
-    let stream = updates.unary_frontier(exchange, "Upsert", move |_capability, _info| {
-        // Versions waiting for their logical time to complete, by time.
-        let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Update>)> = BTreeMap::new();
-        move |(input, frontier), output| {
-            input.for_each(|capability, data| {
-                // Messages without a capability make no progress claims; timely never sends
-                // them on a data stream from an input, so there is nothing to hold for them.
-                let Some(time) = capability.least().copied() else {
-                    return;
-                };
-                let entry = pending.entry(time).or_insert_with(|| {
-                    (capability.retain_least(0).expect("a message with a time yields a capability"), Vec::new())
-                });
-                entry.1.append(data);
-            });
-            // Apply every complete time, oldest first.
-            while let Some(entry) = pending.first_entry() {
-                if frontier.less_equal(entry.key()) {
-                    break;
-                }
-                let (time, (capability, mut batch)) = entry.remove_entry();
-                // Versions of one identity at the same time apply in source order.
-                batch.sort_by_key(|update| update.position);
-                let mut state = state.borrow_mut();
-                let mut session = output.session(&capability);
-                for update in batch {
-                    apply(&mut state, update, |txn, diff| session.give((txn, time, diff)));
-                }
-            }
-        }
-    });
+    let stream = unary_in_order(updates, exchange, "Upsert", Upsert { state: Rc::clone(&latest) });
     (stream.as_collection(), latest)
 }
 
+struct Upsert {
+    state: LatestVersions,
+}
+
+impl Ordered for Upsert {
+    type Record = Update;
+    type Out = (Txn, Time, isize);
+
+    fn apply(&mut self, time: Time, update: Update, out: &mut Vec<(Txn, Time, isize)>) {
+        apply(&mut self.state.borrow_mut(), time, update, |txn, diff| out.push((txn, time, diff)));
+    }
+}
+
 /// Applies one version to the state, reporting the changes to the live collection.
-fn apply(state: &mut HashMap<Identity, Version>, update: Update, mut emit: impl FnMut(Txn, isize)) {
+fn apply(state: &mut FastMap<Identity, Version>, time: Time, update: Update, mut emit: impl FnMut(Txn, isize)) {
     let Update { identity, position, txn } = update;
     match state.get_mut(&identity) {
         None => {
             if let Some(txn) = &txn {
                 emit(txn.clone(), 1);
             }
-            state.insert(identity, Version { position, txn });
+            state.insert(identity, Version { time, position, txn });
         }
         Some(stored) => {
-            if stored.position.source == position.source && stored.position.seq >= position.seq {
-                return; // a redelivery
+            let newer = if stored.position.source == position.source {
+                position.seq > stored.position.seq
+            } else {
+                time > stored.time || position > stored.position
+            };
+            if !newer {
+                return;
             }
             if stored.txn != txn {
                 if let Some(old) = stored.txn.take() {
@@ -115,7 +112,7 @@ fn apply(state: &mut HashMap<Identity, Version>, update: Update, mut emit: impl 
                     emit(new.clone(), 1);
                 }
             }
-            *stored = Version { position, txn };
+            *stored = Version { time, position, txn };
         }
     }
 }
@@ -132,41 +129,61 @@ mod tests {
         Update { identity: Identity::Id(id.into()), position: Position { source, seq }, txn: t }
     }
 
-    fn run(updates: Vec<Update>) -> Vec<(Txn, isize)> {
-        let mut state = HashMap::new();
+    /// Applies each update at the time given with it.
+    fn run(updates: Vec<(Time, Update)>) -> Vec<(Txn, isize)> {
+        let mut state = FastMap::default();
         let mut out = Vec::new();
-        for u in updates {
-            apply(&mut state, u, |t, d| out.push((t, d)));
+        for (time, u) in updates {
+            apply(&mut state, time, u, |t, d| out.push((t, d)));
         }
         out
     }
 
     #[test]
     fn corrections_retract_what_they_replace() {
-        let out = run(vec![update("t1", 0, 1, Some(txn("Ali", 100))), update("t1", 0, 2, Some(txn("Ali", 80)))]);
+        let out =
+            run(vec![(0, update("t1", 0, 1, Some(txn("Ali", 100)))), (0, update("t1", 0, 2, Some(txn("Ali", 80))))]);
         assert_eq!(out, vec![(txn("Ali", 100), 1), (txn("Ali", 100), -1), (txn("Ali", 80), 1)]);
     }
 
     #[test]
     fn deletes_retract_and_leave_a_tombstone() {
         let out = run(vec![
-            update("t1", 3, 1, Some(txn("Ali", 100))),
-            update("t1", 3, 2, None),
-            update("t1", 3, 1, Some(txn("Ali", 100))), // redelivered: must not resurrect
+            (1, update("t1", 3, 1, Some(txn("Ali", 100)))),
+            (2, update("t1", 3, 2, None)),
+            (3, update("t1", 3, 1, Some(txn("Ali", 100)))), // redelivered: must not resurrect
         ]);
         assert_eq!(out, vec![(txn("Ali", 100), 1), (txn("Ali", 100), -1)]);
     }
 
     #[test]
     fn identical_versions_change_nothing() {
-        let out = run(vec![update("t1", 0, 1, Some(txn("Ali", 100))), update("t1", 1, 7, Some(txn("Ali", 100)))]);
+        let out =
+            run(vec![(0, update("t1", 0, 1, Some(txn("Ali", 100)))), (1, update("t1", 1, 7, Some(txn("Ali", 100))))]);
         assert_eq!(out, vec![(txn("Ali", 100), 1)]);
     }
 
     #[test]
     fn another_source_always_replaces() {
-        // A Kafka partition (source 9) replacing a history line (source 0) at a later time.
-        let out = run(vec![update("t1", 9, 0, Some(txn("Ali", 1))), update("t1", 0, 5, Some(txn("Ali", 2)))]);
+        // A later time replaces, even from a lower position of another source.
+        let out = run(vec![(0, update("t1", 9, 0, Some(txn("Ali", 1)))), (1, update("t1", 0, 5, Some(txn("Ali", 2))))]);
         assert_eq!(out, vec![(txn("Ali", 1), 1), (txn("Ali", 1), -1), (txn("Ali", 2), 1)]);
+    }
+
+    #[test]
+    fn at_one_time_the_later_position_wins_in_any_arrival_order() {
+        let a = update("t1", 0, 10, Some(txn("Ali", 1)));
+        let b = update("t1", 1, 3, Some(txn("Ali", 2)));
+        let forward = run(vec![(0, a.clone()), (0, b.clone())]);
+        let backward = run(vec![(0, b), (0, a)]);
+        let net = |out: Vec<(Txn, isize)>| {
+            let mut m = std::collections::BTreeMap::new();
+            for (t, d) in out {
+                *m.entry(t).or_insert(0) += d;
+            }
+            m.retain(|_, d| *d != 0);
+            m
+        };
+        assert_eq!(net(forward), net(backward));
     }
 }

@@ -6,22 +6,21 @@
 //!
 //! | view | arrangement | how |
 //! |---|---|---|
-//! | `customers` | customer → [`CustomerRow`] | `reduce` over the customer's amounts (min and max need them) |
+//! | `customers` | customer → [`CustomerRow`] | [`aggregate::customer_rows`]: count, total, and the multiset of amounts (min and max survive retractions) |
 //! | `top` | (−total, customer) | the `customers` output re-keyed by total, so the first keys are the largest |
-//! | `categories` | category → [`Stats`] | `explode` into a semigroup diff: sums consolidate in place |
+//! | `categories` | category → [`Stats`] | [`aggregate::sum_by`]: a semigroup diff, pre-summed per worker, consolidating in place |
 //! | `hourly` | UTC hour → [`Stats`] | same |
 //! | `overall` | () → [`Stats`] | same |
 //! | `customer_count` | () → count | one update per customer appearing or disappearing |
 //! | `dead_letters` | reason → count | the refused records, at the time they were refused |
 
-use std::iter::once;
-
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::{KeySpine, ValBuilder, ValSpine};
+use differential_dataflow::trace::implementations::{KeySpine, ValSpine};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::ProbeHandle;
 
+use super::aggregate;
 use super::stats::Stats;
 use super::Time;
 use crate::event::{Reason, Txn};
@@ -73,33 +72,13 @@ pub fn define<'scope>(
     refused: VecCollection<'scope, Time, Reason, isize>,
     probe: &ProbeHandle<Time>,
 ) -> ViewTraces {
-    let customers = txns
-        .clone()
-        .map(|t| (t.customer, t.cents))
-        .arrange_by_key_named("customer amounts")
-        .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<String, CustomerRow, Time, isize>, _, _>(
-            "customers",
-            |_customer, amounts, output| {
-                // `amounts` is sorted by value and holds accumulated, non-zero counts.
-                let mut row =
-                    CustomerRow { min: *amounts[0].0, max: *amounts[amounts.len() - 1].0, ..Default::default() };
-                for (cents, count) in amounts {
-                    row.count += *count as i64;
-                    row.total += i128::from(**cents) * (*count as i128);
-                }
-                output.push((row, 1));
-            },
-            |vec, key, updates| {
-                vec.clear();
-                vec.extend(updates.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
-            },
-        );
+    let customers = aggregate::customer_rows(txns.clone()).arrange_by_key_named("customers");
     let top =
         customers.clone().as_collection(|customer, row| (-row.total, customer.clone())).arrange_by_self_named("top");
     let customer_count = customers.clone().as_collection(|_, _| ()).arrange_by_self_named("customer count");
-    let categories = sum_by(txns.clone(), "categories", |t| t.category.clone());
-    let hourly = sum_by(txns.clone().filter(|t| t.hour.is_some()), "hourly", |t| t.hour.unwrap_or_default());
-    let overall = sum_by(txns, "overall", |_| ());
+    let categories = sum_by(txns.clone(), "categories", |t| Some(t.category.clone()));
+    let hourly = sum_by(txns.clone(), "hourly", |t| t.hour);
+    let overall = sum_by(txns, "overall", |_| Some(()));
     let dead_letters = refused.arrange_by_self_named("dead letters");
 
     customers.stream.clone().probe_with(probe);
@@ -125,12 +104,12 @@ pub fn define<'scope>(
 fn sum_by<'scope, K>(
     txns: VecCollection<'scope, Time, Txn, isize>,
     name: &str,
-    key: impl Fn(&Txn) -> K + 'static,
+    key: impl Fn(&Txn) -> Option<K> + 'static,
 ) -> Arranged<'scope, SumTrace<K>>
 where
-    K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
+    K: differential_dataflow::ExchangeData + differential_dataflow::Hashable + std::hash::Hash,
 {
-    txns.explode(move |t| once((key(&t), Stats::one(t.cents)))).arrange_by_self_named(name)
+    aggregate::sum_by(txns, name, key).arrange_by_self_named(name)
 }
 
 use timely::dataflow::operators::Probe;

@@ -86,13 +86,18 @@ pub fn admit_message(m: &Message, offset: i64) -> Result<Update, (Reason, Reject
 
 /// Runs a history file and then `batches` (one logical time each) through the dataflow on
 /// `workers` workers, returning the merged reading at every time (0 = history).
+///
+/// After each batch the workers take `steps[i]` steps (0: the next time's records arrive
+/// before this one is done); every time is read once all are complete.
 pub fn run_dataflow(
     history: &Path,
     batches: &[Vec<Message>],
+    steps: &[u8],
     workers: usize,
     event_filter: Option<Filter>,
     top_k: usize,
 ) -> Vec<Reading> {
+    let steps = steps.to_vec();
     let mut settings = Settings::default();
     settings.input.files = vec![history.to_owned()];
     let mut files = HistoryFile::open_all(&settings.input.files).unwrap();
@@ -110,7 +115,6 @@ pub fn run_dataflow(
         let mut pipeline = Pipeline::build(worker, event_filter.clone());
         load_history(worker, &mut pipeline, &files, &settings, &dead, &shared).unwrap();
         let mut offsets = [0i64; 3];
-        let mut readings = Vec::new();
         for (i, batch) in std::iter::once(&Vec::new()).chain(batches.iter()).enumerate() {
             let time = i as Time;
             for m in batch {
@@ -125,10 +129,14 @@ pub fn run_dataflow(
                 }
             }
             pipeline.advance_to(time + 1);
-            let probe = pipeline.probe.clone();
-            worker.step_while(|| probe.less_than(&(time + 1)));
-            readings.push(Reading::read(&mut pipeline.views, time, top_k));
+            for _ in 0..steps.get(i).copied().unwrap_or(0) {
+                worker.step();
+            }
         }
+        let end = pipeline.time();
+        let probe = pipeline.probe.clone();
+        worker.step_while(|| probe.less_than(&end));
+        let readings: Vec<Reading> = (0..end).map(|t| Reading::read(&mut pipeline.views, t, top_k)).collect();
         results_in.lock().unwrap().push(readings);
     })
     .unwrap()
