@@ -153,8 +153,8 @@ impl Filter {
     pub fn accepts_txn(&self, txn: &Txn) -> bool {
         self.accepts(|field| match field {
             "amount" => Some(Literal::Number(i128::from(txn.cents))),
-            "customer" => Some(Literal::Text(txn.customer.clone())),
-            "category" => txn.category.clone().map(Literal::Text),
+            "customer" => Some(Literal::Text(txn.customer.to_string())),
+            "category" => txn.category.as_deref().map(|c| Literal::Text(c.to_owned())),
             _ => None,
         })
     }

@@ -68,7 +68,7 @@ impl Oracle {
             row.count += 1;
             row.min = row.min.min(t.cents);
             row.max = row.max.max(t.cents);
-            add(categories.entry(t.category.clone()).or_default(), t.cents);
+            add(categories.entry(t.category.as_deref().map(String::from)).or_default(), t.cents);
             if let Some(hour) = t.hour {
                 add(hourly.entry(hour).or_default(), t.cents);
             }

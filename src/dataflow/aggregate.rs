@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::sync::Arc;
 
 use differential_dataflow::difference::{IsZero, Semigroup};
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
@@ -48,6 +49,8 @@ struct Amounts {
     total: i128,
     /// Amount in cents → how many live transactions have it.
     multiset: BTreeMap<i64, i64>,
+    /// The row before the first change at the open time; `None` when unchanged.
+    before: Option<Option<CustomerRow>>,
 }
 
 impl Amounts {
@@ -60,9 +63,9 @@ impl Amounts {
 
 #[derive(Default)]
 struct CustomerRows {
-    customers: FastMap<String, Amounts>,
-    /// Customers changed at the open time, with their row before its first change.
-    changed: FastMap<String, Option<CustomerRow>>,
+    customers: FastMap<Arc<str>, Amounts>,
+    /// Customers changed at the open time.
+    changed: Vec<Arc<str>>,
 }
 
 impl Ordered for CustomerRows {
@@ -70,12 +73,12 @@ impl Ordered for CustomerRows {
     type Out = ((String, CustomerRow), Time, isize);
 
     fn apply(&mut self, _time: Time, (txn, _, diff): Self::Record, _out: &mut Vec<Self::Out>) {
-        let amounts = match self.customers.get_mut(&txn.customer) {
-            Some(amounts) => amounts,
-            None => self.customers.entry(txn.customer.clone()).or_default(),
-        };
-        if !self.changed.contains_key(&txn.customer) {
-            self.changed.insert(txn.customer, amounts.row());
+        let customer = txn.customer;
+        // One hash lookup per record: the key is moved in, and dropped if already present.
+        let amounts = self.customers.entry(Arc::clone(&customer)).or_default();
+        if amounts.before.is_none() {
+            amounts.before = Some(amounts.row());
+            self.changed.push(customer);
         }
         let diff = diff as i64;
         amounts.count += diff;
@@ -88,8 +91,10 @@ impl Ordered for CustomerRows {
     }
 
     fn complete(&mut self, time: Time, out: &mut Vec<Self::Out>) {
-        for (customer, before) in self.changed.drain() {
-            let after = self.customers.get(&customer).and_then(Amounts::row);
+        for customer in self.changed.drain(..) {
+            let amounts = self.customers.get_mut(&customer).expect("a changed customer has a state");
+            let before = amounts.before.take().expect("a changed customer knows its row before");
+            let after = amounts.row();
             if after.is_none() {
                 self.customers.remove(&customer);
             }
@@ -97,10 +102,10 @@ impl Ordered for CustomerRows {
                 continue;
             }
             if let Some(row) = before {
-                out.push(((customer.clone(), row), time, -1));
+                out.push(((customer.to_string(), row), time, -1));
             }
             if let Some(row) = after {
-                out.push(((customer, row), time, 1));
+                out.push(((customer.to_string(), row), time, 1));
             }
         }
     }

@@ -52,7 +52,7 @@ pub struct ViewTraces {
     /// customers ranked by total, ties by name.
     pub top: TopTrace,
     /// category (None when absent) → total, count.
-    pub categories: SumTrace<Option<String>>,
+    pub categories: SumTrace<Option<std::sync::Arc<str>>>,
     /// UTC hour (hours since the epoch) → total, count.
     pub hourly: SumTrace<i64>,
     /// total and count of all live transactions.

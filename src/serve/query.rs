@@ -53,7 +53,10 @@ impl Reading {
             time,
             customers: read_customers(&mut views.customers, time),
             top: read_top(&mut views.top, time, top_k),
-            categories: read_sums(&mut views.categories, time),
+            categories: read_sums(&mut views.categories, time)
+                .into_iter()
+                .map(|(category, sum)| (category.as_deref().map(String::from), sum))
+                .collect(),
             hourly: read_sums(&mut views.hourly, time),
             overall: read_sums(&mut views.overall, time).into_iter().map(|(_, s)| s).next().unwrap_or_default(),
             customer_count: read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum(),
