@@ -337,8 +337,39 @@ struct JsonFields<'a> {
 
 /// Parses and validates one JSON object.
 pub fn parse_json(bytes: &[u8]) -> Result<Event, Rejection> {
+    parse_json_with(bytes, &mut Names::default())
+}
+
+/// Parses and validates one JSON object, sharing names through `names`.
+pub fn parse_json_with(bytes: &[u8], names: &mut Names) -> Result<Event, Rejection> {
     let text = std::str::from_utf8(bytes).map_err(|e| Rejection::new(Reason::InvalidUtf8, e.to_string()))?;
-    Fields::from_json(text)?.validate()
+    Fields::from_json(text)?.validate_with(names)
+}
+
+/// Customer and category names already seen by one reader, so that a million transactions
+/// of one customer share one allocation of its name instead of making a million.
+#[derive(Default)]
+pub struct Names {
+    known: std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>,
+}
+
+impl Names {
+    /// Past this many names the table is emptied: it is a cache, not a registry, and a
+    /// stream of ever-new names must not grow it forever.
+    const LIMIT: usize = 1 << 20;
+
+    /// The shared copy of `name`.
+    pub fn share(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.known.get(name) {
+            return Arc::clone(known);
+        }
+        if self.known.len() >= Self::LIMIT {
+            self.known.clear();
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.known.insert(Arc::clone(&shared));
+        shared
+    }
 }
 
 impl<'a> Fields<'a> {
@@ -366,6 +397,11 @@ impl<'a> Fields<'a> {
 
     /// Applies the event rules of `SPEC.md`: the one place where they live.
     pub fn validate(self) -> Result<Event, Rejection> {
+        self.validate_with(&mut Names::default())
+    }
+
+    /// As [`Fields::validate`], sharing names through `names`.
+    pub fn validate_with(self, names: &mut Names) -> Result<Event, Rejection> {
         let id = match self.id {
             Field::Absent => None,
             Field::Text(s) => Some(s.into_owned()),
@@ -394,7 +430,7 @@ impl<'a> Fields<'a> {
                     format!("customer is {} bytes, at most {MAX_CUSTOMER_BYTES}", c.len()),
                 ))
             }
-            Field::Text(c) => Arc::from(c.as_ref()),
+            Field::Text(c) => names.share(&c),
             other => return Err(Rejection::new(Reason::BadCustomer, format!("customer is {}", other.describe()))),
         };
         let cents = match self.amount {
@@ -415,7 +451,7 @@ impl<'a> Fields<'a> {
         };
         let category = match self.category {
             Field::Absent => None,
-            Field::Text(c) => Some(Arc::from(c.as_ref())),
+            Field::Text(c) => Some(names.share(&c)),
             other => return Err(Rejection::new(Reason::BadCategory, format!("category is {}", other.describe()))),
         };
         Ok(Event { id, change: Change::Upsert(Txn { customer, cents, hour, category }) })

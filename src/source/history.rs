@@ -29,7 +29,7 @@ use thiserror::Error;
 
 use super::Record;
 use crate::deadletter::DeadLetter;
-use crate::event::{CsvColumns, Fields, Position, Reason, Rejection};
+use crate::event::{CsvColumns, Fields, Names, Position, Reason, Rejection};
 
 /// Files smaller than this are read by one worker: splitting them costs more than it saves.
 const SPLIT_THRESHOLD: u64 = 4 << 20;
@@ -151,6 +151,8 @@ impl HistoryFile {
         progress: &AtomicU64,
         emit: &mut dyn FnMut(Record) -> ControlFlow<()>,
     ) -> std::io::Result<()> {
+        let mut names = Names::default();
+        let names = &mut names;
         let mut file = File::open(&self.path)?;
         let first = first_line_start(&mut file, start)?;
         let mut line_number = 1 + count_newlines(&mut file, first)?;
@@ -171,7 +173,7 @@ impl HistoryFile {
             if buffer.is_empty() {
                 // The last line has no newline.
                 if pending_len > 0 {
-                    let _ = self.line(&pending, pending_len, line_start, line_number, max_record_bytes, emit);
+                    let _ = self.line(&pending, pending_len, line_start, line_number, max_record_bytes, names, emit);
                 }
                 break;
             }
@@ -179,10 +181,10 @@ impl HistoryFile {
                 Some(at) => {
                     let len = pending_len + at;
                     let flow = if pending_len == 0 {
-                        self.line(&buffer[..at], len, line_start, line_number, max_record_bytes, emit)
+                        self.line(&buffer[..at], len, line_start, line_number, max_record_bytes, names, emit)
                     } else {
                         gather(&mut pending, &buffer[..at]);
-                        let flow = self.line(&pending, len, line_start, line_number, max_record_bytes, emit);
+                        let flow = self.line(&pending, len, line_start, line_number, max_record_bytes, names, emit);
                         pending.clear();
                         pending_len = 0;
                         flow
@@ -219,6 +221,7 @@ impl HistoryFile {
         offset: u64,
         line_number: u64,
         max_record_bytes: usize,
+        names: &mut Names,
         emit: &mut dyn FnMut(Record) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
@@ -229,7 +232,7 @@ impl HistoryFile {
         let result = if len > max_record_bytes {
             Err(Rejection::new(Reason::Oversized, format!("line is {len} bytes, at most {max_record_bytes}")))
         } else {
-            crate::event::parse_json(bytes)
+            crate::event::parse_json_with(bytes, names)
                 .and_then(|event| event.into_update(None, at, Position::in_file(self.index, offset)))
         };
         emit(match result {
@@ -263,6 +266,7 @@ impl HistoryFile {
             }
         };
         let mut lines = LineCounter::default();
+        let mut names = Names::default();
         let mut pos = skip_ws(text, 0);
         debug_assert_eq!(text.as_bytes().get(pos), Some(&b'['), "detect_format saw a '['");
         pos += 1;
@@ -288,7 +292,7 @@ impl HistoryFile {
                 ))
             } else {
                 Fields::from_json(element)
-                    .and_then(Fields::validate)
+                    .and_then(|fields| fields.validate_with(&mut names))
                     .and_then(|event| event.into_update(None, at, Position::in_file(self.index, element_start as u64)))
             };
             let flow = emit(match result {
@@ -354,6 +358,7 @@ impl HistoryFile {
             }
         }
         let mut raw = csv::ByteRecord::new();
+        let mut names = Names::default();
         let mut last_byte = 0;
         loop {
             let line = reader.position().line();
@@ -375,7 +380,7 @@ impl HistoryFile {
                 Ok(true) => match csv::StringRecord::from_byte_record(raw.clone()) {
                     Err(e) => Err(Rejection::new(Reason::InvalidUtf8, e.to_string())),
                     Ok(row) => Fields::from_csv(&row, &columns)
-                        .validate()
+                        .validate_with(&mut names)
                         .and_then(|event| event.into_update(None, at, position)),
                 },
             };
