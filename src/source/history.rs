@@ -173,7 +173,14 @@ impl HistoryFile {
             if buffer.is_empty() {
                 // The last line has no newline.
                 if pending_len > 0 {
-                    let _ = self.line(&pending, pending_len, line_start, line_number, max_record_bytes, names, emit);
+                    let _ = self.line(
+                        &pending,
+                        pending_len,
+                        LinePlace { offset: line_start, number: line_number },
+                        max_record_bytes,
+                        names,
+                        emit,
+                    );
                 }
                 break;
             }
@@ -181,10 +188,24 @@ impl HistoryFile {
                 Some(at) => {
                     let len = pending_len + at;
                     let flow = if pending_len == 0 {
-                        self.line(&buffer[..at], len, line_start, line_number, max_record_bytes, names, emit)
+                        self.line(
+                            &buffer[..at],
+                            len,
+                            LinePlace { offset: line_start, number: line_number },
+                            max_record_bytes,
+                            names,
+                            emit,
+                        )
                     } else {
                         gather(&mut pending, &buffer[..at]);
-                        let flow = self.line(&pending, len, line_start, line_number, max_record_bytes, names, emit);
+                        let flow = self.line(
+                            &pending,
+                            len,
+                            LinePlace { offset: line_start, number: line_number },
+                            max_record_bytes,
+                            names,
+                            emit,
+                        );
                         pending.clear();
                         pending_len = 0;
                         flow
@@ -218,8 +239,7 @@ impl HistoryFile {
         &self,
         bytes: &[u8],
         len: usize,
-        offset: u64,
-        line_number: u64,
+        LinePlace { offset, number: line_number }: LinePlace,
         max_record_bytes: usize,
         names: &mut Names,
         emit: &mut dyn FnMut(Record) -> ControlFlow<()>,
@@ -393,6 +413,13 @@ impl HistoryFile {
             }
         }
     }
+}
+
+/// Where a line starts: its byte offset and its number (from 1).
+#[derive(Clone, Copy)]
+struct LinePlace {
+    offset: u64,
+    number: u64,
 }
 
 /// `.csv` files are CSV; a file that opens with `[` followed by an object (or `]`) is a
