@@ -10,7 +10,20 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc's `mimalloc.h` (between `eager_commit_delay` = 14 and
+/// `use_numa_nodes` = 16, which libmimalloc-sys names); the crate versions are pinned.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// By default mimalloc hands freed pages back to the OS after 10 ms, and the dataflow's
+/// exchange buffers then fault them back in: 205k page faults for a 10M-row load, against
+/// 11k with a one-second delay (and 13% less CPU).
+fn keep_freed_pages_a_while() {
+    // SAFETY: sets a plain integer option; mimalloc reads it when it next purges.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
+}
+
 fn main() -> ExitCode {
+    keep_freed_pages_a_while();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
