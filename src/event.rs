@@ -64,10 +64,10 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Identity {
     /// The event's `id`, or else its Kafka message key.
-    Id(String),
+    Id(Box<str>),
     /// The record's place in its source (`file:line`, `topic/partition/offset`), for events
     /// with neither, so that reading the same source twice never counts a record twice.
-    At(String),
+    At(Box<str>),
 }
 
 /// Where a record stands in the order of its source: later positions replace earlier ones
@@ -116,11 +116,11 @@ impl Event {
         position: Position,
     ) -> Result<Update, Rejection> {
         let identity = match (self.id, key) {
-            (Some(id), _) | (None, Some(id)) => Identity::Id(id),
+            (Some(id), _) | (None, Some(id)) => Identity::Id(id.into_boxed_str()),
             (None, None) if self.change == Change::Delete => {
                 return Err(Rejection::new(Reason::DeleteWithoutId, "a delete needs an id (or a message key)"))
             }
-            (None, None) => Identity::At(at()),
+            (None, None) => Identity::At(at().into_boxed_str()),
         };
         let txn = match self.change {
             Change::Upsert(txn) => Some(txn),
