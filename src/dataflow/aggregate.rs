@@ -9,22 +9,23 @@
 //!   and max stay exact when a transaction is retracted). A change costs one hash lookup,
 //!   whatever the size of the history, except that retracting the last copy of a customer's
 //!   current min or max rescans that customer's distinct amounts.
-//! - [`sum_by`]: per key, a [`Stats`] sum, pre-aggregated per worker before it is exchanged
-//!   and arranged, so that a million transactions become one update per key.
+//! - [`totals`]: per [`Dimension`] (all, each category, each hour), a [`Stats`] sum,
+//!   pre-aggregated per worker before it is exchanged and arranged, so that a million
+//!   transactions become one update per key.
 //!
 //! For example, with Ali's 120 and 200 at time 0 and a correction of 120 to 80 at time 1:
 //!
 //! ```text
 //! customer_rows, time 0: (Ali {total 320, count 2, min 120, max 200}, 0, +1)
 //! customer_rows, time 1: (Ali {.. 320 ..}, 1, -1), (Ali {total 280, count 2, min 80, max 200}, 1, +1)
-//! sum_by(overall), time 1: ((), 1, Stats { count: 0, cents: -4000 })
+//! totals, time 1:        (All, 1, Stats { count: 0, cents: -4000 }), (Category(None), 1, ..)
 //! ```
 
-use std::hash::Hash;
 use std::sync::Arc;
 
 use differential_dataflow::difference::{IsZero, Semigroup};
-use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
+use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
 use super::in_order::{unary_in_order, Ordered};
@@ -138,34 +139,44 @@ impl Ordered for CustomerRows {
     }
 }
 
-/// Sums transactions by `key` within each worker and time; the result's diffs are the sums.
-pub fn sum_by<'scope, K>(
-    txns: VecCollection<'scope, Time, Txn, isize>,
-    name: &str,
-    key: impl Fn(&Txn) -> Option<K> + 'static,
-) -> VecCollection<'scope, Time, K, Stats>
-where
-    K: ExchangeData + Hash,
-{
-    unary_in_order(txns.inner, Pipeline, name, SumBy { key, sums: FastMap::default() }).as_collection()
+/// What a total is taken over: everything, one category, or one UTC hour.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Dimension {
+    /// All live transactions (the `overall` view).
+    All,
+    /// One category; `None` for transactions without one (the `categories` view).
+    Category(Option<Arc<str>>),
+    /// One UTC hour of event time, in hours since the epoch (the `hourly` view).
+    Hour(i64),
 }
 
-struct SumBy<K, F> {
-    key: F,
-    sums: FastMap<K, Stats>,
+/// Every total of the `overall`, `categories` and `hourly` views, summed within each worker
+/// and time in one pass; the result's diffs are the sums.
+pub fn totals<'scope>(txns: VecCollection<'scope, Time, Txn, isize>) -> VecCollection<'scope, Time, Dimension, Stats> {
+    unary_in_order(txns.inner, Pipeline, "Totals", Totals::default()).as_collection()
 }
 
-impl<K: Eq + Hash + Clone, F: Fn(&Txn) -> Option<K>> Ordered for SumBy<K, F> {
+#[derive(Default)]
+struct Totals {
+    sums: FastMap<Dimension, Stats>,
+}
+
+impl Totals {
+    fn add(&mut self, dimension: Dimension, stats: &Stats) {
+        self.sums.entry(dimension).or_default().plus_equals(stats);
+    }
+}
+
+impl Ordered for Totals {
     type Record = (Txn, Time, isize);
-    type Out = (K, Time, Stats);
+    type Out = (Dimension, Time, Stats);
 
     fn apply(&mut self, _time: Time, (txn, _, diff): Self::Record, _out: &mut Vec<Self::Out>) {
-        if let Some(key) = (self.key)(&txn) {
-            let mut stats = Stats::one(txn.cents);
-            if diff < 0 {
-                stats = stats.negated();
-            }
-            self.sums.entry(key).or_default().plus_equals(&stats);
+        let stats = if diff < 0 { Stats::one(txn.cents).negated() } else { Stats::one(txn.cents) };
+        self.add(Dimension::All, &stats);
+        self.add(Dimension::Category(txn.category), &stats);
+        if let Some(hour) = txn.hour {
+            self.add(Dimension::Hour(hour), &stats);
         }
     }
 

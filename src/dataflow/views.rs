@@ -8,19 +8,17 @@
 //! |---|---|---|
 //! | `customers` | customer → [`CustomerRow`] | [`aggregate::customer_rows`]: count, total, and the multiset of amounts (min and max survive retractions) |
 //! | `top` | (−total, customer) | the `customers` output re-keyed by total, so the first keys are the largest |
-//! | `categories` | category → [`Stats`] | [`aggregate::sum_by`]: a semigroup diff, pre-summed per worker, consolidating in place |
-//! | `hourly` | UTC hour → [`Stats`] | same |
-//! | `overall` | () → [`Stats`] | same |
+//! | `overall`, `categories`, `hourly` | [`Dimension`] → [`Stats`] | [`aggregate::totals`]: one pass, a semigroup diff pre-summed per worker, consolidating in place |
 //! | `customer_count` | () → count | one update per customer appearing or disappearing |
 //! | `dead_letters` | reason → count | the refused records, at the time they were refused |
 
-use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::implementations::{KeySpine, ValSpine};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::ProbeHandle;
 
-use super::aggregate;
+use super::aggregate::{self, Dimension};
 use super::stats::Stats;
 use super::Time;
 use crate::event::{Reason, Txn};
@@ -51,12 +49,9 @@ pub struct ViewTraces {
     pub customers: CustomersTrace,
     /// customers ranked by total, ties by name.
     pub top: TopTrace,
-    /// category (None when absent) → total, count.
-    pub categories: SumTrace<Option<std::sync::Arc<str>>>,
-    /// UTC hour (hours since the epoch) → total, count.
-    pub hourly: SumTrace<i64>,
-    /// total and count of all live transactions.
-    pub overall: SumTrace<()>,
+    /// Totals over everything, each category and each UTC hour: the `overall`,
+    /// `categories` and `hourly` views, in that key order.
+    pub totals: SumTrace<Dimension>,
     /// number of customers with at least one live transaction.
     pub customer_count: SumTrace<(), isize>,
     /// refused records by reason.
@@ -76,40 +71,22 @@ pub fn define<'scope>(
     let top =
         customers.clone().as_collection(|customer, row| (-row.total, customer.clone())).arrange_by_self_named("top");
     let customer_count = customers.clone().as_collection(|_, _| ()).arrange_by_self_named("customer count");
-    let categories = sum_by(txns.clone(), "categories", |t| Some(t.category.clone()));
-    let hourly = sum_by(txns.clone(), "hourly", |t| t.hour);
-    let overall = sum_by(txns, "overall", |_| Some(()));
+    let totals = aggregate::totals(txns).arrange_by_self_named("totals");
     let dead_letters = refused.arrange_by_self_named("dead letters");
 
     customers.stream.clone().probe_with(probe);
     top.stream.clone().probe_with(probe);
     customer_count.stream.clone().probe_with(probe);
-    categories.stream.clone().probe_with(probe);
-    hourly.stream.clone().probe_with(probe);
-    overall.stream.clone().probe_with(probe);
+    totals.stream.clone().probe_with(probe);
     dead_letters.stream.clone().probe_with(probe);
 
     ViewTraces {
         customers: customers.trace,
         top: top.trace,
-        categories: categories.trace,
-        hourly: hourly.trace,
-        overall: overall.trace,
+        totals: totals.trace,
         customer_count: customer_count.trace,
         dead_letters: dead_letters.trace,
     }
-}
-
-/// Sums transactions by a key, as a semigroup diff on an arrangement of the keys.
-fn sum_by<'scope, K>(
-    txns: VecCollection<'scope, Time, Txn, isize>,
-    name: &str,
-    key: impl Fn(&Txn) -> Option<K> + 'static,
-) -> Arranged<'scope, SumTrace<K>>
-where
-    K: differential_dataflow::ExchangeData + differential_dataflow::Hashable + std::hash::Hash,
-{
-    aggregate::sum_by(txns, name, key).arrange_by_self_named(name)
 }
 
 use timely::dataflow::operators::Probe;

@@ -20,6 +20,7 @@ use differential_dataflow::trace::TraceReader;
 use serde::{Deserialize, Serialize};
 use timely::progress::Antichain;
 
+use crate::dataflow::aggregate::Dimension;
 use crate::dataflow::stats::Stats;
 use crate::dataflow::views::{CustomerRow, CustomersTrace, ViewTraces};
 use crate::dataflow::Time;
@@ -53,15 +54,23 @@ impl Reading {
             time,
             customers: read_customers(&mut views.customers, time),
             top: read_top(&mut views.top, time, top_k),
-            categories: read_sums(&mut views.categories, time)
-                .into_iter()
-                .map(|(category, sum)| (category.as_deref().map(String::from), sum))
-                .collect(),
-            hourly: read_sums(&mut views.hourly, time),
-            overall: read_sums(&mut views.overall, time).into_iter().map(|(_, s)| s).next().unwrap_or_default(),
             customer_count: read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum(),
             dead_letters: read_sums(&mut views.dead_letters, time).into_iter().map(|(r, n)| (r, n as i64)).collect(),
+            ..Reading::totals(read_sums(&mut views.totals, time))
         }
+    }
+
+    /// Splits the totals by dimension into the `overall`, `categories` and `hourly` views.
+    fn totals(totals: Vec<(Dimension, Stats)>) -> Reading {
+        let mut reading = Reading::default();
+        for (dimension, sum) in totals {
+            match dimension {
+                Dimension::All => reading.overall = sum,
+                Dimension::Category(category) => reading.categories.push((category.as_deref().map(String::from), sum)),
+                Dimension::Hour(hour) => reading.hourly.push((hour, sum)),
+            }
+        }
+        reading
     }
 
     /// Merges the shares of all workers into one reading.
