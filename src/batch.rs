@@ -71,6 +71,9 @@ pub fn load_history(
     shared: &LoadShared,
 ) -> Result<LoadCounts, LoadError> {
     let (index, peers) = (worker.index(), worker.peers());
+    // Identities are spread evenly over the workers by hash.
+    let expected: u64 = files.iter().map(|f| f.estimated_records).sum();
+    pipeline.latest.borrow_mut().reserve((expected / peers as u64) as usize);
     let mut counts = LoadCounts::default();
     let mut failure: Option<LoadError> = None;
     let mut since_step = 0;

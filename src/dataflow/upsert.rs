@@ -72,6 +72,12 @@ impl VersionStore {
         self.versions.len()
     }
 
+    /// Makes room for `additional` more identities at once: growing a table of millions
+    /// step by step touches twice its final memory.
+    pub fn reserve(&mut self, additional: usize) {
+        self.versions.reserve(additional);
+    }
+
     /// Whether no identity is known.
     pub fn is_empty(&self) -> bool {
         self.versions.is_empty()

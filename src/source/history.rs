@@ -81,6 +81,8 @@ pub struct HistoryFile {
     pub len: u64,
     /// JSON lines files at least this large are split over the workers.
     pub min_split_bytes: u64,
+    /// Records in the file, estimated from the lines in its first 64 KiB.
+    pub estimated_records: u64,
 }
 
 impl HistoryFile {
@@ -98,6 +100,7 @@ impl HistoryFile {
             }
             let len = std::fs::metadata(path).map_err(io)?.len();
             let format = detect_format(path).map_err(io)?;
+            let estimated_records = estimate_records(path, len).map_err(io)?;
             files.push(HistoryFile {
                 path: path.clone(),
                 label,
@@ -105,6 +108,7 @@ impl HistoryFile {
                 format,
                 len,
                 min_split_bytes: SPLIT_THRESHOLD,
+                estimated_records,
             });
         }
         Ok(files)
@@ -436,6 +440,14 @@ fn detect_format(path: &Path) -> std::io::Result<Format> {
         (Some(b'['), Some(b'{' | b']') | None) => Format::JsonArray,
         _ => Format::JsonLines,
     })
+}
+
+/// Estimates the records of a file from the lines of its first 64 KiB.
+fn estimate_records(path: &Path, len: u64) -> std::io::Result<u64> {
+    let mut head = vec![0u8; 64 << 10];
+    let n = File::open(path)?.read(&mut head)?;
+    let lines = memchr::memchr_iter(b'\n', &head[..n]).count() as u64;
+    Ok(if n == 0 { 0 } else { len * lines.max(1) / n as u64 })
 }
 
 /// The offset of the first line that starts at or after `start`.
