@@ -172,19 +172,15 @@ impl HistoryFile {
             pending.extend_from_slice(&piece[..piece.len().min(room)]);
         };
         let mut unreported = 0u64;
+        let mut handle =
+            |bytes: &[u8], len: usize, place: LinePlace| self.line(bytes, len, place, max_record_bytes, names, emit);
         while line_start < end {
+            let place = LinePlace { offset: line_start, number: line_number };
             let buffer = reader.fill_buf()?;
             if buffer.is_empty() {
                 // The last line has no newline.
                 if pending_len > 0 {
-                    let _ = self.line(
-                        &pending,
-                        pending_len,
-                        LinePlace { offset: line_start, number: line_number },
-                        max_record_bytes,
-                        names,
-                        emit,
-                    );
+                    let _ = handle(&pending, pending_len, place);
                 }
                 break;
             }
@@ -192,24 +188,10 @@ impl HistoryFile {
                 Some(at) => {
                     let len = pending_len + at;
                     let flow = if pending_len == 0 {
-                        self.line(
-                            &buffer[..at],
-                            len,
-                            LinePlace { offset: line_start, number: line_number },
-                            max_record_bytes,
-                            names,
-                            emit,
-                        )
+                        handle(&buffer[..at], len, place)
                     } else {
                         gather(&mut pending, &buffer[..at]);
-                        let flow = self.line(
-                            &pending,
-                            len,
-                            LinePlace { offset: line_start, number: line_number },
-                            max_record_bytes,
-                            names,
-                            emit,
-                        );
+                        let flow = handle(&pending, len, place);
                         pending.clear();
                         pending_len = 0;
                         flow
@@ -500,5 +482,63 @@ impl LineCounter {
         self.newlines += memchr::memchr_iter(b'\n', &text.as_bytes()[self.offset..pos]).count();
         self.offset = pos;
         self.newlines + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(path: &Path, peers: usize, max: usize) -> Vec<Record> {
+        let mut files = HistoryFile::open_all(&[path.to_owned()]).unwrap();
+        files[0].min_split_bytes = 1;
+        let progress = AtomicU64::new(0);
+        let mut records = Vec::new();
+        for worker in 0..peers {
+            files[0]
+                .read_share(worker, peers, max, &progress, &mut |r| {
+                    records.push(r);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+        }
+        assert_eq!(progress.load(Ordering::Relaxed), files[0].len, "every byte is read once");
+        records
+    }
+
+    #[test]
+    fn lines_longer_than_the_buffer_and_shares_that_cut_lines() {
+        let dir = std::env::temp_dir().join(format!("history-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("long.jsonl");
+        let huge = format!("{{\"customer\":\"Ali\",\"amount\":1,\"pad\":\"{}\"}}", "x".repeat(3 << 20));
+        let text = format!("{{\"customer\":\"A\",\"amount\":1}}\n{huge}\n\n{{\"customer\":\"B\",\"amount\":2}}\r\n{{\"customer\":\"C\",\"amount\":3}}");
+        std::fs::write(&path, text).unwrap();
+        for peers in [1, 2, 3, 7] {
+            let records = read_all(&path, peers, 1 << 20);
+            let mut seen: Vec<String> = records
+                .iter()
+                .map(|r| match r {
+                    Record::Update(u) => format!("{:?}", u.identity),
+                    Record::Refused(d) => format!("{}@{}", d.rejection.reason, d.source),
+                })
+                .collect();
+            seen.sort();
+            let label = path.display();
+            assert_eq!(
+                seen,
+                vec![
+                    format!("At(\"{label}:1\")"),
+                    format!("At(\"{label}:4\")"),
+                    format!("At(\"{label}:5\")"),
+                    format!("oversized@{label}:2"),
+                ],
+                "{peers} workers"
+            );
+            let oversized =
+                records.iter().find_map(|r| if let Record::Refused(d) = r { Some(d) } else { None }).unwrap();
+            assert_eq!(oversized.raw.len(), crate::deadletter::MAX_RAW_BYTES, "the raw bytes kept are capped");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
