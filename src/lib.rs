@@ -17,6 +17,7 @@
 
 pub mod amount;
 pub mod batch;
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod dataflow;

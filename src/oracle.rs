@@ -19,6 +19,7 @@ use crate::serve::query::Reading;
 pub struct Oracle {
     latest: HashMap<Identity, (Time, Position, Option<Txn>)>,
     refused: BTreeMap<Reason, i64>,
+    offsets: BTreeMap<i32, i64>,
 }
 
 impl Oracle {
@@ -48,6 +49,11 @@ impl Oracle {
         for reason in refused {
             *self.refused.entry(reason).or_default() += 1;
         }
+    }
+
+    /// Records that `partition` has been read up to (not including) `next`.
+    pub fn set_offset(&mut self, partition: i32, next: i64) {
+        self.offsets.insert(partition, next);
     }
 
     /// Every view, computed from the latest versions.
@@ -93,6 +99,7 @@ impl Oracle {
             hourly,
             overall,
             dead_letters: self.refused.iter().map(|(r, n)| (*r, *n)).collect(),
+            offsets: self.offsets.iter().map(|(p, o)| (*p, *o)).collect(),
         }
     }
 }
@@ -118,6 +125,7 @@ pub fn differences(live: &Reading, expected: &Reading) -> Vec<String> {
         out.push(format!("customers: live {}, recomputed {}", live.customer_count, expected.customer_count));
     }
     diff_keyed("dead letters", &live.dead_letters, &expected.dead_letters, &mut out);
+    diff_keyed("offsets of partition", &live.offsets, &expected.offsets, &mut out);
     out
 }
 

@@ -38,6 +38,8 @@ pub struct Pipeline {
     pub updates: InputHandleVec<Time, Update>,
     /// Reasons of refused records, counted by the `dead_letters` view.
     pub refused: InputSession<Time, Reason, isize>,
+    /// (partition, next offset) of the Kafka partitions this worker reads.
+    pub offsets: InputSession<Time, (i32, i64), isize>,
     /// Every view's arrangement.
     pub views: ViewTraces,
     /// Passes a time once every view is complete through it.
@@ -52,16 +54,17 @@ impl Pipeline {
     pub fn build(worker: &mut Worker, event_filter: Option<Filter>) -> Pipeline {
         let probe = ProbeHandle::new();
         let mut updates = InputHandleVec::new();
-        let (refused, views, latest) = worker.dataflow::<Time, _, _>(|scope| {
+        let (refused, offsets, views, latest) = worker.dataflow::<Time, _, _>(|scope| {
             let (refused_input, refused) = scope.new_collection::<Reason, isize>();
+            let (offsets_input, offsets) = scope.new_collection::<(i32, i64), isize>();
             let (txns, latest) = upsert::upsert(scope.input_from(&mut updates));
             let txns = match event_filter {
                 Some(filter) => txns.filter(move |t| filter.accepts_txn(t)),
                 None => txns,
             };
-            (refused_input, views::define(txns, refused, &probe), latest)
+            (refused_input, offsets_input, views::define(txns, refused, offsets, &probe), latest)
         });
-        Pipeline { updates, refused, views, probe, latest }
+        Pipeline { updates, refused, offsets, views, probe, latest }
     }
 
     /// Closes the time in progress and moves both inputs to `time`.
@@ -69,6 +72,31 @@ impl Pipeline {
         self.updates.advance_to(time);
         self.refused.advance_to(time);
         self.refused.flush();
+        self.offsets.advance_to(time);
+        self.offsets.flush();
+    }
+
+    /// Admits a refused record's reason at the current time (the dead letter itself is the
+    /// caller's to write).
+    pub fn refuse(&mut self, letter: &crate::deadletter::DeadLetter) {
+        self.refused.update(letter.reason(), 1);
+    }
+
+    /// Records that `partition`'s next offset moved from `from` to `to` at the current time.
+    pub fn move_offset(&mut self, partition: i32, from: Option<i64>, to: i64) {
+        if let Some(from) = from {
+            self.offsets.update((partition, from), -1);
+        }
+        self.offsets.update((partition, to), 1);
+    }
+
+    /// The latest time every view is complete through, if any.
+    pub fn complete_through(&self) -> Option<Time> {
+        self.probe.with_frontier(|f| match f.first() {
+            Some(0) => None,
+            Some(t) => Some(t - 1),
+            None => Some(Time::MAX),
+        })
     }
 
     /// The time now being fed.
@@ -80,6 +108,7 @@ impl Pipeline {
     pub fn close(self) -> (ViewTraces, ProbeHandle<Time>, LatestVersions) {
         self.updates.close();
         self.refused.close();
+        self.offsets.close();
         (self.views, self.probe, self.latest)
     }
 }

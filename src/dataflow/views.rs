@@ -11,6 +11,7 @@
 //! | `overall`, `categories`, `hourly` | [`Dimension`] → [`Stats`] | [`aggregate::totals`]: one pass, a semigroup diff pre-summed per worker, consolidating in place |
 //! | `customer_count` | () → count | one update per customer appearing or disappearing |
 //! | `dead_letters` | reason → count | the refused records, at the time they were refused |
+//! | `offsets` | partition → next offset | the sources' positions, so every answer says what it reflects |
 
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::implementations::{KeySpine, ValSpine};
@@ -56,6 +57,27 @@ pub struct ViewTraces {
     pub customer_count: SumTrace<(), isize>,
     /// refused records by reason.
     pub dead_letters: SumTrace<Reason, isize>,
+    /// Kafka partition → the next offset to read: what the other views reflect.
+    pub offsets: OffsetsTrace,
+}
+
+/// The `offsets` trace: partition → next offset.
+pub type OffsetsTrace = TraceAgent<ValSpine<i32, i64, Time, isize>>;
+
+impl ViewTraces {
+    /// Lets every trace merge the distinctions between times before `time`: reads at
+    /// `time` or later stay exact, and memory and read cost stop growing with every time.
+    pub fn compact_to(&mut self, time: Time) {
+        let frontier = [time];
+        let frontier = timely::progress::frontier::AntichainRef::new(&frontier);
+        macro_rules! compact {
+            ($($trace:ident),*) => {$(
+                self.$trace.set_logical_compaction(frontier);
+                self.$trace.set_physical_compaction(frontier);
+            )*};
+        }
+        compact!(customers, top, totals, customer_count, dead_letters, offsets);
+    }
 }
 
 /// Defines every view over the live transactions and the refused records' reasons.
@@ -65,6 +87,7 @@ pub struct ViewTraces {
 pub fn define<'scope>(
     txns: VecCollection<'scope, Time, Txn, isize>,
     refused: VecCollection<'scope, Time, Reason, isize>,
+    offsets: VecCollection<'scope, Time, (i32, i64), isize>,
     probe: &ProbeHandle<Time>,
 ) -> ViewTraces {
     let customers = aggregate::customer_rows(txns.clone()).arrange_by_key_named("customers");
@@ -73,20 +96,24 @@ pub fn define<'scope>(
     let customer_count = customers.clone().as_collection(|_, _| ()).arrange_by_self_named("customer count");
     let totals = aggregate::totals(txns).arrange_by_self_named("totals");
     let dead_letters = refused.arrange_by_self_named("dead letters");
+    let offsets = offsets.arrange_by_key_named("offsets");
 
     customers.stream.clone().probe_with(probe);
     top.stream.clone().probe_with(probe);
     customer_count.stream.clone().probe_with(probe);
     totals.stream.clone().probe_with(probe);
+    offsets.stream.clone().probe_with(probe);
     dead_letters.stream.clone().probe_with(probe);
 
     ViewTraces {
         customers: customers.trace,
         top: top.trace,
         totals: totals.trace,
+        offsets: offsets.trace,
         customer_count: customer_count.trace,
         dead_letters: dead_letters.trace,
     }
 }
 
+use differential_dataflow::trace::TraceReader;
 use timely::dataflow::operators::Probe;

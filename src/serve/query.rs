@@ -15,14 +15,14 @@
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::cursor::{cursor_list, Cursor};
-use differential_dataflow::trace::implementations::KeySpine;
+use differential_dataflow::trace::implementations::{KeySpine, ValSpine};
 use differential_dataflow::trace::TraceReader;
 use serde::{Deserialize, Serialize};
 use timely::progress::Antichain;
 
 use crate::dataflow::aggregate::Dimension;
 use crate::dataflow::stats::Stats;
-use crate::dataflow::views::{CustomerRow, CustomersTrace, ViewTraces};
+use crate::dataflow::views::{CustomerRow, ViewTraces};
 use crate::dataflow::Time;
 use crate::event::Reason;
 
@@ -45,6 +45,8 @@ pub struct Reading {
     pub customer_count: i64,
     /// Refused records by reason.
     pub dead_letters: Vec<(Reason, i64)>,
+    /// Kafka partition → next offset to read: the stream input this reading reflects.
+    pub offsets: Vec<(i32, i64)>,
 }
 
 impl Reading {
@@ -52,7 +54,8 @@ impl Reading {
     pub fn read(views: &mut ViewTraces, time: Time, top_k: usize) -> Reading {
         Reading {
             time,
-            customers: read_customers(&mut views.customers, time),
+            customers: read_values(&mut views.customers, time),
+            offsets: read_values(&mut views.offsets, time),
             top: read_top(&mut views.top, time, top_k),
             customer_count: read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum(),
             dead_letters: read_sums(&mut views.dead_letters, time).into_iter().map(|(r, n)| (r, n as i64)).collect(),
@@ -85,6 +88,7 @@ impl Reading {
             all.overall.plus_equals(&part.overall);
             all.customer_count += part.customer_count;
             all.dead_letters.extend(part.dead_letters);
+            all.offsets.extend(part.offsets);
         }
         all.customers.sort();
         all.top.sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| a.cmp(b)));
@@ -92,6 +96,7 @@ impl Reading {
         all.categories.sort();
         all.hourly.sort();
         all.dead_letters.sort();
+        all.offsets.sort();
         all
     }
 }
@@ -125,21 +130,25 @@ where
     out
 }
 
-/// Every customer's row at `time`.
-pub fn read_customers(trace: &mut CustomersTrace, time: Time) -> Vec<(String, CustomerRow)> {
+/// Every key of a trace that holds one value per key (customer → row, partition →
+/// offset), with its value at `time`.
+pub fn read_values<K, V>(trace: &mut TraceAgent<ValSpine<K, V, Time, isize>>, time: Time) -> Vec<(K, V)>
+where
+    K: Ord + Clone + 'static,
+    V: Ord + Clone + 'static,
+{
     let mut out = Vec::new();
     let (mut cursor, storage) = cursor_list(all_batches(trace));
-    while let Some(customer) = cursor.get_key(&storage) {
-        while let Some(row) = cursor.get_val(&storage) {
+    while let Some(key) = cursor.get_key(&storage) {
+        while let Some(value) = cursor.get_val(&storage) {
             let mut count = 0isize;
             cursor.map_times(&storage, |t, d| {
                 if *t <= time {
                     count += *d;
                 }
             });
-            // The reduce emits exactly one row per customer at any time.
             if count > 0 {
-                out.push((customer.clone(), *row));
+                out.push((key.clone(), value.clone()));
             }
             cursor.step_val(&storage);
         }

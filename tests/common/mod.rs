@@ -127,6 +127,8 @@ pub fn run_dataflow(
                     Ok(update) => pipeline.updates.send(update),
                     Err((reason, _)) => pipeline.refused.update(reason, 1),
                 }
+                let previous = (offset > 0).then_some(offset);
+                pipeline.move_offset(m.partition, previous, offset + 1);
             }
             pipeline.advance_to(time + 1);
             for _ in 0..steps.get(i).copied().unwrap_or(0) {
@@ -179,6 +181,7 @@ pub fn run_oracle(
                 Ok(u) => updates.push(u),
                 Err((reason, _)) => refused.push(reason),
             }
+            oracle.set_offset(m.partition, offset + 1);
         }
         let time = i as Time + 1;
         oracle.admit(time, updates, refused);

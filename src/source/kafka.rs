@@ -1,0 +1,338 @@
+//! The speed layer's source: Kafka partitions read by the timely workers themselves.
+//!
+//! Partitions are **assigned explicitly**, as Materialize and Flink do, not by a consumer
+//! group rebalance: partition `p` belongs to worker `p % workers` (global worker indices, so
+//! the rule holds across processes). Each worker reads its partitions from the offsets it is
+//! given — the earliest, or a snapshot's — and tracks the next offset of each one. Offsets
+//! are committed to the consumer group only so that standard Kafka tools show the lag; the
+//! program itself never reads them back.
+//!
+//! A message becomes a [`Record`] by the same event rules as a history line
+//! ([`crate::event`]), with Kafka's own conventions on top:
+//!
+//! | message | identity | effect |
+//! |---|---|---|
+//! | body with `id` | the id | upsert or delete |
+//! | body without `id`, with a key | the key | upsert or delete |
+//! | body without `id` or key | `topic/partition/offset` | upsert |
+//! | key and a null body (tombstone) | the key | delete |
+//! | null body and no key | — | dead letter `delete_without_id` |
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use thiserror::Error;
+
+use super::Record;
+use crate::deadletter::DeadLetter;
+use crate::event::{parse_json_with, Change, Event, Names, Position, Reason, Rejection};
+
+/// A Kafka source that cannot start.
+#[derive(Debug, Error)]
+pub enum KafkaSourceError {
+    /// The client could not be created (bad configuration).
+    #[error("cannot create a Kafka client for {brokers}: {source}")]
+    Client {
+        /// Bootstrap servers.
+        brokers: String,
+        /// The cause.
+        source: KafkaError,
+    },
+    /// The topic is not on the brokers.
+    #[error("topic {topic:?} does not exist on {brokers}; create it (the workshop uses 3 partitions)")]
+    NoTopic {
+        /// The topic.
+        topic: String,
+        /// Bootstrap servers.
+        brokers: String,
+    },
+}
+
+/// The partitions of `topic`, or `Ok(None)` while the brokers cannot be reached.
+pub fn partitions(brokers: &str, topic: &str, timeout: Duration) -> Result<Option<Vec<i32>>, KafkaSourceError> {
+    let consumer: BaseConsumer =
+        base_config(brokers).create().map_err(|source| KafkaSourceError::Client { brokers: brokers.into(), source })?;
+    let metadata = match consumer.fetch_metadata(Some(topic), timeout) {
+        Ok(metadata) => metadata,
+        Err(error) => {
+            tracing::warn!(%brokers, %error, "Kafka brokers not reachable yet; retrying");
+            return Ok(None);
+        }
+    };
+    match metadata.topics().iter().find(|t| t.name() == topic) {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+            Ok(Some(t.partitions().iter().map(|p| p.id()).collect()))
+        }
+        _ => Err(KafkaSourceError::NoTopic { topic: topic.into(), brokers: brokers.into() }),
+    }
+}
+
+/// Waits for the brokers, retrying with a log line, until `give_up` says stop.
+pub fn wait_for_partitions(
+    brokers: &str,
+    topic: &str,
+    mut give_up: impl FnMut() -> bool,
+) -> Result<Option<Vec<i32>>, KafkaSourceError> {
+    loop {
+        if let Some(found) = partitions(brokers, topic, Duration::from_secs(2))? {
+            return Ok(Some(found));
+        }
+        if give_up() {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The partitions that global worker `worker` of `workers` reads.
+pub fn assigned(all: &[i32], worker: usize, workers: usize) -> Vec<i32> {
+    all.iter().copied().filter(|p| (*p as usize) % workers == worker).collect()
+}
+
+fn base_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("log_level", "3")
+        // A refused connection is retried quickly at first, then every 2 s at most.
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "2000");
+    config
+}
+
+/// One worker's partitions of the topic.
+pub struct PartitionReader {
+    consumer: BaseConsumer,
+    topic: String,
+    next: BTreeMap<i32, i64>,
+    names: Names,
+    max_record_bytes: usize,
+    last_error: Option<String>,
+}
+
+impl PartitionReader {
+    /// Reads `partitions` of `topic` from the given next offsets (absent: the earliest).
+    pub fn new(
+        brokers: &str,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+        from: &BTreeMap<i32, i64>,
+        max_record_bytes: usize,
+    ) -> Result<Self, KafkaSourceError> {
+        let consumer: BaseConsumer = base_config(brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "5")
+            .set("allow.auto.create.topics", "false")
+            .create()
+            .map_err(|source| KafkaSourceError::Client { brokers: brokers.into(), source })?;
+        let mut list = TopicPartitionList::new();
+        let mut next = BTreeMap::new();
+        for &p in partitions {
+            let offset = from.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            list.add_partition_offset(topic, p, offset).expect("a fresh list accepts any partition");
+            next.insert(p, from.get(&p).copied().unwrap_or(0));
+        }
+        consumer.assign(&list).map_err(|source| KafkaSourceError::Client { brokers: brokers.into(), source })?;
+        Ok(PartitionReader {
+            consumer,
+            topic: topic.into(),
+            next,
+            names: Names::default(),
+            max_record_bytes,
+            last_error: None,
+        })
+    }
+
+    /// Hands every message available now (at most `max`) to `emit`, waiting up to `wait`
+    /// for the first. Returns how many messages were read.
+    pub fn poll(&mut self, wait: Duration, max: usize, emit: &mut dyn FnMut(Record)) -> usize {
+        let mut read = 0;
+        let mut timeout = wait;
+        while read < max {
+            let Some(result) = self.consumer.poll(timeout) else { break };
+            timeout = Duration::ZERO;
+            match result {
+                Ok(message) => {
+                    let (partition, offset) = (message.partition(), message.offset());
+                    let record = to_record(
+                        &self.topic,
+                        partition,
+                        offset,
+                        message.key(),
+                        message.payload(),
+                        self.max_record_bytes,
+                        &mut self.names,
+                    );
+                    self.next.insert(partition, offset + 1);
+                    emit(record);
+                    read += 1;
+                    if self.last_error.take().is_some() {
+                        tracing::info!(topic = %self.topic, "Kafka reachable again; reading resumed");
+                    }
+                }
+                Err(error) => {
+                    // librdkafka reconnects by itself and resumes from our position; say so once.
+                    let text = error.to_string();
+                    if self.last_error.as_deref() != Some(text.as_str()) {
+                        tracing::warn!(topic = %self.topic, %error, "Kafka error; retrying");
+                        self.last_error = Some(text);
+                    }
+                    break;
+                }
+            }
+        }
+        read
+    }
+
+    /// The next offset to read of each of this reader's partitions.
+    pub fn next_offsets(&self) -> &BTreeMap<i32, i64> {
+        &self.next
+    }
+
+    /// Commits the next offsets to the consumer group (so that Kafka tools show the lag).
+    pub fn commit(&self) {
+        let mut list = TopicPartitionList::new();
+        for (&p, &o) in &self.next {
+            list.add_partition_offset(&self.topic, p, Offset::Offset(o)).expect("a fresh list accepts any partition");
+        }
+        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+            tracing::debug!(%error, "offset commit failed; the next one will carry the same offsets");
+        }
+    }
+
+    /// The high watermark (next offset to be written) of each partition, for lag.
+    pub fn high_watermarks(&self, timeout: Duration) -> BTreeMap<i32, i64> {
+        self.next
+            .keys()
+            .filter_map(|&p| self.consumer.fetch_watermarks(&self.topic, p, timeout).ok().map(|(_, high)| (p, high)))
+            .collect()
+    }
+}
+
+/// Turns one Kafka message into a record.
+pub fn to_record(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    max_record_bytes: usize,
+    names: &mut Names,
+) -> Record {
+    let at = || format!("{topic}/{partition}/{offset}");
+    let position = Position::in_partition(partition, offset);
+    let key = key.map(|k| match std::str::from_utf8(k) {
+        Ok(text) => text.to_owned(),
+        // A binary key still identifies its message: keep it exactly, as hex.
+        Err(_) => format!("0x{}", k.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    });
+    let raw = payload.unwrap_or_default();
+    let result = match payload {
+        None => Ok(Event { id: None, change: Change::Delete }),
+        Some(body) if body.len() > max_record_bytes => Err(Rejection::new(
+            Reason::Oversized,
+            format!("message is {} bytes, at most {max_record_bytes}", body.len()),
+        )),
+        Some(body) => parse_json_with(body, names),
+    }
+    .and_then(|event| event.into_update(key, at, position));
+    match result {
+        Ok(update) => Record::Update(update),
+        Err(rejection) => Record::Refused(DeadLetter::new(at(), position, rejection, raw)),
+    }
+}
+
+/// Produces dead letters to a Kafka topic as JSON, keyed by their source.
+pub struct DeadLetterTopic {
+    producer: BaseProducer,
+    topic: String,
+}
+
+impl DeadLetterTopic {
+    /// A producer of dead letters to `topic`.
+    pub fn new(brokers: &str, topic: &str) -> Result<Self, KafkaSourceError> {
+        let producer = base_config(brokers)
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|source| KafkaSourceError::Client { brokers: brokers.into(), source })?;
+        Ok(DeadLetterTopic { producer, topic: topic.into() })
+    }
+
+    /// Queues one dead letter (delivery happens in the background).
+    pub fn send(&self, letter: &DeadLetter) {
+        let json = letter.to_json();
+        let record = BaseRecord::to(&self.topic).key(&letter.source).payload(&json);
+        if let Err((error, _)) = self.producer.send(record) {
+            tracing::warn!(%error, topic = %self.topic, "cannot queue a dead letter for Kafka; it is in the dead-letter file");
+        }
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Waits for queued dead letters to be delivered.
+    pub fn flush(&self) {
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Identity;
+
+    fn record(key: Option<&[u8]>, payload: Option<&[u8]>) -> Record {
+        to_record("orders", 2, 41, key, payload, 100, &mut Names::default())
+    }
+
+    fn identity(r: Record) -> (Identity, bool) {
+        match r {
+            Record::Update(u) => (u.identity, u.txn.is_some()),
+            Record::Refused(d) => panic!("refused: {}", d.rejection),
+        }
+    }
+
+    #[test]
+    fn identities_follow_id_then_key_then_position() {
+        let body = br#"{"customer":"Ali","amount":80}"#;
+        assert_eq!(identity(record(None, Some(body))), (Identity::At("orders/2/41".into()), true));
+        assert_eq!(identity(record(Some(b"k1"), Some(body))), (Identity::Id("k1".into()), true));
+        let with_id = br#"{"id":"t9","customer":"Ali","amount":80}"#;
+        assert_eq!(identity(record(Some(b"k1"), Some(with_id))), (Identity::Id("t9".into()), true));
+        assert_eq!(identity(record(Some(&[0xff, 0x01]), Some(body))), (Identity::Id("0xff01".into()), true));
+    }
+
+    #[test]
+    fn tombstones_delete_their_key() {
+        assert_eq!(identity(record(Some(b"t9"), None)), (Identity::Id("t9".into()), false));
+        let Record::Refused(letter) = record(None, None) else { panic!("a keyless tombstone is refused") };
+        assert_eq!(letter.rejection.reason, Reason::DeleteWithoutId);
+        assert_eq!(letter.source, "orders/2/41");
+    }
+
+    #[test]
+    fn bad_messages_become_dead_letters() {
+        let Record::Refused(letter) = record(None, Some(&[b'x'; 101])) else { panic!("oversized") };
+        assert_eq!(letter.rejection.reason, Reason::Oversized);
+        let Record::Refused(letter) = record(Some(b"k"), Some(b"{\"customer\":null}")) else { panic!("bad") };
+        assert_eq!(letter.rejection.reason, Reason::MissingCustomer);
+        assert_eq!(letter.position, Position::in_partition(2, 41));
+    }
+
+    #[test]
+    fn partitions_spread_over_all_workers() {
+        let all = [0, 1, 2, 3, 4];
+        assert_eq!(assigned(&all, 0, 2), vec![0, 2, 4]);
+        assert_eq!(assigned(&all, 1, 2), vec![1, 3]);
+        assert_eq!(assigned(&all, 3, 4), vec![3]);
+    }
+}
