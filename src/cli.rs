@@ -20,8 +20,98 @@ pub struct Cli {
 pub enum Command {
     /// Batch layer only: load the history, print the customer table, write every view, exit.
     Batch(BatchArgs),
+    /// The whole pipeline: history, then Kafka, until interrupted (Ctrl-C or SIGTERM).
+    Run(RunArgs),
+    /// Zero set-up: an in-process broker, the shipped history, the workshop's three messages.
+    Demo(DemoArgs),
+    /// An in-process Kafka-protocol broker alone, for working without Docker.
+    Broker(BrokerArgs),
+    /// Send JSON lines to the topic: from a file, standard input, or generated at a rate.
+    Produce(ProduceArgs),
     /// Write a deterministic synthetic history (JSON lines, or CSV for a `.csv` output).
     Gen(GenArgs),
+}
+
+/// Where Kafka is.
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap servers. [default: localhost:9092]
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
+    /// The topic of real-time orders. [default: real-time-orders]
+    #[arg(long)]
+    pub topic: Option<String>,
+}
+
+/// Options of `lambda run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Kafka.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group that offsets are committed to (so Kafka tools show the lag).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Also produce every dead letter to this topic.
+    #[arg(long, value_name = "TOPIC")]
+    pub dlq_topic: Option<String>,
+}
+
+/// Options of `lambda demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Options of `lambda broker`.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Port on 127.0.0.1 (0: any free port, printed at start).
+    #[arg(long, default_value_t = 9092)]
+    pub port: u16,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// The topic to create.
+    #[arg(long, default_value = "real-time-orders")]
+    pub topic: String,
+    /// More topics to create (e.g. a dead-letter topic), with the same partitions.
+    #[arg(long = "also", value_name = "TOPIC")]
+    pub also: Vec<String>,
+}
+
+/// Options of `lambda produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Kafka.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// JSON lines to send; "-" for standard input. Without it, generated load is sent.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Messages per second (default: as fast as possible for a file, 1000 when generating).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seconds of generated load.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Generated load: distinct customers.
+    #[arg(long, default_value_t = 10_000)]
+    pub customers: u64,
+    /// Generated load: fraction of messages that correct an earlier id.
+    #[arg(long, default_value_t = 0.0)]
+    pub corrections: f64,
+    /// Generated load: random seed.
+    #[arg(long, default_value_t = 2)]
+    pub seed: u64,
+    /// Generated load: id prefix (different from the history's, so ids do not collide).
+    #[arg(long, default_value = "s")]
+    pub id_prefix: String,
 }
 
 /// Options shared by the commands that run the dataflow.
@@ -150,6 +240,33 @@ impl CommonArgs {
         s.event_filter()?;
         s.view_filter()?;
         s.timely_config()?;
+        Ok(s)
+    }
+}
+
+impl KafkaArgs {
+    /// Applies these options to `settings`.
+    pub fn apply(&self, settings: &mut Settings) {
+        if let Some(b) = &self.brokers {
+            settings.kafka.brokers = b.clone();
+        }
+        if let Some(t) = &self.topic {
+            settings.kafka.topic = t.clone();
+        }
+    }
+}
+
+impl RunArgs {
+    /// Settings for `lambda run`.
+    pub fn settings(&self) -> Result<Settings, crate::config::ConfigError> {
+        let mut s = self.common.settings()?;
+        self.kafka.apply(&mut s);
+        if let Some(g) = &self.group {
+            s.kafka.group = g.clone();
+        }
+        if self.dlq_topic.is_some() {
+            s.kafka.dlq_topic = self.dlq_topic.clone();
+        }
         Ok(s)
     }
 }

@@ -87,6 +87,8 @@ pub struct KafkaSettings {
     pub topic: String,
     /// The consumer group offsets are committed to (for lag monitoring).
     pub group: String,
+    /// A topic that dead letters are also produced to; empty for none.
+    pub dlq_topic: Option<String>,
 }
 
 /// The serving layer.
@@ -128,6 +130,7 @@ impl Default for KafkaSettings {
             brokers: "localhost:9092".into(),
             topic: "real-time-orders".into(),
             group: "atelier-lambda".into(),
+            dlq_topic: None,
         }
     }
 }
@@ -193,6 +196,15 @@ impl Settings {
     pub fn dead_letter_path(&self) -> PathBuf {
         if self.input.dead_letters.as_os_str().is_empty() {
             self.batch.out.join("dead_letters.jsonl")
+        } else {
+            self.input.dead_letters.clone()
+        }
+    }
+
+    /// The dead-letter file of `lambda run`: as configured, else `output/dead_letters.jsonl`.
+    pub fn run_dead_letter_path(&self) -> PathBuf {
+        if self.input.dead_letters.as_os_str().is_empty() {
+            PathBuf::from("output/dead_letters.jsonl")
         } else {
             self.input.dead_letters.clone()
         }

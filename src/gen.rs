@@ -78,80 +78,117 @@ impl Rng {
     }
 }
 
-/// Writes the synthetic history to `out`.
-pub fn generate(options: &GenOptions, out: &mut dyn Write) -> std::io::Result<()> {
-    let mut rng = Rng(options.seed);
-    let customers = options.customers.max(1);
-    let cumulative: Vec<f64> = (1..=customers)
-        .scan(0.0, |acc, k| {
-            *acc += if options.skew > 0.0 { 1.0 / (k as f64).powf(options.skew) } else { 1.0 };
-            Some(*acc)
-        })
-        .collect();
-    let total_weight = *cumulative.last().expect("at least one customer");
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
-    if options.csv {
-        writeln!(out, "id,customer,amount,ts,category,op")?;
-    }
-    let mut issued: u64 = 0;
-    for _ in 0..options.rows {
-        if options.bad > 0.0 && rng.unit() < options.bad {
-            write_bad(&mut out, &mut rng, options.csv)?;
-            continue;
+/// The synthetic rows, one JSON line (or CSV row) at a time, without the newline.
+pub struct Generator {
+    options: GenOptions,
+    rng: Rng,
+    cumulative: Vec<f64>,
+    issued: u64,
+    produced: u64,
+    header: bool,
+}
+
+impl Generator {
+    /// A generator for `options`.
+    pub fn new(options: &GenOptions) -> Self {
+        let customers = options.customers.max(1);
+        let cumulative = (1..=customers)
+            .scan(0.0, |acc, k| {
+                *acc += if options.skew > 0.0 { 1.0 / (k as f64).powf(options.skew) } else { 1.0 };
+                Some(*acc)
+            })
+            .collect();
+        Generator {
+            options: options.clone(),
+            rng: Rng(options.seed),
+            cumulative,
+            issued: 0,
+            produced: 0,
+            header: options.csv,
         }
-        let id = if issued > 0 && rng.unit() < options.corrections {
-            let id = rng.below(issued);
-            if rng.unit() < options.deletes {
-                if options.csv {
-                    writeln!(out, "{}{id},,,,,delete", options.id_prefix)?;
+    }
+
+    fn row(&mut self) -> String {
+        let (o, rng) = (&self.options, &mut self.rng);
+        if o.bad > 0.0 && rng.unit() < o.bad {
+            return bad_row(rng, o.csv).to_owned();
+        }
+        let id = if self.issued > 0 && rng.unit() < o.corrections {
+            let id = rng.below(self.issued);
+            if rng.unit() < o.deletes {
+                return if o.csv {
+                    format!("{}{id},,,,,delete", o.id_prefix)
                 } else {
-                    writeln!(out, r#"{{"id":"{}{id}","op":"delete"}}"#, options.id_prefix)?;
-                }
-                continue;
+                    format!(r#"{{"id":"{}{id}","op":"delete"}}"#, o.id_prefix)
+                };
             }
             id
         } else {
-            issued += 1;
-            issued - 1
+            self.issued += 1;
+            self.issued - 1
         };
+        let total_weight = *self.cumulative.last().expect("at least one customer");
         let target = rng.unit() * total_weight;
-        let customer = cumulative.partition_point(|w| *w < target).min(customers as usize - 1);
+        let customer = self.cumulative.partition_point(|w| *w < target).min(self.cumulative.len() - 1);
         let cents = 100 + rng.below(49_901) as i64;
         let ts = chrono::DateTime::from_timestamp(START + rng.below(365 * 86_400) as i64, 0)
             .expect("a 2025 time is representable")
             .format("%Y-%m-%dT%H:%M:%SZ");
         let category = CATEGORIES[rng.below(CATEGORIES.len() as u64) as usize];
         let amount = format_cents(cents);
-        if options.csv {
-            writeln!(out, "{}{id},customer-{customer:06},{amount},{ts},{category},", options.id_prefix)?;
+        if o.csv {
+            format!("{}{id},customer-{customer:06},{amount},{ts},{category},", o.id_prefix)
         } else {
-            writeln!(
-                out,
+            format!(
                 r#"{{"id":"{}{id}","customer":"customer-{customer:06}","amount":{amount},"ts":"{ts}","category":"{category}"}}"#,
-                options.id_prefix
-            )?;
+                o.id_prefix
+            )
         }
+    }
+}
+
+impl Iterator for Generator {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if std::mem::take(&mut self.header) {
+            return Some("id,customer,amount,ts,category,op".to_owned());
+        }
+        if self.produced == self.options.rows {
+            return None;
+        }
+        self.produced += 1;
+        Some(self.row())
+    }
+}
+
+/// Writes the synthetic history to `out`.
+pub fn generate(options: &GenOptions, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+    for line in Generator::new(options) {
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")?;
     }
     out.flush()
 }
 
-fn write_bad(out: &mut dyn Write, rng: &mut Rng, csv: bool) -> std::io::Result<()> {
+fn bad_row(rng: &mut Rng, csv: bool) -> &'static str {
     let kind = rng.below(5);
     if csv {
         return match kind {
-            0 => writeln!(out, ",customer-x,,,,"),
-            1 => writeln!(out, ",customer-x,twelve,,,"),
-            2 => writeln!(out, ",customer-x,1.005,,,"),
-            3 => writeln!(out, ",customer-x,1,yesterday,,"),
-            _ => writeln!(out, ",,5,,,"),
+            0 => ",customer-x,,,,",
+            1 => ",customer-x,twelve,,,",
+            2 => ",customer-x,1.005,,,",
+            3 => ",customer-x,1,yesterday,,",
+            _ => ",,5,,,",
         };
     }
     match kind {
-        0 => writeln!(out, r#"{{"customer":"customer-x","amount":"#),
-        1 => writeln!(out, r#"{{"customer":"customer-x","amount":"twelve"}}"#),
-        2 => writeln!(out, r#"{{"customer":"customer-x","amount":1.005}}"#),
-        3 => writeln!(out, r#"{{"customer":"customer-x","amount":1,"ts":"yesterday"}}"#),
-        _ => writeln!(out, r#"{{"customer":"","amount":5}}"#),
+        0 => r#"{"customer":"customer-x","amount":"#,
+        1 => r#"{"customer":"customer-x","amount":"twelve"}"#,
+        2 => r#"{"customer":"customer-x","amount":1.005}"#,
+        3 => r#"{"customer":"customer-x","amount":1,"ts":"yesterday"}"#,
+        _ => r#"{"customer":"","amount":5}"#,
     }
 }
 

@@ -2,8 +2,15 @@
 
 use std::process::ExitCode;
 
-use atelier_lambda::cli::{BatchArgs, Cli, Command, GenArgs};
-use atelier_lambda::{batch, gen, output};
+use std::io::BufRead;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use atelier_lambda::cli::{BatchArgs, BrokerArgs, Cli, Command, DemoArgs, GenArgs, ProduceArgs, RunArgs};
+use atelier_lambda::produce::{produce, Pace};
+use atelier_lambda::{batch, broker, demo, gen, output, run};
 use clap::Parser;
 
 /// Parsing and the dataflow allocate many small strings; mimalloc does that much faster.
@@ -27,13 +34,17 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,atelier_lambda=info")),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Batch(args) => run_batch(&args),
+        Command::Run(args) => run_pipeline(&args),
+        Command::Demo(args) => run_demo(&args),
+        Command::Broker(args) => run_broker(&args),
+        Command::Produce(args) => run_produce(&args),
         Command::Gen(args) => run_gen(&args),
     };
     match result {
@@ -61,6 +72,106 @@ fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
         written.len(),
         settings.batch.out.display(),
     );
+    Ok(())
+}
+
+/// A flag set by Ctrl-C or SIGTERM.
+fn interrupted() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = Arc::clone(&flag);
+    ctrlc::set_handler(move || set.store(true, Ordering::SeqCst)).context("cannot install the Ctrl-C handler")?;
+    Ok(flag)
+}
+
+fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    let interrupted = interrupted()?;
+    let running = run::start(&settings)?;
+    tracing::info!("running; Ctrl-C to stop");
+    let mut last_report = Instant::now();
+    while !interrupted.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            if let Some(r) = running.serving.read(settings.batch.top, Duration::from_secs(5)) {
+                tracing::info!(
+                    time = r.time,
+                    customers = r.customer_count,
+                    transactions = r.overall.count,
+                    total = %atelier_lambda::amount::format_cents(r.overall.cents),
+                    offsets = ?r.offsets,
+                    "views"
+                );
+            }
+        }
+    }
+    tracing::info!("stopping");
+    running.stop();
+    let reports = running.join()?;
+    let messages: u64 = reports.iter().map(|r| r.messages).sum();
+    let offsets: std::collections::BTreeMap<i32, i64> = reports.iter().flat_map(|r| r.offsets.clone()).collect();
+    tracing::info!(messages, ?offsets, dead_letters = %settings.run_dead_letter_path().display(), "stopped cleanly");
+    Ok(())
+}
+
+fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
+    let settings = args.common.settings()?;
+    print!("{}", demo::demo(&settings)?);
+    Ok(())
+}
+
+fn run_broker(args: &BrokerArgs) -> anyhow::Result<()> {
+    let interrupted = interrupted()?;
+    let broker = broker::Broker::start(args.port, &args.topic, args.partitions)?;
+    for topic in &args.also {
+        broker.create_topic(topic, args.partitions)?;
+    }
+    println!(
+        "Kafka-protocol broker listening on {} with topic {} ({} partitions)",
+        broker.address(),
+        args.topic,
+        args.partitions
+    );
+    println!("everything is in memory and lost when it stops; Ctrl-C to stop");
+    while !interrupted.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn run_produce(args: &ProduceArgs) -> anyhow::Result<()> {
+    let mut settings = atelier_lambda::config::Settings::default();
+    args.kafka.apply(&mut settings);
+    let interrupted = interrupted()?;
+    let stop = || interrupted.load(Ordering::SeqCst);
+    let (brokers, topic) = (&settings.kafka.brokers, &settings.kafka.topic);
+    let sent = match &args.input {
+        Some(path) => {
+            let pace = args.rate.map_or(Pace::Flat, Pace::PerSecond);
+            let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                Box::new(std::io::BufReader::new(
+                    std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?,
+                ))
+            };
+            let lines = reader.lines().map_while(Result::ok).filter(|l| !l.trim().is_empty());
+            produce(brokers, topic, lines, pace, stop)?
+        }
+        None => {
+            let rate = args.rate.unwrap_or(1000.0);
+            let options = gen::GenOptions {
+                rows: (rate * args.duration).ceil() as u64,
+                customers: args.customers,
+                corrections: args.corrections,
+                seed: args.seed,
+                id_prefix: args.id_prefix.clone(),
+                ..gen::GenOptions::default()
+            };
+            produce(brokers, topic, gen::Generator::new(&options), Pace::PerSecond(rate), stop)?
+        }
+    };
+    eprintln!("sent {sent} messages to {topic} at {brokers}");
     Ok(())
 }
 

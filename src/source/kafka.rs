@@ -90,6 +90,14 @@ pub fn wait_for_partitions(
     }
 }
 
+/// The next offset to be written to each partition of `topic` (its high watermark).
+pub fn end_offsets(brokers: &str, topic: &str, timeout: Duration) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let consumer: BaseConsumer = base_config(brokers).create()?;
+    let partitions =
+        partitions(brokers, topic, timeout)?.ok_or_else(|| anyhow::anyhow!("Kafka at {brokers} is not reachable"))?;
+    partitions.into_iter().map(|p| Ok((p, consumer.fetch_watermarks(topic, p, timeout)?.1))).collect()
+}
+
 /// The partitions that global worker `worker` of `workers` reads.
 pub fn assigned(all: &[i32], worker: usize, workers: usize) -> Vec<i32> {
     all.iter().copied().filter(|p| (*p as usize) % workers == worker).collect()

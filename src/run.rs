@@ -1,0 +1,355 @@
+//! `lambda run`: the whole pipeline — history, then Kafka, served while it runs.
+//!
+//! Every worker loads its share of the history at logical time 0 (the batch layer), then
+//! loops: read what its Kafka partitions have (the speed layer), admit it at a new logical
+//! time — the current Unix time in milliseconds — and let the dataflow run. Workers advance
+//! their inputs even when their partitions are idle, so that the views' frontier keeps
+//! moving and fresh data becomes readable within milliseconds.
+//!
+//! Reading the views (the serving layer) goes through worker 0, the coordinator. A
+//! [`Serving`] handle sends it a request; it picks the time to read — the latest time every
+//! view is complete through — and sends every worker, in order on one channel each:
+//!
+//! ```text
+//! Read { time: T, .. }   each worker reads its shard at T once its probe has passed T,
+//!                        and replies; the handle merges the shards
+//! Compact(C)             each worker lets its traces forget distinctions before C
+//! ```
+//!
+//! Because the commands are ordered and the coordinator never compacts past a time it has
+//! asked to read, every read is exact; because it compacts every 100 ms, memory and read
+//! cost do not grow with the number of times.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use timely::worker::Worker;
+
+use crate::batch::{load_history, LoadCounts, LoadShared};
+use crate::config::Settings;
+use crate::dataflow::{Pipeline, Time};
+use crate::deadletter::DeadLetterFile;
+use crate::filter::Filter;
+use crate::serve::query::Reading;
+use crate::source::history::HistoryFile;
+use crate::source::kafka::{self, DeadLetterTopic, PartitionReader};
+use crate::source::Record;
+
+/// How long a worker with partitions waits for a message before letting the dataflow run.
+const POLL_WAIT: Duration = Duration::from_millis(1);
+/// The most messages admitted at one logical time by one worker.
+const POLL_MAX: usize = 50_000;
+/// How often the coordinator lets the traces compact.
+const COMPACT_EVERY: Duration = Duration::from_millis(100);
+/// How often offsets are committed to the consumer group.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+
+/// A request to read every view at the latest complete time.
+struct ReadRequest {
+    top_k: usize,
+    reply: Sender<Reading>,
+}
+
+/// What the coordinator tells every worker, in order.
+enum Command {
+    Read { time: Time, top_k: usize, reply: Sender<Reading> },
+    Compact(Time),
+}
+
+/// Everything the workers of one process share.
+struct Shared {
+    settings: Settings,
+    event_filter: Option<Filter>,
+    files: Vec<HistoryFile>,
+    partitions: Vec<i32>,
+    dead_letters: DeadLetterFile,
+    load: LoadShared,
+    stop: Arc<AtomicBool>,
+    requests: Mutex<Option<Receiver<ReadRequest>>>,
+    command_senders: Vec<Sender<Command>>,
+    command_receivers: Vec<Mutex<Option<Receiver<Command>>>>,
+}
+
+/// A running pipeline: its serving handle, and the workers to wait for.
+pub struct Running {
+    /// Reads the views.
+    pub serving: Serving,
+    stop: Arc<AtomicBool>,
+    guards: timely::communication::WorkerGuards<Result<WorkerReport, String>>,
+}
+
+/// What a worker did, reported when it stops.
+#[derive(Debug, Default, Clone)]
+pub struct WorkerReport {
+    /// History records loaded and refused.
+    pub history: LoadCounts,
+    /// Kafka messages read.
+    pub messages: u64,
+    /// The next offset of each partition this worker read.
+    pub offsets: BTreeMap<i32, i64>,
+}
+
+/// Reads the views of a running pipeline from any thread.
+#[derive(Clone)]
+pub struct Serving {
+    requests: Sender<ReadRequest>,
+    workers: usize,
+}
+
+impl Serving {
+    /// Every view at the latest time all of them are complete through, or `None` if the
+    /// pipeline stopped or did not answer within `timeout`.
+    pub fn read(&self, top_k: usize, timeout: Duration) -> Option<Reading> {
+        let (reply, replies) = channel();
+        self.requests.send(ReadRequest { top_k, reply }).ok()?;
+        let deadline = Instant::now() + timeout;
+        let mut parts = Vec::with_capacity(self.workers);
+        while parts.len() < self.workers {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match replies.recv_timeout(left) {
+                Ok(part) => parts.push(part),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        Some(Reading::merge(parts, top_k))
+    }
+
+    /// Reads until `done` accepts the reading (e.g. offsets reached a target), or times out.
+    pub fn read_until(&self, top_k: usize, timeout: Duration, done: impl Fn(&Reading) -> bool) -> Option<Reading> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let reading = self.read(top_k, left)?;
+            if done(&reading) {
+                return Some(reading);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Running {
+    /// Asks every worker to stop: they admit nothing more, finish what they hold, and return.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// A flag that stops the pipeline when set (for signal handlers).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
+    /// Waits for every worker to stop; returns their reports.
+    pub fn join(self) -> anyhow::Result<Vec<WorkerReport>> {
+        let mut reports = Vec::new();
+        for result in self.guards.join() {
+            let report = result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
+            reports.push(report.map_err(|e| anyhow::anyhow!(e))?);
+        }
+        Ok(reports)
+    }
+}
+
+/// Starts the pipeline: history, then Kafka. Returns once the workers are running.
+pub fn start(settings: &Settings) -> anyhow::Result<Running> {
+    if settings.dataflow.processes > 1 {
+        anyhow::bail!("lambda run does not run over several processes yet; use --workers");
+    }
+    let files = HistoryFile::open_all(&settings.input.files)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let k = &settings.kafka;
+    let partitions = kafka::wait_for_partitions(&k.brokers, &k.topic, || stop.load(Ordering::SeqCst))?
+        .context("stopped before Kafka could be reached")?;
+    tracing::info!(brokers = %k.brokers, topic = %k.topic, partitions = partitions.len(), "reading Kafka");
+    let dead_path = settings.run_dead_letter_path();
+    let dead_letters =
+        DeadLetterFile::open(&dead_path).with_context(|| format!("cannot open {}", dead_path.display()))?;
+    let config = settings.timely_config()?;
+    let workers = match &config.communication {
+        timely::CommunicationConfig::Thread => 1,
+        timely::CommunicationConfig::Process(n) | timely::CommunicationConfig::ProcessBinary(n) => *n,
+        timely::CommunicationConfig::Cluster { threads, .. } => *threads,
+    };
+    let (request_sender, requests) = channel();
+    let (command_senders, command_receivers): (Vec<_>, Vec<_>) =
+        (0..workers).map(|_| channel()).map(|(s, r)| (s, Mutex::new(Some(r)))).unzip();
+    let shared = Arc::new(Shared {
+        event_filter: settings.event_filter()?,
+        settings: settings.clone(),
+        files,
+        partitions,
+        dead_letters,
+        load: LoadShared::default(),
+        stop: Arc::clone(&stop),
+        requests: Mutex::new(Some(requests)),
+        command_senders,
+        command_receivers,
+    });
+    let guards = timely::execute(config, move |worker| run_worker(worker, &shared).map_err(|e| format!("{e:#}")))
+        .map_err(|e| anyhow::anyhow!("cannot start the workers: {e}"))?;
+    Ok(Running { serving: Serving { requests: request_sender, workers }, stop, guards })
+}
+
+fn now_ms() -> Time {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis() as Time)
+}
+
+/// One worker's life: history, then Kafka until asked to stop.
+fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerReport> {
+    let settings = &shared.settings;
+    let mut pipeline = Pipeline::build(worker, shared.event_filter.clone());
+    let mut report = WorkerReport {
+        history: load_history(worker, &mut pipeline, &shared.files, settings, &shared.dead_letters, &shared.load)?,
+        ..WorkerReport::default()
+    };
+    pipeline.advance_to(now_ms().max(1));
+
+    let k = &settings.kafka;
+    let mine = kafka::assigned(&shared.partitions, worker.index(), worker.peers());
+    let mut reader = if mine.is_empty() {
+        None
+    } else {
+        Some(PartitionReader::new(
+            &k.brokers,
+            &k.group,
+            &k.topic,
+            &mine,
+            &BTreeMap::new(),
+            settings.input.max_record_bytes,
+        )?)
+    };
+    let dead_letter_topic = match &k.dlq_topic {
+        Some(topic) if !topic.is_empty() => Some(DeadLetterTopic::new(&k.brokers, topic)?),
+        _ => None,
+    };
+    // Every partition is in the offsets view from the start, at its first offset.
+    let mut admitted: BTreeMap<i32, i64> = mine.iter().map(|&p| (p, 0)).collect();
+    for &p in &mine {
+        pipeline.move_offset(p, None, 0);
+    }
+
+    let commands = shared.command_receivers[worker.index()]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .expect("each worker takes its own command channel once");
+    let mut coordinator = (worker.index() == 0).then(|| Coordinator {
+        requests: shared
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .expect("worker 0 takes the requests"),
+        senders: shared.command_senders.clone(),
+        waiting: Vec::new(),
+        compacted: 0,
+        last_compaction: Instant::now(),
+    });
+    let mut pending: VecDeque<Command> = VecDeque::new();
+    let mut last_commit = Instant::now();
+
+    while !shared.stop.load(Ordering::SeqCst) {
+        if let Some(reader) = reader.as_mut() {
+            report.messages += reader.poll(POLL_WAIT, POLL_MAX, &mut |record| match record {
+                Record::Update(update) => pipeline.updates.send(update),
+                Record::Refused(letter) => {
+                    pipeline.refuse(&letter);
+                    if let Err(error) = shared.dead_letters.write(&letter) {
+                        tracing::error!(%error, "cannot write a dead letter to the file");
+                    }
+                    if let Some(topic) = &dead_letter_topic {
+                        topic.send(&letter);
+                    }
+                }
+            }) as u64;
+            for (&partition, &next) in reader.next_offsets() {
+                let previous = admitted.insert(partition, next);
+                if previous != Some(next) {
+                    pipeline.move_offset(partition, previous, next);
+                }
+            }
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                reader.commit();
+                last_commit = Instant::now();
+            }
+        }
+        let now = now_ms();
+        if now > pipeline.time() {
+            pipeline.advance_to(now);
+        }
+        if reader.is_some() {
+            worker.step();
+        } else {
+            worker.step_or_park(Some(POLL_WAIT));
+        }
+        if let Some(coordinator) = coordinator.as_mut() {
+            coordinator.tick(pipeline.complete_through());
+        }
+        pending.extend(commands.try_iter());
+        serve(&mut pending, &mut pipeline);
+    }
+
+    // Stop: admit nothing more, let the dataflow finish what it holds.
+    if let Some(reader) = reader.as_ref() {
+        reader.commit();
+        report.offsets = reader.next_offsets().clone();
+        tracing::info!(worker = worker.index(), offsets = ?report.offsets, "stopping; next offsets");
+    }
+    if let Some(topic) = &dead_letter_topic {
+        topic.flush();
+    }
+    shared.dead_letters.flush().context("cannot flush the dead-letter file")?;
+    let (_views, probe, _latest) = pipeline.close();
+    worker.step_while(|| !probe.done());
+    Ok(report)
+}
+
+/// Carries out the commands whose time has come, in order.
+fn serve(pending: &mut VecDeque<Command>, pipeline: &mut Pipeline) {
+    while let Some(command) = pending.front() {
+        match command {
+            Command::Read { time, .. } if pipeline.probe.less_equal(time) => return,
+            _ => {}
+        }
+        match pending.pop_front().expect("front exists") {
+            Command::Read { time, top_k, reply } => {
+                let _ = reply.send(Reading::read(&mut pipeline.views, time, top_k));
+            }
+            Command::Compact(time) => pipeline.views.compact_to(time),
+        }
+    }
+}
+
+/// Worker 0's duties: turn read requests into timed reads, and let the traces compact.
+struct Coordinator {
+    requests: Receiver<ReadRequest>,
+    senders: Vec<Sender<Command>>,
+    /// Requests that arrived before anything was complete.
+    waiting: Vec<ReadRequest>,
+    compacted: Time,
+    last_compaction: Instant,
+}
+
+impl Coordinator {
+    fn tick(&mut self, complete: Option<Time>) {
+        self.waiting.extend(self.requests.try_iter());
+        let Some(complete) = complete else { return };
+        for request in self.waiting.drain(..) {
+            for sender in &self.senders {
+                let read = Command::Read { time: complete, top_k: request.top_k, reply: request.reply.clone() };
+                let _ = sender.send(read);
+            }
+        }
+        if complete > self.compacted && self.last_compaction.elapsed() >= COMPACT_EVERY {
+            for sender in &self.senders {
+                let _ = sender.send(Command::Compact(complete));
+            }
+            self.compacted = complete;
+            self.last_compaction = Instant::now();
+        }
+    }
+}
