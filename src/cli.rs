@@ -58,6 +58,13 @@ pub struct RunArgs {
     /// Also produce every dead letter to this topic.
     #[arg(long, value_name = "TOPIC")]
     pub dlq_topic: Option<String>,
+    /// Write every view (as `lambda batch` does) and `as_of.json` to this directory,
+    /// refreshed while running and once more at stop.
+    #[arg(long, value_name = "DIR")]
+    pub views_out: Option<PathBuf>,
+    /// How often `--views-out` is refreshed, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub views_every_ms: u64,
 }
 
 /// Options of `lambda demo`.
@@ -257,6 +264,11 @@ impl KafkaArgs {
 }
 
 impl RunArgs {
+    /// How often `--views-out` is refreshed.
+    pub fn views_every(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.views_every_ms.max(10))
+    }
+
     /// Settings for `lambda run`.
     pub fn settings(&self) -> Result<Settings, crate::config::ConfigError> {
         let mut s = self.common.settings()?;

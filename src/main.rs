@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,14 +29,20 @@ fn keep_freed_pages_a_while() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
 }
 
+/// What is logged unless `RUST_LOG` says otherwise. librdkafka's own error callback repeats
+/// every connection failure many times a second; our Kafka source logs each new error once,
+/// and when reading resumes (`RUST_LOG=rdkafka=info` shows librdkafka's lines again).
+const DEFAULT_LOG: &str = "warn,atelier_lambda=info,lambda=info,rdkafka=off";
+
 fn main() -> ExitCode {
     keep_freed_pages_a_while();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,atelier_lambda=info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -60,7 +66,7 @@ fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
     let view_filter = settings.view_filter()?;
     let outcome = batch::run(&settings)?;
-    print!("{}", output::customers_table(&outcome.reading, view_filter.as_ref(), settings.batch.show));
+    print_or_fail(&output::customers_table(&outcome.reading, view_filter.as_ref(), settings.batch.show))?;
     let written = output::write_views(&settings.batch.out, &outcome.reading, view_filter.as_ref())?;
     eprintln!(
         "batch view at time 0: {} records, {} customers, {} refused ({}) in {:.3} s; {} files in {}",
@@ -73,6 +79,12 @@ fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
         settings.batch.out.display(),
     );
     Ok(())
+}
+
+/// Prints to standard output; a closed pipe is an error to report, not a panic.
+fn print_or_fail(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).context("cannot write to standard output")
 }
 
 /// A flag set by Ctrl-C or SIGTERM.
@@ -88,9 +100,24 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
     let interrupted = interrupted()?;
     let running = run::start(&settings)?;
     tracing::info!("running; Ctrl-C to stop");
+    let view_filter = settings.view_filter()?;
+    let write_views = |reading: &atelier_lambda::serve::query::Reading| -> anyhow::Result<()> {
+        if let Some(dir) = &args.views_out {
+            output::write_views(dir, reading, view_filter.as_ref())?;
+            output::write_as_of(dir, reading, &settings.kafka.topic)?;
+        }
+        Ok(())
+    };
     let mut last_report = Instant::now();
+    let mut last_write = Instant::now() - args.views_every();
     while !interrupted.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(10));
+        if args.views_out.is_some() && last_write.elapsed() >= args.views_every() {
+            last_write = Instant::now();
+            if let Some(r) = running.serving.read(settings.batch.top, Duration::from_secs(5)) {
+                write_views(&r)?;
+            }
+        }
         if last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
             if let Some(r) = running.serving.read(settings.batch.top, Duration::from_secs(5)) {
@@ -106,6 +133,9 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
         }
     }
     tracing::info!("stopping");
+    if let Some(r) = running.serving.read(settings.batch.top, Duration::from_secs(5)) {
+        write_views(&r)?;
+    }
     running.stop();
     let reports = running.join()?;
     let messages: u64 = reports.iter().map(|r| r.messages).sum();
@@ -116,7 +146,7 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
 
 fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
     let settings = args.common.settings()?;
-    print!("{}", demo::demo(&settings)?);
+    print_or_fail(&demo::demo(&settings)?)?;
     Ok(())
 }
 
@@ -126,13 +156,17 @@ fn run_broker(args: &BrokerArgs) -> anyhow::Result<()> {
     for topic in &args.also {
         broker.create_topic(topic, args.partitions)?;
     }
-    println!(
+    // Whoever started us may stop reading our output; that must not stop the broker.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(
+        stdout,
         "Kafka-protocol broker listening on {} with topic {} ({} partitions)",
         broker.address(),
         args.topic,
         args.partitions
     );
-    println!("everything is in memory and lost when it stops; Ctrl-C to stop");
+    let _ = writeln!(stdout, "everything is in memory and lost when it stops; Ctrl-C to stop");
+    let _ = stdout.flush();
     while !interrupted.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -236,6 +236,23 @@ impl OverallOut {
     }
 }
 
+/// Writes `as_of.json`: the logical time and the next Kafka offset of each partition that
+/// the views written beside it reflect, e.g.
+/// `{"time":1795514695312,"offsets":{"real-time-orders/0":3}}`.
+pub fn write_as_of(dir: &Path, reading: &Reading, topic: &str) -> std::io::Result<()> {
+    write_atomically(&dir.join("as_of.json"), |w| {
+        serde_json::to_writer(&mut *w, &as_of(reading, topic))?;
+        w.write_all(b"\n")
+    })
+}
+
+/// What a reading reflects: its logical time and next offsets, by `topic/partition`.
+pub fn as_of(reading: &Reading, topic: &str) -> serde_json::Value {
+    let offsets: serde_json::Map<String, serde_json::Value> =
+        reading.offsets.iter().map(|(p, o)| (format!("{topic}/{p}"), (*o).into())).collect();
+    serde_json::json!({ "time": reading.time, "offsets": offsets })
+}
+
 /// Writes `<name>.jsonl` and `<name>.csv`, each through a temporary file and a rename.
 fn write_pair<T: Serialize>(
     dir: &Path,

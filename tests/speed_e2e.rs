@@ -1,0 +1,400 @@
+//! The speed layer end to end: the real `lambda` binary as a process, a Kafka-protocol
+//! broker on loopback, and messages produced by real clients (kcat, librdkafka).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use atelier_lambda::broker::Broker;
+use atelier_lambda::event::{parse_json, Position};
+use atelier_lambda::oracle::Oracle;
+use atelier_lambda::output;
+use atelier_lambda::source::kafka::to_record;
+use atelier_lambda::source::Record;
+use common::{line, temp_dir};
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::TestRunner;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::Message as _;
+
+const TOPIC: &str = "real-time-orders";
+
+fn lambda() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lambda"))
+}
+
+/// A `lambda run` process, stopped with SIGTERM when dropped.
+struct Run {
+    child: Child,
+    views: PathBuf,
+}
+
+impl Run {
+    fn start(brokers: &str, history: &Path, workers: usize, dir: &Path, extra: &[&str]) -> Run {
+        let views = dir.join("views");
+        let child = lambda()
+            .args(["run", "--brokers", brokers, "--workers", &workers.to_string(), "--views-every-ms", "50"])
+            .arg("--input")
+            .arg(history)
+            .arg("--views-out")
+            .arg(&views)
+            .arg("--dead-letters")
+            .arg(dir.join("dead.jsonl"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("lambda run starts");
+        Run { child, views }
+    }
+
+    /// Waits until the views reflect at least `offsets` (partition → next offset).
+    fn wait_for(&mut self, offsets: &BTreeMap<i32, i64>) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(self.views.join("as_of.json")) {
+                if let Ok(as_of) = serde_json::from_str::<serde_json::Value>(&text) {
+                    let reached = offsets
+                        .iter()
+                        .all(|(p, o)| as_of["offsets"][format!("{TOPIC}/{p}")].as_i64().is_some_and(|n| n >= *o));
+                    if reached {
+                        return as_of;
+                    }
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("lambda run exited early: {status}: {}", self.stderr());
+            }
+            assert!(Instant::now() < deadline, "views never reached {offsets:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut text);
+        }
+        text
+    }
+
+    /// SIGTERM, then the exit status must be a success.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().expect("lambda run exits");
+        let err = self.stderr();
+        assert!(status.success(), "lambda run failed on SIGTERM: {status}\n{err}");
+        err
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn view(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+fn history(dir: &Path, lines: &[String]) -> PathBuf {
+    common::write_history(dir, lines)
+}
+
+/// One message as a producer sends it.
+#[derive(Clone, Debug)]
+struct Sent {
+    partition: i32,
+    key: Option<String>,
+    payload: Option<String>,
+}
+
+fn producer(brokers: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .create()
+        .expect("a producer")
+}
+
+fn send_all(producer: &BaseProducer, messages: &[Sent]) {
+    for m in messages {
+        let mut record = BaseRecord::<str, str>::to(TOPIC).partition(m.partition);
+        if let Some(k) = &m.key {
+            record = record.key(k.as_str());
+        }
+        if let Some(p) = &m.payload {
+            record = record.payload(p.as_str());
+        }
+        producer.send(record).expect("queued");
+        producer.poll(Duration::ZERO);
+    }
+}
+
+/// The offsets after `messages` on a fresh topic (each partition numbered from 0).
+fn end_offsets(messages: &[Sent]) -> BTreeMap<i32, i64> {
+    let mut end: BTreeMap<i32, i64> = (0..3).map(|p| (p, 0)).collect();
+    for m in messages {
+        *end.get_mut(&m.partition).unwrap() += 1;
+    }
+    end
+}
+
+/// The oracle's views over `history` then `messages` (one logical time: within a partition
+/// order decides, and each identity stays in one partition).
+fn expected_views(history_lines: &[String], label: &str, messages: &[Sent], dir: &Path) -> PathBuf {
+    let mut oracle = Oracle::new();
+    let mut updates = Vec::new();
+    let mut refused = Vec::new();
+    let mut offset = 0u64;
+    for (i, l) in history_lines.iter().enumerate() {
+        let at = || format!("{label}:{}", i + 1);
+        match parse_json(l.as_bytes()).and_then(|e| e.into_update(None, at, Position::in_file(0, offset))) {
+            Ok(u) => updates.push(u),
+            Err(r) => refused.push(r.reason),
+        }
+        offset += l.len() as u64 + 1;
+    }
+    oracle.admit(0, updates, refused);
+    let (mut updates, mut refused) = (Vec::new(), Vec::new());
+    let mut next: BTreeMap<i32, i64> = (0..3).map(|p| (p, 0)).collect();
+    for m in messages {
+        let offset = next[&m.partition];
+        *next.get_mut(&m.partition).unwrap() += 1;
+        let record = to_record(
+            TOPIC,
+            m.partition,
+            offset,
+            m.key.as_deref().map(str::as_bytes),
+            m.payload.as_deref().map(str::as_bytes),
+            1 << 20,
+            &mut Default::default(),
+        );
+        match record {
+            Record::Update(u) => updates.push(u),
+            Record::Refused(d) => refused.push(d.rejection.reason),
+        }
+    }
+    oracle.admit(1, updates, refused);
+    for (p, o) in next {
+        oracle.set_offset(p, o);
+    }
+    let out = dir.join("expected");
+    output::write_views(&out, &oracle.reading(1, None, 10), None).unwrap();
+    out
+}
+
+fn assert_same_views(live: &Path, expected: &Path) {
+    for name in ["customers.jsonl", "top.jsonl", "categories.jsonl", "hourly.jsonl", "overall.jsonl"] {
+        assert_eq!(view(live, name), view(expected, name), "{name} differs");
+    }
+}
+
+/// Random messages: ids and keys from a small pool (corrections, deletes, tombstones,
+/// duplicates), bad bodies; the partition follows the identity, as Kafka's partitioner does.
+fn random_messages(seed: u64, count: usize) -> Vec<Sent> {
+    let mut runner = TestRunner::new_with_rng(
+        proptest::test_runner::Config::default(),
+        proptest::test_runner::TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &[seed as u8; 32]),
+    );
+    let key = proptest::option::weighted(0.4, (0..8u32).prop_map(|i| format!("k{i}")));
+    let strategy = (line(), key, proptest::bool::weighted(0.08));
+    (0..count)
+        .map(|i| {
+            let (body, key, tombstone) = strategy.new_tree(&mut runner).unwrap().current();
+            let id = atelier_lambda::produce::key_of(&body);
+            // A body's id wins over the key, so route by it; an exact duplicate repeats a message.
+            let route = id.clone().or_else(|| key.clone());
+            let partition = route.map_or((i % 3) as i32, |r| (r.bytes().map(u32::from).sum::<u32>() % 3) as i32);
+            let payload = if tombstone && key.is_some() && id.is_none() { None } else { Some(body) };
+            Sent { partition, key, payload }
+        })
+        .flat_map(|m| if m.partition == 1 && m.key.is_some() { vec![m.clone(), m] } else { vec![m] })
+        .collect()
+}
+
+#[test]
+fn the_workshop_through_lambda_broker_and_kcat() {
+    if Command::new("kcat").arg("-V").output().is_err() {
+        panic!("kcat is not installed (apt-get install kcat); .ci/run installs it");
+    }
+    let dir = temp_dir("kcat");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut broker = Killed(
+        lambda()
+            .args(["broker", "--port", &port.to_string(), "--partitions", "3"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("lambda broker starts"),
+    );
+    let mut banner = String::new();
+    let mut broker_out = std::io::BufReader::new(broker.0.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut broker_out, &mut banner).unwrap();
+    assert!(banner.contains(&format!("127.0.0.1:{port}")), "{banner}");
+    let brokers = format!("127.0.0.1:{port}");
+    let workshop = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/transactions.json");
+    let mut run = Run::start(&brokers, &workshop, 2, &dir, &[]);
+    run.wait_for(&BTreeMap::new());
+    assert!(view(&run.views, "customers.csv").contains("Ali,320,2"), "the batch view comes first");
+
+    let mut kcat = Command::new("kcat")
+        .args(["-P", "-b", &brokers, "-t", TOPIC])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat starts");
+    std::io::Write::write_all(
+        kcat.stdin.as_mut().unwrap(),
+        b"{\"customer\":\"Ali\",\"amount\":80}\n{\"customer\":\"Mounir\",\"amount\":200}\n{\"customer\":\"Sara\",\"amount\":40}\n",
+    )
+    .unwrap();
+    drop(kcat.stdin.take());
+    assert!(kcat.wait().unwrap().success());
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let customers = view(&run.views, "customers.csv");
+        if customers.contains("Ali,400,3") {
+            assert!(customers.contains("Mounir,350,2"), "{customers}");
+            assert!(customers.contains("Sara,180,3"), "{customers}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the serving view never reached Ali 400: {customers}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let as_of: serde_json::Value = serde_json::from_str(&view(&run.views, "as_of.json")).unwrap();
+    let total: i64 = (0..3).map(|p| as_of["offsets"][format!("{TOPIC}/{p}")].as_i64().unwrap()).sum();
+    assert_eq!(total, 3, "{as_of}");
+    let log = run.stop();
+    assert!(log.contains("stopped cleanly"), "{log}");
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_random_stream_equals_recomputation() {
+    for (seed, workers) in [(1u64, 1usize), (2, 2), (3, 2)] {
+        let dir = temp_dir("random-stream");
+        let broker = Broker::start(0, TOPIC, 3).unwrap();
+        broker.create_topic("dead-letters", 1).unwrap();
+        let history_lines: Vec<String> = {
+            let mut runner = TestRunner::deterministic();
+            (0..40).map(|_| line().new_tree(&mut runner).unwrap().current()).collect()
+        };
+        let history_path = history(&dir, &history_lines);
+        let messages = random_messages(seed, 150);
+        let mut run = Run::start(&broker.address(), &history_path, workers, &dir, &["--dlq-topic", "dead-letters"]);
+        let producer = producer(&broker.address());
+        let (first, second) = messages.split_at(messages.len() / 2);
+        send_all(&producer, first);
+        producer.flush(Duration::from_secs(10)).unwrap();
+        run.wait_for(&end_offsets(first));
+        send_all(&producer, second);
+        producer.flush(Duration::from_secs(10)).unwrap();
+        run.wait_for(&end_offsets(&messages));
+        let expected = expected_views(&history_lines, &history_path.display().to_string(), &messages, &dir);
+        assert_same_views(&run.views, &expected);
+
+        // Every refused message is a dead letter in the file and on the topic.
+        let refused: usize = messages
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| {
+                let offset = messages[..*i].iter().filter(|n| n.partition == m.partition).count() as i64;
+                let r = to_record(
+                    TOPIC,
+                    m.partition,
+                    offset,
+                    m.key.as_deref().map(str::as_bytes),
+                    m.payload.as_deref().map(str::as_bytes),
+                    1 << 20,
+                    &mut Default::default(),
+                );
+                matches!(r, Record::Refused(_))
+            })
+            .count();
+        run.stop();
+        let file = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap();
+        let from_kafka = file.lines().filter(|l| l.contains(&format!("\"source\":\"{TOPIC}/"))).count();
+        assert_eq!(from_kafka, refused, "dead letters in the file (seed {seed})");
+        assert!(refused > 0, "the stream has bad messages");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", broker.address())
+            .set("group.id", "dlq-check")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&["dead-letters"]).unwrap();
+        let mut on_topic = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while on_topic < refused && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let letter: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                assert!(letter["reason"].is_string() && letter["source"].is_string(), "{letter}");
+                on_topic += 1;
+            }
+        }
+        assert_eq!(on_topic, refused, "dead letters on the topic (seed {seed})");
+    }
+}
+
+#[test]
+fn a_broker_outage_loses_nothing_and_doubles_nothing() {
+    let dir = temp_dir("outage");
+    let broker = Broker::start(0, TOPIC, 3).unwrap();
+    let history_lines = vec![r#"{"id":"h1","customer":"Ali","amount":120}"#.to_string()];
+    let history_path = history(&dir, &history_lines);
+    let messages = random_messages(7, 120);
+    let mut run = Run::start(&broker.address(), &history_path, 2, &dir, &[]);
+    let producer = producer(&broker.address());
+    let (before, rest) = messages.split_at(40);
+    let (during, after) = rest.split_at(40);
+    send_all(&producer, before);
+    producer.flush(Duration::from_secs(10)).unwrap();
+    run.wait_for(&end_offsets(before));
+
+    broker.set_reachable(false);
+    send_all(&producer, during); // queued by the producer while the broker is unreachable
+    std::thread::sleep(Duration::from_secs(2));
+    broker.set_reachable(true);
+    send_all(&producer, after);
+    producer.flush(Duration::from_secs(30)).unwrap();
+    run.wait_for(&end_offsets(&messages));
+    let expected = expected_views(&history_lines, &history_path.display().to_string(), &messages, &dir);
+    assert_same_views(&run.views, &expected);
+    let log = run.stop();
+    assert!(log.contains("Kafka error; retrying"), "the outage is logged: {log}");
+    assert!(log.contains("Kafka reachable again"), "the recovery is logged: {log}");
+}
+
+#[test]
+fn a_missing_topic_is_a_clear_error() {
+    let broker = Broker::start(0, "another-topic", 1).unwrap();
+    let dir = temp_dir("no-topic");
+    let out = lambda()
+        .args(["run", "--brokers", &broker.address(), "--topic", "no-such-topic", "--workers", "1"])
+        .arg("--input")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/transactions.json"))
+        .arg("--dead-letters")
+        .arg(dir.join("dead.jsonl"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("topic \"no-such-topic\" does not exist"), "{err}");
+}
