@@ -39,8 +39,10 @@ use crate::source::history::HistoryFile;
 use crate::source::kafka::{self, DeadLetterTopic, PartitionReader};
 use crate::source::Record;
 
-/// How long a worker with partitions waits for a message before letting the dataflow run.
-const POLL_WAIT: Duration = Duration::from_millis(1);
+/// How long an idle worker parks before looking at its partitions again. A busy dataflow
+/// never parks (timely unparks a worker as soon as another sends it data); blocking in the
+/// Kafka poll instead would delay every exchange between workers by this much.
+const IDLE_PARK: Duration = Duration::from_millis(1);
 /// The most messages admitted at one logical time by one worker.
 const POLL_MAX: usize = 50_000;
 /// How often the coordinator lets the traces compact.
@@ -48,15 +50,27 @@ const COMPACT_EVERY: Duration = Duration::from_millis(100);
 /// How often offsets are committed to the consumer group.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
-/// A request to read every view at the latest complete time.
+/// What a read covers.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope {
+    /// Every view, with the `top` view cut to this many customers.
+    Everything {
+        /// How many customers the `top` view shows.
+        top_k: usize,
+    },
+    /// Only the time and the offsets: what a reading would reflect (cheap, for `as_of`).
+    Offsets,
+}
+
+/// A request to read at the latest complete time.
 struct ReadRequest {
-    top_k: usize,
+    scope: Scope,
     reply: Sender<Reading>,
 }
 
 /// What the coordinator tells every worker, in order.
 enum Command {
-    Read { time: Time, top_k: usize, reply: Sender<Reading> },
+    Read { time: Time, scope: Scope, reply: Sender<Reading> },
     Compact(Time),
 }
 
@@ -104,8 +118,13 @@ impl Serving {
     /// Every view at the latest time all of them are complete through, or `None` if the
     /// pipeline stopped or did not answer within `timeout`.
     pub fn read(&self, top_k: usize, timeout: Duration) -> Option<Reading> {
+        self.read_scope(Scope::Everything { top_k }, timeout)
+    }
+
+    /// Reads what `scope` covers at the latest complete time.
+    pub fn read_scope(&self, scope: Scope, timeout: Duration) -> Option<Reading> {
         let (reply, replies) = channel();
-        self.requests.send(ReadRequest { top_k, reply }).ok()?;
+        self.requests.send(ReadRequest { scope, reply }).ok()?;
         let deadline = Instant::now() + timeout;
         let mut parts = Vec::with_capacity(self.workers);
         while parts.len() < self.workers {
@@ -115,6 +134,10 @@ impl Serving {
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
             }
         }
+        let top_k = match scope {
+            Scope::Everything { top_k } => top_k,
+            Scope::Offsets => 0,
+        };
         Some(Reading::merge(parts, top_k))
     }
 
@@ -254,7 +277,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
 
     while !shared.stop.load(Ordering::SeqCst) {
         if let Some(reader) = reader.as_mut() {
-            report.messages += reader.poll(POLL_WAIT, POLL_MAX, &mut |record| match record {
+            report.messages += reader.poll(Duration::ZERO, POLL_MAX, &mut |record| match record {
                 Record::Update(update) => pipeline.updates.send(update),
                 Record::Refused(letter) => {
                     pipeline.refuse(&letter);
@@ -281,11 +304,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
         if now > pipeline.time() {
             pipeline.advance_to(now);
         }
-        if reader.is_some() {
-            worker.step();
-        } else {
-            worker.step_or_park(Some(POLL_WAIT));
-        }
+        worker.step_or_park(Some(IDLE_PARK));
         if let Some(coordinator) = coordinator.as_mut() {
             coordinator.tick(pipeline.complete_through());
         }
@@ -316,8 +335,12 @@ fn serve(pending: &mut VecDeque<Command>, pipeline: &mut Pipeline) {
             _ => {}
         }
         match pending.pop_front().expect("front exists") {
-            Command::Read { time, top_k, reply } => {
-                let _ = reply.send(Reading::read(&mut pipeline.views, time, top_k));
+            Command::Read { time, scope, reply } => {
+                let reading = match scope {
+                    Scope::Everything { top_k } => Reading::read(&mut pipeline.views, time, top_k),
+                    Scope::Offsets => Reading::read_offsets(&mut pipeline.views, time),
+                };
+                let _ = reply.send(reading);
             }
             Command::Compact(time) => pipeline.views.compact_to(time),
         }
@@ -340,7 +363,7 @@ impl Coordinator {
         let Some(complete) = complete else { return };
         for request in self.waiting.drain(..) {
             for sender in &self.senders {
-                let read = Command::Read { time: complete, top_k: request.top_k, reply: request.reply.clone() };
+                let read = Command::Read { time: complete, scope: request.scope, reply: request.reply.clone() };
                 let _ = sender.send(read);
             }
         }

@@ -63,6 +63,11 @@ impl Reading {
         }
     }
 
+    /// Reads only this worker's share of the offsets as of `time`.
+    pub fn read_offsets(views: &mut ViewTraces, time: Time) -> Reading {
+        Reading { time, offsets: read_values(&mut views.offsets, time), ..Reading::default() }
+    }
+
     /// Splits the totals by dimension into the `overall`, `categories` and `hourly` views.
     fn totals(totals: Vec<(Dimension, Stats)>) -> Reading {
         let mut reading = Reading::default();

@@ -141,15 +141,23 @@ impl PartitionReader {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", "5")
+            .set("fetch.error.backoff.ms", "5")
+            .set("fetch.queue.backoff.ms", "1")
             .set("allow.auto.create.topics", "false")
             .create()
             .map_err(|source| KafkaSourceError::Client { brokers: brokers.into(), source })?;
         let mut list = TopicPartitionList::new();
         let mut next = BTreeMap::new();
         for &p in partitions {
-            let offset = from.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            // "The earliest offset" resolved here rather than by librdkafka: assigned as
+            // `Offset::Beginning` on an empty partition, its first fetch waited ~500 ms.
+            let start = match from.get(&p) {
+                Some(o) => Some(*o),
+                None => consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).ok().map(|(low, _)| low),
+            };
+            let offset = start.map_or(Offset::Beginning, Offset::Offset);
             list.add_partition_offset(topic, p, offset).expect("a fresh list accepts any partition");
-            next.insert(p, from.get(&p).copied().unwrap_or(0));
+            next.insert(p, start.unwrap_or(0));
         }
         consumer.assign(&list).map_err(|source| KafkaSourceError::Client { brokers: brokers.into(), source })?;
         Ok(PartitionReader {

@@ -1,0 +1,211 @@
+//! Speed-layer benchmarks, in one process with the in-process broker (which shares the
+//! machine's cores with the pipeline: say so when quoting these figures).
+//!
+//! ```text
+//! cargo run --release --example speed_bench -- ingest --messages 2000000
+//! cargo run --release --example speed_bench -- freshness --rate 10000 --seconds 10
+//! cargo run --release --example speed_bench -- correction --history h10m.jsonl --samples 50
+//! ```
+//!
+//! - `ingest`: the topic is filled first; then the pipeline reads it from the start, and the
+//!   rate is messages / time until the views reflect the last offset.
+//! - `freshness`: messages are produced at a steady rate; for each one, the time from handing
+//!   it to the producer to the first read in which the views reflect its offset (reads of
+//!   the offsets view, about every 0.5 ms).
+//! - `correction`: after the history is loaded, one correction of an existing id at a time;
+//!   the time until the views reflect it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use atelier_lambda::broker::Broker;
+use atelier_lambda::config::Settings;
+use atelier_lambda::gen::{GenOptions, Generator};
+use atelier_lambda::produce::{produce, Pace};
+use atelier_lambda::run::{self, Running, Scope};
+use clap::{Parser, Subcommand};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord};
+
+const TOPIC: &str = "real-time-orders";
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    what: What,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2, global = true)]
+    workers: usize,
+}
+
+#[derive(Subcommand)]
+enum What {
+    Ingest {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+    },
+    Freshness {
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+    Correction {
+        #[arg(long)]
+        history: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
+    },
+}
+
+fn start(broker: &Broker, history: PathBuf, workers: usize) -> Running {
+    let mut settings = Settings::default();
+    settings.kafka.brokers = broker.address();
+    settings.input.files = vec![history];
+    settings.input.dead_letters = std::env::temp_dir().join("speed-bench-dead.jsonl");
+    settings.dataflow.workers = workers;
+    run::start(&settings).expect("the pipeline starts")
+}
+
+fn empty_history() -> PathBuf {
+    let path = std::env::temp_dir().join("speed-bench-empty.jsonl");
+    std::fs::write(&path, "").unwrap();
+    path
+}
+
+fn offsets(running: &Running) -> BTreeMap<i32, i64> {
+    let reading = running.serving.read_scope(Scope::Offsets, Duration::from_secs(30)).expect("the pipeline answers");
+    reading.offsets.into_iter().collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn report(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{name}: n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms",
+        ms.len(),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.9),
+        percentile(&ms, 0.99),
+        ms[ms.len() - 1]
+    );
+}
+
+fn producer(brokers: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap()
+}
+
+fn main() {
+    let args = Args::parse();
+    let broker = Broker::start(0, TOPIC, 3).unwrap();
+    match args.what {
+        What::Ingest { messages } => {
+            let options =
+                GenOptions { rows: messages, corrections: 0.1, id_prefix: "s".into(), ..GenOptions::default() };
+            let filled = Instant::now();
+            produce(&broker.address(), TOPIC, Generator::new(&options), Pace::Flat, || false).unwrap();
+            println!("topic filled with {messages} messages in {:.2} s", filled.elapsed().as_secs_f64());
+            let running = start(&broker, empty_history(), args.workers);
+            offsets(&running); // the (empty) history is loaded
+            let started = Instant::now();
+            let mut last = 0;
+            loop {
+                let read: i64 = offsets(&running).values().sum();
+                if read as u64 >= messages {
+                    break;
+                }
+                if read != last {
+                    last = read;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "ingest: {messages} messages in {secs:.2} s = {:.0} messages/s ({} workers)",
+                messages as f64 / secs,
+                args.workers
+            );
+            running.stop();
+            running.join().unwrap();
+        }
+        What::Freshness { rate, seconds } => {
+            let running = start(&broker, empty_history(), args.workers);
+            offsets(&running);
+            let producer = producer(&broker.address());
+            let total = (rate * seconds) as u64;
+            let mut lines = Generator::new(&GenOptions { rows: total, id_prefix: "f".into(), ..GenOptions::default() });
+            // Sent but not yet seen, per partition, in offset order.
+            let mut sent: BTreeMap<i32, VecDeque<(i64, Instant)>> = (0..3).map(|p| (p, VecDeque::new())).collect();
+            let mut next_offset = [0i64; 3];
+            let mut seen_through: BTreeMap<i32, i64> = (0..3).map(|p| (p, 0)).collect();
+            let mut latencies = Vec::new();
+            let started = Instant::now();
+            let mut produced = 0u64;
+            while produced < total || sent.values().any(|q| !q.is_empty()) {
+                let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(total);
+                while produced < due {
+                    let line = lines.next().expect("enough lines");
+                    let partition = (produced % 3) as i32;
+                    producer.send(BaseRecord::<str, str>::to(TOPIC).partition(partition).payload(&line)).unwrap();
+                    sent.get_mut(&partition).unwrap().push_back((next_offset[partition as usize], Instant::now()));
+                    next_offset[partition as usize] += 1;
+                    produced += 1;
+                }
+                producer.poll(Duration::ZERO);
+                let now_offsets = offsets(&running);
+                let now = Instant::now();
+                for (p, queue) in sent.iter_mut() {
+                    let next = now_offsets.get(p).copied().unwrap_or(0);
+                    while queue.front().is_some_and(|(o, _)| *o < next) {
+                        let (_, at) = queue.pop_front().unwrap();
+                        latencies.push(now.duration_since(at).as_secs_f64() * 1000.0);
+                    }
+                    seen_through.insert(*p, next);
+                }
+                std::thread::sleep(Duration::from_micros(500));
+                assert!(started.elapsed().as_secs_f64() < seconds + 60.0, "messages never became readable");
+            }
+            let achieved = total as f64 / started.elapsed().as_secs_f64();
+            report(
+                &format!("freshness at {rate:.0}/s (achieved {achieved:.0}/s, {} workers)", args.workers),
+                latencies,
+            );
+            running.stop();
+            running.join().unwrap();
+        }
+        What::Correction { history, samples } => {
+            let loading = Instant::now();
+            let running = start(&broker, history.clone(), args.workers);
+            offsets(&running);
+            println!("history {} loaded in {:.2} s", history.display(), loading.elapsed().as_secs_f64());
+            let producer = producer(&broker.address());
+            let mut latencies = Vec::new();
+            for i in 0..samples {
+                let line =
+                    format!(r#"{{"id":"t{}","customer":"customer-000001","amount":{}.25}}"#, i * 7919 % 900, i + 1);
+                let before: i64 = offsets(&running).values().sum();
+                let at = Instant::now();
+                producer.send(BaseRecord::<str, str>::to(TOPIC).partition((i % 3) as i32).payload(&line)).unwrap();
+                producer.poll(Duration::ZERO);
+                while offsets(&running).values().sum::<i64>() <= before {
+                    producer.poll(Duration::ZERO);
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                latencies.push(at.elapsed().as_secs_f64() * 1000.0);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            report(&format!("correction on {} ({} workers)", history.display(), args.workers), latencies);
+            running.stop();
+            running.join().unwrap();
+        }
+    }
+}
