@@ -37,6 +37,10 @@ struct Args {
     /// Worker threads.
     #[arg(long, default_value_t = 2, global = true)]
     workers: usize,
+    /// Partitions of the topic. The in-process broker keeps at most 5 MiB per partition
+    /// (older messages are dropped), so a pre-filled topic needs enough of them.
+    #[arg(long, default_value_t = 3, global = true)]
+    partitions: i32,
 }
 
 #[derive(Subcommand)]
@@ -104,9 +108,24 @@ fn producer(brokers: &str) -> BaseProducer {
         .unwrap()
 }
 
+/// Sends, waiting for room when the producer's queue is full.
+fn send(producer: &BaseProducer, mut record: BaseRecord<'_, str, str>) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(1));
+            }
+            Err((error, _)) => panic!("cannot send: {error}"),
+        }
+    }
+}
+
 fn main() {
     let args = Args::parse();
-    let broker = Broker::start(0, TOPIC, 3).unwrap();
+    let broker = Broker::start(0, TOPIC, args.partitions).unwrap();
+    let partitions = args.partitions;
     match args.what {
         What::Ingest { messages } => {
             let options =
@@ -114,9 +133,10 @@ fn main() {
             let filled = Instant::now();
             produce(&broker.address(), TOPIC, Generator::new(&options), Pace::Flat, || false).unwrap();
             println!("topic filled with {messages} messages in {:.2} s", filled.elapsed().as_secs_f64());
-            let running = start(&broker, empty_history(), args.workers);
-            offsets(&running); // the (empty) history is loaded
+            // From the pipeline's start: it begins reading the topic as soon as its (empty)
+            // history is loaded.
             let started = Instant::now();
+            let running = start(&broker, empty_history(), args.workers);
             let mut last = 0;
             loop {
                 let read: i64 = offsets(&running).values().sum();
@@ -129,6 +149,9 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             let secs = started.elapsed().as_secs_f64();
+            let full = running.serving.read(10, Duration::from_secs(30)).unwrap();
+            let admitted = full.overall.count + full.dead_letters.iter().map(|(_, n)| n).sum::<i64>();
+            println!("views at that time: {} live transactions, {admitted} including dead letters", full.overall.count);
             println!(
                 "ingest: {messages} messages in {secs:.2} s = {:.0} messages/s ({} workers)",
                 messages as f64 / secs,
@@ -144,9 +167,9 @@ fn main() {
             let total = (rate * seconds) as u64;
             let mut lines = Generator::new(&GenOptions { rows: total, id_prefix: "f".into(), ..GenOptions::default() });
             // Sent but not yet seen, per partition, in offset order.
-            let mut sent: BTreeMap<i32, VecDeque<(i64, Instant)>> = (0..3).map(|p| (p, VecDeque::new())).collect();
-            let mut next_offset = [0i64; 3];
-            let mut seen_through: BTreeMap<i32, i64> = (0..3).map(|p| (p, 0)).collect();
+            let mut sent: BTreeMap<i32, VecDeque<(i64, Instant)>> =
+                (0..partitions).map(|p| (p, VecDeque::new())).collect();
+            let mut next_offset = vec![0i64; partitions as usize];
             let mut latencies = Vec::new();
             let started = Instant::now();
             let mut produced = 0u64;
@@ -154,9 +177,10 @@ fn main() {
                 let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(total);
                 while produced < due {
                     let line = lines.next().expect("enough lines");
-                    let partition = (produced % 3) as i32;
-                    producer.send(BaseRecord::<str, str>::to(TOPIC).partition(partition).payload(&line)).unwrap();
-                    sent.get_mut(&partition).unwrap().push_back((next_offset[partition as usize], Instant::now()));
+                    let partition = (produced % partitions as u64) as i32;
+                    let wanted = Instant::now();
+                    send(&producer, BaseRecord::to(TOPIC).partition(partition).payload(&line));
+                    sent.get_mut(&partition).unwrap().push_back((next_offset[partition as usize], wanted));
                     next_offset[partition as usize] += 1;
                     produced += 1;
                 }
@@ -169,7 +193,6 @@ fn main() {
                         let (_, at) = queue.pop_front().unwrap();
                         latencies.push(now.duration_since(at).as_secs_f64() * 1000.0);
                     }
-                    seen_through.insert(*p, next);
                 }
                 std::thread::sleep(Duration::from_micros(500));
                 assert!(started.elapsed().as_secs_f64() < seconds + 60.0, "messages never became readable");
@@ -194,7 +217,7 @@ fn main() {
                     format!(r#"{{"id":"t{}","customer":"customer-000001","amount":{}.25}}"#, i * 7919 % 900, i + 1);
                 let before: i64 = offsets(&running).values().sum();
                 let at = Instant::now();
-                producer.send(BaseRecord::<str, str>::to(TOPIC).partition((i % 3) as i32).payload(&line)).unwrap();
+                send(&producer, BaseRecord::to(TOPIC).partition(i as i32 % partitions).payload(&line));
                 producer.poll(Duration::ZERO);
                 while offsets(&running).values().sum::<i64>() <= before {
                     producer.poll(Duration::ZERO);
@@ -203,6 +226,7 @@ fn main() {
                 latencies.push(at.elapsed().as_secs_f64() * 1000.0);
                 std::thread::sleep(Duration::from_millis(20));
             }
+            println!("first correction after the load: {:.2} ms", latencies[0]);
             report(&format!("correction on {} ({} workers)", history.display(), args.workers), latencies);
             running.stop();
             running.join().unwrap();

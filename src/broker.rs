@@ -2,7 +2,9 @@
 //!
 //! It is librdkafka's mock cluster (one broker), which speaks the real Kafka protocol over
 //! TCP: our own clients, `kcat` and other librdkafka-based tools can produce to it and
-//! consume from it. Everything in it lives in memory and is lost when the process exits.
+//! consume from it. Everything in it lives in memory and is lost when the process exits,
+//! and each partition keeps only its newest 5 MiB (about 40,000 workshop-sized messages):
+//! older messages are dropped, as a small retention limit would on a real broker.
 //!
 //! The mock listens on a random port of 127.0.0.1. To offer a chosen port, and to let tests
 //! cut the network and restore it, clients reach the broker through a small TCP forwarder,

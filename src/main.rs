@@ -165,7 +165,10 @@ fn run_broker(args: &BrokerArgs) -> anyhow::Result<()> {
         args.topic,
         args.partitions
     );
-    let _ = writeln!(stdout, "everything is in memory and lost when it stops; Ctrl-C to stop");
+    let _ = writeln!(
+        stdout,
+        "in memory only: each partition keeps its newest 5 MiB, and all is lost at stop; Ctrl-C to stop"
+    );
     let _ = stdout.flush();
     while !interrupted.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));

@@ -93,7 +93,8 @@ pub struct Running {
     /// Reads the views.
     pub serving: Serving,
     stop: Arc<AtomicBool>,
-    guards: timely::communication::WorkerGuards<Result<WorkerReport, String>>,
+    /// Taken by [`Running::join`]; dropped (which waits for the workers) otherwise.
+    guards: Option<timely::communication::WorkerGuards<Result<WorkerReport, String>>>,
 }
 
 /// What a worker did, reported when it stops.
@@ -167,13 +168,22 @@ impl Running {
     }
 
     /// Waits for every worker to stop; returns their reports.
-    pub fn join(self) -> anyhow::Result<Vec<WorkerReport>> {
+    pub fn join(mut self) -> anyhow::Result<Vec<WorkerReport>> {
+        let guards = self.guards.take().expect("joined once: join takes the pipeline by value");
         let mut reports = Vec::new();
-        for result in self.guards.join() {
+        for result in guards.join() {
             let report = result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?;
             reports.push(report.map_err(|e| anyhow::anyhow!(e))?);
         }
         Ok(reports)
+    }
+}
+
+/// Dropping a running pipeline (an error, a panic in the caller) stops its workers rather
+/// than leaving them to run — or the drop to wait for them — forever.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
 
@@ -214,7 +224,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     });
     let guards = timely::execute(config, move |worker| run_worker(worker, &shared).map_err(|e| format!("{e:#}")))
         .map_err(|e| anyhow::anyhow!("cannot start the workers: {e}"))?;
-    Ok(Running { serving: Serving { requests: request_sender, workers }, stop, guards })
+    Ok(Running { serving: Serving { requests: request_sender, workers }, stop, guards: Some(guards) })
 }
 
 fn now_ms() -> Time {

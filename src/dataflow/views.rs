@@ -65,18 +65,31 @@ pub struct ViewTraces {
 pub type OffsetsTrace = TraceAgent<ValSpine<i32, i64, Time, isize>>;
 
 impl ViewTraces {
-    /// Lets every trace merge the distinctions between times before `time`: reads at
+    /// Lets every trace forget the distinctions between times before `time`: reads at
     /// `time` or later stay exact, and memory and read cost stop growing with every time.
     pub fn compact_to(&mut self, time: Time) {
         let frontier = [time];
-        let frontier = timely::progress::frontier::AntichainRef::new(&frontier);
-        macro_rules! compact {
-            ($($trace:ident),*) => {$(
-                self.$trace.set_logical_compaction(frontier);
-                self.$trace.set_physical_compaction(frontier);
-            )*};
-        }
-        compact!(customers, top, totals, customer_count, dead_letters, offsets);
+        let frontier = AntichainRef::new(&frontier);
+        self.customers.set_logical_compaction(frontier);
+        self.top.set_logical_compaction(frontier);
+        self.totals.set_logical_compaction(frontier);
+        self.customer_count.set_logical_compaction(frontier);
+        self.dead_letters.set_logical_compaction(frontier);
+        self.offsets.set_logical_compaction(frontier);
+    }
+
+    /// Lets every trace merge its batches as it likes. Readers here take all of a trace's
+    /// batches and keep the updates at or before the time they read, so they never need a
+    /// batch boundary at a given time; holding merges back instead left one pending batch
+    /// per logical time, and the spine's handling of a long pending list is quadratic.
+    fn merge_freely(&mut self) {
+        let anything = AntichainRef::new(&[]);
+        self.customers.set_physical_compaction(anything);
+        self.top.set_physical_compaction(anything);
+        self.totals.set_physical_compaction(anything);
+        self.customer_count.set_physical_compaction(anything);
+        self.dead_letters.set_physical_compaction(anything);
+        self.offsets.set_physical_compaction(anything);
     }
 }
 
@@ -105,15 +118,18 @@ pub fn define<'scope>(
     offsets.stream.clone().probe_with(probe);
     dead_letters.stream.clone().probe_with(probe);
 
-    ViewTraces {
+    let mut views = ViewTraces {
         customers: customers.trace,
         top: top.trace,
         totals: totals.trace,
         offsets: offsets.trace,
         customer_count: customer_count.trace,
         dead_letters: dead_letters.trace,
-    }
+    };
+    views.merge_freely();
+    views
 }
 
 use differential_dataflow::trace::TraceReader;
 use timely::dataflow::operators::Probe;
+use timely::progress::frontier::AntichainRef;
