@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use atelier_lambda::broker::Broker;
-use atelier_lambda::event::{parse_json, Position};
 use atelier_lambda::oracle::Oracle;
 use atelier_lambda::output;
 use atelier_lambda::source::kafka::to_record;
@@ -229,43 +228,41 @@ fn end_offsets(messages: &[Sent]) -> BTreeMap<i32, i64> {
     end
 }
 
+/// What the pipeline makes of `messages` on a fresh topic (offsets counted per partition).
+fn records(messages: &[Sent]) -> Vec<Record> {
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    messages
+        .iter()
+        .map(|m| {
+            let offset = next.entry(m.partition).or_default();
+            *offset += 1;
+            to_record(
+                TOPIC,
+                m.partition,
+                *offset - 1,
+                m.key.as_deref().map(str::as_bytes),
+                m.payload.as_deref().map(str::as_bytes),
+                1 << 20,
+                &mut Default::default(),
+            )
+        })
+        .collect()
+}
+
 /// The oracle's views over `history` then `messages` (one logical time: within a partition
 /// order decides, and each identity stays in one partition).
 fn expected_views(history_lines: &[String], label: &str, messages: &[Sent], dir: &Path) -> PathBuf {
     let mut oracle = Oracle::new();
-    let mut updates = Vec::new();
-    let mut refused = Vec::new();
-    let mut offset = 0u64;
-    for (i, l) in history_lines.iter().enumerate() {
-        let at = || format!("{label}:{}", i + 1);
-        match parse_json(l.as_bytes()).and_then(|e| e.into_update(None, at, Position::in_file(0, offset))) {
-            Ok(u) => updates.push(u),
-            Err(r) => refused.push(r.reason),
-        }
-        offset += l.len() as u64 + 1;
-    }
-    oracle.admit(0, updates, refused);
+    common::admit_history(&mut oracle, history_lines, label);
     let (mut updates, mut refused) = (Vec::new(), Vec::new());
-    let mut next: BTreeMap<i32, i64> = (0..3).map(|p| (p, 0)).collect();
-    for m in messages {
-        let offset = next[&m.partition];
-        *next.get_mut(&m.partition).unwrap() += 1;
-        let record = to_record(
-            TOPIC,
-            m.partition,
-            offset,
-            m.key.as_deref().map(str::as_bytes),
-            m.payload.as_deref().map(str::as_bytes),
-            1 << 20,
-            &mut Default::default(),
-        );
+    for record in records(messages) {
         match record {
             Record::Update(u) => updates.push(u),
             Record::Refused(d) => refused.push(d.rejection.reason),
         }
     }
     oracle.admit(1, updates, refused);
-    for (p, o) in next {
+    for (p, o) in end_offsets(messages) {
         oracle.set_offset(p, o);
     }
     let out = dir.join("expected");
@@ -425,23 +422,7 @@ fn random_stream(broker: TestBroker, seed: u64, workers: usize) {
         assert_same_views(&run.views, &expected);
 
         // Every refused message is a dead letter in the file and on the topic.
-        let refused: usize = messages
-            .iter()
-            .enumerate()
-            .filter(|(i, m)| {
-                let offset = messages[..*i].iter().filter(|n| n.partition == m.partition).count() as i64;
-                let r = to_record(
-                    TOPIC,
-                    m.partition,
-                    offset,
-                    m.key.as_deref().map(str::as_bytes),
-                    m.payload.as_deref().map(str::as_bytes),
-                    1 << 20,
-                    &mut Default::default(),
-                );
-                matches!(r, Record::Refused(_))
-            })
-            .count();
+        let refused = records(&messages).iter().filter(|r| matches!(r, Record::Refused(_))).count();
         run.stop();
         let file = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap();
         let from_kafka = file.lines().filter(|l| l.contains(&format!("\"source\":\"{TOPIC}/"))).count();

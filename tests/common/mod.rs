@@ -148,15 +148,9 @@ pub fn run_dataflow(
     (0..times).map(|t| Reading::merge(per_worker.iter().map(|r| r[t].clone()), top_k)).collect()
 }
 
-/// The oracle's readings for the same input.
-pub fn run_oracle(
-    history_lines: &[String],
-    label: &str,
-    batches: &[Vec<Message>],
-    event_filter: Option<&Filter>,
-    top_k: usize,
-) -> Vec<Reading> {
-    let mut oracle = Oracle::new();
+/// Admits history lines (as written by [`write_history`] to a file named `label`) to the
+/// oracle at time 0.
+pub fn admit_history(oracle: &mut Oracle, history_lines: &[String], label: &str) {
     let mut updates = Vec::new();
     let mut refused = Vec::new();
     let mut offset = 0u64;
@@ -169,6 +163,18 @@ pub fn run_oracle(
         offset += line.len() as u64 + 1;
     }
     oracle.admit(0, updates, refused);
+}
+
+/// The oracle's readings for the same input.
+pub fn run_oracle(
+    history_lines: &[String],
+    label: &str,
+    batches: &[Vec<Message>],
+    event_filter: Option<&Filter>,
+    top_k: usize,
+) -> Vec<Reading> {
+    let mut oracle = Oracle::new();
+    admit_history(&mut oracle, history_lines, label);
     let mut readings = vec![oracle.reading(0, event_filter, top_k)];
     let mut offsets = [0i64; 3];
     for (i, batch) in batches.iter().enumerate() {
