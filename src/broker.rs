@@ -113,7 +113,10 @@ impl Gate {
                 };
                 let _ = (client.set_nodelay(true), server.set_nodelay(true));
                 if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
-                    accepting.connections.lock().unwrap_or_else(|p| p.into_inner()).extend([c, s]);
+                    let mut connections = accepting.connections.lock().unwrap_or_else(|p| p.into_inner());
+                    // Forget connections that have closed since, so the list stays small.
+                    connections.retain(|stream| stream.peer_addr().is_ok());
+                    connections.extend([c, s]);
                 }
                 pipe(&client, &server);
                 pipe(&server, &client);

@@ -110,7 +110,7 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
     };
     let mut last_report = Instant::now();
     let mut last_write = Instant::now() - args.views_every();
-    while !interrupted.load(Ordering::SeqCst) {
+    while !interrupted.load(Ordering::SeqCst) && !running.stopping() {
         std::thread::sleep(Duration::from_millis(10));
         if args.views_out.is_some() && last_write.elapsed() >= args.views_every() {
             last_write = Instant::now();

@@ -162,6 +162,11 @@ impl Running {
         self.stop.store(true, Ordering::SeqCst);
     }
 
+    /// Whether the pipeline was asked to stop, or stopped itself because a worker failed.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
     /// A flag that stops the pipeline when set (for signal handlers).
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.stop)
@@ -222,8 +227,16 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         command_senders,
         command_receivers,
     });
-    let guards = timely::execute(config, move |worker| run_worker(worker, &shared).map_err(|e| format!("{e:#}")))
-        .map_err(|e| anyhow::anyhow!("cannot start the workers: {e}"))?;
+    let guards = timely::execute(config, move |worker| {
+        let result = run_worker(worker, &shared).map_err(|e| format!("{e:#}"));
+        if let Err(error) = &result {
+            // One worker failing stops them all, so the failure is reported, not waited on.
+            tracing::error!(worker = worker.index(), %error, "worker failed; stopping the pipeline");
+            shared.stop.store(true, Ordering::SeqCst);
+        }
+        result
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start the workers: {e}"))?;
     Ok(Running { serving: Serving { requests: request_sender, workers }, stop, guards: Some(guards) })
 }
 
