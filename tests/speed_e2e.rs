@@ -495,3 +495,28 @@ fn a_missing_topic_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("topic \"no-such-topic\" does not exist"), "{err}");
 }
+
+#[test]
+fn kafka_unreachable_at_start_is_retried_until_it_comes() {
+    let dir = temp_dir("late-broker");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let brokers = format!("127.0.0.1:{port}");
+    let workshop = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/transactions.json");
+    let mut run = Run::start(&brokers, &workshop, 2, &dir, &[]);
+    std::thread::sleep(Duration::from_secs(3)); // nothing listens yet
+    let broker = Broker::start(port, TOPIC, 3).unwrap();
+    run.wait_for(&BTreeMap::new());
+    let producer = producer(&broker.address());
+    let messages: Vec<Sent> = atelier_lambda::demo::WORKSHOP_MESSAGES
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Sent { partition: i as i32, key: None, payload: Some(m.to_string()) })
+        .collect();
+    send_all(&producer, &messages);
+    producer.flush(Duration::from_secs(10)).unwrap();
+    run.wait_for(&end_offsets(&messages));
+    let customers = view(&run.views, "customers.csv");
+    assert!(customers.contains("Ali,400,3") && customers.contains("Sara,180,3"), "{customers}");
+    let log = run.stop();
+    assert!(log.contains("not reachable yet; retrying"), "the wait is logged: {log}");
+}
