@@ -65,6 +65,9 @@ pub struct RunArgs {
     /// How often `--views-out` is refreshed, in milliseconds.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub views_every_ms: u64,
+    /// Serve the HTTP API on this address ("off" for none). [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
 }
 
 /// Options of `lambda demo`.
@@ -278,6 +281,9 @@ impl RunArgs {
         }
         if self.dlq_topic.is_some() {
             s.kafka.dlq_topic = self.dlq_topic.clone();
+        }
+        if let Some(http) = &self.http {
+            s.serve.http = http.clone();
         }
         Ok(s)
     }

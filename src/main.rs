@@ -99,6 +99,7 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
     let interrupted = interrupted()?;
     let running = run::start(&settings)?;
+    let _http = serve_http(&settings, &running)?;
     tracing::info!("running; Ctrl-C to stop");
     let view_filter = settings.view_filter()?;
     let write_views = |reading: &atelier_lambda::serve::query::Reading| -> anyhow::Result<()> {
@@ -142,6 +143,41 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
     let offsets: std::collections::BTreeMap<i32, i64> = reports.iter().flat_map(|r| r.offsets.clone()).collect();
     tracing::info!(messages, ?offsets, dead_letters = %settings.run_dead_letter_path().display(), "stopped cleanly");
     Ok(())
+}
+
+/// Starts the HTTP API on its own small runtime, unless `--http off`.
+fn serve_http(
+    settings: &atelier_lambda::config::Settings,
+    running: &run::Running,
+) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
+    let address = settings.serve.http.trim();
+    if address.is_empty() || address == "off" {
+        return Ok(None);
+    }
+    let address: std::net::SocketAddr =
+        address.parse().with_context(|| format!("--http {address:?} is not an address like 127.0.0.1:8080"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("http")
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP runtime")?;
+    let listener = runtime
+        .block_on(atelier_lambda::serve::http::bind(address))
+        .with_context(|| format!("cannot serve HTTP on {address} (in use? choose another with --http)"))?;
+    let bound = listener.local_addr()?;
+    let router = atelier_lambda::serve::http::router(
+        running.serving.clone(),
+        settings.kafka.topic.clone(),
+        running.serving.workers(),
+    );
+    runtime.spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "the HTTP server stopped");
+        }
+    });
+    tracing::info!(address = %bound, "serving HTTP");
+    Ok(Some(runtime))
 }
 
 fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {

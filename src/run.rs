@@ -50,17 +50,7 @@ const COMPACT_EVERY: Duration = Duration::from_millis(100);
 /// How often offsets are committed to the consumer group.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 
-/// What a read covers.
-#[derive(Clone, Copy, Debug)]
-pub enum Scope {
-    /// Every view, with the `top` view cut to this many customers.
-    Everything {
-        /// How many customers the `top` view shows.
-        top_k: usize,
-    },
-    /// Only the time and the offsets: what a reading would reflect (cheap, for `as_of`).
-    Offsets,
-}
+pub use crate::serve::query::Scope;
 
 /// A request to read at the latest complete time.
 struct ReadRequest {
@@ -125,7 +115,7 @@ impl Serving {
     /// Reads what `scope` covers at the latest complete time.
     pub fn read_scope(&self, scope: Scope, timeout: Duration) -> Option<Reading> {
         let (reply, replies) = channel();
-        self.requests.send(ReadRequest { scope, reply }).ok()?;
+        self.requests.send(ReadRequest { scope: scope.clone(), reply }).ok()?;
         let deadline = Instant::now() + timeout;
         let mut parts = Vec::with_capacity(self.workers);
         while parts.len() < self.workers {
@@ -135,11 +125,12 @@ impl Serving {
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
             }
         }
-        let top_k = match scope {
-            Scope::Everything { top_k } => top_k,
-            Scope::Offsets => 0,
-        };
-        Some(Reading::merge(parts, top_k))
+        Some(Reading::merge_scope(parts, &scope))
+    }
+
+    /// How many workers answer reads.
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     /// Reads until `done` accepts the reading (e.g. offsets reached a target), or times out.
@@ -359,11 +350,7 @@ fn serve(pending: &mut VecDeque<Command>, pipeline: &mut Pipeline) {
         }
         match pending.pop_front().expect("front exists") {
             Command::Read { time, scope, reply } => {
-                let reading = match scope {
-                    Scope::Everything { top_k } => Reading::read(&mut pipeline.views, time, top_k),
-                    Scope::Offsets => Reading::read_offsets(&mut pipeline.views, time),
-                };
-                let _ = reply.send(reading);
+                let _ = reply.send(Reading::read_scope(&mut pipeline.views, time, &scope));
             }
             Command::Compact(time) => pipeline.views.compact_to(time),
         }
@@ -386,7 +373,7 @@ impl Coordinator {
         let Some(complete) = complete else { return };
         for request in self.waiting.drain(..) {
             for sender in &self.senders {
-                let read = Command::Read { time: complete, scope: request.scope, reply: request.reply.clone() };
+                let read = Command::Read { time: complete, scope: request.scope.clone(), reply: request.reply.clone() };
                 let _ = sender.send(read);
             }
         }

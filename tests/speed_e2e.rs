@@ -112,13 +112,18 @@ fn lambda() -> Command {
 struct Run {
     child: Child,
     views: PathBuf,
+    /// Where its HTTP API listens.
+    http: String,
 }
 
 impl Run {
     fn start(brokers: &str, history: &Path, workers: usize, dir: &Path, extra: &[&str]) -> Run {
         let views = dir.join("views");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let http = format!("127.0.0.1:{port}");
         let child = lambda()
             .args(["run", "--brokers", brokers, "--workers", &workers.to_string(), "--views-every-ms", "50"])
+            .args(["--http", &http])
             .arg("--input")
             .arg(history)
             .arg("--views-out")
@@ -130,7 +135,24 @@ impl Run {
             .stderr(Stdio::piped())
             .spawn()
             .expect("lambda run starts");
-        Run { child, views }
+        Run { child, views, http }
+    }
+
+    /// `GET path` on its HTTP API: the status code and the body as JSON.
+    fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.http).expect("the HTTP API listens");
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").expect("a complete HTTP response");
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            unchunk(body)
+        } else {
+            body.to_owned()
+        };
+        (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
     }
 
     /// Waits until the views reflect at least `offsets` (partition → next offset).
@@ -178,6 +200,20 @@ impl Drop for Run {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn unchunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&tail[..size]);
+        rest = &tail[size + 2..];
+    }
+    out
 }
 
 fn view(dir: &Path, name: &str) -> String {
@@ -519,4 +555,79 @@ fn kafka_unreachable_at_start_is_retried_until_it_comes() {
     assert!(customers.contains("Ali,400,3") && customers.contains("Sara,180,3"), "{customers}");
     let log = run.stop();
     assert!(log.contains("not reachable yet; retrying"), "the wait is logged: {log}");
+}
+
+#[test]
+fn the_http_api_answers_from_the_views() {
+    let dir = temp_dir("http");
+    let broker = TestBroker::mock();
+    let history_lines: Vec<String> = [
+        r#"{"id":"h1","customer":"Ali","amount":120,"ts":"2025-01-01T10:15:00Z","category":"books"}"#,
+        r#"{"id":"h2","customer":"Sara","amount":90.5,"ts":"2025-01-01T11:15:00Z"}"#,
+        r#"{"customer":"","amount":1}"#,
+    ]
+    .map(String::from)
+    .to_vec();
+    let history_path = history(&dir, &history_lines);
+    let mut run = Run::start(&broker.address(), &history_path, 2, &dir, &[]);
+    run.wait_for(&BTreeMap::new());
+    let messages = vec![
+        Sent { partition: 0, key: None, payload: Some(r#"{"customer":"Ali","amount":80}"#.into()) },
+        Sent { partition: 1, key: Some("h2".into()), payload: Some(r#"{"customer":"Sara","amount":50.25}"#.into()) },
+    ];
+    let producer = producer(&broker.address());
+    send_all(&producer, &messages);
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let end = end_offsets(&messages);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ali = loop {
+        let (code, body) = run.get("/v1/customers/Ali");
+        if code == 200 && body["total"] == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "Ali never reached 200: {code} {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(ali["count"], 2);
+    assert_eq!(ali["min"], 80);
+    assert_eq!(ali["avg"], 100);
+    for (p, o) in &end {
+        assert!(ali["as_of"]["offsets"][format!("{TOPIC}/{p}")].as_i64().unwrap() >= *o, "{ali}");
+    }
+    assert!(ali["as_of"]["time"].as_u64().unwrap() > 0);
+
+    let (code, sara) = run.get("/v1/customers/Sara");
+    assert_eq!(code, 200);
+    assert_eq!(sara["total"].to_string(), "50.25", "exact amounts, and the correction by key replaced 90.5");
+    let (code, missing) = run.get("/v1/customers/Nobody");
+    assert_eq!(code, 404);
+    assert!(missing["error"].as_str().unwrap().contains("Nobody"));
+
+    let (_, page) = run.get("/v1/customers?limit=1");
+    assert_eq!(page["customers"][0]["customer"], "Ali");
+    assert_eq!(page["next"], "Ali");
+    let (_, page) = run.get("/v1/customers?limit=1&after=Ali");
+    assert_eq!(page["customers"][0]["customer"], "Sara");
+    let (code, bad) = run.get("/v1/customers?limit=lots");
+    assert_eq!(code, 400);
+    assert!(bad["error"].as_str().unwrap().contains("limit"));
+
+    let (_, top) = run.get("/v1/top?k=1");
+    assert_eq!(top["top"].as_array().unwrap().len(), 1);
+    assert_eq!(top["top"][0]["customer"], "Ali");
+    let (_, categories) = run.get("/v1/categories");
+    assert!(categories["categories"].as_array().unwrap().iter().any(|c| c["category"] == "books" && c["total"] == 120));
+    let (_, hourly) = run.get("/v1/hourly?from=2025-01-01T10&to=2025-01-01T10");
+    assert_eq!(hourly["hourly"].as_array().unwrap().len(), 1, "{hourly}");
+    assert_eq!(hourly["hourly"][0]["hour"], "2025-01-01T10:00:00Z");
+    let (code, _) = run.get("/v1/hourly?from=someday");
+    assert_eq!(code, 400);
+    let (_, status) = run.get("/v1/status");
+    assert_eq!(status["transactions"], 3);
+    assert_eq!(status["customers"], 2);
+    assert_eq!(status["dead_letters"]["empty_customer"], 1);
+    assert_eq!(status["workers"], 2);
+    let (code, _) = run.get("/healthz");
+    assert_eq!(code, 200);
+    run.stop();
 }

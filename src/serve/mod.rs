@@ -1,5 +1,7 @@
 //! The serving layer: answers read from the views' arrangements at one logical time.
 //!
 //! - [`query`]: reading the traces with cursors, and merging what each worker holds.
+//! - [`http`]: the JSON API over those reads.
 
+pub mod http;
 pub mod query;

@@ -49,7 +49,78 @@ pub struct Reading {
     pub offsets: Vec<(i32, i64)>,
 }
 
+/// What a read covers. Every read also carries the offsets, so that it can say what it
+/// reflects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every view, with the `top` view cut to this many customers.
+    Everything {
+        /// How many customers the `top` view shows.
+        top_k: usize,
+    },
+    /// Only the time and the offsets (cheap).
+    Offsets,
+    /// One customer's row: a seek in the worker that holds it.
+    Customer(String),
+    /// Customers in name order after `after`, at most `limit` of them.
+    Customers {
+        /// Start after this name (exclusive).
+        after: Option<String>,
+        /// How many at most.
+        limit: usize,
+    },
+    /// The `k` customers with the largest totals.
+    Top {
+        /// How many.
+        k: usize,
+    },
+    /// The `overall`, `categories` and `hourly` views, the customer count and dead letters.
+    Totals,
+}
+
 impl Reading {
+    /// Reads this worker's share of what `scope` covers, as of `time`.
+    pub fn read_scope(views: &mut ViewTraces, time: Time, scope: &Scope) -> Reading {
+        let offsets = Reading::read_offsets(views, time);
+        match scope {
+            Scope::Everything { top_k } => Reading::read(views, time, *top_k),
+            Scope::Offsets => offsets,
+            Scope::Customer(name) => Reading {
+                customers: read_value_of(&mut views.customers, name, time)
+                    .map(|row| (name.clone(), row))
+                    .into_iter()
+                    .collect(),
+                ..offsets
+            },
+            Scope::Customers { after, limit } => {
+                Reading { customers: read_values_after(&mut views.customers, after.as_ref(), *limit, time), ..offsets }
+            }
+            Scope::Top { k } => Reading { top: read_top(&mut views.top, time, *k), ..offsets },
+            Scope::Totals => Reading {
+                customer_count: read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum(),
+                dead_letters: read_sums(&mut views.dead_letters, time)
+                    .into_iter()
+                    .map(|(r, n)| (r, n as i64))
+                    .collect(),
+                ..Reading { offsets: offsets.offsets, ..Reading::totals(read_sums(&mut views.totals, time)) }
+            },
+        }
+    }
+
+    /// Merges the workers' shares of a scoped read.
+    pub fn merge_scope(parts: impl IntoIterator<Item = Reading>, scope: &Scope) -> Reading {
+        let top_k = match scope {
+            Scope::Everything { top_k } => *top_k,
+            Scope::Top { k } => *k,
+            _ => 0,
+        };
+        let mut merged = Reading::merge(parts, top_k);
+        if let Scope::Customers { limit, .. } = scope {
+            merged.customers.truncate(*limit);
+        }
+        merged
+    }
+
     /// Reads this worker's share of every view as of `time`, with the `top_k` largest totals.
     pub fn read(views: &mut ViewTraces, time: Time, top_k: usize) -> Reading {
         Reading {
@@ -145,17 +216,73 @@ where
     let mut out = Vec::new();
     let (mut cursor, storage) = cursor_list(all_batches(trace));
     while let Some(key) = cursor.get_key(&storage) {
-        while let Some(value) = cursor.get_val(&storage) {
-            let mut count = 0isize;
-            cursor.map_times(&storage, |t, d| {
-                if *t <= time {
-                    count += *d;
-                }
-            });
-            if count > 0 {
-                out.push((key.clone(), value.clone()));
+        if let Some(value) = present_value(&mut cursor, &storage, time) {
+            out.push((key.clone(), value));
+        }
+        cursor.step_key(&storage);
+    }
+    out
+}
+
+/// The value of one key at `time`, found by seeking it.
+pub fn read_value_of<K, V>(trace: &mut TraceAgent<ValSpine<K, V, Time, isize>>, key: &K, time: Time) -> Option<V>
+where
+    K: Ord + Clone + 'static,
+    V: Ord + Clone + 'static,
+{
+    let (mut cursor, storage) = cursor_list(all_batches(trace));
+    cursor.seek_key(&storage, key);
+    if cursor.get_key(&storage) != Some(key) {
+        return None;
+    }
+    present_value(&mut cursor, &storage, time)
+}
+
+/// The value of the cursor's current key that is present at `time` (traces written by the
+/// views hold one value per key at any time).
+fn present_value<C, V>(cursor: &mut C, storage: &C::Storage, time: Time) -> Option<V>
+where
+    C: for<'a> Cursor<Val<'a> = &'a V, TimeGat<'a> = &'a Time, DiffGat<'a> = &'a isize>,
+    V: Clone + 'static,
+{
+    let mut found = None;
+    while let Some(value) = cursor.get_val(storage) {
+        let mut count = 0isize;
+        cursor.map_times(storage, |t, d| {
+            if *t <= time {
+                count += *d;
             }
-            cursor.step_val(&storage);
+        });
+        if count > 0 {
+            found = Some(value.clone());
+        }
+        cursor.step_val(storage);
+    }
+    found
+}
+
+/// At most `limit` present keys after `after`, in order, with their values at `time`.
+pub fn read_values_after<K, V>(
+    trace: &mut TraceAgent<ValSpine<K, V, Time, isize>>,
+    after: Option<&K>,
+    limit: usize,
+    time: Time,
+) -> Vec<(K, V)>
+where
+    K: Ord + Clone + 'static,
+    V: Ord + Clone + 'static,
+{
+    let mut out = Vec::new();
+    let (mut cursor, storage) = cursor_list(all_batches(trace));
+    if let Some(after) = after {
+        cursor.seek_key(&storage, after);
+    }
+    while out.len() < limit {
+        let Some(key) = cursor.get_key(&storage) else { break };
+        if after != Some(key) {
+            if let Some(value) = present_value(&mut cursor, &storage, time) {
+                out.push((key.clone(), value));
+            }
         }
         cursor.step_key(&storage);
     }

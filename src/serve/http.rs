@@ -1,0 +1,185 @@
+//! The HTTP API: JSON answers read from the arrangements, each saying what it reflects.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /v1/customers/{customer}` | one customer's row; 404 with a JSON error when unknown |
+//! | `GET /v1/customers?limit=&after=` | a page of customers in name order, and `next` |
+//! | `GET /v1/top?k=` | the `k` largest totals, ties by name |
+//! | `GET /v1/categories` | totals by category |
+//! | `GET /v1/hourly?from=&to=` | totals by UTC hour of event time, within the bounds |
+//! | `GET /v1/status` | totals, customers, dead letters by reason, workers |
+//! | `GET /healthz` | `ok` |
+//!
+//! Every answer carries `as_of`: `{"time": T, "offsets": {"real-time-orders/0": N, ...}}`,
+//! the logical time read and the next Kafka offset of each partition the answer reflects.
+//! Amounts are exact JSON numbers (`400`, `50.25`). Bad parameters get a 400 and a JSON error.
+//!
+//! A read is answered by the workers (see [`crate::run`]); the handler waits for it on a
+//! blocking thread, so that the async runtime keeps serving other requests meanwhile.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::event::{format_hour, parse_hour_bound};
+use crate::output::{as_of, CustomerOut, Money, SumOut};
+use crate::run::Serving;
+use crate::serve::query::{Reading, Scope};
+
+/// The longest a request waits for the workers.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest page of customers.
+const MAX_PAGE: usize = 10_000;
+
+struct Api {
+    serving: Serving,
+    topic: String,
+    workers: usize,
+}
+
+/// An error answer: a status and `{"error": "..."}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type Answer = Result<Json<Value>, ApiError>;
+
+/// The routes, over a running pipeline's serving handle.
+pub fn router(serving: Serving, topic: String, workers: usize) -> Router {
+    let api = Arc::new(Api { serving, topic, workers });
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/customers/{customer}", get(customer))
+        .route("/v1/customers", get(customers))
+        .route("/v1/top", get(top))
+        .route("/v1/categories", get(categories))
+        .route("/v1/hourly", get(hourly))
+        .route("/v1/status", get(status))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route; see /v1/status".into()) })
+        .with_state(api)
+}
+
+/// Serves the API on `addr` until the future is dropped; returns the bound address first.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+async fn read(api: &Arc<Api>, scope: Scope) -> Result<Reading, ApiError> {
+    let api = Arc::clone(api);
+    tokio::task::spawn_blocking(move || api.serving.read_scope(scope, READ_TIMEOUT))
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the pipeline did not answer".into()))
+}
+
+fn number(params: &HashMap<String, String>, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+    match params.get(name) {
+        None => Ok(default),
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{name} must be a whole number from 1 to {max}, not {text:?}"),
+            )),
+        },
+    }
+}
+
+async fn customer(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Answer {
+    let reading = read(&api, Scope::Customer(name.clone())).await?;
+    let Some((_, row)) = reading.customers.first() else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no customer {name:?}")));
+    };
+    let mut body = serde_json::to_value(CustomerOut::new(&name, row)).expect("a row serializes");
+    body["as_of"] = as_of(&reading, &api.topic);
+    Ok(Json(body))
+}
+
+async fn customers(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String, String>>) -> Answer {
+    let limit = number(&params, "limit", 100, MAX_PAGE)?;
+    let after = params.get("after").cloned();
+    let reading = read(&api, Scope::Customers { after, limit }).await?;
+    let rows: Vec<_> = reading.customers.iter().map(|(c, r)| CustomerOut::new(c, r)).collect();
+    let next = (rows.len() == limit).then(|| rows.last().map(|r| r.customer)).flatten();
+    Ok(Json(json!({ "customers": rows, "next": next, "as_of": as_of(&reading, &api.topic) })))
+}
+
+async fn top(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String, String>>) -> Answer {
+    let k = number(&params, "k", 10, MAX_PAGE)?;
+    let reading = read(&api, Scope::Top { k }).await?;
+    let top: Vec<Value> = reading
+        .top
+        .iter()
+        .enumerate()
+        .map(|(i, (customer, total))| json!({ "rank": i + 1, "customer": customer, "total": Money(*total) }))
+        .collect();
+    Ok(Json(json!({ "top": top, "as_of": as_of(&reading, &api.topic) })))
+}
+
+async fn categories(State(api): State<Arc<Api>>) -> Answer {
+    let reading = read(&api, Scope::Totals).await?;
+    let categories: Vec<Value> = reading
+        .categories
+        .iter()
+        .map(|(c, s)| {
+            let sum = SumOut::from(*s);
+            json!({ "category": c, "total": sum.total, "count": sum.count })
+        })
+        .collect();
+    Ok(Json(json!({ "categories": categories, "as_of": as_of(&reading, &api.topic) })))
+}
+
+async fn hourly(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String, String>>) -> Answer {
+    let bound = |name: &str| -> Result<Option<i64>, ApiError> {
+        params
+            .get(name)
+            .map(|text| {
+                parse_hour_bound(text).ok_or_else(|| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!("{name} must be an RFC 3339 time or 2025-01-01T13, not {text:?}"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let (from, to) = (bound("from")?, bound("to")?);
+    let reading = read(&api, Scope::Totals).await?;
+    let hours: Vec<Value> = reading
+        .hourly
+        .iter()
+        .filter(|(h, _)| from.is_none_or(|f| *h >= f) && to.is_none_or(|t| *h <= t))
+        .map(|(h, s)| {
+            let sum = SumOut::from(*s);
+            json!({ "hour": format_hour(*h), "total": sum.total, "count": sum.count })
+        })
+        .collect();
+    Ok(Json(json!({ "hourly": hours, "as_of": as_of(&reading, &api.topic) })))
+}
+
+async fn status(State(api): State<Arc<Api>>) -> Answer {
+    let reading = read(&api, Scope::Totals).await?;
+    let dead_letters: serde_json::Map<String, Value> =
+        reading.dead_letters.iter().map(|(r, n)| (r.to_string(), (*n).into())).collect();
+    Ok(Json(json!({
+        "as_of": as_of(&reading, &api.topic),
+        "transactions": reading.overall.count,
+        "total": Money(reading.overall.cents),
+        "customers": reading.customer_count,
+        "dead_letters": dead_letters,
+        "workers": api.workers,
+    })))
+}
