@@ -68,6 +68,10 @@ pub struct RunArgs {
     /// Serve the HTTP API on this address ("off" for none). [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    /// Run the interactive prompt even when standard input is not a terminal (commands are
+    /// then read line by line; the end of input quits).
+    #[arg(long)]
+    pub repl: bool,
 }
 
 /// Options of `lambda demo`.

@@ -109,6 +109,27 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
         }
         Ok(())
     };
+    if args.repl || std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        // The prompt runs here; the views are still written, by a thread.
+        let (serving, stopped) = (running.serving.clone(), running.stop_flag());
+        let done = || interrupted.load(Ordering::SeqCst) || stopped.load(Ordering::SeqCst);
+        std::thread::scope(|scope| {
+            if args.views_out.is_some() {
+                scope.spawn(|| {
+                    while !done() {
+                        if let Some(r) = serving.read(settings.batch.top, Duration::from_secs(5)) {
+                            if let Err(error) = write_views(&r) {
+                                tracing::error!(%error, "cannot write the views");
+                            }
+                        }
+                        std::thread::sleep(args.views_every());
+                    }
+                });
+            }
+            atelier_lambda::serve::repl::prompt(&serving, &settings.kafka.topic, done);
+            interrupted.store(true, Ordering::SeqCst);
+        });
+    }
     let mut last_report = Instant::now();
     let mut last_write = Instant::now() - args.views_every();
     while !interrupted.load(Ordering::SeqCst) && !running.stopping() {

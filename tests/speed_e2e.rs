@@ -627,7 +627,50 @@ fn the_http_api_answers_from_the_views() {
     assert_eq!(status["customers"], 2);
     assert_eq!(status["dead_letters"]["empty_customer"], 1);
     assert_eq!(status["workers"], 2);
+    assert!(status["as_of"]["time"].as_u64().unwrap() >= ali["as_of"]["time"].as_u64().unwrap(), "{status}");
     let (code, _) = run.get("/healthz");
     assert_eq!(code, 200);
     run.stop();
+}
+
+#[test]
+fn the_prompt_answers_piped_commands() {
+    let dir = temp_dir("prompt");
+    let broker = TestBroker::mock();
+    let workshop = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/transactions.json");
+    let mut child = Killed(
+        lambda()
+            .args(["run", "--repl", "--http", "off", "--workers", "2", "--brokers", &broker.address()])
+            .arg("--input")
+            .arg(&workshop)
+            .arg("--dead-letters")
+            .arg(dir.join("dead.jsonl"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let commands =
+        "help\nget Ali\nget Nobody\ntop 2\ncategories\nhourly\nstats\nhourly soon\ntop many\nfrobnicate\nquit\n";
+    std::io::Write::write_all(child.0.stdin.as_mut().unwrap(), commands.as_bytes()).unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(child.0.wait().unwrap().success(), "quit stops the pipeline cleanly");
+    for expected in [
+        "get <customer>",
+        "|     Ali|  320|    2|120|200|160|",
+        "no customer \"Nobody\"",
+        "|   1|     Ali|  320|",
+        "|   2|  Mounir|  150|",
+        "transactions  5",
+        "customers     3",
+        "usage: hourly",
+        "usage: top",
+        "unknown command \"frobnicate\"",
+        "as of {\"offsets\":{\"real-time-orders/0\":0",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("logical time  0\n"), "stats reads at a real logical time:\n{out}");
 }

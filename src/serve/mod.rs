@@ -2,6 +2,8 @@
 //!
 //! - [`query`]: reading the traces with cursors, and merging what each worker holds.
 //! - [`http`]: the JSON API over those reads.
+//! - [`repl`]: the interactive prompt over the same reads.
 
 pub mod http;
 pub mod query;
+pub mod repl;

@@ -102,7 +102,7 @@ impl Reading {
                     .into_iter()
                     .map(|(r, n)| (r, n as i64))
                     .collect(),
-                ..Reading { offsets: offsets.offsets, ..Reading::totals(read_sums(&mut views.totals, time)) }
+                ..Reading { time, offsets: offsets.offsets, ..Reading::totals(read_sums(&mut views.totals, time)) }
             },
         }
     }

@@ -1,0 +1,225 @@
+//! The interactive prompt of `lambda run`: the same reads as the HTTP API, as tables.
+//!
+//! ```text
+//! lambda> get Ali
+//! lambda> top 3
+//! lambda> hourly 2025-01-01T10 2025-01-01T12
+//! lambda> stats
+//! ```
+//!
+//! On a terminal it has line editing and history (rustyline); with `--repl` and piped
+//! input it reads the same commands line by line, for scripts and tests. A command it does
+//! not know, or bad arguments, get a usage line — never a crash.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::amount::format_cents;
+use crate::event::{format_hour, parse_hour_bound};
+use crate::output::{as_of, show_table, CustomerOut};
+use crate::run::Serving;
+use crate::serve::query::{Reading, Scope};
+
+/// What the prompt answers to `help`.
+pub const HELP: &str = "commands:
+  get <customer>          one customer's total, count, min, max, avg
+  top [k]                 the k customers with the largest totals (default 10)
+  categories              totals by category
+  hourly [from] [to]      totals by UTC hour of event time (e.g. 2025-01-01T10)
+  stats                   transactions, customers, dead letters, offsets, logical time
+  help                    this list
+  quit                    stop the pipeline and exit";
+
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `get <customer>`
+    Get(String),
+    /// `top [k]`
+    Top(usize),
+    /// `categories`
+    Categories,
+    /// `hourly [from] [to]`
+    Hourly(Option<i64>, Option<i64>),
+    /// `stats`
+    Stats,
+    /// `help`
+    Help,
+    /// `quit`
+    Quit,
+    /// an empty line
+    Nothing,
+}
+
+/// Parses one line, or says how to write it.
+pub fn parse(line: &str) -> Result<Command, String> {
+    let mut words = line.split_whitespace();
+    let Some(verb) = words.next() else { return Ok(Command::Nothing) };
+    let rest: Vec<&str> = words.collect();
+    let usage = |u: &str| Err(format!("usage: {u}"));
+    match (verb, rest.as_slice()) {
+        ("get", []) => usage("get <customer>"),
+        ("get", names) => Ok(Command::Get(names.join(" "))),
+        ("top", []) => Ok(Command::Top(10)),
+        ("top", [k]) => match k.parse::<usize>() {
+            Ok(k) if (1..=10_000).contains(&k) => Ok(Command::Top(k)),
+            _ => usage("top [k], k from 1 to 10000"),
+        },
+        ("categories", []) => Ok(Command::Categories),
+        ("hourly", bounds) if bounds.len() <= 2 => {
+            let parsed: Vec<Option<i64>> = bounds.iter().map(|b| parse_hour_bound(b)).collect();
+            if parsed.iter().any(Option::is_none) {
+                return usage("hourly [from] [to], times like 2025-01-01T10 or RFC 3339");
+            }
+            Ok(Command::Hourly(parsed.first().copied().flatten(), parsed.get(1).copied().flatten()))
+        }
+        ("stats", []) => Ok(Command::Stats),
+        ("help", _) => Ok(Command::Help),
+        ("quit" | "exit", []) => Ok(Command::Quit),
+        ("top" | "categories" | "hourly" | "stats" | "quit" | "exit", _) => {
+            Err(format!("{verb}: too many arguments; type help"))
+        }
+        _ => Err(format!("unknown command {verb:?}; type help")),
+    }
+}
+
+/// Answers one command with text (an error is text too).
+pub fn answer(serving: &Serving, topic: &str, command: &Command) -> String {
+    let read = |scope| serving.read_scope(scope, READ_TIMEOUT);
+    let Some(reading) = (match command {
+        Command::Get(name) => read(Scope::Customer(name.clone())),
+        Command::Top(k) => read(Scope::Top { k: *k }),
+        Command::Categories | Command::Hourly(..) | Command::Stats => read(Scope::Totals),
+        Command::Help => return format!("{HELP}\n"),
+        Command::Quit | Command::Nothing => return String::new(),
+    }) else {
+        return "the pipeline did not answer".to_owned();
+    };
+    let mut out = match command {
+        Command::Get(name) => match reading.customers.first() {
+            None => format!("no customer {name:?}\n"),
+            Some((c, row)) => {
+                let o = CustomerOut::new(c, row);
+                let cells = vec![
+                    c.clone(),
+                    o.total.to_string(),
+                    o.count.to_string(),
+                    o.min.to_string(),
+                    o.max.to_string(),
+                    o.avg.to_string(),
+                ];
+                show_table(&["customer", "total", "count", "min", "max", "avg"], &[cells], 1)
+            }
+        },
+        Command::Top(_) => {
+            let rows: Vec<Vec<String>> = reading
+                .top
+                .iter()
+                .enumerate()
+                .map(|(i, (c, total))| vec![(i + 1).to_string(), c.clone(), format_cents(*total)])
+                .collect();
+            show_table(&["rank", "customer", "total"], &rows, rows.len())
+        }
+        Command::Categories => {
+            let rows: Vec<Vec<String>> = reading
+                .categories
+                .iter()
+                .map(|(c, s)| {
+                    vec![c.clone().unwrap_or_else(|| "(none)".into()), format_cents(s.cents), s.count.to_string()]
+                })
+                .collect();
+            show_table(&["category", "total", "count"], &rows, rows.len())
+        }
+        Command::Hourly(from, to) => {
+            let rows: Vec<Vec<String>> = reading
+                .hourly
+                .iter()
+                .filter(|(h, _)| from.is_none_or(|f| *h >= f) && to.is_none_or(|t| *h <= t))
+                .map(|(h, s)| vec![format_hour(*h), format_cents(s.cents), s.count.to_string()])
+                .collect();
+            show_table(&["hour", "total", "count"], &rows, rows.len())
+        }
+        Command::Stats => stats(&reading, serving.workers()),
+        Command::Help | Command::Quit | Command::Nothing => unreachable!("answered above"),
+    };
+    let _ = writeln!(out, "as of {}", as_of(&reading, topic));
+    out
+}
+
+fn stats(reading: &Reading, workers: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "transactions  {}", reading.overall.count);
+    let _ = writeln!(out, "total         {}", format_cents(reading.overall.cents));
+    let _ = writeln!(out, "customers     {}", reading.customer_count);
+    let refused: i64 = reading.dead_letters.iter().map(|(_, n)| n).sum();
+    let reasons: Vec<String> = reading.dead_letters.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    let _ = writeln!(out, "dead letters  {refused} ({})", reasons.join(", "));
+    let offsets: Vec<String> = reading.offsets.iter().map(|(p, o)| format!("{p}: {o}")).collect();
+    let _ = writeln!(out, "next offsets  {}", offsets.join(", "));
+    let _ = writeln!(out, "logical time  {}", reading.time);
+    let _ = writeln!(out, "workers       {workers}");
+    out
+}
+
+/// Reads commands until `quit` or the end of input: with line editing on a terminal, else
+/// line by line from standard input. Returns when the user is done.
+pub fn prompt(serving: &Serving, topic: &str, stop: impl Fn() -> bool) {
+    use std::io::{BufRead, IsTerminal, Write};
+    let handle = |line: &str| -> bool {
+        let reply = match parse(line) {
+            Ok(Command::Quit) => return false,
+            Ok(command) => answer(serving, topic, &command),
+            Err(usage) => format!("{usage}\n"),
+        };
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(reply.as_bytes()).and_then(|()| stdout.flush()).is_ok()
+    };
+    if std::io::stdin().is_terminal() {
+        if let Ok(mut editor) = rustyline::DefaultEditor::new() {
+            println!("atelier-lambda: type help for the commands");
+            while !stop() {
+                match editor.readline("lambda> ") {
+                    Ok(line) => {
+                        let _ = editor.add_history_entry(line.as_str());
+                        if !handle(&line) {
+                            break;
+                        }
+                    }
+                    Err(_) => break, // Ctrl-C, Ctrl-D
+                }
+            }
+            return;
+        }
+    }
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if stop() || !handle(&line) {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_their_usage() {
+        assert_eq!(parse("get Ali"), Ok(Command::Get("Ali".into())));
+        assert_eq!(parse("get Abd el Kader"), Ok(Command::Get("Abd el Kader".into())));
+        assert_eq!(parse("  top  "), Ok(Command::Top(10)));
+        assert_eq!(parse("top 3"), Ok(Command::Top(3)));
+        assert_eq!(parse(""), Ok(Command::Nothing));
+        assert_eq!(parse("quit"), Ok(Command::Quit));
+        assert!(parse("get").unwrap_err().starts_with("usage: get"));
+        assert!(parse("top lots").unwrap_err().starts_with("usage: top"));
+        assert!(parse("top 0").is_err());
+        assert!(parse("hourly yesterday").unwrap_err().starts_with("usage: hourly"));
+        assert!(parse("stats now").unwrap_err().contains("too many arguments"));
+        assert!(parse("drop table").unwrap_err().contains("unknown command"));
+        let Ok(Command::Hourly(Some(from), None)) = parse("hourly 2025-01-01T10") else { panic!("a bound") };
+        assert_eq!(format_hour(from), "2025-01-01T10:00:00Z");
+    }
+}
