@@ -10,7 +10,7 @@
 //! | input | [`event`] (rules), [`amount`] (exact cents), [`source`] (files), [`deadletter`] |
 //! | batch + speed | [`dataflow`] (upsert and views), [`batch`] (loading the history) |
 //! | serving | [`serve`] (reading arrangements), [`output`] (tables and files) |
-//! | checking | [`oracle`] (the from-scratch recomputation) |
+//! | checking | [`oracle`] (the from-scratch recomputation), [`verify`] |
 //! | tools | [`gen`] (synthetic data), [`filter`], [`config`], [`cli`] |
 
 #![warn(missing_docs)]
@@ -32,3 +32,4 @@ pub mod produce;
 pub mod run;
 pub mod serve;
 pub mod source;
+pub mod verify;

@@ -126,7 +126,7 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
                     }
                 });
             }
-            atelier_lambda::serve::repl::prompt(&serving, &settings.kafka.topic, done);
+            atelier_lambda::serve::repl::prompt(&serving, &settings, done);
             interrupted.store(true, Ordering::SeqCst);
         });
     }

@@ -674,3 +674,73 @@ fn the_prompt_answers_piped_commands() {
     }
     assert!(!out.contains("logical time  0\n"), "stats reads at a real logical time:\n{out}");
 }
+
+#[test]
+fn verify_in_the_prompt_passes_and_can_fail() {
+    use std::io::{BufRead, Write};
+    let dir = temp_dir("verify");
+    let broker = TestBroker::mock();
+    let history_lines = vec![
+        r#"{"id":"h1","customer":"Ali","amount":120}"#.to_string(),
+        r#"{"id":"h2","customer":"Sara","amount":90}"#.to_string(),
+    ];
+    let history_path = history(&dir, &history_lines);
+    let mut child = Killed(
+        lambda()
+            .args(["run", "--repl", "--http", "off", "--workers", "2", "--brokers", &broker.address()])
+            .arg("--input")
+            .arg(&history_path)
+            .arg("--dead-letters")
+            .arg(dir.join("dead.jsonl"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = child.0.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut verify = |stdin: &mut std::process::ChildStdin| -> String {
+        writeln!(stdin, "verify").unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "the prompt ended early");
+            if line.starts_with("verify:") {
+                let mut text = line.clone();
+                // Differences follow, indented.
+                if line.contains("differences") {
+                    let mut more = String::new();
+                    while stdout.read_line(&mut more).unwrap() > 0 && more.starts_with("  ") {
+                        text.push_str(&more);
+                        more.clear();
+                    }
+                }
+                return text;
+            }
+        }
+    };
+    let producer = producer(&broker.address());
+    let messages = vec![
+        Sent {
+            partition: 0,
+            key: Some("h1".into()),
+            payload: Some(r#"{"id":"h1","customer":"Ali","amount":80}"#.into()),
+        },
+        Sent { partition: 1, key: None, payload: Some(r#"{"customer":"Mounir","amount":200}"#.into()) },
+        Sent { partition: 2, key: None, payload: Some("not json".into()) },
+    ];
+    send_all(&producer, &messages);
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let healthy = verify(&mut stdin);
+    assert!(healthy.contains("every view equals a from-scratch recomputation over 2 history records"), "{healthy}");
+
+    // The views were built from the old file; verify re-reads the new one and must object.
+    std::fs::write(&history_path, "{\"id\":\"h1\",\"customer\":\"Ali\",\"amount\":999}\n").unwrap();
+    let broken = verify(&mut stdin);
+    assert!(broken.contains("differences"), "{broken}");
+    assert!(broken.contains("Sara") || broken.contains("Ali"), "{broken}");
+    writeln!(stdin, "quit").unwrap();
+    assert!(child.0.wait().unwrap().success());
+}

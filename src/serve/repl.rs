@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::amount::format_cents;
+use crate::config::Settings;
 use crate::event::{format_hour, parse_hour_bound};
 use crate::output::{as_of, show_table, CustomerOut};
 use crate::run::Serving;
@@ -27,6 +28,7 @@ pub const HELP: &str = "commands:
   categories              totals by category
   hourly [from] [to]      totals by UTC hour of event time (e.g. 2025-01-01T10)
   stats                   transactions, customers, dead letters, offsets, logical time
+  verify                  recompute every view from scratch over the same inputs, and compare
   help                    this list
   quit                    stop the pipeline and exit";
 
@@ -45,6 +47,8 @@ pub enum Command {
     Hourly(Option<i64>, Option<i64>),
     /// `stats`
     Stats,
+    /// `verify`
+    Verify,
     /// `help`
     Help,
     /// `quit`
@@ -76,9 +80,10 @@ pub fn parse(line: &str) -> Result<Command, String> {
             Ok(Command::Hourly(parsed.first().copied().flatten(), parsed.get(1).copied().flatten()))
         }
         ("stats", []) => Ok(Command::Stats),
+        ("verify", []) => Ok(Command::Verify),
         ("help", _) => Ok(Command::Help),
         ("quit" | "exit", []) => Ok(Command::Quit),
-        ("top" | "categories" | "hourly" | "stats" | "quit" | "exit", _) => {
+        ("top" | "categories" | "hourly" | "stats" | "verify" | "quit" | "exit", _) => {
             Err(format!("{verb}: too many arguments; type help"))
         }
         _ => Err(format!("unknown command {verb:?}; type help")),
@@ -86,9 +91,11 @@ pub fn parse(line: &str) -> Result<Command, String> {
 }
 
 /// Answers one command with text (an error is text too).
-pub fn answer(serving: &Serving, topic: &str, command: &Command) -> String {
+pub fn answer(serving: &Serving, settings: &Settings, command: &Command) -> String {
+    let topic = settings.kafka.topic.as_str();
     let read = |scope| serving.read_scope(scope, READ_TIMEOUT);
     let Some(reading) = (match command {
+        Command::Verify => read(Scope::Everything { top_k: 10 }),
         Command::Get(name) => read(Scope::Customer(name.clone())),
         Command::Top(k) => read(Scope::Top { k: *k }),
         Command::Categories | Command::Hourly(..) | Command::Stats => read(Scope::Totals),
@@ -142,6 +149,20 @@ pub fn answer(serving: &Serving, topic: &str, command: &Command) -> String {
             show_table(&["hour", "total", "count"], &rows, rows.len())
         }
         Command::Stats => stats(&reading, serving.workers()),
+        Command::Verify => match crate::verify::verify(settings, &reading, 10) {
+            Err(error) => format!("verify: cannot recompute: {error:#}\n"),
+            Ok(v) if v.differences.is_empty() => format!(
+                "verify: every view equals a from-scratch recomputation over {} history records and {} Kafka messages\n",
+                v.history_records, v.messages
+            ),
+            Ok(v) => {
+                let mut text = format!("verify: {} differences between the live views and a recomputation:\n", v.differences.len());
+                for difference in &v.differences {
+                    let _ = writeln!(text, "  {difference}");
+                }
+                text
+            }
+        },
         Command::Help | Command::Quit | Command::Nothing => unreachable!("answered above"),
     };
     let _ = writeln!(out, "as of {}", as_of(&reading, topic));
@@ -165,12 +186,12 @@ fn stats(reading: &Reading, workers: usize) -> String {
 
 /// Reads commands until `quit` or the end of input: with line editing on a terminal, else
 /// line by line from standard input. Returns when the user is done.
-pub fn prompt(serving: &Serving, topic: &str, stop: impl Fn() -> bool) {
+pub fn prompt(serving: &Serving, settings: &Settings, stop: impl Fn() -> bool) {
     use std::io::{BufRead, IsTerminal, Write};
     let handle = |line: &str| -> bool {
         let reply = match parse(line) {
             Ok(Command::Quit) => return false,
-            Ok(command) => answer(serving, topic, &command),
+            Ok(command) => answer(serving, settings, &command),
             Err(usage) => format!("{usage}\n"),
         };
         let mut stdout = std::io::stdout().lock();
