@@ -50,6 +50,21 @@ pub struct CustomerOut<'a> {
 }
 
 impl<'a> CustomerOut<'a> {
+    /// The header of a customer table or CSV file.
+    pub const COLUMNS: [&'static str; 6] = ["customer", "total", "count", "min", "max", "avg"];
+
+    /// The row's cells, in [`CustomerOut::COLUMNS`] order.
+    pub fn cells(&self) -> Vec<String> {
+        vec![
+            self.customer.to_owned(),
+            self.total.to_string(),
+            self.count.to_string(),
+            self.min.to_string(),
+            self.max.to_string(),
+            self.avg.to_string(),
+        ]
+    }
+
     /// The output form of a customer row.
     pub fn new(customer: &'a str, row: &CustomerRow) -> Self {
         CustomerOut {
@@ -120,21 +135,7 @@ pub fn show_table(header: &[&str], rows: &[Vec<String>], total_rows: usize) -> S
 /// The customer table, at most `limit` rows, in name order.
 pub fn customers_table(reading: &Reading, filter: Option<&Filter>, limit: usize) -> String {
     let all: Vec<_> = visible_customers(reading, filter).collect();
-    let rows: Vec<Vec<String>> = all
-        .iter()
-        .take(limit)
-        .map(|(c, r)| {
-            let o = CustomerOut::new(c, r);
-            vec![
-                c.clone(),
-                o.total.to_string(),
-                o.count.to_string(),
-                o.min.to_string(),
-                o.max.to_string(),
-                o.avg.to_string(),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = all.iter().take(limit).map(|(c, r)| CustomerOut::new(c, r).cells()).collect();
     show_table(&["customer", "total_amount", "count", "min", "max", "avg"], &rows, all.len())
 }
 
@@ -143,22 +144,7 @@ pub fn write_views(dir: &Path, reading: &Reading, filter: Option<&Filter>) -> st
     std::fs::create_dir_all(dir)?;
     let mut written = Vec::new();
     let customers: Vec<_> = visible_customers(reading, filter).map(|(c, r)| CustomerOut::new(c, r)).collect();
-    written.extend(write_pair(
-        dir,
-        "customers",
-        &["customer", "total", "count", "min", "max", "avg"],
-        &customers,
-        |o| {
-            vec![
-                o.customer.to_owned(),
-                o.total.to_string(),
-                o.count.to_string(),
-                o.min.to_string(),
-                o.max.to_string(),
-                o.avg.to_string(),
-            ]
-        },
-    )?);
+    written.extend(write_pair(dir, "customers", &CustomerOut::COLUMNS, &customers, CustomerOut::cells)?);
 
     #[derive(serde::Serialize)]
     struct TopOut<'a> {

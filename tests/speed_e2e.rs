@@ -633,16 +633,13 @@ fn the_http_api_answers_from_the_views() {
     run.stop();
 }
 
-#[test]
-fn the_prompt_answers_piped_commands() {
-    let dir = temp_dir("prompt");
-    let broker = TestBroker::mock();
-    let workshop = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/transactions.json");
-    let mut child = Killed(
+/// `lambda run --repl` with piped standard input and output.
+fn prompt(broker: &TestBroker, history: &Path, dir: &Path) -> Killed {
+    Killed(
         lambda()
             .args(["run", "--repl", "--http", "off", "--workers", "2", "--brokers", &broker.address()])
             .arg("--input")
-            .arg(&workshop)
+            .arg(history)
             .arg("--dead-letters")
             .arg(dir.join("dead.jsonl"))
             .stdin(Stdio::piped())
@@ -650,7 +647,15 @@ fn the_prompt_answers_piped_commands() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    );
+    )
+}
+
+#[test]
+fn the_prompt_answers_piped_commands() {
+    let dir = temp_dir("prompt");
+    let broker = TestBroker::mock();
+    let workshop = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/transactions.json");
+    let mut child = prompt(&broker, &workshop, &dir);
     let commands =
         "help\nget Ali\nget Nobody\ntop 2\ncategories\nhourly\nstats\nhourly soon\ntop many\nfrobnicate\nquit\n";
     std::io::Write::write_all(child.0.stdin.as_mut().unwrap(), commands.as_bytes()).unwrap();
@@ -685,19 +690,7 @@ fn verify_in_the_prompt_passes_and_can_fail() {
         r#"{"id":"h2","customer":"Sara","amount":90}"#.to_string(),
     ];
     let history_path = history(&dir, &history_lines);
-    let mut child = Killed(
-        lambda()
-            .args(["run", "--repl", "--http", "off", "--workers", "2", "--brokers", &broker.address()])
-            .arg("--input")
-            .arg(&history_path)
-            .arg("--dead-letters")
-            .arg(dir.join("dead.jsonl"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = prompt(&broker, &history_path, &dir);
     let mut stdin = child.0.stdin.take().unwrap();
     let mut stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
     let mut verify = |stdin: &mut std::process::ChildStdin| -> String {

@@ -108,16 +108,7 @@ pub fn answer(serving: &Serving, settings: &Settings, command: &Command) -> Stri
         Command::Get(name) => match reading.customers.first() {
             None => format!("no customer {name:?}\n"),
             Some((c, row)) => {
-                let o = CustomerOut::new(c, row);
-                let cells = vec![
-                    c.clone(),
-                    o.total.to_string(),
-                    o.count.to_string(),
-                    o.min.to_string(),
-                    o.max.to_string(),
-                    o.avg.to_string(),
-                ];
-                show_table(&["customer", "total", "count", "min", "max", "avg"], &[cells], 1)
+                show_table(&CustomerOut::COLUMNS, &[CustomerOut::new(c, row).cells()], 1)
             }
         },
         Command::Top(_) => {
