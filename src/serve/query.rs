@@ -81,9 +81,12 @@ pub enum Scope {
 impl Reading {
     /// Reads this worker's share of what `scope` covers, as of `time`.
     pub fn read_scope(views: &mut ViewTraces, time: Time, scope: &Scope) -> Reading {
+        if let Scope::Everything { top_k } = scope {
+            return Reading::read(views, time, *top_k);
+        }
         let offsets = Reading::read_offsets(views, time);
         match scope {
-            Scope::Everything { top_k } => Reading::read(views, time, *top_k),
+            Scope::Everything { .. } => unreachable!("answered above"),
             Scope::Offsets => offsets,
             Scope::Customer(name) => Reading {
                 customers: read_value_of(&mut views.customers, name, time)
