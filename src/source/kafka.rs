@@ -226,14 +226,6 @@ impl PartitionReader {
             tracing::debug!(%error, "offset commit failed; the next one will carry the same offsets");
         }
     }
-
-    /// The high watermark (next offset to be written) of each partition, for lag.
-    pub fn high_watermarks(&self, timeout: Duration) -> BTreeMap<i32, i64> {
-        self.next
-            .keys()
-            .filter_map(|&p| self.consumer.fetch_watermarks(&self.topic, p, timeout).ok().map(|(_, high)| (p, high)))
-            .collect()
-    }
 }
 
 /// Turns one Kafka message into a record.
