@@ -30,6 +30,36 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Write a deterministic synthetic history (JSON lines, or CSV for a `.csv` output).
     Gen(GenArgs),
+    /// Recompute every view from scratch over the inputs a running `lambda run` reflects
+    /// (the same history files, the topic up to its offsets), compare, exit 1 on differences.
+    Verify(VerifyArgs),
+}
+
+/// Options of `lambda verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Shared options: give the same history files, filters and config as the live run.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Kafka.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The live run's HTTP API. [default: the `--http` address, 127.0.0.1:8080]
+    #[arg(long, value_name = "URL")]
+    pub live: Option<String>,
+    /// Compare the `top` view over this many customers (default: all of them).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub top: usize,
+}
+
+impl VerifyArgs {
+    /// Settings for `lambda verify`, and the live run's address.
+    pub fn settings(&self) -> Result<(Settings, String), crate::config::ConfigError> {
+        let mut s = self.common.settings()?;
+        self.kafka.apply(&mut s);
+        let live = self.live.clone().unwrap_or_else(|| s.serve.http.clone());
+        Ok((s, live))
+    }
 }
 
 /// Where Kafka is.

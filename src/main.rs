@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use atelier_lambda::cli::{BatchArgs, BrokerArgs, Cli, Command, DemoArgs, GenArgs, ProduceArgs, RunArgs};
+use atelier_lambda::cli::{BatchArgs, BrokerArgs, Cli, Command, DemoArgs, GenArgs, ProduceArgs, RunArgs, VerifyArgs};
 use atelier_lambda::produce::{produce, Pace};
 use atelier_lambda::{batch, broker, demo, gen, output, run};
 use clap::Parser;
@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Command::Broker(args) => run_broker(&args),
         Command::Produce(args) => run_produce(&args),
         Command::Gen(args) => run_gen(&args),
+        Command::Verify(args) => return run_verify(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -167,6 +168,30 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
 }
 
 /// Starts the HTTP API on its own small runtime, unless `--http off`.
+/// `lambda verify`: exit 0 when equal, 1 on differences, 2 when it cannot verify.
+fn run_verify(args: &VerifyArgs) -> ExitCode {
+    let verified = args.settings().map_err(anyhow::Error::from).and_then(|(settings, live)| {
+        let reading = atelier_lambda::verify::fetch_live(&live, &settings.kafka.topic, args.top)?;
+        eprintln!("verifying the views at logical time {} (offsets {:?}) from {live}", reading.time, reading.offsets);
+        let verification = atelier_lambda::verify::verify(&settings, &reading, args.top)?;
+        Ok(verification)
+    });
+    match verified {
+        Err(error) => {
+            eprintln!("error: cannot verify: {error:#}");
+            ExitCode::from(2)
+        }
+        Ok(v) => {
+            print!("{}", v.report());
+            if v.differences.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
 fn serve_http(
     settings: &atelier_lambda::config::Settings,
     running: &run::Running,

@@ -23,7 +23,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -34,6 +35,7 @@ use crate::config::Settings;
 use crate::dataflow::{Pipeline, Time};
 use crate::deadletter::DeadLetterFile;
 use crate::filter::Filter;
+use crate::serve::metrics::{Metrics, Source};
 use crate::serve::query::Reading;
 use crate::source::history::HistoryFile;
 use crate::source::kafka::{self, DeadLetterTopic, PartitionReader};
@@ -49,6 +51,8 @@ const POLL_MAX: usize = 50_000;
 const COMPACT_EVERY: Duration = Duration::from_millis(100);
 /// How often offsets are committed to the consumer group.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// How often a worker notes its partitions' high watermarks (for the consumer lag).
+const WATERMARKS_EVERY: Duration = Duration::from_millis(50);
 
 pub use crate::serve::query::Scope;
 
@@ -76,6 +80,21 @@ struct Shared {
     requests: Mutex<Option<Receiver<ReadRequest>>>,
     command_senders: Vec<Sender<Command>>,
     command_receivers: Vec<Mutex<Option<Receiver<Command>>>>,
+    threads: Arc<WorkerThreads>,
+    metrics: Arc<Metrics>,
+}
+
+/// The worker threads, to wake a parked worker when a read is waiting for it: an idle
+/// worker parks up to [`IDLE_PARK`], which would otherwise add to every answer's latency.
+#[derive(Default)]
+struct WorkerThreads(Vec<OnceLock<Thread>>);
+
+impl WorkerThreads {
+    fn wake(&self, index: usize) {
+        if let Some(thread) = self.0.get(index).and_then(OnceLock::get) {
+            thread.unpark();
+        }
+    }
 }
 
 /// A running pipeline: its serving handle, and the workers to wait for.
@@ -103,6 +122,8 @@ pub struct WorkerReport {
 pub struct Serving {
     requests: Sender<ReadRequest>,
     workers: usize,
+    threads: Arc<WorkerThreads>,
+    metrics: Arc<Metrics>,
 }
 
 impl Serving {
@@ -116,6 +137,7 @@ impl Serving {
     pub fn read_scope(&self, scope: Scope, timeout: Duration) -> Option<Reading> {
         let (reply, replies) = channel();
         self.requests.send(ReadRequest { scope: scope.clone(), reply }).ok()?;
+        self.threads.wake(0);
         let deadline = Instant::now() + timeout;
         let mut parts = Vec::with_capacity(self.workers);
         while parts.len() < self.workers {
@@ -131,6 +153,11 @@ impl Serving {
     /// How many workers answer reads.
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// The process's metrics: records read, high watermarks, query latencies.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Reads until `done` accepts the reading (e.g. offsets reached a target), or times out.
@@ -206,6 +233,8 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     let (request_sender, requests) = channel();
     let (command_senders, command_receivers): (Vec<_>, Vec<_>) =
         (0..workers).map(|_| channel()).map(|(s, r)| (s, Mutex::new(Some(r)))).unzip();
+    let threads = Arc::new(WorkerThreads((0..workers).map(|_| OnceLock::new()).collect()));
+    let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(Shared {
         event_filter: settings.event_filter()?,
         settings: settings.clone(),
@@ -217,6 +246,8 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         requests: Mutex::new(Some(requests)),
         command_senders,
         command_receivers,
+        threads: Arc::clone(&threads),
+        metrics: Arc::clone(&metrics),
     });
     let guards = timely::execute(config, move |worker| {
         let result = run_worker(worker, &shared).map_err(|e| format!("{e:#}"));
@@ -228,7 +259,8 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         result
     })
     .map_err(|e| anyhow::anyhow!("cannot start the workers: {e}"))?;
-    Ok(Running { serving: Serving { requests: request_sender, workers }, stop, guards: Some(guards) })
+    let serving = Serving { requests: request_sender, workers, threads, metrics };
+    Ok(Running { serving, stop, guards: Some(guards) })
 }
 
 fn now_ms() -> Time {
@@ -238,11 +270,15 @@ fn now_ms() -> Time {
 /// One worker's life: history, then Kafka until asked to stop.
 fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerReport> {
     let settings = &shared.settings;
+    // Timely runs each worker on its own thread: this one.
+    let _ = shared.threads.0[worker.index()].set(std::thread::current());
     let mut pipeline = Pipeline::build(worker, shared.event_filter.clone());
     let mut report = WorkerReport {
         history: load_history(worker, &mut pipeline, &shared.files, settings, &shared.dead_letters, &shared.load)?,
         ..WorkerReport::default()
     };
+    shared.metrics.records_read(Source::History).inc_by(report.history.records + report.history.refused);
+    let messages_read = shared.metrics.records_read(Source::Kafka);
     pipeline.advance_to(now_ms().max(1));
 
     let k = &settings.kafka;
@@ -282,16 +318,18 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
             .take()
             .expect("worker 0 takes the requests"),
         senders: shared.command_senders.clone(),
+        threads: Arc::clone(&shared.threads),
         waiting: Vec::new(),
         compacted: 0,
         last_compaction: Instant::now(),
     });
     let mut pending: VecDeque<Command> = VecDeque::new();
     let mut last_commit = Instant::now();
+    let mut last_watermarks = Instant::now();
 
     while !shared.stop.load(Ordering::SeqCst) {
         if let Some(reader) = reader.as_mut() {
-            report.messages += reader.poll(Duration::ZERO, POLL_MAX, &mut |record| match record {
+            let read = reader.poll(Duration::ZERO, POLL_MAX, &mut |record| match record {
                 Record::Update(update) => pipeline.updates.send(update),
                 Record::Refused(letter) => {
                     pipeline.refuse(&letter);
@@ -303,6 +341,8 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
                     }
                 }
             }) as u64;
+            report.messages += read;
+            messages_read.inc_by(read);
             for (&partition, &next) in reader.next_offsets() {
                 let previous = admitted.insert(partition, next);
                 if previous != Some(next) {
@@ -312,6 +352,10 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
             if last_commit.elapsed() >= COMMIT_EVERY {
                 reader.commit();
                 last_commit = Instant::now();
+            }
+            if last_watermarks.elapsed() >= WATERMARKS_EVERY {
+                shared.metrics.note_high_watermarks(&reader.high_watermarks());
+                last_watermarks = Instant::now();
             }
         }
         let now = now_ms();
@@ -361,6 +405,7 @@ fn serve(pending: &mut VecDeque<Command>, pipeline: &mut Pipeline) {
 struct Coordinator {
     requests: Receiver<ReadRequest>,
     senders: Vec<Sender<Command>>,
+    threads: Arc<WorkerThreads>,
     /// Requests that arrived before anything was complete.
     waiting: Vec<ReadRequest>,
     compacted: Time,
@@ -371,11 +416,16 @@ impl Coordinator {
     fn tick(&mut self, complete: Option<Time>) {
         self.waiting.extend(self.requests.try_iter());
         let Some(complete) = complete else { return };
-        for request in self.waiting.drain(..) {
-            for sender in &self.senders {
-                let read = Command::Read { time: complete, scope: request.scope.clone(), reply: request.reply.clone() };
-                let _ = sender.send(read);
+        if !self.waiting.is_empty() {
+            for request in self.waiting.drain(..) {
+                for sender in &self.senders {
+                    let read =
+                        Command::Read { time: complete, scope: request.scope.clone(), reply: request.reply.clone() };
+                    let _ = sender.send(read);
+                }
             }
+            // Worker 0 is this thread; the others may be parked.
+            (1..self.senders.len()).for_each(|w| self.threads.wake(w));
         }
         if complete > self.compacted && self.last_compaction.elapsed() >= COMPACT_EVERY {
             for sender in &self.senders {

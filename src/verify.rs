@@ -5,6 +5,9 @@
 //! up to the reading's next offset — recomputes every view from scratch with the separate,
 //! plain [`Oracle`], and lists the differences.
 //!
+//! The live reading comes from this process (the prompt's `verify`) or from another one over
+//! HTTP (`lambda verify`, which reads `GET /v1/views` back with [`reading_from_views`]).
+//!
 //! Kafka orders messages only within a partition, so the recomputation admits all messages
 //! as one batch; it equals the live views whenever the versions of one transaction share a
 //! partition — which Kafka's partitioning by key (our producer keys messages by `id`)
@@ -15,14 +18,17 @@ use std::ops::ControlFlow;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::amount::parse_cents;
 use crate::config::Settings;
-use crate::event::{Names, Reason, Update};
+use crate::dataflow::stats::Stats;
+use crate::dataflow::views::CustomerRow;
+use crate::event::{parse_hour_bound, Names, Reason, Update};
 use crate::oracle::{differences, Oracle};
 use crate::serve::query::Reading;
 use crate::source::history::HistoryFile;
@@ -38,6 +44,24 @@ pub struct Verification {
     pub messages: u64,
     /// The differences between the live views and the recomputation; empty when equal.
     pub differences: Vec<String>,
+}
+
+impl Verification {
+    /// What was found, for people: one line when equal, else one line per difference.
+    pub fn report(&self) -> String {
+        if self.differences.is_empty() {
+            return format!(
+                "verify: every view equals a from-scratch recomputation over {} history records and {} Kafka messages\n",
+                self.history_records, self.messages
+            );
+        }
+        let mut text =
+            format!("verify: {} differences between the live views and a recomputation:\n", self.differences.len());
+        for difference in &self.differences {
+            text.push_str(&format!("  {difference}\n"));
+        }
+        text
+    }
 }
 
 /// Records gathered for one admission to the oracle.
@@ -126,4 +150,138 @@ pub fn verify(settings: &Settings, live: &Reading, top_k: usize) -> anyhow::Resu
     }
     let expected = oracle.reading(live.time, settings.event_filter()?.as_ref(), top_k);
     Ok(Verification { history_records, messages, differences: differences(live, &expected) })
+}
+
+/// Reads the live views of a running `lambda run` from its HTTP API (`base`, e.g.
+/// `http://127.0.0.1:8080`): every view at one logical time, `top` cut to `top_k`.
+pub fn fetch_live(base: &str, topic: &str, top_k: usize) -> anyhow::Result<Reading> {
+    let base = base.trim_end_matches('/');
+    let base = if base.contains("://") { base.to_owned() } else { format!("http://{base}") };
+    let url = format!("{base}/v1/views?k={top_k}");
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(120))).build().into();
+    let body = agent
+        .get(&url)
+        .call()
+        .with_context(|| format!("cannot read the live views at {url} (is `lambda run` serving there?)"))?
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_string()
+        .with_context(|| format!("cannot read the answer of {url}"))?;
+    let json: serde_json::Value = serde_json::from_str(&body).with_context(|| format!("{url} did not answer JSON"))?;
+    reading_from_views(&json, topic).with_context(|| format!("{url} did not answer the views"))
+}
+
+/// The [`Reading`] that a `GET /v1/views` answer shows (the inverse of
+/// [`crate::serve::http::views_json`]).
+pub fn reading_from_views(json: &serde_json::Value, topic: &str) -> anyhow::Result<Reading> {
+    use serde_json::Value;
+    fn field<'a>(v: &'a Value, name: &str) -> anyhow::Result<&'a Value> {
+        v.get(name).with_context(|| format!("no {name:?} in {v}"))
+    }
+    fn int(v: &Value, name: &str) -> anyhow::Result<i64> {
+        field(v, name)?.as_i64().with_context(|| format!("{name:?} is not a whole number in {v}"))
+    }
+    fn text<'a>(v: &'a Value, name: &str) -> anyhow::Result<&'a str> {
+        field(v, name)?.as_str().with_context(|| format!("{name:?} is not text in {v}"))
+    }
+    fn cents(v: &Value, name: &str) -> anyhow::Result<i64> {
+        let number = field(v, name)?.to_string();
+        parse_cents(&number).with_context(|| format!("{name:?} is not an amount in {v}"))
+    }
+    fn rows(v: &Value, name: &str) -> anyhow::Result<Vec<Value>> {
+        field(v, name)?.as_array().cloned().with_context(|| format!("{name:?} is not a list"))
+    }
+    fn sums(v: &Value) -> anyhow::Result<Stats> {
+        Ok(Stats { count: int(v, "count")?, cents: cents(v, "total")?.into() })
+    }
+
+    let as_of = field(json, "as_of")?;
+    let time = field(as_of, "time")?.as_u64().context("as_of.time is not a logical time")?;
+    let mut offsets = Vec::new();
+    for (name, offset) in field(as_of, "offsets")?.as_object().context("as_of.offsets is not an object")? {
+        let partition = name
+            .strip_prefix(topic)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|p| p.parse::<i32>().ok())
+            .with_context(|| format!("offset of {name:?}, not a partition of {topic:?}"))?;
+        offsets.push((partition, offset.as_i64().with_context(|| format!("offset of {name} is not a number"))?));
+    }
+    offsets.sort();
+    let mut dead_letters = Vec::new();
+    for (name, n) in field(json, "dead_letters")?.as_object().context("dead_letters is not an object")? {
+        let reason = Reason::ALL.into_iter().find(|r| r.as_str() == name);
+        let Some(reason) = reason else { bail!("unknown dead-letter reason {name:?}") };
+        dead_letters.push((reason, n.as_i64().with_context(|| format!("count of {name} is not a number"))?));
+    }
+    dead_letters.sort();
+    Ok(Reading {
+        time,
+        customers: rows(json, "customers")?
+            .iter()
+            .map(|c| {
+                let row = CustomerRow {
+                    total: cents(c, "total")?.into(),
+                    count: int(c, "count")?,
+                    min: cents(c, "min")?,
+                    max: cents(c, "max")?,
+                };
+                Ok((text(c, "customer")?.to_owned(), row))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        top: rows(json, "top")?
+            .iter()
+            .map(|t| Ok((text(t, "customer")?.to_owned(), cents(t, "total")?.into())))
+            .collect::<anyhow::Result<_>>()?,
+        categories: rows(json, "categories")?
+            .iter()
+            .map(|c| Ok((field(c, "category")?.as_str().map(str::to_owned), sums(c)?)))
+            .collect::<anyhow::Result<_>>()?,
+        hourly: rows(json, "hourly")?
+            .iter()
+            .map(|h| {
+                let hour = text(h, "hour")?;
+                Ok((parse_hour_bound(hour).with_context(|| format!("{hour:?} is not an hour"))?, sums(h)?))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        overall: sums(field(json, "overall")?)?,
+        customer_count: int(json, "customer_count")?,
+        dead_letters,
+        offsets,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::http::views_json;
+
+    /// What `lambda verify` reads back over HTTP is exactly the reading that was served.
+    #[test]
+    fn views_json_reads_back_to_the_same_reading() {
+        let row = |total: i128, count, min, max| CustomerRow { total, count, min, max };
+        let reading = Reading {
+            time: 1_732_000_000_123,
+            customers: vec![
+                ("Ali".into(), row(40_000, 2, 15_000, 25_000)),
+                ("Zoé".into(), row(5_025, 1, 5_025, 5_025)),
+            ],
+            top: vec![("Ali".into(), 40_000), ("Zoé".into(), 5_025)],
+            categories: vec![
+                (None, Stats { count: 1, cents: 5_025 }),
+                (Some("food".into()), Stats { count: 2, cents: 40_000 }),
+            ],
+            hourly: vec![(483_000, Stats { count: 3, cents: 45_025 })],
+            overall: Stats { count: 3, cents: 45_025 },
+            customer_count: 2,
+            dead_letters: vec![(Reason::InvalidJson, 2), (Reason::BadAmount, 1)],
+            offsets: vec![(0, 12), (1, 0), (2, 7)],
+        };
+        let json = views_json(&reading, "real-time-orders");
+        let mut expected = reading.clone();
+        expected.dead_letters.sort();
+        assert_eq!(reading_from_views(&json, "real-time-orders").unwrap(), expected);
+        assert!(reading_from_views(&json, "another-topic").is_err(), "offsets of another topic are refused");
+    }
 }

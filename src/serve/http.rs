@@ -7,7 +7,9 @@
 //! | `GET /v1/top?k=` | the `k` largest totals, ties by name |
 //! | `GET /v1/categories` | totals by category |
 //! | `GET /v1/hourly?from=&to=` | totals by UTC hour of event time, within the bounds |
-//! | `GET /v1/status` | totals, customers, dead letters by reason, workers |
+//! | `GET /v1/views?k=` | every view at one time: customers, top `k`, categories, hourly, overall |
+//! | `GET /v1/status` | totals, customers, dead letters by reason, records read, lag per partition, workers |
+//! | `GET /metrics` | Prometheus text (see [`crate::serve::metrics`]) |
 //! | `GET /healthz` | `ok` |
 //!
 //! Every answer carries `as_of`: `{"time": T, "offsets": {"real-time-orders/0": N, ...}}`,
@@ -20,10 +22,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -32,6 +35,7 @@ use serde_json::{json, Value};
 use crate::event::{format_hour, parse_hour_bound};
 use crate::output::{as_of, CustomerOut, Money, SumOut};
 use crate::run::Serving;
+use crate::serve::metrics::consumer_lag;
 use crate::serve::query::{Reading, Scope};
 
 /// The longest a request waits for the workers.
@@ -66,9 +70,20 @@ pub fn router(serving: Serving, topic: String, workers: usize) -> Router {
         .route("/v1/top", get(top))
         .route("/v1/categories", get(categories))
         .route("/v1/hourly", get(hourly))
+        .route("/v1/views", get(views))
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&api), timed))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route; see /v1/status".into()) })
         .with_state(api)
+}
+
+/// Times every answer, by route, for `lambda_query_duration_seconds`.
+async fn timed(State(api): State<Arc<Api>>, route: MatchedPath, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let response = next.run(request).await;
+    api.serving.metrics().observe_query(route.as_str(), start.elapsed().as_secs_f64());
+    response
 }
 
 /// Serves the API on `addr` until the future is dropped; returns the bound address first.
@@ -120,26 +135,58 @@ async fn customers(State(api): State<Arc<Api>>, Query(params): Query<HashMap<Str
 async fn top(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String, String>>) -> Answer {
     let k = number(&params, "k", 10, MAX_PAGE)?;
     let reading = read(&api, Scope::Top { k }).await?;
-    let top: Vec<Value> = reading
-        .top
-        .iter()
-        .enumerate()
-        .map(|(i, (customer, total))| json!({ "rank": i + 1, "customer": customer, "total": Money(*total) }))
-        .collect();
-    Ok(Json(json!({ "top": top, "as_of": as_of(&reading, &api.topic) })))
+    Ok(Json(json!({ "top": top_json(&reading), "as_of": as_of(&reading, &api.topic) })))
+}
+
+fn top_json(reading: &Reading) -> Vec<Value> {
+    let rows = reading.top.iter().enumerate();
+    rows.map(|(i, (customer, total))| json!({ "rank": i + 1, "customer": customer, "total": Money(*total) })).collect()
+}
+
+fn categories_json(reading: &Reading) -> Vec<Value> {
+    let rows = reading.categories.iter().map(|(c, s)| (c, SumOut::from(*s)));
+    rows.map(|(c, sum)| json!({ "category": c, "total": sum.total, "count": sum.count })).collect()
+}
+
+fn hourly_json(reading: &Reading, from: Option<i64>, to: Option<i64>) -> Vec<Value> {
+    let rows = reading.hourly.iter().filter(|(h, _)| from.is_none_or(|f| *h >= f) && to.is_none_or(|t| *h <= t));
+    rows.map(|(h, s)| (h, SumOut::from(*s)))
+        .map(|(h, sum)| json!({ "hour": format_hour(*h), "total": sum.total, "count": sum.count }))
+        .collect()
+}
+
+fn dead_letters_json(reading: &Reading) -> serde_json::Map<String, Value> {
+    reading.dead_letters.iter().map(|(r, n)| (r.to_string(), (*n).into())).collect()
+}
+
+/// Every view of `reading`, as `GET /v1/views` answers (and `lambda verify` reads back).
+pub fn views_json(reading: &Reading, topic: &str) -> Value {
+    let customers: Vec<_> = reading.customers.iter().map(|(c, r)| CustomerOut::new(c, r)).collect();
+    let overall = SumOut::from(reading.overall);
+    json!({
+        "customers": customers,
+        "top": top_json(reading),
+        "categories": categories_json(reading),
+        "hourly": hourly_json(reading, None, None),
+        "overall": { "total": overall.total, "count": overall.count },
+        "customer_count": reading.customer_count,
+        "dead_letters": dead_letters_json(reading),
+        "as_of": as_of(reading, topic),
+    })
+}
+
+/// The largest `k` a full reading accepts: every customer is in it anyway.
+const MAX_TOP_OF_VIEWS: usize = 10_000_000;
+
+async fn views(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String, String>>) -> Answer {
+    let top_k = number(&params, "k", 10, MAX_TOP_OF_VIEWS)?;
+    let reading = read(&api, Scope::Everything { top_k }).await?;
+    Ok(Json(views_json(&reading, &api.topic)))
 }
 
 async fn categories(State(api): State<Arc<Api>>) -> Answer {
     let reading = read(&api, Scope::Totals).await?;
-    let categories: Vec<Value> = reading
-        .categories
-        .iter()
-        .map(|(c, s)| {
-            let sum = SumOut::from(*s);
-            json!({ "category": c, "total": sum.total, "count": sum.count })
-        })
-        .collect();
-    Ok(Json(json!({ "categories": categories, "as_of": as_of(&reading, &api.topic) })))
+    Ok(Json(json!({ "categories": categories_json(&reading), "as_of": as_of(&reading, &api.topic) })))
 }
 
 async fn hourly(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String, String>>) -> Answer {
@@ -158,28 +205,34 @@ async fn hourly(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String
     };
     let (from, to) = (bound("from")?, bound("to")?);
     let reading = read(&api, Scope::Totals).await?;
-    let hours: Vec<Value> = reading
-        .hourly
-        .iter()
-        .filter(|(h, _)| from.is_none_or(|f| *h >= f) && to.is_none_or(|t| *h <= t))
-        .map(|(h, s)| {
-            let sum = SumOut::from(*s);
-            json!({ "hour": format_hour(*h), "total": sum.total, "count": sum.count })
-        })
-        .collect();
-    Ok(Json(json!({ "hourly": hours, "as_of": as_of(&reading, &api.topic) })))
+    Ok(Json(json!({ "hourly": hourly_json(&reading, from, to), "as_of": as_of(&reading, &api.topic) })))
 }
 
 async fn status(State(api): State<Arc<Api>>) -> Answer {
     let reading = read(&api, Scope::Totals).await?;
-    let dead_letters: serde_json::Map<String, Value> =
-        reading.dead_letters.iter().map(|(r, n)| (r.to_string(), (*n).into())).collect();
+    let metrics = api.serving.metrics();
+    let (history, kafka) = metrics.records_read_so_far();
+    let partitions: serde_json::Map<String, Value> = consumer_lag(&reading.offsets, &metrics.high_watermarks())
+        .into_iter()
+        .map(|(p, next, lag)| {
+            let high = lag.map(|l| next + l);
+            (format!("{}/{p}", api.topic), json!({ "next_offset": next, "high_watermark": high, "lag": lag }))
+        })
+        .collect();
     Ok(Json(json!({
         "as_of": as_of(&reading, &api.topic),
         "transactions": reading.overall.count,
         "total": Money(reading.overall.cents),
         "customers": reading.customer_count,
-        "dead_letters": dead_letters,
+        "dead_letters": dead_letters_json(&reading),
+        "records_read": { "history": history, "kafka": kafka },
+        "partitions": partitions,
         "workers": api.workers,
     })))
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
+    let reading = read(&api, Scope::Totals).await?;
+    let text = api.serving.metrics().render(&reading, &api.topic);
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
 }

@@ -107,9 +107,7 @@ pub fn answer(serving: &Serving, settings: &Settings, command: &Command) -> Stri
     let mut out = match command {
         Command::Get(name) => match reading.customers.first() {
             None => format!("no customer {name:?}\n"),
-            Some((c, row)) => {
-                show_table(&CustomerOut::COLUMNS, &[CustomerOut::new(c, row).cells()], 1)
-            }
+            Some((c, row)) => show_table(&CustomerOut::COLUMNS, &[CustomerOut::new(c, row).cells()], 1),
         },
         Command::Top(_) => {
             let rows: Vec<Vec<String>> = reading
@@ -142,17 +140,7 @@ pub fn answer(serving: &Serving, settings: &Settings, command: &Command) -> Stri
         Command::Stats => stats(&reading, serving.workers()),
         Command::Verify => match crate::verify::verify(settings, &reading, 10) {
             Err(error) => format!("verify: cannot recompute: {error:#}\n"),
-            Ok(v) if v.differences.is_empty() => format!(
-                "verify: every view equals a from-scratch recomputation over {} history records and {} Kafka messages\n",
-                v.history_records, v.messages
-            ),
-            Ok(v) => {
-                let mut text = format!("verify: {} differences between the live views and a recomputation:\n", v.differences.len());
-                for difference in &v.differences {
-                    let _ = writeln!(text, "  {difference}");
-                }
-                text
-            }
+            Ok(v) => v.report(),
         },
         Command::Help | Command::Quit | Command::Nothing => unreachable!("answered above"),
     };

@@ -216,6 +216,32 @@ impl PartitionReader {
         &self.next
     }
 
+    /// The high watermark (the offset after the newest message) of each of this reader's
+    /// partitions, as of the last fetch response — cached by librdkafka, so this does not
+    /// ask the broker. Partitions not fetched yet are absent.
+    pub fn high_watermarks(&self) -> BTreeMap<i32, i64> {
+        let topic = std::ffi::CString::new(self.topic.as_str()).expect("a topic name has no NUL byte");
+        let mut marks = BTreeMap::new();
+        for &p in self.next.keys() {
+            let (mut low, mut high) = (-1i64, -1i64);
+            // SAFETY: the client pointer is live for as long as `self.consumer`; librdkafka
+            // only reads the topic name and writes the two integers.
+            let code = unsafe {
+                rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                    self.consumer.client().native_ptr(),
+                    topic.as_ptr(),
+                    p,
+                    &mut low,
+                    &mut high,
+                )
+            };
+            if code == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 {
+                marks.insert(p, high);
+            }
+        }
+        marks
+    }
+
     /// Commits the next offsets to the consumer group (so that Kafka tools show the lag).
     pub fn commit(&self) {
         let mut list = TopicPartitionList::new();

@@ -1,6 +1,8 @@
 //! Shared test machinery: random inputs, and running them through the real dataflow.
 #![allow(dead_code)]
 
+pub mod live;
+
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,210 @@
+//! `GET /metrics`: the pipeline in Prometheus' text format.
+//!
+//! Two kinds of numbers, kept apart on purpose:
+//!
+//! - **read from the views** at one logical time when scraped (like any other answer):
+//!   `lambda_transactions`, `lambda_customers`, `lambda_dead_letters{reason}`,
+//!   `lambda_next_offset{partition}`, `lambda_logical_time_ms`;
+//! - **counted by this process** as it goes: `lambda_records_read_total{source}` (history
+//!   lines and Kafka messages read), `lambda_high_watermark{partition}` and
+//!   `lambda_consumer_lag{partition}` (the high watermark less the next offset the views
+//!   reflect), and `lambda_query_duration_seconds{route}`, a histogram of HTTP answers.
+//!
+//! ```text
+//! # TYPE lambda_consumer_lag gauge
+//! lambda_consumer_lag{partition="real-time-orders/0"} 0
+//! # TYPE lambda_query_duration_seconds histogram
+//! lambda_query_duration_seconds_bucket{le="0.0001",route="/v1/customers/{customer}"} 9812
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::serve::query::Reading;
+
+/// Label pairs of one series.
+type Labels = Vec<(&'static str, String)>;
+
+/// Query latency buckets: 25 µs doubling up to ~0.8 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_025, 2.0, 16))
+}
+
+/// Where a record came from, for `lambda_records_read_total`.
+#[derive(Clone, Copy, Debug)]
+pub enum Source {
+    /// A line of a history file.
+    History,
+    /// A Kafka message.
+    Kafka,
+}
+
+/// The process's metrics and what it counts outside the dataflow.
+pub struct Metrics {
+    registry: Registry,
+    records_read: Family<Labels, Counter>,
+    query_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    transactions: Gauge,
+    customers: Gauge,
+    logical_time: Gauge,
+    dead_letters: Family<Labels, Gauge>,
+    next_offset: Family<Labels, Gauge>,
+    high_watermark: Family<Labels, Gauge>,
+    lag: Family<Labels, Gauge>,
+    /// The newest high watermark of each partition read by this process's workers.
+    high_watermarks: Mutex<BTreeMap<i32, i64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric, registered and at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("lambda");
+        let records_read = Family::default();
+        registry.register("records_read", "Records read: history lines and Kafka messages", records_read.clone());
+        let query_seconds = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register("query_duration_seconds", "Time to answer an HTTP request, by route", query_seconds.clone());
+        let transactions = Gauge::default();
+        registry.register("transactions", "Live transactions in the views", transactions.clone());
+        let customers = Gauge::default();
+        registry.register("customers", "Customers with a live transaction", customers.clone());
+        let logical_time = Gauge::default();
+        registry.register("logical_time_ms", "The logical time the views were read at (Unix ms)", logical_time.clone());
+        let dead_letters = Family::default();
+        registry.register("dead_letters", "Refused records in the views, by reason", dead_letters.clone());
+        let next_offset = Family::default();
+        registry.register("next_offset", "Next Kafka offset the views reflect, by partition", next_offset.clone());
+        let high_watermark = Family::default();
+        registry.register(
+            "high_watermark",
+            "Offset after the newest message seen, by partition",
+            high_watermark.clone(),
+        );
+        let lag = Family::default();
+        registry.register("consumer_lag", "Messages on the topic not yet in the views, by partition", lag.clone());
+        Metrics {
+            registry,
+            records_read,
+            query_seconds,
+            transactions,
+            customers,
+            logical_time,
+            dead_letters,
+            next_offset,
+            high_watermark,
+            lag,
+            high_watermarks: Mutex::default(),
+        }
+    }
+
+    /// The counter of records read from `source` (cheap to clone, shared with the scrape).
+    pub fn records_read(&self, source: Source) -> Counter {
+        let name = match source {
+            Source::History => "history",
+            Source::Kafka => "kafka",
+        };
+        self.records_read.get_or_create(&vec![("source", name.to_owned())]).clone()
+    }
+
+    /// Records read so far: (history lines, Kafka messages).
+    pub fn records_read_so_far(&self) -> (u64, u64) {
+        (self.records_read(Source::History).get(), self.records_read(Source::Kafka).get())
+    }
+
+    /// Notes the high watermarks a worker's reader has seen.
+    pub fn note_high_watermarks(&self, marks: &BTreeMap<i32, i64>) {
+        self.high_watermarks.lock().unwrap_or_else(|p| p.into_inner()).extend(marks);
+    }
+
+    /// The newest high watermark of every partition seen so far.
+    pub fn high_watermarks(&self) -> BTreeMap<i32, i64> {
+        self.high_watermarks.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records how long answering `route` took.
+    pub fn observe_query(&self, route: &str, seconds: f64) {
+        self.query_seconds.get_or_create(&vec![("route", route.to_owned())]).observe(seconds);
+    }
+
+    /// The text exposition, with the view numbers taken from `reading`.
+    pub fn render(&self, reading: &Reading, topic: &str) -> String {
+        self.transactions.set(reading.overall.count);
+        self.customers.set(reading.customer_count);
+        self.logical_time.set(reading.time as i64);
+        for (reason, n) in &reading.dead_letters {
+            self.dead_letters.get_or_create(&vec![("reason", reason.to_string())]).set(*n);
+        }
+        let marks = self.high_watermarks();
+        for (partition, next, lag) in consumer_lag(&reading.offsets, &marks) {
+            let labels = vec![("partition", format!("{topic}/{partition}"))];
+            self.next_offset.get_or_create(&labels).set(next);
+            if let Some(lag) = lag {
+                self.lag.get_or_create(&labels).set(lag);
+                self.high_watermark.get_or_create(&labels).set(next + lag);
+            }
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Each partition's next offset and its lag — the high watermark less the next offset, never
+/// below zero (a watermark seen before the views caught up) — or `None` when no watermark is
+/// known yet.
+pub fn consumer_lag(offsets: &[(i32, i64)], marks: &BTreeMap<i32, i64>) -> Vec<(i32, i64, Option<i64>)> {
+    offsets.iter().map(|&(p, next)| (p, next, marks.get(&p).map(|high| (high - next).max(0)))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::stats::Stats;
+    use crate::event::Reason;
+
+    #[test]
+    fn renders_views_counters_lag_and_latency() {
+        let metrics = Metrics::new();
+        metrics.records_read(Source::Kafka).inc_by(7);
+        metrics.note_high_watermarks(&BTreeMap::from([(0, 10), (1, 4)]));
+        metrics.observe_query("/v1/top", 0.0003);
+        let reading = Reading {
+            time: 42,
+            overall: Stats { count: 3, cents: 100 },
+            customer_count: 2,
+            dead_letters: vec![(Reason::BadAmount, 5)],
+            offsets: vec![(0, 7), (1, 4), (2, 0)],
+            ..Reading::default()
+        };
+        let text = metrics.render(&reading, "t");
+        for line in [
+            "lambda_records_read_total{source=\"kafka\"} 7",
+            "lambda_transactions 3",
+            "lambda_customers 2",
+            "lambda_logical_time_ms 42",
+            "lambda_dead_letters{reason=\"bad_amount\"} 5",
+            "lambda_next_offset{partition=\"t/0\"} 7",
+            "lambda_consumer_lag{partition=\"t/0\"} 3",
+            "lambda_consumer_lag{partition=\"t/1\"} 0",
+            "lambda_high_watermark{partition=\"t/0\"} 10",
+            "lambda_query_duration_seconds_count{route=\"/v1/top\"} 1",
+            "lambda_query_duration_seconds_bucket{le=\"0.0004\",route=\"/v1/top\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+        // No watermark seen for partition 2: no lag is claimed for it.
+        assert!(!text.contains("lambda_consumer_lag{partition=\"t/2\"}"), "{text}");
+    }
+}

