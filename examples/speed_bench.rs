@@ -5,6 +5,7 @@
 //! cargo run --release --example speed_bench -- ingest --messages 2000000
 //! cargo run --release --example speed_bench -- freshness --rate 10000 --seconds 10
 //! cargo run --release --example speed_bench -- correction --history h10m.jsonl --samples 50
+//! cargo run --release --example speed_bench -- lookup --customers 100000 --rate 10000 --seconds 20
 //! ```
 //!
 //! - `ingest`: the topic is filled first; then the pipeline reads it from the start, and the
@@ -14,6 +15,10 @@
 //!   the offsets view, about every 0.5 ms).
 //! - `correction`: after the history is loaded, one correction of an existing id at a time;
 //!   the time until the views reflect it.
+//! - `lookup`: the serving layer in-process: point lookups of random customers through
+//!   [`Serving::read_scope`] (the path HTTP and the prompt use, without HTTP), by `clients`
+//!   threads one after the other, while messages are produced at a steady rate; latency of
+//!   each lookup and lookups per second.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -23,7 +28,7 @@ use atelier_lambda::broker::Broker;
 use atelier_lambda::config::Settings;
 use atelier_lambda::gen::{GenOptions, Generator};
 use atelier_lambda::produce::{produce, Pace};
-use atelier_lambda::run::{self, Running, Scope};
+use atelier_lambda::run::{self, Running, Scope, Serving};
 use clap::{Parser, Subcommand};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord};
@@ -61,6 +66,42 @@ enum What {
         #[arg(long, default_value_t = 50)]
         samples: usize,
     },
+    Lookup {
+        /// Distinct customers in the history (and in the produced messages).
+        #[arg(long, default_value_t = 100_000)]
+        customers: u64,
+        /// History rows (generated).
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Messages produced per second while looking up.
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Threads looking up, each one lookup at a time.
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+    },
+}
+
+/// Looks up random customers until `until`; returns each lookup's latency in ms and how
+/// many customers were found.
+fn look_up(serving: &Serving, customers: u64, seed: u64, until: Instant) -> (Vec<f64>, u64) {
+    let mut state = seed;
+    let (mut latencies, mut found) = (Vec::new(), 0);
+    while Instant::now() < until {
+        // SplitMix64 step: a cheap, well-spread random customer.
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let name = format!("customer-{:06}", (z ^ (z >> 31)) % customers);
+        let at = Instant::now();
+        let reading = serving.read_scope(Scope::Customer(name), Duration::from_secs(10)).expect("an answer");
+        latencies.push(at.elapsed().as_secs_f64() * 1000.0);
+        found += reading.customers.len() as u64;
+    }
+    (latencies, found)
 }
 
 fn start(broker: &Broker, history: PathBuf, workers: usize) -> Running {
@@ -202,6 +243,58 @@ fn main() {
                 &format!("freshness at {rate:.0}/s (achieved {achieved:.0}/s, {} workers)", args.workers),
                 latencies,
             );
+            running.stop();
+            running.join().unwrap();
+        }
+        What::Lookup { customers, rows, rate, seconds, clients } => {
+            let history = std::env::temp_dir().join(format!("speed-bench-{rows}-{customers}.jsonl"));
+            let options = GenOptions { rows, customers, corrections: 0.1, ..GenOptions::default() };
+            let text: String = Generator::new(&options).map(|line| line + "\n").collect();
+            std::fs::write(&history, text).unwrap();
+            let running = start(&broker, history, args.workers);
+            let loading = Instant::now();
+            offsets(&running);
+            println!(
+                "history of {rows} rows, {customers} customers loaded in {:.2} s",
+                loading.elapsed().as_secs_f64()
+            );
+            let stop_producing = std::sync::atomic::AtomicBool::new(false);
+            let stream =
+                GenOptions { rows: u64::MAX, customers, corrections: 0.1, id_prefix: "s".into(), seed: 9, ..options };
+            let (latencies, found, produced, secs) = std::thread::scope(|scope| {
+                let producing = scope.spawn(|| {
+                    let stop = || stop_producing.load(std::sync::atomic::Ordering::SeqCst);
+                    produce(&broker.address(), TOPIC, Generator::new(&stream), Pace::PerSecond(rate), stop).unwrap()
+                });
+                std::thread::sleep(Duration::from_secs(1)); // the stream is flowing
+                let started = Instant::now();
+                let until = started + Duration::from_secs_f64(seconds);
+                let lookups: Vec<_> = (0..clients)
+                    .map(|c| {
+                        let serving = running.serving.clone();
+                        scope.spawn(move || look_up(&serving, customers, c as u64 + 1, until))
+                    })
+                    .collect();
+                let (mut latencies, mut found) = (Vec::new(), 0);
+                for lookup in lookups {
+                    let (l, f) = lookup.join().unwrap();
+                    latencies.extend(l);
+                    found += f;
+                }
+                let secs = started.elapsed().as_secs_f64();
+                stop_producing.store(true, std::sync::atomic::Ordering::SeqCst);
+                (latencies, found, producing.join().unwrap(), secs)
+            });
+            let full = running.serving.read_scope(Scope::Totals, Duration::from_secs(30)).unwrap();
+            println!(
+                "{} lookups in {secs:.1} s = {:.0} lookups/s, {found} found; {produced} messages produced \
+                 ({:.0}/s), {} live transactions at the end",
+                latencies.len(),
+                latencies.len() as f64 / secs,
+                produced as f64 / (secs + 1.0),
+                full.overall.count
+            );
+            report(&format!("in-process lookup ({clients} clients, {} workers)", args.workers), latencies);
             running.stop();
             running.join().unwrap();
         }

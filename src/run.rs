@@ -59,12 +59,31 @@ pub use crate::serve::query::Scope;
 /// A request to read at the latest complete time.
 struct ReadRequest {
     scope: Scope,
-    reply: Sender<Reading>,
+    reply: Reply,
+}
+
+/// Where the workers send their shares of a read: a thread waiting on a channel (the
+/// prompt, `--views-out`), or an async task (an HTTP request) — which then waits without
+/// holding a thread, and wakes without a hop through a pool of blocking threads.
+#[derive(Clone)]
+enum Reply {
+    Thread(Sender<Reading>),
+    Task(tokio::sync::mpsc::UnboundedSender<Reading>),
+}
+
+impl Reply {
+    fn send(&self, part: Reading) {
+        // A reader that gave up (timed out) no longer listens; that is not an error here.
+        let _ = match self {
+            Reply::Thread(sender) => sender.send(part).map_err(drop),
+            Reply::Task(sender) => sender.send(part).map_err(drop),
+        };
+    }
 }
 
 /// What the coordinator tells every worker, in order.
 enum Command {
-    Read { time: Time, scope: Scope, reply: Sender<Reading> },
+    Read { time: Time, scope: Scope, reply: Reply },
     Compact(Time),
 }
 
@@ -136,8 +155,7 @@ impl Serving {
     /// Reads what `scope` covers at the latest complete time.
     pub fn read_scope(&self, scope: Scope, timeout: Duration) -> Option<Reading> {
         let (reply, replies) = channel();
-        self.requests.send(ReadRequest { scope: scope.clone(), reply }).ok()?;
-        self.threads.wake(0);
+        self.request(&scope, Reply::Thread(reply))?;
         let deadline = Instant::now() + timeout;
         let mut parts = Vec::with_capacity(self.workers);
         while parts.len() < self.workers {
@@ -148,6 +166,28 @@ impl Serving {
             }
         }
         Some(Reading::merge_scope(parts, &scope))
+    }
+
+    /// Reads what `scope` covers at the latest complete time, from an async task.
+    pub async fn read_scope_async(&self, scope: Scope, timeout: Duration) -> Option<Reading> {
+        let (reply, mut replies) = tokio::sync::mpsc::unbounded_channel();
+        self.request(&scope, Reply::Task(reply))?;
+        let parts = async {
+            let mut parts = Vec::with_capacity(self.workers);
+            while parts.len() < self.workers {
+                parts.push(replies.recv().await?);
+            }
+            Some(parts)
+        };
+        let parts = tokio::time::timeout(timeout, parts).await.ok()??;
+        Some(Reading::merge_scope(parts, &scope))
+    }
+
+    /// Hands a read to the coordinator, waking it if it is parked.
+    fn request(&self, scope: &Scope, reply: Reply) -> Option<()> {
+        self.requests.send(ReadRequest { scope: scope.clone(), reply }).ok()?;
+        self.threads.wake(0);
+        Some(())
     }
 
     /// How many workers answer reads.
@@ -394,7 +434,7 @@ fn serve(pending: &mut VecDeque<Command>, pipeline: &mut Pipeline) {
         }
         match pending.pop_front().expect("front exists") {
             Command::Read { time, scope, reply } => {
-                let _ = reply.send(Reading::read_scope(&mut pipeline.views, time, &scope));
+                reply.send(Reading::read_scope(&mut pipeline.views, time, &scope));
             }
             Command::Compact(time) => pipeline.views.compact_to(time),
         }
@@ -418,9 +458,10 @@ impl Coordinator {
         let Some(complete) = complete else { return };
         if !self.waiting.is_empty() {
             for request in self.waiting.drain(..) {
-                for sender in &self.senders {
-                    let read =
-                        Command::Read { time: complete, scope: request.scope.clone(), reply: request.reply.clone() };
+                let workers = self.senders.len();
+                for (worker, sender) in self.senders.iter().enumerate() {
+                    let scope = request.scope.share(worker, workers);
+                    let read = Command::Read { time: complete, scope, reply: request.reply.clone() };
                     let _ = sender.send(read);
                 }
             }

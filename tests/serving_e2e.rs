@@ -171,6 +171,8 @@ fn the_prompt_answers_piped_commands() {
         "|   2|  Mounir|  150|",
         "transactions  5",
         "customers     3",
+        "records read  5 history, 0 Kafka",
+        "consumer lag  0: ",
         "usage: hourly",
         "usage: top",
         "unknown command \"frobnicate\"",
@@ -260,6 +262,14 @@ fn lambda_verify_passes_on_a_live_run_and_fails_on_other_input() {
     live.time = expected.time;
     assert_eq!(live, expected);
     assert!(!expected.customers.is_empty() && !expected.dead_letters.is_empty(), "a meaningful stream");
+    // Point lookups are routed to the worker that owns the customer: each one answers.
+    for (name, row) in &expected.customers {
+        let path: String = name.bytes().map(|b| format!("%{b:02X}")).collect();
+        let (code, answer) = run.get(&format!("/v1/customers/{path}"));
+        assert_eq!(code, 200, "{name}: {answer}");
+        assert_eq!((answer["customer"].as_str(), answer["count"].as_i64()), (Some(name.as_str()), Some(row.count)));
+        assert_eq!(cents(&answer["total"]) as i128, row.total, "{name}: {answer}");
+    }
 
     let verify = |input: &Path, live: &str| {
         lambda()

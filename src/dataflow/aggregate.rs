@@ -24,14 +24,14 @@
 use std::sync::Arc;
 
 use differential_dataflow::difference::{IsZero, Semigroup};
-use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
 use super::in_order::{unary_in_order, Ordered};
 use super::stats::Stats;
 use super::upsert::FastMap;
-use super::views::CustomerRow;
+use super::views::{customer_owner, CustomerRow};
 use super::Time;
 use crate::event::Txn;
 
@@ -39,7 +39,9 @@ use crate::event::Txn;
 pub fn customer_rows<'scope>(
     txns: VecCollection<'scope, Time, Txn, isize>,
 ) -> VecCollection<'scope, Time, (String, CustomerRow), isize> {
-    let exchange = Exchange::new(|(txn, _, _): &(Txn, Time, isize)| txn.customer.hashed());
+    // Handed the owner's index itself, timely's exchange (hash modulo workers) keeps it.
+    let workers = txns.inner.scope().peers();
+    let exchange = Exchange::new(move |(txn, _, _): &(Txn, Time, isize)| customer_owner(&txn.customer, workers) as u64);
     unary_in_order(txns.inner, exchange, "CustomerRows", CustomerRows::default()).as_collection()
 }
 

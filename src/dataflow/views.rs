@@ -13,16 +13,25 @@
 //! | `dead_letters` | reason → count | the refused records, at the time they were refused |
 //! | `offsets` | partition → next offset | the sources' positions, so every answer says what it reflects |
 
+use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::TraceAgent;
-use differential_dataflow::trace::implementations::{KeySpine, ValSpine};
-use differential_dataflow::VecCollection;
+use differential_dataflow::trace::implementations::{KeySpine, ValBatcher, ValSpine};
+use differential_dataflow::{Hashable, VecCollection};
 use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::ProbeHandle;
 
 use super::aggregate::{self, Dimension};
 use super::stats::Stats;
 use super::Time;
 use crate::event::{Reason, Txn};
+
+/// The worker (of `workers`, numbered over every process) that holds `customer`'s row in the
+/// `customers` view: rows are computed and arranged where this says, so that a point lookup
+/// asks only that worker. The hash is seeded alike in every process.
+pub fn customer_owner(customer: &str, workers: usize) -> usize {
+    (customer.hashed() % workers as u64) as usize
+}
 
 /// One customer's aggregate: the workshop's `total_amount` and its companions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -103,7 +112,14 @@ pub fn define<'scope>(
     offsets: VecCollection<'scope, Time, (i32, i64), isize>,
     probe: &ProbeHandle<Time>,
 ) -> ViewTraces {
-    let customers = aggregate::customer_rows(txns.clone()).arrange_by_key_named("customers");
+    // The rows are already on their owners' workers (see `customer_owner`): arranged in place.
+    let rows = aggregate::customer_rows(txns.clone());
+    let customers = arrange_core::<_, _, _, ValSpine<String, CustomerRow, Time, isize>>(
+        rows.inner,
+        Pipeline,
+        "customers",
+        ValBatcher::new,
+    );
     let top =
         customers.clone().as_collection(|customer, row| (-row.total, customer.clone())).arrange_by_self_named("top");
     let customer_count = customers.clone().as_collection(|_, _| ()).arrange_by_self_named("customer count");

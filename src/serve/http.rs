@@ -16,8 +16,8 @@
 //! the logical time read and the next Kafka offset of each partition the answer reflects.
 //! Amounts are exact JSON numbers (`400`, `50.25`). Bad parameters get a 400 and a JSON error.
 //!
-//! A read is answered by the workers (see [`crate::run`]); the handler waits for it on a
-//! blocking thread, so that the async runtime keeps serving other requests meanwhile.
+//! A read is answered by the workers (see [`crate::run`]); the handler awaits their replies
+//! on a channel, so that the async runtime keeps serving other requests meanwhile.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -92,11 +92,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 }
 
 async fn read(api: &Arc<Api>, scope: Scope) -> Result<Reading, ApiError> {
-    let api = Arc::clone(api);
-    tokio::task::spawn_blocking(move || api.serving.read_scope(scope, READ_TIMEOUT))
+    api.serving
+        .read_scope_async(scope, READ_TIMEOUT)
         .await
-        .ok()
-        .flatten()
         .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the pipeline did not answer".into()))
 }
 

@@ -22,7 +22,7 @@ use timely::progress::Antichain;
 
 use crate::dataflow::aggregate::Dimension;
 use crate::dataflow::stats::Stats;
-use crate::dataflow::views::{CustomerRow, ViewTraces};
+use crate::dataflow::views::{customer_owner, CustomerRow, ViewTraces};
 use crate::dataflow::Time;
 use crate::event::Reason;
 
@@ -76,6 +76,18 @@ pub enum Scope {
     },
     /// The `overall`, `categories` and `hourly` views, the customer count and dead letters.
     Totals,
+}
+
+impl Scope {
+    /// What worker `worker` of `workers` reads for this scope. A customer's row lives on one
+    /// worker ([`customer_owner`]); the others give only their offsets, which every answer
+    /// needs for its `as_of`.
+    pub fn share(&self, worker: usize, workers: usize) -> Scope {
+        match self {
+            Scope::Customer(name) if customer_owner(name, workers) != worker => Scope::Offsets,
+            _ => self.clone(),
+        }
+    }
 }
 
 impl Reading {

@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::event::{format_hour, parse_hour_bound};
 use crate::output::{as_of, show_table, CustomerOut};
 use crate::run::Serving;
+use crate::serve::metrics::consumer_lag;
 use crate::serve::query::{Reading, Scope};
 
 /// What the prompt answers to `help`.
@@ -137,7 +138,7 @@ pub fn answer(serving: &Serving, settings: &Settings, command: &Command) -> Stri
                 .collect();
             show_table(&["hour", "total", "count"], &rows, rows.len())
         }
-        Command::Stats => stats(&reading, serving.workers()),
+        Command::Stats => stats(&reading, serving),
         Command::Verify => match crate::verify::verify(settings, &reading, 10) {
             Err(error) => format!("verify: cannot recompute: {error:#}\n"),
             Ok(v) => v.report(),
@@ -148,7 +149,7 @@ pub fn answer(serving: &Serving, settings: &Settings, command: &Command) -> Stri
     out
 }
 
-fn stats(reading: &Reading, workers: usize) -> String {
+fn stats(reading: &Reading, serving: &Serving) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "transactions  {}", reading.overall.count);
     let _ = writeln!(out, "total         {}", format_cents(reading.overall.cents));
@@ -156,10 +157,16 @@ fn stats(reading: &Reading, workers: usize) -> String {
     let refused: i64 = reading.dead_letters.iter().map(|(_, n)| n).sum();
     let reasons: Vec<String> = reading.dead_letters.iter().map(|(r, n)| format!("{r} {n}")).collect();
     let _ = writeln!(out, "dead letters  {refused} ({})", reasons.join(", "));
+    let (history, kafka) = serving.metrics().records_read_so_far();
+    let _ = writeln!(out, "records read  {history} history, {kafka} Kafka");
     let offsets: Vec<String> = reading.offsets.iter().map(|(p, o)| format!("{p}: {o}")).collect();
     let _ = writeln!(out, "next offsets  {}", offsets.join(", "));
+    let lag = consumer_lag(&reading.offsets, &serving.metrics().high_watermarks());
+    let lag: Vec<String> =
+        lag.iter().map(|(p, _, lag)| format!("{p}: {}", lag.map_or("?".to_owned(), |l| l.to_string()))).collect();
+    let _ = writeln!(out, "consumer lag  {}", lag.join(", "));
     let _ = writeln!(out, "logical time  {}", reading.time);
-    let _ = writeln!(out, "workers       {workers}");
+    let _ = writeln!(out, "workers       {}", serving.workers());
     out
 }
 
