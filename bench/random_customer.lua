@@ -13,10 +13,3 @@ end
 request = function()
   return wrk.format("GET", string.format("/v1/customers/customer-%06d", math.random(0, customers - 1)))
 end
-
--- Count answers by status: 200 (found) and 404 (a customer with no live transaction) are
--- both answers; anything else is an error.
-local found, missing, other = 0, 0, 0
-response = function(status, headers, body)
-  if status == 200 then found = found + 1 elseif status == 404 then missing = missing + 1 else other = other + 1 end
-end
