@@ -14,11 +14,13 @@ use anyhow::Context;
 use timely::worker::Worker;
 
 use crate::config::Settings;
+use crate::dataflow::snapshot::decode;
 use crate::dataflow::{Pipeline, Time};
 use crate::deadletter::{DeadLetter, DeadLetterFile};
 use crate::serve::query::Reading;
 use crate::source::history::{HistoryError, HistoryFile};
 use crate::source::Record;
+use crate::state::Snapshot;
 
 /// How often (in records) a loading worker lets the dataflow run, so that data flows on
 /// instead of piling up in the input.
@@ -59,6 +61,40 @@ pub enum LoadError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A snapshot's shard did not decode.
+    #[error(transparent)]
+    Snapshot(#[from] crate::dataflow::snapshot::DecodeError),
+}
+
+/// Feeds this worker's share of a snapshot into the pipeline at its current time, instead
+/// of the history: each version as the update that restores it (the upsert routes it to its
+/// identity's worker, so any number of workers can resume any snapshot), and, on worker 0,
+/// the dead-letter counts. Counts the versions as records.
+pub fn load_snapshot(
+    worker: &mut Worker,
+    pipeline: &mut Pipeline,
+    snapshot: &Snapshot,
+) -> Result<LoadCounts, LoadError> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let mut counts = LoadCounts::default();
+    let mut since_step = 0;
+    for shard in (0..snapshot.shards()).filter(|s| s % peers == index) {
+        counts.records += decode(snapshot.shard(shard), &mut |_time, update| {
+            pipeline.updates.send(update);
+            since_step += 1;
+            if since_step == STEP_EVERY {
+                since_step = 0;
+                worker.step();
+            }
+        })?;
+    }
+    if index == 0 {
+        for (reason, n) in &snapshot.meta.dead_letters {
+            pipeline.refused.update(*reason, *n as isize);
+            counts.refused += *n as u64;
+        }
+    }
+    Ok(counts)
 }
 
 /// Feeds this worker's share of `files` into the pipeline at its current time.
@@ -133,13 +169,31 @@ pub struct BatchOutcome {
 }
 
 /// Runs the batch layer: every worker loads its share, then every view is read at time 0.
+/// With a state directory, the share is of the newest snapshot, not of the history files.
 pub fn run(settings: &Settings) -> anyhow::Result<BatchOutcome> {
     let started = Instant::now();
     if settings.dataflow.processes > 1 {
         // Each process would only see its own workers' shares of the views.
         anyhow::bail!("lambda batch does not run over several processes yet; use --workers");
     }
-    let files = HistoryFile::open_all(&settings.input.files)?;
+    let snapshot = match &settings.state.dir {
+        None => None,
+        Some(dir) => {
+            let (found, rejected) = crate::state::newest_valid(dir)?;
+            for error in &rejected {
+                tracing::error!(%error, "snapshot unusable; trying the previous one");
+            }
+            let snapshot = found.with_context(|| format!("no usable snapshot in {}", dir.display()))?;
+            tracing::info!(
+                snapshot = %snapshot.path.display(),
+                time = snapshot.meta.time,
+                versions = snapshot.versions(),
+                "batch views of the newest snapshot"
+            );
+            Some(Arc::new(snapshot))
+        }
+    };
+    let files = if snapshot.is_some() { Vec::new() } else { HistoryFile::open_all(&settings.input.files)? };
     let event_filter = settings.event_filter()?;
     let top_k = settings.batch.top;
     let dead_path = settings.dead_letter_path();
@@ -166,8 +220,17 @@ pub fn run(settings: &Settings) -> anyhow::Result<BatchOutcome> {
     let (dead_for_workers, shared_for_workers) = (Arc::clone(&dead_letters), Arc::clone(&shared));
     let guards = timely::execute(settings.timely_config()?, move |worker| {
         let mut pipeline = Pipeline::build(worker, event_filter.clone());
-        let loaded =
-            load_history(worker, &mut pipeline, &files, &settings_for_workers, &dead_for_workers, &shared_for_workers);
+        let loaded = match &snapshot {
+            Some(snapshot) => load_snapshot(worker, &mut pipeline, snapshot),
+            None => load_history(
+                worker,
+                &mut pipeline,
+                &files,
+                &settings_for_workers,
+                &dead_for_workers,
+                &shared_for_workers,
+            ),
+        };
         let (mut views, probe, _latest) = pipeline.close();
         let history_done: Time = 1;
         worker.step_while(|| probe.less_than(&history_done));

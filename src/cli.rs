@@ -102,6 +102,13 @@ pub struct RunArgs {
     /// then read line by line; the end of input quits).
     #[arg(long)]
     pub repl: bool,
+    /// With --state-dir: write a snapshot this often, in milliseconds. [default: 60000]
+    #[arg(long, value_name = "MS")]
+    pub snapshot_every_ms: Option<u64>,
+    /// With --state-dir, when snapshots exist but none can be used (corrupt, or the history
+    /// files changed): stop with an error, or rebuild from history and topic. [default: fail]
+    #[arg(long, value_name = "WHAT")]
+    pub on_invalid_snapshot: Option<crate::config::OnInvalid>,
 }
 
 /// Options of `lambda demo`.
@@ -194,6 +201,10 @@ pub struct CommonArgs {
     /// Records larger than this are refused as oversized.
     #[arg(long, value_name = "BYTES")]
     pub max_record_bytes: Option<usize>,
+    /// Durable snapshots: `run` writes them here and resumes from the newest; `batch` writes
+    /// the views of the newest.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Options of `lambda batch`.
@@ -280,6 +291,9 @@ impl CommonArgs {
         if let Some(m) = self.max_record_bytes {
             s.input.max_record_bytes = m;
         }
+        if self.state_dir.is_some() {
+            s.state.dir = self.state_dir.clone();
+        }
         // Check filters and cluster options now, with a clear message, not inside a worker.
         s.event_filter()?;
         s.view_filter()?;
@@ -318,6 +332,12 @@ impl RunArgs {
         }
         if let Some(http) = &self.http {
             s.serve.http = http.clone();
+        }
+        if let Some(ms) = self.snapshot_every_ms {
+            s.state.every_ms = ms;
+        }
+        if let Some(what) = self.on_invalid_snapshot {
+            s.state.on_invalid = what;
         }
         Ok(s)
     }

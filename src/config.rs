@@ -25,6 +25,37 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// The serving layer.
     pub serve: ServeSettings,
+    /// Durable snapshots.
+    pub state: StateSettings,
+}
+
+/// Durable snapshots (`--state-dir`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateSettings {
+    /// Where snapshots are written and resumed from; none: no snapshots.
+    pub dir: Option<PathBuf>,
+    /// How often `lambda run` writes a snapshot, in milliseconds (also at a clean stop).
+    pub every_ms: u64,
+    /// What to do when snapshots exist but none can be used (corrupt, or the history files
+    /// changed since): stop with an error, or rebuild from the history files and the topic.
+    pub on_invalid: OnInvalid,
+}
+
+/// What to do when no snapshot can be used.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInvalid {
+    /// Stop with an error that says what is wrong.
+    Fail,
+    /// Rebuild from the history files and the whole topic.
+    Rebuild,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings { dir: None, every_ms: 60_000, on_invalid: OnInvalid::Fail }
+    }
 }
 
 /// Where history comes from and how bad records are handled.
@@ -97,8 +128,6 @@ pub struct KafkaSettings {
 pub struct ServeSettings {
     /// HTTP listen address.
     pub http: String,
-    /// Snapshot directory; empty for none.
-    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for InputSettings {
@@ -137,7 +166,7 @@ impl Default for KafkaSettings {
 
 impl Default for ServeSettings {
     fn default() -> Self {
-        ServeSettings { http: "127.0.0.1:8080".into(), state_dir: None }
+        ServeSettings { http: "127.0.0.1:8080".into() }
     }
 }
 

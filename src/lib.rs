@@ -32,4 +32,5 @@ pub mod produce;
 pub mod run;
 pub mod serve;
 pub mod source;
+pub mod state;
 pub mod verify;

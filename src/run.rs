@@ -19,9 +19,24 @@
 //! Because the commands are ordered and the coordinator never compacts past a time it has
 //! asked to read, every read is exact; because it compacts every 100 ms, memory and read
 //! cost do not grow with the number of times.
+//!
+//! With a state directory, the coordinator also takes **snapshots** (see
+//! [`crate::dataflow::snapshot`] and [`crate::state`]), at its own input's time `T`:
+//!
+//! ```text
+//! Snapshot(T)            each worker asks its upsert for its versions as of T, and says so;
+//!                        worker 0 holds its input at T until all have, so no upsert can
+//!                        have passed T before it was asked
+//! Read { time: T, .. }   the offsets and dead-letter counts at T, for the snapshot's meta
+//! ```
+//!
+//! Each upsert encodes its versions as its frontier passes T; a writer thread gathers the
+//! shards and the reading, and writes the file while the workers go on. A restart loads
+//! the newest valid snapshot instead of the history and resumes every partition at its
+//! offsets. On a clean stop, the workers stop reading Kafka, take a last snapshot, then exit.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
@@ -30,8 +45,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use timely::worker::Worker;
 
-use crate::batch::{load_history, LoadCounts, LoadShared};
+use crate::batch::{load_history, load_snapshot, LoadCounts, LoadShared};
 use crate::config::Settings;
+use crate::dataflow::snapshot::Shard;
 use crate::dataflow::{Pipeline, Time};
 use crate::deadletter::DeadLetterFile;
 use crate::filter::Filter;
@@ -40,6 +56,7 @@ use crate::serve::query::Reading;
 use crate::source::history::HistoryFile;
 use crate::source::kafka::{self, DeadLetterTopic, PartitionReader};
 use crate::source::Record;
+use crate::state::{Fingerprint, Snapshot};
 
 /// How long an idle worker parks before looking at its partitions again. A busy dataflow
 /// never parks (timely unparks a worker as soon as another sends it data); blocking in the
@@ -53,6 +70,8 @@ const COMPACT_EVERY: Duration = Duration::from_millis(100);
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// How often a worker notes its partitions' high watermarks (for the consumer lag).
 const WATERMARKS_EVERY: Duration = Duration::from_millis(50);
+/// The longest a clean stop waits for its last snapshot.
+const FINAL_SNAPSHOT_WAIT: Duration = Duration::from_secs(120);
 
 pub use crate::serve::query::Scope;
 
@@ -69,6 +88,8 @@ struct ReadRequest {
 enum Reply {
     Thread(Sender<Reading>),
     Task(tokio::sync::mpsc::UnboundedSender<Reading>),
+    /// The snapshot writer, for a snapshot's offsets and dead-letter counts.
+    Writer(Sender<ToWriter>),
 }
 
 impl Reply {
@@ -77,14 +98,34 @@ impl Reply {
         let _ = match self {
             Reply::Thread(sender) => sender.send(part).map_err(drop),
             Reply::Task(sender) => sender.send(part).map_err(drop),
+            Reply::Writer(sender) => sender.send(ToWriter::Totals(part)).map_err(drop),
         };
     }
+}
+
+/// What the snapshot writer gathers: every worker's shard and share of the totals at `T`.
+enum ToWriter {
+    Shard { worker: usize, shard: Shard },
+    Totals(Reading),
+}
+
+/// Snapshot state shared by the workers and the writer.
+struct Snapshots {
+    to_writer: Sender<ToWriter>,
+    /// Workers that registered the snapshot in flight.
+    registered: AtomicUsize,
+    /// The time of the newest snapshot finished (written, or failed and logged).
+    finished: Arc<AtomicU64>,
+    /// Set once the last snapshot of a clean stop is finished: the workers may exit.
+    final_done: AtomicBool,
+    every: Duration,
 }
 
 /// What the coordinator tells every worker, in order.
 enum Command {
     Read { time: Time, scope: Scope, reply: Reply },
     Compact(Time),
+    Snapshot(Time),
 }
 
 /// Everything the workers of one process share.
@@ -101,6 +142,11 @@ struct Shared {
     command_receivers: Vec<Mutex<Option<Receiver<Command>>>>,
     threads: Arc<WorkerThreads>,
     metrics: Arc<Metrics>,
+    /// The snapshot to start from instead of the history files.
+    resume: Option<Snapshot>,
+    snapshots: Option<Snapshots>,
+    /// Set when a worker failed: a stop then takes no last snapshot.
+    failed: AtomicBool,
 }
 
 /// The worker threads, to wake a parked worker when a read is waiting for it: an idle
@@ -255,7 +301,20 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     if settings.dataflow.processes > 1 {
         anyhow::bail!("lambda run does not run over several processes yet; use --workers");
     }
-    let files = HistoryFile::open_all(&settings.input.files)?;
+    let resume = crate::state::resume_point(settings)?;
+    let files = match &resume {
+        Some(snapshot) => {
+            tracing::info!(
+                snapshot = %snapshot.path.display(),
+                time = snapshot.meta.time,
+                versions = snapshot.versions(),
+                offsets = ?snapshot.meta.offsets,
+                "resuming from a snapshot; the history files are not re-read"
+            );
+            Vec::new()
+        }
+        None => HistoryFile::open_all(&settings.input.files)?,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let k = &settings.kafka;
     let partitions = kafka::wait_for_partitions(&k.brokers, &k.topic, || stop.load(Ordering::SeqCst))?
@@ -275,6 +334,35 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         (0..workers).map(|_| channel()).map(|(s, r)| (s, Mutex::new(Some(r)))).unzip();
     let threads = Arc::new(WorkerThreads((0..workers).map(|_| OnceLock::new()).collect()));
     let metrics = Arc::new(Metrics::new());
+    let snapshots = match &settings.state.dir {
+        None => None,
+        Some(dir) => {
+            let history = match &resume {
+                Some(snapshot) => snapshot.meta.history.clone(),
+                None => settings.input.files.iter().map(|f| crate::state::fingerprint(f)).collect::<Result<_, _>>()?,
+            };
+            let (to_writer, from_workers) = channel();
+            let finished = Arc::new(AtomicU64::new(0));
+            let writer = Writer {
+                dir: dir.clone(),
+                topic: settings.kafka.topic.clone(),
+                history,
+                workers,
+                finished: Arc::clone(&finished),
+            };
+            std::thread::Builder::new()
+                .name("snapshot-writer".into())
+                .spawn(move || writer.run(from_workers))
+                .context("cannot start the snapshot writer")?;
+            Some(Snapshots {
+                to_writer,
+                registered: Default::default(),
+                finished,
+                final_done: AtomicBool::new(false),
+                every: Duration::from_millis(settings.state.every_ms.max(10)),
+            })
+        }
+    };
     let shared = Arc::new(Shared {
         event_filter: settings.event_filter()?,
         settings: settings.clone(),
@@ -288,12 +376,16 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         command_receivers,
         threads: Arc::clone(&threads),
         metrics: Arc::clone(&metrics),
+        resume,
+        snapshots,
+        failed: AtomicBool::new(false),
     });
     let guards = timely::execute(config, move |worker| {
         let result = run_worker(worker, &shared).map_err(|e| format!("{e:#}"));
         if let Err(error) = &result {
             // One worker failing stops them all, so the failure is reported, not waited on.
             tracing::error!(worker = worker.index(), %error, "worker failed; stopping the pipeline");
+            shared.failed.store(true, Ordering::SeqCst);
             shared.stop.store(true, Ordering::SeqCst);
         }
         result
@@ -307,42 +399,41 @@ fn now_ms() -> Time {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_millis() as Time)
 }
 
-/// One worker's life: history, then Kafka until asked to stop.
+/// One worker's life: history (or a snapshot), then Kafka until asked to stop.
 fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerReport> {
     let settings = &shared.settings;
     // Timely runs each worker on its own thread: this one.
     let _ = shared.threads.0[worker.index()].set(std::thread::current());
     let mut pipeline = Pipeline::build(worker, shared.event_filter.clone());
-    let mut report = WorkerReport {
-        history: load_history(worker, &mut pipeline, &shared.files, settings, &shared.dead_letters, &shared.load)?,
-        ..WorkerReport::default()
+    let initial = match &shared.resume {
+        Some(snapshot) => load_snapshot(worker, &mut pipeline, snapshot)?,
+        None => load_history(worker, &mut pipeline, &shared.files, settings, &shared.dead_letters, &shared.load)?,
     };
+    let mut report = WorkerReport { history: initial, ..WorkerReport::default() };
     shared.metrics.records_read(Source::History).inc_by(report.history.records + report.history.refused);
     let messages_read = shared.metrics.records_read(Source::Kafka);
     pipeline.advance_to(now_ms().max(1));
 
     let k = &settings.kafka;
     let mine = kafka::assigned(&shared.partitions, worker.index(), worker.peers());
+    // Where each partition starts: a snapshot's offsets, or the earliest.
+    let resume_at: BTreeMap<i32, i64> = match &shared.resume {
+        Some(snapshot) => snapshot.meta.offsets.iter().copied().filter(|(p, _)| mine.contains(p)).collect(),
+        None => BTreeMap::new(),
+    };
     let mut reader = if mine.is_empty() {
         None
     } else {
-        Some(PartitionReader::new(
-            &k.brokers,
-            &k.group,
-            &k.topic,
-            &mine,
-            &BTreeMap::new(),
-            settings.input.max_record_bytes,
-        )?)
+        Some(PartitionReader::new(&k.brokers, &k.group, &k.topic, &mine, &resume_at, settings.input.max_record_bytes)?)
     };
     let dead_letter_topic = match &k.dlq_topic {
         Some(topic) if !topic.is_empty() => Some(DeadLetterTopic::new(&k.brokers, topic)?),
         _ => None,
     };
     // Every partition is in the offsets view from the start, at its first offset.
-    let mut admitted: BTreeMap<i32, i64> = mine.iter().map(|&p| (p, 0)).collect();
-    for &p in &mine {
-        pipeline.move_offset(p, None, 0);
+    let mut admitted: BTreeMap<i32, i64> = mine.iter().map(|&p| (p, resume_at.get(&p).copied().unwrap_or(0))).collect();
+    for (&p, &offset) in &admitted {
+        pipeline.move_offset(p, None, offset);
     }
 
     let commands = shared.command_receivers[worker.index()]
@@ -362,13 +453,19 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
         waiting: Vec::new(),
         compacted: 0,
         last_compaction: Instant::now(),
+        schedule: SnapshotSchedule { last: Instant::now(), in_flight: None, hold: None, last_one: None },
     });
     let mut pending: VecDeque<Command> = VecDeque::new();
     let mut last_commit = Instant::now();
     let mut last_watermarks = Instant::now();
 
-    while !shared.stop.load(Ordering::SeqCst) {
-        if let Some(reader) = reader.as_mut() {
+    loop {
+        // A stop with snapshots first takes a last one (worker 0 asks), reading no more Kafka.
+        let stopping = shared.stop.load(Ordering::SeqCst);
+        if stopping && shared.snapshots.as_ref().is_none_or(|s| s.final_done.load(Ordering::SeqCst)) {
+            break;
+        }
+        if let Some(reader) = reader.as_mut().filter(|_| !stopping) {
             let read = reader.poll(Duration::ZERO, POLL_MAX, &mut |record| match record {
                 Record::Update(update) => pipeline.updates.send(update),
                 Record::Refused(letter) => {
@@ -399,15 +496,22 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
             }
         }
         let now = now_ms();
-        if now > pipeline.time() {
+        let held = coordinator.as_ref().is_some_and(|c| c.schedule.hold.is_some());
+        if now > pipeline.time() && !held {
             pipeline.advance_to(now);
         }
         worker.step_or_park(Some(IDLE_PARK));
         if let Some(coordinator) = coordinator.as_mut() {
             coordinator.tick(pipeline.complete_through());
+            if let Some(snapshots) = &shared.snapshots {
+                coordinator.snapshot_duties(snapshots, pipeline.time(), stopping, &shared.failed);
+            }
         }
         pending.extend(commands.try_iter());
-        serve(&mut pending, &mut pipeline);
+        serve(&mut pending, &mut pipeline, shared.snapshots.as_ref());
+        if let (Some(snapshots), Some(shard)) = (&shared.snapshots, pipeline.snapshots.take()) {
+            let _ = snapshots.to_writer.send(ToWriter::Shard { worker: worker.index(), shard });
+        }
     }
 
     // Stop: admit nothing more, let the dataflow finish what it holds.
@@ -426,7 +530,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
 }
 
 /// Carries out the commands whose time has come, in order.
-fn serve(pending: &mut VecDeque<Command>, pipeline: &mut Pipeline) {
+fn serve(pending: &mut VecDeque<Command>, pipeline: &mut Pipeline, snapshots: Option<&Snapshots>) {
     while let Some(command) = pending.front() {
         match command {
             Command::Read { time, .. } if pipeline.probe.less_equal(time) => return,
@@ -437,6 +541,12 @@ fn serve(pending: &mut VecDeque<Command>, pipeline: &mut Pipeline) {
                 reply.send(Reading::read_scope(&mut pipeline.views, time, &scope));
             }
             Command::Compact(time) => pipeline.views.compact_to(time),
+            Command::Snapshot(time) => {
+                pipeline.snapshots.request(time);
+                if let Some(snapshots) = snapshots {
+                    snapshots.registered.fetch_add(1, Ordering::SeqCst);
+                }
+            }
         }
     }
 }
@@ -450,9 +560,72 @@ struct Coordinator {
     waiting: Vec<ReadRequest>,
     compacted: Time,
     last_compaction: Instant,
+    schedule: SnapshotSchedule,
+}
+
+/// Worker 0's view of the snapshots.
+struct SnapshotSchedule {
+    /// When the last one was asked for.
+    last: Instant,
+    /// The time of the one being taken.
+    in_flight: Option<Time>,
+    /// Set while worker 0 holds its input at this time, until every worker has registered
+    /// the snapshot at it.
+    hold: Option<Time>,
+    /// A clean stop's last snapshot: its time, and when it was asked for.
+    last_one: Option<(Time, Instant)>,
 }
 
 impl Coordinator {
+    /// Asks for a snapshot when one is due (or for a stop's last one), holds worker 0's input
+    /// at its time until every worker has registered it, and notes when it is written.
+    fn snapshot_duties(&mut self, snapshots: &Snapshots, input_time: Time, stopping: bool, failed: &AtomicBool) {
+        let s = &mut self.schedule;
+        let finished = snapshots.finished.load(Ordering::SeqCst);
+        if s.in_flight.is_some_and(|t| finished >= t) {
+            s.in_flight = None;
+        }
+        if s.hold.is_some() && snapshots.registered.load(Ordering::SeqCst) == self.senders.len() {
+            s.hold = None;
+        }
+        if stopping {
+            if failed.load(Ordering::SeqCst) {
+                // A worker is gone: the dataflow cannot complete another time.
+                snapshots.final_done.store(true, Ordering::SeqCst);
+                return;
+            }
+            if let Some((time, asked)) = s.last_one {
+                if finished >= time {
+                    snapshots.final_done.store(true, Ordering::SeqCst);
+                } else if asked.elapsed() > FINAL_SNAPSHOT_WAIT {
+                    tracing::error!(time, "the last snapshot did not finish in time; stopping without it");
+                    snapshots.final_done.store(true, Ordering::SeqCst);
+                }
+                return;
+            }
+        }
+        let due = if stopping { true } else { s.last.elapsed() >= snapshots.every };
+        if !due || s.in_flight.is_some() {
+            return;
+        }
+        // Worker 0's input is at `input_time` and held there until every upsert is asked, so
+        // none can have passed it: each will capture exactly the records at times <= it.
+        let time = input_time;
+        snapshots.registered.store(0, Ordering::SeqCst);
+        for sender in &self.senders {
+            let _ = sender.send(Command::Snapshot(time));
+            let reply = Reply::Writer(snapshots.to_writer.clone());
+            let _ = sender.send(Command::Read { time, scope: Scope::Totals, reply });
+        }
+        (1..self.senders.len()).for_each(|w| self.threads.wake(w));
+        s.hold = Some(time);
+        s.in_flight = Some(time);
+        s.last = Instant::now();
+        if stopping {
+            s.last_one = Some((time, Instant::now()));
+        }
+    }
+
     fn tick(&mut self, complete: Option<Time>) {
         self.waiting.extend(self.requests.try_iter());
         let Some(complete) = complete else { return };
@@ -474,6 +647,78 @@ impl Coordinator {
             }
             self.compacted = complete;
             self.last_compaction = Instant::now();
+        }
+    }
+}
+
+/// The snapshot writer's thread: gathers each snapshot's parts and writes the file, so that
+/// the workers never wait for the disk.
+struct Writer {
+    dir: std::path::PathBuf,
+    topic: String,
+    history: Vec<Fingerprint>,
+    workers: usize,
+    finished: Arc<AtomicU64>,
+}
+
+/// One snapshot's parts, as they arrive.
+#[derive(Default)]
+struct Parts {
+    shards: BTreeMap<usize, Shard>,
+    totals: Vec<Reading>,
+}
+
+impl Writer {
+    fn run(self, parts: Receiver<ToWriter>) {
+        let mut gathering: BTreeMap<Time, Parts> = BTreeMap::new();
+        for part in parts {
+            let time = match part {
+                ToWriter::Shard { worker, shard } => {
+                    let time = shard.time;
+                    gathering.entry(time).or_default().shards.insert(worker, shard);
+                    time
+                }
+                ToWriter::Totals(reading) => {
+                    let time = reading.time;
+                    gathering.entry(time).or_default().totals.push(reading);
+                    time
+                }
+            };
+            let complete =
+                gathering.get(&time).is_some_and(|p| p.shards.len() == self.workers && p.totals.len() == self.workers);
+            if complete {
+                let parts = gathering.remove(&time).expect("just looked at it");
+                self.write(time, parts);
+                self.finished.fetch_max(time, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn write(&self, time: Time, parts: Parts) {
+        let started = Instant::now();
+        let totals = Reading::merge_scope(parts.totals, &Scope::Totals);
+        let pause = parts.shards.values().map(|s| s.pause).max().unwrap_or_default();
+        let shards: Vec<(Vec<u8>, u64)> = parts.shards.into_values().map(|s| (s.bytes, s.versions)).collect();
+        let versions: u64 = shards.iter().map(|(_, n)| n).sum();
+        let meta = crate::state::Meta {
+            time,
+            topic: self.topic.clone(),
+            offsets: totals.offsets,
+            dead_letters: totals.dead_letters,
+            history: self.history.clone(),
+            shards: Vec::new(),
+        };
+        match crate::state::write(&self.dir, meta, &shards) {
+            Ok((path, bytes)) => tracing::info!(
+                path = %path.display(),
+                time,
+                versions,
+                bytes,
+                write_ms = started.elapsed().as_millis() as u64,
+                longest_worker_pause_ms = pause.as_secs_f64() * 1000.0,
+                "snapshot written"
+            ),
+            Err(error) => tracing::error!(%error, time, "cannot write a snapshot; the previous ones are kept"),
         }
     }
 }

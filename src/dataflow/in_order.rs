@@ -34,6 +34,10 @@ pub trait Ordered {
     fn apply(&mut self, time: Time, record: Self::Record, out: &mut Vec<Self::Out>);
     /// Called once no more records at `time` can arrive.
     fn complete(&mut self, _time: Time, _out: &mut Vec<Self::Out>) {}
+    /// Called first in every invocation with the input frontier's least time (`None` once
+    /// the input is closed), before any record is applied: the state then reflects exactly
+    /// the records of the times before the previous invocation's frontier.
+    fn at_frontier(&mut self, _low: Option<Time>) {}
 }
 
 /// Drives an [`Ordered`] logic from an operator's input and frontier.
@@ -136,6 +140,7 @@ where
                     out.clear();
                 }
             };
+            driver.logic.at_frontier(low);
             driver.open_through(low, &mut emit);
             input.for_each(|capability, records| driver.receive(low, &capability, records, &mut emit));
             driver.close_before(low, &mut emit);

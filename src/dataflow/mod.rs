@@ -15,6 +15,7 @@
 
 pub mod aggregate;
 pub mod in_order;
+pub mod snapshot;
 pub mod stats;
 pub mod upsert;
 pub mod views;
@@ -26,6 +27,7 @@ use timely::worker::Worker;
 
 use crate::event::{Reason, Update};
 use crate::filter::Filter;
+use snapshot::SnapshotSlot;
 use upsert::LatestVersions;
 use views::ViewTraces;
 
@@ -46,6 +48,8 @@ pub struct Pipeline {
     pub probe: ProbeHandle<Time>,
     /// This worker's live versions, by identity.
     pub latest: LatestVersions,
+    /// Asks for this worker's versions as of a time, for a durable snapshot.
+    pub snapshots: SnapshotSlot,
 }
 
 impl Pipeline {
@@ -54,17 +58,18 @@ impl Pipeline {
     pub fn build(worker: &mut Worker, event_filter: Option<Filter>) -> Pipeline {
         let probe = ProbeHandle::new();
         let mut updates = InputHandleVec::new();
+        let snapshots = SnapshotSlot::default();
         let (refused, offsets, views, latest) = worker.dataflow::<Time, _, _>(|scope| {
             let (refused_input, refused) = scope.new_collection::<Reason, isize>();
             let (offsets_input, offsets) = scope.new_collection::<(i32, i64), isize>();
-            let (txns, latest) = upsert::upsert(scope.input_from(&mut updates));
+            let (txns, latest) = upsert::upsert(scope.input_from(&mut updates), snapshots.clone());
             let txns = match event_filter {
                 Some(filter) => txns.filter(move |t| filter.accepts_txn(t)),
                 None => txns,
             };
             (refused_input, offsets_input, views::define(txns, refused, offsets, &probe), latest)
         });
-        Pipeline { updates, refused, offsets, views, probe, latest }
+        Pipeline { updates, refused, offsets, views, probe, latest, snapshots }
     }
 
     /// Closes the time in progress and moves both inputs to `time`.

@@ -40,6 +40,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::Stream;
 
 use super::in_order::{unary_in_order, Ordered};
+use super::snapshot::SnapshotSlot;
 use super::Time;
 use crate::event::{Identity, Position, Txn, Update};
 
@@ -62,8 +63,8 @@ pub struct Version {
 /// `Version`), because a large history holds millions of them.
 #[derive(Default)]
 pub struct VersionStore {
-    versions: FastMap<Identity, Stored>,
-    names: Catalog,
+    pub(super) versions: FastMap<Identity, Stored>,
+    pub(super) names: Catalog,
 }
 
 impl VersionStore {
@@ -100,31 +101,31 @@ impl VersionStore {
 pub type LatestVersions = Rc<RefCell<VersionStore>>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Stored {
-    time: Time,
-    position: Position,
-    txn: Option<CompactTxn>,
+pub(super) struct Stored {
+    pub(super) time: Time,
+    pub(super) position: Position,
+    pub(super) txn: Option<CompactTxn>,
 }
 
 /// A transaction whose names are catalog numbers.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct CompactTxn {
-    cents: i64,
-    hour: Option<i64>,
-    customer: u32,
+pub(super) struct CompactTxn {
+    pub(super) cents: i64,
+    pub(super) hour: Option<i64>,
+    pub(super) customer: u32,
     /// `u32::MAX` for no category.
-    category: u32,
+    pub(super) category: u32,
 }
 
 /// Names by number and numbers by name.
 #[derive(Default)]
-struct Catalog {
+pub(super) struct Catalog {
     numbers: FastMap<Arc<str>, u32>,
-    names: Vec<Arc<str>>,
+    pub(super) names: Vec<Arc<str>>,
 }
 
 impl Catalog {
-    const NONE: u32 = u32::MAX;
+    pub(super) const NONE: u32 = u32::MAX;
 
     fn number(&mut self, name: &Arc<str>) -> u32 {
         if let Some(n) = self.numbers.get(name) {
@@ -160,26 +161,39 @@ impl Catalog {
 ///
 /// Updates are exchanged by identity, so each identity lives on exactly one worker; the
 /// returned [`LatestVersions`] is this worker's share.
+/// `snapshots` asks for this worker's versions as of a time (see [`super::snapshot`]).
 pub fn upsert<'scope>(
     updates: Stream<'scope, Time, Vec<Update>>,
+    snapshots: SnapshotSlot,
 ) -> (VecCollection<'scope, Time, Txn, isize>, LatestVersions) {
     let latest: LatestVersions = Rc::default();
     let exchange = Exchange::new(|update: &Update| update.identity.hashed());
-    let stream = unary_in_order(updates, exchange, "Upsert", Upsert { state: Rc::clone(&latest) });
+    let stream = unary_in_order(updates, exchange, "Upsert", Upsert { state: Rc::clone(&latest), snapshots });
     (stream.as_collection(), latest)
 }
 
 struct Upsert {
     state: LatestVersions,
+    snapshots: SnapshotSlot,
 }
 
 impl Ordered for Upsert {
     type Record = Update;
     type Out = (Txn, Time, isize);
 
+    fn at_frontier(&mut self, low: Option<Time>) {
+        self.snapshots.capture_if_passed(low, &self.state.borrow());
+    }
+
     fn apply(&mut self, time: Time, update: Update, out: &mut Vec<(Txn, Time, isize)>) {
         apply(&mut self.state.borrow_mut(), time, update, |txn, diff| out.push((txn, time, diff)));
     }
+}
+
+/// Applies one version to the state, ignoring the changes it makes (for other modules' tests).
+#[cfg(test)]
+pub(crate) fn apply_for_tests(store: &mut VersionStore, time: Time, update: Update) {
+    apply(store, time, update, |_, _| {});
 }
 
 /// Applies one version to the state, reporting the changes to the live collection.
