@@ -294,6 +294,7 @@ pub fn newest_valid(dir: &Path) -> Result<(Option<Snapshot>, Vec<SnapshotError>)
 /// no snapshot can be used). Every snapshot passed over is logged with the reason.
 pub fn resume_point(settings: &Settings) -> anyhow::Result<Option<Snapshot>> {
     let Some(dir) = &settings.state.dir else { return Ok(None) };
+    remove_interrupted_writes(dir);
     let (found, rejected) = newest_valid(dir)?;
     for error in &rejected {
         tracing::error!(%error, "snapshot unusable; trying the previous one");
@@ -334,6 +335,18 @@ pub fn resume_point(settings: &Settings) -> anyhow::Result<Option<Snapshot>> {
         OnInvalid::Rebuild => {
             tracing::warn!("{problem}; rebuilding from the history files and the whole topic");
             Ok(None)
+        }
+    }
+}
+
+/// Removes the temporary files of writes a crash interrupted (never snapshots themselves).
+fn remove_interrupted_writes(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with(".snapshot-") && name.ends_with(".tmp") {
+            tracing::info!(path = %path.display(), "removing the remains of an interrupted snapshot write");
+            let _ = std::fs::remove_file(&path);
         }
     }
 }

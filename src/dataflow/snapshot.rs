@@ -228,6 +228,40 @@ mod tests {
         all
     }
 
+    /// The capture holds exactly the versions admitted at times `<= T`: none later, even
+    /// when later ones arrive before the frontier passes `T`.
+    #[test]
+    fn captures_exactly_the_versions_up_to_the_requested_time() {
+        use crate::dataflow::Pipeline;
+        let identities = timely::execute_directly(|worker| {
+            let mut pipeline = Pipeline::build(worker, None);
+            let version = |id: &str, seq| Update {
+                identity: Identity::Id(id.into()),
+                position: Position { source: 0, seq },
+                txn: Some(Txn { customer: "Ali".into(), cents: 100, hour: None, category: None }),
+            };
+            pipeline.advance_to(1);
+            pipeline.updates.send(version("t1", 1));
+            worker.step();
+            pipeline.snapshots.request(2);
+            pipeline.advance_to(2);
+            pipeline.updates.send(version("t2", 2));
+            worker.step();
+            pipeline.advance_to(3);
+            pipeline.updates.send(version("t3", 3));
+            pipeline.advance_to(4);
+            let probe = pipeline.probe.clone();
+            worker.step_while(|| probe.less_than(&4));
+            let shard = pipeline.snapshots.take().expect("captured once the frontier passed 2");
+            assert_eq!(shard.time, 2);
+            let mut identities = Vec::new();
+            decode(&shard.bytes, &mut |_, update| identities.push(update.identity)).unwrap();
+            identities.sort_by_key(|i| format!("{i:?}"));
+            identities
+        });
+        assert_eq!(identities, vec![Identity::Id("t1".into()), Identity::Id("t2".into())]);
+    }
+
     #[test]
     fn a_store_survives_encoding_tombstones_and_all() {
         let mut store = VersionStore::default();

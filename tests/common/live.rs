@@ -154,6 +154,29 @@ impl Run {
         http_get(&self.http, path)
     }
 
+    /// Every view over HTTP once they reflect exactly `offsets` (partition → next offset),
+    /// waiting for the API to come up and the views to catch up.
+    pub fn views_at(&mut self, offsets: &BTreeMap<i32, i64>) -> Reading {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("lambda run exited early: {status}: {}", self.stderr());
+            }
+            if std::net::TcpStream::connect(&self.http).is_ok() {
+                let (code, views) = self.get("/v1/views?k=10");
+                if code == 200 {
+                    let reading = atelier_lambda::verify::reading_from_views(&views, TOPIC).expect("views");
+                    let reached = offsets.iter().all(|(p, o)| reading.offsets.contains(&(*p, *o)));
+                    if reached {
+                        return reading;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "views never reached {offsets:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until the views reflect at least `offsets` (partition → next offset).
     pub fn wait_for(&mut self, offsets: &BTreeMap<i32, i64>) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(60);
