@@ -698,8 +698,7 @@ impl Writer {
         let started = Instant::now();
         let totals = Reading::merge_scope(parts.totals, &Scope::Totals);
         let pause = parts.shards.values().map(|s| s.pause).max().unwrap_or_default();
-        let shards: Vec<(Vec<u8>, u64)> = parts.shards.into_values().map(|s| (s.bytes, s.versions)).collect();
-        let versions: u64 = shards.iter().map(|(_, n)| n).sum();
+        let shards: Vec<_> = parts.shards.into_values().map(|s| s.versions).collect();
         let meta = crate::state::Meta {
             time,
             topic: self.topic.clone(),
@@ -708,7 +707,15 @@ impl Writer {
             history: self.history.clone(),
             shards: Vec::new(),
         };
-        match crate::state::write(&self.dir, meta, &shards) {
+        let mut versions = 0;
+        let written = crate::state::write(&self.dir, meta, shards.len(), |i, out| {
+            let n = crate::dataflow::snapshot::encode(&shards[i], out)?;
+            versions += n;
+            Ok(n)
+        });
+        // Let go of the frozen versions at once: the workers fold their changes back in.
+        drop(shards);
+        match written {
             Ok((path, bytes)) => tracing::info!(
                 path = %path.display(),
                 time,

@@ -7,11 +7,13 @@
 //! restart loads it as its initial collection instead of the history files and seeks every
 //! partition to its offsets.
 //!
-//! One file per snapshot, `snapshot-<time>.snap`:
+//! One file per snapshot, `snapshot-<time>.snap`, written in one pass (the shards are
+//! encoded straight into the file, so the meta, with their lengths and checksums, comes last):
 //!
 //! ```text
-//! "ALSNAP\r\n"  u32 format  u32 meta length  meta (JSON)  u32 CRC-32 of meta
-//! shard 0 bytes  shard 1 bytes  ...          (lengths and CRC-32s are in the meta)
+//! "ALSNAP\r\n"  u32 format
+//! shard 0 bytes  shard 1 bytes  ...
+//! meta (JSON)  u32 meta length  u32 CRC-32 of meta  "ALSNAPND"
 //! ```
 //!
 //! Written to a temporary file, fsynced, renamed into place, and the directory fsynced, so a
@@ -33,6 +35,10 @@ use crate::event::Reason;
 /// The format written by this version; files of another format are refused, not guessed at.
 pub const FORMAT: u32 = 1;
 const MAGIC: &[u8; 8] = b"ALSNAP\r\n";
+const END: &[u8; 8] = b"ALSNAPND";
+/// Head: magic and format. Tail: meta length, meta checksum, end magic.
+const HEAD: usize = 12;
+const TAIL: usize = 16;
 /// How many snapshots are kept.
 const KEEP: usize = 2;
 
@@ -169,33 +175,56 @@ fn file_name(time: Time) -> String {
     format!("snapshot-{time:020}.snap")
 }
 
-/// Writes a snapshot of `shards` — each an encoded shard and how many versions it holds —
-/// into `dir` atomically, then removes all but the newest two. Returns the new file's path
-/// and size.
-pub fn write(dir: &Path, mut meta: Meta, shards: &[(Vec<u8>, u64)]) -> Result<(PathBuf, u64), SnapshotError> {
+/// Counts and checksums what passes through it.
+struct Summing<W> {
+    inner: W,
+    bytes: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for Summing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes a snapshot of `shards` shards into `dir` atomically — `encode(i, out)` writes
+/// shard `i` and returns how many versions it holds — then removes all but the newest two.
+/// Returns the new file's path and size.
+pub fn write(
+    dir: &Path,
+    mut meta: Meta,
+    shards: usize,
+    mut encode: impl FnMut(usize, &mut dyn Write) -> std::io::Result<u64>,
+) -> Result<(PathBuf, u64), SnapshotError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    meta.shards = shards
-        .iter()
-        .map(|(bytes, versions)| ShardMeta { versions: *versions, bytes: bytes.len() as u64, crc32: crc(bytes) })
-        .collect();
-    let meta_bytes = serde_json::to_vec(&meta).expect("a snapshot's meta serializes");
     let path = dir.join(file_name(meta.time));
     let temporary = dir.join(format!(".{}.tmp", file_name(meta.time)));
-    let mut file = std::io::BufWriter::with_capacity(1 << 20, File::create(&temporary).map_err(io(&temporary))?);
-    let mut size = 0u64;
-    let mut put = |part: &[u8]| -> Result<(), SnapshotError> {
-        size += part.len() as u64;
-        file.write_all(part).map_err(io(&temporary))
-    };
-    put(MAGIC)?;
-    put(&FORMAT.to_le_bytes())?;
-    put(&(meta_bytes.len() as u32).to_le_bytes())?;
-    put(&meta_bytes)?;
-    put(&crc(&meta_bytes).to_le_bytes())?;
-    for (shard, _) in shards {
-        put(shard)?;
+    let file = std::io::BufWriter::with_capacity(1 << 20, File::create(&temporary).map_err(io(&temporary))?);
+    let mut out = Summing { inner: file, bytes: 0, crc: crc32fast::Hasher::new() };
+    out.write_all(MAGIC).and_then(|()| out.write_all(&FORMAT.to_le_bytes())).map_err(io(&temporary))?;
+    meta.shards.clear();
+    for i in 0..shards {
+        let (start, crc_before) = (out.bytes, std::mem::take(&mut out.crc));
+        let versions = encode(i, &mut out).map_err(io(&temporary))?;
+        let crc32 = std::mem::replace(&mut out.crc, crc_before).finalize();
+        meta.shards.push(ShardMeta { versions, bytes: out.bytes - start, crc32 });
     }
-    let file = file.into_inner().map_err(|e| io(&temporary)(e.into_error()))?;
+    let meta_bytes = serde_json::to_vec(&meta).expect("a snapshot's meta serializes");
+    let mut tail = meta_bytes.clone();
+    tail.extend((meta_bytes.len() as u32).to_le_bytes());
+    tail.extend(crc(&meta_bytes).to_le_bytes());
+    tail.extend(END);
+    out.write_all(&tail).map_err(io(&temporary))?;
+    let size = out.bytes;
+    let file = out.inner.into_inner().map_err(|e| io(&temporary)(e.into_error()))?;
     file.sync_all().map_err(io(&temporary))?;
     drop(file);
     std::fs::rename(&temporary, &path).map_err(io(&path))?;
@@ -239,7 +268,7 @@ pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
     let name = path.display().to_string();
     let mut bytes = Vec::new();
     File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io(path))?;
-    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+    if bytes.len() < HEAD || &bytes[..8] != MAGIC {
         return Err(SnapshotError::NotASnapshot(name));
     }
     let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
@@ -247,23 +276,27 @@ pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
     if found != FORMAT {
         return Err(SnapshotError::Format { path: name, found });
     }
-    let meta_len = word(12) as usize;
-    let shards_start = 16 + meta_len + 4;
-    if bytes.len() < shards_start {
-        return Err(SnapshotError::Length { path: name, expected: shards_start as u64, actual: bytes.len() as u64 });
+    // A write cut short lacks the end magic: a truncation, said as such.
+    let truncated = |expected: u64| SnapshotError::Length { path: name.clone(), expected, actual: bytes.len() as u64 };
+    if bytes.len() < HEAD + TAIL || &bytes[bytes.len() - 8..] != END {
+        return Err(truncated(bytes.len() as u64 + 1));
     }
-    let meta_bytes = &bytes[16..16 + meta_len];
-    if crc(meta_bytes) != word(16 + meta_len) {
+    let tail = bytes.len() - TAIL;
+    let meta_len = word(tail) as usize;
+    let meta_start =
+        tail.checked_sub(meta_len).filter(|s| *s >= HEAD).ok_or_else(|| truncated((HEAD + meta_len + TAIL) as u64))?;
+    let meta_bytes = &bytes[meta_start..tail];
+    if crc(meta_bytes) != word(tail + 4) {
         return Err(SnapshotError::Checksum { path: name, what: "the meta".into() });
     }
     let meta: Meta =
         serde_json::from_slice(meta_bytes).map_err(|source| SnapshotError::Meta { path: name.clone(), source })?;
-    let expected = shards_start as u64 + meta.shards.iter().map(|s| s.bytes).sum::<u64>();
+    let expected = (HEAD + meta_len + TAIL) as u64 + meta.shards.iter().map(|s| s.bytes).sum::<u64>();
     if bytes.len() as u64 != expected {
-        return Err(SnapshotError::Length { path: name, expected, actual: bytes.len() as u64 });
+        return Err(truncated(expected));
     }
     let mut ranges = Vec::with_capacity(meta.shards.len());
-    let mut at = shards_start;
+    let mut at = HEAD;
     for (i, shard) in meta.shards.iter().enumerate() {
         let end = at + shard.bytes as usize;
         if crc(&bytes[at..end]) != shard.crc32 {
@@ -387,8 +420,13 @@ mod tests {
     }
 
     /// Stands for an encoded shard: only the bytes and their checksum matter here.
-    fn shard(byte: u8) -> (Vec<u8>, u64) {
-        (vec![byte; 5], 1)
+    fn shard(byte: u8) -> Vec<u8> {
+        vec![byte; 5]
+    }
+
+    /// Writes a snapshot of the given stand-in shards.
+    fn write_shards(dir: &Path, meta: Meta, shards: &[Vec<u8>]) -> (PathBuf, u64) {
+        write(dir, meta, shards.len(), |i, out| out.write_all(&shards[i]).map(|()| 1)).unwrap()
     }
 
     fn dir(name: &str) -> PathBuf {
@@ -401,28 +439,28 @@ mod tests {
     fn keeps_the_newest_two_and_reads_them_back() {
         let dir = dir("keep");
         for time in [10, 20, 30] {
-            write(&dir, meta(time), &[shard(1), shard(2)]).unwrap();
+            write_shards(&dir, meta(time), &[shard(1), shard(2)]);
         }
         let names: Vec<_> = list(&dir).unwrap().iter().map(|p| p.file_name().unwrap().to_owned()).collect();
         assert_eq!(names, [file_name(30), file_name(20)].map(std::ffi::OsString::from));
         let snapshot = read(&list(&dir).unwrap()[0]).unwrap();
         assert_eq!(snapshot.meta.time, 30);
         assert_eq!(snapshot.meta.offsets, vec![(0, 5), (1, 0)]);
-        assert_eq!((snapshot.shards(), snapshot.shard(1), snapshot.versions()), (2, shard(2).0.as_slice(), 2));
+        assert_eq!((snapshot.shards(), snapshot.shard(1), snapshot.versions()), (2, shard(2).as_slice(), 2));
     }
 
     #[test]
     fn a_damaged_newest_snapshot_is_reported_and_the_previous_used() {
         let dir = dir("damaged");
-        write(&dir, meta(10), &[shard(1)]).unwrap();
-        let (newest, _) = write(&dir, meta(20), &[shard(2)]).unwrap();
+        write_shards(&dir, meta(10), &[shard(1)]);
+        let (newest, _) = write_shards(&dir, meta(20), &[shard(2)]);
         let good = std::fs::read(&newest).unwrap();
 
         // A flipped byte in a shard, in the meta; a truncation; a stray temporary file.
         let mut flipped = good.clone();
-        *flipped.last_mut().unwrap() ^= 1;
+        flipped[HEAD + 1] ^= 1;
         let mut meta_flipped = good.clone();
-        meta_flipped[20] ^= 0x20;
+        meta_flipped[HEAD + 5 + 3] ^= 0x20;
         for (damaged, expected) in [
             (flipped, "checksum of shard 0"),
             (meta_flipped, "checksum of the meta"),

@@ -8,7 +8,8 @@
 //! The upsert applies records only once their time is the open one ([`super::in_order`]), so
 //! at the start of the first invocation in which its frontier has passed `T` its state is
 //! exactly "every record at a time `<= T`": that is when [`SnapshotSlot::capture_if_passed`]
-//! encodes it. The request must be registered before the frontier can pass `T`, which the
+//! freezes it ([`VersionStore::freeze`]: shared, not copied), for the snapshot writer to
+//! [`encode`] on its own thread while the worker goes on. The request must be registered before the frontier can pass `T`, which the
 //! coordinator ensures by holding its own input at `T` until every worker has registered
 //! (see [`crate::run`]).
 //!
@@ -29,26 +30,24 @@
 //! ```
 
 use std::cell::RefCell;
+use std::io::Write;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::upsert::{Catalog, VersionStore};
+use super::upsert::{Catalog, FrozenVersions, VersionStore};
 use super::Time;
 use crate::event::{Identity, Position, Txn, Update};
 
-/// One worker's versions, encoded.
-#[derive(Debug)]
+/// One worker's versions as of a time, frozen for the writer.
 pub struct Shard {
     /// The logical time it reflects.
     pub time: Time,
-    /// The encoded versions.
-    pub bytes: Vec<u8>,
-    /// How many versions (live and tombstones).
-    pub versions: u64,
-    /// How long encoding held the worker.
+    /// The versions.
+    pub versions: FrozenVersions,
+    /// How long capturing held the worker.
     pub pause: Duration,
 }
 
@@ -75,56 +74,59 @@ impl SnapshotSlot {
     }
 
     /// Captures `store` if a snapshot is pending at a time the frontier `low` has passed.
-    pub(super) fn capture_if_passed(&self, low: Option<Time>, store: &VersionStore) {
+    pub(super) fn capture_if_passed(&self, low: Option<Time>, store: &mut VersionStore) {
         let mut slot = self.0.borrow_mut();
         let Some(time) = slot.pending else { return };
         if low.is_some_and(|low| low <= time) {
             return;
         }
         let started = Instant::now();
-        let mut bytes = Vec::new();
-        let versions = encode(store, &mut bytes);
+        let versions = store.freeze();
         slot.pending = None;
-        slot.captured = Some(Shard { time, bytes, versions, pause: started.elapsed() });
+        slot.captured = Some(Shard { time, versions, pause: started.elapsed() });
     }
 }
 
-/// Appends the encoding of `store` to `out`; returns how many versions it holds.
-pub fn encode(store: &VersionStore, out: &mut Vec<u8>) -> u64 {
-    out.reserve(store.versions.len() * 48 + store.names.names.len() * 16);
-    out.extend_from_slice(&(store.names.names.len() as u32).to_le_bytes());
-    for name in &store.names.names {
-        put_text(out, name);
+/// Writes the encoding of `frozen` to `out`; returns how many versions it holds.
+pub fn encode(frozen: &FrozenVersions, out: &mut (impl Write + ?Sized)) -> std::io::Result<u64> {
+    out.write_all(&(frozen.names.len() as u32).to_le_bytes())?;
+    for name in &frozen.names {
+        put_text(out, name)?;
     }
-    out.extend_from_slice(&(store.versions.len() as u64).to_le_bytes());
-    for (identity, stored) in &store.versions {
+    out.write_all(&(frozen.versions.len() as u64).to_le_bytes())?;
+    // One version at a time into a small buffer: fewer calls through the writer.
+    let mut record = Vec::with_capacity(128);
+    for (identity, stored) in frozen.versions.iter() {
+        record.clear();
         let (kind, text) = match identity {
             Identity::Id(text) => (0u8, text),
             Identity::At(text) => (1u8, text),
         };
-        out.push(kind);
-        put_text(out, text);
-        out.extend_from_slice(&stored.time.to_le_bytes());
-        out.extend_from_slice(&stored.position.source.to_le_bytes());
-        out.extend_from_slice(&stored.position.seq.to_le_bytes());
+        record.push(kind);
+        record.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        record.extend_from_slice(text.as_bytes());
+        record.extend_from_slice(&stored.time.to_le_bytes());
+        record.extend_from_slice(&stored.position.source.to_le_bytes());
+        record.extend_from_slice(&stored.position.seq.to_le_bytes());
         match &stored.txn {
-            None => out.push(0),
+            None => record.push(0),
             Some(txn) => {
-                out.push(1);
-                out.extend_from_slice(&txn.cents.to_le_bytes());
-                out.push(u8::from(txn.hour.is_some()));
-                out.extend_from_slice(&txn.hour.unwrap_or(0).to_le_bytes());
-                out.extend_from_slice(&txn.customer.to_le_bytes());
-                out.extend_from_slice(&txn.category.to_le_bytes());
+                record.push(1);
+                record.extend_from_slice(&txn.cents.to_le_bytes());
+                record.push(u8::from(txn.hour.is_some()));
+                record.extend_from_slice(&txn.hour.unwrap_or(0).to_le_bytes());
+                record.extend_from_slice(&txn.customer.to_le_bytes());
+                record.extend_from_slice(&txn.category.to_le_bytes());
             }
         }
+        out.write_all(&record)?;
     }
-    store.versions.len() as u64
+    Ok(frozen.versions.len() as u64)
 }
 
-fn put_text(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-    out.extend_from_slice(text.as_bytes());
+fn put_text(out: &mut (impl Write + ?Sized), text: &str) -> std::io::Result<()> {
+    out.write_all(&(text.len() as u32).to_le_bytes())?;
+    out.write_all(text.as_bytes())
 }
 
 /// A shard that does not decode (its checksum matched, so this is a bug or a foreign file).
@@ -254,8 +256,9 @@ mod tests {
             worker.step_while(|| probe.less_than(&4));
             let shard = pipeline.snapshots.take().expect("captured once the frontier passed 2");
             assert_eq!(shard.time, 2);
-            let mut identities = Vec::new();
-            decode(&shard.bytes, &mut |_, update| identities.push(update.identity)).unwrap();
+            let (mut bytes, mut identities) = (Vec::new(), Vec::new());
+            encode(&shard.versions, &mut bytes).unwrap();
+            decode(&bytes, &mut |_, update| identities.push(update.identity)).unwrap();
             identities.sort_by_key(|i| format!("{i:?}"));
             identities
         });
@@ -282,7 +285,7 @@ mod tests {
             crate::dataflow::upsert::apply_for_tests(&mut store, time, update);
         }
         let mut bytes = Vec::new();
-        assert_eq!(encode(&store, &mut bytes), 3);
+        assert_eq!(encode(&store.freeze(), &mut bytes).unwrap(), 3);
 
         let mut restored = VersionStore::default();
         let count = decode(&bytes, &mut |time, update| {

@@ -61,32 +61,49 @@ pub struct Version {
 /// One worker's latest versions, kept compact: every name once in a catalog, and each
 /// version as a fixed-size record (72 bytes with its key, against 112 for a plain
 /// `Version`), because a large history holds millions of them.
+///
+/// The table can be **frozen** for a snapshot without copying it: [`VersionStore::freeze`]
+/// shares it with the snapshot writer, and until the writer lets go, changes are kept aside
+/// in a small second table that lookups consult first; the first change after that folds
+/// them back in.
 #[derive(Default)]
 pub struct VersionStore {
-    pub(super) versions: FastMap<Identity, Stored>,
-    pub(super) names: Catalog,
+    versions: Arc<FastMap<Identity, Stored>>,
+    /// Changes made while `versions` is shared with a snapshot writer.
+    aside: FastMap<Identity, Stored>,
+    names: Catalog,
+}
+
+/// A worker's versions as they were when frozen, readable from another thread.
+pub struct FrozenVersions {
+    pub(super) versions: Arc<FastMap<Identity, Stored>>,
+    pub(super) names: Vec<Arc<str>>,
 }
 
 impl VersionStore {
     /// How many identities are known (live transactions and tombstones).
     pub fn len(&self) -> usize {
-        self.versions.len()
+        self.versions.len() + self.aside.keys().filter(|k| !self.versions.contains_key(*k)).count()
     }
 
     /// Makes room for `additional` more identities at once: growing a table of millions
     /// step by step touches twice its final memory.
     pub fn reserve(&mut self, additional: usize) {
-        self.versions.reserve(additional);
+        if let Some(versions) = Arc::get_mut(&mut self.versions) {
+            versions.reserve(additional);
+        }
     }
 
     /// Whether no identity is known.
     pub fn is_empty(&self) -> bool {
-        self.versions.is_empty()
+        self.len() == 0
     }
 
     /// Every identity with its latest version.
     pub fn iter(&self) -> impl Iterator<Item = (&Identity, Version)> + '_ {
-        self.versions.iter().map(|(identity, stored)| {
+        let shadowed = |k: &Identity| self.aside.contains_key(k);
+        let base = self.versions.iter().filter(move |(k, _)| !shadowed(k));
+        self.aside.iter().chain(base).map(|(identity, stored)| {
             let version = Version {
                 time: stored.time,
                 position: stored.position,
@@ -94,6 +111,40 @@ impl VersionStore {
             };
             (identity, version)
         })
+    }
+
+    /// Shares the versions as they are now, without copying them (see the type's docs).
+    pub fn freeze(&mut self) -> FrozenVersions {
+        self.fold_aside();
+        if !self.aside.is_empty() {
+            // The previous frozen copy is still held (not expected: one snapshot at a time).
+            let mut copy = FastMap::clone(&self.versions);
+            copy.extend(self.aside.drain());
+            self.versions = Arc::new(copy);
+        }
+        FrozenVersions { versions: Arc::clone(&self.versions), names: self.names.names.clone() }
+    }
+
+    /// Folds the changes kept aside back into the table, once no writer shares it.
+    fn fold_aside(&mut self) {
+        if self.aside.is_empty() {
+            return;
+        }
+        if let Some(versions) = Arc::get_mut(&mut self.versions) {
+            versions.extend(self.aside.drain());
+        }
+    }
+
+    fn get(&self, identity: &Identity) -> Option<&Stored> {
+        self.aside.get(identity).or_else(|| self.versions.get(identity))
+    }
+
+    fn set(&mut self, identity: Identity, stored: Stored) {
+        self.fold_aside();
+        match Arc::get_mut(&mut self.versions) {
+            Some(versions) => versions.insert(identity, stored),
+            None => self.aside.insert(identity, stored),
+        };
     }
 }
 
@@ -118,7 +169,7 @@ pub(super) struct CompactTxn {
 }
 
 /// Names by number and numbers by name.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Catalog {
     numbers: FastMap<Arc<str>, u32>,
     pub(super) names: Vec<Arc<str>>,
@@ -182,7 +233,7 @@ impl Ordered for Upsert {
     type Out = (Txn, Time, isize);
 
     fn at_frontier(&mut self, low: Option<Time>) {
-        self.snapshots.capture_if_passed(low, &self.state.borrow());
+        self.snapshots.capture_if_passed(low, &mut self.state.borrow_mut());
     }
 
     fn apply(&mut self, time: Time, update: Update, out: &mut Vec<(Txn, Time, isize)>) {
@@ -199,35 +250,65 @@ pub(crate) fn apply_for_tests(store: &mut VersionStore, time: Time, update: Upda
 /// Applies one version to the state, reporting the changes to the live collection.
 fn apply(store: &mut VersionStore, time: Time, update: Update, mut emit: impl FnMut(Txn, isize)) {
     let Update { identity, position, txn } = update;
-    let VersionStore { versions, names } = store;
-    let compact = txn.as_ref().map(|t| names.compact(t));
-    match versions.get_mut(&identity) {
+    let compact = txn.as_ref().map(|t| store.names.compact(t));
+    let new = Stored { time, position, txn: compact };
+    // The common case — nothing frozen — changes the table in place with one lookup.
+    if store.aside.is_empty() {
+        if let Some(versions) = Arc::get_mut(&mut store.versions) {
+            match versions.get_mut(&identity) {
+                None => {
+                    versions.insert(identity, new);
+                    if let Some(txn) = txn {
+                        emit(txn, 1);
+                    }
+                }
+                Some(stored) => {
+                    if replace(stored, &new, txn, &store.names, &mut emit) {
+                        *stored = new;
+                    }
+                }
+            }
+            return;
+        }
+    }
+    match store.get(&identity).copied() {
         None => {
-            versions.insert(identity, Stored { time, position, txn: compact });
+            store.set(identity, new);
             if let Some(txn) = txn {
                 emit(txn, 1);
             }
         }
         Some(stored) => {
-            let newer = if stored.position.source == position.source {
-                position.seq > stored.position.seq
-            } else {
-                time > stored.time || position > stored.position
-            };
-            if !newer {
-                return;
+            if replace(&stored, &new, txn, &store.names, &mut emit) {
+                store.set(identity, new);
             }
-            if stored.txn != compact {
-                if let Some(old) = &stored.txn {
-                    emit(names.expand(old), -1);
-                }
-                if let Some(new) = txn {
-                    emit(new, 1);
-                }
-            }
-            *stored = Stored { time, position, txn: compact };
         }
     }
+}
+
+/// Whether `new` replaces `stored` (see the module docs); if so, reports the retraction of
+/// the old transaction and the insertion of the new one when they differ.
+fn replace(
+    stored: &Stored,
+    new: &Stored,
+    txn: Option<Txn>,
+    names: &Catalog,
+    emit: &mut impl FnMut(Txn, isize),
+) -> bool {
+    let newer = if stored.position.source == new.position.source {
+        new.position.seq > stored.position.seq
+    } else {
+        new.time > stored.time || new.position > stored.position
+    };
+    if newer && stored.txn != new.txn {
+        if let Some(old) = &stored.txn {
+            emit(names.expand(old), -1);
+        }
+        if let Some(txn) = txn {
+            emit(txn, 1);
+        }
+    }
+    newer
 }
 
 #[cfg(test)]
@@ -250,6 +331,34 @@ mod tests {
             apply(&mut state, time, u, |t, d| out.push((t, d)));
         }
         out
+    }
+
+    #[test]
+    fn a_frozen_copy_keeps_its_versions_while_the_store_changes() {
+        let mut store = VersionStore::default();
+        let mut changes = Vec::new();
+        let mut apply_at = |store: &mut VersionStore, time, u| apply(store, time, u, |t, d| changes.push((t, d)));
+        apply_at(&mut store, 0, update("t1", 0, 1, Some(txn("Ali", 100))));
+        apply_at(&mut store, 0, update("t2", 0, 2, Some(txn("Sara", 5))));
+        let frozen = store.freeze();
+        apply_at(&mut store, 1, update("t1", 0, 3, Some(txn("Ali", 80)))); // a correction
+        apply_at(&mut store, 1, update("t2", 0, 4, None)); // a delete
+        apply_at(&mut store, 1, update("t3", 0, 5, Some(txn("Li", 7)))); // new
+        let live = |store: &VersionStore| {
+            let mut v: Vec<_> = store.iter().filter_map(|(_, v)| v.txn.map(|t| (t.customer, t.cents))).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(live(&store), vec![("Ali".into(), 80), ("Li".into(), 7)]);
+        let frozen_cents: std::collections::BTreeSet<i64> =
+            frozen.versions.values().filter_map(|s| s.txn.map(|t| t.cents)).collect();
+        assert_eq!(frozen_cents, [5, 100].into(), "the frozen copy is as it was");
+        drop(frozen);
+        apply_at(&mut store, 2, update("t3", 0, 6, Some(txn("Li", 9)))); // folds the changes back
+        assert!(store.aside.is_empty());
+        assert_eq!(live(&store), vec![("Ali".into(), 80), ("Li".into(), 9)]);
+        assert_eq!(store.len(), 3, "the tombstone of t2 stays");
+        assert_eq!(changes.iter().map(|(_, d)| d).sum::<isize>(), 2);
     }
 
     #[test]

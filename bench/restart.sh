@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Durability benchmark: restart from a snapshot against a rebuild from the history file,
+# the snapshot's write time and size, and the longest pause in query answers while
+# snapshots are written.
+#
+#   bash bench/restart.sh [ROWS] [ROUNDS]        (default 10000000 rows, 3 rounds)
+#
+# Each round: (a) `lambda run` with an empty state directory rebuilds from the history;
+# the time is from launch to the first answer of /v1/status (which waits for the views);
+# SIGTERM then writes a snapshot (its size, write time and the workers' pause are logged);
+# (b) `lambda run` again resumes from that snapshot: the same measure. Then, resumed once
+# more, wrk looks up customers for 30 s while a snapshot is written every 5 s, and once more
+# with no snapshot during the run, for the baseline.
+set -euo pipefail
+ROWS=${1:-10000000}
+ROUNDS=${2:-3}
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$HERE")
+cd "$REPO"
+cargo build --release --quiet
+LAMBDA=$REPO/target/release/lambda
+WORK=${WORK:-$(mktemp -d)}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BROKER=127.0.0.1:$(free_port)
+HTTP=127.0.0.1:$(free_port)
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
+[ -f "$WORK/history.jsonl" ] || "$LAMBDA" gen --rows "$ROWS" --customers 10000 --corrections 0.1 --seed 1 --out "$WORK/history.jsonl"
+echo "history: $(wc -c <"$WORK/history.jsonl") bytes, $ROWS rows"
+"$LAMBDA" broker --port "${BROKER#*:}" --partitions 3 >"$WORK/broker.log" 2>&1 &
+sleep 1
+
+# Starts `lambda run` with the given options; ELAPSED = seconds until /v1/status answers.
+RUN_PID=
+ELAPSED=
+start_and_time() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$LAMBDA" run --workers 2 --brokers "$BROKER" --http "$HTTP" --input "$WORK/history.jsonl" \
+    --dead-letters "$WORK/dead.jsonl" "$@" </dev/null >>"$WORK/run.log" 2>&1 &
+  RUN_PID=$!
+  until curl -sf --max-time 30 "http://$HTTP/v1/status" >/dev/null 2>&1; do sleep 0.01; done
+  t1=$(date +%s.%N)
+  ELAPSED=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
+}
+stop_run() { kill -TERM "$RUN_PID"; wait "$RUN_PID" || true; }
+
+for round in $(seq 1 "$ROUNDS"); do
+  rm -rf "$WORK/state"
+  start_and_time --state-dir "$WORK/state" --snapshot-every-ms 3600000
+  rebuild=$ELAPSED
+  stop_run
+  written=$(grep "snapshot written" "$WORK/run.log" | tail -1 | grep -oE '(bytes|write_ms|longest_worker_pause_ms|versions)=[0-9.]+' | tr '\n' ' ')
+  start_and_time --state-dir "$WORK/state" --snapshot-every-ms 3600000
+  restart=$ELAPSED
+  stop_run
+  echo "round $round: rebuild ${rebuild}s  restart from snapshot ${restart}s  snapshot at stop: $written"
+done
+
+echo "== lookups while a snapshot is written every 5 s (wrk -c4, 30 s)"
+start_and_time --state-dir "$WORK/state" --snapshot-every-ms 5000
+CUSTOMERS=10000 wrk -t1 -c4 -d30s --latency -s "$HERE/random_customer.lua" "http://$HTTP" | grep -E "Latency|50%|99%|Requests/sec"
+stop_run
+grep "snapshot written" "$WORK/run.log" | tail -7 | grep -oE '(write_ms|longest_worker_pause_ms)=[0-9.]+' | tr '\n' ' '; echo
+echo "== baseline: the same lookups with no snapshot during the run"
+start_and_time --state-dir "$WORK/state" --snapshot-every-ms 3600000
+CUSTOMERS=10000 wrk -t1 -c4 -d30s --latency -s "$HERE/random_customer.lua" "http://$HTTP" | grep -E "Latency|50%|99%|Requests/sec"
+stop_run
+ls -la "$WORK/state"
