@@ -76,6 +76,8 @@ pub fn load_snapshot(
     snapshot: &Snapshot,
 ) -> Result<LoadCounts, LoadError> {
     let (index, peers) = (worker.index(), worker.peers());
+    // Identities are spread evenly over the workers by hash.
+    pipeline.latest.borrow_mut().reserve((snapshot.versions() / peers as u64) as usize);
     let mut counts = LoadCounts::default();
     let mut since_step = 0;
     for shard in (0..snapshot.shards()).filter(|s| s % peers == index) {

@@ -139,7 +139,8 @@ pub struct Snapshot {
     pub path: PathBuf,
     /// What it says about itself.
     pub meta: Meta,
-    bytes: Vec<u8>,
+    /// The file, mapped: read from the page cache as it is, never copied.
+    bytes: memmap2::Mmap,
     /// (start, end) of each shard in `bytes`.
     ranges: Vec<(usize, usize)>,
 }
@@ -266,8 +267,10 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>, SnapshotError> {
 /// Reads and checks one snapshot file.
 pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
     let name = path.display().to_string();
-    let mut bytes = Vec::new();
-    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io(path))?;
+    let file = File::open(path).map_err(io(path))?;
+    // SAFETY: snapshot files are written once under a temporary name and renamed into place,
+    // never modified; one removed by rotation while mapped stays readable until unmapped.
+    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(io(path))?;
     if bytes.len() < HEAD || &bytes[..8] != MAGIC {
         return Err(SnapshotError::NotASnapshot(name));
     }
