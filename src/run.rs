@@ -349,6 +349,8 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
                 history,
                 workers,
                 finished: Arc::clone(&finished),
+                // Resumed: what the snapshot holds is already on disk.
+                last_offsets: resume.as_ref().map(|s| s.meta.offsets.clone()),
             };
             std::thread::Builder::new()
                 .name("snapshot-writer".into())
@@ -659,6 +661,10 @@ struct Writer {
     history: Vec<Fingerprint>,
     workers: usize,
     finished: Arc<AtomicU64>,
+    /// The offsets of the newest snapshot on disk: every change to the versions comes with
+    /// a move of some offset (the history is loaded once, at the start), so equal offsets
+    /// mean an equal snapshot, not worth writing again.
+    last_offsets: Option<Vec<(i32, i64)>>,
 }
 
 /// One snapshot's parts, as they arrive.
@@ -669,7 +675,7 @@ struct Parts {
 }
 
 impl Writer {
-    fn run(self, parts: Receiver<ToWriter>) {
+    fn run(mut self, parts: Receiver<ToWriter>) {
         let mut gathering: BTreeMap<Time, Parts> = BTreeMap::new();
         for part in parts {
             let time = match part {
@@ -694,9 +700,14 @@ impl Writer {
         }
     }
 
-    fn write(&self, time: Time, parts: Parts) {
+    fn write(&mut self, time: Time, parts: Parts) {
         let started = Instant::now();
         let totals = Reading::merge_scope(parts.totals, &Scope::Totals);
+        if self.last_offsets.as_ref() == Some(&totals.offsets) {
+            tracing::debug!(time, "nothing admitted since the last snapshot; not written again");
+            return;
+        }
+        let offsets = totals.offsets.clone();
         let pause = parts.shards.values().map(|s| s.pause).max().unwrap_or_default();
         let shards: Vec<_> = parts.shards.into_values().map(|s| s.versions).collect();
         let meta = crate::state::Meta {
@@ -716,15 +727,18 @@ impl Writer {
         // Let go of the frozen versions at once: the workers fold their changes back in.
         drop(shards);
         match written {
-            Ok((path, bytes)) => tracing::info!(
-                path = %path.display(),
-                time,
-                versions,
-                bytes,
-                write_ms = started.elapsed().as_millis() as u64,
-                longest_worker_pause_ms = pause.as_secs_f64() * 1000.0,
-                "snapshot written"
-            ),
+            Ok((path, bytes)) => {
+                self.last_offsets = Some(offsets);
+                tracing::info!(
+                    path = %path.display(),
+                    time,
+                    versions,
+                    bytes,
+                    write_ms = started.elapsed().as_millis() as u64,
+                    longest_worker_pause_ms = pause.as_secs_f64() * 1000.0,
+                    "snapshot written"
+                )
+            }
             Err(error) => tracing::error!(%error, time, "cannot write a snapshot; the previous ones are kept"),
         }
     }

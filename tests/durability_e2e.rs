@@ -79,11 +79,22 @@ fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         let mut run = start(&broker, &history_path, &dir, &options);
         // Right after each restart: exact for everything sent so far.
         assert_exact(&mut run, &history_lines, &messages[..sent], &format!("restart {cycle}"));
-        send(&producer, chunk);
-        sent += chunk.len();
         if cycle % 3 == 2 {
-            during_writes += usize::from(kill_during_a_snapshot_write(&mut run, &state));
+            // Messages trickle in, so that a snapshot is written every 20 ms (one with
+            // nothing new is skipped), and the process dies in the middle of one.
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    for message in chunk {
+                        send(&producer, std::slice::from_ref(message));
+                        std::thread::sleep(Duration::from_millis(3));
+                    }
+                });
+                during_writes += usize::from(kill_during_a_snapshot_write(&mut run, &state));
+            });
+            sent += chunk.len();
         } else {
+            send(&producer, chunk);
+            sent += chunk.len();
             std::thread::sleep(Duration::from_millis(random_ms(150)));
             let _ = run.child.kill();
             let _ = run.child.wait();
@@ -91,6 +102,7 @@ fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         kills += 1;
     }
     assert!(kills >= 10, "{kills} kills");
+    eprintln!("kills during a snapshot write: {during_writes} of {}", kills / 3);
     assert!(during_writes >= 1, "no kill landed during a snapshot write");
 
     let mut run = start(&broker, &history_path, &dir, &options);
