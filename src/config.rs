@@ -232,11 +232,18 @@ impl Settings {
 
     /// The dead-letter file of `lambda run`: as configured, else `output/dead_letters.jsonl`.
     pub fn run_dead_letter_path(&self) -> PathBuf {
-        if self.input.dead_letters.as_os_str().is_empty() {
+        let path = if self.input.dead_letters.as_os_str().is_empty() {
             PathBuf::from("output/dead_letters.jsonl")
         } else {
             self.input.dead_letters.clone()
+        };
+        if self.dataflow.processes <= 1 {
+            return path;
         }
+        // Each process writes the dead letters its workers meet: one file each, side by side.
+        let stem = path.file_stem().map_or("dead_letters".into(), |s| s.to_string_lossy().into_owned());
+        let extension = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+        path.with_file_name(format!("{stem}.p{}{extension}", self.dataflow.process))
     }
 
     /// Timely's configuration for these workers and processes.

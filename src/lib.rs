@@ -20,6 +20,7 @@ pub mod batch;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dataflow;
 pub mod deadletter;
 pub mod demo;

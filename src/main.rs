@@ -100,7 +100,16 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
     let interrupted = interrupted()?;
     let running = run::start(&settings)?;
-    let _http = serve_http(&settings, &running)?;
+    // Reads are coordinated by worker 0, so process 0 serves for the whole cluster.
+    let serves = settings.dataflow.process == 0;
+    let _http = if serves { serve_http(&settings, &running)? } else { None };
+    if !serves {
+        tracing::info!(
+            process = settings.dataflow.process,
+            processes = settings.dataflow.processes,
+            "running; process 0 serves the views of the whole cluster"
+        );
+    }
     tracing::info!("running; Ctrl-C to stop");
     let view_filter = settings.view_filter()?;
     let write_views = |reading: &atelier_lambda::serve::query::Reading| -> anyhow::Result<()> {
@@ -110,7 +119,7 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
         }
         Ok(())
     };
-    if args.repl || std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+    if serves && (args.repl || std::io::IsTerminal::is_terminal(&std::io::stdin())) {
         // The prompt runs here; the views are still written, by a thread.
         let (serving, stopped) = (running.serving.clone(), running.stop_flag());
         let done = || interrupted.load(Ordering::SeqCst) || stopped.load(Ordering::SeqCst);
@@ -135,13 +144,13 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
     let mut last_write = Instant::now() - args.views_every();
     while !interrupted.load(Ordering::SeqCst) && !running.stopping() {
         std::thread::sleep(Duration::from_millis(10));
-        if args.views_out.is_some() && last_write.elapsed() >= args.views_every() {
+        if serves && args.views_out.is_some() && last_write.elapsed() >= args.views_every() {
             last_write = Instant::now();
             if let Some(r) = running.serving.read(settings.batch.top, Duration::from_secs(5)) {
                 write_views(&r)?;
             }
         }
-        if last_report.elapsed() >= Duration::from_secs(10) {
+        if serves && last_report.elapsed() >= Duration::from_secs(10) {
             last_report = Instant::now();
             if let Some(r) = running.serving.read(settings.batch.top, Duration::from_secs(5)) {
                 tracing::info!(
@@ -156,8 +165,10 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
         }
     }
     tracing::info!("stopping");
-    if let Some(r) = running.serving.read(settings.batch.top, Duration::from_secs(5)) {
-        write_views(&r)?;
+    if serves {
+        if let Some(r) = running.serving.read(settings.batch.top, Duration::from_secs(5)) {
+            write_views(&r)?;
+        }
     }
     running.stop();
     let reports = running.join()?;
@@ -167,7 +178,6 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the HTTP API on its own small runtime, unless `--http off`.
 /// `lambda verify`: exit 0 when equal, 1 on differences, 2 when it cannot verify.
 fn run_verify(args: &VerifyArgs) -> ExitCode {
     let verified = args.settings().map_err(anyhow::Error::from).and_then(|(settings, live)| {
@@ -192,6 +202,7 @@ fn run_verify(args: &VerifyArgs) -> ExitCode {
     }
 }
 
+/// Starts the HTTP API on its own small runtime, unless `--http off`.
 fn serve_http(
     settings: &atelier_lambda::config::Settings,
     running: &run::Running,

@@ -35,7 +35,7 @@
 //! the newest valid snapshot instead of the history and resumes every partition at its
 //! offsets. On a clean stop, the workers stop reading Kafka, take a last snapshot, then exit.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -43,10 +43,12 @@ use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 use timely::worker::Worker;
 
 use crate::batch::{load_history, load_snapshot, LoadCounts, LoadShared};
 use crate::config::Settings;
+use crate::control::Control;
 use crate::dataflow::snapshot::Shard;
 use crate::dataflow::{Pipeline, Time};
 use crate::deadletter::DeadLetterFile;
@@ -121,11 +123,30 @@ struct Snapshots {
     every: Duration,
 }
 
-/// What the coordinator tells every worker, in order.
+/// What the coordinator tells every worker, in order, over the control plane
+/// ([`crate::control`]): serializable, since workers may be in other processes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 enum Command {
-    Read { time: Time, scope: Scope, reply: Reply },
+    /// Read your share of `scope` at `time` once your views are complete through it, and
+    /// answer request `id`.
+    Read {
+        id: u64,
+        time: Time,
+        scope: Scope,
+    },
     Compact(Time),
     Snapshot(Time),
+    /// Stop: read no more, (with snapshots, after a last one) close the inputs.
+    Stop,
+}
+
+/// What workers tell the coordinator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Answer {
+    /// A worker's share of read `id`.
+    Read { id: u64, part: Reading },
+    /// A worker's process was asked to stop (a signal, an error): stop everyone.
+    StopAsked { worker: usize },
 }
 
 /// Everything the workers of one process share.
@@ -138,8 +159,6 @@ struct Shared {
     load: LoadShared,
     stop: Arc<AtomicBool>,
     requests: Mutex<Option<Receiver<ReadRequest>>>,
-    command_senders: Vec<Sender<Command>>,
-    command_receivers: Vec<Mutex<Option<Receiver<Command>>>>,
     threads: Arc<WorkerThreads>,
     metrics: Arc<Metrics>,
     /// The snapshot to start from instead of the history files.
@@ -298,8 +317,8 @@ impl Drop for Running {
 
 /// Starts the pipeline: history, then Kafka. Returns once the workers are running.
 pub fn start(settings: &Settings) -> anyhow::Result<Running> {
-    if settings.dataflow.processes > 1 {
-        anyhow::bail!("lambda run does not run over several processes yet; use --workers");
+    if settings.dataflow.processes > 1 && settings.state.dir.is_some() {
+        anyhow::bail!("--state-dir does not work over several processes yet: run one process, or no --state-dir");
     }
     let resume = crate::state::resume_point(settings)?;
     let files = match &resume {
@@ -324,14 +343,13 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     let dead_letters =
         DeadLetterFile::open(&dead_path).with_context(|| format!("cannot open {}", dead_path.display()))?;
     let config = settings.timely_config()?;
+    // Every worker of every process: worker indices (and so partitions and reads) are global.
     let workers = match &config.communication {
         timely::CommunicationConfig::Thread => 1,
         timely::CommunicationConfig::Process(n) | timely::CommunicationConfig::ProcessBinary(n) => *n,
-        timely::CommunicationConfig::Cluster { threads, .. } => *threads,
+        timely::CommunicationConfig::Cluster { threads, addresses, .. } => threads * addresses.len(),
     };
     let (request_sender, requests) = channel();
-    let (command_senders, command_receivers): (Vec<_>, Vec<_>) =
-        (0..workers).map(|_| channel()).map(|(s, r)| (s, Mutex::new(Some(r)))).unzip();
     let threads = Arc::new(WorkerThreads((0..workers).map(|_| OnceLock::new()).collect()));
     let metrics = Arc::new(Metrics::new());
     let snapshots = match &settings.state.dir {
@@ -374,8 +392,6 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         load: LoadShared::default(),
         stop: Arc::clone(&stop),
         requests: Mutex::new(Some(requests)),
-        command_senders,
-        command_receivers,
         threads: Arc::clone(&threads),
         metrics: Arc::clone(&metrics),
         resume,
@@ -407,6 +423,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
     // Timely runs each worker on its own thread: this one.
     let _ = shared.threads.0[worker.index()].set(std::thread::current());
     let mut pipeline = Pipeline::build(worker, shared.event_filter.clone());
+    let mut control = Control::<Command, Answer>::build(worker);
     let initial = match &shared.resume {
         Some(snapshot) => load_snapshot(worker, &mut pipeline, snapshot)?,
         None => load_history(worker, &mut pipeline, &shared.files, settings, &shared.dead_letters, &shared.load)?,
@@ -438,11 +455,6 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
         pipeline.move_offset(p, None, offset);
     }
 
-    let commands = shared.command_receivers[worker.index()]
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-        .expect("each worker takes its own command channel once");
     let mut coordinator = (worker.index() == 0).then(|| Coordinator {
         requests: shared
             .requests
@@ -450,22 +462,34 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .expect("worker 0 takes the requests"),
-        senders: shared.command_senders.clone(),
-        threads: Arc::clone(&shared.threads),
+        workers: worker.peers(),
         waiting: Vec::new(),
+        answering: HashMap::new(),
+        next_id: 0,
         compacted: 0,
         last_compaction: Instant::now(),
         schedule: SnapshotSchedule { last: Instant::now(), in_flight: None, hold: None, last_one: None },
+        stop_ordered: false,
     });
     let mut pending: VecDeque<Command> = VecDeque::new();
     let mut last_commit = Instant::now();
     let mut last_watermarks = Instant::now();
+    // Set by the coordinator's Stop, which every worker of every process receives in order.
+    let mut stopping = false;
+    let mut stop_asked = false;
 
     loop {
         // A stop with snapshots first takes a last one (worker 0 asks), reading no more Kafka.
-        let stopping = shared.stop.load(Ordering::SeqCst);
         if stopping && shared.snapshots.as_ref().is_none_or(|s| s.final_done.load(Ordering::SeqCst)) {
             break;
+        }
+        // This process was asked to stop: worker 0 orders everyone to; another worker asks it.
+        if shared.stop.load(Ordering::SeqCst) && !stop_asked {
+            stop_asked = true;
+            match coordinator.as_mut() {
+                Some(coordinator) => coordinator.order_stop(&mut control),
+                None => control.answer(Answer::StopAsked { worker: worker.index() }),
+            }
         }
         if let Some(reader) = reader.as_mut().filter(|_| !stopping) {
             let read = reader.poll(Duration::ZERO, POLL_MAX, &mut |record| match record {
@@ -504,13 +528,20 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
         }
         worker.step_or_park(Some(IDLE_PARK));
         if let Some(coordinator) = coordinator.as_mut() {
-            coordinator.tick(pipeline.complete_through());
+            for answer in control.answers() {
+                coordinator.receive(answer, &mut control);
+            }
+            coordinator.tick(pipeline.complete_through(), &mut control);
             if let Some(snapshots) = &shared.snapshots {
-                coordinator.snapshot_duties(snapshots, pipeline.time(), stopping, &shared.failed);
+                coordinator.snapshot_duties(snapshots, pipeline.time(), stopping, &shared.failed, &mut control);
             }
         }
-        pending.extend(commands.try_iter());
-        serve(&mut pending, &mut pipeline, shared.snapshots.as_ref());
+        pending.extend(control.orders());
+        if serve(&mut pending, &mut pipeline, &mut control, shared.snapshots.as_ref()) {
+            stopping = true;
+            // Every process learns of the stop, also those that were not signalled.
+            shared.stop.store(true, Ordering::SeqCst);
+        }
         if let (Some(snapshots), Some(shard)) = (&shared.snapshots, pipeline.snapshots.take()) {
             let _ = snapshots.to_writer.send(ToWriter::Shard { worker: worker.index(), shard });
         }
@@ -531,16 +562,24 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
     Ok(report)
 }
 
-/// Carries out the commands whose time has come, in order.
-fn serve(pending: &mut VecDeque<Command>, pipeline: &mut Pipeline, snapshots: Option<&Snapshots>) {
+/// Carries out the commands whose time has come, in order. Returns whether one was Stop.
+fn serve(
+    pending: &mut VecDeque<Command>,
+    pipeline: &mut Pipeline,
+    control: &mut Control<Command, Answer>,
+    snapshots: Option<&Snapshots>,
+) -> bool {
+    let mut stop = false;
     while let Some(command) = pending.front() {
         match command {
-            Command::Read { time, .. } if pipeline.probe.less_equal(time) => return,
+            Command::Read { time, .. } if pipeline.probe.less_equal(time) => break,
             _ => {}
         }
         match pending.pop_front().expect("front exists") {
-            Command::Read { time, scope, reply } => {
-                reply.send(Reading::read_scope(&mut pipeline.views, time, &scope));
+            Command::Read { id, time, scope } => {
+                let (worker, workers) = (control.index(), control.peers());
+                let part = Reading::read_scope(&mut pipeline.views, time, &scope.share(worker, workers));
+                control.answer(Answer::Read { id, part });
             }
             Command::Compact(time) => pipeline.views.compact_to(time),
             Command::Snapshot(time) => {
@@ -549,20 +588,27 @@ fn serve(pending: &mut VecDeque<Command>, pipeline: &mut Pipeline, snapshots: Op
                     snapshots.registered.fetch_add(1, Ordering::SeqCst);
                 }
             }
+            Command::Stop => stop = true,
         }
     }
+    stop
 }
 
-/// Worker 0's duties: turn read requests into timed reads, and let the traces compact.
+/// Worker 0's duties: turn read requests into timed reads, forward the answers, let the
+/// traces compact, take snapshots, and order the stop.
 struct Coordinator {
     requests: Receiver<ReadRequest>,
-    senders: Vec<Sender<Command>>,
-    threads: Arc<WorkerThreads>,
+    /// Every worker of every process.
+    workers: usize,
     /// Requests that arrived before anything was complete.
     waiting: Vec<ReadRequest>,
+    /// Reads ordered and not fully answered: where the parts go, and how many came.
+    answering: HashMap<u64, (Reply, usize)>,
+    next_id: u64,
     compacted: Time,
     last_compaction: Instant,
     schedule: SnapshotSchedule,
+    stop_ordered: bool,
 }
 
 /// Worker 0's view of the snapshots.
@@ -579,15 +625,56 @@ struct SnapshotSchedule {
 }
 
 impl Coordinator {
+    /// Orders a read of `scope` at `time` from every worker; their parts go to `reply`.
+    fn order_read(&mut self, control: &mut Control<Command, Answer>, time: Time, scope: Scope, reply: Reply) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.answering.insert(id, (reply, 0));
+        control.order(Command::Read { id, time, scope });
+    }
+
+    /// Takes an answer from a worker.
+    fn receive(&mut self, answer: Answer, control: &mut Control<Command, Answer>) {
+        match answer {
+            Answer::Read { id, part } => {
+                let Some((reply, parts)) = self.answering.get_mut(&id) else { return };
+                reply.send(part);
+                *parts += 1;
+                if *parts == self.workers {
+                    self.answering.remove(&id);
+                }
+            }
+            Answer::StopAsked { worker } => {
+                tracing::info!(worker, "a worker's process was asked to stop; stopping every process");
+                self.order_stop(control);
+            }
+        }
+    }
+
+    /// Orders every worker to stop (once).
+    fn order_stop(&mut self, control: &mut Control<Command, Answer>) {
+        if !self.stop_ordered {
+            self.stop_ordered = true;
+            control.order(Command::Stop);
+        }
+    }
+
     /// Asks for a snapshot when one is due (or for a stop's last one), holds worker 0's input
     /// at its time until every worker has registered it, and notes when it is written.
-    fn snapshot_duties(&mut self, snapshots: &Snapshots, input_time: Time, stopping: bool, failed: &AtomicBool) {
-        let s = &mut self.schedule;
+    fn snapshot_duties(
+        &mut self,
+        snapshots: &Snapshots,
+        input_time: Time,
+        stopping: bool,
+        failed: &AtomicBool,
+        control: &mut Control<Command, Answer>,
+    ) {
         let finished = snapshots.finished.load(Ordering::SeqCst);
+        let s = &mut self.schedule;
         if s.in_flight.is_some_and(|t| finished >= t) {
             s.in_flight = None;
         }
-        if s.hold.is_some() && snapshots.registered.load(Ordering::SeqCst) == self.senders.len() {
+        if s.hold.is_some() && snapshots.registered.load(Ordering::SeqCst) == self.workers {
             s.hold = None;
         }
         if stopping {
@@ -614,39 +701,26 @@ impl Coordinator {
         // none can have passed it: each will capture exactly the records at times <= it.
         let time = input_time;
         snapshots.registered.store(0, Ordering::SeqCst);
-        for sender in &self.senders {
-            let _ = sender.send(Command::Snapshot(time));
-            let reply = Reply::Writer(snapshots.to_writer.clone());
-            let _ = sender.send(Command::Read { time, scope: Scope::Totals, reply });
-        }
-        (1..self.senders.len()).for_each(|w| self.threads.wake(w));
         s.hold = Some(time);
         s.in_flight = Some(time);
         s.last = Instant::now();
         if stopping {
             s.last_one = Some((time, Instant::now()));
         }
+        // The order matters: a worker's read waits for time to pass `time`, which the hold
+        // prevents until every worker has registered the snapshot.
+        control.order(Command::Snapshot(time));
+        self.order_read(control, time, Scope::Totals, Reply::Writer(snapshots.to_writer.clone()));
     }
 
-    fn tick(&mut self, complete: Option<Time>) {
+    fn tick(&mut self, complete: Option<Time>, control: &mut Control<Command, Answer>) {
         self.waiting.extend(self.requests.try_iter());
         let Some(complete) = complete else { return };
-        if !self.waiting.is_empty() {
-            for request in self.waiting.drain(..) {
-                let workers = self.senders.len();
-                for (worker, sender) in self.senders.iter().enumerate() {
-                    let scope = request.scope.share(worker, workers);
-                    let read = Command::Read { time: complete, scope, reply: request.reply.clone() };
-                    let _ = sender.send(read);
-                }
-            }
-            // Worker 0 is this thread; the others may be parked.
-            (1..self.senders.len()).for_each(|w| self.threads.wake(w));
+        for request in std::mem::take(&mut self.waiting) {
+            self.order_read(control, complete, request.scope, request.reply);
         }
         if complete > self.compacted && self.last_compaction.elapsed() >= COMPACT_EVERY {
-            for sender in &self.senders {
-                let _ = sender.send(Command::Compact(complete));
-            }
+            control.order(Command::Compact(complete));
             self.compacted = complete;
             self.last_compaction = Instant::now();
         }

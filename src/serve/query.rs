@@ -51,7 +51,7 @@ pub struct Reading {
 
 /// What a read covers. Every read also carries the offsets, so that it can say what it
 /// reflects.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Scope {
     /// Every view, with the `top` view cut to this many customers.
     Everything {
