@@ -10,8 +10,8 @@
 //!
 //! Timely keeps the messages between two workers in order, so every worker sees the orders
 //! in the order worker 0 gave them. Nothing here waits for a frontier: a message is taken
-//! from the inbox as soon as it arrives, at the next step of the worker. Each message gets
-//! its own time only so that it leaves at once (see [`Control::order`]).
+//! from the inbox as soon as it arrives, at the next step of the worker; the inputs' time
+//! moves with the clock and with every send ([`Control::send`]).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -33,6 +33,8 @@ pub struct Control<O: ExchangeData + Clone, A: ExchangeData + Clone> {
     received: Rc<RefCell<VecDeque<O>>>,
     answers: InputHandleVec<u64, A>,
     gathered: Rc<RefCell<VecDeque<A>>>,
+    /// Whether orders or answers wait for [`Control::send`].
+    unsent: bool,
 }
 
 impl<O: ExchangeData + Clone, A: ExchangeData + Clone> Control<O, A> {
@@ -53,7 +55,7 @@ impl<O: ExchangeData + Clone, A: ExchangeData + Clone> Control<O, A> {
                 input.for_each(|_, answers| coordinator_inbox.borrow_mut().extend(answers.drain(..)));
             });
         });
-        Control { index: worker.index(), peers: worker.peers(), orders, received, answers, gathered }
+        Control { index: worker.index(), peers: worker.peers(), orders, received, answers, gathered, unsent: false }
     }
 
     /// This worker's index among all workers of all processes.
@@ -69,10 +71,33 @@ impl<O: ExchangeData + Clone, A: ExchangeData + Clone> Control<O, A> {
     /// Sends an order to every worker, this one included (worker 0 only).
     pub fn order(&mut self, order: O) {
         self.orders.send(order);
-        // Advancing the time closes the input's epoch, which is what pushes buffered data
-        // through an exchange to other workers (a flush alone leaves it in the exchange).
-        let next = self.orders.time() + 1;
-        self.orders.advance_to(next);
+        self.unsent = true;
+    }
+
+    /// Sends what [`Control::order`] and [`Control::answer`] gave since the last call, in
+    /// one go, and keeps this worker's time up with the clock.
+    ///
+    /// Advancing the time closes the inputs' epoch, which is what pushes buffered data
+    /// through an exchange to other workers (a flush alone leaves it there). The times are
+    /// Unix microseconds, and every worker advances at least every millisecond even when it
+    /// sends nothing: timely retires a time only once all workers have passed it, and times
+    /// that no worker has passed pile up in its progress tracking, which sorts them at every
+    /// step — a sender counting its sends would run ahead of the others and pile them up.
+    pub fn send(&mut self) {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let time = *self.orders.time();
+        let next = if std::mem::take(&mut self.unsent) {
+            now.max(time + 1)
+        } else if now / 1000 > time / 1000 {
+            now
+        } else {
+            time
+        };
+        if next > time {
+            self.orders.advance_to(next);
+            self.answers.advance_to(next);
+        }
     }
 
     /// The orders received since the last call, in order.
@@ -83,8 +108,7 @@ impl<O: ExchangeData + Clone, A: ExchangeData + Clone> Control<O, A> {
     /// Sends an answer to worker 0.
     pub fn answer(&mut self, answer: A) {
         self.answers.send(answer);
-        let next = self.answers.time() + 1;
-        self.answers.advance_to(next);
+        self.unsent = true;
     }
 
     /// The answers received since the last call (worker 0).

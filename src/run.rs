@@ -105,6 +105,28 @@ impl Reply {
     }
 }
 
+/// Reads being answered: request id → where the parts go, and how many came.
+#[derive(Default)]
+struct Answering(Mutex<HashMap<u64, (Reply, usize)>>);
+
+impl Answering {
+    fn expect(&self, id: u64, reply: Reply) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (reply, 0));
+    }
+
+    /// Hands a part over if read `id` is answered from this process; gives it back if not.
+    fn deliver(&self, id: u64, part: Reading, workers: usize) -> Option<Reading> {
+        let mut answering = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((reply, parts)) = answering.get_mut(&id) else { return Some(part) };
+        reply.send(part);
+        *parts += 1;
+        if *parts == workers {
+            answering.remove(&id);
+        }
+        None
+    }
+}
+
 /// What the snapshot writer gathers: every worker's shard and share of the totals at `T`.
 enum ToWriter {
     Shard { worker: usize, shard: Shard },
@@ -159,6 +181,10 @@ struct Shared {
     load: LoadShared,
     stop: Arc<AtomicBool>,
     requests: Mutex<Option<Receiver<ReadRequest>>>,
+    /// Reads ordered and not fully answered (kept in worker 0's process): where the parts
+    /// go, and how many came. Workers of that process hand their parts over directly;
+    /// others send them to worker 0 over the control plane.
+    answering: Answering,
     threads: Arc<WorkerThreads>,
     metrics: Arc<Metrics>,
     /// The snapshot to start from instead of the history files.
@@ -392,6 +418,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         load: LoadShared::default(),
         stop: Arc::clone(&stop),
         requests: Mutex::new(Some(requests)),
+        answering: Answering::default(),
         threads: Arc::clone(&threads),
         metrics: Arc::clone(&metrics),
         resume,
@@ -464,7 +491,6 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
             .expect("worker 0 takes the requests"),
         workers: worker.peers(),
         waiting: Vec::new(),
-        answering: HashMap::new(),
         next_id: 0,
         compacted: 0,
         last_compaction: Instant::now(),
@@ -529,19 +555,28 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
         worker.step_or_park(Some(IDLE_PARK));
         if let Some(coordinator) = coordinator.as_mut() {
             for answer in control.answers() {
-                coordinator.receive(answer, &mut control);
+                coordinator.receive(answer, &mut control, &shared.answering);
             }
-            coordinator.tick(pipeline.complete_through(), &mut control);
+            coordinator.tick(pipeline.complete_through(), &mut control, &shared.answering);
             if let Some(snapshots) = &shared.snapshots {
-                coordinator.snapshot_duties(snapshots, pipeline.time(), stopping, &shared.failed, &mut control);
+                let failed = &shared.failed;
+                coordinator.snapshot_duties(
+                    snapshots,
+                    pipeline.time(),
+                    stopping,
+                    failed,
+                    &mut control,
+                    &shared.answering,
+                );
             }
         }
         pending.extend(control.orders());
-        if serve(&mut pending, &mut pipeline, &mut control, shared.snapshots.as_ref()) {
+        if serve(&mut pending, &mut pipeline, &mut control, &shared.answering, shared.snapshots.as_ref()) {
             stopping = true;
             // Every process learns of the stop, also those that were not signalled.
             shared.stop.store(true, Ordering::SeqCst);
         }
+        control.send();
         if let (Some(snapshots), Some(shard)) = (&shared.snapshots, pipeline.snapshots.take()) {
             let _ = snapshots.to_writer.send(ToWriter::Shard { worker: worker.index(), shard });
         }
@@ -567,6 +602,7 @@ fn serve(
     pending: &mut VecDeque<Command>,
     pipeline: &mut Pipeline,
     control: &mut Control<Command, Answer>,
+    answering: &Answering,
     snapshots: Option<&Snapshots>,
 ) -> bool {
     let mut stop = false;
@@ -579,7 +615,9 @@ fn serve(
             Command::Read { id, time, scope } => {
                 let (worker, workers) = (control.index(), control.peers());
                 let part = Reading::read_scope(&mut pipeline.views, time, &scope.share(worker, workers));
-                control.answer(Answer::Read { id, part });
+                if let Some(part) = answering.deliver(id, part, workers) {
+                    control.answer(Answer::Read { id, part });
+                }
             }
             Command::Compact(time) => pipeline.views.compact_to(time),
             Command::Snapshot(time) => {
@@ -602,8 +640,6 @@ struct Coordinator {
     workers: usize,
     /// Requests that arrived before anything was complete.
     waiting: Vec<ReadRequest>,
-    /// Reads ordered and not fully answered: where the parts go, and how many came.
-    answering: HashMap<u64, (Reply, usize)>,
     next_id: u64,
     compacted: Time,
     last_compaction: Instant,
@@ -626,22 +662,26 @@ struct SnapshotSchedule {
 
 impl Coordinator {
     /// Orders a read of `scope` at `time` from every worker; their parts go to `reply`.
-    fn order_read(&mut self, control: &mut Control<Command, Answer>, time: Time, scope: Scope, reply: Reply) {
+    fn order_read(
+        &mut self,
+        control: &mut Control<Command, Answer>,
+        answering: &Answering,
+        time: Time,
+        scope: Scope,
+        reply: Reply,
+    ) {
         let id = self.next_id;
         self.next_id += 1;
-        self.answering.insert(id, (reply, 0));
+        answering.expect(id, reply);
         control.order(Command::Read { id, time, scope });
     }
 
-    /// Takes an answer from a worker.
-    fn receive(&mut self, answer: Answer, control: &mut Control<Command, Answer>) {
+    /// Takes an answer from a worker of another process.
+    fn receive(&mut self, answer: Answer, control: &mut Control<Command, Answer>, answering: &Answering) {
         match answer {
             Answer::Read { id, part } => {
-                let Some((reply, parts)) = self.answering.get_mut(&id) else { return };
-                reply.send(part);
-                *parts += 1;
-                if *parts == self.workers {
-                    self.answering.remove(&id);
+                if answering.deliver(id, part, self.workers).is_some() {
+                    tracing::warn!(id, "an answer to a read nobody waits for");
                 }
             }
             Answer::StopAsked { worker } => {
@@ -668,6 +708,7 @@ impl Coordinator {
         stopping: bool,
         failed: &AtomicBool,
         control: &mut Control<Command, Answer>,
+        answering: &Answering,
     ) {
         let finished = snapshots.finished.load(Ordering::SeqCst);
         let s = &mut self.schedule;
@@ -710,14 +751,14 @@ impl Coordinator {
         // The order matters: a worker's read waits for time to pass `time`, which the hold
         // prevents until every worker has registered the snapshot.
         control.order(Command::Snapshot(time));
-        self.order_read(control, time, Scope::Totals, Reply::Writer(snapshots.to_writer.clone()));
+        self.order_read(control, answering, time, Scope::Totals, Reply::Writer(snapshots.to_writer.clone()));
     }
 
-    fn tick(&mut self, complete: Option<Time>, control: &mut Control<Command, Answer>) {
+    fn tick(&mut self, complete: Option<Time>, control: &mut Control<Command, Answer>, answering: &Answering) {
         self.waiting.extend(self.requests.try_iter());
         let Some(complete) = complete else { return };
         for request in std::mem::take(&mut self.waiting) {
-            self.order_read(control, complete, request.scope, request.reply);
+            self.order_read(control, answering, complete, request.scope, request.reply);
         }
         if complete > self.compacted && self.last_compaction.elapsed() >= COMPACT_EVERY {
             control.order(Command::Compact(complete));
