@@ -223,11 +223,7 @@ fn serve_http(
         .block_on(atelier_lambda::serve::http::bind(address))
         .with_context(|| format!("cannot serve HTTP on {address} (in use? choose another with --http)"))?;
     let bound = listener.local_addr()?;
-    let router = atelier_lambda::serve::http::router(
-        running.serving.clone(),
-        settings.kafka.topic.clone(),
-        running.serving.workers(),
-    );
+    let router = atelier_lambda::serve::http::router(running.serving.clone(), settings.kafka.topic.clone());
     runtime.spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
             tracing::error!(%error, "the HTTP server stopped");

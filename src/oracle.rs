@@ -100,6 +100,7 @@ impl Oracle {
             overall,
             dead_letters: self.refused.iter().map(|(r, n)| (*r, *n)).collect(),
             offsets: self.offsets.iter().map(|(p, o)| (*p, *o)).collect(),
+            workers: Vec::new(),
         }
     }
 }

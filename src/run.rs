@@ -54,7 +54,7 @@ use crate::dataflow::{Pipeline, Time};
 use crate::deadletter::DeadLetterFile;
 use crate::filter::Filter;
 use crate::serve::metrics::{Metrics, Source};
-use crate::serve::query::Reading;
+use crate::serve::query::{Reading, WorkerProgress};
 use crate::source::history::HistoryFile;
 use crate::source::kafka::{self, DeadLetterTopic, PartitionReader};
 use crate::source::Record;
@@ -166,7 +166,7 @@ enum Command {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Answer {
     /// A worker's share of read `id`.
-    Read { id: u64, part: Reading },
+    Read { id: u64, part: Box<Reading> },
     /// A worker's process was asked to stop (a signal, an error): stop everyone.
     StopAsked { worker: usize },
 }
@@ -497,6 +497,12 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
         schedule: SnapshotSchedule { last: Instant::now(), in_flight: None, hold: None, last_one: None },
         stop_ordered: false,
     });
+    let mut progress = WorkerProgress {
+        worker: worker.index(),
+        process: settings.dataflow.process,
+        partitions: mine.iter().map(|p| (*p, None)).collect(),
+        records: (report.history.records + report.history.refused, 0),
+    };
     let mut pending: VecDeque<Command> = VecDeque::new();
     let mut last_commit = Instant::now();
     let mut last_watermarks = Instant::now();
@@ -543,9 +549,11 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
                 last_commit = Instant::now();
             }
             if last_watermarks.elapsed() >= WATERMARKS_EVERY {
-                shared.metrics.note_high_watermarks(&reader.high_watermarks());
+                let marks = reader.high_watermarks();
+                progress.partitions = mine.iter().map(|p| (*p, marks.get(p).copied())).collect();
                 last_watermarks = Instant::now();
             }
+            progress.records.1 = report.messages;
         }
         let now = now_ms();
         let held = coordinator.as_ref().is_some_and(|c| c.schedule.hold.is_some());
@@ -571,7 +579,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
             }
         }
         pending.extend(control.orders());
-        if serve(&mut pending, &mut pipeline, &mut control, &shared.answering, shared.snapshots.as_ref()) {
+        if serve(&mut pending, &mut pipeline, &mut control, &shared.answering, shared.snapshots.as_ref(), &progress) {
             stopping = true;
             // Every process learns of the stop, also those that were not signalled.
             shared.stop.store(true, Ordering::SeqCst);
@@ -604,6 +612,7 @@ fn serve(
     control: &mut Control<Command, Answer>,
     answering: &Answering,
     snapshots: Option<&Snapshots>,
+    progress: &WorkerProgress,
 ) -> bool {
     let mut stop = false;
     while let Some(command) = pending.front() {
@@ -614,9 +623,12 @@ fn serve(
         match pending.pop_front().expect("front exists") {
             Command::Read { id, time, scope } => {
                 let (worker, workers) = (control.index(), control.peers());
-                let part = Reading::read_scope(&mut pipeline.views, time, &scope.share(worker, workers));
+                let mut part = Reading::read_scope(&mut pipeline.views, time, &scope.share(worker, workers));
+                if matches!(scope, Scope::Everything { .. } | Scope::Totals) {
+                    part.workers = vec![progress.clone()];
+                }
                 if let Some(part) = answering.deliver(id, part, workers) {
-                    control.answer(Answer::Read { id, part });
+                    control.answer(Answer::Read { id, part: Box::new(part) });
                 }
             }
             Command::Compact(time) => pipeline.views.compact_to(time),
@@ -680,7 +692,7 @@ impl Coordinator {
     fn receive(&mut self, answer: Answer, control: &mut Control<Command, Answer>, answering: &Answering) {
         match answer {
             Answer::Read { id, part } => {
-                if answering.deliver(id, part, self.workers).is_some() {
+                if answering.deliver(id, *part, self.workers).is_some() {
                     tracing::warn!(id, "an answer to a read nobody waits for");
                 }
             }

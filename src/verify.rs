@@ -249,6 +249,7 @@ pub fn reading_from_views(json: &serde_json::Value, topic: &str) -> anyhow::Resu
         customer_count: int(json, "customer_count")?,
         dead_letters,
         offsets,
+        workers: Vec::new(),
     })
 }
 
@@ -277,6 +278,7 @@ mod tests {
             customer_count: 2,
             dead_letters: vec![(Reason::InvalidJson, 2), (Reason::BadAmount, 1)],
             offsets: vec![(0, 12), (1, 0), (2, 7)],
+            workers: Vec::new(),
         };
         let json = views_json(&reading, "real-time-orders");
         let mut expected = reading.clone();

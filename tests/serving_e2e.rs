@@ -81,7 +81,10 @@ fn the_http_api_answers_from_the_views() {
     assert_eq!(status["transactions"], 3);
     assert_eq!(status["customers"], 2);
     assert_eq!(status["dead_letters"]["empty_customer"], 1);
-    assert_eq!(status["workers"], 2);
+    assert_eq!(status["processes"], 1);
+    let workers = status["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{status}");
+    assert_eq!(workers[1]["partitions"], serde_json::json!([format!("{TOPIC}/1")]), "p % workers: {status}");
     assert!(status["as_of"]["time"].as_u64().unwrap() >= ali["as_of"]["time"].as_u64().unwrap(), "{status}");
     let partition_0 = &status["partitions"][format!("{TOPIC}/0")];
     assert_eq!(partition_0["next_offset"], 1, "{status}");

@@ -8,7 +8,7 @@
 //! | `GET /v1/categories` | totals by category |
 //! | `GET /v1/hourly?from=&to=` | totals by UTC hour of event time, within the bounds |
 //! | `GET /v1/views?k=` | every view at one time: customers, top `k`, categories, hourly, overall |
-//! | `GET /v1/status` | totals, customers, dead letters by reason, records read, lag per partition, workers |
+//! | `GET /v1/status` | totals, customers, dead letters by reason, records read, lag per partition, processes, and each worker's process and partitions |
 //! | `GET /metrics` | Prometheus text (see [`crate::serve::metrics`]) |
 //! | `GET /healthz` | `ok` |
 //!
@@ -46,7 +46,6 @@ const MAX_PAGE: usize = 10_000;
 struct Api {
     serving: Serving,
     topic: String,
-    workers: usize,
 }
 
 /// An error answer: a status and `{"error": "..."}`.
@@ -61,8 +60,8 @@ impl IntoResponse for ApiError {
 type Answer = Result<Json<Value>, ApiError>;
 
 /// The routes, over a running pipeline's serving handle.
-pub fn router(serving: Serving, topic: String, workers: usize) -> Router {
-    let api = Arc::new(Api { serving, topic, workers });
+pub fn router(serving: Serving, topic: String) -> Router {
+    let api = Arc::new(Api { serving, topic });
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/customers/{customer}", get(customer))
@@ -208,15 +207,25 @@ async fn hourly(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String
 
 async fn status(State(api): State<Arc<Api>>) -> Answer {
     let reading = read(&api, Scope::Totals).await?;
-    let metrics = api.serving.metrics();
-    let (history, kafka) = metrics.records_read_so_far();
-    let partitions: serde_json::Map<String, Value> = consumer_lag(&reading.offsets, &metrics.high_watermarks())
+    let name = |p: &i32| format!("{}/{p}", api.topic);
+    let partitions: serde_json::Map<String, Value> = consumer_lag(&reading.offsets, &reading.high_watermarks())
         .into_iter()
         .map(|(p, next, lag)| {
             let high = lag.map(|l| next + l);
-            (format!("{}/{p}", api.topic), json!({ "next_offset": next, "high_watermark": high, "lag": lag }))
+            (name(&p), json!({ "next_offset": next, "high_watermark": high, "lag": lag }))
         })
         .collect();
+    let workers: Vec<Value> = reading
+        .workers
+        .iter()
+        .map(|w| {
+            let partitions: Vec<String> = w.partitions.iter().map(|(p, _)| name(p)).collect();
+            json!({ "worker": w.worker, "process": w.process, "partitions": partitions })
+        })
+        .collect();
+    let processes: std::collections::BTreeSet<usize> = reading.workers.iter().map(|w| w.process).collect();
+    let history: u64 = reading.workers.iter().map(|w| w.records.0).sum();
+    let kafka: u64 = reading.workers.iter().map(|w| w.records.1).sum();
     Ok(Json(json!({
         "as_of": as_of(&reading, &api.topic),
         "transactions": reading.overall.count,
@@ -225,7 +234,8 @@ async fn status(State(api): State<Arc<Api>>) -> Answer {
         "dead_letters": dead_letters_json(&reading),
         "records_read": { "history": history, "kafka": kafka },
         "partitions": partitions,
-        "workers": api.workers,
+        "processes": processes.len(),
+        "workers": workers,
     })))
 }
 

@@ -5,10 +5,12 @@
 //! - **read from the views** at one logical time when scraped (like any other answer):
 //!   `lambda_transactions`, `lambda_customers`, `lambda_dead_letters{reason}`,
 //!   `lambda_next_offset{partition}`, `lambda_logical_time_ms`;
-//! - **counted by this process** as it goes: `lambda_records_read_total{source}` (history
-//!   lines and Kafka messages read), `lambda_high_watermark{partition}` and
+//! - **reported by every worker** with that read: `lambda_high_watermark{partition}` and
 //!   `lambda_consumer_lag{partition}` (the high watermark less the next offset the views
-//!   reflect), and `lambda_query_duration_seconds{route}`, a histogram of HTTP answers.
+//!   reflect);
+//! - **counted by this process** as it goes: `lambda_records_read_total{source}` (history
+//!   lines and Kafka messages read by its workers), and
+//!   `lambda_query_duration_seconds{route}`, a histogram of HTTP answers.
 //!
 //! ```text
 //! # TYPE lambda_consumer_lag gauge
@@ -18,7 +20,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -58,8 +59,6 @@ pub struct Metrics {
     next_offset: Family<Labels, Gauge>,
     high_watermark: Family<Labels, Gauge>,
     lag: Family<Labels, Gauge>,
-    /// The newest high watermark of each partition read by this process's workers.
-    high_watermarks: Mutex<BTreeMap<i32, i64>>,
 }
 
 impl Default for Metrics {
@@ -105,7 +104,6 @@ impl Metrics {
             next_offset,
             high_watermark,
             lag,
-            high_watermarks: Mutex::default(),
         }
     }
 
@@ -123,16 +121,6 @@ impl Metrics {
         (self.records_read(Source::History).get(), self.records_read(Source::Kafka).get())
     }
 
-    /// Notes the high watermarks a worker's reader has seen.
-    pub fn note_high_watermarks(&self, marks: &BTreeMap<i32, i64>) {
-        self.high_watermarks.lock().unwrap_or_else(|p| p.into_inner()).extend(marks);
-    }
-
-    /// The newest high watermark of every partition seen so far.
-    pub fn high_watermarks(&self) -> BTreeMap<i32, i64> {
-        self.high_watermarks.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
     /// Records how long answering `route` took.
     pub fn observe_query(&self, route: &str, seconds: f64) {
         self.query_seconds.get_or_create(&vec![("route", route.to_owned())]).observe(seconds);
@@ -146,8 +134,7 @@ impl Metrics {
         for (reason, n) in &reading.dead_letters {
             self.dead_letters.get_or_create(&vec![("reason", reason.to_string())]).set(*n);
         }
-        let marks = self.high_watermarks();
-        for (partition, next, lag) in consumer_lag(&reading.offsets, &marks) {
+        for (partition, next, lag) in consumer_lag(&reading.offsets, &reading.high_watermarks()) {
             let labels = vec![("partition", format!("{topic}/{partition}"))];
             self.next_offset.get_or_create(&labels).set(next);
             if let Some(lag) = lag {
@@ -173,12 +160,12 @@ mod tests {
     use super::*;
     use crate::dataflow::stats::Stats;
     use crate::event::Reason;
+    use crate::serve::query::WorkerProgress;
 
     #[test]
     fn renders_views_counters_lag_and_latency() {
         let metrics = Metrics::new();
         metrics.records_read(Source::Kafka).inc_by(7);
-        metrics.note_high_watermarks(&BTreeMap::from([(0, 10), (1, 4)]));
         metrics.observe_query("/v1/top", 0.0003);
         let reading = Reading {
             time: 42,
@@ -186,6 +173,10 @@ mod tests {
             customer_count: 2,
             dead_letters: vec![(Reason::BadAmount, 5)],
             offsets: vec![(0, 7), (1, 4), (2, 0)],
+            workers: vec![
+                WorkerProgress { worker: 0, process: 0, partitions: vec![(0, Some(10)), (2, None)], records: (3, 7) },
+                WorkerProgress { worker: 1, process: 0, partitions: vec![(1, Some(4))], records: (0, 0) },
+            ],
             ..Reading::default()
         };
         let text = metrics.render(&reading, "t");

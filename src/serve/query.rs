@@ -47,6 +47,30 @@ pub struct Reading {
     pub dead_letters: Vec<(Reason, i64)>,
     /// Kafka partition → next offset to read: the stream input this reading reflects.
     pub offsets: Vec<(i32, i64)>,
+    /// Each worker's process and partitions, with the partitions' high watermarks as last
+    /// seen (in `Everything` and `Totals` reads; not part of the views, not at `time`).
+    pub workers: Vec<WorkerProgress>,
+}
+
+/// A worker, its process, and the Kafka partitions it reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerProgress {
+    /// Its index among all workers of all processes.
+    pub worker: usize,
+    /// Its process's index.
+    pub process: usize,
+    /// Partition → the offset after the newest message seen (none before the first fetch).
+    pub partitions: Vec<(i32, Option<i64>)>,
+    /// History records (or snapshot versions) and Kafka messages it has read.
+    pub records: (u64, u64),
+}
+
+impl Reading {
+    /// The high watermark of every partition whose reader has seen one.
+    pub fn high_watermarks(&self) -> std::collections::BTreeMap<i32, i64> {
+        let partitions = self.workers.iter().flat_map(|w| &w.partitions);
+        partitions.filter_map(|(p, high)| high.map(|h| (*p, h))).collect()
+    }
 }
 
 /// What a read covers. Every read also carries the offsets, so that it can say what it
@@ -180,7 +204,9 @@ impl Reading {
             all.customer_count += part.customer_count;
             all.dead_letters.extend(part.dead_letters);
             all.offsets.extend(part.offsets);
+            all.workers.extend(part.workers);
         }
+        all.workers.sort_by_key(|w| w.worker);
         all.customers.sort();
         all.top.sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| a.cmp(b)));
         all.top.truncate(top_k);

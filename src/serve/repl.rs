@@ -157,15 +157,20 @@ fn stats(reading: &Reading, serving: &Serving) -> String {
     let refused: i64 = reading.dead_letters.iter().map(|(_, n)| n).sum();
     let reasons: Vec<String> = reading.dead_letters.iter().map(|(r, n)| format!("{r} {n}")).collect();
     let _ = writeln!(out, "dead letters  {refused} ({})", reasons.join(", "));
-    let (history, kafka) = serving.metrics().records_read_so_far();
+    let history: u64 = reading.workers.iter().map(|w| w.records.0).sum();
+    let kafka: u64 = reading.workers.iter().map(|w| w.records.1).sum();
     let _ = writeln!(out, "records read  {history} history, {kafka} Kafka");
     let offsets: Vec<String> = reading.offsets.iter().map(|(p, o)| format!("{p}: {o}")).collect();
     let _ = writeln!(out, "next offsets  {}", offsets.join(", "));
-    let lag = consumer_lag(&reading.offsets, &serving.metrics().high_watermarks());
+    let lag = consumer_lag(&reading.offsets, &reading.high_watermarks());
     let lag: Vec<String> =
         lag.iter().map(|(p, _, lag)| format!("{p}: {}", lag.map_or("?".to_owned(), |l| l.to_string()))).collect();
     let _ = writeln!(out, "consumer lag  {}", lag.join(", "));
     let _ = writeln!(out, "logical time  {}", reading.time);
+    for w in &reading.workers {
+        let partitions: Vec<String> = w.partitions.iter().map(|(p, _)| p.to_string()).collect();
+        let _ = writeln!(out, "worker {:<6} process {}, partitions [{}]", w.worker, w.process, partitions.join(", "));
+    }
     let _ = writeln!(out, "workers       {}", serving.workers());
     out
 }
