@@ -207,6 +207,20 @@ impl Run {
         text
     }
 
+    /// Waits for the process to exit by itself (stopped by its cluster); it must succeed.
+    pub fn stop_after_peer(mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the process can be waited for") {
+                let err = self.stderr();
+                assert!(status.success(), "lambda run failed: {status}\n{err}");
+                return err;
+            }
+            assert!(Instant::now() < deadline, "lambda run did not stop with its cluster");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then the exit status must be a success.
     pub fn stop(mut self) -> String {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();

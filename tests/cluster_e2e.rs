@@ -1,0 +1,90 @@
+//! Scale-out end to end: one dataflow over two `lambda run` processes of two workers each on
+//! 127.0.0.1 (timely's cluster mode), against a single-process run and a from-scratch
+//! recomputation.
+
+mod common;
+
+use std::time::Duration;
+
+use common::live::*;
+use common::temp_dir;
+use rdkafka::producer::Producer;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn two_processes_of_two_workers_answer_like_one_process_and_the_recomputation() {
+    let dir = temp_dir("cluster");
+    let broker = TestBroker::mock();
+    let history_lines = random_history(60);
+    let history_path = history(&dir, &history_lines);
+    let messages = random_messages(17, 200);
+    let hostfile = dir.join("hosts");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let hosts = hostfile.display().to_string();
+
+    let cluster: Vec<Run> = (0..2)
+        .map(|process| {
+            let process_dir = dir.join(format!("p{process}"));
+            std::fs::create_dir_all(&process_dir).unwrap();
+            let index = process.to_string();
+            let options = ["--processes", "2", "--process", index.as_str(), "--hostfile", hosts.as_str()];
+            Run::start(&broker.address(), &history_path, 2, &process_dir, &options)
+        })
+        .collect();
+    let mut cluster = cluster.into_iter();
+    let (mut first, second) = (cluster.next().unwrap(), cluster.next().unwrap());
+    let alone_dir = dir.join("alone");
+    std::fs::create_dir_all(&alone_dir).unwrap();
+    let mut alone = Run::start(&broker.address(), &history_path, 2, &alone_dir, &[]);
+
+    let producer = producer(&broker.address());
+    send_all(&producer, &messages);
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let end = end_offsets(&messages);
+
+    // Process 0 answers for the whole cluster, at one time, with every key.
+    let mut from_cluster = first.views_at(&end);
+    let mut from_one_process = alone.views_at(&end);
+    let expected = expected_reading(&history_lines, "", &messages, 10);
+    from_cluster.time = expected.time;
+    from_one_process.time = expected.time;
+    assert_eq!(from_cluster, expected, "the cluster's views differ from the recomputation");
+    assert_eq!(from_cluster, from_one_process, "the cluster and one process answer alike");
+    for (name, row) in &expected.customers {
+        let path: String = name.bytes().map(|b| format!("%{b:02X}")).collect();
+        let (code, answer) = first.get(&format!("/v1/customers/{path}"));
+        assert_eq!((code, answer["count"].as_i64()), (200, Some(row.count)), "{name}: {answer}");
+    }
+
+    // Every worker of every process, with the partitions it reads: p % 4 workers.
+    let (_, status) = first.get("/v1/status");
+    assert_eq!(status["processes"], 2, "{status}");
+    let workers = status["workers"].as_array().unwrap();
+    let owned: Vec<(i64, i64, usize)> = workers
+        .iter()
+        .map(|w| {
+            let (worker, process) = (w["worker"].as_i64().unwrap(), w["process"].as_i64().unwrap());
+            (worker, process, w["partitions"].as_array().unwrap().len())
+        })
+        .collect();
+    assert_eq!(owned, vec![(0, 0, 1), (1, 0, 1), (2, 1, 1), (3, 1, 0)], "{status}");
+    assert_eq!(workers[2]["partitions"][0], format!("{TOPIC}/2"));
+
+    // A stop asked of process 1 stops process 0 too, cleanly; each consumed only its own.
+    let log_second = second.stop();
+    let log_first = first.stop_after_peer();
+    assert!(log_first.contains("stopping every process"), "{log_first}");
+    let consumed = |log: &str| -> Vec<String> {
+        log.lines().filter(|l| l.contains("stopping; next offsets")).map(|l| l.to_string()).collect()
+    };
+    let (of_first, of_second) = (consumed(&log_first), consumed(&log_second));
+    assert!(of_first.iter().all(|l| !l.contains("2: ")), "process 0 read only partitions 0 and 1: {of_first:?}");
+    assert!(
+        of_second.iter().all(|l| l.contains("{2: ") && !l.contains("0: ")),
+        "process 1 read partition 2: {of_second:?}"
+    );
+    alone.stop();
+}
