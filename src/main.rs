@@ -96,8 +96,31 @@ fn interrupted() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
+/// When a process of the cluster dies, timely's threads that talk to it panic, and this
+/// process's workers cannot go on (timely has no in-flight recovery). Say which process is
+/// gone and stop, instead of leaving the rest of the cluster waiting forever.
+fn stop_when_a_peer_dies(this: usize) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let name = std::thread::current().name().unwrap_or("").to_owned();
+        let peer = name.strip_prefix("timely:recv-").or_else(|| name.strip_prefix("timely:send-"));
+        if let Some(peer) = peer {
+            let what = info.payload().downcast_ref::<String>().map_or("connection lost", String::as_str);
+            tracing::error!(
+                "process {peer} of the cluster is gone ({}); process {this} stops too: restart every process",
+                what.lines().last().unwrap_or(what)
+            );
+            std::process::exit(3);
+        }
+        default(info);
+    }));
+}
+
 fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
+    if settings.dataflow.processes > 1 {
+        stop_when_a_peer_dies(settings.dataflow.process);
+    }
     let interrupted = interrupted()?;
     let running = run::start(&settings)?;
     // Reads are coordinated by worker 0, so process 0 serves for the whole cluster.

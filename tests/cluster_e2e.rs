@@ -88,3 +88,38 @@ fn two_processes_of_two_workers_answer_like_one_process_and_the_recomputation() 
     );
     alone.stop();
 }
+
+#[test]
+fn when_a_process_dies_the_other_stops_and_names_it() {
+    let dir = temp_dir("cluster-death");
+    let broker = TestBroker::mock();
+    let history_path = history(&dir, &random_history(20));
+    let hostfile = dir.join("hosts");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let hosts = hostfile.display().to_string();
+    let mut runs: Vec<Run> = (0..2)
+        .map(|process| {
+            let process_dir = dir.join(format!("p{process}"));
+            std::fs::create_dir_all(&process_dir).unwrap();
+            let index = process.to_string();
+            let options = ["--processes", "2", "--process", index.as_str(), "--hostfile", hosts.as_str()];
+            Run::start(&broker.address(), &history_path, 2, &process_dir, &options)
+        })
+        .collect();
+    runs[0].views_at(&end_offsets(&[]));
+    let _ = runs[1].child.kill(); // SIGKILL
+    let _ = runs[1].child.wait();
+
+    let first = &mut runs[0];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = first.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "process 0 went on without process 1");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = first.stderr();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("process 1 of the cluster is gone"), "{log}");
+}
