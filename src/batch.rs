@@ -14,9 +14,11 @@ use anyhow::Context;
 use timely::worker::Worker;
 
 use crate::config::Settings;
+use crate::control::Control;
 use crate::dataflow::snapshot::decode;
 use crate::dataflow::{Pipeline, Time};
 use crate::deadletter::{DeadLetter, DeadLetterFile};
+use crate::event::Position;
 use crate::serve::query::Reading;
 use crate::source::history::{HistoryError, HistoryFile};
 use crate::source::Record;
@@ -160,6 +162,17 @@ pub fn load_history(
     }
 }
 
+/// One worker's share of a batch run, gathered by worker 0 (across processes).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Share {
+    reading: Reading,
+    records: u64,
+    refused: u64,
+    /// Why loading failed: the bad record's position (strict mode; the earliest wins), and
+    /// the message.
+    failure: Option<(Position, String)>,
+}
+
 /// What `lambda batch` computed.
 pub struct BatchOutcome {
     /// Every view at time 0, merged over the workers.
@@ -172,12 +185,10 @@ pub struct BatchOutcome {
 
 /// Runs the batch layer: every worker loads its share, then every view is read at time 0.
 /// With a state directory, the share is of the newest snapshot, not of the history files.
-pub fn run(settings: &Settings) -> anyhow::Result<BatchOutcome> {
+/// Over several processes, worker 0 gathers every worker's share of the views: process 0
+/// returns the outcome, the others `None`.
+pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
     let started = Instant::now();
-    if settings.dataflow.processes > 1 {
-        // Each process would only see its own workers' shares of the views.
-        anyhow::bail!("lambda batch does not run over several processes yet; use --workers");
-    }
     let snapshot = match &settings.state.dir {
         None => None,
         Some(dir) => {
@@ -222,6 +233,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<BatchOutcome> {
     let (dead_for_workers, shared_for_workers) = (Arc::clone(&dead_letters), Arc::clone(&shared));
     let guards = timely::execute(settings.timely_config()?, move |worker| {
         let mut pipeline = Pipeline::build(worker, event_filter.clone());
+        let mut control = Control::<(), Share>::build(worker);
         let loaded = match &snapshot {
             Some(snapshot) => load_snapshot(worker, &mut pipeline, snapshot),
             None => load_history(
@@ -236,7 +248,33 @@ pub fn run(settings: &Settings) -> anyhow::Result<BatchOutcome> {
         let (mut views, probe, _latest) = pipeline.close();
         let history_done: Time = 1;
         worker.step_while(|| probe.less_than(&history_done));
-        loaded.map(|counts| (Reading::read(&mut views, 0, top_k), counts))
+        let reading = Reading::read(&mut views, 0, top_k);
+        let share = match loaded {
+            Ok(counts) => Share { reading, records: counts.records, refused: counts.refused, failure: None },
+            Err(error) => {
+                let at = match &error {
+                    LoadError::Strict(letter) => letter.position,
+                    _ => Position { source: u32::MAX, seq: u64::MAX },
+                };
+                Share { reading, records: 0, refused: 0, failure: Some((at, error.to_string())) }
+            }
+        };
+        // Every share goes to worker 0; it says when it has them all, so that no process
+        // leaves before its share has arrived.
+        control.answer(share);
+        control.send();
+        let mut shares = Vec::new();
+        let mut done = false;
+        while !done {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            shares.extend(control.answers());
+            if worker.index() == 0 && shares.len() == worker.peers() {
+                control.order(());
+            }
+            control.send();
+            done = !control.orders().is_empty();
+        }
+        shares
     })
     .map_err(|e| anyhow::anyhow!("cannot start the workers: {e}"))?;
     let results = guards.join();
@@ -244,29 +282,22 @@ pub fn run(settings: &Settings) -> anyhow::Result<BatchOutcome> {
     let _ = ticker.join();
     bar.finish_and_clear();
 
-    let mut parts = Vec::new();
-    let mut counts = LoadCounts::default();
-    let mut errors = Vec::new();
+    let mut shares = Vec::new();
     for result in results {
-        match result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))? {
-            Ok((reading, c)) => {
-                counts.records += c.records;
-                counts.refused += c.refused;
-                parts.push(reading);
-            }
-            Err(error) => errors.push(error),
-        }
+        shares.extend(result.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?);
+    }
+    if shares.is_empty() {
+        return Ok(None); // not process 0: worker 0 has the shares
     }
     // In strict mode each worker stops at the first bad record of its share; the earliest
     // of those is the first bad record of the whole input.
-    errors.sort_by_key(|e| match e {
-        LoadError::Strict(letter) => (0, letter.position),
-        _ => (1, Default::default()),
-    });
-    if let Some(error) = errors.into_iter().next() {
-        return Err(error.into());
+    if let Some((_, error)) = shares.iter().filter_map(|s| s.failure.clone()).min() {
+        anyhow::bail!(error);
     }
-    Ok(BatchOutcome { reading: Reading::merge(parts, top_k), counts, elapsed: started.elapsed() })
+    let counts =
+        LoadCounts { records: shares.iter().map(|s| s.records).sum(), refused: shares.iter().map(|s| s.refused).sum() };
+    let reading = Reading::merge(shares.into_iter().map(|s| s.reading), top_k);
+    Ok(Some(BatchOutcome { reading, counts, elapsed: started.elapsed() }))
 }
 
 /// A progress bar over `total` bytes on a terminal; hidden otherwise.

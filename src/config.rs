@@ -223,11 +223,12 @@ impl Settings {
 
     /// The dead-letter file: as configured, else next to the batch output.
     pub fn dead_letter_path(&self) -> PathBuf {
-        if self.input.dead_letters.as_os_str().is_empty() {
+        let path = if self.input.dead_letters.as_os_str().is_empty() {
             self.batch.out.join("dead_letters.jsonl")
         } else {
             self.input.dead_letters.clone()
-        }
+        };
+        self.per_process(path)
     }
 
     /// The dead-letter file of `lambda run`: as configured, else `output/dead_letters.jsonl`.
@@ -237,10 +238,15 @@ impl Settings {
         } else {
             self.input.dead_letters.clone()
         };
+        self.per_process(path)
+    }
+
+    /// Each process writes the dead letters its workers meet: with several processes, one
+    /// file each, side by side (`dead_letters.p1.jsonl`).
+    fn per_process(&self, path: PathBuf) -> PathBuf {
         if self.dataflow.processes <= 1 {
             return path;
         }
-        // Each process writes the dead letters its workers meet: one file each, side by side.
         let stem = path.file_stem().map_or("dead_letters".into(), |s| s.to_string_lossy().into_owned());
         let extension = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
         path.with_file_name(format!("{stem}.p{}{extension}", self.dataflow.process))

@@ -66,7 +66,13 @@ fn main() -> ExitCode {
 fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
     let view_filter = settings.view_filter()?;
-    let outcome = batch::run(&settings)?;
+    let Some(outcome) = batch::run(&settings)? else {
+        eprintln!(
+            "process {} loaded its share; process 0 writes the views of the whole cluster",
+            settings.dataflow.process
+        );
+        return Ok(());
+    };
     print_or_fail(&output::customers_table(&outcome.reading, view_filter.as_ref(), settings.batch.show))?;
     let written = output::write_views(&settings.batch.out, &outcome.reading, view_filter.as_ref())?;
     eprintln!(

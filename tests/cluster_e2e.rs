@@ -123,3 +123,40 @@ fn when_a_process_dies_the_other_stops_and_names_it() {
     assert!(!status.success(), "{log}");
     assert!(log.contains("process 1 of the cluster is gone"), "{log}");
 }
+
+#[test]
+fn batch_over_two_processes_writes_what_one_process_writes() {
+    let dir = temp_dir("cluster-batch");
+    let history_lines = random_history(80);
+    let history_path = history(&dir, &history_lines);
+    let hostfile = dir.join("hosts");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let batch = |out: &str, cluster: &[&str]| {
+        lambda()
+            .args(["batch", "--workers", "2"])
+            .args(cluster)
+            .arg("--input")
+            .arg(&history_path)
+            .arg("--out")
+            .arg(dir.join(out))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let hosts = hostfile.display().to_string();
+    let processes: Vec<_> = ["1", "0"]
+        .iter()
+        .map(|i| batch(&format!("out{i}"), &["--processes", "2", "--process", i, "--hostfile", &hosts]))
+        .collect();
+    for process in processes {
+        let out = process.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let alone = batch("alone", &[]).wait_with_output().unwrap();
+    assert!(alone.status.success());
+    assert_same_views(&dir.join("out0"), &dir.join("alone"));
+    let expected = expected_views(&history_lines, "", &[], &dir);
+    assert_same_views(&dir.join("out0"), &expected);
+    assert!(!dir.join("out1").join("customers.jsonl").exists(), "only process 0 writes the views");
+}
