@@ -41,3 +41,32 @@ fn the_dockerfile_builds_from_files_in_the_repository() {
         }
     }
 }
+
+#[test]
+fn the_cluster_profile_runs_two_processes_of_one_dataflow() {
+    let out = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yaml", "--profile", "cluster", "config"])
+        .current_dir(repo())
+        .output()
+        .expect("docker-compose is installed");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = String::from_utf8_lossy(&out.stdout);
+    for needle in ["lambda-0:", "lambda-1:", "--processes", "/app/config/hosts-compose.txt"] {
+        assert!(config.contains(needle), "compose config lacks {needle:?}:\n{config}");
+    }
+    // The host file it mounts is one our cluster options accept, with one address per process.
+    let mut settings = atelier_lambda::config::Settings::default();
+    settings.dataflow.processes = 2;
+    settings.dataflow.process = 1;
+    settings.dataflow.workers = 2;
+    settings.dataflow.hostfile = Some(repo().join("config/hosts-compose.txt"));
+    match settings.timely_config().unwrap().communication {
+        timely::CommunicationConfig::Cluster { addresses, process, threads, .. } => {
+            assert_eq!(
+                (addresses, process, threads),
+                (vec!["lambda-0:2101".to_owned(), "lambda-1:2101".to_owned()], 1, 2)
+            );
+        }
+        _ => panic!("a cluster configuration"),
+    }
+}
