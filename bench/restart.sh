@@ -9,8 +9,10 @@
 # the time is from launch to the first answer of /v1/status (which waits for the views);
 # SIGTERM then writes a snapshot (its size, write time and the workers' pause are logged);
 # (b) `lambda run` again resumes from that snapshot: the same measure. Then, resumed once
-# more, wrk looks up customers for 30 s while a snapshot is written every 5 s, and once more
-# with no snapshot during the run, for the baseline.
+# more, wrk looks up customers for 30 s while `lambda produce` sends 2,000 messages/s and a
+# snapshot is written every 5 s (one with nothing new would be skipped), and once more with
+# the same load and no snapshot during the run, for the baseline. ROUNDS=0 measures only
+# that (with a snapshot already in $WORK/state).
 set -euo pipefail
 ROWS=${1:-10000000}
 ROUNDS=${2:-3}
@@ -24,7 +26,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 BROKER=127.0.0.1:$(free_port)
 HTTP=127.0.0.1:$(free_port)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT
+trap cleanup EXIT INT TERM
+: > "$WORK/run.log"
 [ -f "$WORK/history.jsonl" ] || "$LAMBDA" gen --rows "$ROWS" --customers 10000 --corrections 0.1 --seed 1 --out "$WORK/history.jsonl"
 echo "history: $(wc -c <"$WORK/history.jsonl") bytes, $ROWS rows"
 "$LAMBDA" broker --port "${BROKER#*:}" --partitions 3 >"$WORK/broker.log" 2>&1 &
@@ -57,13 +60,21 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "round $round: rebuild ${rebuild}s  restart from snapshot ${restart}s  snapshot at stop: $written"
 done
 
-echo "== lookups while a snapshot is written every 5 s (wrk -c4, 30 s)"
+lookups() {
+  "$LAMBDA" produce --brokers "$BROKER" --rate 2000 --duration 40 --customers 10000 --corrections 0.1 --seed 7 \
+    >/dev/null 2>&1 &
+  local producer=$!
+  CUSTOMERS=10000 wrk -t1 -c4 -d30s --latency -s "$HERE/random_customer.lua" "http://$HTTP" | grep -E "Latency|50%|99%|Requests/sec"
+  kill "$producer" 2>/dev/null || true
+}
+echo "== lookups while a snapshot is written every 5 s (wrk -c4, 30 s, producing 2,000 messages/s)"
+: > "$WORK/run.log"
 start_and_time --state-dir "$WORK/state" --snapshot-every-ms 5000
-CUSTOMERS=10000 wrk -t1 -c4 -d30s --latency -s "$HERE/random_customer.lua" "http://$HTTP" | grep -E "Latency|50%|99%|Requests/sec"
+lookups
 stop_run
-grep "snapshot written" "$WORK/run.log" | tail -7 | grep -oE '(write_ms|longest_worker_pause_ms)=[0-9.]+' | tr '\n' ' '; echo
-echo "== baseline: the same lookups with no snapshot during the run"
+grep "snapshot written" "$WORK/run.log" | grep -oE '(write_ms|longest_worker_pause_ms)=[0-9.]+' | tr '\n' ' '; echo
+echo "== baseline: the same lookups and load with no snapshot during the run"
 start_and_time --state-dir "$WORK/state" --snapshot-every-ms 3600000
-CUSTOMERS=10000 wrk -t1 -c4 -d30s --latency -s "$HERE/random_customer.lua" "http://$HTTP" | grep -E "Latency|50%|99%|Requests/sec"
+lookups
 stop_run
 ls -la "$WORK/state"
