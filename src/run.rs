@@ -515,6 +515,11 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
         if stopping && shared.snapshots.as_ref().is_none_or(|s| s.final_done.load(Ordering::SeqCst)) {
             break;
         }
+        // A worker of this process failed (worker 0 perhaps): no order may come any more, and
+        // the dataflow cannot go on without it.
+        if shared.failed.load(Ordering::SeqCst) {
+            break;
+        }
         // This process was asked to stop: worker 0 orders everyone to; another worker asks it.
         if shared.stop.load(Ordering::SeqCst) && !stop_asked {
             stop_asked = true;

@@ -185,6 +185,41 @@ fn a_broker_outage_loses_nothing_and_doubles_nothing() {
 }
 
 #[test]
+fn a_failing_worker_stops_the_run_with_its_error() {
+    // Strict mode makes the worker that meets the bad line fail; the others must not wait
+    // for orders from it.
+    let broker = Broker::start(0, TOPIC, 3).unwrap();
+    let dir = temp_dir("failing-worker");
+    let history = history(&dir, &[r#"{"customer":"Ali","amount":1}"#.into(), r#"{"customer":"","amount":1}"#.into()]);
+    let mut child = lambda()
+        .args(["run", "--brokers", &broker.address(), "--workers", "2", "--http", "off", "--strict"])
+        .arg("--input")
+        .arg(&history)
+        .arg("--dead-letters")
+        .arg(dir.join("dead.jsonl"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("lambda run hung after a worker failed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("strict mode: bad record") && err.contains(":2"), "{err}");
+}
+
+#[test]
 fn a_missing_topic_is_a_clear_error() {
     let broker = Broker::start(0, "another-topic", 1).unwrap();
     let dir = temp_dir("no-topic");
