@@ -14,6 +14,20 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Starts `lambda run` as two processes of two workers on 127.0.0.1, each in its own
+/// directory under `dir`.
+fn start_cluster(broker: &TestBroker, history: &std::path::Path, dir: &std::path::Path, hosts: &str) -> Vec<Run> {
+    (0..2)
+        .map(|process| {
+            let process_dir = dir.join(format!("p{process}"));
+            std::fs::create_dir_all(&process_dir).unwrap();
+            let index = process.to_string();
+            let options = ["--processes", "2", "--process", index.as_str(), "--hostfile", hosts];
+            Run::start(&broker.address(), history, 2, &process_dir, &options)
+        })
+        .collect()
+}
+
 #[test]
 fn two_processes_of_two_workers_answer_like_one_process_and_the_recomputation() {
     let dir = temp_dir("cluster");
@@ -25,16 +39,7 @@ fn two_processes_of_two_workers_answer_like_one_process_and_the_recomputation() 
     std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
     let hosts = hostfile.display().to_string();
 
-    let cluster: Vec<Run> = (0..2)
-        .map(|process| {
-            let process_dir = dir.join(format!("p{process}"));
-            std::fs::create_dir_all(&process_dir).unwrap();
-            let index = process.to_string();
-            let options = ["--processes", "2", "--process", index.as_str(), "--hostfile", hosts.as_str()];
-            Run::start(&broker.address(), &history_path, 2, &process_dir, &options)
-        })
-        .collect();
-    let mut cluster = cluster.into_iter();
+    let mut cluster = start_cluster(&broker, &history_path, &dir, &hosts).into_iter();
     let (mut first, second) = (cluster.next().unwrap(), cluster.next().unwrap());
     let alone_dir = dir.join("alone");
     std::fs::create_dir_all(&alone_dir).unwrap();
@@ -97,15 +102,7 @@ fn when_a_process_dies_the_other_stops_and_names_it() {
     let hostfile = dir.join("hosts");
     std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
     let hosts = hostfile.display().to_string();
-    let mut runs: Vec<Run> = (0..2)
-        .map(|process| {
-            let process_dir = dir.join(format!("p{process}"));
-            std::fs::create_dir_all(&process_dir).unwrap();
-            let index = process.to_string();
-            let options = ["--processes", "2", "--process", index.as_str(), "--hostfile", hosts.as_str()];
-            Run::start(&broker.address(), &history_path, 2, &process_dir, &options)
-        })
-        .collect();
+    let mut runs = start_cluster(&broker, &history_path, &dir, &hosts);
     runs[0].views_at(&end_offsets(&[]));
     let _ = runs[1].child.kill(); // SIGKILL
     let _ = runs[1].child.wait();

@@ -174,18 +174,23 @@ fn with_no_usable_snapshot_it_stops_or_rebuilds_as_asked() {
         std::fs::write(&snapshot, b"ALSNAP\r\n but not really").unwrap();
     }
 
-    let out = lambda()
-        .args(["run", "--brokers", &broker.address(), "--http", "off", "--workers", "1"])
-        .arg("--input")
-        .arg(&history_path)
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--dead-letters")
-        .arg(dir.join("dead.jsonl"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    // `lambda run` that is expected to refuse to start: its standard error.
+    let refused = || {
+        let out = lambda()
+            .args(["run", "--brokers", &broker.address(), "--http", "off", "--workers", "1"])
+            .arg("--input")
+            .arg(&history_path)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--dead-letters")
+            .arg(dir.join("dead.jsonl"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{err}");
+        err
+    };
+    let err = refused();
     assert!(err.contains("no usable snapshot") && err.contains("--on-invalid-snapshot rebuild"), "{err}");
 
     let mut options = with_state(&state, 60_000);
@@ -196,18 +201,8 @@ fn with_no_usable_snapshot_it_stops_or_rebuilds_as_asked() {
 
     // A changed history file is noticed rather than silently ignored.
     std::fs::write(&history_path, "{\"id\":\"h1\",\"customer\":\"Ali\",\"amount\":1}\n").unwrap();
-    let out = lambda()
-        .args(["run", "--brokers", &broker.address(), "--http", "off", "--workers", "1"])
-        .arg("--input")
-        .arg(&history_path)
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--dead-letters")
-        .arg(dir.join("dead.jsonl"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("a history file changed"), "{err}");
+    let err = refused();
+    assert!(err.contains("a history file changed"), "{err}");
 }
 
 #[test]
