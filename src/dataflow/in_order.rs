@@ -34,10 +34,13 @@ pub trait Ordered {
     fn apply(&mut self, time: Time, record: Self::Record, out: &mut Vec<Self::Out>);
     /// Called once no more records at `time` can arrive.
     fn complete(&mut self, _time: Time, _out: &mut Vec<Self::Out>) {}
-    /// Called first in every invocation with the input frontier's least time (`None` once
-    /// the input is closed), before any record is applied: the state then reflects exactly
-    /// the records of the times before the previous invocation's frontier.
-    fn at_frontier(&mut self, _low: Option<Time>) {}
+    /// Called just before the first record of `time` is applied: the state then reflects
+    /// exactly the records of the times before `time`.
+    fn before_open(&mut self, _time: Time) {}
+    /// Called last in every invocation with the input frontier's least time (`None` once
+    /// the input is closed): the state then reflects every record of the times before it,
+    /// and of no later time than the last one opened.
+    fn after_invocation(&mut self, _low: Option<Time>) {}
 }
 
 /// Drives an [`Ordered`] logic from an operator's input and frontier.
@@ -113,6 +116,7 @@ impl<L: Ordered> InTimeOrder<L> {
                 return;
             }
         }
+        self.logic.before_open(*capability.time());
         self.open = Some(capability);
     }
 }
@@ -140,10 +144,10 @@ where
                     out.clear();
                 }
             };
-            driver.logic.at_frontier(low);
             driver.open_through(low, &mut emit);
             input.for_each(|capability, records| driver.receive(low, &capability, records, &mut emit));
             driver.close_before(low, &mut emit);
+            driver.logic.after_invocation(low);
         }
     })
 }

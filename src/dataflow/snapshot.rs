@@ -5,9 +5,12 @@
 //! corrections and deletes to retract the right versions. To pair it with offsets, both must
 //! describe the same logical time `T`: exactly the records admitted at times `<= T`.
 //!
-//! The upsert applies records only once their time is the open one ([`super::in_order`]), so
-//! at the start of the first invocation in which its frontier has passed `T` its state is
-//! exactly "every record at a time `<= T`": that is when [`SnapshotSlot::capture_if_passed`]
+//! The upsert applies records in time order ([`super::in_order`]): a record of a later time
+//! waits in a stash until every earlier time is complete. So its state is exactly "every
+//! record at a time `<= T`" just before it opens the first time after `T` (records of times
+//! up to `T` may still come out of the stash in that same invocation, which is why this is
+//! not decided at the start of one), or at the end of an invocation whose frontier has
+//! passed `T` without opening a later time. That is when [`SnapshotSlot::capture_if_passed`]
 //! freezes it ([`VersionStore::freeze`]: shared, not copied), for the snapshot writer to
 //! [`encode`] on its own thread while the worker goes on. The request must be registered before the frontier can pass `T`, which the
 //! coordinator ensures by holding its own input at `T` until every worker has registered
@@ -15,7 +18,7 @@
 //!
 //! ```text
 //! request(T=105)        frontier {103}: state = times <= 102, nothing captured
-//!                       frontier {106}: capture (times <= 105), then apply times 106..
+//!                       frontier {107}: stash 104, 105 applied; capture; then 106, 107
 //! ```
 //!
 //! Encoding (little-endian), one shard per worker:
@@ -71,6 +74,12 @@ impl SnapshotSlot {
     /// The captured shard, once there is one.
     pub fn take(&self) -> Option<Shard> {
         self.0.borrow_mut().captured.take()
+    }
+
+    /// Captures `store` if a snapshot is pending at a time before `next`, the time whose
+    /// records are about to be applied.
+    pub(super) fn capture_before(&self, next: Time, store: &mut VersionStore) {
+        self.capture_if_passed(Some(next), store);
     }
 
     /// Captures `store` if a snapshot is pending at a time the frontier `low` has passed.
@@ -256,6 +265,37 @@ mod tests {
             worker.step_while(|| probe.less_than(&4));
             let shard = pipeline.snapshots.take().expect("captured once the frontier passed 2");
             assert_eq!(shard.time, 2);
+            let (mut bytes, mut identities) = (Vec::new(), Vec::new());
+            encode(&shard.versions, &mut bytes).unwrap();
+            decode(&bytes, &mut |_, update| identities.push(update.identity)).unwrap();
+            identities.sort_by_key(|i| format!("{i:?}"));
+            identities
+        });
+        assert_eq!(identities, vec![Identity::Id("t1".into()), Identity::Id("t2".into())]);
+    }
+
+    /// The same when the frontier jumps over several times at once, so that the versions of
+    /// times up to `T` and after it come out of the stash in one invocation.
+    #[test]
+    fn captures_exactly_the_versions_up_to_the_requested_time_when_the_frontier_jumps() {
+        use crate::dataflow::Pipeline;
+        let identities = timely::execute_directly(|worker| {
+            let mut pipeline = Pipeline::build(worker, None);
+            let version = |id: &str, seq| Update {
+                identity: Identity::Id(id.into()),
+                position: Position { source: 0, seq },
+                txn: Some(Txn { customer: "Ali".into(), cents: 100, hour: None, category: None }),
+            };
+            pipeline.snapshots.request(2);
+            // No step in between: the upsert sees times 1, 2, 3 and a frontier at 4 together.
+            for (time, id) in [(1, "t1"), (2, "t2"), (3, "t3")] {
+                pipeline.advance_to(time);
+                pipeline.updates.send(version(id, time));
+            }
+            pipeline.advance_to(4);
+            let probe = pipeline.probe.clone();
+            worker.step_while(|| probe.less_than(&4));
+            let shard = pipeline.snapshots.take().expect("captured once the frontier passed 2");
             let (mut bytes, mut identities) = (Vec::new(), Vec::new());
             encode(&shard.versions, &mut bytes).unwrap();
             decode(&bytes, &mut |_, update| identities.push(update.identity)).unwrap();

@@ -232,7 +232,11 @@ impl Ordered for Upsert {
     type Record = Update;
     type Out = (Txn, Time, isize);
 
-    fn at_frontier(&mut self, low: Option<Time>) {
+    fn before_open(&mut self, time: Time) {
+        self.snapshots.capture_before(time, &mut self.state.borrow_mut());
+    }
+
+    fn after_invocation(&mut self, low: Option<Time>) {
         self.snapshots.capture_if_passed(low, &mut self.state.borrow_mut());
     }
 
