@@ -70,19 +70,22 @@ pub enum LoadError {
 
 /// Feeds this worker's share of a snapshot into the pipeline at its current time, instead
 /// of the history: each version as the update that restores it (the upsert routes it to its
-/// identity's worker, so any number of workers can resume any snapshot), and, on worker 0,
-/// the dead-letter counts. Counts the versions as records.
+/// identity's worker, so any number of workers, in any number of processes, can resume any
+/// snapshot), and, on worker 0, the dead-letter counts. Counts the versions as records.
+///
+/// `(index, readers)`: this worker's index among the workers that read the snapshot —
+/// those of the process that has it — and how many they are.
 pub fn load_snapshot(
     worker: &mut Worker,
     pipeline: &mut Pipeline,
     snapshot: &Snapshot,
+    (index, readers): (usize, usize),
 ) -> Result<LoadCounts, LoadError> {
-    let (index, peers) = (worker.index(), worker.peers());
-    // Identities are spread evenly over the workers by hash.
-    pipeline.latest.borrow_mut().reserve((snapshot.versions() / peers as u64) as usize);
+    // Identities are spread evenly over all the workers by hash.
+    pipeline.latest.borrow_mut().reserve((snapshot.versions() / worker.peers() as u64) as usize);
     let mut counts = LoadCounts::default();
     let mut since_step = 0;
-    for shard in (0..snapshot.shards()).filter(|s| s % peers == index) {
+    for shard in (0..snapshot.shards()).filter(|s| s % readers == index) {
         counts.records += decode(snapshot.shard(shard), &mut |_time, update| {
             pipeline.updates.send(update);
             since_step += 1;
@@ -189,8 +192,11 @@ pub struct BatchOutcome {
 /// returns the outcome, the others `None`.
 pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
     let started = Instant::now();
+    // Process 0 reads the snapshot; its versions reach every worker through the dataflow.
+    let from_state = settings.state.dir.is_some();
     let snapshot = match &settings.state.dir {
         None => None,
+        Some(_) if settings.dataflow.process != 0 => None,
         Some(dir) => {
             let (found, rejected) = crate::state::newest_valid(dir)?;
             for error in &rejected {
@@ -206,7 +212,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
             Some(Arc::new(snapshot))
         }
     };
-    let files = if snapshot.is_some() { Vec::new() } else { HistoryFile::open_all(&settings.input.files)? };
+    let files = if from_state { Vec::new() } else { HistoryFile::open_all(&settings.input.files)? };
+    let processes = settings.dataflow.processes.max(1);
     let event_filter = settings.event_filter()?;
     let top_k = settings.batch.top;
     let dead_path = settings.dead_letter_path();
@@ -235,7 +242,11 @@ pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
         let mut pipeline = Pipeline::build(worker, event_filter.clone());
         let mut control = Control::<(), Share>::build(worker);
         let loaded = match &snapshot {
-            Some(snapshot) => load_snapshot(worker, &mut pipeline, snapshot),
+            Some(snapshot) => {
+                let local = worker.peers() / processes;
+                load_snapshot(worker, &mut pipeline, snapshot, (worker.index() % local, local))
+            }
+            None if from_state => Ok(LoadCounts::default()),
             None => load_history(
                 worker,
                 &mut pipeline,

@@ -36,7 +36,7 @@
 //! offsets. On a clean stop, the workers stop reading Kafka, take a last snapshot, then exit.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
@@ -129,19 +129,43 @@ impl Answering {
 
 /// What the snapshot writer gathers: every worker's shard and share of the totals at `T`.
 enum ToWriter {
-    Shard { worker: usize, shard: Shard },
+    Shard { worker: usize, shard: ShardData },
     Totals(Reading),
 }
 
-/// Snapshot state shared by the workers and the writer.
+/// A worker's shard: frozen in this process, or encoded by another and sent over.
+enum ShardData {
+    Frozen(Shard),
+    Encoded { time: Time, bytes: Vec<u8>, versions: u64 },
+}
+
+impl ShardData {
+    fn time(&self) -> Time {
+        match self {
+            ShardData::Frozen(shard) => shard.time,
+            ShardData::Encoded { time, .. } => *time,
+        }
+    }
+}
+
+/// A shard encoded in another process than the writer's.
+struct EncodedShard {
+    worker: usize,
+    time: Time,
+    bytes: Vec<u8>,
+    versions: u64,
+}
+
+/// Snapshot duties of a process: process 0 writes the files; the others encode their
+/// workers' shards and send them to worker 0.
 struct Snapshots {
-    to_writer: Sender<ToWriter>,
-    /// Workers that registered the snapshot in flight.
-    registered: AtomicUsize,
+    /// Process 0: the writer. Other processes: the encoder of their workers' shards.
+    to_writer: Option<Sender<ToWriter>>,
+    to_encoder: Option<Mutex<Sender<(usize, Shard)>>>,
+    /// Shards another process's encoder has finished: (worker, time, bytes, versions).
+    encoded: Mutex<Vec<EncodedShard>>,
     /// The time of the newest snapshot finished (written, or failed and logged).
     finished: Arc<AtomicU64>,
-    /// Set once the last snapshot of a clean stop is finished: the workers may exit.
-    final_done: AtomicBool,
     every: Duration,
 }
 
@@ -158,8 +182,17 @@ enum Command {
     },
     Compact(Time),
     Snapshot(Time),
-    /// Stop: read no more, (with snapshots, after a last one) close the inputs.
+    /// The first order: where the cluster starts. With `snapshot`, process 0's workers load
+    /// the snapshot (its versions reach their workers through the dataflow) and nobody loads
+    /// the history; every partition starts at `offsets` (absent: the earliest).
+    Start {
+        snapshot: bool,
+        offsets: Vec<(i32, i64)>,
+    },
+    /// Stop: read no more Kafka; a last snapshot may follow.
     Stop,
+    /// Close the inputs and exit.
+    Exit,
 }
 
 /// What workers tell the coordinator.
@@ -169,6 +202,10 @@ enum Answer {
     Read { id: u64, part: Box<Reading> },
     /// A worker's process was asked to stop (a signal, an error): stop everyone.
     StopAsked { worker: usize },
+    /// A worker has asked its upsert for the snapshot at `time`.
+    Registered { time: Time },
+    /// A worker of another process sends its encoded shard of the snapshot at `time`.
+    Shard { worker: usize, time: Time, bytes: Vec<u8>, versions: u64 },
 }
 
 /// Everything the workers of one process share.
@@ -343,10 +380,8 @@ impl Drop for Running {
 
 /// Starts the pipeline: history, then Kafka. Returns once the workers are running.
 pub fn start(settings: &Settings) -> anyhow::Result<Running> {
-    if settings.dataflow.processes > 1 && settings.state.dir.is_some() {
-        anyhow::bail!("--state-dir does not work over several processes yet: run one process, or no --state-dir");
-    }
-    let resume = crate::state::resume_point(settings)?;
+    // Process 0 decides where the cluster starts, and tells the others (Command::Start).
+    let resume = if settings.dataflow.process == 0 { crate::state::resume_point(settings)? } else { None };
     let files = match &resume {
         Some(snapshot) => {
             tracing::info!(
@@ -380,6 +415,18 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let snapshots = match &settings.state.dir {
         None => None,
+        Some(_) if settings.dataflow.process != 0 => {
+            // Encodes this process's shards off the worker threads, for worker 0's writer.
+            let (to_encoder, shards) = channel::<(usize, Shard)>();
+            let snapshots = Snapshots {
+                to_writer: None,
+                to_encoder: Some(Mutex::new(to_encoder)),
+                encoded: Mutex::default(),
+                finished: Arc::default(),
+                every: Duration::from_millis(settings.state.every_ms.max(10)),
+            };
+            Some((snapshots, Some(shards)))
+        }
         Some(dir) => {
             let history = match &resume {
                 Some(snapshot) => snapshot.meta.history.clone(),
@@ -400,14 +447,19 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
                 .name("snapshot-writer".into())
                 .spawn(move || writer.run(from_workers))
                 .context("cannot start the snapshot writer")?;
-            Some(Snapshots {
-                to_writer,
-                registered: Default::default(),
+            let snapshots = Snapshots {
+                to_writer: Some(to_writer),
+                to_encoder: None,
+                encoded: Mutex::default(),
                 finished,
-                final_done: AtomicBool::new(false),
                 every: Duration::from_millis(settings.state.every_ms.max(10)),
-            })
+            };
+            Some((snapshots, None))
         }
+    };
+    let (snapshots, encoder_input) = match snapshots {
+        Some((snapshots, input)) => (Some(snapshots), input),
+        None => (None, None),
     };
     let shared = Arc::new(Shared {
         event_filter: settings.event_filter()?,
@@ -425,6 +477,23 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         snapshots,
         failed: AtomicBool::new(false),
     });
+    if let Some(shards) = encoder_input {
+        let shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("snapshot-encoder".into())
+            .spawn(move || {
+                for (worker, shard) in shards {
+                    let mut bytes = Vec::new();
+                    let versions = crate::dataflow::snapshot::encode(&shard.versions, &mut bytes)
+                        .expect("encoding into memory cannot fail");
+                    drop(shard.versions); // let the worker fold its changes back in
+                    let encoded = &shared.snapshots.as_ref().expect("an encoder has snapshots").encoded;
+                    let shard = EncodedShard { worker, time: shard.time, bytes, versions };
+                    encoded.lock().unwrap_or_else(|p| p.into_inner()).push(shard);
+                }
+            })
+            .context("cannot start the snapshot encoder")?;
+    }
     let guards = timely::execute(config, move |worker| {
         let result = run_worker(worker, &shared).map_err(|e| format!("{e:#}"));
         if let Err(error) = &result {
@@ -451,9 +520,32 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
     let _ = shared.threads.0[worker.index()].set(std::thread::current());
     let mut pipeline = Pipeline::build(worker, shared.event_filter.clone());
     let mut control = Control::<Command, Answer>::build(worker);
-    let initial = match &shared.resume {
-        Some(snapshot) => load_snapshot(worker, &mut pipeline, snapshot)?,
-        None => load_history(worker, &mut pipeline, &shared.files, settings, &shared.dead_letters, &shared.load)?,
+    let mut pending: VecDeque<Command> = VecDeque::new();
+
+    // Where the cluster starts: worker 0's first order.
+    if worker.index() == 0 {
+        let offsets = shared.resume.as_ref().map(|s| s.meta.offsets.clone()).unwrap_or_default();
+        control.order(Command::Start { snapshot: shared.resume.is_some(), offsets });
+    }
+    let (from_snapshot, start_offsets) = loop {
+        control.send();
+        worker.step_or_park(Some(IDLE_PARK));
+        pending.extend(control.orders());
+        if let Some(Command::Start { snapshot, offsets }) = pending.pop_front() {
+            break (snapshot, offsets);
+        }
+        anyhow::ensure!(!shared.failed.load(Ordering::SeqCst), "another worker failed before the start");
+    };
+    let local_workers = worker.peers() / settings.dataflow.processes.max(1);
+    let initial = match (&shared.resume, from_snapshot) {
+        (Some(snapshot), _) => {
+            load_snapshot(worker, &mut pipeline, snapshot, (worker.index() % local_workers, local_workers))?
+        }
+        // Process 0 resumes the cluster: the versions reach this worker through the dataflow.
+        (None, true) => LoadCounts::default(),
+        (None, false) => {
+            load_history(worker, &mut pipeline, &shared.files, settings, &shared.dead_letters, &shared.load)?
+        }
     };
     let mut report = WorkerReport { history: initial, ..WorkerReport::default() };
     shared.metrics.records_read(Source::History).inc_by(report.history.records + report.history.refused);
@@ -463,10 +555,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
     let k = &settings.kafka;
     let mine = kafka::assigned(&shared.partitions, worker.index(), worker.peers());
     // Where each partition starts: a snapshot's offsets, or the earliest.
-    let resume_at: BTreeMap<i32, i64> = match &shared.resume {
-        Some(snapshot) => snapshot.meta.offsets.iter().copied().filter(|(p, _)| mine.contains(p)).collect(),
-        None => BTreeMap::new(),
-    };
+    let resume_at: BTreeMap<i32, i64> = start_offsets.into_iter().filter(|(p, _)| mine.contains(p)).collect();
     let mut reader = if mine.is_empty() {
         None
     } else {
@@ -494,8 +583,9 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
         next_id: 0,
         compacted: 0,
         last_compaction: Instant::now(),
-        schedule: SnapshotSchedule { last: Instant::now(), in_flight: None, hold: None, last_one: None },
+        schedule: SnapshotSchedule { last: Instant::now(), in_flight: None, hold: None, last_one: None, registered: 0 },
         stop_ordered: false,
+        exit_ordered: false,
     });
     let mut progress = WorkerProgress {
         worker: worker.index(),
@@ -503,7 +593,6 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
         partitions: mine.iter().map(|p| (*p, None)).collect(),
         records: (report.history.records + report.history.refused, 0),
     };
-    let mut pending: VecDeque<Command> = VecDeque::new();
     let mut last_commit = Instant::now();
     let mut last_watermarks = Instant::now();
     // Set by the coordinator's Stop, which every worker of every process receives in order.
@@ -511,8 +600,8 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
     let mut stop_asked = false;
 
     loop {
-        // A stop with snapshots first takes a last one (worker 0 asks), reading no more Kafka.
-        if stopping && shared.snapshots.as_ref().is_none_or(|s| s.final_done.load(Ordering::SeqCst)) {
+        // A worker of this process failed: the dataflow cannot go on; no order will come.
+        if shared.failed.load(Ordering::SeqCst) {
             break;
         }
         // A worker of this process failed (worker 0 perhaps): no order may come any more, and
@@ -568,30 +657,31 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
         worker.step_or_park(Some(IDLE_PARK));
         if let Some(coordinator) = coordinator.as_mut() {
             for answer in control.answers() {
-                coordinator.receive(answer, &mut control, &shared.answering);
+                coordinator.receive(answer, &mut control, &shared.answering, shared.snapshots.as_ref());
             }
             coordinator.tick(pipeline.complete_through(), &mut control, &shared.answering);
-            if let Some(snapshots) = &shared.snapshots {
-                let failed = &shared.failed;
-                coordinator.snapshot_duties(
-                    snapshots,
-                    pipeline.time(),
-                    stopping,
-                    failed,
-                    &mut control,
-                    &shared.answering,
-                );
+            match &shared.snapshots {
+                Some(snapshots) => {
+                    let answering = &shared.answering;
+                    coordinator.snapshot_duties(snapshots, pipeline.time(), stopping, &mut control, answering);
+                }
+                None if stopping => coordinator.order_exit(&mut control),
+                None => {}
             }
         }
         pending.extend(control.orders());
-        if serve(&mut pending, &mut pipeline, &mut control, &shared.answering, shared.snapshots.as_ref(), &progress) {
+        let told = serve(&mut pending, &mut pipeline, &mut control, &shared.answering, &progress);
+        if told.stop {
             stopping = true;
             // Every process learns of the stop, also those that were not signalled.
             shared.stop.store(true, Ordering::SeqCst);
         }
+        if let Some(snapshots) = &shared.snapshots {
+            hand_over_shards(worker.index(), snapshots, &mut pipeline, &mut control);
+        }
         control.send();
-        if let (Some(snapshots), Some(shard)) = (&shared.snapshots, pipeline.snapshots.take()) {
-            let _ = snapshots.to_writer.send(ToWriter::Shard { worker: worker.index(), shard });
+        if told.exit {
+            break;
         }
     }
 
@@ -610,16 +700,44 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
     Ok(report)
 }
 
-/// Carries out the commands whose time has come, in order. Returns whether one was Stop.
+/// A worker's captured shard goes to the writer (process 0) or to this process's encoder,
+/// whose finished encodings go to worker 0 over the control plane.
+fn hand_over_shards(
+    worker: usize,
+    snapshots: &Snapshots,
+    pipeline: &mut Pipeline,
+    control: &mut Control<Command, Answer>,
+) {
+    if let Some(shard) = pipeline.snapshots.take() {
+        if let Some(writer) = &snapshots.to_writer {
+            let _ = writer.send(ToWriter::Shard { worker, shard: ShardData::Frozen(shard) });
+        } else if let Some(encoder) = &snapshots.to_encoder {
+            let _ = encoder.lock().unwrap_or_else(|p| p.into_inner()).send((worker, shard));
+        }
+    }
+    let mut encoded = snapshots.encoded.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(at) = encoded.iter().position(|e| e.worker == worker) {
+        let EncodedShard { worker, time, bytes, versions } = encoded.remove(at);
+        control.answer(Answer::Shard { worker, time, bytes, versions });
+    }
+}
+
+/// What the orders carried out told a worker to do next.
+#[derive(Default)]
+struct Told {
+    stop: bool,
+    exit: bool,
+}
+
+/// Carries out the commands whose time has come, in order.
 fn serve(
     pending: &mut VecDeque<Command>,
     pipeline: &mut Pipeline,
     control: &mut Control<Command, Answer>,
     answering: &Answering,
-    snapshots: Option<&Snapshots>,
     progress: &WorkerProgress,
-) -> bool {
-    let mut stop = false;
+) -> Told {
+    let mut told = Told::default();
     while let Some(command) = pending.front() {
         match command {
             Command::Read { time, .. } if pipeline.probe.less_equal(time) => break,
@@ -639,14 +757,14 @@ fn serve(
             Command::Compact(time) => pipeline.views.compact_to(time),
             Command::Snapshot(time) => {
                 pipeline.snapshots.request(time);
-                if let Some(snapshots) = snapshots {
-                    snapshots.registered.fetch_add(1, Ordering::SeqCst);
-                }
+                control.answer(Answer::Registered { time });
             }
-            Command::Stop => stop = true,
+            Command::Start { .. } => {} // taken before the loop
+            Command::Stop => told.stop = true,
+            Command::Exit => told.exit = true,
         }
     }
-    stop
+    told
 }
 
 /// Worker 0's duties: turn read requests into timed reads, forward the answers, let the
@@ -662,6 +780,7 @@ struct Coordinator {
     last_compaction: Instant,
     schedule: SnapshotSchedule,
     stop_ordered: bool,
+    exit_ordered: bool,
 }
 
 /// Worker 0's view of the snapshots.
@@ -675,6 +794,8 @@ struct SnapshotSchedule {
     hold: Option<Time>,
     /// A clean stop's last snapshot: its time, and when it was asked for.
     last_one: Option<(Time, Instant)>,
+    /// Workers that registered the snapshot in flight.
+    registered: usize,
 }
 
 impl Coordinator {
@@ -693,9 +814,30 @@ impl Coordinator {
         control.order(Command::Read { id, time, scope });
     }
 
-    /// Takes an answer from a worker of another process.
-    fn receive(&mut self, answer: Answer, control: &mut Control<Command, Answer>, answering: &Answering) {
+    /// Takes an answer from a worker.
+    fn receive(
+        &mut self,
+        answer: Answer,
+        control: &mut Control<Command, Answer>,
+        answering: &Answering,
+        snapshots: Option<&Snapshots>,
+    ) {
         match answer {
+            Answer::Registered { time } => {
+                let s = &mut self.schedule;
+                if s.hold == Some(time) {
+                    s.registered += 1;
+                    if s.registered == self.workers {
+                        s.hold = None;
+                    }
+                }
+            }
+            Answer::Shard { worker, time, bytes, versions } => {
+                if let Some(writer) = snapshots.and_then(|s| s.to_writer.as_ref()) {
+                    let shard = ShardData::Encoded { time, bytes, versions };
+                    let _ = writer.send(ToWriter::Shard { worker, shard });
+                }
+            }
             Answer::Read { id, part } => {
                 if answering.deliver(id, *part, self.workers).is_some() {
                     tracing::warn!(id, "an answer to a read nobody waits for");
@@ -716,6 +858,14 @@ impl Coordinator {
         }
     }
 
+    /// Orders every worker to close its inputs and exit (once).
+    fn order_exit(&mut self, control: &mut Control<Command, Answer>) {
+        if !self.exit_ordered {
+            self.exit_ordered = true;
+            control.order(Command::Exit);
+        }
+    }
+
     /// Asks for a snapshot when one is due (or for a stop's last one), holds worker 0's input
     /// at its time until every worker has registered it, and notes when it is written.
     fn snapshot_duties(
@@ -723,7 +873,6 @@ impl Coordinator {
         snapshots: &Snapshots,
         input_time: Time,
         stopping: bool,
-        failed: &AtomicBool,
         control: &mut Control<Command, Answer>,
         answering: &Answering,
     ) {
@@ -732,21 +881,13 @@ impl Coordinator {
         if s.in_flight.is_some_and(|t| finished >= t) {
             s.in_flight = None;
         }
-        if s.hold.is_some() && snapshots.registered.load(Ordering::SeqCst) == self.workers {
-            s.hold = None;
-        }
         if stopping {
-            if failed.load(Ordering::SeqCst) {
-                // A worker is gone: the dataflow cannot complete another time.
-                snapshots.final_done.store(true, Ordering::SeqCst);
-                return;
-            }
             if let Some((time, asked)) = s.last_one {
                 if finished >= time {
-                    snapshots.final_done.store(true, Ordering::SeqCst);
+                    self.order_exit(control);
                 } else if asked.elapsed() > FINAL_SNAPSHOT_WAIT {
                     tracing::error!(time, "the last snapshot did not finish in time; stopping without it");
-                    snapshots.final_done.store(true, Ordering::SeqCst);
+                    self.order_exit(control);
                 }
                 return;
             }
@@ -758,7 +899,7 @@ impl Coordinator {
         // Worker 0's input is at `input_time` and held there until every upsert is asked, so
         // none can have passed it: each will capture exactly the records at times <= it.
         let time = input_time;
-        snapshots.registered.store(0, Ordering::SeqCst);
+        s.registered = 0;
         s.hold = Some(time);
         s.in_flight = Some(time);
         s.last = Instant::now();
@@ -768,7 +909,8 @@ impl Coordinator {
         // The order matters: a worker's read waits for time to pass `time`, which the hold
         // prevents until every worker has registered the snapshot.
         control.order(Command::Snapshot(time));
-        self.order_read(control, answering, time, Scope::Totals, Reply::Writer(snapshots.to_writer.clone()));
+        let writer = snapshots.to_writer.clone().expect("worker 0's process writes the snapshots");
+        self.order_read(control, answering, time, Scope::Totals, Reply::Writer(writer));
     }
 
     fn tick(&mut self, complete: Option<Time>, control: &mut Control<Command, Answer>, answering: &Answering) {
@@ -802,7 +944,7 @@ struct Writer {
 /// One snapshot's parts, as they arrive.
 #[derive(Default)]
 struct Parts {
-    shards: BTreeMap<usize, Shard>,
+    shards: BTreeMap<usize, ShardData>,
     totals: Vec<Reading>,
 }
 
@@ -812,7 +954,7 @@ impl Writer {
         for part in parts {
             let time = match part {
                 ToWriter::Shard { worker, shard } => {
-                    let time = shard.time;
+                    let time = shard.time();
                     gathering.entry(time).or_default().shards.insert(worker, shard);
                     time
                 }
@@ -840,8 +982,17 @@ impl Writer {
             return;
         }
         let offsets = totals.offsets.clone();
-        let pause = parts.shards.values().map(|s| s.pause).max().unwrap_or_default();
-        let shards: Vec<_> = parts.shards.into_values().map(|s| s.versions).collect();
+        // How long capturing held the workers of this process (the others' are not known here).
+        let pause = parts
+            .shards
+            .values()
+            .filter_map(|s| match s {
+                ShardData::Frozen(shard) => Some(shard.pause),
+                ShardData::Encoded { .. } => None,
+            })
+            .max()
+            .unwrap_or_default();
+        let shards: Vec<ShardData> = parts.shards.into_values().collect();
         let meta = crate::state::Meta {
             time,
             topic: self.topic.clone(),
@@ -852,7 +1003,10 @@ impl Writer {
         };
         let mut versions = 0;
         let written = crate::state::write(&self.dir, meta, shards.len(), |i, out| {
-            let n = crate::dataflow::snapshot::encode(&shards[i], out)?;
+            let n = match &shards[i] {
+                ShardData::Frozen(shard) => crate::dataflow::snapshot::encode(&shard.versions, out)?,
+                ShardData::Encoded { bytes, versions, .. } => out.write_all(bytes).map(|()| *versions)?,
+            };
             versions += n;
             Ok(n)
         });

@@ -157,3 +157,80 @@ fn batch_over_two_processes_writes_what_one_process_writes() {
     assert_same_views(&dir.join("out0"), &expected);
     assert!(!dir.join("out1").join("customers.jsonl").exists(), "only process 0 writes the views");
 }
+
+/// Starts a cluster of two processes of two workers, each with its own state directory
+/// (process 0 writes the snapshots; process 1 only takes part).
+fn start_cluster_with_state(
+    broker: &TestBroker,
+    history: &std::path::Path,
+    dir: &std::path::Path,
+    hosts: &str,
+) -> Vec<Run> {
+    (0..2)
+        .map(|process| {
+            let process_dir = dir.join(format!("p{process}"));
+            std::fs::create_dir_all(&process_dir).unwrap();
+            let index = process.to_string();
+            let state = process_dir.join("state").display().to_string();
+            let options = [
+                "--processes",
+                "2",
+                "--process",
+                index.as_str(),
+                "--hostfile",
+                hosts,
+                "--state-dir",
+                state.as_str(),
+                "--snapshot-every-ms",
+                "30",
+            ];
+            Run::start(&broker.address(), history, 2, &process_dir, &options)
+        })
+        .collect()
+}
+
+#[test]
+fn a_cluster_with_snapshots_resumes_after_a_crash_and_a_stop() {
+    let dir = temp_dir("cluster-state");
+    let broker = TestBroker::mock();
+    let history_lines = random_history(60);
+    let history_path = history(&dir, &history_lines);
+    let messages = random_messages(23, 240);
+    let (first_half, second_half) = messages.split_at(120);
+    let hostfile = dir.join("hosts");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let hosts = hostfile.display().to_string();
+    let producer = producer(&broker.address());
+    let expected = |sent: &[Sent]| expected_reading(&history_lines, "", sent, 10);
+    let exact = |run: &mut Run, sent: &[Sent], when: &str| {
+        let mut live = run.views_at(&end_offsets(sent));
+        live.time = 1;
+        assert_eq!(live, expected(sent), "{when}");
+    };
+
+    let mut cluster = start_cluster_with_state(&broker, &history_path, &dir, &hosts);
+    send_all(&producer, first_half);
+    producer.flush(Duration::from_secs(10)).unwrap();
+    exact(&mut cluster[0], first_half, "before the crash");
+    std::thread::sleep(Duration::from_millis(200)); // a few snapshots
+    let _ = cluster[1].child.kill(); // SIGKILL: process 0 stops on its own
+    let _ = cluster[1].child.wait();
+    let _ = cluster[0].child.wait();
+    drop(cluster);
+
+    let mut cluster = start_cluster_with_state(&broker, &history_path, &dir, &hosts);
+    exact(&mut cluster[0], first_half, "resumed after the crash");
+    send_all(&producer, second_half);
+    producer.flush(Duration::from_secs(10)).unwrap();
+    exact(&mut cluster[0], &messages, "after the rest of the stream");
+    let mut cluster = cluster.into_iter();
+    let (first, second) = (cluster.next().unwrap(), cluster.next().unwrap());
+    let log = first.stop(); // a clean stop takes a last snapshot
+    second.stop_after_peer();
+    assert!(log.contains("resuming from a snapshot"), "{log}");
+    assert!(log.contains("snapshot written"), "{log}");
+
+    let mut cluster = start_cluster_with_state(&broker, &history_path, &dir, &hosts);
+    exact(&mut cluster[0], &messages, "resumed after a clean stop");
+    assert!(!dir.join("p1/state").exists() || atelier_lambda::state::list(&dir.join("p1/state")).unwrap().is_empty());
+}
