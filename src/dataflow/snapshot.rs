@@ -239,27 +239,21 @@ mod tests {
         all
     }
 
-    /// The capture holds exactly the versions admitted at times `<= T`: none later, even
-    /// when later ones arrive before the frontier passes `T`.
-    #[test]
-    fn captures_exactly_the_versions_up_to_the_requested_time() {
-        use crate::dataflow::Pipeline;
-        let identities = timely::execute_directly(|worker| {
-            let mut pipeline = Pipeline::build(worker, None);
-            let version = |id: &str, seq| Update {
-                identity: Identity::Id(id.into()),
-                position: Position { source: 0, seq },
-                txn: Some(Txn { customer: "Ali".into(), cents: 100, hour: None, category: None }),
-            };
-            pipeline.advance_to(1);
-            pipeline.updates.send(version("t1", 1));
-            worker.step();
-            pipeline.snapshots.request(2);
-            pipeline.advance_to(2);
-            pipeline.updates.send(version("t2", 2));
-            worker.step();
-            pipeline.advance_to(3);
-            pipeline.updates.send(version("t3", 3));
+    /// A version of `id`, admitted at position `seq` of one source.
+    fn version(id: &str, seq: u64) -> Update {
+        Update {
+            identity: Identity::Id(id.into()),
+            position: Position { source: 0, seq },
+            txn: Some(Txn { customer: "Ali".into(), cents: 100, hour: None, category: None }),
+        }
+    }
+
+    /// Runs `feed` on a one-worker pipeline with a snapshot requested at time 2, lets the
+    /// dataflow complete time 3, and returns the identities the capture holds.
+    fn captured_at_2(feed: fn(&mut timely::worker::Worker, &mut crate::dataflow::Pipeline)) -> Vec<Identity> {
+        timely::execute_directly(move |worker| {
+            let mut pipeline = crate::dataflow::Pipeline::build(worker, None);
+            feed(worker, &mut pipeline);
             pipeline.advance_to(4);
             let probe = pipeline.probe.clone();
             worker.step_while(|| probe.less_than(&4));
@@ -270,6 +264,23 @@ mod tests {
             decode(&bytes, &mut |_, update| identities.push(update.identity)).unwrap();
             identities.sort_by_key(|i| format!("{i:?}"));
             identities
+        })
+    }
+
+    /// The capture holds exactly the versions admitted at times `<= T`: none later, even
+    /// when later ones arrive before the frontier passes `T`.
+    #[test]
+    fn captures_exactly_the_versions_up_to_the_requested_time() {
+        let identities = captured_at_2(|worker, pipeline| {
+            pipeline.advance_to(1);
+            pipeline.updates.send(version("t1", 1));
+            worker.step();
+            pipeline.snapshots.request(2);
+            pipeline.advance_to(2);
+            pipeline.updates.send(version("t2", 2));
+            worker.step();
+            pipeline.advance_to(3);
+            pipeline.updates.send(version("t3", 3));
         });
         assert_eq!(identities, vec![Identity::Id("t1".into()), Identity::Id("t2".into())]);
     }
@@ -278,29 +289,13 @@ mod tests {
     /// times up to `T` and after it come out of the stash in one invocation.
     #[test]
     fn captures_exactly_the_versions_up_to_the_requested_time_when_the_frontier_jumps() {
-        use crate::dataflow::Pipeline;
-        let identities = timely::execute_directly(|worker| {
-            let mut pipeline = Pipeline::build(worker, None);
-            let version = |id: &str, seq| Update {
-                identity: Identity::Id(id.into()),
-                position: Position { source: 0, seq },
-                txn: Some(Txn { customer: "Ali".into(), cents: 100, hour: None, category: None }),
-            };
+        let identities = captured_at_2(|_, pipeline| {
             pipeline.snapshots.request(2);
             // No step in between: the upsert sees times 1, 2, 3 and a frontier at 4 together.
             for (time, id) in [(1, "t1"), (2, "t2"), (3, "t3")] {
                 pipeline.advance_to(time);
                 pipeline.updates.send(version(id, time));
             }
-            pipeline.advance_to(4);
-            let probe = pipeline.probe.clone();
-            worker.step_while(|| probe.less_than(&4));
-            let shard = pipeline.snapshots.take().expect("captured once the frontier passed 2");
-            let (mut bytes, mut identities) = (Vec::new(), Vec::new());
-            encode(&shard.versions, &mut bytes).unwrap();
-            decode(&bytes, &mut |_, update| identities.push(update.identity)).unwrap();
-            identities.sort_by_key(|i| format!("{i:?}"));
-            identities
         });
         assert_eq!(identities, vec![Identity::Id("t1".into()), Identity::Id("t2".into())]);
     }
