@@ -20,13 +20,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
 cd "$REPO"
 cargo build --release --quiet
-LAMBDA=$REPO/target/release/lambda
 WORK=${WORK:-$(mktemp -d)}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$HERE/common.sh"
 BROKER=127.0.0.1:$(free_port)
 HTTP=127.0.0.1:$(free_port)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
 : > "$WORK/run.log"
 [ -f "$WORK/history.jsonl" ] || "$LAMBDA" gen --rows "$ROWS" --customers 10000 --corrections 0.1 --seed 1 --out "$WORK/history.jsonl"
 echo "history: $(wc -c <"$WORK/history.jsonl") bytes, $ROWS rows"

@@ -17,14 +17,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
 cd "$REPO"
 cargo build --release --quiet
-LAMBDA=$REPO/target/release/lambda
 WORK=${WORK:-$(mktemp -d)}
-mkdir -p "$WORK"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$HERE/common.sh"
 now() { date +%s.%N; }
 seconds() { python3 -c "print(f'{$2 - $1:.2f}')"; }
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
 [ -f "$WORK/history.jsonl" ] || "$LAMBDA" gen --rows "$ROWS" --customers 10000 --corrections 0.1 --seed 1 --out "$WORK/history.jsonl"
 printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$(free_port)" "$(free_port)" > "$WORK/hosts"
 
@@ -59,9 +55,7 @@ HTTP=127.0.0.1:$(free_port)
   </dev/null >/dev/null 2>&1 &
 COUNTER=$!
 while true; do
-  n=$( (curl -s "http://$HTTP/v1/status" || true) | python3 -c 'import json,sys
-try: print(sum(json.load(sys.stdin)["as_of"]["offsets"].values()))
-except Exception: print(0)')
+  n=$(admitted "$HTTP")
   [ "$n" -ge "$MESSAGES" ] && break
   sleep 0.2
 done
@@ -86,9 +80,7 @@ ingest() {
     pids+=($!)
   fi
   while true; do
-    n=$( (curl -s "http://$http/v1/status" || true) | python3 -c 'import json,sys
-try: print(sum(json.load(sys.stdin)["as_of"]["offsets"].values()))
-except Exception: print(0)')
+    n=$(admitted "$http")
     [ "$n" -ge "$TOTAL" ] && break
     sleep 0.02
   done

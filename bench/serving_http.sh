@@ -18,13 +18,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
 cd "$REPO"
 cargo build --release --quiet
-LAMBDA=$REPO/target/release/lambda
 WORK=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$HERE/common.sh"
+trap 'cleanup; rm -rf "$WORK"' EXIT INT TERM
 BROKER_PORT=$(free_port)
 HTTP=127.0.0.1:$(free_port)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT INT TERM
 
 "$LAMBDA" gen --rows 1000000 --customers 100000 --corrections 0.1 --seed 1 --out "$WORK/history.jsonl"
 "$LAMBDA" broker --port "$BROKER_PORT" --partitions 3 >"$WORK/broker.log" 2>&1 &

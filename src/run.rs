@@ -222,7 +222,7 @@ struct Shared {
     /// go, and how many came. Workers of that process hand their parts over directly;
     /// others send them to worker 0 over the control plane.
     answering: Answering,
-    threads: Arc<WorkerThreads>,
+    worker_0: Arc<WorkerZeroThread>,
     metrics: Arc<Metrics>,
     /// The snapshot to start from instead of the history files.
     resume: Option<Snapshot>,
@@ -231,14 +231,15 @@ struct Shared {
     failed: AtomicBool,
 }
 
-/// The worker threads, to wake a parked worker when a read is waiting for it: an idle
-/// worker parks up to [`IDLE_PARK`], which would otherwise add to every answer's latency.
+/// Worker 0's thread, to wake it when a read request arrives: an idle worker parks up to
+/// [`IDLE_PARK`], which would otherwise add to every answer's latency. (The other workers
+/// get their orders over timely's channels, which wake them.)
 #[derive(Default)]
-struct WorkerThreads(Vec<OnceLock<Thread>>);
+struct WorkerZeroThread(OnceLock<Thread>);
 
-impl WorkerThreads {
-    fn wake(&self, index: usize) {
-        if let Some(thread) = self.0.get(index).and_then(OnceLock::get) {
+impl WorkerZeroThread {
+    fn wake(&self) {
+        if let Some(thread) = self.0.get() {
             thread.unpark();
         }
     }
@@ -269,7 +270,7 @@ pub struct WorkerReport {
 pub struct Serving {
     requests: Sender<ReadRequest>,
     workers: usize,
-    threads: Arc<WorkerThreads>,
+    worker_0: Arc<WorkerZeroThread>,
     metrics: Arc<Metrics>,
 }
 
@@ -314,7 +315,7 @@ impl Serving {
     /// Hands a read to the coordinator, waking it if it is parked.
     fn request(&self, scope: &Scope, reply: Reply) -> Option<()> {
         self.requests.send(ReadRequest { scope: scope.clone(), reply }).ok()?;
-        self.threads.wake(0);
+        self.worker_0.wake();
         Some(())
     }
 
@@ -411,7 +412,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         timely::CommunicationConfig::Cluster { threads, addresses, .. } => threads * addresses.len(),
     };
     let (request_sender, requests) = channel();
-    let threads = Arc::new(WorkerThreads((0..workers).map(|_| OnceLock::new()).collect()));
+    let worker_0 = Arc::new(WorkerZeroThread::default());
     let metrics = Arc::new(Metrics::new());
     let snapshots = match &settings.state.dir {
         None => None,
@@ -471,7 +472,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         stop: Arc::clone(&stop),
         requests: Mutex::new(Some(requests)),
         answering: Answering::default(),
-        threads: Arc::clone(&threads),
+        worker_0: Arc::clone(&worker_0),
         metrics: Arc::clone(&metrics),
         resume,
         snapshots,
@@ -505,7 +506,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         result
     })
     .map_err(|e| anyhow::anyhow!("cannot start the workers: {e}"))?;
-    let serving = Serving { requests: request_sender, workers, threads, metrics };
+    let serving = Serving { requests: request_sender, workers, worker_0, metrics };
     Ok(Running { serving, stop, guards: Some(guards) })
 }
 
@@ -517,7 +518,9 @@ fn now_ms() -> Time {
 fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerReport> {
     let settings = &shared.settings;
     // Timely runs each worker on its own thread: this one.
-    let _ = shared.threads.0[worker.index()].set(std::thread::current());
+    if worker.index() == 0 {
+        let _ = shared.worker_0.0.set(std::thread::current());
+    }
     let mut pipeline = Pipeline::build(worker, shared.event_filter.clone());
     let mut control = Control::<Command, Answer>::build(worker);
     let mut pending: VecDeque<Command> = VecDeque::new();

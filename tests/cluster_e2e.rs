@@ -17,12 +17,25 @@ fn free_port() -> u16 {
 /// Starts `lambda run` as two processes of two workers on 127.0.0.1, each in its own
 /// directory under `dir`.
 fn start_cluster(broker: &TestBroker, history: &std::path::Path, dir: &std::path::Path, hosts: &str) -> Vec<Run> {
+    start_cluster_with(broker, history, dir, hosts, |_| Vec::new())
+}
+
+/// The same, each process with the options `more` gives for its directory.
+fn start_cluster_with(
+    broker: &TestBroker,
+    history: &std::path::Path,
+    dir: &std::path::Path,
+    hosts: &str,
+    more: impl Fn(&std::path::Path) -> Vec<String>,
+) -> Vec<Run> {
     (0..2)
         .map(|process| {
             let process_dir = dir.join(format!("p{process}"));
             std::fs::create_dir_all(&process_dir).unwrap();
             let index = process.to_string();
-            let options = ["--processes", "2", "--process", index.as_str(), "--hostfile", hosts];
+            let extra = more(&process_dir);
+            let mut options = vec!["--processes", "2", "--process", index.as_str(), "--hostfile", hosts];
+            options.extend(extra.iter().map(String::as_str));
             Run::start(&broker.address(), history, 2, &process_dir, &options)
         })
         .collect()
@@ -166,27 +179,10 @@ fn start_cluster_with_state(
     dir: &std::path::Path,
     hosts: &str,
 ) -> Vec<Run> {
-    (0..2)
-        .map(|process| {
-            let process_dir = dir.join(format!("p{process}"));
-            std::fs::create_dir_all(&process_dir).unwrap();
-            let index = process.to_string();
-            let state = process_dir.join("state").display().to_string();
-            let options = [
-                "--processes",
-                "2",
-                "--process",
-                index.as_str(),
-                "--hostfile",
-                hosts,
-                "--state-dir",
-                state.as_str(),
-                "--snapshot-every-ms",
-                "30",
-            ];
-            Run::start(&broker.address(), history, 2, &process_dir, &options)
-        })
-        .collect()
+    start_cluster_with(broker, history, dir, hosts, |process_dir| {
+        let state = process_dir.join("state").display().to_string();
+        vec!["--state-dir".into(), state, "--snapshot-every-ms".into(), "30".into()]
+    })
 }
 
 #[test]

@@ -116,11 +116,6 @@ impl Metrics {
         self.records_read.get_or_create(&vec![("source", name.to_owned())]).clone()
     }
 
-    /// Records read so far: (history lines, Kafka messages).
-    pub fn records_read_so_far(&self) -> (u64, u64) {
-        (self.records_read(Source::History).get(), self.records_read(Source::Kafka).get())
-    }
-
     /// Records how long answering `route` took.
     pub fn observe_query(&self, route: &str, seconds: f64) {
         self.query_seconds.get_or_create(&vec![("route", route.to_owned())]).observe(seconds);
