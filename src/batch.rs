@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use timely::worker::Worker;
 
-use crate::config::Settings;
+use crate::config::{Output, Settings};
 use crate::control::Control;
 use crate::dataflow::snapshot::decode;
 use crate::dataflow::{Pipeline, Time};
@@ -199,7 +199,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
         Some(_) if settings.dataflow.process != 0 => None,
         Some(dir) => {
             let (found, rejected) = crate::state::newest_valid(dir)?;
-            for error in &rejected {
+            for (_, error) in &rejected {
                 tracing::error!(%error, "snapshot unusable; trying the previous one");
             }
             let snapshot = found.with_context(|| format!("no usable snapshot in {}", dir.display()))?;
@@ -217,6 +217,10 @@ pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
     let event_filter = settings.event_filter()?;
     let top_k = settings.batch.top;
     let dead_path = settings.dead_letter_path();
+    crate::config::refuse_outputs_over_inputs(
+        &settings.input.files,
+        &[Output::File(&dead_path, "--dead-letters"), Output::Dir(&settings.batch.out, "--out")],
+    )?;
     // A batch run recomputes everything: its dead letters start afresh.
     if dead_path.exists() {
         std::fs::remove_file(&dead_path).with_context(|| format!("cannot replace {}", dead_path.display()))?;

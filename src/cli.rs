@@ -92,9 +92,9 @@ pub struct RunArgs {
     /// refreshed while running and once more at stop.
     #[arg(long, value_name = "DIR")]
     pub views_out: Option<PathBuf>,
-    /// How often `--views-out` is refreshed, in milliseconds.
-    #[arg(long, default_value_t = 1000, value_name = "MS")]
-    pub views_every_ms: u64,
+    /// How often `--views-out` is refreshed, in milliseconds. [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub views_every_ms: Option<u64>,
     /// Serve the HTTP API on this address ("off" for none). [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
@@ -295,6 +295,7 @@ impl CommonArgs {
             s.state.dir = self.state_dir.clone();
         }
         // Check filters and cluster options now, with a clear message, not inside a worker.
+        s.check()?;
         s.event_filter()?;
         s.view_filter()?;
         s.timely_config()?;
@@ -315,11 +316,6 @@ impl KafkaArgs {
 }
 
 impl RunArgs {
-    /// How often `--views-out` is refreshed.
-    pub fn views_every(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.views_every_ms.max(10))
-    }
-
     /// Settings for `lambda run`.
     pub fn settings(&self) -> Result<Settings, crate::config::ConfigError> {
         let mut s = self.common.settings()?;
@@ -333,12 +329,19 @@ impl RunArgs {
         if let Some(http) = &self.http {
             s.serve.http = http.clone();
         }
+        if self.views_out.is_some() {
+            s.serve.views_out = self.views_out.clone();
+        }
+        if let Some(ms) = self.views_every_ms {
+            s.serve.views_every_ms = ms;
+        }
         if let Some(ms) = self.snapshot_every_ms {
             s.state.every_ms = ms;
         }
         if let Some(what) = self.on_invalid_snapshot {
             s.state.on_invalid = what;
         }
+        s.check()?;
         Ok(s)
     }
 }
@@ -356,6 +359,7 @@ impl BatchArgs {
         if let Some(k) = self.top {
             s.batch.top = k;
         }
+        s.check()?;
         Ok(s)
     }
 }

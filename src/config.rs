@@ -128,6 +128,10 @@ pub struct KafkaSettings {
 pub struct ServeSettings {
     /// HTTP listen address.
     pub http: String,
+    /// `lambda run` writes every view and `as_of.json` here while it runs; none: not written.
+    pub views_out: Option<PathBuf>,
+    /// How often `views_out` is refreshed, in milliseconds.
+    pub views_every_ms: u64,
 }
 
 impl Default for InputSettings {
@@ -166,7 +170,7 @@ impl Default for KafkaSettings {
 
 impl Default for ServeSettings {
     fn default() -> Self {
-        ServeSettings { http: "127.0.0.1:8080".into() }
+        ServeSettings { http: "127.0.0.1:8080".into(), views_out: None, views_every_ms: 1000 }
     }
 }
 
@@ -195,6 +199,77 @@ pub enum ConfigError {
     /// The cluster options do not fit together.
     #[error("{0}")]
     Cluster(String),
+    /// A setting's value is out of its range.
+    #[error("{0}")]
+    Invalid(String),
+    /// An output would overwrite an input.
+    #[error("{input} is an input, and {what} would write over it; choose another {option}")]
+    OutputOverInput {
+        /// The input file.
+        input: String,
+        /// Which output.
+        what: String,
+        /// The option that sets it.
+        option: &'static str,
+    },
+}
+
+/// Something a command writes: a file, or a directory it writes files into.
+#[derive(Clone, Copy, Debug)]
+pub enum Output<'a> {
+    /// One file, set by `option`.
+    File(&'a std::path::Path, &'static str),
+    /// A directory whose files are written or removed, set by `option`.
+    Dir(&'a std::path::Path, &'static str),
+}
+
+/// Refuses outputs that are, or hold, one of `inputs`: the program's own outputs must never
+/// destroy its input (`--dead-letters h.jsonl` once truncated the history it was about to read).
+pub fn refuse_outputs_over_inputs(inputs: &[PathBuf], outputs: &[Output<'_>]) -> Result<(), ConfigError> {
+    for input in inputs {
+        let Ok(input_real) = input.canonicalize() else { continue }; // a missing input is reported when read
+        for output in outputs {
+            let (path, option, is_dir) = match *output {
+                Output::File(path, option) => (path, option, false),
+                Output::Dir(path, option) => (path, option, true),
+            };
+            let out = resolved(path);
+            let hit = if is_dir { input_real.starts_with(&out) } else { input_real == out };
+            if hit {
+                let what = if is_dir {
+                    format!("{option} {} (a directory it writes into)", path.display())
+                } else {
+                    format!("{option} {}", path.display())
+                };
+                return Err(ConfigError::OutputOverInput { input: input.display().to_string(), what, option });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `path` made absolute with its existing part's links resolved, so that two spellings of
+/// one file compare equal even when the file does not exist yet.
+fn resolved(path: &std::path::Path) -> PathBuf {
+    let absolute = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir().map(|d| d.join(path)).unwrap_or_else(|_| path.to_owned())
+    };
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
 }
 
 impl Settings {
@@ -252,11 +327,43 @@ impl Settings {
         path.with_file_name(format!("{stem}.p{}{extension}", self.dataflow.process))
     }
 
+    /// Refuses values no run can use, with a message naming the option — rather than a run
+    /// that never finishes (`--workers 1000` on two cores) or an option silently ignored.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |text: String| Err(ConfigError::Invalid(text));
+        let d = &self.dataflow;
+        if d.processes == 0 {
+            return invalid("--processes must be at least 1".into());
+        }
+        let cores = cores();
+        let most = most_workers(cores);
+        if d.workers > most {
+            return invalid(format!(
+                "--workers {} is more than this machine can run well: it has {cores} core{}, and a process \
+                 runs at most {most} workers ({WORKERS_PER_CORE} per core); 0 means one per core",
+                d.workers,
+                if cores == 1 { "" } else { "s" },
+            ));
+        }
+        if self.batch.top == 0 {
+            return invalid("--top must be at least 1".into());
+        }
+        if self.state.every_ms < MIN_EVERY_MS {
+            return invalid(format!("--snapshot-every-ms must be at least {MIN_EVERY_MS}"));
+        }
+        if self.serve.views_every_ms < MIN_EVERY_MS {
+            return invalid(format!("--views-every-ms must be at least {MIN_EVERY_MS}"));
+        }
+        if self.input.max_record_bytes == 0 {
+            return invalid("--max-record-bytes must be at least 1".into());
+        }
+        Ok(())
+    }
+
     /// Timely's configuration for these workers and processes.
     pub fn timely_config(&self) -> Result<timely::Config, ConfigError> {
         let d = &self.dataflow;
-        let workers =
-            if d.workers == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { d.workers };
+        let workers = if d.workers == 0 { cores() } else { d.workers };
         let communication = if d.processes <= 1 {
             if workers == 1 {
                 timely::CommunicationConfig::Thread
@@ -294,6 +401,22 @@ impl Settings {
         };
         Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
     }
+}
+
+/// Workers beyond this many per core only add coordination: timely's progress tracking
+/// talks between every pair of workers (1000 workers never finished loading five records).
+pub const WORKERS_PER_CORE: usize = 8;
+/// The shortest period of snapshots and view files, in milliseconds.
+const MIN_EVERY_MS: u64 = 10;
+
+/// The cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The most workers a process may run on `cores` cores.
+pub fn most_workers(cores: usize) -> usize {
+    (cores * WORKERS_PER_CORE).max(16)
 }
 
 fn parse_filter(text: &str, kind: Kind) -> Result<Option<Filter>, ConfigError> {

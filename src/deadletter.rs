@@ -9,6 +9,7 @@
 //!
 //! Raw bytes that are not UTF-8 are written as `raw_base64` instead of `raw`.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -74,6 +75,8 @@ impl DeadLetter {
 pub struct DeadLetterFile {
     path: PathBuf,
     writer: Mutex<BufWriter<File>>,
+    /// Set once [`DeadLetterFile::prepare`] has run (by the first worker to call it).
+    prepared: std::sync::OnceLock<Result<(), String>>,
 }
 
 impl DeadLetterFile {
@@ -83,7 +86,72 @@ impl DeadLetterFile {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(DeadLetterFile { path: path.to_owned(), writer: Mutex::new(BufWriter::new(file)) })
+        Ok(DeadLetterFile {
+            path: path.to_owned(),
+            writer: Mutex::new(BufWriter::new(file)),
+            prepared: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Makes the file hold exactly the dead letters of what the run has admitted, before
+    /// anything is written: a run that starts from the history starts the file afresh (it
+    /// reads everything again); a run that resumes from a snapshot keeps the letters of what
+    /// the snapshot holds and drops those of `topic`'s messages at or after the snapshot's
+    /// next offsets (`partition → offset`), which it is about to read — and refuse — again.
+    ///
+    /// Every worker of the process calls this; the first one does it, the others wait.
+    pub fn prepare(&self, resumed: Option<(&str, &BTreeMap<i32, i64>)>) -> std::io::Result<()> {
+        let done = self.prepared.get_or_init(|| {
+            let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let prepared = match resumed {
+                None => writer.flush().and_then(|()| writer.get_ref().set_len(0)),
+                Some((topic, offsets)) => {
+                    writer.flush().and_then(|()| self.drop_read_again(&mut writer, topic, offsets))
+                }
+            };
+            prepared.map_err(|e| e.to_string())
+        });
+        done.clone().map_err(std::io::Error::other)
+    }
+
+    /// Rewrites the file without the letters of messages at or after `offsets`.
+    fn drop_read_again(
+        &self,
+        writer: &mut BufWriter<File>,
+        topic: &str,
+        offsets: &BTreeMap<i32, i64>,
+    ) -> std::io::Result<()> {
+        let text = std::fs::read(&self.path)?;
+        let read_again = |line: &[u8]| -> bool {
+            #[derive(serde::Deserialize)]
+            struct Source<'a> {
+                #[serde(borrow)]
+                source: std::borrow::Cow<'a, str>,
+            }
+            let Ok(Source { source }) = serde_json::from_slice::<Source>(line) else { return false };
+            let Some((partition, offset)) = kafka_place(&source, topic) else { return false };
+            offset >= offsets.get(&partition).copied().unwrap_or(0)
+        };
+        let kept: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').filter(|l| !read_again(l)).collect();
+        let dropped = text.split_inclusive(|b| *b == b'\n').count() - kept.len();
+        if dropped == 0 {
+            return Ok(());
+        }
+        // The file is rewritten beside itself and renamed over: a crash leaves the old or the
+        // new, never half of one.
+        let temporary = self.path.with_extension("resume.tmp");
+        {
+            let mut out = BufWriter::new(File::create(&temporary)?);
+            for line in &kept {
+                out.write_all(line)?;
+            }
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        std::fs::rename(&temporary, &self.path)?;
+        let file = OpenOptions::new().append(true).open(&self.path)?;
+        *writer = BufWriter::new(file);
+        tracing::info!(path = %self.path.display(), dropped, "dead letters of messages to be read again were removed");
+        Ok(())
     }
 
     /// Appends one dead letter.
@@ -97,10 +165,25 @@ impl DeadLetterFile {
         self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).flush()
     }
 
+    /// Flushes what was written and waits until it is on disk.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let mut writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        writer.flush()?;
+        writer.get_ref().sync_data()
+    }
+
     /// Where the file is.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The partition and offset of a dead letter's source, when it is a message of `topic`
+/// (`topic/partition/offset`).
+fn kafka_place(source: &str, topic: &str) -> Option<(i32, i64)> {
+    let rest = source.strip_prefix(topic)?.strip_prefix('/')?;
+    let (partition, offset) = rest.split_once('/')?;
+    Some((partition.parse().ok()?, offset.parse().ok()?))
 }
 
 #[cfg(test)]

@@ -57,10 +57,27 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: our errors often already quote
+/// their cause (`cannot read config file x: No such file`), which `{:#}` would repeat.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
@@ -141,8 +158,10 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!("running; Ctrl-C to stop");
     let view_filter = settings.view_filter()?;
+    let views_every = Duration::from_millis(settings.serve.views_every_ms);
+    let views_out = settings.serve.views_out.clone();
     let write_views = |reading: &atelier_lambda::serve::query::Reading| -> anyhow::Result<()> {
-        if let Some(dir) = &args.views_out {
+        if let Some(dir) = &views_out {
             output::write_views(dir, reading, view_filter.as_ref())?;
             output::write_as_of(dir, reading, &settings.kafka.topic)?;
         }
@@ -153,7 +172,7 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
         let (serving, stopped) = (running.serving.clone(), running.stop_flag());
         let done = || interrupted.load(Ordering::SeqCst) || stopped.load(Ordering::SeqCst);
         std::thread::scope(|scope| {
-            if args.views_out.is_some() {
+            if views_out.is_some() {
                 scope.spawn(|| {
                     while !done() {
                         if let Some(r) = serving.read(settings.batch.top, Duration::from_secs(5)) {
@@ -161,7 +180,7 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
                                 tracing::error!(%error, "cannot write the views");
                             }
                         }
-                        std::thread::sleep(args.views_every());
+                        std::thread::sleep(views_every);
                     }
                 });
             }
@@ -170,10 +189,10 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
         });
     }
     let mut last_report = Instant::now();
-    let mut last_write = Instant::now() - args.views_every();
+    let mut last_write = Instant::now() - views_every;
     while !interrupted.load(Ordering::SeqCst) && !running.stopping() {
         std::thread::sleep(Duration::from_millis(10));
-        if serves && args.views_out.is_some() && last_write.elapsed() >= args.views_every() {
+        if serves && views_out.is_some() && last_write.elapsed() >= views_every {
             last_write = Instant::now();
             if let Some(r) = running.serving.read(settings.batch.top, Duration::from_secs(5)) {
                 write_views(&r)?;
@@ -217,7 +236,7 @@ fn run_verify(args: &VerifyArgs) -> ExitCode {
     });
     match verified {
         Err(error) => {
-            eprintln!("error: cannot verify: {error:#}");
+            eprintln!("error: cannot verify: {}", describe(&error));
             ExitCode::from(2)
         }
         Ok(v) => {
@@ -285,7 +304,8 @@ fn run_broker(args: &BrokerArgs) -> anyhow::Result<()> {
     );
     let _ = writeln!(
         stdout,
-        "in memory only: each partition keeps its newest 5 MiB, and all is lost at stop; Ctrl-C to stop"
+        "in memory only: each partition keeps its newest 5 MiB (librdkafka's mock cluster \
+         cannot keep more; use more partitions for larger loads), and all is lost at stop; Ctrl-C to stop"
     );
     let _ = stdout.flush();
     while !interrupted.load(Ordering::SeqCst) {

@@ -47,13 +47,13 @@ use serde::{Deserialize, Serialize};
 use timely::worker::Worker;
 
 use crate::batch::{load_history, load_snapshot, LoadCounts, LoadShared};
-use crate::config::Settings;
+use crate::config::{Output, Settings};
 use crate::control::Control;
 use crate::dataflow::snapshot::Shard;
 use crate::dataflow::{Pipeline, Time};
 use crate::deadletter::DeadLetterFile;
 use crate::filter::Filter;
-use crate::serve::metrics::{Metrics, Source};
+use crate::serve::metrics::{KafkaState, Metrics, Source};
 use crate::serve::query::{Reading, WorkerProgress};
 use crate::source::history::HistoryFile;
 use crate::source::kafka::{self, DeadLetterTopic, PartitionReader};
@@ -189,6 +189,8 @@ enum Command {
         snapshot: bool,
         offsets: Vec<(i32, i64)>,
     },
+    /// The topic's partitions, found once Kafka answered: every worker starts reading its own.
+    Partitions(Vec<i32>),
     /// Stop: read no more Kafka; a last snapshot may follow.
     Stop,
     /// Close the inputs and exit.
@@ -204,6 +206,8 @@ enum Answer {
     StopAsked { worker: usize },
     /// A worker has asked its upsert for the snapshot at `time`.
     Registered { time: Time },
+    /// A worker has taken the topic's partitions: its offsets are in the views from `time`.
+    PartitionsTaken { time: Time },
     /// A worker of another process sends its encoded shard of the snapshot at `time`.
     Shard { worker: usize, time: Time, bytes: Vec<u8>, versions: u64 },
 }
@@ -213,8 +217,9 @@ struct Shared {
     settings: Settings,
     event_filter: Option<Filter>,
     files: Vec<HistoryFile>,
-    partitions: Vec<i32>,
-    dead_letters: DeadLetterFile,
+    /// The topic's partitions once Kafka has answered (process 0 looks; worker 0 orders).
+    partitions: Arc<Discovery>,
+    dead_letters: Arc<DeadLetterFile>,
     load: LoadShared,
     stop: Arc<AtomicBool>,
     requests: Mutex<Option<Receiver<ReadRequest>>>,
@@ -229,6 +234,55 @@ struct Shared {
     snapshots: Option<Snapshots>,
     /// Set when a worker failed: a stop then takes no last snapshot.
     failed: AtomicBool,
+}
+
+/// The topic's partitions, looked up on a thread of its own so that the pipeline loads and
+/// serves its history while Kafka cannot be reached: `None` until found; an error (the topic
+/// does not exist) stops the pipeline.
+#[derive(Default)]
+struct Discovery {
+    found: Mutex<Option<Result<Vec<i32>, String>>>,
+    /// Set once the brokers answered, or failed to, a first time.
+    first_answer: AtomicBool,
+}
+
+impl Discovery {
+    /// Looks for the partitions until found, refused, or `stop` is set.
+    fn look(&self, brokers: &str, topic: &str, metrics: &Metrics, stop: &AtomicBool) {
+        let mut said = None;
+        while !stop.load(Ordering::SeqCst) {
+            let found = match kafka::fetch_partitions(brokers, topic, Duration::from_secs(2)) {
+                Ok(partitions) => Ok(partitions),
+                Err(kafka::Lookup::Refused(error)) => Err(error.to_string()),
+                Err(kafka::Lookup::Unreachable(error)) => {
+                    if said.as_ref() != Some(&error) {
+                        tracing::warn!(%brokers, %error, "Kafka not reachable yet; serving the history meanwhile, and retrying");
+                        said = Some(error.clone());
+                    }
+                    metrics.set_kafka_state(KafkaState::Unreachable(error));
+                    self.first_answer.store(true, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+            };
+            if let Ok(partitions) = &found {
+                tracing::info!(%brokers, %topic, partitions = partitions.len(), "reading Kafka");
+                metrics.set_kafka_state(KafkaState::Reading);
+            }
+            *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+            self.first_answer.store(true, Ordering::SeqCst);
+            return;
+        }
+    }
+
+    fn take(&self) -> Option<Result<Vec<i32>, String>> {
+        self.found.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Whether the brokers answered, or failed to, at least once.
+    fn answered(&self) -> bool {
+        self.first_answer.load(Ordering::SeqCst)
+    }
 }
 
 /// Worker 0's thread, to wake it when a read request arrives: an idle worker parks up to
@@ -250,6 +304,8 @@ pub struct Running {
     /// Reads the views.
     pub serving: Serving,
     stop: Arc<AtomicBool>,
+    /// The state directory, held for as long as the pipeline runs.
+    _state: Option<crate::state::StateLock>,
     /// Taken by [`Running::join`]; dropped (which waits for the workers) otherwise.
     guards: Option<timely::communication::WorkerGuards<Result<WorkerReport, String>>>,
 }
@@ -381,6 +437,16 @@ impl Drop for Running {
 
 /// Starts the pipeline: history, then Kafka. Returns once the workers are running.
 pub fn start(settings: &Settings) -> anyhow::Result<Running> {
+    let dead_path = settings.run_dead_letter_path();
+    let mut outputs = vec![Output::File(&dead_path, "--dead-letters")];
+    outputs.extend(settings.serve.views_out.as_deref().map(|d| Output::Dir(d, "--views-out")));
+    outputs.extend(settings.state.dir.as_deref().map(|d| Output::Dir(d, "--state-dir")));
+    crate::config::refuse_outputs_over_inputs(&settings.input.files, &outputs)?;
+    // Process 0 writes the snapshots of the whole cluster: it alone holds the directory.
+    let state_lock = match &settings.state.dir {
+        Some(dir) if settings.dataflow.process == 0 => Some(crate::state::lock(dir)?),
+        _ => None,
+    };
     // Process 0 decides where the cluster starts, and tells the others (Command::Start).
     let resume = if settings.dataflow.process == 0 { crate::state::resume_point(settings)? } else { None };
     let files = match &resume {
@@ -397,13 +463,18 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         None => HistoryFile::open_all(&settings.input.files)?,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let k = &settings.kafka;
-    let partitions = kafka::wait_for_partitions(&k.brokers, &k.topic, || stop.load(Ordering::SeqCst))?
-        .context("stopped before Kafka could be reached")?;
-    tracing::info!(brokers = %k.brokers, topic = %k.topic, partitions = partitions.len(), "reading Kafka");
-    let dead_path = settings.run_dead_letter_path();
+    let metrics = Arc::new(Metrics::new());
+    let partitions = Arc::new(Discovery::default());
+    if settings.dataflow.process == 0 {
+        let (partitions, metrics, stop) = (Arc::clone(&partitions), Arc::clone(&metrics), Arc::clone(&stop));
+        let (brokers, topic) = (settings.kafka.brokers.clone(), settings.kafka.topic.clone());
+        std::thread::Builder::new()
+            .name("kafka-partitions".into())
+            .spawn(move || partitions.look(&brokers, &topic, &metrics, &stop))
+            .context("cannot start looking for the topic's partitions")?;
+    }
     let dead_letters =
-        DeadLetterFile::open(&dead_path).with_context(|| format!("cannot open {}", dead_path.display()))?;
+        Arc::new(DeadLetterFile::open(&dead_path).with_context(|| format!("cannot open {}", dead_path.display()))?);
     let config = settings.timely_config()?;
     // Every worker of every process: worker indices (and so partitions and reads) are global.
     let workers = match &config.communication {
@@ -413,7 +484,6 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     };
     let (request_sender, requests) = channel();
     let worker_0 = Arc::new(WorkerZeroThread::default());
-    let metrics = Arc::new(Metrics::new());
     let snapshots = match &settings.state.dir {
         None => None,
         Some(_) if settings.dataflow.process != 0 => {
@@ -443,6 +513,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
                 finished: Arc::clone(&finished),
                 // Resumed: what the snapshot holds is already on disk.
                 last_offsets: resume.as_ref().map(|s| s.meta.offsets.clone()),
+                dead_letters: Arc::clone(&dead_letters),
             };
             std::thread::Builder::new()
                 .name("snapshot-writer".into())
@@ -484,6 +555,11 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
             .name("snapshot-encoder".into())
             .spawn(move || {
                 for (worker, shard) in shards {
+                    // Process 0 writes the snapshot once it has every shard: this process's
+                    // dead letters of the records in it must be on disk by then.
+                    if let Err(error) = shared.dead_letters.sync() {
+                        tracing::error!(%error, "cannot write the dead letters to disk");
+                    }
                     let mut bytes = Vec::new();
                     let versions = crate::dataflow::snapshot::encode(&shard.versions, &mut bytes)
                         .expect("encoding into memory cannot fail");
@@ -507,7 +583,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     })
     .map_err(|e| anyhow::anyhow!("cannot start the workers: {e}"))?;
     let serving = Serving { requests: request_sender, workers, worker_0, metrics };
-    Ok(Running { serving, stop, guards: Some(guards) })
+    Ok(Running { serving, stop, _state: state_lock, guards: Some(guards) })
 }
 
 fn now_ms() -> Time {
@@ -539,6 +615,13 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
         }
         anyhow::ensure!(!shared.failed.load(Ordering::SeqCst), "another worker failed before the start");
     };
+    // Before any dead letter is written: a fresh start writes them afresh; a resume drops
+    // those of the messages it will read again, which would otherwise be there twice.
+    let resumed_at: BTreeMap<i32, i64> = start_offsets.iter().copied().collect();
+    shared
+        .dead_letters
+        .prepare(from_snapshot.then_some((settings.kafka.topic.as_str(), &resumed_at)))
+        .with_context(|| format!("cannot prepare the dead-letter file {}", shared.dead_letters.path().display()))?;
     let local_workers = worker.peers() / settings.dataflow.processes.max(1);
     let initial = match (&shared.resume, from_snapshot) {
         (Some(snapshot), _) => {
@@ -551,37 +634,36 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
         }
     };
     let mut report = WorkerReport { history: initial, ..WorkerReport::default() };
-    shared.metrics.records_read(Source::History).inc_by(report.history.records + report.history.refused);
+    // A snapshot's versions are not history records read (none is, on a resume).
+    let history_read = if from_snapshot { 0 } else { report.history.records + report.history.refused };
+    shared.metrics.records_read(Source::History).inc_by(history_read);
     let messages_read = shared.metrics.records_read(Source::Kafka);
     pipeline.advance_to(now_ms().max(1));
 
     let k = &settings.kafka;
-    let mine = kafka::assigned(&shared.partitions, worker.index(), worker.peers());
-    // Where each partition starts: a snapshot's offsets, or the earliest.
-    let resume_at: BTreeMap<i32, i64> = start_offsets.into_iter().filter(|(p, _)| mine.contains(p)).collect();
-    let mut reader = if mine.is_empty() {
-        None
-    } else {
-        Some(PartitionReader::new(&k.brokers, &k.group, &k.topic, &mine, &resume_at, settings.input.max_record_bytes)?)
-    };
+    // The partitions this worker will read are known once Kafka answers (a `Partitions`
+    // order); until then the history is served, and a snapshot's offsets are what it reflects.
+    let (index, peers) = (worker.index(), worker.peers());
+    let mut mine: Vec<i32> = Vec::new();
+    let mut reader: Option<PartitionReader> = None;
+    let mut admitted: BTreeMap<i32, i64> =
+        resumed_at.iter().filter(|(p, _)| kafka::owner(**p, peers) == index).map(|(p, o)| (*p, *o)).collect();
+    for (&p, &offset) in &admitted {
+        pipeline.move_offset(p, None, offset);
+    }
     let dead_letter_topic = match &k.dlq_topic {
         Some(topic) if !topic.is_empty() => Some(DeadLetterTopic::new(&k.brokers, topic)?),
         _ => None,
     };
-    // Every partition is in the offsets view from the start, at its first offset.
-    let mut admitted: BTreeMap<i32, i64> = mine.iter().map(|&p| (p, resume_at.get(&p).copied().unwrap_or(0))).collect();
-    for (&p, &offset) in &admitted {
-        pipeline.move_offset(p, None, offset);
-    }
 
-    let mut coordinator = (worker.index() == 0).then(|| Coordinator {
+    let mut coordinator = (index == 0).then(|| Coordinator {
         requests: shared
             .requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .expect("worker 0 takes the requests"),
-        workers: worker.peers(),
+        workers: peers,
         waiting: Vec::new(),
         next_id: 0,
         compacted: 0,
@@ -589,12 +671,15 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
         schedule: SnapshotSchedule { last: Instant::now(), in_flight: None, hold: None, last_one: None, registered: 0 },
         stop_ordered: false,
         exit_ordered: false,
+        partitions_ordered: false,
+        partitions_taken: (0, 0),
+        reads_from: None,
     });
     let mut progress = WorkerProgress {
-        worker: worker.index(),
+        worker: index,
         process: settings.dataflow.process,
-        partitions: mine.iter().map(|p| (*p, None)).collect(),
-        records: (report.history.records + report.history.refused, 0),
+        records: (history_read, 0),
+        ..WorkerProgress::default()
     };
     let mut last_commit = Instant::now();
     let mut last_watermarks = Instant::now();
@@ -603,10 +688,6 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
     let mut stop_asked = false;
 
     loop {
-        // A worker of this process failed: the dataflow cannot go on; no order will come.
-        if shared.failed.load(Ordering::SeqCst) {
-            break;
-        }
         // A worker of this process failed (worker 0 perhaps): no order may come any more, and
         // the dataflow cannot go on without it.
         if shared.failed.load(Ordering::SeqCst) {
@@ -617,7 +698,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
             stop_asked = true;
             match coordinator.as_mut() {
                 Some(coordinator) => coordinator.order_stop(&mut control),
-                None => control.answer(Answer::StopAsked { worker: worker.index() }),
+                None => control.answer(Answer::StopAsked { worker: index }),
             }
         }
         if let Some(reader) = reader.as_mut().filter(|_| !stopping) {
@@ -632,7 +713,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
                         topic.send(&letter);
                     }
                 }
-            }) as u64;
+            })? as u64;
             report.messages += read;
             messages_read.inc_by(read);
             for (&partition, &next) in reader.next_offsets() {
@@ -643,11 +724,18 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
             }
             if last_commit.elapsed() >= COMMIT_EVERY {
                 reader.commit();
+                // So that `tail -f` shows dead letters within a second (a snapshot also
+                // writes them to disk first).
+                if let Err(error) = shared.dead_letters.flush() {
+                    tracing::error!(%error, "cannot write the dead-letter file");
+                }
                 last_commit = Instant::now();
             }
             if last_watermarks.elapsed() >= WATERMARKS_EVERY {
                 let marks = reader.high_watermarks();
                 progress.partitions = mine.iter().map(|p| (*p, marks.get(p).copied())).collect();
+                progress.skipped = reader.skipped().iter().map(|(p, n)| (*p, *n)).collect();
+                progress.kafka_error = reader.last_error().map(String::from);
                 last_watermarks = Instant::now();
             }
             progress.records.1 = report.messages;
@@ -663,6 +751,20 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
                 coordinator.receive(answer, &mut control, &shared.answering, shared.snapshots.as_ref());
             }
             coordinator.tick(pipeline.complete_through(), &mut control, &shared.answering);
+            if !coordinator.partitions_ordered {
+                match shared.partitions.take() {
+                    Some(Ok(partitions)) => {
+                        coordinator.partitions_ordered = true;
+                        control.order(Command::Partitions(partitions));
+                    }
+                    Some(Err(error)) => anyhow::bail!(error),
+                    // Unreachable: serve the history meanwhile.
+                    None if shared.partitions.answered() => {
+                        coordinator.reads_from.get_or_insert(0);
+                    }
+                    None => {}
+                }
+            }
             match &shared.snapshots {
                 Some(snapshots) => {
                     let answering = &shared.answering;
@@ -674,13 +776,42 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
         }
         pending.extend(control.orders());
         let told = serve(&mut pending, &mut pipeline, &mut control, &shared.answering, &progress);
+        if told.snapshot {
+            // Dead letters sent to Kafka before the snapshot are not read again after it.
+            if let Some(topic) = &dead_letter_topic {
+                topic.flush();
+            }
+        }
+        if let Some(partitions) = told.partitions {
+            mine = kafka::assigned(&partitions, index, peers);
+            for &p in &mine {
+                if let std::collections::btree_map::Entry::Vacant(entry) = admitted.entry(p) {
+                    // Without a snapshot every partition is read from its first offset.
+                    entry.insert(0);
+                    pipeline.move_offset(p, None, 0);
+                }
+            }
+            progress.partitions = mine.iter().map(|p| (*p, None)).collect();
+            control.answer(Answer::PartitionsTaken { time: pipeline.time() });
+            if !mine.is_empty() && !stopping {
+                let from: BTreeMap<i32, i64> = mine.iter().map(|p| (*p, admitted[p])).collect();
+                reader = Some(PartitionReader::new(
+                    &k.brokers,
+                    &k.group,
+                    &k.topic,
+                    &mine,
+                    &from,
+                    settings.input.max_record_bytes,
+                )?);
+            }
+        }
         if told.stop {
             stopping = true;
             // Every process learns of the stop, also those that were not signalled.
             shared.stop.store(true, Ordering::SeqCst);
         }
         if let Some(snapshots) = &shared.snapshots {
-            hand_over_shards(worker.index(), snapshots, &mut pipeline, &mut control);
+            hand_over_shards(index, snapshots, &mut pipeline, &mut control);
         }
         control.send();
         if told.exit {
@@ -689,18 +820,38 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerRepo
     }
 
     // Stop: admit nothing more, let the dataflow finish what it holds.
-    if let Some(reader) = reader.as_ref() {
+    if let Some(reader) = reader {
         reader.commit();
         report.offsets = reader.next_offsets().clone();
-        tracing::info!(worker = worker.index(), offsets = ?report.offsets, "stopping; next offsets");
+        tracing::info!(worker = index, offsets = ?report.offsets, "stopping; next offsets");
+        close_within(reader, "the Kafka consumer");
     }
-    if let Some(topic) = &dead_letter_topic {
+    if let Some(topic) = dead_letter_topic {
         topic.flush();
+        close_within(topic, "the dead-letter producer");
     }
     shared.dead_letters.flush().context("cannot flush the dead-letter file")?;
     let (_views, probe, _latest) = pipeline.close();
     worker.step_while(|| !probe.done());
     Ok(report)
+}
+
+/// How long a stop waits for a Kafka client to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// Drops a Kafka client on a thread of its own and waits for it at most [`CLOSE_WAIT`]:
+/// librdkafka's close waits for the group coordinator, which an unreachable broker never
+/// answers — that made a stop hang forever. A client not closed in time is left behind; the
+/// process is about to end anyway.
+fn close_within<T: Send + 'static>(client: T, what: &'static str) {
+    let (closed, done) = channel();
+    let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+        drop(client);
+        let _ = closed.send(());
+    });
+    if spawned.is_ok() && done.recv_timeout(CLOSE_WAIT).is_err() {
+        tracing::warn!("{what} did not close within {} s (Kafka unreachable?); leaving it", CLOSE_WAIT.as_secs());
+    }
 }
 
 /// A worker's captured shard goes to the writer (process 0) or to this process's encoder,
@@ -730,6 +881,10 @@ fn hand_over_shards(
 struct Told {
     stop: bool,
     exit: bool,
+    /// A snapshot was registered.
+    snapshot: bool,
+    /// The topic's partitions, to start reading.
+    partitions: Option<Vec<i32>>,
 }
 
 /// Carries out the commands whose time has come, in order.
@@ -761,7 +916,9 @@ fn serve(
             Command::Snapshot(time) => {
                 pipeline.snapshots.request(time);
                 control.answer(Answer::Registered { time });
+                told.snapshot = true;
             }
+            Command::Partitions(partitions) => told.partitions = Some(partitions),
             Command::Start { .. } => {} // taken before the loop
             Command::Stop => told.stop = true,
             Command::Exit => told.exit = true,
@@ -784,6 +941,14 @@ struct Coordinator {
     schedule: SnapshotSchedule,
     stop_ordered: bool,
     exit_ordered: bool,
+    /// Whether the topic's partitions were ordered to every worker.
+    partitions_ordered: bool,
+    /// Workers that took the partitions, and the latest time one put its offsets in.
+    partitions_taken: (usize, Time),
+    /// Reads are answered at times from this one: none until Kafka has answered (or failed
+    /// to) once, so that the first answers of a run whose Kafka is up already reflect the
+    /// topic; then the time every worker's offsets are in the views.
+    reads_from: Option<Time>,
 }
 
 /// Worker 0's view of the snapshots.
@@ -839,6 +1004,16 @@ impl Coordinator {
                 if let Some(writer) = snapshots.and_then(|s| s.to_writer.as_ref()) {
                     let shard = ShardData::Encoded { time, bytes, versions };
                     let _ = writer.send(ToWriter::Shard { worker, shard });
+                }
+            }
+            Answer::PartitionsTaken { time } => {
+                let (taken, latest) = &mut self.partitions_taken;
+                *taken += 1;
+                *latest = (*latest).max(time);
+                if *taken == self.workers {
+                    // Reads already answered while Kafka was unreachable keep their times;
+                    // later ones reflect every partition.
+                    self.reads_from = Some(*latest);
                 }
             }
             Answer::Read { id, part } => {
@@ -919,8 +1094,10 @@ impl Coordinator {
     fn tick(&mut self, complete: Option<Time>, control: &mut Control<Command, Answer>, answering: &Answering) {
         self.waiting.extend(self.requests.try_iter());
         let Some(complete) = complete else { return };
-        for request in std::mem::take(&mut self.waiting) {
-            self.order_read(control, answering, complete, request.scope, request.reply);
+        if self.reads_from.is_some_and(|from| complete >= from) {
+            for request in std::mem::take(&mut self.waiting) {
+                self.order_read(control, answering, complete, request.scope, request.reply);
+            }
         }
         if complete > self.compacted && self.last_compaction.elapsed() >= COMPACT_EVERY {
             control.order(Command::Compact(complete));
@@ -934,6 +1111,8 @@ impl Coordinator {
 /// the workers never wait for the disk.
 struct Writer {
     dir: std::path::PathBuf,
+    /// This process's dead letters: on disk before a snapshot says their records were read.
+    dead_letters: Arc<DeadLetterFile>,
     topic: String,
     history: Vec<Fingerprint>,
     workers: usize,
@@ -985,6 +1164,13 @@ impl Writer {
             return;
         }
         let offsets = totals.offsets.clone();
+        // Once the snapshot is on disk, a restart never reads its records again: their dead
+        // letters must be on disk first (the other processes write theirs before they send
+        // their shards).
+        if let Err(error) = self.dead_letters.sync() {
+            tracing::error!(%error, time, "cannot write the dead letters to disk; the snapshot waits for the next period");
+            return;
+        }
         // How long capturing held the workers of this process (the others' are not known here).
         let pause = parts
             .shards

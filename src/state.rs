@@ -313,15 +313,31 @@ pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
 
 /// The newest snapshot in `dir` that reads and checks, and what was wrong with the newer
 /// ones (each reported, never silently skipped).
-pub fn newest_valid(dir: &Path) -> Result<(Option<Snapshot>, Vec<SnapshotError>), SnapshotError> {
+pub fn newest_valid(dir: &Path) -> Result<(Option<Snapshot>, Rejected), SnapshotError> {
     let mut rejected = Vec::new();
     for path in list(dir)? {
         match read(&path) {
             Ok(snapshot) => return Ok((Some(snapshot), rejected)),
-            Err(error) => rejected.push(error),
+            Err(error) => rejected.push((path, error)),
         }
     }
     Ok((None, rejected))
+}
+
+/// Snapshot files passed over, each with what is wrong with it.
+pub type Rejected = Vec<(PathBuf, SnapshotError)>;
+
+/// Moves an unusable snapshot aside (`<name>.corrupt`): it is kept for inspection, but no
+/// longer counts among the snapshots, so that keeping "the newest two" keeps two usable ones.
+fn move_aside(path: &Path) {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".corrupt");
+    match std::fs::rename(path, &aside) {
+        Ok(()) => {
+            tracing::warn!(from = %path.display(), to = %Path::new(&aside).display(), "unusable snapshot moved aside")
+        }
+        Err(error) => tracing::error!(path = %path.display(), %error, "cannot move an unusable snapshot aside"),
+    }
 }
 
 /// What `lambda run` starts from when it has a state directory: the newest snapshot that
@@ -332,8 +348,15 @@ pub fn resume_point(settings: &Settings) -> anyhow::Result<Option<Snapshot>> {
     let Some(dir) = &settings.state.dir else { return Ok(None) };
     remove_interrupted_writes(dir);
     let (found, rejected) = newest_valid(dir)?;
-    for error in &rejected {
+    for (_, error) in &rejected {
         tracing::error!(%error, "snapshot unusable; trying the previous one");
+    }
+    // Unusable snapshots are moved aside once the run goes on without them — never when it
+    // stops to ask, so that the next start asks again rather than rebuilding unasked.
+    if found.is_some() || settings.state.on_invalid == OnInvalid::Rebuild {
+        for (path, _) in &rejected {
+            move_aside(path);
+        }
     }
     let problem = match found {
         None if rejected.is_empty() => {
@@ -385,6 +408,56 @@ fn remove_interrupted_writes(dir: &Path) {
             let _ = std::fs::remove_file(&path);
         }
     }
+}
+
+/// A state directory held by this process: no other `lambda run` writes or prunes its
+/// snapshots while this is alive (the lock is the operating system's, so it goes with the
+/// process, however it ends).
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+/// Takes `dir` for this process: creates it, checks that files can be written in it, and
+/// takes an exclusive lock on `dir/LOCK`, refusing with a clear message if another process
+/// holds it.
+pub fn lock(dir: &Path) -> anyhow::Result<StateLock> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    // A read-only directory would otherwise fail every snapshot, once per period, forever.
+    let probe = dir.join(".write-check");
+    File::create(&probe)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| format!("cannot write in the state directory {}", dir.display()))?;
+    let path = dir.join("LOCK");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() { String::new() } else { format!(" (process {holder})") };
+            anyhow::bail!(
+                "another lambda run{who} is using the state directory {}; stop it first, or give this one \
+                 another --state-dir",
+                dir.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(error)) => {
+            return Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+    // Who holds it, for the message another process would print.
+    let _ = file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id()));
+    Ok(StateLock { _file: file })
 }
 
 /// The fingerprint of a history file now.
@@ -475,13 +548,13 @@ mod tests {
             let (snapshot, rejected) = newest_valid(&dir).unwrap();
             assert_eq!(snapshot.expect("the previous one").meta.time, 10);
             assert_eq!(rejected.len(), 1);
-            assert!(rejected[0].to_string().contains(expected), "{}", rejected[0]);
+            assert!(rejected[0].1.to_string().contains(expected), "{}", rejected[0].1);
         }
         std::fs::remove_file(&newest).unwrap();
         std::fs::write(list(&dir).unwrap()[0].clone(), b"ALSNAP\r\n\x02\0\0\0\0\0\0\0").unwrap();
         let (snapshot, rejected) = newest_valid(&dir).unwrap();
         assert!(snapshot.is_none());
-        assert!(rejected[0].to_string().contains("format 2"), "{}", rejected[0]);
+        assert!(rejected[0].1.to_string().contains("format 2"), "{}", rejected[0].1);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! | `GET /v1/views?k=` | every view at one time: customers, top `k`, categories, hourly, overall |
 //! | `GET /v1/status` | totals, customers, dead letters by reason, records read, lag per partition, processes, and each worker's process and partitions |
 //! | `GET /metrics` | Prometheus text (see [`crate::serve::metrics`]) |
-//! | `GET /healthz` | `ok` |
+//! | `GET /healthz` | `{"status": "ok", "kafka": ...}`: the process answers (liveness) |
+//! | `GET /readyz` | 200 once the topic is being read; 503 with the reason while Kafka cannot be reached |
 //!
 //! Every answer carries `as_of`: `{"time": T, "offsets": {"real-time-orders/0": N, ...}}`,
 //! the logical time read and the next Kafka offset of each partition the answer reflects.
@@ -35,7 +36,7 @@ use serde_json::{json, Value};
 use crate::event::{format_hour, parse_hour_bound};
 use crate::output::{as_of, CustomerOut, Money, SumOut};
 use crate::run::Serving;
-use crate::serve::metrics::consumer_lag;
+use crate::serve::metrics::{consumer_lag, KafkaState};
 use crate::serve::query::{Reading, Scope};
 
 /// The longest a request waits for the workers.
@@ -63,7 +64,8 @@ type Answer = Result<Json<Value>, ApiError>;
 pub fn router(serving: Serving, topic: String) -> Router {
     let api = Arc::new(Api { serving, topic });
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/v1/customers/{customer}", get(customer))
         .route("/v1/customers", get(customers))
         .route("/v1/top", get(top))
@@ -73,8 +75,29 @@ pub fn router(serving: Serving, topic: String) -> Router {
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&api), timed))
+        .layer(middleware::map_response(json_errors))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route; see /v1/status".into()) })
         .with_state(api)
+}
+
+/// Gives every error the JSON shape `{"error": ...}`, also those axum answers by itself
+/// before a handler runs (a path that does not decode, like `/v1/customers/%FF`, a bad
+/// query string), which are plain text.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 64 << 10).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => status.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    ApiError(status, text).into_response()
 }
 
 /// Times every answer, by route, for `lambda_query_duration_seconds`.
@@ -208,11 +231,13 @@ async fn hourly(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String
 async fn status(State(api): State<Arc<Api>>) -> Answer {
     let reading = read(&api, Scope::Totals).await?;
     let name = |p: &i32| format!("{}/{p}", api.topic);
+    let skipped = reading.skipped();
     let partitions: serde_json::Map<String, Value> = consumer_lag(&reading.offsets, &reading.high_watermarks())
         .into_iter()
         .map(|(p, next, lag)| {
             let high = lag.map(|l| next + l);
-            (name(&p), json!({ "next_offset": next, "high_watermark": high, "lag": lag }))
+            let skipped = skipped.get(&p).copied().unwrap_or(0);
+            (name(&p), json!({ "next_offset": next, "high_watermark": high, "lag": lag, "skipped": skipped }))
         })
         .collect();
     let workers: Vec<Value> = reading
@@ -234,9 +259,49 @@ async fn status(State(api): State<Arc<Api>>) -> Answer {
         "dead_letters": dead_letters_json(&reading),
         "records_read": { "history": history, "kafka": kafka },
         "partitions": partitions,
+        "kafka": kafka_json(&api, &reading),
         "processes": processes.len(),
         "workers": workers,
     })))
+}
+
+/// Where reading Kafka stands: `reading`, `unreachable` (with the error; the history is
+/// served meanwhile) or `starting`, and the errors the workers' readers last met.
+fn kafka_json(api: &Api, reading: &Reading) -> Value {
+    let errors: Vec<&str> = reading.workers.iter().filter_map(|w| w.kafka_error.as_deref()).collect();
+    match api.serving.metrics().kafka_state() {
+        KafkaState::Reading if errors.is_empty() => json!({ "state": "reading" }),
+        KafkaState::Reading => json!({ "state": "unreachable", "error": errors[0] }),
+        KafkaState::Unreachable(error) => json!({ "state": "unreachable", "error": error }),
+        KafkaState::Starting => json!({ "state": "starting" }),
+    }
+}
+
+/// Liveness: the process answers, and says where reading Kafka stands.
+async fn healthz(State(api): State<Arc<Api>>) -> Response {
+    let state = match api.serving.metrics().kafka_state() {
+        KafkaState::Reading => "reading".to_owned(),
+        KafkaState::Unreachable(error) => format!("unreachable: {error}"),
+        KafkaState::Starting => "starting".to_owned(),
+    };
+    Json(json!({ "status": "ok", "kafka": state })).into_response()
+}
+
+/// Readiness: 200 once the views answer and the topic is being read; 503 (with the reason)
+/// while Kafka cannot be reached, though the history views are served meanwhile.
+async fn readyz(State(api): State<Arc<Api>>) -> Response {
+    match read(&api, Scope::Totals).await {
+        Err(error) => error.into_response(),
+        Ok(reading) => {
+            let kafka = kafka_json(&api, &reading);
+            let code = if kafka["state"] == "reading" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            (
+                code,
+                Json(json!({ "ready": code == StatusCode::OK, "kafka": kafka, "as_of": as_of(&reading, &api.topic) })),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn metrics(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {

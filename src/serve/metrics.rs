@@ -47,9 +47,24 @@ pub enum Source {
     Kafka,
 }
 
+/// Where reading Kafka stands, as the process that looks up the topic sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum KafkaState {
+    /// Not looked up yet.
+    #[default]
+    Starting,
+    /// The brokers do not answer: the history is served meanwhile.
+    Unreachable(String),
+    /// The topic's partitions are being read.
+    Reading,
+}
+
 /// The process's metrics and what it counts outside the dataflow.
 pub struct Metrics {
     registry: Registry,
+    kafka_state: std::sync::Mutex<KafkaState>,
+    kafka_reachable: Gauge,
+    skipped: Family<Labels, Gauge>,
     records_read: Family<Labels, Counter>,
     query_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     transactions: Gauge,
@@ -93,8 +108,23 @@ impl Metrics {
         );
         let lag = Family::default();
         registry.register("consumer_lag", "Messages on the topic not yet in the views, by partition", lag.clone());
+        let kafka_reachable = Gauge::default();
+        registry.register(
+            "kafka_reachable",
+            "1 while the topic is being read, 0 while Kafka cannot be reached",
+            kafka_reachable.clone(),
+        );
+        let skipped = Family::default();
+        registry.register(
+            "kafka_skipped_messages",
+            "Messages removed from the topic (retention, eviction) before they could be read, by partition",
+            skipped.clone(),
+        );
         Metrics {
             registry,
+            kafka_state: std::sync::Mutex::default(),
+            kafka_reachable,
+            skipped,
             records_read,
             query_seconds,
             transactions,
@@ -116,6 +146,17 @@ impl Metrics {
         self.records_read.get_or_create(&vec![("source", name.to_owned())]).clone()
     }
 
+    /// Notes where reading Kafka stands.
+    pub fn set_kafka_state(&self, state: KafkaState) {
+        self.kafka_reachable.set(i64::from(state == KafkaState::Reading));
+        *self.kafka_state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// Where reading Kafka stands.
+    pub fn kafka_state(&self) -> KafkaState {
+        self.kafka_state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Records how long answering `route` took.
     pub fn observe_query(&self, route: &str, seconds: f64) {
         self.query_seconds.get_or_create(&vec![("route", route.to_owned())]).observe(seconds);
@@ -128,6 +169,9 @@ impl Metrics {
         self.logical_time.set(reading.time as i64);
         for (reason, n) in &reading.dead_letters {
             self.dead_letters.get_or_create(&vec![("reason", reason.to_string())]).set(*n);
+        }
+        for (partition, skipped) in reading.skipped() {
+            self.skipped.get_or_create(&vec![("partition", format!("{topic}/{partition}"))]).set(skipped);
         }
         for (partition, next, lag) in consumer_lag(&reading.offsets, &reading.high_watermarks()) {
             let labels = vec![("partition", format!("{topic}/{partition}"))];
@@ -169,8 +213,20 @@ mod tests {
             dead_letters: vec![(Reason::BadAmount, 5)],
             offsets: vec![(0, 7), (1, 4), (2, 0)],
             workers: vec![
-                WorkerProgress { worker: 0, process: 0, partitions: vec![(0, Some(10)), (2, None)], records: (3, 7) },
-                WorkerProgress { worker: 1, process: 0, partitions: vec![(1, Some(4))], records: (0, 0) },
+                WorkerProgress {
+                    worker: 0,
+                    process: 0,
+                    partitions: vec![(0, Some(10)), (2, None)],
+                    records: (3, 7),
+                    ..Default::default()
+                },
+                WorkerProgress {
+                    worker: 1,
+                    process: 0,
+                    partitions: vec![(1, Some(4))],
+                    records: (0, 0),
+                    ..Default::default()
+                },
             ],
             ..Reading::default()
         };

@@ -61,11 +61,20 @@ pub struct WorkerProgress {
     pub process: usize,
     /// Partition → the offset after the newest message seen (none before the first fetch).
     pub partitions: Vec<(i32, Option<i64>)>,
-    /// History records (or snapshot versions) and Kafka messages it has read.
+    /// History records and Kafka messages it has read.
     pub records: (u64, u64),
+    /// Partition → messages removed from the topic before they could be read.
+    pub skipped: Vec<(i32, i64)>,
+    /// The Kafka error its reader last met, until reading resumed.
+    pub kafka_error: Option<String>,
 }
 
 impl Reading {
+    /// Messages removed from the topic before they could be read, by partition.
+    pub fn skipped(&self) -> std::collections::BTreeMap<i32, i64> {
+        self.workers.iter().flat_map(|w| w.skipped.iter().copied()).collect()
+    }
+
     /// The high watermark of every partition whose reader has seen one.
     pub fn high_watermarks(&self) -> std::collections::BTreeMap<i32, i64> {
         let partitions = self.workers.iter().flat_map(|w| &w.partitions);

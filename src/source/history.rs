@@ -45,6 +45,14 @@ pub enum HistoryError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Not a regular file (a directory, a FIFO, a device).
+    #[error("history file {path} is {kind}, not a regular file; write the history to a file first")]
+    NotAFile {
+        /// The path.
+        path: String,
+        /// What it is.
+        kind: &'static str,
+    },
     /// A CSV file without the columns the event format needs.
     #[error("CSV history file {path} has no {column:?} column in its header")]
     MissingColumn {
@@ -98,7 +106,13 @@ impl HistoryFile {
                 tracing::warn!(file = %label, "history file named twice; reading it once");
                 continue;
             }
-            let len = std::fs::metadata(path).map_err(io)?.len();
+            let metadata = std::fs::metadata(path).map_err(io)?;
+            if !metadata.is_file() {
+                // A FIFO or a device would be read by several workers at once, or block forever
+                // on an open that no writer answers: only regular files are history.
+                return Err(HistoryError::NotAFile { path: label, kind: file_kind(&metadata) });
+            }
+            let len = metadata.len();
             let format = detect_format(path).map_err(io)?;
             let estimated_records = estimate_records(path, len).map_err(io)?;
             files.push(HistoryFile {
@@ -158,8 +172,13 @@ impl HistoryFile {
         let mut names = Names::default();
         let names = &mut names;
         let mut file = File::open(&self.path)?;
-        let first = first_line_start(&mut file, start)?;
+        let mut first = first_line_start(&mut file, start)?;
         let mut line_number = 1 + count_newlines(&mut file, first)?;
+        if first == 0 && starts_with_bom(&mut file)? {
+            // A byte-order mark (as some editors write) is not part of the first record.
+            first = BOM.len() as u64;
+            progress.fetch_add(first, Ordering::Relaxed);
+        }
         file.seek(SeekFrom::Start(first))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut line_start = first;
@@ -273,16 +292,18 @@ impl HistoryFile {
         };
         let mut lines = LineCounter::default();
         let mut names = Names::default();
-        let mut pos = skip_ws(text, 0);
+        let mut pos = skip_ws(text, text.strip_prefix(BOM).map_or(0, |_| BOM.len()));
         debug_assert_eq!(text.as_bytes().get(pos), Some(&b'['), "detect_format saw a '['");
         pos += 1;
-        loop {
+        // Each element is named by its line and its index in the array (`file:3[7]`): several
+        // elements may share a line, and an element's place must identify it alone.
+        for element_index in 0.. {
             pos = skip_ws(text, pos);
             if text.as_bytes().get(pos) == Some(&b']') {
-                return Ok(());
+                return self.lines_after_array(text, pos + 1, &mut lines, max_record_bytes, &mut names, emit);
             }
             let line = lines.line_at(text, pos);
-            let at = || format!("{}:{line}", self.label);
+            let at = || format!("{}:{line}[{element_index}]", self.label);
             let mut values = serde_json::Deserializer::from_str(&text[pos..]).into_iter::<&RawValue>();
             let element = match values.next() {
                 Some(Ok(raw)) => raw.get(),
@@ -316,7 +337,9 @@ impl HistoryFile {
             pos = skip_ws(text, pos);
             match text.as_bytes().get(pos) {
                 Some(b',') => pos += 1,
-                Some(b']') => return Ok(()),
+                Some(b']') => {
+                    return self.lines_after_array(text, pos + 1, &mut lines, max_record_bytes, &mut names, emit)
+                }
                 _ => {
                     let line = lines.line_at(text, pos);
                     let at = format!("{}:{line}", self.label);
@@ -330,6 +353,30 @@ impl HistoryFile {
                 }
             }
         }
+        unreachable!("the loop over elements returns")
+    }
+
+    /// What follows a JSON array's closing `]` is read as JSON lines (a file that starts with
+    /// an array and goes on with events, one per line), never silently dropped.
+    fn lines_after_array(
+        &self,
+        text: &str,
+        mut pos: usize,
+        lines: &mut LineCounter,
+        max_record_bytes: usize,
+        names: &mut Names,
+        emit: &mut dyn FnMut(Record) -> ControlFlow<()>,
+    ) -> std::io::Result<()> {
+        while pos < text.len() {
+            let end = memchr::memchr(b'\n', &text.as_bytes()[pos..]).map_or(text.len(), |n| pos + n);
+            let bytes = &text.as_bytes()[pos..end];
+            let place = LinePlace { offset: pos as u64, number: lines.line_at(text, pos) as u64 };
+            if self.line(bytes, bytes.len(), place, max_record_bytes, names, emit).is_break() {
+                break;
+            }
+            pos = end + 1;
+        }
+        Ok(())
     }
 
     /// A JSON array that stops being valid: its remainder becomes one dead letter.
@@ -417,11 +464,46 @@ fn detect_format(path: &Path) -> std::io::Result<Format> {
     }
     let mut head = [0u8; 4096];
     let n = File::open(path)?.read(&mut head)?;
-    let mut significant = head[..n].iter().filter(|b| !b.is_ascii_whitespace());
+    let head = head[..n].strip_prefix(BOM.as_bytes()).unwrap_or(&head[..n]);
+    let mut significant = head.iter().filter(|b| !b.is_ascii_whitespace());
     Ok(match (significant.next(), significant.next()) {
         (Some(b'['), Some(b'{' | b']') | None) => Format::JsonArray,
         _ => Format::JsonLines,
     })
+}
+
+/// What a path that is not a regular file is, in words.
+fn file_kind(metadata: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = metadata.file_type();
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The UTF-8 byte-order mark, accepted at the start of a JSON file as CSV readers accept it.
+const BOM: &str = "\u{feff}";
+
+/// Whether the file starts with [`BOM`] (the file's position is then anywhere).
+fn starts_with_bom(file: &mut File) -> std::io::Result<bool> {
+    let mut head = [0u8; 3];
+    file.seek(SeekFrom::Start(0))?;
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..])? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    Ok(head[..read] == *BOM.as_bytes())
 }
 
 /// Estimates the records of a file from the lines of its first 64 KiB.

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -44,6 +44,25 @@ pub enum KafkaSourceError {
         /// The cause.
         source: KafkaError,
     },
+    /// A partition now ends before the offset the views have read: its messages were lost
+    /// and its offsets start again, so a new message cannot be told from an old one.
+    #[error(
+        "partition {partition} of {topic} now ends at offset {end}, before offset {next} that the views \
+         have read: the topic was deleted and recreated, or its broker lost its data (a restarted \
+         `lambda broker` keeps nothing). New messages would reuse the offsets of old ones, so reading \
+         stops here rather than mistake them for redeliveries. Restart `lambda run` to rebuild the views \
+         from the history and the topic as it is now (with --state-dir: give it a new directory)"
+    )]
+    Reset {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// Its high watermark now.
+        end: i64,
+        /// The next offset the views expected.
+        next: i64,
+    },
     /// The topic is not on the brokers.
     #[error("topic {topic:?} does not exist on {brokers}; create it (the workshop uses 3 partitions)")]
     NoTopic {
@@ -54,39 +73,38 @@ pub enum KafkaSourceError {
     },
 }
 
-/// The partitions of `topic`, or `Ok(None)` while the brokers cannot be reached.
-pub fn partitions(brokers: &str, topic: &str, timeout: Duration) -> Result<Option<Vec<i32>>, KafkaSourceError> {
-    let consumer: BaseConsumer =
-        base_config(brokers).create().map_err(|source| KafkaSourceError::Client { brokers: brokers.into(), source })?;
-    let metadata = match consumer.fetch_metadata(Some(topic), timeout) {
-        Ok(metadata) => metadata,
-        Err(error) => {
-            tracing::warn!(%brokers, %error, "Kafka brokers not reachable yet; retrying");
-            return Ok(None);
-        }
-    };
+/// Why a topic's partitions are not known.
+#[derive(Debug)]
+pub enum Lookup {
+    /// The brokers did not answer (yet): try again.
+    Unreachable(String),
+    /// The brokers answered no: the topic does not exist, or no client can be made.
+    Refused(KafkaSourceError),
+}
+
+/// The partitions of `topic`, asking the brokers once.
+pub fn fetch_partitions(brokers: &str, topic: &str, timeout: Duration) -> Result<Vec<i32>, Lookup> {
+    let consumer: BaseConsumer = base_config(brokers)
+        .create()
+        .map_err(|source| Lookup::Refused(KafkaSourceError::Client { brokers: brokers.into(), source }))?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| Lookup::Unreachable(e.to_string()))?;
     match metadata.topics().iter().find(|t| t.name() == topic) {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-            Ok(Some(t.partitions().iter().map(|p| p.id()).collect()))
+            Ok(t.partitions().iter().map(|p| p.id()).collect())
         }
-        _ => Err(KafkaSourceError::NoTopic { topic: topic.into(), brokers: brokers.into() }),
+        _ => Err(Lookup::Refused(KafkaSourceError::NoTopic { topic: topic.into(), brokers: brokers.into() })),
     }
 }
 
-/// Waits for the brokers, retrying with a log line, until `give_up` says stop.
-pub fn wait_for_partitions(
-    brokers: &str,
-    topic: &str,
-    mut give_up: impl FnMut() -> bool,
-) -> Result<Option<Vec<i32>>, KafkaSourceError> {
-    loop {
-        if let Some(found) = partitions(brokers, topic, Duration::from_secs(2))? {
-            return Ok(Some(found));
+/// The partitions of `topic`, or `Ok(None)` while the brokers cannot be reached.
+pub fn partitions(brokers: &str, topic: &str, timeout: Duration) -> Result<Option<Vec<i32>>, KafkaSourceError> {
+    match fetch_partitions(brokers, topic, timeout) {
+        Ok(partitions) => Ok(Some(partitions)),
+        Err(Lookup::Unreachable(error)) => {
+            tracing::warn!(%brokers, %error, "Kafka brokers not reachable yet; retrying");
+            Ok(None)
         }
-        if give_up() {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(500));
+        Err(Lookup::Refused(error)) => Err(error),
     }
 }
 
@@ -98,9 +116,14 @@ pub fn end_offsets(brokers: &str, topic: &str, timeout: Duration) -> anyhow::Res
     partitions.into_iter().map(|p| Ok((p, consumer.fetch_watermarks(topic, p, timeout)?.1))).collect()
 }
 
+/// The global worker (of `workers`) that reads `partition`.
+pub fn owner(partition: i32, workers: usize) -> usize {
+    (partition as usize) % workers
+}
+
 /// The partitions that global worker `worker` of `workers` reads.
 pub fn assigned(all: &[i32], worker: usize, workers: usize) -> Vec<i32> {
-    all.iter().copied().filter(|p| (*p as usize) % workers == worker).collect()
+    all.iter().copied().filter(|p| owner(*p, workers) == worker).collect()
 }
 
 fn base_config(brokers: &str) -> ClientConfig {
@@ -119,6 +142,8 @@ pub struct PartitionReader {
     consumer: BaseConsumer,
     topic: String,
     next: BTreeMap<i32, i64>,
+    /// Messages each partition dropped before we could read them (retention, eviction).
+    skipped: BTreeMap<i32, i64>,
     names: Names,
     max_record_bytes: usize,
     last_error: Option<String>,
@@ -138,7 +163,9 @@ impl PartitionReader {
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
+            // An offset out of range is never resolved silently: `poll` looks at what happened
+            // (messages evicted, or the partition started again) and says so.
+            .set("auto.offset.reset", "error")
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", "5")
             .set("fetch.error.backoff.ms", "5")
@@ -146,33 +173,86 @@ impl PartitionReader {
             .set("allow.auto.create.topics", "false")
             .create()
             .map_err(|source| KafkaSourceError::Client { brokers: brokers.into(), source })?;
+        // Every partition starts where the views expect it to: offset 0 (the whole topic), or
+        // a snapshot's offset. If the broker no longer has that offset, the first fetch is out
+        // of range, and `poll` says what happened instead of skipping silently. (Assigning
+        // `Offset::Beginning` on an empty partition also made its first fetch wait ~500 ms.)
+        let next: BTreeMap<i32, i64> = partitions.iter().map(|&p| (p, from.get(&p).copied().unwrap_or(0))).collect();
         let mut list = TopicPartitionList::new();
-        let mut next = BTreeMap::new();
-        for &p in partitions {
-            // "The earliest offset" resolved here rather than by librdkafka: assigned as
-            // `Offset::Beginning` on an empty partition, its first fetch waited ~500 ms.
-            let start = match from.get(&p) {
-                Some(o) => Some(*o),
-                None => consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).ok().map(|(low, _)| low),
-            };
-            let offset = start.map_or(Offset::Beginning, Offset::Offset);
-            list.add_partition_offset(topic, p, offset).expect("a fresh list accepts any partition");
-            next.insert(p, start.unwrap_or(0));
+        for (&p, &offset) in &next {
+            list.add_partition_offset(topic, p, Offset::Offset(offset)).expect("a fresh list accepts any partition");
         }
         consumer.assign(&list).map_err(|source| KafkaSourceError::Client { brokers: brokers.into(), source })?;
         Ok(PartitionReader {
             consumer,
             topic: topic.into(),
             next,
+            skipped: BTreeMap::new(),
             names: Names::default(),
             max_record_bytes,
             last_error: None,
         })
     }
 
+    /// After librdkafka found an offset out of range: for each partition, messages evicted
+    /// before we read them (the log now starts after our next offset) are skipped with a
+    /// warning and counted; a partition that now ends before our next offset has started
+    /// again, which is an error.
+    fn offsets_out_of_range(&mut self) -> Result<(), KafkaSourceError> {
+        let partitions: Vec<(i32, i64)> = self.next.iter().map(|(p, o)| (*p, *o)).collect();
+        for (p, next) in partitions {
+            let Ok((low, high)) = self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(2)) else {
+                continue; // unreachable now: the next error brings us back here
+            };
+            if high < next {
+                return Err(KafkaSourceError::Reset { topic: self.topic.clone(), partition: p, end: high, next });
+            }
+            if low > next {
+                let lost = low - next;
+                tracing::warn!(
+                    topic = %self.topic,
+                    partition = p,
+                    from = next,
+                    to = low - 1,
+                    messages = lost,
+                    "messages were removed from the topic (retention, or a full in-memory broker) before \
+                     they could be read; the views cannot include them"
+                );
+                *self.skipped.entry(p).or_default() += lost;
+                self.next.insert(p, low);
+            }
+        }
+        // A partition stopped by the error cannot be sought ("erroneous state"): assigning
+        // every partition again at our next offsets restarts them all where we are.
+        let mut list = TopicPartitionList::new();
+        for (&p, &offset) in &self.next {
+            list.add_partition_offset(&self.topic, p, Offset::Offset(offset))
+                .expect("a fresh list accepts any partition");
+        }
+        if let Err(error) = self.consumer.assign(&list) {
+            tracing::warn!(topic = %self.topic, %error, "cannot resume reading yet; retrying");
+        }
+        Ok(())
+    }
+
+    /// Messages each partition dropped before they could be read.
+    pub fn skipped(&self) -> &BTreeMap<i32, i64> {
+        &self.skipped
+    }
+
+    /// The last error met, until reading resumes.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
     /// Hands every message available now (at most `max`) to `emit`, waiting up to `wait`
-    /// for the first. Returns how many messages were read.
-    pub fn poll(&mut self, wait: Duration, max: usize, emit: &mut dyn FnMut(Record)) -> usize {
+    /// for the first. Returns how many messages were read, or why reading cannot go on.
+    pub fn poll(
+        &mut self,
+        wait: Duration,
+        max: usize,
+        emit: &mut dyn FnMut(Record),
+    ) -> Result<usize, KafkaSourceError> {
         let mut read = 0;
         let mut timeout = wait;
         while read < max {
@@ -197,6 +277,10 @@ impl PartitionReader {
                         tracing::info!(topic = %self.topic, "Kafka reachable again; reading resumed");
                     }
                 }
+                Err(error) if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) => {
+                    self.offsets_out_of_range()?;
+                    break;
+                }
                 Err(error) => {
                     // librdkafka reconnects by itself and resumes from our position; say so once.
                     let text = error.to_string();
@@ -208,7 +292,7 @@ impl PartitionReader {
                 }
             }
         }
-        read
+        Ok(read)
     }
 
     /// The next offset to read of each of this reader's partitions.
