@@ -172,20 +172,19 @@ impl HistoryFile {
         let mut names = Names::default();
         let names = &mut names;
         let mut file = File::open(&self.path)?;
-        let mut first = first_line_start(&mut file, start)?;
+        let first = first_line_start(&mut file, start)?;
         let mut line_number = 1 + count_newlines(&mut file, first)?;
-        if first == 0 && starts_with_bom(&mut file)? {
-            // A byte-order mark (as some editors write) is not part of the first record.
-            first = BOM.len() as u64;
-            progress.fetch_add(first, Ordering::Relaxed);
-        }
-        file.seek(SeekFrom::Start(first))?;
+        // A byte-order mark (as some editors write) is not part of the first record: it is
+        // skipped, but still counted in the first line's length, which starts at 0.
+        let bom = if first == 0 && starts_with_bom(&mut file)? { BOM.len() } else { 0 };
+        progress.fetch_add(bom as u64, Ordering::Relaxed);
+        file.seek(SeekFrom::Start(first + bom as u64))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut line_start = first;
         // A line that spans the reader's buffer is gathered here (at most `max + 1` bytes of
         // it: enough to know it is oversized), and `pending_len` counts all of its bytes.
         let mut pending: Vec<u8> = Vec::new();
-        let mut pending_len = 0usize;
+        let mut pending_len = bom;
         let gather = |pending: &mut Vec<u8>, piece: &[u8]| {
             let room = (max_record_bytes + 1).saturating_sub(pending.len());
             pending.extend_from_slice(&piece[..piece.len().min(room)]);
