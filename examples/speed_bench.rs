@@ -16,7 +16,7 @@
 //! - `correction`: after the history is loaded, one correction of an existing id at a time;
 //!   the time until the views reflect it.
 //! - `lookup`: the serving layer in-process: point lookups of random customers through
-//!   [`Serving::read_scope`] (the path HTTP and the prompt use, without HTTP), by `clients`
+//!   [`Serving::read`] (the path HTTP and the prompt use, without HTTP), by `clients`
 //!   threads one after the other, while messages are produced at a steady rate; latency of
 //!   each lookup and lookups per second.
 
@@ -28,7 +28,9 @@ use atelier_lambda::broker::Broker;
 use atelier_lambda::config::Settings;
 use atelier_lambda::gen::{GenOptions, Generator};
 use atelier_lambda::produce::{produce, Pace};
-use atelier_lambda::run::{self, Running, Scope, Serving};
+use atelier_lambda::reading::ReadScope as Scope;
+use atelier_lambda::run::{self, Running};
+use atelier_lambda::serve::Serving;
 use clap::{Parser, Subcommand};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord};
@@ -97,7 +99,7 @@ fn look_up(serving: &Serving, customers: u64, seed: u64, until: Instant) -> (Vec
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         let name = format!("customer-{:06}", (z ^ (z >> 31)) % customers);
         let at = Instant::now();
-        let reading = serving.read_scope(Scope::Customer(name), Duration::from_secs(10)).expect("an answer");
+        let reading = serving.read(Scope::Customer(name), Duration::from_secs(10)).expect("an answer");
         latencies.push(at.elapsed().as_secs_f64() * 1000.0);
         found += reading.customers.len() as u64;
     }
@@ -120,7 +122,7 @@ fn empty_history() -> PathBuf {
 }
 
 fn offsets(running: &Running) -> BTreeMap<i32, i64> {
-    let reading = running.serving.read_scope(Scope::Offsets, Duration::from_secs(30)).expect("the pipeline answers");
+    let reading = running.serving.read(Scope::Offsets, Duration::from_secs(30)).expect("the pipeline answers");
     reading.offsets.into_iter().collect()
 }
 
@@ -190,7 +192,7 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             let secs = started.elapsed().as_secs_f64();
-            let full = running.serving.read(10, Duration::from_secs(30)).unwrap();
+            let full = running.serving.read_all(10, Duration::from_secs(30)).unwrap();
             let admitted = full.overall.count + full.dead_letters.iter().map(|(_, n)| n).sum::<i64>();
             println!("views at that time: {} live transactions, {admitted} including dead letters", full.overall.count);
             println!(
@@ -285,7 +287,7 @@ fn main() {
                 stop_producing.store(true, std::sync::atomic::Ordering::SeqCst);
                 (latencies, found, producing.join().unwrap(), secs)
             });
-            let full = running.serving.read_scope(Scope::Totals, Duration::from_secs(30)).unwrap();
+            let full = running.serving.read(Scope::Totals, Duration::from_secs(30)).unwrap();
             println!(
                 "{} lookups in {secs:.1} s = {:.0} lookups/s, {found} found; {produced} messages produced \
                  ({:.0}/s), {} live transactions at the end",

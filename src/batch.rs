@@ -1,7 +1,7 @@
 //! The batch layer: load the history as the dataflow's initial collection (time 0).
 //!
 //! [`load_history`] is what every worker runs to feed its share of the history files into
-//! its [`Pipeline`]; `lambda batch` ([`run`]) runs it, waits for time 0 to complete, reads
+//! its [`Dataflow`]; `lambda batch` ([`run`]) runs it, waits for time 0 to complete, reads
 //! every view and writes it out. `lambda run` uses the same loader before turning to Kafka.
 
 use std::io::IsTerminal;
@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use timely::worker::Worker;
 
-use crate::config::{Output, Settings};
+use crate::config::{CommandName, Output, Settings};
 use crate::control::Control;
-use crate::dataflow::snapshot::decode;
-use crate::dataflow::{Pipeline, Time};
+use crate::dataflow::{Dataflow, Time};
 use crate::deadletter::{DeadLetter, DeadLetterFile};
 use crate::event::Position;
-use crate::serve::query::Reading;
+use crate::reading::Reading;
 use crate::source::history::{HistoryError, HistoryFile};
 use crate::source::Record;
+use crate::state::shard::decode;
 use crate::state::Snapshot;
 
 /// How often (in records) a loading worker lets the dataflow run, so that data flows on
@@ -65,7 +65,7 @@ pub enum LoadError {
     },
     /// A snapshot's shard did not decode.
     #[error(transparent)]
-    Snapshot(#[from] crate::dataflow::snapshot::DecodeError),
+    Snapshot(#[from] crate::state::shard::DecodeError),
 }
 
 /// Feeds this worker's share of a snapshot into the pipeline at its current time, instead
@@ -77,7 +77,7 @@ pub enum LoadError {
 /// those of the process that has it — and how many they are.
 pub fn load_snapshot(
     worker: &mut Worker,
-    pipeline: &mut Pipeline,
+    pipeline: &mut Dataflow,
     snapshot: &Snapshot,
     (index, readers): (usize, usize),
 ) -> Result<LoadCounts, LoadError> {
@@ -107,7 +107,7 @@ pub fn load_snapshot(
 /// Feeds this worker's share of `files` into the pipeline at its current time.
 pub fn load_history(
     worker: &mut Worker,
-    pipeline: &mut Pipeline,
+    pipeline: &mut Dataflow,
     files: &[HistoryFile],
     settings: &Settings,
     dead_letters: &DeadLetterFile,
@@ -216,7 +216,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
     let processes = settings.dataflow.processes.max(1);
     let event_filter = settings.event_filter()?;
     let top_k = settings.batch.top;
-    let dead_path = settings.dead_letter_path();
+    let dead_path = settings.dead_letter_path(CommandName::Batch);
     crate::config::refuse_outputs_over_inputs(
         &settings.input.files,
         &[Output::File(&dead_path, "--dead-letters"), Output::Dir(&settings.batch.out, "--out")],
@@ -243,7 +243,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
     let settings_for_workers = settings.clone();
     let (dead_for_workers, shared_for_workers) = (Arc::clone(&dead_letters), Arc::clone(&shared));
     let guards = timely::execute(settings.timely_config()?, move |worker| {
-        let mut pipeline = Pipeline::build(worker, event_filter.clone());
+        let mut pipeline = Dataflow::build(worker, event_filter.clone());
         let mut control = Control::<(), Share>::build(worker);
         let loaded = match &snapshot {
             Some(snapshot) => {
@@ -260,10 +260,10 @@ pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
                 &shared_for_workers,
             ),
         };
-        let (mut views, probe, _latest) = pipeline.close();
+        let (mut views, probe) = pipeline.close();
         let history_done: Time = 1;
         worker.step_while(|| probe.less_than(&history_done));
-        let reading = Reading::read(&mut views, 0, top_k);
+        let reading = crate::serve::query::read_everything(&mut views, 0, top_k);
         let share = match loaded {
             Ok(counts) => Share { reading, records: counts.records, refused: counts.refused, failure: None },
             Err(error) => {
@@ -328,4 +328,33 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
         .expect("the progress template is valid"),
     );
     bar
+}
+
+/// `lambda batch`: the batch layer alone — prints the customer table as Spark's `show()`
+/// does, writes every view to the output directory, and says what it did.
+pub fn command(settings: &Settings) -> anyhow::Result<()> {
+    use std::io::Write;
+    let view_filter = settings.view_filter()?;
+    let Some(outcome) = run(settings)? else {
+        eprintln!(
+            "process {} loaded its share; process 0 writes the views of the whole cluster",
+            settings.dataflow.process
+        );
+        return Ok(());
+    };
+    let table = crate::output::customers_table(&outcome.reading, view_filter.as_ref(), settings.batch.show);
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(table.as_bytes()).and_then(|()| stdout.flush()).context("cannot write to standard output")?;
+    let written = crate::output::write_views(&settings.batch.out, &outcome.reading, view_filter.as_ref())?;
+    eprintln!(
+        "batch view at time 0: {} records, {} customers, {} refused ({}) in {:.3} s; {} files in {}",
+        outcome.counts.records,
+        outcome.reading.customer_count,
+        outcome.counts.refused,
+        settings.dead_letter_path(CommandName::Batch).display(),
+        outcome.elapsed.as_secs_f64(),
+        written.len(),
+        settings.batch.out.display(),
+    );
+    Ok(())
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Settings;
+use crate::config::{CommandName, Settings};
 
 /// A Lambda architecture (batch, speed, serving) as one differential dataflow.
 #[derive(Debug, Parser)]
@@ -35,16 +35,13 @@ pub enum Command {
     Verify(VerifyArgs),
 }
 
-/// Options of `lambda verify`.
+/// Options of `lambda verify` (and the settings of the run it checks).
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Shared options: give the same history files, filters and config as the live run.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Kafka.
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// The live run's HTTP API. [default: the `--http` address, 127.0.0.1:8080]
+    /// The live run's HTTP API. [default: the `serve.http` setting, 127.0.0.1:8080]
     #[arg(long, value_name = "URL")]
     pub live: Option<String>,
     /// Compare the `top` view over this many customers (default: all of them).
@@ -52,66 +49,19 @@ pub struct VerifyArgs {
     pub top: usize,
 }
 
-impl VerifyArgs {
-    /// Settings for `lambda verify`, and the live run's address.
-    pub fn settings(&self) -> Result<(Settings, String), crate::config::ConfigError> {
-        let mut s = self.common.settings()?;
-        self.kafka.apply(&mut s);
-        let live = self.live.clone().unwrap_or_else(|| s.serve.http.clone());
-        Ok((s, live))
-    }
-}
-
-/// Where Kafka is.
-#[derive(Debug, Args)]
-pub struct KafkaArgs {
-    /// Bootstrap servers. [default: localhost:9092]
-    #[arg(long, value_name = "HOST:PORT,...")]
-    pub brokers: Option<String>,
-    /// The topic of real-time orders. [default: real-time-orders]
-    #[arg(long)]
-    pub topic: Option<String>,
-}
-
-/// Options of `lambda run`.
+/// Options of `lambda run` beyond its settings.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Kafka.
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Consumer group that offsets are committed to (so Kafka tools show the lag).
-    #[arg(long)]
-    pub group: Option<String>,
-    /// Also produce every dead letter to this topic.
-    #[arg(long, value_name = "TOPIC")]
-    pub dlq_topic: Option<String>,
-    /// Write every view (as `lambda batch` does) and `as_of.json` to this directory,
-    /// refreshed while running and once more at stop.
-    #[arg(long, value_name = "DIR")]
-    pub views_out: Option<PathBuf>,
-    /// How often `--views-out` is refreshed, in milliseconds. [default: 1000]
-    #[arg(long, value_name = "MS")]
-    pub views_every_ms: Option<u64>,
-    /// Serve the HTTP API on this address ("off" for none). [default: 127.0.0.1:8080]
-    #[arg(long, value_name = "ADDR")]
-    pub http: Option<String>,
     /// Run the interactive prompt even when standard input is not a terminal (commands are
     /// then read line by line; the end of input quits).
     #[arg(long)]
     pub repl: bool,
-    /// With --state-dir: write a snapshot this often, in milliseconds. [default: 60000]
-    #[arg(long, value_name = "MS")]
-    pub snapshot_every_ms: Option<u64>,
-    /// With --state-dir, when snapshots exist but none can be used (corrupt, or the history
-    /// files changed): stop with an error, or rebuild from history and topic. [default: fail]
-    #[arg(long, value_name = "WHAT")]
-    pub on_invalid_snapshot: Option<crate::config::OnInvalid>,
 }
 
-/// Options of `lambda demo`.
+/// Options of `lambda demo` beyond its settings.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Shared options.
@@ -136,12 +86,12 @@ pub struct BrokerArgs {
     pub also: Vec<String>,
 }
 
-/// Options of `lambda produce`.
+/// Options of `lambda produce` beyond its settings (`--brokers`, `--topic`).
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
-    /// Kafka.
+    /// Shared options.
     #[command(flatten)]
-    pub kafka: KafkaArgs,
+    pub common: CommonArgs,
     /// JSON lines to send; "-" for standard input. Without it, generated load is sent.
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
@@ -163,65 +113,27 @@ pub struct ProduceArgs {
     /// Generated load: id prefix (different from the history's, so ids do not collide).
     #[arg(long, default_value = "s")]
     pub id_prefix: String,
+    /// Generated load: at most this many distinct ids; once issued, every message corrects
+    /// or deletes one of them (a bounded key set, for long runs).
+    #[arg(long)]
+    pub ids: Option<u64>,
 }
 
-/// Options shared by the commands that run the dataflow.
+/// Options shared by the commands that take settings; the settings' own flags are added to
+/// each command from their one definition ([`crate::config`]).
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// A TOML settings file (see config/lambda.toml for every setting and its default).
+    /// A TOML settings file (config/lambda.toml lists every setting and its default).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// History files: JSON lines, a JSON array, or CSV. [default: datasets/transactions.json]
-    #[arg(long, value_name = "FILE", num_args = 1..)]
-    pub input: Vec<PathBuf>,
-    /// Worker threads per process (0: one per core).
-    #[arg(long, short = 'w')]
-    pub workers: Option<usize>,
-    /// Number of processes in a timely cluster.
-    #[arg(long)]
-    pub processes: Option<usize>,
-    /// This process's index in the cluster, from 0.
-    #[arg(long)]
-    pub process: Option<usize>,
-    /// A file with one host:port line per process.
-    #[arg(long, value_name = "FILE")]
-    pub hostfile: Option<PathBuf>,
-    /// Stop at the first bad record, naming file and line, instead of dead-lettering it.
-    #[arg(long)]
-    pub strict: bool,
-    /// Keep only transactions that pass, e.g. "amount >= 100".
-    #[arg(long, value_name = "FILTER")]
-    pub event_filter: Option<String>,
-    /// Show only customers that pass, e.g. "total > 200".
-    #[arg(long, value_name = "FILTER")]
-    pub view_filter: Option<String>,
-    /// The dead-letter file (JSON lines).
-    #[arg(long, value_name = "FILE")]
-    pub dead_letters: Option<PathBuf>,
-    /// Records larger than this are refused as oversized.
-    #[arg(long, value_name = "BYTES")]
-    pub max_record_bytes: Option<usize>,
-    /// Durable snapshots: `run` writes them here and resumes from the newest; `batch` writes
-    /// the views of the newest.
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
 }
 
-/// Options of `lambda batch`.
+/// Options of `lambda batch` beyond its settings.
 #[derive(Debug, Args)]
 pub struct BatchArgs {
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Output directory for the views. [default: output/batch_view]
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Rows of the customer table to print.
-    #[arg(long)]
-    pub show: Option<usize>,
-    /// How many customers the top view keeps.
-    #[arg(long)]
-    pub top: Option<usize>,
 }
 
 /// Options of `lambda gen`.
@@ -256,110 +168,22 @@ pub struct GenArgs {
     pub out: PathBuf,
 }
 
-impl CommonArgs {
-    /// Settings from `--config` (or the defaults) with these options applied over them.
-    pub fn settings(&self) -> Result<Settings, crate::config::ConfigError> {
-        let mut s = match &self.config {
-            Some(path) => Settings::from_file(path)?,
-            None => Settings::default(),
-        };
-        if !self.input.is_empty() {
-            s.input.files = self.input.clone();
-        }
-        if let Some(w) = self.workers {
-            s.dataflow.workers = w;
-        }
-        if let Some(p) = self.processes {
-            s.dataflow.processes = p;
-        }
-        if let Some(p) = self.process {
-            s.dataflow.process = p;
-        }
-        if self.hostfile.is_some() {
-            s.dataflow.hostfile = self.hostfile.clone();
-        }
-        s.input.strict |= self.strict;
-        if let Some(f) = &self.event_filter {
-            s.filters.event = f.clone();
-        }
-        if let Some(f) = &self.view_filter {
-            s.filters.view = f.clone();
-        }
-        if let Some(d) = &self.dead_letters {
-            s.input.dead_letters = d.clone();
-        }
-        if let Some(m) = self.max_record_bytes {
-            s.input.max_record_bytes = m;
-        }
-        if self.state_dir.is_some() {
-            s.state.dir = self.state_dir.clone();
-        }
-        // Check filters and cluster options now, with a clear message, not inside a worker.
-        s.check()?;
-        s.event_filter()?;
-        s.view_filter()?;
-        s.timely_config()?;
-        Ok(s)
-    }
-}
-
-impl KafkaArgs {
-    /// Applies these options to `settings`.
-    pub fn apply(&self, settings: &mut Settings) {
-        if let Some(b) = &self.brokers {
-            settings.kafka.brokers = b.clone();
-        }
-        if let Some(t) = &self.topic {
-            settings.kafka.topic = t.clone();
-        }
-    }
-}
-
-impl RunArgs {
-    /// Settings for `lambda run`.
-    pub fn settings(&self) -> Result<Settings, crate::config::ConfigError> {
-        let mut s = self.common.settings()?;
-        self.kafka.apply(&mut s);
-        if let Some(g) = &self.group {
-            s.kafka.group = g.clone();
-        }
-        if self.dlq_topic.is_some() {
-            s.kafka.dlq_topic = self.dlq_topic.clone();
-        }
-        if let Some(http) = &self.http {
-            s.serve.http = http.clone();
-        }
-        if self.views_out.is_some() {
-            s.serve.views_out = self.views_out.clone();
-        }
-        if let Some(ms) = self.views_every_ms {
-            s.serve.views_every_ms = ms;
-        }
-        if let Some(ms) = self.snapshot_every_ms {
-            s.state.every_ms = ms;
-        }
-        if let Some(what) = self.on_invalid_snapshot {
-            s.state.on_invalid = what;
-        }
-        s.check()?;
-        Ok(s)
-    }
-}
-
-impl BatchArgs {
-    /// Settings for `lambda batch`.
-    pub fn settings(&self) -> Result<Settings, crate::config::ConfigError> {
-        let mut s = self.common.settings()?;
-        if let Some(out) = &self.out {
-            s.batch.out = out.clone();
-        }
-        if let Some(n) = self.show {
-            s.batch.show = n;
-        }
-        if let Some(k) = self.top {
-            s.batch.top = k;
-        }
-        s.check()?;
-        Ok(s)
-    }
+/// The command line, parsed: the command, and its settings (defaults, then `--config`, then
+/// the flags).
+pub fn parse() -> Result<(Command, Option<Settings>), crate::config::ConfigError> {
+    let cli = crate::config::flags::with_setting_flags(<Cli as clap::CommandFactory>::command());
+    let matches = cli.get_matches();
+    let parsed = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let (name, sub) = matches.subcommand().expect("clap requires a command");
+    let command_name = CommandName::ALL.into_iter().find(|c| c.as_str() == name);
+    let config = match &parsed.command {
+        Command::Batch(a) => a.common.config.as_deref(),
+        Command::Run(a) => a.common.config.as_deref(),
+        Command::Demo(a) => a.common.config.as_deref(),
+        Command::Produce(a) => a.common.config.as_deref(),
+        Command::Verify(a) => a.common.config.as_deref(),
+        Command::Broker(_) | Command::Gen(_) => None,
+    };
+    let settings = command_name.map(|c| Settings::for_command(c, config, sub)).transpose()?;
+    Ok((parsed.command, settings))
 }

@@ -18,8 +18,8 @@ use crate::broker::Broker;
 use crate::config::Settings;
 use crate::output::{customers_table, show_table};
 use crate::produce::{produce, Pace};
+use crate::reading::Reading;
 use crate::run;
-use crate::serve::query::Reading;
 use crate::source::kafka;
 
 /// The workshop's messages on `real-time-orders`.
@@ -41,7 +41,7 @@ pub fn demo(settings: &Settings) -> anyhow::Result<String> {
     let mut out = String::new();
 
     let running = run::start(&settings)?;
-    let batch = running.serving.read(top, wait).context("the pipeline did not answer")?;
+    let batch = running.serving.read_all(top, wait).context("the pipeline did not answer")?;
     let files: Vec<String> = settings.input.files.iter().map(|f| f.display().to_string()).collect();
     writeln!(out, "== Batch layer: {} (the history, logical time 0) ==", files.join(", "))?;
     out.push_str(&customers_table(&batch, view_filter.as_ref(), settings.batch.show));

@@ -18,7 +18,7 @@ use std::fmt;
 use thiserror::Error;
 
 use crate::amount::{format_cents, parse_cents};
-use crate::dataflow::views::CustomerRow;
+use crate::dataflow::rows::CustomerRow;
 use crate::event::Txn;
 
 /// Which records a filter applies to.

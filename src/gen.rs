@@ -35,6 +35,9 @@ pub struct GenOptions {
     pub seed: u64,
     /// Prefix of the generated ids.
     pub id_prefix: String,
+    /// At most this many distinct ids: once they are all issued, every row corrects or
+    /// deletes one of them (a bounded key set, as a long soak needs). None: no bound.
+    pub ids: Option<u64>,
     /// Write CSV instead of JSON lines.
     pub csv: bool,
 }
@@ -50,6 +53,7 @@ impl Default for GenOptions {
             bad: 0.0,
             seed: 1,
             id_prefix: "t".into(),
+            ids: None,
             csv: false,
         }
     }
@@ -113,7 +117,8 @@ impl Generator {
         if o.bad > 0.0 && rng.unit() < o.bad {
             return bad_row(rng, o.csv).to_owned();
         }
-        let id = if self.issued > 0 && rng.unit() < o.corrections {
+        let all_issued = o.ids.is_some_and(|n| self.issued >= n.max(1));
+        let id = if self.issued > 0 && (all_issued || rng.unit() < o.corrections) {
             let id = rng.below(self.issued);
             if rng.unit() < o.deletes {
                 return if o.csv {
@@ -172,6 +177,29 @@ pub fn generate(options: &GenOptions, out: &mut dyn Write) -> std::io::Result<()
     out.flush()
 }
 
+/// `lambda gen`: writes the synthetic history the options describe.
+pub fn command(args: &crate::cli::GenArgs) -> anyhow::Result<()> {
+    let options = GenOptions {
+        rows: args.rows,
+        customers: args.customers,
+        skew: args.skew,
+        corrections: args.corrections,
+        deletes: args.deletes,
+        bad: args.bad,
+        seed: args.seed,
+        id_prefix: args.id_prefix.clone(),
+        ids: None,
+        csv: args.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")),
+    };
+    if args.out.as_os_str() == "-" {
+        generate(&options, &mut std::io::stdout().lock())?;
+    } else {
+        let mut file = std::fs::File::create(&args.out)?;
+        generate(&options, &mut file)?;
+    }
+    Ok(())
+}
+
 fn bad_row(rng: &mut Rng, csv: bool) -> &'static str {
     let kind = rng.below(5);
     if csv {
@@ -218,5 +246,13 @@ mod tests {
         }
         assert!(good > 1700 && deletes > 0, "good {good}, deletes {deletes}");
         assert_ne!(a, text(&GenOptions { seed: 2, ..options }));
+    }
+
+    #[test]
+    fn a_bounded_key_set_reuses_its_ids() {
+        let options = GenOptions { rows: 5000, ids: Some(100), ..GenOptions::default() };
+        let ids: std::collections::BTreeSet<String> =
+            text(&options).lines().filter_map(crate::produce::key_of).collect();
+        assert_eq!(ids.len(), 100);
     }
 }

@@ -9,7 +9,8 @@
 //! |---|---|
 //! | input | [`event`] (rules), [`amount`] (exact cents), [`source`] (files), [`deadletter`] |
 //! | batch + speed | [`dataflow`] (upsert and views), [`batch`] (loading the history) |
-//! | serving | [`serve`] (reading arrangements), [`output`] (tables and files) |
+//! | serving | [`serve`] (reading arrangements), [`reading`] (what a read returns), [`output`] (tables and files) |
+//! | running | [`run`] (`lambda run`: workers, coordinator, snapshots), [`control`] (orders between workers), [`state`] (snapshot files) |
 //! | checking | [`oracle`] (the from-scratch recomputation), [`verify`] |
 //! | tools | [`gen`] (synthetic data), [`filter`], [`config`], [`cli`] |
 
@@ -30,6 +31,7 @@ pub mod gen;
 pub mod oracle;
 pub mod output;
 pub mod produce;
+pub mod reading;
 pub mod run;
 pub mod serve;
 pub mod source;

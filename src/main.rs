@@ -1,17 +1,16 @@
 //! The `lambda` binary: parses the command line and hands over to the library.
 
-use std::process::ExitCode;
-
 use std::io::{BufRead, Write};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use atelier_lambda::cli::{BatchArgs, BrokerArgs, Cli, Command, DemoArgs, GenArgs, ProduceArgs, RunArgs, VerifyArgs};
+use atelier_lambda::cli::{self, BrokerArgs, Command, ProduceArgs, VerifyArgs};
+use atelier_lambda::config::Settings;
 use atelier_lambda::produce::{produce, Pace};
-use atelier_lambda::{batch, broker, demo, gen, output, run};
-use clap::Parser;
+use atelier_lambda::{batch, broker, demo, gen, run, verify};
 
 /// Parsing and the dataflow allocate many small strings; mimalloc does that much faster.
 #[global_allocator]
@@ -44,23 +43,35 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Batch(args) => run_batch(&args),
-        Command::Run(args) => run_pipeline(&args),
-        Command::Demo(args) => run_demo(&args),
+    let (command, settings) = match cli::parse() {
+        Ok(parsed) => parsed,
+        Err(error) => return fail(&error.into()),
+    };
+    let settings = settings.unwrap_or_default();
+    let result = match command {
+        Command::Batch(_) => batch::command(&settings),
+        Command::Run(args) => interrupted().and_then(|stop| {
+            let prompt = args.repl || std::io::IsTerminal::is_terminal(&std::io::stdin());
+            if settings.dataflow.processes > 1 {
+                run::session::stop_when_a_peer_dies(settings.dataflow.process);
+            }
+            run::session::run(&settings, stop, prompt)
+        }),
+        Command::Demo(_) => demo::demo(&settings).and_then(|text| print_or_fail(&text)),
         Command::Broker(args) => run_broker(&args),
-        Command::Produce(args) => run_produce(&args),
-        Command::Gen(args) => run_gen(&args),
-        Command::Verify(args) => return run_verify(&args),
+        Command::Produce(args) => run_produce(&args, &settings),
+        Command::Gen(args) => gen::command(&args),
+        Command::Verify(args) => return run_verify(&args, &settings),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {}", describe(&error));
-            ExitCode::FAILURE
-        }
+        Err(error) => fail(&error),
     }
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {}", describe(error));
+    ExitCode::FAILURE
 }
 
 /// An error and its causes on one line, each said once: our errors often already quote
@@ -80,31 +91,6 @@ fn describe(error: &anyhow::Error) -> String {
     text
 }
 
-fn run_batch(args: &BatchArgs) -> anyhow::Result<()> {
-    let settings = args.settings()?;
-    let view_filter = settings.view_filter()?;
-    let Some(outcome) = batch::run(&settings)? else {
-        eprintln!(
-            "process {} loaded its share; process 0 writes the views of the whole cluster",
-            settings.dataflow.process
-        );
-        return Ok(());
-    };
-    print_or_fail(&output::customers_table(&outcome.reading, view_filter.as_ref(), settings.batch.show))?;
-    let written = output::write_views(&settings.batch.out, &outcome.reading, view_filter.as_ref())?;
-    eprintln!(
-        "batch view at time 0: {} records, {} customers, {} refused ({}) in {:.3} s; {} files in {}",
-        outcome.counts.records,
-        outcome.reading.customer_count,
-        outcome.counts.refused,
-        settings.dead_letter_path().display(),
-        outcome.elapsed.as_secs_f64(),
-        written.len(),
-        settings.batch.out.display(),
-    );
-    Ok(())
-}
-
 /// Prints to standard output; a closed pipe is an error to report, not a panic.
 fn print_or_fail(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
@@ -119,120 +105,12 @@ fn interrupted() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-/// When a process of the cluster dies, timely's threads that talk to it panic, and this
-/// process's workers cannot go on (timely has no in-flight recovery). Say which process is
-/// gone and stop, instead of leaving the rest of the cluster waiting forever.
-fn stop_when_a_peer_dies(this: usize) {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let name = std::thread::current().name().unwrap_or("").to_owned();
-        let peer = name.strip_prefix("timely:recv-").or_else(|| name.strip_prefix("timely:send-"));
-        if let Some(peer) = peer {
-            let what = info.payload().downcast_ref::<String>().map_or("connection lost", String::as_str);
-            tracing::error!(
-                "process {peer} of the cluster is gone ({}); process {this} stops too: restart every process",
-                what.lines().last().unwrap_or(what)
-            );
-            std::process::exit(3);
-        }
-        default(info);
-    }));
-}
-
-fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
-    let settings = args.settings()?;
-    if settings.dataflow.processes > 1 {
-        stop_when_a_peer_dies(settings.dataflow.process);
-    }
-    let interrupted = interrupted()?;
-    let running = run::start(&settings)?;
-    // Reads are coordinated by worker 0, so process 0 serves for the whole cluster.
-    let serves = settings.dataflow.process == 0;
-    let _http = if serves { serve_http(&settings, &running)? } else { None };
-    if !serves {
-        tracing::info!(
-            process = settings.dataflow.process,
-            processes = settings.dataflow.processes,
-            "running; process 0 serves the views of the whole cluster"
-        );
-    }
-    tracing::info!("running; Ctrl-C to stop");
-    let view_filter = settings.view_filter()?;
-    let views_every = Duration::from_millis(settings.serve.views_every_ms);
-    let views_out = settings.serve.views_out.clone();
-    let write_views = |reading: &atelier_lambda::serve::query::Reading| -> anyhow::Result<()> {
-        if let Some(dir) = &views_out {
-            output::write_views(dir, reading, view_filter.as_ref())?;
-            output::write_as_of(dir, reading, &settings.kafka.topic)?;
-        }
-        Ok(())
-    };
-    if serves && (args.repl || std::io::IsTerminal::is_terminal(&std::io::stdin())) {
-        // The prompt runs here; the views are still written, by a thread.
-        let (serving, stopped) = (running.serving.clone(), running.stop_flag());
-        let done = || interrupted.load(Ordering::SeqCst) || stopped.load(Ordering::SeqCst);
-        std::thread::scope(|scope| {
-            if views_out.is_some() {
-                scope.spawn(|| {
-                    while !done() {
-                        if let Some(r) = serving.read(settings.batch.top, Duration::from_secs(5)) {
-                            if let Err(error) = write_views(&r) {
-                                tracing::error!(%error, "cannot write the views");
-                            }
-                        }
-                        std::thread::sleep(views_every);
-                    }
-                });
-            }
-            atelier_lambda::serve::repl::prompt(&serving, &settings, done);
-            interrupted.store(true, Ordering::SeqCst);
-        });
-    }
-    let mut last_report = Instant::now();
-    let mut last_write = Instant::now() - views_every;
-    while !interrupted.load(Ordering::SeqCst) && !running.stopping() {
-        std::thread::sleep(Duration::from_millis(10));
-        if serves && views_out.is_some() && last_write.elapsed() >= views_every {
-            last_write = Instant::now();
-            if let Some(r) = running.serving.read(settings.batch.top, Duration::from_secs(5)) {
-                write_views(&r)?;
-            }
-        }
-        if serves && last_report.elapsed() >= Duration::from_secs(10) {
-            last_report = Instant::now();
-            if let Some(r) = running.serving.read(settings.batch.top, Duration::from_secs(5)) {
-                tracing::info!(
-                    time = r.time,
-                    customers = r.customer_count,
-                    transactions = r.overall.count,
-                    total = %atelier_lambda::amount::format_cents(r.overall.cents),
-                    offsets = ?r.offsets,
-                    "views"
-                );
-            }
-        }
-    }
-    tracing::info!("stopping");
-    if serves {
-        if let Some(r) = running.serving.read(settings.batch.top, Duration::from_secs(5)) {
-            write_views(&r)?;
-        }
-    }
-    running.stop();
-    let reports = running.join()?;
-    let messages: u64 = reports.iter().map(|r| r.messages).sum();
-    let offsets: std::collections::BTreeMap<i32, i64> = reports.iter().flat_map(|r| r.offsets.clone()).collect();
-    tracing::info!(messages, ?offsets, dead_letters = %settings.run_dead_letter_path().display(), "stopped cleanly");
-    Ok(())
-}
-
 /// `lambda verify`: exit 0 when equal, 1 on differences, 2 when it cannot verify.
-fn run_verify(args: &VerifyArgs) -> ExitCode {
-    let verified = args.settings().map_err(anyhow::Error::from).and_then(|(settings, live)| {
-        let reading = atelier_lambda::verify::fetch_live(&live, &settings.kafka.topic, args.top)?;
+fn run_verify(args: &VerifyArgs, settings: &Settings) -> ExitCode {
+    let live = args.live.clone().unwrap_or_else(|| settings.serve.http.clone());
+    let verified = verify::fetch_live(&live, &settings.kafka.topic, args.top).and_then(|reading| {
         eprintln!("verifying the views at logical time {} (offsets {:?}) from {live}", reading.time, reading.offsets);
-        let verification = atelier_lambda::verify::verify(&settings, &reading, args.top)?;
-        Ok(verification)
+        verify::verify(settings, &reading, args.top)
     });
     match verified {
         Err(error) => {
@@ -248,43 +126,6 @@ fn run_verify(args: &VerifyArgs) -> ExitCode {
             }
         }
     }
-}
-
-/// Starts the HTTP API on its own small runtime, unless `--http off`.
-fn serve_http(
-    settings: &atelier_lambda::config::Settings,
-    running: &run::Running,
-) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
-    let address = settings.serve.http.trim();
-    if address.is_empty() || address == "off" {
-        return Ok(None);
-    }
-    let address: std::net::SocketAddr =
-        address.parse().with_context(|| format!("--http {address:?} is not an address like 127.0.0.1:8080"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("http")
-        .enable_all()
-        .build()
-        .context("cannot start the HTTP runtime")?;
-    let listener = runtime
-        .block_on(atelier_lambda::serve::http::bind(address))
-        .with_context(|| format!("cannot serve HTTP on {address} (in use? choose another with --http)"))?;
-    let bound = listener.local_addr()?;
-    let router = atelier_lambda::serve::http::router(running.serving.clone(), settings.kafka.topic.clone());
-    runtime.spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
-            tracing::error!(%error, "the HTTP server stopped");
-        }
-    });
-    tracing::info!(address = %bound, "serving HTTP");
-    Ok(Some(runtime))
-}
-
-fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
-    let settings = args.common.settings()?;
-    print_or_fail(&demo::demo(&settings)?)?;
-    Ok(())
 }
 
 fn run_broker(args: &BrokerArgs) -> anyhow::Result<()> {
@@ -304,8 +145,8 @@ fn run_broker(args: &BrokerArgs) -> anyhow::Result<()> {
     );
     let _ = writeln!(
         stdout,
-        "in memory only: each partition keeps its newest 5 MiB (librdkafka's mock cluster \
-         cannot keep more; use more partitions for larger loads), and all is lost at stop; Ctrl-C to stop"
+        "in memory only: each partition keeps its newest 5 MiB (librdkafka's mock cluster cannot keep \
+         more; use more partitions for larger loads), and all is lost at stop; Ctrl-C to stop"
     );
     let _ = stdout.flush();
     while !interrupted.load(Ordering::SeqCst) {
@@ -314,9 +155,7 @@ fn run_broker(args: &BrokerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_produce(args: &ProduceArgs) -> anyhow::Result<()> {
-    let mut settings = atelier_lambda::config::Settings::default();
-    args.kafka.apply(&mut settings);
+fn run_produce(args: &ProduceArgs, settings: &Settings) -> anyhow::Result<()> {
     let interrupted = interrupted()?;
     let stop = || interrupted.load(Ordering::SeqCst);
     let (brokers, topic) = (&settings.kafka.brokers, &settings.kafka.topic);
@@ -326,9 +165,8 @@ fn run_produce(args: &ProduceArgs) -> anyhow::Result<()> {
             let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
                 Box::new(std::io::stdin().lock())
             } else {
-                Box::new(std::io::BufReader::new(
-                    std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?,
-                ))
+                let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+                Box::new(std::io::BufReader::new(file))
             };
             let lines = reader.lines().map_while(Result::ok).filter(|l| !l.trim().is_empty());
             produce(brokers, topic, lines, pace, stop)?
@@ -341,32 +179,12 @@ fn run_produce(args: &ProduceArgs) -> anyhow::Result<()> {
                 corrections: args.corrections,
                 seed: args.seed,
                 id_prefix: args.id_prefix.clone(),
+                ids: args.ids,
                 ..gen::GenOptions::default()
             };
             produce(brokers, topic, gen::Generator::new(&options), Pace::PerSecond(rate), stop)?
         }
     };
     eprintln!("sent {sent} messages to {topic} at {brokers}");
-    Ok(())
-}
-
-fn run_gen(args: &GenArgs) -> anyhow::Result<()> {
-    let options = gen::GenOptions {
-        rows: args.rows,
-        customers: args.customers,
-        skew: args.skew,
-        corrections: args.corrections,
-        deletes: args.deletes,
-        bad: args.bad,
-        seed: args.seed,
-        id_prefix: args.id_prefix.clone(),
-        csv: args.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")),
-    };
-    if args.out.as_os_str() == "-" {
-        gen::generate(&options, &mut std::io::stdout().lock())?;
-    } else {
-        let mut file = std::fs::File::create(&args.out)?;
-        gen::generate(&options, &mut file)?;
-    }
     Ok(())
 }

@@ -7,12 +7,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::dataflow::rows::CustomerRow;
 use crate::dataflow::stats::Stats;
-use crate::dataflow::views::CustomerRow;
 use crate::dataflow::Time;
 use crate::event::{Identity, Position, Reason, Txn, Update};
 use crate::filter::Filter;
-use crate::serve::query::Reading;
+use crate::reading::Reading;
 
 /// What the oracle keys versions by. An `id` (or message key) names a transaction; a record
 /// without one is its own transaction, keyed here by its position in its source — not by

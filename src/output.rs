@@ -10,11 +10,11 @@ use serde::ser::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::amount::{average_cents, format_cents};
+use crate::dataflow::rows::CustomerRow;
 use crate::dataflow::stats::Stats;
-use crate::dataflow::views::CustomerRow;
 use crate::event::format_hour;
 use crate::filter::Filter;
-use crate::serve::query::Reading;
+use crate::reading::Reading;
 
 /// An exact amount that serializes as a JSON number (`400`, `50.25`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,11 +26,11 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::amount::parse_cents;
 use crate::config::Settings;
+use crate::dataflow::rows::CustomerRow;
 use crate::dataflow::stats::Stats;
-use crate::dataflow::views::CustomerRow;
 use crate::event::{parse_hour_bound, Names, Reason, Update};
 use crate::oracle::{differences, Oracle};
-use crate::serve::query::Reading;
+use crate::reading::Reading;
 use crate::source::history::HistoryFile;
 use crate::source::kafka::to_record;
 use crate::source::Record;

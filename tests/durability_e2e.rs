@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use atelier_lambda::serve::query::Reading;
+use atelier_lambda::reading::Reading;
 use common::live::*;
 use common::temp_dir;
 use rdkafka::producer::{BaseProducer, Producer};

@@ -222,7 +222,7 @@ fn snapshot_files_and_shards_never_panic_nor_trust_lengths() {
             // A damaged file is an error; one that still reads has checksums that match.
             if let Ok(snapshot) = atelier_lambda::state::read(&path) {
                 for i in 0..snapshot.shards() {
-                    let _ = atelier_lambda::dataflow::snapshot::decode(snapshot.shard(i), &mut |_, _| {});
+                    let _ = atelier_lambda::state::shard::decode(snapshot.shard(i), &mut |_, _| {});
                 }
             }
             Ok(())
@@ -231,7 +231,7 @@ fn snapshot_files_and_shards_never_panic_nor_trust_lengths() {
     runner()
         .run(&fuzzed(shards), |(_, bytes)| {
             let mut seen = 0u64;
-            if let Ok(count) = atelier_lambda::dataflow::snapshot::decode(&bytes, &mut |_, _| seen += 1) {
+            if let Ok(count) = atelier_lambda::state::shard::decode(&bytes, &mut |_, _| seen += 1) {
                 prop_assert_eq!(count, seen, "a decoded shard says how many versions it gave");
             }
             Ok(())

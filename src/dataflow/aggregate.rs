@@ -25,13 +25,12 @@ use std::sync::Arc;
 
 use differential_dataflow::difference::{IsZero, Semigroup};
 use differential_dataflow::{AsCollection, VecCollection};
-use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
 use super::in_order::{unary_in_order, Ordered};
+use super::rows::{customer_owner, CustomerRow, Dimension};
 use super::stats::Stats;
-use super::upsert::FastMap;
-use super::views::{customer_owner, CustomerRow};
+use super::FastMap;
 use super::Time;
 use crate::event::Txn;
 
@@ -139,17 +138,6 @@ impl Ordered for CustomerRows {
             }
         }
     }
-}
-
-/// What a total is taken over: everything, one category, or one UTC hour.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Dimension {
-    /// All live transactions (the `overall` view).
-    All,
-    /// One category; `None` for transactions without one (the `categories` view).
-    Category(Option<Arc<str>>),
-    /// One UTC hour of event time, in hours since the epoch (the `hourly` view).
-    Hour(i64),
 }
 
 /// Every total of the `overall`, `categories` and `hourly` views, summed within each worker

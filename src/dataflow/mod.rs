@@ -15,9 +15,11 @@
 
 pub mod aggregate;
 pub mod in_order;
+pub mod rows;
 pub mod snapshot;
 pub mod stats;
 pub mod upsert;
+pub mod versions;
 pub mod views;
 
 use differential_dataflow::input::{Input, InputSession};
@@ -28,14 +30,17 @@ use timely::worker::Worker;
 use crate::event::{Reason, Update};
 use crate::filter::Filter;
 use snapshot::SnapshotSlot;
-use upsert::LatestVersions;
+use versions::LatestVersions;
 use views::ViewTraces;
 
 /// Logical time: 0 is the history, each later time one admitted batch of the stream.
 pub type Time = u64;
 
+/// A hash map with a fast, good-quality hasher (ids are short strings; SipHash cost a lot).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One worker's handles on the running dataflow.
-pub struct Pipeline {
+pub struct Dataflow {
     /// Versions of transactions entering the dataflow.
     pub updates: InputHandleVec<Time, Update>,
     /// Reasons of refused records, counted by the `dead_letters` view.
@@ -52,10 +57,10 @@ pub struct Pipeline {
     pub snapshots: SnapshotSlot,
 }
 
-impl Pipeline {
+impl Dataflow {
     /// Builds the dataflow on this worker. `event_filter` keeps only the transactions it
     /// accepts (applied after upserts, so a correction can move a transaction in or out).
-    pub fn build(worker: &mut Worker, event_filter: Option<Filter>) -> Pipeline {
+    pub fn build(worker: &mut Worker, event_filter: Option<Filter>) -> Dataflow {
         let probe = ProbeHandle::new();
         let mut updates = InputHandleVec::new();
         let snapshots = SnapshotSlot::default();
@@ -69,10 +74,10 @@ impl Pipeline {
             };
             (refused_input, offsets_input, views::define(txns, refused, offsets, &probe), latest)
         });
-        Pipeline { updates, refused, offsets, views, probe, latest, snapshots }
+        Dataflow { updates, refused, offsets, views, probe, latest, snapshots }
     }
 
-    /// Closes the time in progress and moves both inputs to `time`.
+    /// Closes the time in progress and moves every input to `time`.
     pub fn advance_to(&mut self, time: Time) {
         self.updates.advance_to(time);
         self.refused.advance_to(time);
@@ -109,11 +114,11 @@ impl Pipeline {
         *self.updates.time()
     }
 
-    /// Closes both inputs: nothing more will be admitted.
-    pub fn close(self) -> (ViewTraces, ProbeHandle<Time>, LatestVersions) {
+    /// Closes the inputs: nothing more will be admitted.
+    pub fn close(self) -> (ViewTraces, ProbeHandle<Time>) {
         self.updates.close();
         self.refused.close();
         self.offsets.close();
-        (self.views, self.probe, self.latest)
+        (self.views, self.probe)
     }
 }

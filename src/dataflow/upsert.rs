@@ -30,8 +30,6 @@
 //! The stored position survives a delete as a tombstone, so a redelivered old version
 //! cannot resurrect a deleted transaction.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -41,172 +39,9 @@ use timely::dataflow::Stream;
 
 use super::in_order::{unary_in_order, Ordered};
 use super::snapshot::SnapshotSlot;
+use super::versions::{Catalog, LatestVersions, Stored, VersionStore};
 use super::Time;
-use crate::event::{Identity, Position, Txn, Update};
-
-/// A hash map with a fast, good-quality hasher (ids are short strings; SipHash cost a lot).
-pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// The latest version of one identity, as a user sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Version {
-    /// The logical time it was admitted at.
-    pub time: Time,
-    /// Where it came from.
-    pub position: Position,
-    /// The transaction, or `None` once deleted (a tombstone).
-    pub txn: Option<Txn>,
-}
-
-/// One worker's latest versions, kept compact: every name once in a catalog, and each
-/// version as a fixed-size record (72 bytes with its key, against 112 for a plain
-/// `Version`), because a large history holds millions of them.
-///
-/// The table can be **frozen** for a snapshot without copying it: [`VersionStore::freeze`]
-/// shares it with the snapshot writer, and until the writer lets go, changes are kept aside
-/// in a small second table that lookups consult first; the first change after that folds
-/// them back in.
-#[derive(Default)]
-pub struct VersionStore {
-    versions: Arc<FastMap<Identity, Stored>>,
-    /// Changes made while `versions` is shared with a snapshot writer.
-    aside: FastMap<Identity, Stored>,
-    names: Catalog,
-}
-
-/// A worker's versions as they were when frozen, readable from another thread.
-pub struct FrozenVersions {
-    pub(super) versions: Arc<FastMap<Identity, Stored>>,
-    pub(super) names: Vec<Arc<str>>,
-}
-
-impl VersionStore {
-    /// How many identities are known (live transactions and tombstones).
-    pub fn len(&self) -> usize {
-        self.versions.len() + self.aside.keys().filter(|k| !self.versions.contains_key(*k)).count()
-    }
-
-    /// Makes room for `additional` more identities at once: growing a table of millions
-    /// step by step touches twice its final memory.
-    pub fn reserve(&mut self, additional: usize) {
-        if let Some(versions) = Arc::get_mut(&mut self.versions) {
-            versions.reserve(additional);
-        }
-    }
-
-    /// Whether no identity is known.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Every identity with its latest version.
-    pub fn iter(&self) -> impl Iterator<Item = (&Identity, Version)> + '_ {
-        let shadowed = |k: &Identity| self.aside.contains_key(k);
-        let base = self.versions.iter().filter(move |(k, _)| !shadowed(k));
-        self.aside.iter().chain(base).map(|(identity, stored)| {
-            let version = Version {
-                time: stored.time,
-                position: stored.position,
-                txn: stored.txn.map(|t| self.names.expand(&t)),
-            };
-            (identity, version)
-        })
-    }
-
-    /// Shares the versions as they are now, without copying them (see the type's docs).
-    pub fn freeze(&mut self) -> FrozenVersions {
-        self.fold_aside();
-        if !self.aside.is_empty() {
-            // The previous frozen copy is still held (not expected: one snapshot at a time).
-            let mut copy = FastMap::clone(&self.versions);
-            copy.extend(self.aside.drain());
-            self.versions = Arc::new(copy);
-        }
-        FrozenVersions { versions: Arc::clone(&self.versions), names: self.names.names.clone() }
-    }
-
-    /// Folds the changes kept aside back into the table, once no writer shares it.
-    fn fold_aside(&mut self) {
-        if self.aside.is_empty() {
-            return;
-        }
-        if let Some(versions) = Arc::get_mut(&mut self.versions) {
-            versions.extend(self.aside.drain());
-        }
-    }
-
-    fn get(&self, identity: &Identity) -> Option<&Stored> {
-        self.aside.get(identity).or_else(|| self.versions.get(identity))
-    }
-
-    fn set(&mut self, identity: Identity, stored: Stored) {
-        self.fold_aside();
-        match Arc::get_mut(&mut self.versions) {
-            Some(versions) => versions.insert(identity, stored),
-            None => self.aside.insert(identity, stored),
-        };
-    }
-}
-
-/// The live versions held by one worker, shared with whoever needs to read them.
-pub type LatestVersions = Rc<RefCell<VersionStore>>;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) struct Stored {
-    pub(super) time: Time,
-    pub(super) position: Position,
-    pub(super) txn: Option<CompactTxn>,
-}
-
-/// A transaction whose names are catalog numbers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) struct CompactTxn {
-    pub(super) cents: i64,
-    pub(super) hour: Option<i64>,
-    pub(super) customer: u32,
-    /// `u32::MAX` for no category.
-    pub(super) category: u32,
-}
-
-/// Names by number and numbers by name.
-#[derive(Clone, Default)]
-pub(super) struct Catalog {
-    numbers: FastMap<Arc<str>, u32>,
-    pub(super) names: Vec<Arc<str>>,
-}
-
-impl Catalog {
-    pub(super) const NONE: u32 = u32::MAX;
-
-    fn number(&mut self, name: &Arc<str>) -> u32 {
-        if let Some(n) = self.numbers.get(name) {
-            return *n;
-        }
-        let n = u32::try_from(self.names.len()).ok().filter(|n| *n != Self::NONE).expect("fewer than 2^32 - 1 names");
-        self.names.push(Arc::clone(name));
-        self.numbers.insert(Arc::clone(name), n);
-        n
-    }
-
-    fn compact(&mut self, txn: &Txn) -> CompactTxn {
-        CompactTxn {
-            cents: txn.cents,
-            hour: txn.hour,
-            customer: self.number(&txn.customer),
-            category: txn.category.as_ref().map_or(Self::NONE, |c| self.number(c)),
-        }
-    }
-
-    fn expand(&self, txn: &CompactTxn) -> Txn {
-        let name = |n: u32| Arc::clone(&self.names[n as usize]);
-        Txn {
-            customer: name(txn.customer),
-            cents: txn.cents,
-            hour: txn.hour,
-            category: (txn.category != Self::NONE).then(|| name(txn.category)),
-        }
-    }
-}
+use crate::event::{Txn, Update};
 
 /// Turns a stream of versions into the collection of live transactions.
 ///
@@ -318,6 +153,7 @@ fn replace(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Identity, Position};
 
     fn txn(customer: &str, cents: i64) -> Txn {
         Txn { customer: customer.into(), cents, hour: None, category: None }

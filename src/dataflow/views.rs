@@ -16,35 +16,15 @@
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::implementations::{KeySpine, ValBatcher, ValSpine};
-use differential_dataflow::{Hashable, VecCollection};
-use serde::{Deserialize, Serialize};
+use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::ProbeHandle;
 
-use super::aggregate::{self, Dimension};
+use super::aggregate;
+use super::rows::{CustomerRow, Dimension};
 use super::stats::Stats;
 use super::Time;
 use crate::event::{Reason, Txn};
-
-/// The worker (of `workers`, numbered over every process) that holds `customer`'s row in the
-/// `customers` view: rows are computed and arranged where this says, so that a point lookup
-/// asks only that worker. The hash is seeded alike in every process.
-pub fn customer_owner(customer: &str, workers: usize) -> usize {
-    (customer.hashed() % workers as u64) as usize
-}
-
-/// One customer's aggregate: the workshop's `total_amount` and its companions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct CustomerRow {
-    /// Sum of amounts, in cents.
-    pub total: i128,
-    /// Number of live transactions.
-    pub count: i64,
-    /// Smallest amount, in cents.
-    pub min: i64,
-    /// Largest amount, in cents.
-    pub max: i64,
-}
 
 /// A trace keyed by `K` whose diffs carry the aggregate.
 pub type SumTrace<K, R = Stats> = TraceAgent<KeySpine<K, Time, R>>;
@@ -70,6 +50,25 @@ pub struct ViewTraces {
     pub offsets: OffsetsTrace,
 }
 
+/// Why a trace cannot be read exactly at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreadable {
+    /// The trace has forgotten the distinctions between times before `since`.
+    Compacted {
+        /// The view.
+        view: &'static str,
+        /// Its logical compaction frontier.
+        since: Time,
+    },
+    /// Updates at the time may still arrive: the trace is complete only below `upper`.
+    Incomplete {
+        /// The view.
+        view: &'static str,
+        /// Its upper frontier.
+        upper: Time,
+    },
+}
+
 /// The `offsets` trace: partition → next offset.
 pub type OffsetsTrace = TraceAgent<ValSpine<i32, i64, Time, isize>>;
 
@@ -85,6 +84,36 @@ impl ViewTraces {
         self.customer_count.set_logical_compaction(frontier);
         self.dead_letters.set_logical_compaction(frontier);
         self.offsets.set_logical_compaction(frontier);
+    }
+
+    /// Whether every trace can be read exactly at `time`: its logical compaction is at or
+    /// below `time` (the times up to `time` are still told apart) and its upper is beyond
+    /// `time` (nothing at `time` or before is still on its way). Answers the first trace that
+    /// cannot, and why.
+    pub fn check_readable(&mut self, time: Time) -> Result<(), Unreadable> {
+        fn check<Tr: TraceReader<Time = Time>>(
+            name: &'static str,
+            trace: &mut Tr,
+            time: Time,
+        ) -> Result<(), Unreadable> {
+            let compaction = trace.get_logical_compaction();
+            if !compaction.less_equal(&time) {
+                let since = compaction.first().copied().unwrap_or(Time::MAX);
+                return Err(Unreadable::Compacted { view: name, since });
+            }
+            let mut upper = timely::progress::Antichain::new();
+            trace.read_upper(&mut upper);
+            if upper.less_equal(&time) {
+                return Err(Unreadable::Incomplete { view: name, upper: upper.first().copied().unwrap_or(Time::MAX) });
+            }
+            Ok(())
+        }
+        check("customers", &mut self.customers, time)?;
+        check("top", &mut self.top, time)?;
+        check("totals", &mut self.totals, time)?;
+        check("customer count", &mut self.customer_count, time)?;
+        check("dead letters", &mut self.dead_letters, time)?;
+        check("offsets", &mut self.offsets, time)
     }
 
     /// Lets every trace merge its batches as it likes. Readers here take all of a trace's

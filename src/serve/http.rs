@@ -17,7 +17,7 @@
 //! the logical time read and the next Kafka offset of each partition the answer reflects.
 //! Amounts are exact JSON numbers (`400`, `50.25`). Bad parameters get a 400 and a JSON error.
 //!
-//! A read is answered by the workers (see [`crate::run`]); the handler awaits their replies
+//! A read is answered by the workers (see [`crate::serve::serving`]); the handler awaits their replies
 //! on a channel, so that the async runtime keeps serving other requests meanwhile.
 
 use std::collections::HashMap;
@@ -35,9 +35,9 @@ use serde_json::{json, Value};
 
 use crate::event::{format_hour, parse_hour_bound};
 use crate::output::{as_of, CustomerOut, Money, SumOut};
-use crate::run::Serving;
+use crate::reading::{ReadScope, Reading};
 use crate::serve::metrics::{consumer_lag, KafkaState};
-use crate::serve::query::{Reading, Scope};
+use crate::serve::serving::{ReadError, Serving};
 
 /// The longest a request waits for the workers.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,16 +108,44 @@ async fn timed(State(api): State<Arc<Api>>, route: MatchedPath, request: Request
     response
 }
 
-/// Serves the API on `addr` until the future is dropped; returns the bound address first.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
+/// Starts the API on its own small runtime, on the `serve.http` address (`off`: none); it
+/// serves until the runtime is dropped.
+pub fn start(settings: &crate::config::Settings, serving: &Serving) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
+    use anyhow::Context;
+    let address = settings.serve.http.trim();
+    if address.is_empty() || address == "off" {
+        return Ok(None);
+    }
+    let address: SocketAddr =
+        address.parse().with_context(|| format!("--http {address:?} is not an address like 127.0.0.1:8080"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("http")
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(address))
+        .with_context(|| format!("cannot serve HTTP on {address} (in use? choose another with --http)"))?;
+    let bound = listener.local_addr()?;
+    let app = router(serving.clone(), settings.kafka.topic.clone());
+    runtime.spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the HTTP server stopped");
+        }
+    });
+    tracing::info!(address = %bound, "serving HTTP");
+    Ok(Some(runtime))
 }
 
-async fn read(api: &Arc<Api>, scope: Scope) -> Result<Reading, ApiError> {
-    api.serving
-        .read_scope_async(scope, READ_TIMEOUT)
-        .await
-        .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the pipeline did not answer".into()))
+async fn read(api: &Arc<Api>, scope: ReadScope) -> Result<Reading, ApiError> {
+    api.serving.read_async(scope, READ_TIMEOUT).await.map_err(|error| {
+        let status = match error {
+            ReadError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, error.to_string())
+    })
 }
 
 fn number(params: &HashMap<String, String>, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
@@ -134,7 +162,7 @@ fn number(params: &HashMap<String, String>, name: &str, default: usize, max: usi
 }
 
 async fn customer(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Answer {
-    let reading = read(&api, Scope::Customer(name.clone())).await?;
+    let reading = read(&api, ReadScope::Customer(name.clone())).await?;
     let Some((_, row)) = reading.customers.first() else {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no customer {name:?}")));
     };
@@ -146,7 +174,7 @@ async fn customer(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Answ
 async fn customers(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String, String>>) -> Answer {
     let limit = number(&params, "limit", 100, MAX_PAGE)?;
     let after = params.get("after").cloned();
-    let reading = read(&api, Scope::Customers { after, limit }).await?;
+    let reading = read(&api, ReadScope::Customers { after, limit }).await?;
     let rows: Vec<_> = reading.customers.iter().map(|(c, r)| CustomerOut::new(c, r)).collect();
     let next = (rows.len() == limit).then(|| rows.last().map(|r| r.customer)).flatten();
     Ok(Json(json!({ "customers": rows, "next": next, "as_of": as_of(&reading, &api.topic) })))
@@ -154,7 +182,7 @@ async fn customers(State(api): State<Arc<Api>>, Query(params): Query<HashMap<Str
 
 async fn top(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String, String>>) -> Answer {
     let k = number(&params, "k", 10, MAX_PAGE)?;
-    let reading = read(&api, Scope::Top { k }).await?;
+    let reading = read(&api, ReadScope::Top { k }).await?;
     Ok(Json(json!({ "top": top_json(&reading), "as_of": as_of(&reading, &api.topic) })))
 }
 
@@ -169,7 +197,7 @@ fn categories_json(reading: &Reading) -> Vec<Value> {
 }
 
 fn hourly_json(reading: &Reading, from: Option<i64>, to: Option<i64>) -> Vec<Value> {
-    let rows = reading.hourly.iter().filter(|(h, _)| from.is_none_or(|f| *h >= f) && to.is_none_or(|t| *h <= t));
+    let rows = reading.hourly_between(from, to);
     rows.map(|(h, s)| (h, SumOut::from(*s)))
         .map(|(h, sum)| json!({ "hour": format_hour(*h), "total": sum.total, "count": sum.count }))
         .collect()
@@ -200,12 +228,12 @@ const MAX_TOP_OF_VIEWS: usize = 10_000_000;
 
 async fn views(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String, String>>) -> Answer {
     let top_k = number(&params, "k", 10, MAX_TOP_OF_VIEWS)?;
-    let reading = read(&api, Scope::Everything { top_k }).await?;
+    let reading = read(&api, ReadScope::Everything { top_k }).await?;
     Ok(Json(views_json(&reading, &api.topic)))
 }
 
 async fn categories(State(api): State<Arc<Api>>) -> Answer {
-    let reading = read(&api, Scope::Totals).await?;
+    let reading = read(&api, ReadScope::Totals).await?;
     Ok(Json(json!({ "categories": categories_json(&reading), "as_of": as_of(&reading, &api.topic) })))
 }
 
@@ -224,12 +252,12 @@ async fn hourly(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String
             .transpose()
     };
     let (from, to) = (bound("from")?, bound("to")?);
-    let reading = read(&api, Scope::Totals).await?;
+    let reading = read(&api, ReadScope::Totals).await?;
     Ok(Json(json!({ "hourly": hourly_json(&reading, from, to), "as_of": as_of(&reading, &api.topic) })))
 }
 
 async fn status(State(api): State<Arc<Api>>) -> Answer {
-    let reading = read(&api, Scope::Totals).await?;
+    let reading = read(&api, ReadScope::Totals).await?;
     let name = |p: &i32| format!("{}/{p}", api.topic);
     let skipped = reading.skipped();
     let partitions: serde_json::Map<String, Value> = consumer_lag(&reading.offsets, &reading.high_watermarks())
@@ -249,8 +277,7 @@ async fn status(State(api): State<Arc<Api>>) -> Answer {
         })
         .collect();
     let processes: std::collections::BTreeSet<usize> = reading.workers.iter().map(|w| w.process).collect();
-    let history: u64 = reading.workers.iter().map(|w| w.records.0).sum();
-    let kafka: u64 = reading.workers.iter().map(|w| w.records.1).sum();
+    let (history, kafka) = reading.records_read();
     Ok(Json(json!({
         "as_of": as_of(&reading, &api.topic),
         "transactions": reading.overall.count,
@@ -290,7 +317,7 @@ async fn healthz(State(api): State<Arc<Api>>) -> Response {
 /// Readiness: 200 once the views answer and the topic is being read; 503 (with the reason)
 /// while Kafka cannot be reached, though the history views are served meanwhile.
 async fn readyz(State(api): State<Arc<Api>>) -> Response {
-    match read(&api, Scope::Totals).await {
+    match read(&api, ReadScope::Totals).await {
         Err(error) => error.into_response(),
         Ok(reading) => {
             let kafka = kafka_json(&api, &reading);
@@ -305,7 +332,7 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
 }
 
 async fn metrics(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
-    let reading = read(&api, Scope::Totals).await?;
+    let reading = read(&api, ReadScope::Totals).await?;
     let text = api.serving.metrics().render(&reading, &api.topic);
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
 }

@@ -28,7 +28,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::serve::query::Reading;
+use crate::reading::Reading;
 
 /// Label pairs of one series.
 type Labels = Vec<(&'static str, String)>;
@@ -199,7 +199,7 @@ mod tests {
     use super::*;
     use crate::dataflow::stats::Stats;
     use crate::event::Reason;
-    use crate::serve::query::WorkerProgress;
+    use crate::reading::WorkerProgress;
 
     #[test]
     fn renders_views_counters_lag_and_latency() {

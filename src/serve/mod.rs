@@ -1,6 +1,7 @@
 //! The serving layer: answers read from the views' arrangements at one logical time.
 //!
-//! - [`query`]: reading the traces with cursors, and merging what each worker holds.
+//! - [`serving`]: the handle any thread reads through, and how the workers' shares reach it.
+//! - [`query`]: one worker's share of a read, with cursors over the traces.
 //! - [`http`]: the JSON API over those reads.
 //! - [`metrics`]: the Prometheus exposition at `/metrics`.
 //! - [`repl`]: the interactive prompt over the same reads.
@@ -9,3 +10,6 @@ pub mod http;
 pub mod metrics;
 pub mod query;
 pub mod repl;
+pub mod serving;
+
+pub use serving::{ReadError, Serving};

@@ -1,230 +1,74 @@
-//! Reading the arranged views at a consistent logical time.
+//! Reading the arranged views at a consistent logical time: one worker's share of a
+//! [`Reading`], with cursors over the views' traces.
 //!
-//! Every worker holds the keys that hash to it, so a full reading is each worker's
-//! [`Reading`] merged with [`Reading::merge`]. A reading at time `t` accumulates, for every
-//! key, the updates at times `<= t`: the caller must only ask for a time the views' probe
-//! has passed (so that nothing at `<= t` is still on its way) and that compaction has not
-//! gone beyond.
-//!
-//! ```text
-//! worker 0: customers {Ali, Mounir}   top [(-400 Ali), (-350 Mounir)]
-//! worker 1: customers {Sara}          top [(-180 Sara)]
-//! merged:   customers {Ali, Mounir, Sara} top [Ali 400, Mounir 350, Sara 180]
-//! ```
+//! A read at time `t` accumulates, for every key, the updates at times `<= t`. That is exact
+//! only if nothing at `<= t` is still on its way (`t` is below every trace's upper) and the
+//! traces still tell the times apart up to `t` (their logical compaction is at or below
+//! `t`): [`read`] checks both, as Materialize's peeks do, and refuses otherwise.
 
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::cursor::{cursor_list, Cursor};
 use differential_dataflow::trace::implementations::{KeySpine, ValSpine};
 use differential_dataflow::trace::TraceReader;
-use serde::{Deserialize, Serialize};
 use timely::progress::Antichain;
 
-use crate::dataflow::aggregate::Dimension;
-use crate::dataflow::stats::Stats;
-use crate::dataflow::views::{customer_owner, CustomerRow, ViewTraces};
+use crate::dataflow::views::ViewTraces;
 use crate::dataflow::Time;
-use crate::event::Reason;
+use crate::reading::{ReadScope, Reading};
+use crate::serve::serving::ReadError;
 
-/// Every view as of one logical time (one worker's share, or all of them merged).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reading {
-    /// The logical time read.
-    pub time: Time,
-    /// customer → row, in name order once merged.
-    pub customers: Vec<(String, CustomerRow)>,
-    /// The largest totals, ties by name: (customer, total in cents).
-    pub top: Vec<(String, i128)>,
-    /// category → sums, in name order (no category first).
-    pub categories: Vec<(Option<String>, Stats)>,
-    /// UTC hour → sums, in time order.
-    pub hourly: Vec<(i64, Stats)>,
-    /// All live transactions.
-    pub overall: Stats,
-    /// How many customers have a live transaction.
-    pub customer_count: i64,
-    /// Refused records by reason.
-    pub dead_letters: Vec<(Reason, i64)>,
-    /// Kafka partition → next offset to read: the stream input this reading reflects.
-    pub offsets: Vec<(i32, i64)>,
-    /// Each worker's process and partitions, with the partitions' high watermarks as last
-    /// seen (in `Everything` and `Totals` reads; not part of the views, not at `time`).
-    pub workers: Vec<WorkerProgress>,
+/// Reads this worker's share of what `scope` covers, as of `time`, once sure the read is
+/// exact (see the module docs).
+pub fn read(views: &mut ViewTraces, time: Time, scope: &ReadScope) -> Result<Reading, ReadError> {
+    views.check_readable(time).map_err(|why| ReadError::unreadable(why, time))?;
+    Ok(read_scope(views, time, scope))
 }
 
-/// A worker, its process, and the Kafka partitions it reads.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerProgress {
-    /// Its index among all workers of all processes.
-    pub worker: usize,
-    /// Its process's index.
-    pub process: usize,
-    /// Partition → the offset after the newest message seen (none before the first fetch).
-    pub partitions: Vec<(i32, Option<i64>)>,
-    /// History records and Kafka messages it has read.
-    pub records: (u64, u64),
-    /// Partition → messages removed from the topic before they could be read.
-    pub skipped: Vec<(i32, i64)>,
-    /// The Kafka error its reader last met, until reading resumed.
-    pub kafka_error: Option<String>,
-}
-
-impl Reading {
-    /// Messages removed from the topic before they could be read, by partition.
-    pub fn skipped(&self) -> std::collections::BTreeMap<i32, i64> {
-        self.workers.iter().flat_map(|w| w.skipped.iter().copied()).collect()
+/// Reads this worker's share of what `scope` covers, as of `time`.
+fn read_scope(views: &mut ViewTraces, time: Time, scope: &ReadScope) -> Reading {
+    if let ReadScope::Everything { top_k } = scope {
+        return read_everything(views, time, *top_k);
     }
-
-    /// The high watermark of every partition whose reader has seen one.
-    pub fn high_watermarks(&self) -> std::collections::BTreeMap<i32, i64> {
-        let partitions = self.workers.iter().flat_map(|w| &w.partitions);
-        partitions.filter_map(|(p, high)| high.map(|h| (*p, h))).collect()
-    }
-}
-
-/// What a read covers. Every read also carries the offsets, so that it can say what it
-/// reflects.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Scope {
-    /// Every view, with the `top` view cut to this many customers.
-    Everything {
-        /// How many customers the `top` view shows.
-        top_k: usize,
-    },
-    /// Only the time and the offsets (cheap).
-    Offsets,
-    /// One customer's row: a seek in the worker that holds it.
-    Customer(String),
-    /// Customers in name order after `after`, at most `limit` of them.
-    Customers {
-        /// Start after this name (exclusive).
-        after: Option<String>,
-        /// How many at most.
-        limit: usize,
-    },
-    /// The `k` customers with the largest totals.
-    Top {
-        /// How many.
-        k: usize,
-    },
-    /// The `overall`, `categories` and `hourly` views, the customer count and dead letters.
-    Totals,
-}
-
-impl Scope {
-    /// What worker `worker` of `workers` reads for this scope. A customer's row lives on one
-    /// worker ([`customer_owner`]); the others give only their offsets, which every answer
-    /// needs for its `as_of`.
-    pub fn share(&self, worker: usize, workers: usize) -> Scope {
-        match self {
-            Scope::Customer(name) if customer_owner(name, workers) != worker => Scope::Offsets,
-            _ => self.clone(),
+    let offsets = read_offsets(views, time);
+    match scope {
+        ReadScope::Everything { .. } => unreachable!("answered above"),
+        ReadScope::Offsets => offsets,
+        ReadScope::Customer(name) => Reading {
+            customers: read_value_of(&mut views.customers, name, time)
+                .map(|row| (name.clone(), row))
+                .into_iter()
+                .collect(),
+            ..offsets
+        },
+        ReadScope::Customers { after, limit } => {
+            Reading { customers: read_values_after(&mut views.customers, after.as_ref(), *limit, time), ..offsets }
         }
-    }
-}
-
-impl Reading {
-    /// Reads this worker's share of what `scope` covers, as of `time`.
-    pub fn read_scope(views: &mut ViewTraces, time: Time, scope: &Scope) -> Reading {
-        if let Scope::Everything { top_k } = scope {
-            return Reading::read(views, time, *top_k);
-        }
-        let offsets = Reading::read_offsets(views, time);
-        match scope {
-            Scope::Everything { .. } => unreachable!("answered above"),
-            Scope::Offsets => offsets,
-            Scope::Customer(name) => Reading {
-                customers: read_value_of(&mut views.customers, name, time)
-                    .map(|row| (name.clone(), row))
-                    .into_iter()
-                    .collect(),
-                ..offsets
-            },
-            Scope::Customers { after, limit } => {
-                Reading { customers: read_values_after(&mut views.customers, after.as_ref(), *limit, time), ..offsets }
-            }
-            Scope::Top { k } => Reading { top: read_top(&mut views.top, time, *k), ..offsets },
-            Scope::Totals => Reading {
-                customer_count: read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum(),
-                dead_letters: read_sums(&mut views.dead_letters, time)
-                    .into_iter()
-                    .map(|(r, n)| (r, n as i64))
-                    .collect(),
-                ..Reading { time, offsets: offsets.offsets, ..Reading::totals(read_sums(&mut views.totals, time)) }
-            },
-        }
-    }
-
-    /// Merges the workers' shares of a scoped read.
-    pub fn merge_scope(parts: impl IntoIterator<Item = Reading>, scope: &Scope) -> Reading {
-        let top_k = match scope {
-            Scope::Everything { top_k } => *top_k,
-            Scope::Top { k } => *k,
-            _ => 0,
-        };
-        let mut merged = Reading::merge(parts, top_k);
-        if let Scope::Customers { limit, .. } = scope {
-            merged.customers.truncate(*limit);
-        }
-        merged
-    }
-
-    /// Reads this worker's share of every view as of `time`, with the `top_k` largest totals.
-    pub fn read(views: &mut ViewTraces, time: Time, top_k: usize) -> Reading {
-        Reading {
-            time,
-            customers: read_values(&mut views.customers, time),
-            offsets: read_values(&mut views.offsets, time),
-            top: read_top(&mut views.top, time, top_k),
+        ReadScope::Top { k } => Reading { top: read_top(&mut views.top, time, *k), ..offsets },
+        ReadScope::Totals => Reading {
             customer_count: read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum(),
             dead_letters: read_sums(&mut views.dead_letters, time).into_iter().map(|(r, n)| (r, n as i64)).collect(),
-            ..Reading::totals(read_sums(&mut views.totals, time))
-        }
+            ..Reading { time, offsets: offsets.offsets, ..Reading::totals(read_sums(&mut views.totals, time)) }
+        },
     }
+}
 
-    /// Reads only this worker's share of the offsets as of `time`.
-    pub fn read_offsets(views: &mut ViewTraces, time: Time) -> Reading {
-        Reading { time, offsets: read_values(&mut views.offsets, time), ..Reading::default() }
+/// Reads this worker's share of every view as of `time`, with the `top_k` largest totals.
+pub fn read_everything(views: &mut ViewTraces, time: Time, top_k: usize) -> Reading {
+    Reading {
+        time,
+        customers: read_values(&mut views.customers, time),
+        offsets: read_values(&mut views.offsets, time),
+        top: read_top(&mut views.top, time, top_k),
+        customer_count: read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum(),
+        dead_letters: read_sums(&mut views.dead_letters, time).into_iter().map(|(r, n)| (r, n as i64)).collect(),
+        ..Reading::totals(read_sums(&mut views.totals, time))
     }
+}
 
-    /// Splits the totals by dimension into the `overall`, `categories` and `hourly` views.
-    fn totals(totals: Vec<(Dimension, Stats)>) -> Reading {
-        let mut reading = Reading::default();
-        for (dimension, sum) in totals {
-            match dimension {
-                Dimension::All => reading.overall = sum,
-                Dimension::Category(category) => reading.categories.push((category.as_deref().map(String::from), sum)),
-                Dimension::Hour(hour) => reading.hourly.push((hour, sum)),
-            }
-        }
-        reading
-    }
-
-    /// Merges the shares of all workers into one reading.
-    pub fn merge(parts: impl IntoIterator<Item = Reading>, top_k: usize) -> Reading {
-        let mut all = Reading::default();
-        for part in parts {
-            all.time = part.time;
-            all.customers.extend(part.customers);
-            all.top.extend(part.top);
-            all.categories.extend(part.categories);
-            all.hourly.extend(part.hourly);
-            all.overall.plus_equals(&part.overall);
-            all.customer_count += part.customer_count;
-            all.dead_letters.extend(part.dead_letters);
-            all.offsets.extend(part.offsets);
-            all.workers.extend(part.workers);
-        }
-        all.workers.sort_by_key(|w| w.worker);
-        all.customers.sort();
-        all.top.sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| a.cmp(b)));
-        all.top.truncate(top_k);
-        all.categories.sort();
-        all.hourly.sort();
-        all.dead_letters.sort();
-        all.offsets.sort();
-        all
-    }
+/// Reads only this worker's share of the offsets as of `time`.
+fn read_offsets(views: &mut ViewTraces, time: Time) -> Reading {
+    Reading { time, offsets: read_values(&mut views.offsets, time), ..Reading::default() }
 }
 
 /// Every key of a summing trace with its accumulation at `time`, leaving out zeros.

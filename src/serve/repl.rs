@@ -18,9 +18,9 @@ use crate::amount::format_cents;
 use crate::config::Settings;
 use crate::event::{format_hour, parse_hour_bound};
 use crate::output::{as_of, show_table, CustomerOut};
-use crate::run::Serving;
+use crate::reading::{ReadScope, Reading};
 use crate::serve::metrics::consumer_lag;
-use crate::serve::query::{Reading, Scope};
+use crate::serve::Serving;
 
 /// What the prompt answers to `help`.
 pub const HELP: &str = "commands:
@@ -94,16 +94,18 @@ pub fn parse(line: &str) -> Result<Command, String> {
 /// Answers one command with text (an error is text too).
 pub fn answer(serving: &Serving, settings: &Settings, command: &Command) -> String {
     let topic = settings.kafka.topic.as_str();
-    let read = |scope| serving.read_scope(scope, READ_TIMEOUT);
-    let Some(reading) = (match command {
-        Command::Verify => read(Scope::Everything { top_k: 10 }),
-        Command::Get(name) => read(Scope::Customer(name.clone())),
-        Command::Top(k) => read(Scope::Top { k: *k }),
-        Command::Categories | Command::Hourly(..) | Command::Stats => read(Scope::Totals),
+    let read = |scope| serving.read(scope, READ_TIMEOUT);
+    let reading = match command {
+        Command::Verify => read(ReadScope::Everything { top_k: 10 }),
+        Command::Get(name) => read(ReadScope::Customer(name.clone())),
+        Command::Top(k) => read(ReadScope::Top { k: *k }),
+        Command::Categories | Command::Hourly(..) | Command::Stats => read(ReadScope::Totals),
         Command::Help => return format!("{HELP}\n"),
         Command::Quit | Command::Nothing => return String::new(),
-    }) else {
-        return "the pipeline did not answer".to_owned();
+    };
+    let reading = match reading {
+        Ok(reading) => reading,
+        Err(error) => return format!("cannot read the views: {error}\n"),
     };
     let mut out = match command {
         Command::Get(name) => match reading.customers.first() {
@@ -131,9 +133,7 @@ pub fn answer(serving: &Serving, settings: &Settings, command: &Command) -> Stri
         }
         Command::Hourly(from, to) => {
             let rows: Vec<Vec<String>> = reading
-                .hourly
-                .iter()
-                .filter(|(h, _)| from.is_none_or(|f| *h >= f) && to.is_none_or(|t| *h <= t))
+                .hourly_between(*from, *to)
                 .map(|(h, s)| vec![format_hour(*h), format_cents(s.cents), s.count.to_string()])
                 .collect();
             show_table(&["hour", "total", "count"], &rows, rows.len())
@@ -157,8 +157,7 @@ fn stats(reading: &Reading, serving: &Serving) -> String {
     let refused: i64 = reading.dead_letters.iter().map(|(_, n)| n).sum();
     let reasons: Vec<String> = reading.dead_letters.iter().map(|(r, n)| format!("{r} {n}")).collect();
     let _ = writeln!(out, "dead letters  {refused} ({})", reasons.join(", "));
-    let history: u64 = reading.workers.iter().map(|w| w.records.0).sum();
-    let kafka: u64 = reading.workers.iter().map(|w| w.records.1).sum();
+    let (history, kafka) = reading.records_read();
     let _ = writeln!(out, "records read  {history} history, {kafka} Kafka");
     let offsets: Vec<String> = reading.offsets.iter().map(|(p, o)| format!("{p}: {o}")).collect();
     let _ = writeln!(out, "next offsets  {}", offsets.join(", "));
@@ -179,14 +178,21 @@ fn stats(reading: &Reading, serving: &Serving) -> String {
 /// line by line from standard input. Returns when the user is done.
 pub fn prompt(serving: &Serving, settings: &Settings, stop: impl Fn() -> bool) {
     use std::io::{BufRead, IsTerminal, Write};
-    let handle = |line: &str| -> bool {
-        let reply = match parse(line) {
-            Ok(Command::Quit) => return false,
-            Ok(command) => answer(serving, settings, &command),
-            Err(usage) => format!("{usage}\n"),
-        };
-        let mut stdout = std::io::stdout().lock();
-        stdout.write_all(reply.as_bytes()).and_then(|()| stdout.flush()).is_ok()
+    // A paste of several lines reaches the editor as one input: each line is a command,
+    // answered in order (only the first one used to be).
+    let handle = |input: &str| -> bool {
+        for line in input.lines() {
+            let reply = match parse(line) {
+                Ok(Command::Quit) => return false,
+                Ok(command) => answer(serving, settings, &command),
+                Err(usage) => format!("{usage}\n"),
+            };
+            let mut stdout = std::io::stdout().lock();
+            if stdout.write_all(reply.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+                return false;
+            }
+        }
+        true
     };
     if std::io::stdin().is_terminal() {
         if let Ok(mut editor) = rustyline::DefaultEditor::new() {

@@ -144,6 +144,8 @@ pub struct PartitionReader {
     next: BTreeMap<i32, i64>,
     /// Messages each partition dropped before we could read them (retention, eviction).
     skipped: BTreeMap<i32, i64>,
+    /// When a skip was last said, per partition (said at most once a second).
+    warned: BTreeMap<i32, std::time::Instant>,
     names: Names,
     max_record_bytes: usize,
     last_error: Option<String>,
@@ -188,6 +190,7 @@ impl PartitionReader {
             topic: topic.into(),
             next,
             skipped: BTreeMap::new(),
+            warned: BTreeMap::new(),
             names: Names::default(),
             max_record_bytes,
             last_error: None,
@@ -197,40 +200,58 @@ impl PartitionReader {
     /// After librdkafka found an offset out of range: for each partition, messages evicted
     /// before we read them (the log now starts after our next offset) are skipped with a
     /// warning and counted; a partition that now ends before our next offset has started
-    /// again, which is an error.
+    /// again, which is an error. Only those partitions are restarted: the others go on.
+    ///
+    /// The watermarks come from librdkafka's cache of the last fetch responses; only a
+    /// partition that seems to have started again is asked about with a round trip. (Asking
+    /// for every partition at every error made a reader that fell behind fall further.)
     fn offsets_out_of_range(&mut self) -> Result<(), KafkaSourceError> {
+        let cached = self.watermarks();
+        let mut restart = TopicPartitionList::new();
         let partitions: Vec<(i32, i64)> = self.next.iter().map(|(p, o)| (*p, *o)).collect();
         for (p, next) in partitions {
-            let Ok((low, high)) = self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(2)) else {
-                continue; // unreachable now: the next error brings us back here
-            };
+            let (mut low, mut high) = cached.get(&p).copied().unwrap_or((-1, -1));
+            if low < 0 || high < next {
+                match self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(2)) {
+                    Ok(marks) => (low, high) = marks,
+                    Err(_) => continue, // unreachable now: the next error brings us back here
+                }
+            }
             if high < next {
                 return Err(KafkaSourceError::Reset { topic: self.topic.clone(), partition: p, end: high, next });
             }
             if low > next {
                 let lost = low - next;
-                tracing::warn!(
-                    topic = %self.topic,
-                    partition = p,
-                    from = next,
-                    to = low - 1,
-                    messages = lost,
-                    "messages were removed from the topic (retention, or a full in-memory broker) before \
-                     they could be read; the views cannot include them"
-                );
-                *self.skipped.entry(p).or_default() += lost;
+                let skipped = self.skipped.entry(p).or_default();
+                *skipped += lost;
+                let said = self.warned.get(&p).is_some_and(|at| at.elapsed() < Duration::from_secs(1));
+                if !said {
+                    tracing::warn!(
+                        topic = %self.topic,
+                        partition = p,
+                        from = next,
+                        to = low - 1,
+                        messages = lost,
+                        skipped_so_far = *skipped,
+                        "messages were removed from the topic (retention, or a full in-memory broker) before \
+                         they could be read; the views cannot include them"
+                    );
+                    self.warned.insert(p, std::time::Instant::now());
+                }
                 self.next.insert(p, low);
+                restart
+                    .add_partition_offset(&self.topic, p, Offset::Offset(low))
+                    .expect("a fresh list accepts any partition");
             }
         }
-        // A partition stopped by the error cannot be sought ("erroneous state"): assigning
-        // every partition again at our next offsets restarts them all where we are.
-        let mut list = TopicPartitionList::new();
-        for (&p, &offset) in &self.next {
-            list.add_partition_offset(&self.topic, p, Offset::Offset(offset))
-                .expect("a fresh list accepts any partition");
-        }
-        if let Err(error) = self.consumer.assign(&list) {
-            tracing::warn!(topic = %self.topic, %error, "cannot resume reading yet; retrying");
+        // A partition stopped by the error cannot be sought ("erroneous state"): taking it
+        // out of the assignment and in again at the offset restarts it.
+        if restart.count() > 0 {
+            let restarted =
+                self.consumer.incremental_unassign(&restart).and_then(|()| self.consumer.incremental_assign(&restart));
+            if let Err(error) = restarted {
+                tracing::warn!(topic = %self.topic, %error, "cannot resume reading yet; retrying");
+            }
         }
         Ok(())
     }
@@ -304,6 +325,11 @@ impl PartitionReader {
     /// partitions, as of the last fetch response — cached by librdkafka, so this does not
     /// ask the broker. Partitions not fetched yet are absent.
     pub fn high_watermarks(&self) -> BTreeMap<i32, i64> {
+        self.watermarks().into_iter().map(|(p, (_, high))| (p, high)).collect()
+    }
+
+    /// The low and high watermarks of each partition as of the last fetch response.
+    fn watermarks(&self) -> BTreeMap<i32, (i64, i64)> {
         let topic = std::ffi::CString::new(self.topic.as_str()).expect("a topic name has no NUL byte");
         let mut marks = BTreeMap::new();
         for &p in self.next.keys() {
@@ -320,7 +346,7 @@ impl PartitionReader {
                 )
             };
             if code == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 {
-                marks.insert(p, high);
+                marks.insert(p, (low, high));
             }
         }
         marks

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use atelier_lambda::broker::Broker;
 use atelier_lambda::oracle::Oracle;
 use atelier_lambda::output;
-use atelier_lambda::serve::query::Reading;
+use atelier_lambda::reading::Reading;
 use atelier_lambda::source::kafka::to_record;
 use atelier_lambda::source::Record;
 use proptest::strategy::{Strategy, ValueTree};

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use atelier_lambda::batch::{load_history, LoadShared};
 use atelier_lambda::config::Settings;
-use atelier_lambda::dataflow::{Pipeline, Time};
+use atelier_lambda::dataflow::{Dataflow, Time};
 use atelier_lambda::deadletter::DeadLetterFile;
 use atelier_lambda::event::{parse_json, Position, Reason, Rejection, Update};
 use atelier_lambda::filter::Filter;
 use atelier_lambda::oracle::Oracle;
-use atelier_lambda::serve::query::Reading;
+use atelier_lambda::reading::Reading;
 use atelier_lambda::source::history::HistoryFile;
 use proptest::prelude::*;
 
@@ -114,7 +114,7 @@ pub fn run_dataflow(
     let results_in = Arc::clone(&results);
     let config = timely::Config::process(workers);
     timely::execute(config, move |worker| {
-        let mut pipeline = Pipeline::build(worker, event_filter.clone());
+        let mut pipeline = Dataflow::build(worker, event_filter.clone());
         load_history(worker, &mut pipeline, &files, &settings, &dead, &shared).unwrap();
         let mut offsets = [0i64; 3];
         for (i, batch) in std::iter::once(&Vec::new()).chain(batches.iter()).enumerate() {
@@ -140,7 +140,8 @@ pub fn run_dataflow(
         let end = pipeline.time();
         let probe = pipeline.probe.clone();
         worker.step_while(|| probe.less_than(&end));
-        let readings: Vec<Reading> = (0..end).map(|t| Reading::read(&mut pipeline.views, t, top_k)).collect();
+        let readings: Vec<Reading> =
+            (0..end).map(|t| atelier_lambda::serve::query::read_everything(&mut pipeline.views, t, top_k)).collect();
         results_in.lock().unwrap().push(readings);
     })
     .unwrap()

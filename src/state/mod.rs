@@ -21,6 +21,8 @@
 //! snapshot that is truncated or whose checksums do not match is reported and skipped, and
 //! the previous one is used.
 
+pub mod shard;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -146,7 +148,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The encoded versions of shard `i` (see [`crate::dataflow::snapshot::decode`]).
+    /// The encoded versions of shard `i` (see [`shard::decode`]).
     pub fn shard(&self, i: usize) -> &[u8] {
         let (start, end) = self.ranges[i];
         &self.bytes[start..end]

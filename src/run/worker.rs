@@ -1,0 +1,341 @@
+//! One worker's life: where the cluster starts, its share of the history (or of a
+//! snapshot), then its Kafka partitions, admitted at a new logical time — the current Unix
+//! time in milliseconds — whenever they have messages, until the stop. Between polls it
+//! carries out the coordinator's orders, in the order given (see [`super::coordinator`]).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use timely::worker::Worker;
+
+use super::coordinator::Coordinator;
+use super::{now_ms, Answer, Order, Shared, WorkerReport};
+use crate::batch::{load_history, load_snapshot, LoadCounts};
+use crate::control::Control;
+use crate::dataflow::Dataflow;
+use crate::reading::{ReadScope, WorkerProgress};
+use crate::serve::metrics::Source;
+use crate::serve::query;
+use crate::serve::serving::Answering;
+use crate::source::kafka::{self, DeadLetterTopic, PartitionReader};
+use crate::source::Record;
+
+/// How long an idle worker parks before looking at its partitions again. A busy dataflow
+/// never parks (timely unparks a worker as soon as another sends it data); blocking in the
+/// Kafka poll instead would delay every exchange between workers by this much.
+const IDLE_PARK: Duration = Duration::from_millis(1);
+/// The most messages admitted at one logical time by one worker.
+const POLL_MAX: usize = 50_000;
+/// How often offsets are committed to the consumer group (and dead letters flushed).
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// How often a worker notes its partitions' high watermarks (for the consumer lag).
+const WATERMARKS_EVERY: Duration = Duration::from_millis(50);
+
+/// One worker's life: history (or a snapshot), then Kafka until asked to stop.
+pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<WorkerReport> {
+    let settings = &shared.settings;
+    // Timely runs each worker on its own thread: this one.
+    if worker.index() == 0 {
+        shared.worker_0.register();
+    }
+    let mut pipeline = Dataflow::build(worker, shared.event_filter.clone());
+    let mut control = Control::<Order, Answer>::build(worker);
+    let mut pending: VecDeque<Order> = VecDeque::new();
+
+    // Where the cluster starts: worker 0's first order.
+    if worker.index() == 0 {
+        let offsets = shared.resume.as_ref().map(|s| s.meta.offsets.clone()).unwrap_or_default();
+        control.order(Order::Start { snapshot: shared.resume.is_some(), offsets });
+    }
+    let (from_snapshot, start_offsets) = loop {
+        control.send();
+        worker.step_or_park(Some(IDLE_PARK));
+        pending.extend(control.orders());
+        if let Some(Order::Start { snapshot, offsets }) = pending.pop_front() {
+            break (snapshot, offsets);
+        }
+        anyhow::ensure!(!shared.failed.load(Ordering::SeqCst), "another worker failed before the start");
+    };
+    // Before any dead letter is written: a fresh start writes them afresh; a resume drops
+    // those of the messages it will read again, which would otherwise be there twice.
+    let resumed_at: BTreeMap<i32, i64> = start_offsets.iter().copied().collect();
+    shared
+        .dead_letters
+        .prepare(from_snapshot.then_some((settings.kafka.topic.as_str(), &resumed_at)))
+        .with_context(|| format!("cannot prepare the dead-letter file {}", shared.dead_letters.path().display()))?;
+    let local_workers = worker.peers() / settings.dataflow.processes.max(1);
+    let initial = match (&shared.resume, from_snapshot) {
+        (Some(snapshot), _) => {
+            load_snapshot(worker, &mut pipeline, snapshot, (worker.index() % local_workers, local_workers))?
+        }
+        // Process 0 resumes the cluster: the versions reach this worker through the dataflow.
+        (None, true) => LoadCounts::default(),
+        (None, false) => {
+            load_history(worker, &mut pipeline, &shared.files, settings, &shared.dead_letters, &shared.load)?
+        }
+    };
+    let mut report = WorkerReport { history: initial, ..WorkerReport::default() };
+    // A snapshot's versions are not history records read (none is, on a resume).
+    let history_read = if from_snapshot { 0 } else { report.history.records + report.history.refused };
+    shared.metrics.records_read(Source::History).inc_by(history_read);
+    let messages_read = shared.metrics.records_read(Source::Kafka);
+    pipeline.advance_to(now_ms().max(1));
+
+    let k = &settings.kafka;
+    // The partitions this worker will read are known once Kafka answers (a `Partitions`
+    // order); until then the history is served, and a snapshot's offsets are what it reflects.
+    let (index, peers) = (worker.index(), worker.peers());
+    let mut mine: Vec<i32> = Vec::new();
+    let mut reader: Option<PartitionReader> = None;
+    let mut admitted: BTreeMap<i32, i64> =
+        resumed_at.iter().filter(|(p, _)| kafka::owner(**p, peers) == index).map(|(p, o)| (*p, *o)).collect();
+    for (&p, &offset) in &admitted {
+        pipeline.move_offset(p, None, offset);
+    }
+    let dead_letter_topic = match &k.dlq_topic {
+        Some(topic) if !topic.is_empty() => Some(DeadLetterTopic::new(&k.brokers, topic)?),
+        _ => None,
+    };
+
+    let mut coordinator = (index == 0).then(|| {
+        let requests = shared.requests.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Coordinator::new(requests.expect("worker 0 takes the requests"), peers)
+    });
+    let mut progress = WorkerProgress {
+        worker: index,
+        process: settings.dataflow.process,
+        records: (history_read, 0),
+        ..WorkerProgress::default()
+    };
+    let mut last_commit = Instant::now();
+    let mut last_watermarks = Instant::now();
+    // Set by the coordinator's Stop, which every worker of every process receives in order.
+    let mut stopping = false;
+    let mut stop_asked = false;
+
+    loop {
+        // A worker of this process failed (worker 0 perhaps): no order may come any more, and
+        // the dataflow cannot go on without it.
+        if shared.failed.load(Ordering::SeqCst) {
+            break;
+        }
+        // This process was asked to stop: worker 0 orders everyone to; another worker asks it.
+        if shared.stop.load(Ordering::SeqCst) && !stop_asked {
+            stop_asked = true;
+            match coordinator.as_mut() {
+                Some(coordinator) => coordinator.order_stop(&mut control),
+                None => control.answer(Answer::StopAsked { worker: index }),
+            }
+        }
+        if let Some(reader) = reader.as_mut().filter(|_| !stopping) {
+            let read = reader.poll(Duration::ZERO, POLL_MAX, &mut |record| match record {
+                Record::Update(update) => pipeline.updates.send(update),
+                Record::Refused(letter) => {
+                    pipeline.refuse(&letter);
+                    if let Err(error) = shared.dead_letters.write(&letter) {
+                        tracing::error!(%error, "cannot write a dead letter to the file");
+                    }
+                    if let Some(topic) = &dead_letter_topic {
+                        topic.send(&letter);
+                    }
+                }
+            })? as u64;
+            report.messages += read;
+            messages_read.inc_by(read);
+            for (&partition, &next) in reader.next_offsets() {
+                let previous = admitted.insert(partition, next);
+                if previous != Some(next) {
+                    pipeline.move_offset(partition, previous, next);
+                }
+            }
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                reader.commit();
+                // So that `tail -f` shows dead letters within a second (a snapshot also
+                // writes them to disk first).
+                if let Err(error) = shared.dead_letters.flush() {
+                    tracing::error!(%error, "cannot write the dead-letter file");
+                }
+                last_commit = Instant::now();
+            }
+            if last_watermarks.elapsed() >= WATERMARKS_EVERY {
+                let marks = reader.high_watermarks();
+                progress.partitions = mine.iter().map(|p| (*p, marks.get(p).copied())).collect();
+                progress.skipped = reader.skipped().iter().map(|(p, n)| (*p, *n)).collect();
+                progress.kafka_error = reader.last_error().map(String::from);
+                last_watermarks = Instant::now();
+            }
+            progress.records.1 = report.messages;
+        }
+        let now = now_ms();
+        let held = coordinator.as_ref().is_some_and(|c| c.schedule.hold.is_some());
+        if now > pipeline.time() && !held {
+            pipeline.advance_to(now);
+        }
+        worker.step_or_park(Some(IDLE_PARK));
+        if let Some(coordinator) = coordinator.as_mut() {
+            for answer in control.answers() {
+                coordinator.receive(answer, &mut control, &shared.answering, shared.snapshots.as_ref());
+            }
+            coordinator.tick(pipeline.complete_through(), &mut control, &shared.answering);
+            if !coordinator.partitions_ordered {
+                match shared.partitions.take() {
+                    Some(Ok(partitions)) => {
+                        coordinator.partitions_ordered = true;
+                        control.order(Order::Partitions(partitions));
+                    }
+                    Some(Err(error)) => anyhow::bail!(error),
+                    // Unreachable: serve the history meanwhile.
+                    None if shared.partitions.answered() => {
+                        coordinator.reads_from.get_or_insert(0);
+                    }
+                    None => {}
+                }
+            }
+            match &shared.snapshots {
+                Some(snapshots) => {
+                    let answering = &shared.answering;
+                    coordinator.snapshot_duties(snapshots, pipeline.time(), stopping, &mut control, answering);
+                }
+                None if stopping => coordinator.order_exit(&mut control),
+                None => {}
+            }
+        }
+        pending.extend(control.orders());
+        let told = carry_out(&mut pending, &mut pipeline, &mut control, &shared.answering, &progress);
+        if told.snapshot {
+            // Dead letters sent to Kafka before the snapshot are not read again after it.
+            if let Some(topic) = &dead_letter_topic {
+                topic.flush();
+            }
+        }
+        if let Some(partitions) = told.partitions {
+            mine = kafka::assigned(&partitions, index, peers);
+            for &p in &mine {
+                if let std::collections::btree_map::Entry::Vacant(entry) = admitted.entry(p) {
+                    // Without a snapshot every partition is read from its first offset.
+                    entry.insert(0);
+                    pipeline.move_offset(p, None, 0);
+                }
+            }
+            progress.partitions = mine.iter().map(|p| (*p, None)).collect();
+            control.answer(Answer::PartitionsTaken { time: pipeline.time() });
+            if !mine.is_empty() && !stopping {
+                let from: BTreeMap<i32, i64> = mine.iter().map(|p| (*p, admitted[p])).collect();
+                reader = Some(PartitionReader::new(
+                    &k.brokers,
+                    &k.group,
+                    &k.topic,
+                    &mine,
+                    &from,
+                    settings.input.max_record_bytes,
+                )?);
+            }
+        }
+        if told.stop {
+            stopping = true;
+            // Every process learns of the stop, also those that were not signalled.
+            shared.stop.store(true, Ordering::SeqCst);
+        }
+        if let Some(snapshots) = &shared.snapshots {
+            if let Some(shard) = pipeline.snapshots.take() {
+                snapshots.captured(index, shard);
+            }
+            if let Some(encoded) = snapshots.encoded_for(index) {
+                control.answer(Answer::Shard(encoded));
+            }
+        }
+        control.send();
+        if told.exit {
+            break;
+        }
+    }
+
+    // Stop: admit nothing more, let the dataflow finish what it holds.
+    if let Some(reader) = reader {
+        reader.commit();
+        report.offsets = reader.next_offsets().clone();
+        tracing::info!(worker = index, offsets = ?report.offsets, "stopping; next offsets");
+        close_within(reader, "the Kafka consumer");
+    }
+    if let Some(topic) = dead_letter_topic {
+        topic.flush();
+        close_within(topic, "the dead-letter producer");
+    }
+    shared.dead_letters.flush().context("cannot flush the dead-letter file")?;
+    let (_views, probe) = pipeline.close();
+    worker.step_while(|| !probe.done());
+    Ok(report)
+}
+
+/// How long a stop waits for a Kafka client to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// Drops a Kafka client on a thread of its own and waits for it at most [`CLOSE_WAIT`]:
+/// librdkafka's close waits for the group coordinator, which an unreachable broker never
+/// answers — that made a stop hang forever. A client not closed in time is left behind; the
+/// process is about to end anyway.
+fn close_within<T: Send + 'static>(client: T, what: &'static str) {
+    let (closed, done) = channel();
+    let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+        drop(client);
+        let _ = closed.send(());
+    });
+    if spawned.is_ok() && done.recv_timeout(CLOSE_WAIT).is_err() {
+        tracing::warn!("{what} did not close within {} s (Kafka unreachable?); leaving it", CLOSE_WAIT.as_secs());
+    }
+}
+
+/// What the orders carried out told a worker to do next.
+#[derive(Default)]
+struct Told {
+    stop: bool,
+    exit: bool,
+    /// A snapshot was registered.
+    snapshot: bool,
+    /// The topic's partitions, to start reading.
+    partitions: Option<Vec<i32>>,
+}
+
+/// Carries out the orders whose time has come, in order: a read waits until this worker's
+/// views are complete through its time.
+fn carry_out(
+    pending: &mut VecDeque<Order>,
+    pipeline: &mut Dataflow,
+    control: &mut Control<Order, Answer>,
+    answering: &Answering,
+    progress: &WorkerProgress,
+) -> Told {
+    let mut told = Told::default();
+    while let Some(command) = pending.front() {
+        match command {
+            Order::Read { time, .. } if pipeline.probe.less_equal(time) => break,
+            _ => {}
+        }
+        match pending.pop_front().expect("front exists") {
+            Order::Read { id, time, scope } => {
+                let (worker, workers) = (control.index(), control.peers());
+                let mut part = query::read(&mut pipeline.views, time, &scope.share(worker, workers));
+                if let (Ok(part), ReadScope::Everything { .. } | ReadScope::Totals) = (&mut part, &scope) {
+                    part.workers = vec![progress.clone()];
+                }
+                if let Some(part) = answering.deliver(id, part, workers) {
+                    control.answer(Answer::Read { id, part: part.map(Box::new) });
+                }
+            }
+            Order::Compact(time) => pipeline.views.compact_to(time),
+            Order::Snapshot(time) => {
+                pipeline.snapshots.request(time);
+                control.answer(Answer::Registered { time });
+                told.snapshot = true;
+            }
+            Order::Partitions(partitions) => told.partitions = Some(partitions),
+            Order::Start { .. } => {} // taken before the loop
+            Order::Stop => told.stop = true,
+            Order::Exit => told.exit = true,
+        }
+    }
+    told
+}

@@ -1,0 +1,239 @@
+//! The serving handle: how any thread (the prompt, an HTTP request, `--views-out`) asks the
+//! running dataflow for a reading, and gets each worker's share back.
+//!
+//! ```text
+//! Serving::read(scope) ──request──► worker 0 (the coordinator) picks the time T every view
+//!                                   is complete through, orders every worker to read at T
+//! each worker ──its share at T──► Answering ──► the waiting thread or task, which merges
+//! ```
+//!
+//! A read fails with a [`ReadError`] saying why — the pipeline stopped, it did not answer in
+//! time, or a worker found its views could not be read exactly at `T` — never with a
+//! reading that mixes times.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataflow::views::Unreadable;
+use crate::dataflow::Time;
+use crate::reading::{ReadScope, Reading};
+use crate::serve::metrics::Metrics;
+
+/// Why a read has no answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ReadError {
+    /// The workers did not answer within the time given.
+    #[error("the pipeline did not answer in time")]
+    Timeout,
+    /// The pipeline has stopped (or is stopping) and answers no more reads.
+    #[error("the pipeline has stopped")]
+    Stopped,
+    /// A view had already forgotten the distinctions between times before the read's time.
+    #[error("the {view} view cannot be read at time {time}: it is compacted up to {since}")]
+    Compacted {
+        /// The view.
+        view: String,
+        /// The time asked for.
+        time: Time,
+        /// Its compaction frontier.
+        since: Time,
+    },
+    /// A view was not complete through the read's time.
+    #[error("the {view} view is not complete at time {time} (only below {upper})")]
+    Incomplete {
+        /// The view.
+        view: String,
+        /// The time asked for.
+        time: Time,
+        /// Its upper frontier.
+        upper: Time,
+    },
+}
+
+impl ReadError {
+    /// The error for a view found unreadable at `time`.
+    pub fn unreadable(why: Unreadable, time: Time) -> Self {
+        match why {
+            Unreadable::Compacted { view, since } => ReadError::Compacted { view: view.into(), time, since },
+            Unreadable::Incomplete { view, upper } => ReadError::Incomplete { view: view.into(), time, upper },
+        }
+    }
+}
+
+/// One worker's share of a read, or why it has none.
+pub type Part = Result<Reading, ReadError>;
+
+/// A request to read what `scope` covers at the latest complete time.
+pub struct ReadRequest {
+    /// What to read.
+    pub scope: ReadScope,
+    /// Where the workers' shares go.
+    pub reply: Reply,
+}
+
+/// Where the workers send their shares of a read: a thread waiting on a channel (the
+/// prompt, `--views-out`), an async task (an HTTP request) — which then waits without
+/// holding a thread, and wakes without a hop through a pool of blocking threads — or a
+/// function (the snapshot writer's).
+#[derive(Clone)]
+pub enum Reply {
+    /// A thread waiting on a channel.
+    Thread(Sender<Part>),
+    /// An async task waiting on a channel.
+    Task(tokio::sync::mpsc::UnboundedSender<Part>),
+    /// A function called with each share.
+    Call(Arc<dyn Fn(Part) + Send + Sync>),
+}
+
+impl Reply {
+    fn send(&self, part: Part) {
+        // A reader that gave up (timed out) no longer listens; that is not an error here.
+        let _ = match self {
+            Reply::Thread(sender) => sender.send(part).map_err(drop),
+            Reply::Task(sender) => sender.send(part).map_err(drop),
+            Reply::Call(call) => {
+                call(part);
+                Ok(())
+            }
+        };
+    }
+}
+
+/// Reads being answered: request id → where the parts go, and how many came. Kept in the
+/// process of worker 0, whose workers hand their parts over directly; workers of other
+/// processes send theirs to worker 0 over the control plane.
+#[derive(Default)]
+pub struct Answering(Mutex<HashMap<u64, (Reply, usize)>>);
+
+impl Answering {
+    /// Expects `workers` parts of read `id`, for `reply`.
+    pub fn expect(&self, id: u64, reply: Reply) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (reply, 0));
+    }
+
+    /// Hands a part over if read `id` is answered from this process; gives it back if not.
+    pub fn deliver(&self, id: u64, part: Part, workers: usize) -> Option<Part> {
+        let mut answering = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((reply, parts)) = answering.get_mut(&id) else { return Some(part) };
+        reply.send(part);
+        *parts += 1;
+        if *parts == workers {
+            answering.remove(&id);
+        }
+        None
+    }
+}
+
+/// Worker 0's thread, to wake it when a read request arrives: an idle worker parks for a
+/// millisecond, which would otherwise add to every answer's latency. (The other workers get
+/// their orders over timely's channels, which wake them.)
+#[derive(Default)]
+pub struct Waker(OnceLock<Thread>);
+
+impl Waker {
+    /// Called on worker 0's thread: the thread to wake.
+    pub fn register(&self) {
+        let _ = self.0.set(std::thread::current());
+    }
+
+    fn wake(&self) {
+        if let Some(thread) = self.0.get() {
+            thread.unpark();
+        }
+    }
+}
+
+/// Reads the views of a running pipeline from any thread.
+#[derive(Clone)]
+pub struct Serving {
+    requests: Sender<ReadRequest>,
+    workers: usize,
+    worker_0: Arc<Waker>,
+    metrics: Arc<Metrics>,
+}
+
+impl Serving {
+    /// A handle whose requests go to `requests` (worker 0's), answered by `workers` workers.
+    /// Returns the receiving end, for worker 0.
+    pub fn new(workers: usize, worker_0: Arc<Waker>, metrics: Arc<Metrics>) -> (Serving, Receiver<ReadRequest>) {
+        let (requests, received) = channel();
+        (Serving { requests, workers, worker_0, metrics }, received)
+    }
+
+    /// Every view at the latest time all of them are complete through.
+    pub fn read_all(&self, top_k: usize, timeout: Duration) -> Result<Reading, ReadError> {
+        self.read(ReadScope::Everything { top_k }, timeout)
+    }
+
+    /// Reads what `scope` covers at the latest complete time.
+    pub fn read(&self, scope: ReadScope, timeout: Duration) -> Result<Reading, ReadError> {
+        let (reply, replies) = channel();
+        self.request(&scope, Reply::Thread(reply))?;
+        let deadline = Instant::now() + timeout;
+        let mut parts = Vec::with_capacity(self.workers);
+        while parts.len() < self.workers {
+            let left = deadline.checked_duration_since(Instant::now()).ok_or(ReadError::Timeout)?;
+            match replies.recv_timeout(left) {
+                Ok(part) => parts.push(part?),
+                Err(RecvTimeoutError::Timeout) => return Err(ReadError::Timeout),
+                Err(RecvTimeoutError::Disconnected) => return Err(ReadError::Stopped),
+            }
+        }
+        Ok(Reading::merge_scope(parts, &scope))
+    }
+
+    /// Reads what `scope` covers at the latest complete time, from an async task.
+    pub async fn read_async(&self, scope: ReadScope, timeout: Duration) -> Result<Reading, ReadError> {
+        let (reply, mut replies) = tokio::sync::mpsc::unbounded_channel();
+        self.request(&scope, Reply::Task(reply))?;
+        let parts = async {
+            let mut parts = Vec::with_capacity(self.workers);
+            while parts.len() < self.workers {
+                parts.push(replies.recv().await.ok_or(ReadError::Stopped)??);
+            }
+            Ok(parts)
+        };
+        let parts = tokio::time::timeout(timeout, parts).await.map_err(|_| ReadError::Timeout)??;
+        Ok(Reading::merge_scope(parts, &scope))
+    }
+
+    /// Hands a read to the coordinator, waking it if it is parked.
+    fn request(&self, scope: &ReadScope, reply: Reply) -> Result<(), ReadError> {
+        self.requests.send(ReadRequest { scope: scope.clone(), reply }).map_err(|_| ReadError::Stopped)?;
+        self.worker_0.wake();
+        Ok(())
+    }
+
+    /// How many workers answer reads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The process's metrics: records read, high watermarks, query latencies.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Reads until `done` accepts the reading (e.g. offsets reached a target), or times out.
+    pub fn read_until(
+        &self,
+        top_k: usize,
+        timeout: Duration,
+        done: impl Fn(&Reading) -> bool,
+    ) -> Result<Reading, ReadError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now()).ok_or(ReadError::Timeout)?;
+            let reading = self.read_all(top_k, left)?;
+            if done(&reading) {
+                return Ok(reading);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
