@@ -19,7 +19,6 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -38,7 +37,7 @@ use crate::source::Record;
 /// What a verification compared.
 #[derive(Debug)]
 pub struct Verification {
-    /// History records and Kafka messages re-read.
+    /// History records re-read (refused ones included).
     pub history_records: u64,
     /// Kafka messages re-read.
     pub messages: u64,
@@ -104,11 +103,9 @@ pub fn verify(settings: &Settings, live: &Reading, top_k: usize) -> anyhow::Resu
     let mut messages = 0;
     if live.offsets.iter().any(|(_, o)| *o > 0) {
         let k = &settings.kafka;
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &k.brokers)
+        let consumer: BaseConsumer = crate::source::kafka::base_config(&k.brokers)
             .set("group.id", format!("{}-verify", k.group))
             .set("enable.auto.commit", "false")
-            .set("log_level", "3")
             .create()
             .context("cannot create a Kafka consumer to verify")?;
         let mut list = TopicPartitionList::new();

@@ -15,7 +15,7 @@ fn the_compose_file_is_valid_and_wires_the_workshop() {
         .args(["-f", "docker-compose.yaml", "config"])
         .current_dir(repo())
         .output()
-        .expect("docker-compose is installed (apt-get install docker-compose; .ci/run does it)");
+        .expect("docker-compose is installed (./test installs it)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let config = String::from_utf8_lossy(&out.stdout);
     for needle in [
@@ -48,7 +48,7 @@ fn the_cluster_profile_runs_two_processes_of_one_dataflow() {
         .args(["-f", "docker-compose.yaml", "--profile", "cluster", "config"])
         .current_dir(repo())
         .output()
-        .expect("docker-compose is installed");
+        .expect("docker-compose is installed (./test installs it)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let config = String::from_utf8_lossy(&out.stdout);
     for needle in ["lambda-0:", "lambda-1:", "--processes", "/app/config/hosts-compose.txt"] {

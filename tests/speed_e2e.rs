@@ -20,7 +20,7 @@ use rdkafka::Message as _;
 #[test]
 fn the_workshop_through_lambda_broker_and_kcat() {
     if Command::new("kcat").arg("-V").output().is_err() {
-        panic!("kcat is not installed (apt-get install kcat); .ci/run installs it");
+        panic!("kcat is not installed; ./test installs it");
     }
     let dir = temp_dir("kcat");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -162,7 +162,8 @@ impl Ordered for Totals {
     type Out = (Dimension, Time, Stats);
 
     fn apply(&mut self, _time: Time, (txn, _, diff): Self::Record, _out: &mut Vec<Self::Out>) {
-        let stats = if diff < 0 { Stats::one(txn.cents).negated() } else { Stats::one(txn.cents) };
+        // A diff of any size, not only ±1: the transaction counted `diff` times.
+        let stats = Stats::one(txn.cents).times(diff as i64);
         self.add(Dimension::All, &stats);
         self.add(Dimension::Category(txn.category), &stats);
         if let Some(hour) = txn.hour {

@@ -15,7 +15,7 @@
 //! assert!(!s.is_zero());
 //! ```
 
-use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+use differential_dataflow::difference::{Abelian, IsZero, Monoid, Semigroup};
 use serde::{Deserialize, Serialize};
 
 /// A count of transactions and the exact sum of their amounts, in cents.
@@ -37,6 +37,11 @@ impl Stats {
     pub fn negated(mut self) -> Self {
         self.negate();
         self
+    }
+
+    /// `self` counted `times` times (a negative multiplicity retracts).
+    pub fn times(self, times: i64) -> Self {
+        Stats { count: self.count * times, cents: self.cents * i128::from(times) }
     }
 }
 
@@ -63,14 +68,5 @@ impl Abelian for Stats {
     fn negate(&mut self) {
         self.count = -self.count;
         self.cents = -self.cents;
-    }
-}
-
-/// `explode` multiplies the new diff by the collection's `isize` multiplicity.
-impl Multiply<isize> for Stats {
-    type Output = Stats;
-    fn multiply(self, rhs: &isize) -> Stats {
-        let k = *rhs as i64;
-        Stats { count: self.count * k, cents: self.cents * i128::from(k) }
     }
 }

@@ -1,6 +1,6 @@
 //! `GET /metrics`: the pipeline in Prometheus' text format.
 //!
-//! Two kinds of numbers, kept apart on purpose:
+//! Three kinds of numbers, kept apart on purpose:
 //!
 //! - **read from the views** at one logical time when scraped (like any other answer):
 //!   `lambda_transactions`, `lambda_customers`, `lambda_dead_letters{reason}`,

@@ -126,7 +126,8 @@ pub fn assigned(all: &[i32], worker: usize, workers: usize) -> Vec<i32> {
     all.iter().copied().filter(|p| owner(*p, workers) == worker).collect()
 }
 
-fn base_config(brokers: &str) -> ClientConfig {
+/// The configuration every Kafka client of ours starts from.
+pub fn base_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -391,10 +392,7 @@ pub fn to_record(
         Some(body) => parse_json_with(body, names),
     }
     .and_then(|event| event.into_update(key, at, position));
-    match result {
-        Ok(update) => Record::Update(update),
-        Err(rejection) => Record::Refused(DeadLetter::new(at(), position, rejection, raw)),
-    }
+    Record::new(result, at, position, raw)
 }
 
 /// Produces dead letters to a Kafka topic as JSON, keyed by their source.

@@ -11,7 +11,7 @@ pub mod history;
 pub mod kafka;
 
 use crate::deadletter::DeadLetter;
-use crate::event::Update;
+use crate::event::{Position, Rejection, Update};
 
 /// One record read from a source.
 #[derive(Clone, Debug)]
@@ -20,4 +20,20 @@ pub enum Record {
     Update(Update),
     /// A refused record.
     Refused(DeadLetter),
+}
+
+impl Record {
+    /// What a source makes of one raw record: its update, or a dead letter with its place
+    /// (named by `place`, e.g. `file:line`), position and raw bytes.
+    pub fn new(
+        parsed: Result<Update, Rejection>,
+        place: impl FnOnce() -> String,
+        position: Position,
+        raw: &[u8],
+    ) -> Record {
+        match parsed {
+            Ok(update) => Record::Update(update),
+            Err(rejection) => Record::Refused(DeadLetter::new(place(), position, rejection, raw)),
+        }
+    }
 }

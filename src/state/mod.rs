@@ -163,11 +163,6 @@ impl Snapshot {
     pub fn versions(&self) -> u64 {
         self.meta.shards.iter().map(|s| s.versions).sum()
     }
-
-    /// Its size in bytes.
-    pub fn size(&self) -> usize {
-        self.bytes.len()
-    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {

