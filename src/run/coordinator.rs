@@ -234,3 +234,192 @@ impl Coordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The coordinator and the workers' orders, in process: two workers run the dataflow and
+    //! the control plane as `lambda run` does, without Kafka — every logical time, each
+    //! admits one transaction — while this thread reads through a serving handle.
+
+    use std::collections::VecDeque;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dataflow::Dataflow;
+    use crate::event::{Identity, Position, Txn, Update};
+    use crate::reading::{Reading, WorkerProgress};
+    use crate::serve::metrics::Metrics;
+    use crate::serve::serving::{ReadError, Serving, Waker};
+
+    /// Amount admitted by worker `w` at time `t`, in cents: the readings can be checked
+    /// against a sum.
+    fn cents(w: usize, t: u64) -> i64 {
+        (w as i64 + 1) * 1000 + t as i64
+    }
+
+    /// What the views must hold at time `t`: every transaction of times 1..=t of both workers.
+    fn expected(t: u64) -> (i64, i128) {
+        let sum: i64 = (1..=t).flat_map(|t| (0..2).map(move |w| cents(w, t))).sum();
+        (2 * t as i64, i128::from(sum))
+    }
+
+    /// Runs two workers up to time `until`, one time every `pace`, while `test` reads through
+    /// the handle; `extra` lets worker 0's coordinator order more (a test's own reads).
+    fn two_workers(
+        until: u64,
+        pace: Duration,
+        extra: impl Fn(&mut Coordinator, &mut Control<Order, Answer>, &Answering, Time) + Send + Sync + 'static,
+        test: impl FnOnce(&Serving),
+    ) {
+        let waker = Arc::new(Waker::default());
+        let (serving, requests) = Serving::new(2, Arc::clone(&waker), Arc::new(Metrics::new()));
+        let requests = Arc::new(Mutex::new(Some(requests)));
+        let answering = Arc::new(Answering::default());
+        let done = Arc::new(AtomicBool::new(false));
+        let (stop, extra) = (Arc::clone(&done), Arc::new(extra));
+        let guards = timely::execute(timely::Config::process(2), move |worker| {
+            let mut dataflow = Dataflow::build(worker, None);
+            let mut control = Control::<Order, Answer>::build(worker);
+            let mut coordinator = (worker.index() == 0).then(|| {
+                waker.register();
+                let mut c = Coordinator::new(requests.lock().unwrap().take().unwrap(), 2);
+                c.reads_from = Some(0);
+                c
+            });
+            let progress = WorkerProgress::default();
+            let mut pending = VecDeque::new();
+            let mut time = 1;
+            let mut last = std::time::Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                if time <= until && last.elapsed() >= pace {
+                    last = std::time::Instant::now();
+                    dataflow.advance_to(time);
+                    let w = worker.index();
+                    dataflow.updates.send(Update {
+                        identity: Identity::Id(format!("w{w}-t{time}").into()),
+                        position: Position::in_partition(w as i32, time as i64),
+                        txn: Some(Txn { customer: "Ali".into(), cents: cents(w, time), hour: None, category: None }),
+                    });
+                    time += 1;
+                    dataflow.advance_to(time);
+                }
+                worker.step_or_park(Some(Duration::from_millis(1)));
+                if let Some(c) = coordinator.as_mut() {
+                    for answer in control.answers() {
+                        c.receive(answer, &mut control, &answering, None);
+                    }
+                    c.tick(dataflow.complete_through(), &mut control, &answering);
+                    extra(c, &mut control, &answering, dataflow.complete_through().unwrap_or(0));
+                }
+                pending.extend(control.orders());
+                super::super::worker::carry_out(&mut pending, &mut dataflow, &mut control, &answering, &progress);
+                control.send();
+            }
+        })
+        .unwrap();
+        test(&serving);
+        done.store(true, Ordering::SeqCst);
+        for result in guards.join() {
+            result.unwrap();
+        }
+    }
+
+    #[test]
+    fn every_read_is_exact_at_the_time_it_says() {
+        two_workers(
+            60,
+            Duration::from_millis(2),
+            |_, _, _, _| {},
+            |serving| {
+                let mut last = 0;
+                for _ in 0..40 {
+                    let reading = serving.read(ReadScope::Totals, Duration::from_secs(10)).expect("an answer");
+                    // Time 0 is the (empty) history; every later time has both workers' rows.
+                    let (count, cents) = expected(reading.time.min(60));
+                    assert_eq!((reading.overall.count, reading.overall.cents), (count, cents), "at {}", reading.time);
+                    assert!(reading.time >= last, "readings go forward in time");
+                    last = reading.time;
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+                assert!(last > 0, "the reads followed the input");
+            },
+        );
+    }
+
+    #[test]
+    fn a_compaction_ordered_after_a_read_does_not_spoil_it() {
+        // Worker 0 orders, once, a read at time 5 then at once a compaction to 40: the read
+        // is carried out first, exact; a read at 5 ordered after the compaction is refused.
+        let answers: Arc<Mutex<Vec<Result<Reading, ReadError>>>> = Arc::default();
+        let (first, second) = (Arc::clone(&answers), Arc::clone(&answers));
+        let ordered = AtomicBool::new(false);
+        let extra =
+            move |c: &mut Coordinator, control: &mut Control<Order, Answer>, answering: &Answering, complete: Time| {
+                if complete >= 40 && !ordered.swap(true, Ordering::SeqCst) {
+                    let (a, b) = (Arc::clone(&first), Arc::clone(&second));
+                    c.order_read(
+                        control,
+                        answering,
+                        5,
+                        ReadScope::Totals,
+                        Reply::Call(Arc::new(move |p| a.lock().unwrap().push(p))),
+                    );
+                    control.order(Order::Compact(40));
+                    c.order_read(
+                        control,
+                        answering,
+                        5,
+                        ReadScope::Totals,
+                        Reply::Call(Arc::new(move |p| b.lock().unwrap().push(p))),
+                    );
+                }
+            };
+        two_workers(60, Duration::from_millis(1), extra, |_| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while answers.lock().unwrap().len() < 4 {
+                assert!(std::time::Instant::now() < deadline, "the reads were not answered");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let answers = answers.lock().unwrap();
+        let (before, after): (Vec<_>, Vec<_>) = answers.iter().partition(|p| p.is_ok());
+        assert_eq!(before.len(), 2, "each worker answers the first read: {answers:?}");
+        let total: i128 = before.iter().map(|p| p.as_ref().unwrap().overall.cents).sum();
+        assert_eq!(total, expected(5).1, "exactly the transactions of times 1..=5");
+        for refused in after {
+            assert!(matches!(refused, Err(ReadError::Compacted { since: 40, time: 5, .. })), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn a_read_waits_until_the_views_have_passed_its_time() {
+        // A read ordered at a time no worker has reached is answered once they have, exact.
+        let answers: Arc<Mutex<Vec<Result<Reading, ReadError>>>> = Arc::default();
+        let sink = Arc::clone(&answers);
+        let ordered = AtomicBool::new(false);
+        let extra =
+            move |c: &mut Coordinator, control: &mut Control<Order, Answer>, answering: &Answering, complete: Time| {
+                if complete >= 1 && !ordered.swap(true, Ordering::SeqCst) {
+                    let s = Arc::clone(&sink);
+                    c.order_read(
+                        control,
+                        answering,
+                        30,
+                        ReadScope::Totals,
+                        Reply::Call(Arc::new(move |p| s.lock().unwrap().push(p))),
+                    );
+                }
+            };
+        two_workers(60, Duration::from_millis(2), extra, |_| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while answers.lock().unwrap().len() < 2 {
+                assert!(std::time::Instant::now() < deadline, "the read was not answered");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let total: i128 = answers.lock().unwrap().iter().map(|p| p.as_ref().unwrap().overall.cents).sum();
+        assert_eq!(total, expected(30).1);
+    }
+}

@@ -290,7 +290,7 @@ fn close_within<T: Send + 'static>(client: T, what: &'static str) {
 
 /// What the orders carried out told a worker to do next.
 #[derive(Default)]
-struct Told {
+pub(super) struct Told {
     stop: bool,
     exit: bool,
     /// A snapshot was registered.
@@ -301,7 +301,7 @@ struct Told {
 
 /// Carries out the orders whose time has come, in order: a read waits until this worker's
 /// views are complete through its time.
-fn carry_out(
+pub(super) fn carry_out(
     pending: &mut VecDeque<Order>,
     pipeline: &mut Dataflow,
     control: &mut Control<Order, Answer>,

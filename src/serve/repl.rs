@@ -37,7 +37,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a line asks for.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Command {
+pub enum PromptCommand {
     /// `get <customer>`
     Get(String),
     /// `top [k]`
@@ -59,31 +59,31 @@ pub enum Command {
 }
 
 /// Parses one line, or says how to write it.
-pub fn parse(line: &str) -> Result<Command, String> {
+pub fn parse(line: &str) -> Result<PromptCommand, String> {
     let mut words = line.split_whitespace();
-    let Some(verb) = words.next() else { return Ok(Command::Nothing) };
+    let Some(verb) = words.next() else { return Ok(PromptCommand::Nothing) };
     let rest: Vec<&str> = words.collect();
     let usage = |u: &str| Err(format!("usage: {u}"));
     match (verb, rest.as_slice()) {
         ("get", []) => usage("get <customer>"),
-        ("get", names) => Ok(Command::Get(names.join(" "))),
-        ("top", []) => Ok(Command::Top(10)),
+        ("get", names) => Ok(PromptCommand::Get(names.join(" "))),
+        ("top", []) => Ok(PromptCommand::Top(10)),
         ("top", [k]) => match k.parse::<usize>() {
-            Ok(k) if (1..=10_000).contains(&k) => Ok(Command::Top(k)),
+            Ok(k) if (1..=10_000).contains(&k) => Ok(PromptCommand::Top(k)),
             _ => usage("top [k], k from 1 to 10000"),
         },
-        ("categories", []) => Ok(Command::Categories),
+        ("categories", []) => Ok(PromptCommand::Categories),
         ("hourly", bounds) if bounds.len() <= 2 => {
             let parsed: Vec<Option<i64>> = bounds.iter().map(|b| parse_hour_bound(b)).collect();
             if parsed.iter().any(Option::is_none) {
                 return usage("hourly [from] [to], times like 2025-01-01T10 or RFC 3339");
             }
-            Ok(Command::Hourly(parsed.first().copied().flatten(), parsed.get(1).copied().flatten()))
+            Ok(PromptCommand::Hourly(parsed.first().copied().flatten(), parsed.get(1).copied().flatten()))
         }
-        ("stats", []) => Ok(Command::Stats),
-        ("verify", []) => Ok(Command::Verify),
-        ("help", _) => Ok(Command::Help),
-        ("quit" | "exit", []) => Ok(Command::Quit),
+        ("stats", []) => Ok(PromptCommand::Stats),
+        ("verify", []) => Ok(PromptCommand::Verify),
+        ("help", _) => Ok(PromptCommand::Help),
+        ("quit" | "exit", []) => Ok(PromptCommand::Quit),
         ("top" | "categories" | "hourly" | "stats" | "verify" | "quit" | "exit", _) => {
             Err(format!("{verb}: too many arguments; type help"))
         }
@@ -92,27 +92,27 @@ pub fn parse(line: &str) -> Result<Command, String> {
 }
 
 /// Answers one command with text (an error is text too).
-pub fn answer(serving: &Serving, settings: &Settings, command: &Command) -> String {
+pub fn answer(serving: &Serving, settings: &Settings, command: &PromptCommand) -> String {
     let topic = settings.kafka.topic.as_str();
     let read = |scope| serving.read(scope, READ_TIMEOUT);
     let reading = match command {
-        Command::Verify => read(ReadScope::Everything { top_k: 10 }),
-        Command::Get(name) => read(ReadScope::Customer(name.clone())),
-        Command::Top(k) => read(ReadScope::Top { k: *k }),
-        Command::Categories | Command::Hourly(..) | Command::Stats => read(ReadScope::Totals),
-        Command::Help => return format!("{HELP}\n"),
-        Command::Quit | Command::Nothing => return String::new(),
+        PromptCommand::Verify => read(ReadScope::Everything { top_k: 10 }),
+        PromptCommand::Get(name) => read(ReadScope::Customer(name.clone())),
+        PromptCommand::Top(k) => read(ReadScope::Top { k: *k }),
+        PromptCommand::Categories | PromptCommand::Hourly(..) | PromptCommand::Stats => read(ReadScope::Totals),
+        PromptCommand::Help => return format!("{HELP}\n"),
+        PromptCommand::Quit | PromptCommand::Nothing => return String::new(),
     };
     let reading = match reading {
         Ok(reading) => reading,
         Err(error) => return format!("cannot read the views: {error}\n"),
     };
     let mut out = match command {
-        Command::Get(name) => match reading.customers.first() {
+        PromptCommand::Get(name) => match reading.customers.first() {
             None => format!("no customer {name:?}\n"),
             Some((c, row)) => show_table(&CustomerOut::COLUMNS, &[CustomerOut::new(c, row).cells()], 1),
         },
-        Command::Top(_) => {
+        PromptCommand::Top(_) => {
             let rows: Vec<Vec<String>> = reading
                 .top
                 .iter()
@@ -121,7 +121,7 @@ pub fn answer(serving: &Serving, settings: &Settings, command: &Command) -> Stri
                 .collect();
             show_table(&["rank", "customer", "total"], &rows, rows.len())
         }
-        Command::Categories => {
+        PromptCommand::Categories => {
             let rows: Vec<Vec<String>> = reading
                 .categories
                 .iter()
@@ -131,19 +131,19 @@ pub fn answer(serving: &Serving, settings: &Settings, command: &Command) -> Stri
                 .collect();
             show_table(&["category", "total", "count"], &rows, rows.len())
         }
-        Command::Hourly(from, to) => {
+        PromptCommand::Hourly(from, to) => {
             let rows: Vec<Vec<String>> = reading
                 .hourly_between(*from, *to)
                 .map(|(h, s)| vec![format_hour(*h), format_cents(s.cents), s.count.to_string()])
                 .collect();
             show_table(&["hour", "total", "count"], &rows, rows.len())
         }
-        Command::Stats => stats(&reading, serving),
-        Command::Verify => match crate::verify::verify(settings, &reading, 10) {
+        PromptCommand::Stats => stats(&reading, serving),
+        PromptCommand::Verify => match crate::verify::verify(settings, &reading, 10) {
             Err(error) => format!("verify: cannot recompute: {error:#}\n"),
             Ok(v) => v.report(),
         },
-        Command::Help | Command::Quit | Command::Nothing => unreachable!("answered above"),
+        PromptCommand::Help | PromptCommand::Quit | PromptCommand::Nothing => unreachable!("answered above"),
     };
     let _ = writeln!(out, "as of {}", as_of(&reading, topic));
     out
@@ -183,7 +183,7 @@ pub fn prompt(serving: &Serving, settings: &Settings, stop: impl Fn() -> bool) {
     let handle = |input: &str| -> bool {
         for line in input.lines() {
             let reply = match parse(line) {
-                Ok(Command::Quit) => return false,
+                Ok(PromptCommand::Quit) => return false,
                 Ok(command) => answer(serving, settings, &command),
                 Err(usage) => format!("{usage}\n"),
             };
@@ -225,19 +225,19 @@ mod tests {
 
     #[test]
     fn commands_and_their_usage() {
-        assert_eq!(parse("get Ali"), Ok(Command::Get("Ali".into())));
-        assert_eq!(parse("get Abd el Kader"), Ok(Command::Get("Abd el Kader".into())));
-        assert_eq!(parse("  top  "), Ok(Command::Top(10)));
-        assert_eq!(parse("top 3"), Ok(Command::Top(3)));
-        assert_eq!(parse(""), Ok(Command::Nothing));
-        assert_eq!(parse("quit"), Ok(Command::Quit));
+        assert_eq!(parse("get Ali"), Ok(PromptCommand::Get("Ali".into())));
+        assert_eq!(parse("get Abd el Kader"), Ok(PromptCommand::Get("Abd el Kader".into())));
+        assert_eq!(parse("  top  "), Ok(PromptCommand::Top(10)));
+        assert_eq!(parse("top 3"), Ok(PromptCommand::Top(3)));
+        assert_eq!(parse(""), Ok(PromptCommand::Nothing));
+        assert_eq!(parse("quit"), Ok(PromptCommand::Quit));
         assert!(parse("get").unwrap_err().starts_with("usage: get"));
         assert!(parse("top lots").unwrap_err().starts_with("usage: top"));
         assert!(parse("top 0").is_err());
         assert!(parse("hourly yesterday").unwrap_err().starts_with("usage: hourly"));
         assert!(parse("stats now").unwrap_err().contains("too many arguments"));
         assert!(parse("drop table").unwrap_err().contains("unknown command"));
-        let Ok(Command::Hourly(Some(from), None)) = parse("hourly 2025-01-01T10") else { panic!("a bound") };
+        let Ok(PromptCommand::Hourly(Some(from), None)) = parse("hourly 2025-01-01T10") else { panic!("a bound") };
         assert_eq!(format_hour(from), "2025-01-01T10:00:00Z");
     }
 }
