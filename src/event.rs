@@ -36,8 +36,8 @@ pub struct Txn {
     pub customer: Arc<str>,
     /// The amount in exact cents; negative for a refund.
     pub cents: i64,
-    /// The UTC hour of the event time, as hours since the Unix epoch, when `ts` was given.
-    pub hour: Option<i64>,
+    /// The event time, as seconds since the Unix epoch, when `ts` was given.
+    pub ts: Option<i64>,
     /// The category, when given.
     pub category: Option<Arc<str>>,
 }
@@ -444,9 +444,9 @@ impl<'a> Fields<'a> {
                 ))
             }
         };
-        let hour = match self.ts {
+        let ts = match self.ts {
             Field::Absent => None,
-            Field::Text(ts) => Some(parse_hour(&ts)?),
+            Field::Text(ts) => Some(parse_ts(&ts)?),
             other => return Err(Rejection::new(Reason::BadTs, format!("ts is {}", other.describe()))),
         };
         let category = match self.category {
@@ -454,7 +454,7 @@ impl<'a> Fields<'a> {
             Field::Text(c) => Some(names.share(&c)),
             other => return Err(Rejection::new(Reason::BadCategory, format!("category is {}", other.describe()))),
         };
-        Ok(Event { id, change: Change::Upsert(Txn { customer, cents, hour, category }) })
+        Ok(Event { id, change: Change::Upsert(Txn { customer, cents, ts, category }) })
     }
 
     /// Reads the event fields of one CSV row, given the header's column indices.
@@ -512,11 +512,21 @@ fn parse_amount(text: &str) -> Result<i64, Rejection> {
     })
 }
 
+/// Seconds since the epoch of an RFC 3339 time.
+fn parse_ts(ts: &str) -> Result<i64, Rejection> {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .map(|t| t.timestamp())
+        .map_err(|e| Rejection::new(Reason::BadTs, format!("ts {ts:?} is not RFC 3339: {e}")))
+}
+
 /// The UTC hour (hours since the epoch) of an RFC 3339 time.
 fn parse_hour(ts: &str) -> Result<i64, Rejection> {
-    chrono::DateTime::parse_from_rfc3339(ts)
-        .map(|t| t.timestamp().div_euclid(3600))
-        .map_err(|e| Rejection::new(Reason::BadTs, format!("ts {ts:?} is not RFC 3339: {e}")))
+    parse_ts(ts).map(hour_of)
+}
+
+/// The UTC hour (hours since the epoch) of a time in seconds since the epoch.
+pub fn hour_of(seconds: i64) -> i64 {
+    seconds.div_euclid(3600)
 }
 
 /// Formats an hour number as the RFC 3339 time of its start, `2025-01-01T13:00:00Z`.

@@ -208,7 +208,7 @@ mod tests {
     use super::*;
 
     fn txn(cents: i64, category: Option<&str>) -> Txn {
-        Txn { customer: "Ali".into(), cents, hour: None, category: category.map(Into::into) }
+        Txn { customer: "Ali".into(), cents, ts: None, category: category.map(Into::into) }
     }
 
     #[test]

@@ -35,5 +35,6 @@ pub mod reading;
 pub mod run;
 pub mod serve;
 pub mod source;
+pub mod sql;
 pub mod state;
 pub mod verify;

@@ -95,7 +95,7 @@ impl Oracle {
             row.min = row.min.min(t.cents);
             row.max = row.max.max(t.cents);
             add(categories.entry(t.category.as_deref().map(String::from)).or_default(), t.cents);
-            if let Some(hour) = t.hour {
+            if let Some(hour) = t.ts.map(crate::event::hour_of) {
                 add(hourly.entry(hour).or_default(), t.cents);
             }
             add(&mut overall, t.cents);
@@ -121,6 +121,7 @@ impl Oracle {
             dead_letters: self.refused.iter().map(|(r, n)| (*r, *n)).collect(),
             offsets: self.offsets.iter().map(|(p, o)| (*p, *o)).collect(),
             workers: Vec::new(),
+            rows: Vec::new(),
         }
     }
 }
@@ -180,7 +181,7 @@ mod tests {
         Update {
             identity: Identity::At(label.into()),
             position: Position::in_file(0, seq),
-            txn: Some(Txn { customer: customer.into(), cents, hour: None, category: None }),
+            txn: Some(Txn { customer: customer.into(), cents, ts: None, category: None }),
         }
     }
 

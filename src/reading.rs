@@ -42,6 +42,8 @@ pub struct Reading {
     /// Each worker's process and partitions, with the partitions' high watermarks as last
     /// seen (in `Everything` and `Totals` reads; not part of the views, not at `time`).
     pub workers: Vec<WorkerProgress>,
+    /// A query's rows (in `Query` reads): the relation's rows, or partial groups.
+    pub rows: Vec<Vec<crate::sql::value::Value>>,
 }
 
 /// A worker, its process, and the Kafka partitions it reads.
@@ -101,6 +103,15 @@ pub enum ReadScope {
     },
     /// The `overall`, `categories` and `hourly` views, the customer count and dead letters.
     Totals,
+    /// A SQL query's part in each worker (see [`crate::sql`]).
+    Query {
+        /// What each worker reads and computes.
+        scan: crate::sql::plan::Scan,
+        /// The topic, for the `offsets` relation.
+        topic: String,
+        /// The most rows a worker may send.
+        max_rows: usize,
+    },
 }
 
 impl ReadScope {
@@ -157,6 +168,7 @@ impl Reading {
             all.dead_letters.extend(part.dead_letters);
             all.offsets.extend(part.offsets);
             all.workers.extend(part.workers);
+            all.rows.extend(part.rows);
         }
         all.workers.sort_by_key(|w| w.worker);
         all.customers.sort();

@@ -247,6 +247,7 @@ pub fn reading_from_views(json: &serde_json::Value, topic: &str) -> anyhow::Resu
         dead_letters,
         offsets,
         workers: Vec::new(),
+        rows: Vec::new(),
     })
 }
 

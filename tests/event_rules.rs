@@ -9,7 +9,7 @@ fn reason(line: &str) -> Reason {
 fn accepts_the_workshop_format() {
     let e = parse_json(br#"{"customer": "Ali", "amount": 120}"#).unwrap();
     assert_eq!(e.id, None);
-    assert_eq!(e.change, Change::Upsert(Txn { customer: "Ali".into(), cents: 12000, hour: None, category: None }));
+    assert_eq!(e.change, Change::Upsert(Txn { customer: "Ali".into(), cents: 12000, ts: None, category: None }));
 }
 
 #[test]
@@ -22,7 +22,7 @@ fn reads_every_optional_field_and_ignores_unknown_ones() {
     let Change::Upsert(t) = e.change else { panic!("an upsert") };
     assert_eq!(&*t.customer, "Séna");
     assert_eq!(t.cents, -150);
-    assert_eq!(format_hour(t.hour.unwrap()), "2025-01-01T12:00:00Z");
+    assert_eq!(format_hour(hour_of(t.ts.unwrap())), "2025-01-01T12:00:00Z");
     assert_eq!(t.category.as_deref(), Some("books"));
 }
 

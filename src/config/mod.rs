@@ -99,6 +99,16 @@ settings! {
         /// How often `views_out` is refreshed, in milliseconds.
         views_every_ms: u64 = 1000;
             flag "views-every-ms" value "MS" for [Run];
+        /// Serve SQL over the Postgres protocol on this address ("off" for none): `psql -h
+        /// 127.0.0.1 -p 6875 -U lambda lambda`.
+        pg: String = "127.0.0.1:6875".into();
+            flag "pg" value "ADDR" for [Run];
+        /// The most rows a SQL query may return; a query that would return more is refused.
+        max_rows: usize = 100_000;
+            flag "max-rows" value "N" for [Run];
+        /// How long a SQL query may take, in milliseconds, before it is cancelled.
+        query_timeout_ms: u64 = 10_000;
+            flag "query-timeout-ms" value "MS" for [Run];
     }
     /// Durable snapshots.
     [state] StateSettings {
@@ -373,6 +383,14 @@ impl Settings {
         parse_filter(&self.filters.view, Kind::View)
     }
 
+    /// The SQL engine's limits.
+    pub fn sql_limits(&self) -> crate::sql::Limits {
+        crate::sql::Limits {
+            max_rows: self.serve.max_rows,
+            timeout: std::time::Duration::from_millis(self.serve.query_timeout_ms),
+        }
+    }
+
     /// The dead-letter file of `command`: as configured, else next to `lambda batch`'s
     /// output, or `output/dead_letters.jsonl` for the other commands.
     pub fn dead_letter_path(&self, command: CommandName) -> PathBuf {
@@ -421,6 +439,9 @@ impl Settings {
         }
         if self.serve.views_every_ms < MIN_EVERY_MS {
             return invalid(format!("--views-every-ms must be at least {MIN_EVERY_MS}"));
+        }
+        if self.serve.max_rows == 0 || self.serve.query_timeout_ms == 0 {
+            return invalid("--max-rows and --query-timeout-ms must be at least 1".into());
         }
         if self.input.max_record_bytes == 0 {
             return invalid("--max-record-bytes must be at least 1".into());

@@ -166,7 +166,7 @@ impl Ordered for Totals {
         let stats = Stats::one(txn.cents).times(diff as i64);
         self.add(Dimension::All, &stats);
         self.add(Dimension::Category(txn.category), &stats);
-        if let Some(hour) = txn.hour {
+        if let Some(hour) = txn.ts.map(crate::event::hour_of) {
             self.add(Dimension::Hour(hour), &stats);
         }
     }

@@ -96,6 +96,9 @@ fn apply(store: &mut VersionStore, time: Time, update: Update, mut emit: impl Fn
         if let Some(versions) = Arc::get_mut(&mut store.versions) {
             match versions.get_mut(&identity) {
                 None => {
+                    if time > 0 {
+                        store.undo.entry(time).or_default().entry(identity.clone()).or_insert(None);
+                    }
                     versions.insert(identity, new);
                     if let Some(txn) = txn {
                         emit(txn, 1);
@@ -103,6 +106,9 @@ fn apply(store: &mut VersionStore, time: Time, update: Update, mut emit: impl Fn
                 }
                 Some(stored) => {
                     if replace(stored, &new, txn, &store.names, &mut emit) {
+                        if time > 0 {
+                            store.undo.entry(time).or_default().entry(identity).or_insert(Some(*stored));
+                        }
                         *stored = new;
                     }
                 }
@@ -112,6 +118,7 @@ fn apply(store: &mut VersionStore, time: Time, update: Update, mut emit: impl Fn
     }
     match store.get(&identity).copied() {
         None => {
+            store.remember(time, &identity, None);
             store.set(identity, new);
             if let Some(txn) = txn {
                 emit(txn, 1);
@@ -119,6 +126,7 @@ fn apply(store: &mut VersionStore, time: Time, update: Update, mut emit: impl Fn
         }
         Some(stored) => {
             if replace(&stored, &new, txn, &store.names, &mut emit) {
+                store.remember(time, &identity, Some(stored));
                 store.set(identity, new);
             }
         }
@@ -156,7 +164,7 @@ mod tests {
     use crate::event::{Identity, Position};
 
     fn txn(customer: &str, cents: i64) -> Txn {
-        Txn { customer: customer.into(), cents, hour: None, category: None }
+        Txn { customer: customer.into(), cents, ts: None, category: None }
     }
 
     fn update(id: &str, source: u32, seq: u64, t: Option<Txn>) -> Update {

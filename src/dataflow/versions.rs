@@ -31,12 +31,41 @@ pub struct Version {
 /// shares it with the snapshot writer, and until the writer lets go, changes are kept aside
 /// in a small second table that lookups consult first; the first change after that folds
 /// them back in.
+///
+/// It can also be read **as of a recent time** (MVCC on this one copy): for every logical
+/// time after the history, the first change of each identity keeps the version it replaced
+/// (`undo`), so that a reader at time `T` sees, for an identity changed after `T`, the
+/// version it had then. Undo entries up to the traces' compaction are dropped: no read is
+/// ever at an earlier time.
+///
+/// ```text
+/// time 5: t1 = Ali 120          undo[5] = {t1: absent}
+/// time 7: t1 = Ali 80           undo[7] = {t1: Ali 120}
+/// read at 6: t1 changed at 7 > 6, first undo after 6 → Ali 120
+/// ```
 #[derive(Default)]
 pub struct VersionStore {
     pub(super) versions: Arc<FastMap<Identity, Stored>>,
     /// Changes made while `versions` is shared with a snapshot writer.
     pub(super) aside: FastMap<Identity, Stored>,
     pub(super) names: Catalog,
+    /// Per logical time (after the history), each identity changed then and the version it
+    /// had before (`None`: it was unknown).
+    pub(super) undo: std::collections::BTreeMap<Time, FastMap<Identity, Option<Stored>>>,
+}
+
+/// One live transaction as a reader at a time sees it: its identity, its names resolved.
+pub struct LiveTxn<'a> {
+    /// Its identity.
+    pub identity: &'a Identity,
+    /// Its amount in cents.
+    pub cents: i64,
+    /// Its customer.
+    pub customer: &'a Arc<str>,
+    /// Its category, if any.
+    pub category: Option<&'a Arc<str>>,
+    /// Its event time in seconds, if any.
+    pub ts: Option<i64>,
 }
 
 /// A worker's versions as they were when frozen, readable from another thread.
@@ -84,6 +113,82 @@ impl VersionStore {
     /// Whether no identity is known.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Notes, for reads as of earlier times, that `identity` had `before` until `time`.
+    /// Only the first change of an identity at a time counts; the history (time 0) is never
+    /// undone, since no read is earlier.
+    pub(super) fn remember(&mut self, time: Time, identity: &Identity, before: Option<Stored>) {
+        if time > 0 {
+            self.undo.entry(time).or_default().entry(identity.clone()).or_insert(before);
+        }
+    }
+
+    /// Drops what reads at times before `time` would need: none will happen (the traces are
+    /// compacted to `time`).
+    pub fn forget_before(&mut self, time: Time) {
+        self.undo = self.undo.split_off(&(time + 1));
+    }
+
+    /// Each live transaction as of `time` (which must not be before the last
+    /// [`VersionStore::forget_before`]): calls `each` until it says stop.
+    pub fn live_at(&self, time: Time, mut each: impl FnMut(LiveTxn<'_>) -> std::ops::ControlFlow<()>) {
+        let earlier = self.earlier_versions(time);
+        let names = &self.names.names;
+        let mut visit = |identity: &Identity, stored: Option<&Stored>| {
+            let Some(txn) = stored.and_then(|s| s.txn.as_ref()) else { return std::ops::ControlFlow::Continue(()) };
+            each(LiveTxn {
+                identity,
+                cents: txn.cents,
+                customer: &names[txn.customer as usize],
+                category: (txn.category != Catalog::NONE).then(|| &names[txn.category as usize]),
+                ts: txn.ts,
+            })
+        };
+        let shadowed = |k: &Identity| self.aside.contains_key(k);
+        let current = self.aside.iter().chain(self.versions.iter().filter(|(k, _)| !shadowed(k)));
+        for (identity, stored) in current {
+            let stored = match earlier.get(identity) {
+                Some(before) => before.as_ref(),
+                None => Some(stored),
+            };
+            if visit(identity, stored).is_break() {
+                return;
+            }
+        }
+    }
+
+    /// The live transaction of `identity` as of `time`, if any.
+    pub fn live_one_at(&self, time: Time, identity: &Identity, each: impl FnOnce(LiveTxn<'_>)) {
+        let earlier = self.earlier_versions(time);
+        let stored = match earlier.get(identity) {
+            Some(before) => before.as_ref(),
+            None => self.get(identity),
+        };
+        let Some(txn) = stored.and_then(|s| s.txn.as_ref()) else { return };
+        let names = &self.names.names;
+        let Some((identity, _)) = self.aside.get_key_value(identity).or_else(|| self.versions.get_key_value(identity))
+        else {
+            return;
+        };
+        each(LiveTxn {
+            identity,
+            cents: txn.cents,
+            customer: &names[txn.customer as usize],
+            category: (txn.category != Catalog::NONE).then(|| &names[txn.category as usize]),
+            ts: txn.ts,
+        });
+    }
+
+    /// For each identity changed after `time`, the version it had at `time`.
+    fn earlier_versions(&self, time: Time) -> FastMap<&Identity, Option<Stored>> {
+        let mut earlier: FastMap<&Identity, Option<Stored>> = FastMap::default();
+        for changes in self.undo.range(time + 1..).map(|(_, c)| c) {
+            for (identity, before) in changes {
+                earlier.entry(identity).or_insert(*before);
+            }
+        }
+        earlier
     }
 
     /// Every identity with its latest version.
@@ -154,8 +259,8 @@ pub struct Stored {
 pub struct CompactTxn {
     /// The amount in cents.
     pub cents: i64,
-    /// The UTC hour of its event time, if any.
-    pub hour: Option<i64>,
+    /// Its event time in seconds since the epoch, if any.
+    pub ts: Option<i64>,
     /// The customer's name number.
     pub customer: u32,
     /// The category's name number; [`Catalog::NONE`] for no category.
@@ -186,7 +291,7 @@ impl Catalog {
     pub(super) fn compact(&mut self, txn: &Txn) -> CompactTxn {
         CompactTxn {
             cents: txn.cents,
-            hour: txn.hour,
+            ts: txn.ts,
             customer: self.number(&txn.customer),
             category: txn.category.as_ref().map_or(Self::NONE, |c| self.number(c)),
         }
@@ -197,7 +302,7 @@ impl Catalog {
         Txn {
             customer: name(txn.customer),
             cents: txn.cents,
-            hour: txn.hour,
+            ts: txn.ts,
             category: (txn.category != Self::NONE).then(|| name(txn.category)),
         }
     }

@@ -300,7 +300,7 @@ mod tests {
                     dataflow.updates.send(Update {
                         identity: Identity::Id(format!("w{w}-t{time}").into()),
                         position: Position::in_partition(w as i32, time as i64),
-                        txn: Some(Txn { customer: "Ali".into(), cents: cents(w, time), hour: None, category: None }),
+                        txn: Some(Txn { customer: "Ali".into(), cents: cents(w, time), ts: None, category: None }),
                     });
                     time += 1;
                     dataflow.advance_to(time);

@@ -317,7 +317,10 @@ pub(super) fn carry_out(
         match pending.pop_front().expect("front exists") {
             Order::Read { id, time, scope } => {
                 let (worker, workers) = (control.index(), control.peers());
-                let mut part = query::read(&mut pipeline.views, time, &scope.share(worker, workers));
+                let versions = pipeline.latest.borrow();
+                let mut part =
+                    query::read(&mut pipeline.views, &versions, time, &scope.share(worker, workers), (worker, workers));
+                drop(versions);
                 if let (Ok(part), ReadScope::Everything { .. } | ReadScope::Totals) = (&mut part, &scope) {
                     part.workers = vec![progress.clone()];
                 }
@@ -325,7 +328,10 @@ pub(super) fn carry_out(
                     control.answer(Answer::Read { id, part: part.map(Box::new) });
                 }
             }
-            Order::Compact(time) => pipeline.views.compact_to(time),
+            Order::Compact(time) => {
+                pipeline.views.compact_to(time);
+                pipeline.latest.borrow_mut().forget_before(time);
+            }
             Order::Snapshot(time) => {
                 pipeline.snapshots.request(time);
                 control.answer(Answer::Registered { time });

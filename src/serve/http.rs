@@ -10,6 +10,7 @@
 //! | `GET /v1/views?k=` | every view at one time: customers, top `k`, categories, hourly, overall |
 //! | `GET /v1/status` | totals, customers, dead letters by reason, records read, lag per partition, processes, and each worker's process and partitions |
 //! | `GET /metrics` | Prometheus text (see [`crate::serve::metrics`]) |
+//! | `POST /v1/sql` | the statement in the body → `{"columns", "rows", "as_of"}`; errors 400 `{"error", "code"}` |
 //! | `GET /healthz` | `{"status": "ok", "kafka": ...}`: the process answers (liveness) |
 //! | `GET /readyz` | 200 once the topic is being read; 503 with the reason while Kafka cannot be reached |
 //!
@@ -47,6 +48,7 @@ const MAX_PAGE: usize = 10_000;
 struct Api {
     serving: Serving,
     topic: String,
+    sql: crate::sql::Engine,
 }
 
 /// An error answer: a status and `{"error": "..."}`.
@@ -61,8 +63,9 @@ impl IntoResponse for ApiError {
 type Answer = Result<Json<Value>, ApiError>;
 
 /// The routes, over a running pipeline's serving handle.
-pub fn router(serving: Serving, topic: String) -> Router {
-    let api = Arc::new(Api { serving, topic });
+pub fn router(serving: Serving, topic: String, limits: crate::sql::Limits) -> Router {
+    let sql = crate::sql::Engine::new(serving.clone(), topic.clone(), limits);
+    let api = Arc::new(Api { serving, topic, sql });
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -74,6 +77,7 @@ pub fn router(serving: Serving, topic: String) -> Router {
         .route("/v1/views", get(views))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/v1/sql", axum::routing::post(sql_statement))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&api), timed))
         .layer(middleware::map_response(json_errors))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route; see /v1/status".into()) })
@@ -128,7 +132,7 @@ pub fn start(settings: &crate::config::Settings, serving: &Serving) -> anyhow::R
         .block_on(tokio::net::TcpListener::bind(address))
         .with_context(|| format!("cannot serve HTTP on {address} (in use? choose another with --http)"))?;
     let bound = listener.local_addr()?;
-    let app = router(serving.clone(), settings.kafka.topic.clone());
+    let app = router(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
     runtime.spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "the HTTP server stopped");
@@ -327,6 +331,29 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
                 Json(json!({ "ready": code == StatusCode::OK, "kafka": kafka, "as_of": as_of(&reading, &api.topic) })),
             )
                 .into_response()
+        }
+    }
+}
+
+/// `POST /v1/sql`: one statement, as the body.
+async fn sql_statement(State(api): State<Arc<Api>>, body: String) -> Response {
+    match api.sql.execute_async(&body).await {
+        Ok(answer) => {
+            let rows: Vec<Vec<Value>> =
+                answer.rows.iter().map(|r| r.iter().map(crate::sql::value::Value::to_json).collect()).collect();
+            let mut out = json!({ "columns": answer.columns, "rows": rows });
+            if let Some(reading) = &answer.reading {
+                out["as_of"] = as_of(reading, &api.topic);
+            }
+            Json(out).into_response()
+        }
+        Err(error) => {
+            let status = if error.code == "57014" { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_REQUEST };
+            let mut body = json!({ "error": error.message, "code": error.code });
+            if let Some(position) = error.position {
+                body["position"] = position.into();
+            }
+            (status, Json(body)).into_response()
         }
     }
 }

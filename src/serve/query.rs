@@ -13,15 +13,27 @@ use differential_dataflow::trace::implementations::{KeySpine, ValSpine};
 use differential_dataflow::trace::TraceReader;
 use timely::progress::Antichain;
 
+use crate::dataflow::versions::VersionStore;
 use crate::dataflow::views::ViewTraces;
 use crate::dataflow::Time;
 use crate::reading::{ReadScope, Reading};
 use crate::serve::serving::ReadError;
 
 /// Reads this worker's share of what `scope` covers, as of `time`, once sure the read is
-/// exact (see the module docs).
-pub fn read(views: &mut ViewTraces, time: Time, scope: &ReadScope) -> Result<Reading, ReadError> {
+/// exact (see the module docs). `versions` are this worker's live versions (for the
+/// `transactions` relation), `(worker, workers)` where it stands.
+pub fn read(
+    views: &mut ViewTraces,
+    versions: &VersionStore,
+    time: Time,
+    scope: &ReadScope,
+    (worker, workers): (usize, usize),
+) -> Result<Reading, ReadError> {
     views.check_readable(time).map_err(|why| ReadError::unreadable(why, time))?;
+    if let ReadScope::Query { scan, topic, max_rows } = scope {
+        let rows = crate::sql::scan::run(views, versions, time, scan, topic, (worker, workers), *max_rows)?;
+        return Ok(Reading { rows, ..read_offsets(views, time) });
+    }
     Ok(read_scope(views, time, scope))
 }
 
@@ -32,7 +44,7 @@ fn read_scope(views: &mut ViewTraces, time: Time, scope: &ReadScope) -> Reading 
     }
     let offsets = read_offsets(views, time);
     match scope {
-        ReadScope::Everything { .. } => unreachable!("answered above"),
+        ReadScope::Everything { .. } | ReadScope::Query { .. } => unreachable!("answered above"),
         ReadScope::Offsets => offsets,
         ReadScope::Customer(name) => Reading {
             customers: read_value_of(&mut views.customers, name, time)
@@ -213,4 +225,29 @@ pub fn read_top(
 /// the whole trace is always available to them.
 fn all_batches<Tr: TraceReader>(trace: &mut Tr) -> Vec<Tr::Batch> {
     trace.batches_through(Antichain::new().borrow()).expect("a trace can always be read through the empty frontier")
+}
+
+/// Each present key from `from` on (the first key at or after it; every key without it),
+/// in order, with its value at `time`, until `each` says stop.
+pub fn for_each_value_from<K, V>(
+    trace: &mut TraceAgent<ValSpine<K, V, Time, isize>>,
+    from: Option<&K>,
+    time: Time,
+    mut each: impl FnMut(&K, V) -> std::ops::ControlFlow<()>,
+) where
+    K: Ord + Clone + 'static,
+    V: Ord + Clone + 'static,
+{
+    let (mut cursor, storage) = cursor_list(all_batches(trace));
+    if let Some(from) = from {
+        cursor.seek_key(&storage, from);
+    }
+    while let Some(key) = cursor.get_key(&storage) {
+        if let Some(value) = present_value(&mut cursor, &storage, time) {
+            if each(key, value).is_break() {
+                return;
+            }
+        }
+        cursor.step_key(&storage);
+    }
 }

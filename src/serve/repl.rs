@@ -31,7 +31,11 @@ pub const HELP: &str = "commands:
   stats                   transactions, customers, dead letters, offsets, logical time
   verify                  recompute every view from scratch over the same inputs, and compare
   help                    this list
-  quit                    stop the pipeline and exit";
+  quit                    stop the pipeline and exit
+SQL, on the same views (a final ; is optional):
+  SELECT customer, sum(amount) FROM transactions WHERE amount >= 100 GROUP BY customer
+  SELECT * FROM customers WHERE total > 200 ORDER BY total DESC
+  SHOW TABLES   SHOW COLUMNS FROM customers   EXPLAIN SELECT ...";
 
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -54,6 +58,8 @@ pub enum PromptCommand {
     Help,
     /// `quit`
     Quit,
+    /// A SQL statement.
+    Sql(String),
     /// an empty line
     Nothing,
 }
@@ -62,6 +68,13 @@ pub enum PromptCommand {
 pub fn parse(line: &str) -> Result<PromptCommand, String> {
     let mut words = line.split_whitespace();
     let Some(verb) = words.next() else { return Ok(PromptCommand::Nothing) };
+    const SQL: [&str; 12] = [
+        "select", "show", "explain", "describe", "with", "create", "drop", "insert", "update", "delete", "set",
+        "values",
+    ];
+    if SQL.contains(&verb.to_ascii_lowercase().as_str()) {
+        return Ok(PromptCommand::Sql(line.trim().to_owned()));
+    }
     let rest: Vec<&str> = words.collect();
     let usage = |u: &str| Err(format!("usage: {u}"));
     match (verb, rest.as_slice()) {
@@ -101,6 +114,7 @@ pub fn answer(serving: &Serving, settings: &Settings, command: &PromptCommand) -
         PromptCommand::Top(k) => read(ReadScope::Top { k: *k }),
         PromptCommand::Categories | PromptCommand::Hourly(..) | PromptCommand::Stats => read(ReadScope::Totals),
         PromptCommand::Help => return format!("{HELP}\n"),
+        PromptCommand::Sql(statement) => return sql_answer(serving, settings, statement),
         PromptCommand::Quit | PromptCommand::Nothing => return String::new(),
     };
     let reading = match reading {
@@ -143,10 +157,32 @@ pub fn answer(serving: &Serving, settings: &Settings, command: &PromptCommand) -
             Err(error) => format!("verify: cannot recompute: {error:#}\n"),
             Ok(v) => v.report(),
         },
-        PromptCommand::Help | PromptCommand::Quit | PromptCommand::Nothing => unreachable!("answered above"),
+        PromptCommand::Help | PromptCommand::Quit | PromptCommand::Nothing | PromptCommand::Sql(_) => {
+            unreachable!("answered above")
+        }
     };
     let _ = writeln!(out, "as of {}", as_of(&reading, topic));
     out
+}
+
+/// A SQL statement's answer as a table, its row count and what it reflects; or its error.
+fn sql_answer(serving: &Serving, settings: &Settings, statement: &str) -> String {
+    let engine = crate::sql::Engine::new(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
+    match engine.execute(statement) {
+        Err(error) => format!("ERROR {}: {}\n", error.code, error.message),
+        Ok(answer) => {
+            let mut out = crate::sql::table(&answer);
+            let rows = answer.rows.len();
+            let _ = write!(out, "({rows} row{})", if rows == 1 { "" } else { "s" });
+            match &answer.reading {
+                Some(reading) => {
+                    let _ = writeln!(out, " as of {}", as_of(reading, &settings.kafka.topic));
+                }
+                None => out.push('\n'),
+            }
+            out
+        }
+    }
 }
 
 fn stats(reading: &Reading, serving: &Serving) -> String {

@@ -43,6 +43,12 @@ pub enum ReadError {
         /// Its compaction frontier.
         since: Time,
     },
+    /// A query would return more rows than allowed.
+    #[error("the query would return more than {limit} rows; narrow it with WHERE or LIMIT")]
+    TooManyRows {
+        /// The most rows a query may return.
+        limit: usize,
+    },
     /// A view was not complete through the read's time.
     #[error("the {view} view is not complete at time {time} (only below {upper})")]
     Incomplete {

@@ -35,7 +35,7 @@ use crate::dataflow::Time;
 use crate::event::Reason;
 
 /// The format written by this version; files of another format are refused, not guessed at.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 const MAGIC: &[u8; 8] = b"ALSNAP\r\n";
 const END: &[u8; 8] = b"ALSNAPND";
 /// Head: magic and format. Tail: meta length, meta checksum, end magic.
@@ -548,10 +548,10 @@ mod tests {
             assert!(rejected[0].1.to_string().contains(expected), "{}", rejected[0].1);
         }
         std::fs::remove_file(&newest).unwrap();
-        std::fs::write(list(&dir).unwrap()[0].clone(), b"ALSNAP\r\n\x02\0\0\0\0\0\0\0").unwrap();
+        std::fs::write(list(&dir).unwrap()[0].clone(), b"ALSNAP\r\n\x09\0\0\0\0\0\0\0").unwrap();
         let (snapshot, rejected) = newest_valid(&dir).unwrap();
         assert!(snapshot.is_none());
-        assert!(rejected[0].1.to_string().contains("format 2"), "{}", rejected[0].1);
+        assert!(rejected[0].1.to_string().contains("format 9"), "{}", rejected[0].1);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!   u8 identity kind (0 id, 1 place), u32 length, bytes
 //!   u64 time, u32 source, u64 seq                      when and where it was admitted
 //!   u8 live (0 tombstone, 1 transaction), and if live:
-//!   i64 cents, u8 has hour, i64 hour, u32 customer, u32 category (u32::MAX: none)
+//!   i64 cents, u8 has ts, i64 ts (seconds), u32 customer, u32 category (u32::MAX: none)
 //! ```
 
 use std::io::Write;
@@ -47,8 +47,8 @@ pub fn encode(frozen: &FrozenVersions, out: &mut (impl Write + ?Sized)) -> std::
             Some(txn) => {
                 record.push(1);
                 record.extend_from_slice(&txn.cents.to_le_bytes());
-                record.push(u8::from(txn.hour.is_some()));
-                record.extend_from_slice(&txn.hour.unwrap_or(0).to_le_bytes());
+                record.push(u8::from(txn.ts.is_some()));
+                record.extend_from_slice(&txn.ts.unwrap_or(0).to_le_bytes());
                 record.extend_from_slice(&txn.customer.to_le_bytes());
                 record.extend_from_slice(&txn.category.to_le_bytes());
             }
@@ -135,13 +135,13 @@ pub fn decode(bytes: &[u8], emit: &mut dyn FnMut(Time, Update)) -> Result<u64, D
             0 => None,
             1 => {
                 let cents = r.i64()?;
-                let has_hour = r.u8()? == 1;
-                let hour = r.i64()?;
+                let has_ts = r.u8()? == 1;
+                let ts = r.i64()?;
                 let at = r.at;
                 let customer = name(r.u32()?, at)?;
                 let category = r.u32()?;
                 let category = (category != Catalog::NONE).then(|| name(category, at)).transpose()?;
-                Some(Txn { customer, cents, hour: has_hour.then_some(hour), category })
+                Some(Txn { customer, cents, ts: has_ts.then_some(ts), category })
             }
             _ => return Err(DecodeError { at: r.at, what: "unknown version kind" }),
         };
@@ -169,7 +169,7 @@ mod tests {
         Update {
             identity: Identity::Id(id.into()),
             position: Position { source: 0, seq },
-            txn: Some(Txn { customer: "Ali".into(), cents: 100, hour: None, category: None }),
+            txn: Some(Txn { customer: "Ali".into(), cents: 100, ts: None, category: None }),
         }
     }
 
@@ -231,7 +231,7 @@ mod tests {
         let txn = |customer: &str, cents, hour, category: Option<&str>| Txn {
             customer: customer.into(),
             cents,
-            hour,
+            ts: hour,
             category: category.map(Into::into),
         };
         let updates = [

@@ -1,0 +1,321 @@
+//! SQL over the live views: one engine for the prompt, `POST /v1/sql` and the Postgres
+//! protocol, reading the same arrangements as every other answer, at one logical time.
+//!
+//! A statement is parsed with `sqlparser` and planned ([`plan`]) into a part every worker
+//! does on its share — seek or scan, filter, partial aggregates ([`scan`]) — and a part the
+//! reader does on the merged shares: the rest of the aggregation, `HAVING`, `ORDER BY`,
+//! `LIMIT` and the select list. The relations ([`relation`]) are the live transactions (the
+//! upsert's own version table, read as of the time) and the views.
+//!
+//! ```text
+//! lambda> SELECT customer, total FROM customers WHERE total > 200 ORDER BY total DESC;
+//! customer | total
+//! Ali      | 400
+//! Mounir   | 350
+//! (2 rows, as of logical time 1795514695312, offsets real-time-orders/0: 1, ...)
+//! ```
+//!
+//! Errors carry Postgres' SQLSTATE codes: 42601 syntax, 42P01 unknown relation, 42703
+//! unknown column, 42803 grouping, 42804 and 42883 types, 0A000 unsupported, 54000 too many
+//! rows, 57014 timeout.
+
+pub mod expr;
+pub mod plan;
+pub mod relation;
+pub mod scan;
+pub mod value;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::dataflow::Time;
+use crate::reading::{ReadScope, Reading};
+use crate::serve::serving::{ReadError, Serving};
+use plan::{Plan, Select};
+use relation::Relation;
+use value::{Type, Value};
+
+/// A statement that cannot be answered, with its SQLSTATE.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{message}")]
+pub struct SqlError {
+    /// The SQLSTATE code (e.g. `42601`).
+    pub code: &'static str,
+    /// What is wrong.
+    pub message: String,
+    /// Where in the statement (from 1, in characters), for syntax errors.
+    pub position: Option<usize>,
+}
+
+impl SqlError {
+    /// An error with `code` and `message`.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        SqlError { code, message: message.into(), position: None }
+    }
+
+    /// A syntax error (42601), at `position` if known.
+    pub fn syntax(message: impl Into<String>, position: Option<usize>) -> Self {
+        SqlError { code: "42601", message: message.into(), position }
+    }
+
+    /// Something SQL can say that this engine does not do (0A000), naming it.
+    pub fn unsupported(what: impl Into<String>) -> Self {
+        SqlError::new("0A000", format!("not supported: {}", what.into()))
+    }
+
+    /// A parser error, with its place turned into a position in `text`.
+    pub fn parse(error: sqlparser::parser::ParserError, text: &str) -> Self {
+        let message = error.to_string();
+        let number = |label: &str| -> Option<usize> {
+            let at = message.find(label)? + label.len();
+            message[at..].trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        };
+        let position = match (number("Line:"), number("Column:")) {
+            (Some(line), Some(column)) => {
+                let before: usize = text.split('\n').take(line.saturating_sub(1)).map(|l| l.chars().count() + 1).sum();
+                Some(before + column)
+            }
+            _ => None,
+        };
+        let message = message.trim_start_matches("sql parser error: ").to_owned();
+        SqlError::syntax(message, position)
+    }
+
+    fn from_read(error: ReadError) -> Self {
+        match error {
+            ReadError::TooManyRows { .. } => SqlError::new("54000", error.to_string()),
+            ReadError::Timeout => SqlError::new("57014", format!("canceling statement: {error}")),
+            other => SqlError::new("55000", other.to_string()),
+        }
+    }
+}
+
+/// A column of an answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Column {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type", serialize_with = "type_name")]
+    pub ty: Type,
+}
+
+fn type_name<S: serde::Serializer>(ty: &Type, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(ty.name())
+}
+
+/// What a statement answered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    /// The columns.
+    pub columns: Vec<Column>,
+    /// The rows.
+    pub rows: Vec<Vec<Value>>,
+    /// The reading the rows come from (its time and offsets), when one was read.
+    pub reading: Option<Reading>,
+}
+
+impl Answer {
+    /// The answer's logical time, if it read the views.
+    pub fn time(&self) -> Option<Time> {
+        self.reading.as_ref().map(|r| r.time)
+    }
+}
+
+/// Limits on what one query may do.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The most rows a query may return (or a worker send).
+    pub max_rows: usize,
+    /// How long a query may take.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_rows: 100_000, timeout: Duration::from_secs(10) }
+    }
+}
+
+/// The SQL engine over a running pipeline.
+#[derive(Clone)]
+pub struct Engine {
+    serving: Serving,
+    topic: String,
+    limits: Limits,
+}
+
+impl Engine {
+    /// An engine reading through `serving`.
+    pub fn new(serving: Serving, topic: impl Into<String>, limits: Limits) -> Self {
+        Engine { serving, topic: topic.into(), limits }
+    }
+
+    /// Answers one statement (blocking the calling thread).
+    pub fn execute(&self, text: &str) -> Result<Answer, SqlError> {
+        match plan::plan(text)? {
+            Plan::Select(select) => {
+                let reading =
+                    self.serving.read(self.scope(&select), self.limits.timeout).map_err(SqlError::from_read)?;
+                self.finish(&select, reading)
+            }
+            Plan::ShowAsOf => {
+                let reading =
+                    self.serving.read(ReadScope::Offsets, self.limits.timeout).map_err(SqlError::from_read)?;
+                Ok(self.as_of_answer(reading))
+            }
+            other => Ok(self.describe(other)),
+        }
+    }
+
+    /// Answers one statement from an async task.
+    pub async fn execute_async(&self, text: &str) -> Result<Answer, SqlError> {
+        match plan::plan(text)? {
+            Plan::Select(select) => {
+                let reading = self
+                    .serving
+                    .read_async(self.scope(&select), self.limits.timeout)
+                    .await
+                    .map_err(SqlError::from_read)?;
+                self.finish(&select, reading)
+            }
+            Plan::ShowAsOf => {
+                let reading = self
+                    .serving
+                    .read_async(ReadScope::Offsets, self.limits.timeout)
+                    .await
+                    .map_err(SqlError::from_read)?;
+                Ok(self.as_of_answer(reading))
+            }
+            other => Ok(self.describe(other)),
+        }
+    }
+
+    /// The columns a statement answers with, without reading (for a protocol's describe).
+    pub fn columns(&self, text: &str) -> Result<Vec<Column>, SqlError> {
+        Ok(match plan::plan(text)? {
+            Plan::Select(select) => select.output.iter().map(|(n, _, t)| Column { name: n.clone(), ty: *t }).collect(),
+            other => self.describe(other).columns,
+        })
+    }
+
+    fn scope(&self, select: &Select) -> ReadScope {
+        ReadScope::Query { scan: select.scan.clone(), topic: self.topic.clone(), max_rows: self.limits.max_rows }
+    }
+
+    /// Answers the statements that read nothing.
+    fn describe(&self, plan: Plan) -> Answer {
+        let text = |name: &str| Column { name: name.into(), ty: Type::Text };
+        let (columns, rows) = match plan {
+            Plan::ShowTables => (
+                vec![text("name"), text("kind")],
+                Relation::ALL
+                    .iter()
+                    .map(|r| {
+                        let kind = if *r == Relation::Transactions { "table" } else { "view" };
+                        vec![Value::Text(r.name().into()), Value::Text(kind.into())]
+                    })
+                    .collect(),
+            ),
+            Plan::ShowColumns(relation) => (
+                vec![text("name"), text("type")],
+                relation
+                    .columns()
+                    .iter()
+                    .map(|(n, t)| vec![Value::Text((*n).into()), Value::Text(t.name().into())])
+                    .collect(),
+            ),
+            Plan::Explain(select) => (
+                vec![text("QUERY PLAN")],
+                plan::explain(&select, self.serving.workers()).into_iter().map(|l| vec![Value::Text(l)]).collect(),
+            ),
+            Plan::Select(_) | Plan::ShowAsOf => unreachable!("answered by reading"),
+        };
+        Answer { columns, rows, reading: None }
+    }
+
+    fn as_of_answer(&self, reading: Reading) -> Answer {
+        let text = |name: &str, ty| Column { name: name.into(), ty };
+        let offsets: Vec<String> = reading.offsets.iter().map(|(p, o)| format!("{}/{p}:{o}", self.topic)).collect();
+        Answer {
+            columns: vec![text("time", Type::BigInt), text("offsets", Type::Text)],
+            rows: vec![vec![Value::Int(reading.time as i64), Value::Text(offsets.join(","))]],
+            reading: Some(reading),
+        }
+    }
+
+    /// The reader's part: merges the workers' rows, then `HAVING`, `ORDER BY`, `LIMIT` and
+    /// the select list.
+    fn finish(&self, select: &Select, mut reading: Reading) -> Result<Answer, SqlError> {
+        let parts = std::mem::take(&mut reading.rows);
+        let scan = &select.scan;
+        let stage: Vec<Vec<Value>> = if scan::whole_in_one_worker(scan.relation) {
+            match &scan.group {
+                Some((keys, aggs)) => scan::merge_groups(parts, keys.len(), aggs),
+                None => parts,
+            }
+        } else {
+            // The workers sent raw parts of the row: add them, then filter and group here.
+            let mut steps = scan::Steps::new(scan, true, self.limits.max_rows);
+            for row in scan::merge_overall(parts) {
+                let _ = steps.take(row);
+            }
+            let rows = steps.finish().map_err(SqlError::from_read)?;
+            match &scan.group {
+                Some((keys, aggs)) => scan::merge_groups(rows, keys.len(), aggs),
+                None => rows,
+            }
+        };
+        let mut stage: Vec<Vec<Value>> = match &select.having {
+            Some(having) => stage.into_iter().filter(|row| having.accepts(row)).collect(),
+            None => stage,
+        };
+        if !select.order.is_empty() {
+            let keyed = |row: &Vec<Value>| select.order.iter().map(|(e, _)| e.eval(row)).collect::<Vec<_>>();
+            let mut keyed: Vec<(Vec<Value>, Vec<Value>)> = stage.into_iter().map(|r| (keyed(&r), r)).collect();
+            keyed.sort_by(|(a, _), (b, _)| {
+                for ((x, y), (_, descending)) in a.iter().zip(b).zip(&select.order) {
+                    let ordering = if *descending { descending_cmp(x, y) } else { x.sort_cmp(y) };
+                    if ordering != std::cmp::Ordering::Equal {
+                        return ordering;
+                    }
+                }
+                std::cmp::Ordering::Equal
+            });
+            stage = keyed.into_iter().map(|(_, r)| r).collect();
+        }
+        let rows: Vec<Vec<Value>> = stage
+            .into_iter()
+            .skip(select.offset)
+            .take(select.limit.unwrap_or(usize::MAX))
+            .map(|row| select.output.iter().map(|(_, e, _)| e.eval(&row)).collect())
+            .collect();
+        if rows.len() > self.limits.max_rows {
+            return Err(SqlError::from_read(ReadError::TooManyRows { limit: self.limits.max_rows }));
+        }
+        let columns = select.output.iter().map(|(n, _, t)| Column { name: n.clone(), ty: *t }).collect();
+        Ok(Answer { columns, rows, reading: Some(reading) })
+    }
+}
+
+/// `ORDER BY ... DESC`: NULLs first, as in Postgres, then larger values first.
+fn descending_cmp(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a.is_null(), b.is_null()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => b.compare(a).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+/// An answer as a text table, as the prompt shows it.
+pub fn table(answer: &Answer) -> String {
+    let header: Vec<&str> = answer.columns.iter().map(|c| c.name.as_str()).collect();
+    let rows: Vec<Vec<String>> = answer
+        .rows
+        .iter()
+        .map(|r| r.iter().map(|v| if v.is_null() { String::new() } else { v.to_string() }).collect())
+        .collect();
+    crate::output::show_table(&header, &rows, rows.len())
+}

@@ -1,0 +1,821 @@
+//! Planning: a SQL statement, parsed by `sqlparser`, becomes a [`Plan`] — what each worker
+//! reads of its share of a relation (a seek or a scan, a filter, partial aggregates), and
+//! what the reader does with the merged shares (the rest of the aggregation, `HAVING`,
+//! `ORDER BY`, `LIMIT`, the select list).
+//!
+//! ```text
+//! SELECT customer, sum(amount) FROM transactions WHERE amount >= 100 GROUP BY customer
+//!   each worker: scan its live transactions at T, keep amount >= 100, sum per customer
+//!   reader:      add the workers' sums per customer, select customer and the sum
+//! ```
+
+use serde::{Deserialize, Serialize};
+use sqlparser::ast::{
+    self, BinaryOperator, FunctionArg, FunctionArgExpr, FunctionArguments, SelectItem, UnaryOperator,
+};
+
+use super::expr::{Arith, Cmp, Expr, Unit};
+use super::relation::Relation;
+use super::value::{parse_timestamp, Type, Value};
+use super::SqlError;
+
+/// An aggregate function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AggFunc {
+    /// `count(*)` or `count(e)` (non-NULL values)
+    Count,
+    /// `sum(e)`
+    Sum,
+    /// `min(e)`
+    Min,
+    /// `max(e)`
+    Max,
+    /// `avg(e)`, exact to the hundredth
+    Avg,
+}
+
+/// One aggregate of a grouped query: its function and argument (none for `count(*)`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agg {
+    /// The function.
+    pub func: AggFunc,
+    /// Its argument over the relation's row.
+    pub arg: Option<Expr>,
+}
+
+/// Where a worker reads: everything, one key, or a range of keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Seek {
+    /// Every row of the worker's share.
+    Scan,
+    /// The rows whose key equals this value (one worker holds it).
+    Key(Value),
+    /// The rows whose key is within the bounds (`(value, inclusive)`).
+    Range(Option<(Value, bool)>, Option<(Value, bool)>),
+}
+
+/// What each worker does with its share of the relation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scan {
+    /// The relation.
+    pub relation: Relation,
+    /// Seek or scan.
+    pub seek: Seek,
+    /// Rows kept (`WHERE`).
+    pub filter: Option<Expr>,
+    /// Group keys and aggregates, computed partially by each worker.
+    pub group: Option<(Vec<Expr>, Vec<Agg>)>,
+    /// Without grouping or ordering: no worker needs to send more than this many rows.
+    pub keep: Option<usize>,
+}
+
+/// A planned `SELECT`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Select {
+    /// What the workers do.
+    pub scan: Scan,
+    /// The columns of the answer: name, expression over the stage row, type. The stage
+    /// row is the relation's row, or, grouped, the keys then the aggregates' results.
+    pub output: Vec<(String, Expr, Type)>,
+    /// `HAVING`, over the stage row.
+    pub having: Option<Expr>,
+    /// `ORDER BY`: expression over the stage row, descending.
+    pub order: Vec<(Expr, bool)>,
+    /// `OFFSET`
+    pub offset: usize,
+    /// `LIMIT`
+    pub limit: Option<usize>,
+}
+
+/// A planned statement.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// A query.
+    Select(Box<Select>),
+    /// `EXPLAIN <query>`: the reads it would do.
+    Explain(Box<Select>),
+    /// `SHOW TABLES`
+    ShowTables,
+    /// `SHOW COLUMNS FROM <relation>`
+    ShowColumns(Relation),
+    /// `SHOW as_of`: the logical time and offsets the views are at.
+    ShowAsOf,
+}
+
+/// Plans one statement.
+pub fn plan(text: &str) -> Result<Plan, SqlError> {
+    let trimmed = text.trim().trim_end_matches(';').trim();
+    let words: Vec<String> = trimmed.split_whitespace().map(str::to_ascii_lowercase).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["show", "tables"] => return Ok(Plan::ShowTables),
+        ["show", "as_of"] => return Ok(Plan::ShowAsOf),
+        ["show", "columns", "from", name] | ["describe", name] => {
+            return relation(name.trim_matches('"')).map(Plan::ShowColumns);
+        }
+        [] => return Err(SqlError::syntax("empty statement", None)),
+        _ => {}
+    }
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let statements =
+        sqlparser::parser::Parser::parse_sql(&dialect, trimmed).map_err(|e| SqlError::parse(e, trimmed))?;
+    let [statement] = <[ast::Statement; 1]>::try_from(statements)
+        .map_err(|s| SqlError::unsupported(format!("{} statements at once; send one at a time", s.len())))?;
+    match statement {
+        ast::Statement::Query(query) => Ok(Plan::Select(Box::new(select(&query)?))),
+        ast::Statement::Explain { statement, .. } => match *statement {
+            ast::Statement::Query(query) => Ok(Plan::Explain(Box::new(select(&query)?))),
+            other => Err(SqlError::unsupported(format!("EXPLAIN of {}", statement_kind(&other)))),
+        },
+        other => Err(SqlError::unsupported(format!(
+            "{}: the relations are read-only views of the pipeline (SELECT, SHOW and EXPLAIN are supported)",
+            statement_kind(&other)
+        ))),
+    }
+}
+
+fn statement_kind(statement: &ast::Statement) -> String {
+    let text = statement.to_string();
+    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+fn relation(name: &str) -> Result<Relation, SqlError> {
+    Relation::named(name).ok_or_else(|| {
+        let known: Vec<&str> = Relation::ALL.iter().map(|r| r.name()).collect();
+        SqlError::new("42P01", format!("relation \"{name}\" does not exist (there are {})", known.join(", ")))
+    })
+}
+
+fn select(query: &ast::Query) -> Result<Select, SqlError> {
+    if query.with.is_some() {
+        return Err(SqlError::unsupported("WITH"));
+    }
+    let ast::SetExpr::Select(body) = query.body.as_ref() else {
+        return Err(SqlError::unsupported("set operations and VALUES (UNION, INTERSECT, EXCEPT, VALUES)"));
+    };
+    if body.distinct.is_some() {
+        return Err(SqlError::unsupported("DISTINCT"));
+    }
+    let relation = match body.from.as_slice() {
+        [] => return Err(SqlError::unsupported("SELECT without FROM")),
+        [from] if from.joins.is_empty() => match &from.relation {
+            ast::TableFactor::Table { name, args: None, .. } => relation(&name.to_string().to_ascii_lowercase())?,
+            other => return Err(SqlError::unsupported(format!("FROM {other}"))),
+        },
+        _ => return Err(SqlError::unsupported("joins")),
+    };
+    let columns: Vec<Type> = relation.columns().iter().map(|(_, t)| *t).collect();
+    let mut row = Context::Row(relation);
+    let filter = body.selection.as_ref().map(|e| boolean(&row, e, "WHERE")).transpose()?;
+    let group_exprs = match &body.group_by {
+        ast::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs.clone(),
+        _ => return Err(SqlError::unsupported("GROUP BY ALL and grouping modifiers")),
+    };
+    // Select items, with `*` expanded.
+    let mut items: Vec<(String, &ast::Expr)> = Vec::new();
+    let star: Vec<ast::Expr> =
+        relation.columns().iter().map(|(c, _)| ast::Expr::Identifier(ast::Ident::new(*c))).collect();
+    for item in &body.projection {
+        match item {
+            SelectItem::UnnamedExpr(e) => items.push((column_name(e), e)),
+            SelectItem::ExprWithAlias { expr, alias } => items.push((alias.value.clone(), expr)),
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                for (e, (c, _)) in star.iter().zip(relation.columns()) {
+                    items.push((c.to_string(), e));
+                }
+            }
+        }
+    }
+    // GROUP BY a select item's position or alias, as Postgres allows.
+    let group_exprs: Vec<ast::Expr> = group_exprs
+        .into_iter()
+        .map(|g| match &g {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::Number(n, _) => n
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| items.get(i.wrapping_sub(1)))
+                    .map(|(_, e)| (*e).clone())
+                    .ok_or_else(|| SqlError::new("42P10", format!("GROUP BY position {n} is not in the select list"))),
+                _ => Ok(g.clone()),
+            },
+            ast::Expr::Identifier(id) if relation.column(&id.value).is_none() => {
+                Ok(items.iter().find(|(n, _)| *n == id.value).map_or(g.clone(), |(_, e)| (*e).clone()))
+            }
+            _ => Ok(g.clone()),
+        })
+        .collect::<Result<_, _>>()?;
+    let aggregated = !group_exprs.is_empty()
+        || body.having.is_some()
+        || items.iter().any(|(_, e)| has_aggregate(e))
+        || order_exprs(query).iter().any(|o| has_aggregate(&o.expr));
+    let (stage, stage_types) = if aggregated {
+        let keys: Vec<Expr> = group_exprs.iter().map(|e| row.expr(e)).collect::<Result<_, _>>()?;
+        (Context::Grouped { relation, keys, aggs: Vec::new() }, Vec::new())
+    } else {
+        (row, columns.clone())
+    };
+    let mut stage = stage;
+    let mut output = Vec::new();
+    for (name, e) in &items {
+        output.push((name.clone(), stage.expr(e)?));
+    }
+    let having = body.having.as_ref().map(|h| stage.expr(h)).transpose()?;
+    // ORDER BY: an output column by position or name, or an expression over the stage row.
+    let mut order = Vec::new();
+    for o in order_exprs(query) {
+        let descending = o.options.asc == Some(false);
+        let by_output = match &o.expr {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::Number(n, _) => {
+                    let i: usize = n.parse().map_err(|_| SqlError::syntax(format!("ORDER BY {n}"), None))?;
+                    let found = output.get(i.wrapping_sub(1)).map(|(_, e)| e.clone());
+                    Some(found.ok_or_else(|| {
+                        SqlError::new("42P10", format!("ORDER BY position {i} is not in the select list"))
+                    })?)
+                }
+                _ => None,
+            },
+            ast::Expr::Identifier(id) => output.iter().find(|(n, _)| *n == id.value).map(|(_, e)| e.clone()),
+            _ => None,
+        };
+        let expr = match by_output {
+            Some(e) => e,
+            None => stage.expr(&o.expr)?,
+        };
+        order.push((expr, descending));
+    }
+    let (offset, limit) = limits(query)?;
+    let (group, stage_types) = match stage {
+        Context::Grouped { keys, aggs, .. } => {
+            let mut types: Vec<Type> = keys.iter().map(|k| k.ty(&columns)).collect();
+            types.extend(aggs.iter().map(|a| agg_type(a, &columns)));
+            (Some((keys, aggs)), types)
+        }
+        Context::Row(_) => (None, stage_types),
+    };
+    debug_assert_eq!(group.is_some(), aggregated);
+    let output: Vec<(String, Expr, Type)> = output
+        .into_iter()
+        .map(|(name, e)| {
+            let e = coerce_times(e, &stage_types);
+            let ty = e.ty(&stage_types);
+            (name, e, ty)
+        })
+        .collect();
+    let order: Vec<(Expr, bool)> = order.into_iter().map(|(e, d)| (coerce_times(e, &stage_types), d)).collect();
+    let having = having.map(|h| coerce_times(h, &stage_types));
+    let filter = filter.map(|f| coerce_times(f, &columns));
+    let group = group.map(|(keys, aggs): (Vec<Expr>, Vec<Agg>)| {
+        let keys = keys.into_iter().map(|k| coerce_times(k, &columns)).collect();
+        (keys, aggs)
+    });
+    for (e, _) in order.iter() {
+        check_types(e, &stage_types)?;
+    }
+    for (_, e, _) in &output {
+        check_types(e, &stage_types)?;
+    }
+    if let Some(h) = &having {
+        check_types(h, &stage_types)?;
+    }
+    if let Some(f) = &filter {
+        check_types(f, &columns)?;
+    }
+    let seek = filter.as_ref().map_or(Seek::Scan, |f| seek(relation, f));
+    let keep = (group.is_none() && order.is_empty()).then(|| limit.map(|l| l + offset)).flatten();
+    Ok(Select { scan: Scan { relation, seek, filter, group, keep }, output, having, order, offset, limit })
+}
+
+fn order_exprs(query: &ast::Query) -> Vec<ast::OrderByExpr> {
+    match &query.order_by {
+        Some(ast::OrderBy { kind: ast::OrderByKind::Expressions(exprs), .. }) => exprs.clone(),
+        _ => Vec::new(),
+    }
+}
+
+fn limits(query: &ast::Query) -> Result<(usize, Option<usize>), SqlError> {
+    let number = |e: &ast::Expr, what: &str| -> Result<usize, SqlError> {
+        match e {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::Number(n, _) => n.parse().ok(),
+                _ => None,
+            },
+            _ => None,
+        }
+        .ok_or_else(|| SqlError::new("42804", format!("{what} must be a whole number, not {e}")))
+    };
+    match &query.limit_clause {
+        None => Ok((0, None)),
+        Some(ast::LimitClause::LimitOffset { limit, offset, limit_by }) if limit_by.is_empty() => {
+            let limit = match limit {
+                Some(ast::Expr::Value(v)) if matches!(v.value, ast::Value::Null) => None,
+                Some(e) => Some(number(e, "LIMIT")?),
+                None => None,
+            };
+            let offset = offset.as_ref().map(|o| number(&o.value, "OFFSET")).transpose()?.unwrap_or(0);
+            Ok((offset, limit))
+        }
+        Some(ast::LimitClause::OffsetCommaLimit { offset, limit }) => {
+            Ok((number(offset, "OFFSET")?, Some(number(limit, "LIMIT")?)))
+        }
+        Some(_) => Err(SqlError::unsupported("LIMIT BY")),
+    }
+}
+
+fn agg_type(agg: &Agg, columns: &[Type]) -> Type {
+    match (agg.func, &agg.arg) {
+        (AggFunc::Count, _) => Type::BigInt,
+        (AggFunc::Avg, _) => Type::Numeric,
+        (_, Some(arg)) => arg.ty(columns),
+        (_, None) => Type::BigInt,
+    }
+}
+
+/// The name Postgres gives an unnamed select item: the column's, or the function's.
+fn column_name(e: &ast::Expr) -> String {
+    match e {
+        ast::Expr::Identifier(id) => id.value.clone(),
+        ast::Expr::CompoundIdentifier(ids) => ids.last().map_or_else(String::new, |i| i.value.clone()),
+        ast::Expr::Function(f) => f.name.to_string().to_ascii_lowercase(),
+        ast::Expr::Nested(e) => column_name(e),
+        _ => "?column?".into(),
+    }
+}
+
+fn has_aggregate(e: &ast::Expr) -> bool {
+    match e {
+        ast::Expr::Function(f) => {
+            AGGREGATES.contains(&f.name.to_string().to_ascii_lowercase().as_str())
+                || plain_args(f).is_ok_and(|args| args.iter().any(has_aggregate))
+        }
+        ast::Expr::BinaryOp { left, right, .. } => has_aggregate(left) || has_aggregate(right),
+        ast::Expr::UnaryOp { expr, .. }
+        | ast::Expr::Nested(expr)
+        | ast::Expr::Cast { expr, .. }
+        | ast::Expr::IsNull(expr)
+        | ast::Expr::IsNotNull(expr) => has_aggregate(expr),
+        ast::Expr::InList { expr, list, .. } => has_aggregate(expr) || list.iter().any(has_aggregate),
+        ast::Expr::Between { expr, low, high, .. } => has_aggregate(expr) || has_aggregate(low) || has_aggregate(high),
+        ast::Expr::Like { expr, pattern, .. } => has_aggregate(expr) || has_aggregate(pattern),
+        _ => false,
+    }
+}
+
+const AGGREGATES: [&str; 5] = ["count", "sum", "min", "max", "avg"];
+
+/// What an expression is translated against.
+enum Context {
+    /// A row of the relation.
+    Row(Relation),
+    /// A group: its keys (over the relation's row) then its aggregates.
+    Grouped { relation: Relation, keys: Vec<Expr>, aggs: Vec<Agg> },
+}
+
+impl Context {
+    fn relation(&self) -> Relation {
+        match self {
+            Context::Row(r) | Context::Grouped { relation: r, .. } => *r,
+        }
+    }
+
+    fn column(&self, ids: &[ast::Ident]) -> Result<usize, SqlError> {
+        let relation = self.relation();
+        let (table, name) = match ids {
+            [name] => (None, name),
+            [table, name] => (Some(table), name),
+            _ => {
+                return Err(SqlError::unsupported(format!("column reference {}", ast::ObjectName::from(ids.to_vec()))))
+            }
+        };
+        if let Some(table) = table {
+            if !table.value.eq_ignore_ascii_case(relation.name()) {
+                return Err(SqlError::new("42P01", format!("missing FROM-clause entry for table \"{}\"", table.value)));
+            }
+        }
+        relation.column(&name.value).ok_or_else(|| {
+            let known: Vec<&str> = relation.columns().iter().map(|(c, _)| *c).collect();
+            SqlError::new(
+                "42703",
+                format!(
+                    "column \"{}\" does not exist in {} (its columns: {})",
+                    name.value,
+                    relation.name(),
+                    known.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// Translates `e`. In a group, an expression equal to a key is that key, an aggregate
+    /// is its result, and a column outside both is an error, as in Postgres.
+    fn expr(&mut self, e: &ast::Expr) -> Result<Expr, SqlError> {
+        if let Context::Grouped { relation, keys, aggs } = self {
+            if let ast::Expr::Function(f) = e {
+                let name = f.name.to_string().to_ascii_lowercase();
+                if AGGREGATES.contains(&name.as_str()) {
+                    let agg = aggregate(*relation, &name, f)?;
+                    let at = aggs.iter().position(|a| *a == agg).unwrap_or_else(|| {
+                        aggs.push(agg);
+                        aggs.len() - 1
+                    });
+                    return Ok(Expr::Column(keys.len() + at));
+                }
+            }
+            if !has_aggregate(e) {
+                if let Ok(row) = Context::Row(*relation).expr(e) {
+                    if let Some(k) = keys.iter().position(|k| *k == row) {
+                        return Ok(Expr::Column(k));
+                    }
+                    if matches!(row, Expr::Literal(_)) {
+                        return Ok(row);
+                    }
+                    if let ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) = e {
+                        return Err(SqlError::new(
+                            "42803",
+                            format!(
+                                "column \"{e}\" must appear in the GROUP BY clause or be used in an aggregate function"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        let binary = |this: &mut Self, a: &ast::Expr, b: &ast::Expr| -> Result<(Box<Expr>, Box<Expr>), SqlError> {
+            Ok((Box::new(this.expr(a)?), Box::new(this.expr(b)?)))
+        };
+        Ok(match e {
+            ast::Expr::Identifier(id) => Expr::Column(self.column(std::slice::from_ref(id))?),
+            ast::Expr::CompoundIdentifier(ids) => Expr::Column(self.column(ids)?),
+            ast::Expr::Nested(e) => self.expr(e)?,
+            ast::Expr::Value(v) => Expr::Literal(literal(&v.value)?),
+            ast::Expr::TypedString(t) => cast(Expr::Literal(literal(&t.value.value)?), &t.data_type)?,
+            ast::Expr::Cast { expr, data_type, .. } => cast(self.expr(expr)?, data_type)?,
+            ast::Expr::UnaryOp { op: UnaryOperator::Not, expr } => Expr::Not(Box::new(self.expr(expr)?)),
+            ast::Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match self.expr(expr)? {
+                Expr::Literal(Value::Int(n)) => Expr::Literal(Value::Int(-n)),
+                Expr::Literal(Value::Numeric(n)) => Expr::Literal(Value::Numeric(-n)),
+                other => Expr::Neg(Box::new(other)),
+            },
+            ast::Expr::UnaryOp { op: UnaryOperator::Plus, expr } => self.expr(expr)?,
+            ast::Expr::BinaryOp { left, op, right } => {
+                let (a, b) = binary(self, left, right)?;
+                match op {
+                    BinaryOperator::And => Expr::And(a, b),
+                    BinaryOperator::Or => Expr::Or(a, b),
+                    BinaryOperator::Eq => compare(Cmp::Eq, a, b),
+                    BinaryOperator::NotEq => compare(Cmp::Ne, a, b),
+                    BinaryOperator::Lt => compare(Cmp::Lt, a, b),
+                    BinaryOperator::LtEq => compare(Cmp::Le, a, b),
+                    BinaryOperator::Gt => compare(Cmp::Gt, a, b),
+                    BinaryOperator::GtEq => compare(Cmp::Ge, a, b),
+                    BinaryOperator::Plus => Expr::Arith(Arith::Add, a, b),
+                    BinaryOperator::Minus => Expr::Arith(Arith::Sub, a, b),
+                    BinaryOperator::Multiply => Expr::Arith(Arith::Mul, a, b),
+                    BinaryOperator::Divide => Expr::Arith(Arith::Div, a, b),
+                    other => return Err(SqlError::unsupported(format!("the operator {other}"))),
+                }
+            }
+            ast::Expr::IsNull(e) => Expr::IsNull(Box::new(self.expr(e)?), false),
+            ast::Expr::IsNotNull(e) => Expr::IsNull(Box::new(self.expr(e)?), true),
+            ast::Expr::InList { expr, list, negated } => {
+                let value = self.expr(expr)?;
+                let list = list.iter().map(|i| self.expr(i)).collect::<Result<Vec<_>, _>>()?;
+                Expr::InList(Box::new(value), list, *negated)
+            }
+            ast::Expr::Between { expr, negated, low, high } => {
+                let value = self.expr(expr)?;
+                let (low, high) = (self.expr(low)?, self.expr(high)?);
+                Expr::Between(Box::new(value), Box::new(low), Box::new(high), *negated)
+            }
+            ast::Expr::Like { negated, expr, pattern, escape_char: None, any: false } => {
+                let value = self.expr(expr)?;
+                match self.expr(pattern)? {
+                    Expr::Literal(Value::Text(p)) => Expr::Like(Box::new(value), p, *negated),
+                    _ => return Err(SqlError::unsupported("LIKE with a pattern that is not a string literal")),
+                }
+            }
+            ast::Expr::Function(f) => {
+                let name = f.name.to_string().to_ascii_lowercase();
+                match name.as_str() {
+                    "date_trunc" => {
+                        let args = plain_args(f)?;
+                        let [unit, value] = args.as_slice() else {
+                            return Err(SqlError::new("42883", "date_trunc takes a unit and a timestamp"));
+                        };
+                        let unit = match self.expr(unit)? {
+                            Expr::Literal(Value::Text(u)) if u.eq_ignore_ascii_case("hour") => Unit::Hour,
+                            Expr::Literal(Value::Text(u)) if u.eq_ignore_ascii_case("day") => Unit::Day,
+                            other => {
+                                return Err(SqlError::unsupported(format!(
+                                    "date_trunc to {other:?}; 'hour' and 'day' are"
+                                )))
+                            }
+                        };
+                        Expr::DateTrunc(unit, Box::new(self.expr(value)?))
+                    }
+                    _ if AGGREGATES.contains(&name.as_str()) => {
+                        return Err(SqlError::new("42803", format!("aggregate {name}() is not allowed here")))
+                    }
+                    _ => return Err(SqlError::new("42883", format!("function {name}() does not exist"))),
+                }
+            }
+            other => return Err(SqlError::unsupported(format!("the expression {other}"))),
+        })
+    }
+}
+
+fn compare(op: Cmp, a: Box<Expr>, b: Box<Expr>) -> Expr {
+    Expr::Compare(op, a, b)
+}
+
+/// Reads a string literal as a timestamp where the other side of a comparison (or the value
+/// of `IN`, `BETWEEN`) is one: `ts >= '2025-01-01'`.
+fn coerce_times(e: Expr, columns: &[Type]) -> Expr {
+    let time = |other: &Expr| other.ty(columns) == Type::Timestamp;
+    let to_time = |e: Expr| match e {
+        Expr::Literal(Value::Text(t)) => {
+            parse_timestamp(&t).map_or(Expr::Literal(Value::Text(t)), |s| Expr::Literal(Value::Timestamp(s)))
+        }
+        other => other,
+    };
+    let recurse = |e: Box<Expr>| Box::new(coerce_times(*e, columns));
+    match e {
+        Expr::Compare(op, a, b) => {
+            let (a, b) = (coerce_times(*a, columns), coerce_times(*b, columns));
+            let (a, b) = match (time(&a), time(&b)) {
+                (true, false) => (a, to_time(b)),
+                (false, true) => (to_time(a), b),
+                _ => (a, b),
+            };
+            Expr::Compare(op, Box::new(a), Box::new(b))
+        }
+        Expr::InList(v, list, negated) if time(&v) => Expr::InList(v, list.into_iter().map(to_time).collect(), negated),
+        Expr::Between(v, l, h, negated) if time(&v) => {
+            Expr::Between(v, Box::new(to_time(*l)), Box::new(to_time(*h)), negated)
+        }
+        Expr::And(a, b) => Expr::And(recurse(a), recurse(b)),
+        Expr::Or(a, b) => Expr::Or(recurse(a), recurse(b)),
+        Expr::Not(a) => Expr::Not(recurse(a)),
+        Expr::DateTrunc(unit, e) => Expr::DateTrunc(unit, Box::new(to_time(*e))),
+        other => other,
+    }
+}
+
+fn plain_args(f: &ast::Function) -> Result<Vec<ast::Expr>, SqlError> {
+    let FunctionArguments::List(list) = &f.args else {
+        return match &f.args {
+            FunctionArguments::None => Ok(Vec::new()),
+            _ => Err(SqlError::unsupported(format!("the arguments of {}", f.name))),
+        };
+    };
+    if list.duplicate_treatment.is_some() || !list.clauses.is_empty() || f.filter.is_some() || f.over.is_some() {
+        return Err(SqlError::unsupported(format!("DISTINCT, FILTER, OVER or ORDER BY in {}()", f.name)));
+    }
+    list.args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e.clone()),
+            FunctionArg::Unnamed(FunctionArgExpr::Wildcard) => {
+                Ok(ast::Expr::Wildcard(sqlparser::ast::helpers::attached_token::AttachedToken::empty()))
+            }
+            other => Err(SqlError::unsupported(format!("the argument {other}"))),
+        })
+        .collect()
+}
+
+fn aggregate(relation: Relation, name: &str, f: &ast::Function) -> Result<Agg, SqlError> {
+    let func = match name {
+        "count" => AggFunc::Count,
+        "sum" => AggFunc::Sum,
+        "min" => AggFunc::Min,
+        "max" => AggFunc::Max,
+        _ => AggFunc::Avg,
+    };
+    let args = plain_args(f)?;
+    let arg = match (func, args.as_slice()) {
+        (AggFunc::Count, [ast::Expr::Wildcard(_)]) | (AggFunc::Count, []) => None,
+        (_, [arg]) => {
+            if has_aggregate(arg) {
+                return Err(SqlError::new("42803", "aggregate function calls cannot be nested"));
+            }
+            Some(Context::Row(relation).expr(arg)?)
+        }
+        _ => return Err(SqlError::new("42883", format!("{name}() takes one argument"))),
+    };
+    if let (AggFunc::Sum | AggFunc::Avg, Some(arg)) = (func, &arg) {
+        let columns: Vec<Type> = relation.columns().iter().map(|(_, t)| *t).collect();
+        let ty = arg.ty(&columns);
+        if !ty.is_number() {
+            return Err(SqlError::new("42883", format!("function {name}({}) does not exist", ty.name())));
+        }
+    }
+    Ok(Agg { func, arg })
+}
+
+fn literal(v: &ast::Value) -> Result<Value, SqlError> {
+    Ok(match v {
+        ast::Value::Null => Value::Null,
+        ast::Value::Boolean(b) => Value::Bool(*b),
+        ast::Value::Number(n, _) => number(n)?,
+        ast::Value::SingleQuotedString(s) => Value::Text(s.clone()),
+        other => return Err(SqlError::unsupported(format!("the literal {other}"))),
+    })
+}
+
+/// A number literal: a bigint, or an exact numeric with at most two decimals.
+fn number(text: &str) -> Result<Value, SqlError> {
+    if let Ok(n) = text.parse::<i64>() {
+        return Ok(Value::Int(n));
+    }
+    crate::amount::parse_cents(text)
+        .map(|c| Value::Numeric(i128::from(c)))
+        .map_err(|e| SqlError::new("22P02", format!("{text}: {e} (amounts are exact, to the hundredth)")))
+}
+
+fn cast(e: Expr, to: &ast::DataType) -> Result<Expr, SqlError> {
+    let name = to.to_string().to_ascii_lowercase();
+    let Expr::Literal(value) = e else {
+        return Err(SqlError::unsupported(format!("a cast of a column to {name}")));
+    };
+    let text = value.to_string();
+    let cast = match name.as_str() {
+        "text" | "varchar" => Some(Value::Text(text.clone())),
+        "timestamptz" | "timestamp" | "timestamp with time zone" | "date" => {
+            parse_timestamp(&text).map(Value::Timestamp)
+        }
+        "numeric" | "decimal" => number(&text).ok().map(|v| Value::Numeric(v.hundredths().unwrap_or(0))),
+        "bigint" | "int" | "integer" | "int8" => text.parse().ok().map(Value::Int),
+        _ => return Err(SqlError::unsupported(format!("the type {name}"))),
+    };
+    cast.map(Expr::Literal).ok_or_else(|| SqlError::new("22P02", format!("invalid input for type {name}: {text:?}")))
+}
+
+fn boolean(context: &Context, e: &ast::Expr, clause: &str) -> Result<Expr, SqlError> {
+    if has_aggregate(e) {
+        return Err(SqlError::new("42803", format!("aggregate functions are not allowed in {clause}")));
+    }
+    let Context::Row(relation) = context else { unreachable!("WHERE is planned over rows") };
+    let translated = Context::Row(*relation).expr(e)?;
+    let columns: Vec<Type> = relation.columns().iter().map(|(_, t)| *t).collect();
+    if translated.ty(&columns) != Type::Bool {
+        return Err(SqlError::new("42804", format!("argument of {clause} must be type boolean, not {e}")));
+    }
+    Ok(translated)
+}
+
+/// Refuses comparisons and arithmetic between types that do not mix (42804).
+fn check_types(e: &Expr, columns: &[Type]) -> Result<(), SqlError> {
+    let mismatch = |a: &Expr, b: &Expr| -> Result<(), SqlError> {
+        let (ta, tb) = (a.ty(columns), b.ty(columns));
+        let null = |e: &Expr| matches!(e, Expr::Literal(Value::Null));
+        if ta == tb || (ta.is_number() && tb.is_number()) || null(a) || null(b) {
+            Ok(())
+        } else {
+            Err(SqlError::new("42804", format!("cannot compare or combine {} with {}", ta.name(), tb.name())))
+        }
+    };
+    match e {
+        Expr::Compare(_, a, b) => {
+            mismatch(a, b)?;
+            check_types(a, columns)?;
+            check_types(b, columns)
+        }
+        Expr::Arith(_, a, b) => {
+            for side in [a, b] {
+                let t = side.ty(columns);
+                if !t.is_number() && !matches!(**side, Expr::Literal(Value::Null)) {
+                    return Err(SqlError::new("42883", format!("arithmetic on {}", t.name())));
+                }
+                check_types(side, columns)?;
+            }
+            Ok(())
+        }
+        Expr::InList(v, list, _) => list.iter().try_for_each(|i| mismatch(v, i)),
+        Expr::Between(v, l, h, _) => mismatch(v, l).and_then(|()| mismatch(v, h)),
+        Expr::And(a, b) | Expr::Or(a, b) => check_types(a, columns).and_then(|()| check_types(b, columns)),
+        Expr::Not(e) => check_types(e, columns),
+        Expr::Like(e, _, _) if e.ty(columns) != Type::Text => {
+            Err(SqlError::new("42883", "LIKE on a value that is not text"))
+        }
+        Expr::DateTrunc(_, e) if e.ty(columns) != Type::Timestamp => {
+            Err(SqlError::new("42883", "date_trunc of a value that is not a timestamp"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Where a filter lets the workers seek instead of scanning: the key column compared with
+/// constants, in the `AND`ed conditions of the filter. The filter still applies after.
+fn seek(relation: Relation, filter: &Expr) -> Seek {
+    let Some(key) = relation.key() else { return Seek::Scan };
+    let mut conjuncts = Vec::new();
+    flatten_and(filter, &mut conjuncts);
+    let (mut lower, mut upper): (Option<(Value, bool)>, Option<(Value, bool)>) = (None, None);
+    for c in conjuncts {
+        let (op, value) = match c {
+            Expr::Compare(op, a, b) => match (a.as_ref(), b.as_ref()) {
+                (Expr::Column(k), Expr::Literal(v)) if *k == key => (*op, v.clone()),
+                (Expr::Literal(v), Expr::Column(k)) if *k == key => (op.flipped(), v.clone()),
+                _ => continue,
+            },
+            Expr::Between(e, l, h, false) => match (e.as_ref(), l.as_ref(), h.as_ref()) {
+                (Expr::Column(k), Expr::Literal(l), Expr::Literal(h)) if *k == key => {
+                    lower = Some((l.clone(), true));
+                    upper = Some((h.clone(), true));
+                    continue;
+                }
+                _ => continue,
+            },
+            _ => continue,
+        };
+        if !matches!(value, Value::Text(_)) {
+            continue;
+        }
+        match op {
+            Cmp::Eq => return Seek::Key(value),
+            Cmp::Gt => lower = Some((value, false)),
+            Cmp::Ge => lower = Some((value, true)),
+            Cmp::Lt => upper = Some((value, false)),
+            Cmp::Le => upper = Some((value, true)),
+            Cmp::Ne => {}
+        }
+    }
+    // Only customers keep their keys in order; transactions are hashed by id.
+    if (lower.is_some() || upper.is_some()) && relation == Relation::Customers {
+        Seek::Range(lower, upper)
+    } else {
+        Seek::Scan
+    }
+}
+
+fn flatten_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+    match e {
+        Expr::And(a, b) => {
+            flatten_and(a, out);
+            flatten_and(b, out);
+        }
+        other => out.push(other),
+    }
+}
+
+/// What `EXPLAIN` says: the reads a plan does, in words.
+pub fn explain(select: &Select, workers: usize) -> Vec<String> {
+    let scan = &select.scan;
+    let name = scan.relation.name();
+    let mut lines = vec![match &scan.seek {
+        Seek::Key(key) => format!(
+            "seek {name} for {} = {key:?} in the one worker (of {workers}) that holds it",
+            scan.relation.columns()[0].0
+        ),
+        Seek::Range(l, u) => format!(
+            "seek {name} from {} to {} in each of the {workers} workers (a cursor over its arrangement), then step in key order",
+            l.as_ref().map_or("the first key".into(), |(v, inclusive)| format!("{v}{}", if *inclusive { " (included)" } else { "" })),
+            u.as_ref().map_or("the last key".into(), |(v, inclusive)| format!("{v}{}", if *inclusive { " (included)" } else { "" })),
+        ),
+        Seek::Scan if scan.relation == Relation::Transactions => {
+            format!("scan the live transactions of each of the {workers} workers (its share of the version table) at one time")
+        }
+        Seek::Scan => format!("scan {name} in each of the {workers} workers (its share of the arrangement) at one time"),
+    }];
+    if let Some(filter) = &scan.filter {
+        lines.push(format!("  each worker keeps the rows where {}", show(filter, scan.relation)));
+    }
+    if let Some((keys, aggs)) = &scan.group {
+        lines.push(format!(
+            "  each worker aggregates its rows into {} group(s) by {} computing {}",
+            if keys.is_empty() { "one" } else { "its" },
+            if keys.is_empty() {
+                "nothing".to_owned()
+            } else {
+                keys.iter().map(|k| show(k, scan.relation)).collect::<Vec<_>>().join(", ")
+            },
+            aggs.iter().map(|a| format!("{:?}", a.func).to_lowercase()).collect::<Vec<_>>().join(", ")
+        ));
+        lines.push("then the reader merges the workers' partial aggregates".into());
+    } else {
+        lines.push("then the reader gathers the workers' rows".into());
+    }
+    if select.having.is_some() {
+        lines.push("  keeps the groups that pass HAVING".into());
+    }
+    if !select.order.is_empty() {
+        lines.push("  sorts them".into());
+    }
+    if select.limit.is_some() || select.offset > 0 {
+        lines.push(format!(
+            "  keeps {} from the {}th",
+            select.limit.map_or("all".into(), |l| l.to_string()),
+            select.offset + 1
+        ));
+    }
+    if let Some(keep) = scan.keep {
+        lines.push(format!("  (no worker sends more than {keep} rows)"));
+    }
+    lines
+}
+
+fn show(e: &Expr, relation: Relation) -> String {
+    let names: Vec<&str> = relation.columns().iter().map(|(n, _)| *n).collect();
+    e.to_sql(&names)
+}

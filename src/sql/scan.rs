@@ -1,0 +1,354 @@
+//! A worker's part of a query: its share of a relation at the read's time — sought or
+//! scanned — filtered, and aggregated partially; and the same steps over whole rows, for
+//! the reader.
+//!
+//! Partial aggregates travel as values, so that the reader can add the workers' up:
+//!
+//! ```text
+//! count(*) → [n]      sum(e) → [s]      min(e), max(e) → [m]      avg(e) → [sum, n]
+//! ```
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use super::expr::divide_rounded;
+use super::plan::{Agg, AggFunc, Scan, Seek};
+use super::relation::Relation;
+use super::value::Value;
+use crate::dataflow::rows::{customer_owner, CustomerRow, Dimension};
+use crate::dataflow::versions::VersionStore;
+use crate::dataflow::views::ViewTraces;
+use crate::dataflow::Time;
+use crate::event::Identity;
+use crate::serve::query::{for_each_value_from, read_sums, read_value_of, read_values};
+use crate::serve::serving::ReadError;
+
+/// This worker's rows of `scan`'s relation at `time`: sought or scanned, filtered (for a
+/// relation whose rows are whole in one worker), aggregated partially — or `TooMany` past
+/// `max_rows` rows that the reader would need.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    views: &mut ViewTraces,
+    versions: &VersionStore,
+    time: Time,
+    scan: &Scan,
+    topic: &str,
+    (worker, workers): (usize, usize),
+    max_rows: usize,
+) -> Result<Vec<Vec<Value>>, ReadError> {
+    let mut out = Steps::new(scan, whole_in_one_worker(scan.relation), max_rows);
+    relation_rows(views, versions, time, scan, topic, (worker, workers), &mut |row| out.take(row));
+    out.finish()
+}
+
+/// Whether each row of the relation is held whole by one worker (else, as for `overall`,
+/// each worker holds a part of the one row, and the reader adds the parts first).
+pub fn whole_in_one_worker(relation: Relation) -> bool {
+    relation != Relation::Overall
+}
+
+/// The filter, partial aggregation and row limit, applied to rows as they come.
+pub struct Steps<'a> {
+    scan: &'a Scan,
+    /// Whether to filter and aggregate here (else the rows are passed on raw).
+    apply: bool,
+    max_rows: usize,
+    rows: Vec<Vec<Value>>,
+    groups: HashMap<Vec<Value>, Vec<Value>>,
+    too_many: bool,
+}
+
+impl<'a> Steps<'a> {
+    /// Steps for `scan`'s rows; `apply`: filter and aggregate (else pass rows on).
+    pub fn new(scan: &'a Scan, apply: bool, max_rows: usize) -> Self {
+        Steps { scan, apply, max_rows, rows: Vec::new(), groups: HashMap::new(), too_many: false }
+    }
+
+    /// Takes one row; says stop once no more rows are needed.
+    pub fn take(&mut self, row: Vec<Value>) -> ControlFlow<()> {
+        if !self.apply {
+            self.rows.push(row);
+            return ControlFlow::Continue(());
+        }
+        if self.scan.filter.as_ref().is_some_and(|f| !f.accepts(&row)) {
+            return ControlFlow::Continue(());
+        }
+        match &self.scan.group {
+            Some((keys, aggs)) => {
+                let key: Vec<Value> = keys.iter().map(|k| k.eval(&row)).collect();
+                if !self.groups.contains_key(&key) && self.groups.len() >= self.max_rows {
+                    self.too_many = true;
+                    return ControlFlow::Break(());
+                }
+                let state = self.groups.entry(key).or_insert_with(|| empty_state(aggs));
+                add_row(state, aggs, &row);
+            }
+            None => {
+                if self.scan.keep.is_some_and(|keep| self.rows.len() >= keep) {
+                    return ControlFlow::Break(());
+                }
+                if self.rows.len() >= self.max_rows {
+                    self.too_many = true;
+                    return ControlFlow::Break(());
+                }
+                self.rows.push(row);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The rows: as taken, or one per group (keys, then partial aggregates).
+    pub fn finish(self) -> Result<Vec<Vec<Value>>, ReadError> {
+        if self.too_many {
+            return Err(ReadError::TooManyRows { limit: self.max_rows });
+        }
+        if !self.apply || self.scan.group.is_none() {
+            return Ok(self.rows);
+        }
+        Ok(self
+            .groups
+            .into_iter()
+            .map(|(mut key, state)| {
+                key.extend(state);
+                key
+            })
+            .collect())
+    }
+}
+
+/// How many values each aggregate's partial state takes.
+fn width(agg: &Agg) -> usize {
+    if agg.func == AggFunc::Avg {
+        2
+    } else {
+        1
+    }
+}
+
+fn empty_state(aggs: &[Agg]) -> Vec<Value> {
+    aggs.iter()
+        .flat_map(|a| match a.func {
+            AggFunc::Count => vec![Value::Int(0)],
+            AggFunc::Avg => vec![Value::Null, Value::Int(0)],
+            _ => vec![Value::Null],
+        })
+        .collect()
+}
+
+fn add_row(state: &mut [Value], aggs: &[Agg], row: &[Value]) {
+    let mut at = 0;
+    for agg in aggs {
+        let value = agg.arg.as_ref().map_or(Value::Bool(true), |e| e.eval(row));
+        if !value.is_null() {
+            let count = if agg.func == AggFunc::Count { Value::Int(1) } else { value.clone() };
+            fold(agg.func, &mut state[at..at + width(agg)], &[count, Value::Int(1)][..width(agg)]);
+        }
+        at += width(agg);
+    }
+}
+
+/// Folds a partial state (or one row's contribution) `other` into `state`.
+fn fold(func: AggFunc, state: &mut [Value], other: &[Value]) {
+    let add = |a: &Value, b: &Value| match (a, b) {
+        (Value::Null, x) | (x, Value::Null) => x.clone(),
+        (Value::Int(x), Value::Int(y)) => Value::Int(x + y),
+        (x, y) => Value::Numeric(x.hundredths().unwrap_or(0) + y.hundredths().unwrap_or(0)),
+    };
+    match func {
+        AggFunc::Count | AggFunc::Sum => state[0] = add(&state[0], &other[0]),
+        AggFunc::Avg => {
+            state[0] = add(&state[0], &other[0]);
+            state[1] = add(&state[1], &other[1]);
+        }
+        AggFunc::Min | AggFunc::Max => {
+            let better = match state[0].compare(&other[0]) {
+                None => state[0].is_null(),
+                Some(o) => (func == AggFunc::Min) == (o == std::cmp::Ordering::Greater),
+            };
+            if better && !other[0].is_null() {
+                state[0] = other[0].clone();
+            }
+        }
+    }
+}
+
+/// The reader's side of a grouped query: adds up the workers' partial rows by key and
+/// turns each group's states into the aggregates' values (`keys..., aggregates...`). With
+/// no group key and no row at all, the one group of an empty input (`count(*)` = 0).
+pub fn merge_groups(parts: Vec<Vec<Value>>, keys: usize, aggs: &[Agg]) -> Vec<Vec<Value>> {
+    let mut groups: HashMap<Vec<Value>, Vec<Value>> = HashMap::new();
+    for mut row in parts {
+        let state = row.split_off(keys);
+        match groups.get_mut(&row) {
+            None => {
+                groups.insert(row, state);
+            }
+            Some(existing) => {
+                let mut at = 0;
+                for agg in aggs {
+                    let w = width(agg);
+                    fold(agg.func, &mut existing[at..at + w], &state[at..at + w]);
+                    at += w;
+                }
+            }
+        }
+    }
+    if keys == 0 && groups.is_empty() {
+        groups.insert(Vec::new(), empty_state(aggs));
+    }
+    groups
+        .into_iter()
+        .map(|(mut key, state)| {
+            let mut at = 0;
+            for agg in aggs {
+                key.push(match agg.func {
+                    AggFunc::Avg => match (&state[at], &state[at + 1]) {
+                        (Value::Null, _) | (_, Value::Int(0)) => Value::Null,
+                        (sum, Value::Int(n)) => {
+                            Value::Numeric(divide_rounded(sum.hundredths().unwrap_or(0), i128::from(*n)))
+                        }
+                        _ => Value::Null,
+                    },
+                    _ => state[at].clone(),
+                });
+                at += width(agg);
+            }
+            key
+        })
+        .collect()
+}
+
+/// Adds up `overall`'s parts (each worker holds some of its numbers) into its one row.
+pub fn merge_overall(parts: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
+    let (mut total, mut count, mut customers) = (0i128, 0i64, 0i64);
+    for part in parts {
+        if let [Value::Numeric(t), Value::Int(c), Value::Int(n), ..] = part.as_slice() {
+            total += t;
+            count += c;
+            customers += n;
+        }
+    }
+    let avg = if count == 0 { Value::Null } else { Value::Numeric(divide_rounded(total, i128::from(count))) };
+    vec![vec![Value::Numeric(total), Value::Int(count), Value::Int(customers), avg]]
+}
+
+fn stats_row(key: Value, cents: i128, count: i64) -> Vec<Value> {
+    let avg = if count == 0 { Value::Null } else { Value::Numeric(divide_rounded(cents, i128::from(count))) };
+    vec![key, Value::Numeric(cents), Value::Int(count), avg]
+}
+
+fn customer_row(name: &str, row: &CustomerRow) -> Vec<Value> {
+    vec![
+        Value::Text(name.to_owned()),
+        Value::Numeric(row.total),
+        Value::Int(row.count),
+        Value::Numeric(i128::from(row.min)),
+        Value::Numeric(i128::from(row.max)),
+        Value::Numeric(divide_rounded(row.total, i128::from(row.count.max(1)))),
+    ]
+}
+
+/// Hands this worker's rows of the relation to `each`, seeking where the plan says.
+fn relation_rows(
+    views: &mut ViewTraces,
+    versions: &VersionStore,
+    time: Time,
+    scan: &Scan,
+    topic: &str,
+    (worker, workers): (usize, usize),
+    each: &mut dyn FnMut(Vec<Value>) -> ControlFlow<()>,
+) {
+    match scan.relation {
+        Relation::Transactions => {
+            let row = |t: crate::dataflow::versions::LiveTxn<'_>| {
+                let id = match t.identity {
+                    Identity::Id(id) | Identity::At(id) => Value::Text(id.to_string()),
+                };
+                vec![
+                    id,
+                    Value::Text(t.customer.to_string()),
+                    Value::Numeric(i128::from(t.cents)),
+                    t.category.map_or(Value::Null, |c| Value::Text(c.to_string())),
+                    t.ts.map_or(Value::Null, Value::Timestamp),
+                ]
+            };
+            match &scan.seek {
+                // The id is an `id` (or a message key); a record's place also names it.
+                Seek::Key(Value::Text(id)) => {
+                    for identity in [Identity::Id(id.as_str().into()), Identity::At(id.as_str().into())] {
+                        versions.live_one_at(time, &identity, |t| {
+                            let _ = each(row(t));
+                        });
+                    }
+                }
+                _ => versions.live_at(time, |t| each(row(t))),
+            }
+        }
+        Relation::Customers => match &scan.seek {
+            Seek::Key(Value::Text(name)) => {
+                if customer_owner(name, workers) == worker {
+                    if let Some(r) = read_value_of(&mut views.customers, name, time) {
+                        let _ = each(customer_row(name, &r));
+                    }
+                }
+            }
+            Seek::Range(lower, upper) => {
+                let from = match lower {
+                    Some((Value::Text(l), _)) => Some(l.clone()),
+                    _ => None,
+                };
+                for_each_value_from(&mut views.customers, from.as_ref(), time, |name, r| {
+                    let below = |(bound, inclusive): &(Value, bool)| match bound {
+                        Value::Text(b) => name.as_str() < b.as_str() || (*inclusive && name == b),
+                        _ => true,
+                    };
+                    if upper.as_ref().is_some_and(|u| !below(u)) {
+                        return ControlFlow::Break(());
+                    }
+                    each(customer_row(name, &r))
+                });
+            }
+            _ => {
+                for_each_value_from(&mut views.customers, None, time, |name, r| each(customer_row(name, &r)));
+            }
+        },
+        Relation::Categories | Relation::Hourly | Relation::Overall => {
+            let totals = read_sums(&mut views.totals, time);
+            if scan.relation == Relation::Overall {
+                let all = totals.iter().find(|(d, _)| *d == Dimension::All).map(|(_, s)| *s).unwrap_or_default();
+                let customers: i64 =
+                    read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum();
+                let _ =
+                    each(vec![Value::Numeric(all.cents), Value::Int(all.count), Value::Int(customers), Value::Null]);
+                return;
+            }
+            for (dimension, stats) in totals {
+                let key = match (&dimension, scan.relation) {
+                    (Dimension::Category(c), Relation::Categories) => {
+                        c.as_ref().map_or(Value::Null, |c| Value::Text(c.to_string()))
+                    }
+                    (Dimension::Hour(h), Relation::Hourly) => Value::Timestamp(h * 3600),
+                    _ => continue,
+                };
+                if each(stats_row(key, stats.cents, stats.count)).is_break() {
+                    return;
+                }
+            }
+        }
+        Relation::DeadLetters => {
+            for (reason, n) in read_sums(&mut views.dead_letters, time) {
+                if each(vec![Value::Text(reason.to_string()), Value::Int(n as i64)]).is_break() {
+                    return;
+                }
+            }
+        }
+        Relation::Offsets => {
+            for (partition, next) in read_values(&mut views.offsets, time) {
+                let row = vec![Value::Text(topic.to_owned()), Value::Int(i64::from(partition)), Value::Int(next)];
+                if each(row).is_break() {
+                    return;
+                }
+            }
+        }
+    }
+}
