@@ -106,7 +106,7 @@ pub enum ReadScope {
     /// A SQL query's part in each worker (see [`crate::sql`]).
     Query {
         /// What each worker reads and computes.
-        scan: crate::sql::plan::Scan,
+        scan: Box<crate::sql::plan::Scan>,
         /// The topic, for the `offsets` relation.
         topic: String,
         /// The most rows a worker may send.

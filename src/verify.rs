@@ -277,6 +277,7 @@ mod tests {
             dead_letters: vec![(Reason::InvalidJson, 2), (Reason::BadAmount, 1)],
             offsets: vec![(0, 12), (1, 0), (2, 7)],
             workers: Vec::new(),
+            rows: Vec::new(),
         };
         let json = views_json(&reading, "real-time-orders");
         let mut expected = reading.clone();

@@ -43,6 +43,7 @@ pub fn run(settings: &Settings, interrupted: Arc<AtomicBool>, prompt: bool) -> a
     // Reads are coordinated by worker 0, so process 0 serves for the whole cluster.
     let serves = settings.dataflow.process == 0;
     let _http = if serves { crate::serve::http::start(settings, &running.serving)? } else { None };
+    let _pg = if serves { crate::serve::pg::start(settings, &running.serving)? } else { None };
     if serves {
         tracing::info!("running; Ctrl-C to stop");
     } else {

@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod pg;
 pub mod query;
 pub mod repl;
 pub mod serving;

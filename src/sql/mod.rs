@@ -201,7 +201,11 @@ impl Engine {
     }
 
     fn scope(&self, select: &Select) -> ReadScope {
-        ReadScope::Query { scan: select.scan.clone(), topic: self.topic.clone(), max_rows: self.limits.max_rows }
+        ReadScope::Query {
+            scan: Box::new(select.scan.clone()),
+            topic: self.topic.clone(),
+            max_rows: self.limits.max_rows,
+        }
     }
 
     /// Answers the statements that read nothing.

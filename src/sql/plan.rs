@@ -711,7 +711,8 @@ fn seek(relation: Relation, filter: &Expr) -> Seek {
     let Some(key) = relation.key() else { return Seek::Scan };
     let mut conjuncts = Vec::new();
     flatten_and(filter, &mut conjuncts);
-    let (mut lower, mut upper): (Option<(Value, bool)>, Option<(Value, bool)>) = (None, None);
+    let mut lower: Option<(Value, bool)> = None;
+    let mut upper: Option<(Value, bool)> = None;
     for c in conjuncts {
         let (op, value) = match c {
             Expr::Compare(op, a, b) => match (a.as_ref(), b.as_ref()) {

@@ -1,0 +1,351 @@
+//! SQL over the Postgres wire protocol (`pgwire`): `psql -h 127.0.0.1 -p 6875 -U lambda
+//! lambda`, `pgbench` with a custom script, and drivers (psycopg, JDBC) reach the same SQL
+//! engine as the prompt and `POST /v1/sql`.
+//!
+//! Simple and extended queries are answered; columns are typed (`text`, `bigint`,
+//! `numeric`, `timestamptz`, `boolean`) and sent in text format; parameters (`$1`) of
+//! extended queries are bound as literals. Any user and database name is accepted: the
+//! server listens on loopback by default. Errors carry their SQLSTATE and, for syntax
+//! errors, the position. `SHOW as_of` says which logical time and offsets the session's
+//! previous answer reflects.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::stream;
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::portal::Portal;
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo, QueryResponse, Response,
+};
+use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
+use pgwire::api::{ClientInfo, PgWireServerHandlers, Type as PgType};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+
+use crate::reading::Reading;
+use crate::serve::Serving;
+use crate::sql::value::{Type, Value};
+use crate::sql::{Answer, Column, Engine, SqlError};
+
+/// The backend every connection shares.
+pub struct Backend {
+    engine: Engine,
+    topic: String,
+    parser: Arc<NoopQueryParser>,
+    /// What each session's previous answer reflected, for `SHOW as_of`.
+    last: Mutex<HashMap<SocketAddr, Reading>>,
+}
+
+impl Backend {
+    /// A backend over a running pipeline.
+    pub fn new(engine: Engine, topic: impl Into<String>) -> Self {
+        Backend { engine, topic: topic.into(), parser: Arc::new(NoopQueryParser::new()), last: Mutex::default() }
+    }
+
+    async fn answer(&self, client: SocketAddr, statement: &str) -> PgWireResult<Response> {
+        let words: Vec<String> =
+            statement.trim().trim_end_matches(';').split_whitespace().map(str::to_ascii_lowercase).collect();
+        if words == ["show", "as_of"] {
+            let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).get(&client).cloned();
+            if let Some(reading) = last {
+                let offsets: Vec<String> =
+                    reading.offsets.iter().map(|(p, o)| format!("{}/{p}:{o}", self.topic)).collect();
+                let answer = Answer {
+                    columns: vec![
+                        Column { name: "time".into(), ty: Type::BigInt },
+                        Column { name: "offsets".into(), ty: Type::Text },
+                    ],
+                    rows: vec![vec![Value::Int(reading.time as i64), Value::Text(offsets.join(","))]],
+                    reading: None,
+                };
+                return Ok(response(&answer));
+            }
+        }
+        let answer = self.engine.execute_async(statement).await.map_err(user_error)?;
+        if let Some(reading) = &answer.reading {
+            let mut kept = reading.clone();
+            kept.rows.clear();
+            kept.customers.clear();
+            self.last.lock().unwrap_or_else(|p| p.into_inner()).insert(client, kept);
+        }
+        Ok(response(&answer))
+    }
+
+    /// Forgets a closed session.
+    fn forget(&self, client: SocketAddr) {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).remove(&client);
+    }
+}
+
+fn pg_type(ty: Type) -> PgType {
+    match ty {
+        Type::Text => PgType::TEXT,
+        Type::BigInt => PgType::INT8,
+        Type::Numeric => PgType::NUMERIC,
+        Type::Timestamp => PgType::TIMESTAMPTZ,
+        Type::Bool => PgType::BOOL,
+    }
+}
+
+fn fields(columns: &[Column]) -> Vec<FieldInfo> {
+    columns.iter().map(|c| FieldInfo::new(c.name.clone(), None, None, pg_type(c.ty), FieldFormat::Text)).collect()
+}
+
+/// An answer as rows of text values.
+fn response(answer: &Answer) -> Response {
+    let schema = Arc::new(fields(&answer.columns));
+    let rows: Vec<Vec<Option<String>>> =
+        answer.rows.iter().map(|r| r.iter().map(Value::to_pg_text).collect()).collect();
+    let mut encoder = DataRowEncoder::new(Arc::clone(&schema));
+    let encoded: Vec<PgWireResult<_>> = rows
+        .into_iter()
+        .map(|row| {
+            for value in &row {
+                encoder.encode_field(value)?;
+            }
+            Ok(encoder.take_row())
+        })
+        .collect();
+    Response::Query(QueryResponse::new(schema, stream::iter(encoded)))
+}
+
+fn user_error(error: SqlError) -> PgWireError {
+    let mut info = ErrorInfo::new("ERROR".to_owned(), error.code.to_owned(), error.message);
+    info.position = error.position.map(|p| p.to_string());
+    PgWireError::UserError(Box::new(info))
+}
+
+/// Statements of one simple query, split at semicolons outside quotes.
+fn statements(query: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quote) = (0, None::<char>);
+    for (i, c) in query.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, ';') => {
+                out.push(&query[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&query[start..]);
+    out.into_iter().filter(|s| !s.trim().is_empty()).collect()
+}
+
+#[async_trait]
+impl NoopStartupHandler for Backend {}
+
+#[async_trait]
+impl SimpleQueryHandler for Backend {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut responses = Vec::new();
+        for statement in statements(query) {
+            match self.answer(client.socket_addr(), statement).await {
+                Ok(response) => responses.push(response),
+                Err(PgWireError::UserError(info)) => {
+                    // Postgres stops a multi-statement query at its first error.
+                    responses.push(Response::Error(info));
+                    break;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// A statement with its `$n` parameters replaced by the bound values, as literals.
+fn bind(portal: &Portal<String>) -> String {
+    let statement = &portal.statement.statement;
+    let value = |n: usize| -> String {
+        let Some(Some(bytes)) = portal.parameters.get(n - 1) else { return "NULL".into() };
+        let text = String::from_utf8_lossy(bytes);
+        let declared = portal.statement.parameter_types.get(n - 1).cloned().flatten();
+        let numeric = matches!(&declared, Some(t) if *t == PgType::INT2 || *t == PgType::INT4 || *t == PgType::INT8 || *t == PgType::NUMERIC);
+        if numeric || (declared.is_none() && text.parse::<f64>().is_ok()) {
+            text.into_owned()
+        } else {
+            format!("'{}'", text.replace('\'', "''"))
+        }
+    };
+    let mut out = String::with_capacity(statement.len());
+    let mut chars = statement.char_indices().peekable();
+    let mut quote = None::<char>;
+    while let Some((_, c)) = chars.next() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '$') => {
+                let mut digits = String::new();
+                while let Some((_, d)) = chars.peek().filter(|(_, d)| d.is_ascii_digit()) {
+                    digits.push(*d);
+                    chars.next();
+                }
+                if let Ok(n) = digits.parse::<usize>() {
+                    out.push_str(&value(n));
+                    continue;
+                }
+                out.push('$');
+                out.push_str(&digits);
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// How many parameters (`$n`) a statement takes.
+fn parameters(statement: &str) -> usize {
+    let mut most = 0;
+    let bytes = statement.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'$' {
+            let digits: String = bytes[i + 1..].iter().take_while(|d| d.is_ascii_digit()).map(|d| *d as char).collect();
+            most = most.max(digits.parse().unwrap_or(0));
+        }
+    }
+    most
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Backend {
+    type Statement = String;
+    type QueryParser = NoopQueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let statement = bind(portal);
+        if statement.trim().is_empty() {
+            return Ok(Response::EmptyQuery);
+        }
+        self.answer(client.socket_addr(), &statement).await
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        statement: &StoredStatement<Self::Statement>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let count = parameters(&statement.statement);
+        let types: Vec<PgType> = (0..count)
+            .map(|i| statement.parameter_types.get(i).cloned().flatten().unwrap_or(PgType::UNKNOWN))
+            .collect();
+        // The columns do not depend on the parameters' values: plan with NULL for each.
+        let probe = statement.statement.replace('$', "NULL::text --");
+        let columns = match self.engine.columns(&statement.statement) {
+            Ok(columns) => columns,
+            Err(_) if count > 0 => self.engine.columns(&probe).unwrap_or_default(),
+            Err(error) => return Err(user_error(error)),
+        };
+        Ok(DescribeStatementResponse::new(types, fields(&columns)))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Self::Statement>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let columns = self.engine.columns(&bind(portal)).map_err(user_error)?;
+        Ok(DescribePortalResponse::new(fields(&columns)))
+    }
+}
+
+/// The handlers `pgwire` asks for.
+struct Handlers(Arc<Backend>);
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.0)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.0)
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        Arc::clone(&self.0)
+    }
+}
+
+/// Serves the Postgres protocol on the `serve.pg` address (`off`: none), on its own small
+/// runtime; it serves until the runtime is dropped.
+pub fn start(settings: &crate::config::Settings, serving: &Serving) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
+    use anyhow::Context;
+    let address = settings.serve.pg.trim();
+    if address.is_empty() || address == "off" {
+        return Ok(None);
+    }
+    let address: SocketAddr =
+        address.parse().with_context(|| format!("--pg {address:?} is not an address like 127.0.0.1:6875"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("pg")
+        .enable_all()
+        .build()
+        .context("cannot start the Postgres protocol runtime")?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind(address)).with_context(|| {
+        format!("cannot serve the Postgres protocol on {address} (in use? choose another with --pg)")
+    })?;
+    let bound = listener.local_addr()?;
+    let engine = Engine::new(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
+    let backend = Arc::new(Backend::new(engine, settings.kafka.topic.clone()));
+    runtime.spawn(async move {
+        loop {
+            let (socket, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot accept a Postgres connection");
+                    continue;
+                }
+            };
+            let backend = Arc::clone(&backend);
+            tokio::spawn(async move {
+                let handlers = Arc::new(Handlers(Arc::clone(&backend)));
+                if let Err(error) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                    tracing::debug!(%error, %peer, "a Postgres connection ended with an error");
+                }
+                backend.forget(peer);
+            });
+        }
+    });
+    tracing::info!(address = %bound, "serving SQL over the Postgres protocol (psql -h {} -p {} -U lambda lambda)", bound.ip(), bound.port());
+    Ok(Some(runtime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semicolons_split_statements_outside_quotes() {
+        assert_eq!(statements("select 1; select ';' ;"), vec!["select 1", " select ';' "]);
+        assert_eq!(parameters("select * from customers where customer = $1 and total > $2"), 2);
+    }
+}
