@@ -177,7 +177,7 @@ fn with_no_usable_snapshot_it_stops_or_rebuilds_as_asked() {
     // `lambda run` that is expected to refuse to start: its standard error.
     let refused = || {
         let out = lambda()
-            .args(["run", "--brokers", &broker.address(), "--http", "off", "--workers", "1"])
+            .args(["run", "--brokers", &broker.address(), "--http", "off", "--pg", "off", "--workers", "1"])
             .arg("--input")
             .arg(&history_path)
             .arg("--state-dir")

@@ -128,9 +128,9 @@ fn no_output_may_write_over_an_input() {
     for (args, option) in [
         (vec!["batch", "--input", i, "--dead-letters", i], "--dead-letters"),
         (vec!["batch", "--input", i, "--out", parent], "--out"),
-        (vec!["run", "--input", i, "--dead-letters", i, "--http", "off"], "--dead-letters"),
-        (vec!["run", "--input", i, "--views-out", parent, "--http", "off"], "--views-out"),
-        (vec!["run", "--input", i, "--state-dir", parent, "--http", "off"], "--state-dir"),
+        (vec!["run", "--input", i, "--dead-letters", i, "--http", "off", "--pg", "off"], "--dead-letters"),
+        (vec!["run", "--input", i, "--views-out", parent, "--http", "off", "--pg", "off"], "--views-out"),
+        (vec!["run", "--input", i, "--state-dir", parent, "--http", "off", "--pg", "off"], "--state-dir"),
     ] {
         let o = lambda_output(&args);
         assert!(!o.status.success(), "{args:?} was accepted");

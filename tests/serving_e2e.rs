@@ -141,7 +141,7 @@ fn the_http_api_answers_from_the_views() {
 fn prompt(broker: &TestBroker, history: &Path, dir: &Path) -> Killed {
     Killed(
         lambda()
-            .args(["run", "--repl", "--http", "off", "--workers", "2", "--brokers", &broker.address()])
+            .args(["run", "--repl", "--http", "off", "--pg", "off", "--workers", "2", "--brokers", &broker.address()])
             .arg("--input")
             .arg(history)
             .arg("--dead-letters")

@@ -192,7 +192,7 @@ fn a_failing_worker_stops_the_run_with_its_error() {
     let dir = temp_dir("failing-worker");
     let history = history(&dir, &[r#"{"customer":"Ali","amount":1}"#.into(), r#"{"customer":"","amount":1}"#.into()]);
     let mut child = lambda()
-        .args(["run", "--brokers", &broker.address(), "--workers", "2", "--http", "off", "--strict"])
+        .args(["run", "--brokers", &broker.address(), "--workers", "2", "--http", "off", "--pg", "off", "--strict"])
         .arg("--input")
         .arg(&history)
         .arg("--dead-letters")

@@ -350,46 +350,41 @@ mod tests {
 
     #[test]
     fn a_compaction_ordered_after_a_read_does_not_spoil_it() {
-        // Worker 0 orders, once, a read at time 5 then at once a compaction to 40: the read
-        // is carried out first, exact; a read at 5 ordered after the compaction is refused.
+        // Once worker 0 is complete through some time T >= 40, it orders a read at T, at once
+        // a compaction to T + 10, and a read at T again: the first is carried out before the
+        // compaction, exact; the second comes after it, and is refused.
         let answers: Arc<Mutex<Vec<Result<Reading, ReadError>>>> = Arc::default();
-        let (first, second) = (Arc::clone(&answers), Arc::clone(&answers));
-        let ordered = AtomicBool::new(false);
+        let at: Arc<Mutex<Option<Time>>> = Arc::default();
+        let (first, second, read_at) = (Arc::clone(&answers), Arc::clone(&answers), Arc::clone(&at));
         let extra =
             move |c: &mut Coordinator, control: &mut Control<Order, Answer>, answering: &Answering, complete: Time| {
-                if complete >= 40 && !ordered.swap(true, Ordering::SeqCst) {
+                let mut read_at = read_at.lock().unwrap();
+                if complete >= 40 && read_at.is_none() {
+                    *read_at = Some(complete);
                     let (a, b) = (Arc::clone(&first), Arc::clone(&second));
-                    c.order_read(
-                        control,
-                        answering,
-                        5,
-                        ReadScope::Totals,
-                        Reply::Call(Arc::new(move |p| a.lock().unwrap().push(p))),
-                    );
-                    control.order(Order::Compact(40));
-                    c.order_read(
-                        control,
-                        answering,
-                        5,
-                        ReadScope::Totals,
-                        Reply::Call(Arc::new(move |p| b.lock().unwrap().push(p))),
-                    );
+                    let reply = |sink: Arc<Mutex<Vec<_>>>| Reply::Call(Arc::new(move |p| sink.lock().unwrap().push(p)));
+                    c.order_read(control, answering, complete, ReadScope::Totals, reply(a));
+                    control.order(Order::Compact(complete + 10));
+                    c.order_read(control, answering, complete, ReadScope::Totals, reply(b));
                 }
             };
-        two_workers(60, Duration::from_millis(1), extra, |_| {
+        two_workers(200, Duration::from_millis(1), extra, |_| {
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             while answers.lock().unwrap().len() < 4 {
                 assert!(std::time::Instant::now() < deadline, "the reads were not answered");
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
+        let t = at.lock().unwrap().expect("the reads were ordered");
         let answers = answers.lock().unwrap();
         let (before, after): (Vec<_>, Vec<_>) = answers.iter().partition(|p| p.is_ok());
         assert_eq!(before.len(), 2, "each worker answers the first read: {answers:?}");
         let total: i128 = before.iter().map(|p| p.as_ref().unwrap().overall.cents).sum();
-        assert_eq!(total, expected(5).1, "exactly the transactions of times 1..=5");
+        assert_eq!(total, expected(t).1, "exactly the transactions of times 1..={t}");
         for refused in after {
-            assert!(matches!(refused, Err(ReadError::Compacted { since: 40, time: 5, .. })), "{refused:?}");
+            assert!(matches!(refused, Err(ReadError::Compacted { .. })), "{refused:?}");
+            let Err(ReadError::Compacted { since, time, .. }) = refused else { unreachable!() };
+            assert_eq!((*since, *time), (t + 10, t));
         }
     }
 

@@ -272,7 +272,8 @@ mod tests {
         assert!(parse("top 0").is_err());
         assert!(parse("hourly yesterday").unwrap_err().starts_with("usage: hourly"));
         assert!(parse("stats now").unwrap_err().contains("too many arguments"));
-        assert!(parse("drop table").unwrap_err().contains("unknown command"));
+        assert!(parse("frobnicate now").unwrap_err().contains("unknown command"));
+        assert_eq!(parse("SELECT 1;"), Ok(PromptCommand::Sql("SELECT 1;".into())));
         let Ok(PromptCommand::Hourly(Some(from), None)) = parse("hourly 2025-01-01T10") else { panic!("a bound") };
         assert_eq!(format_hour(from), "2025-01-01T10:00:00Z");
     }

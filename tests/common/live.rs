@@ -133,7 +133,7 @@ impl Run {
         let http = format!("127.0.0.1:{port}");
         let child = lambda()
             .args(["run", "--brokers", brokers, "--workers", &workers.to_string(), "--views-every-ms", "50"])
-            .args(["--http", &http])
+            .args(["--http", &http, "--pg", "off"])
             .arg("--input")
             .arg(history)
             .arg("--views-out")
