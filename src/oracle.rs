@@ -36,7 +36,7 @@ impl Key {
 /// Records admitted in order: each batch at its logical time.
 #[derive(Default)]
 pub struct Oracle {
-    latest: HashMap<Key, (Time, Position, Option<Txn>)>,
+    latest: HashMap<Key, (Time, Position, Option<Txn>, Identity)>,
     refused: BTreeMap<Reason, i64>,
     offsets: BTreeMap<i32, i64>,
 }
@@ -59,11 +59,11 @@ impl Oracle {
             let replace = match self.latest.get(&key) {
                 None => true,
                 // A redelivery from the same source changes nothing.
-                Some((_, pos, _)) if pos.source == update.position.source && pos.seq >= update.position.seq => false,
-                Some((t, pos, _)) => *t < time || pos < &update.position,
+                Some((_, pos, _, _)) if pos.source == update.position.source && pos.seq >= update.position.seq => false,
+                Some((t, pos, _, _)) => *t < time || pos < &update.position,
             };
             if replace {
-                self.latest.insert(key, (time, update.position, update.txn));
+                self.latest.insert(key, (time, update.position, update.txn, update.identity));
             }
         }
         for reason in refused {
@@ -76,12 +76,25 @@ impl Oracle {
         self.offsets.insert(partition, next);
     }
 
+    /// The live transactions, each with its identity's text (its `id`, or its place).
+    pub fn live(&self) -> Vec<(String, Txn)> {
+        self.latest
+            .values()
+            .filter_map(|(_, _, txn, identity)| {
+                let id = match identity {
+                    Identity::Id(id) | Identity::At(id) => id.to_string(),
+                };
+                txn.clone().map(|t| (id, t))
+            })
+            .collect()
+    }
+
     /// Every view, computed from the latest versions.
     pub fn reading(&self, time: Time, event_filter: Option<&Filter>, top_k: usize) -> Reading {
         let live = self
             .latest
             .values()
-            .filter_map(|(_, _, txn)| txn.as_ref())
+            .filter_map(|(_, _, txn, _)| txn.as_ref())
             .filter(|t| event_filter.is_none_or(|f| f.accepts_txn(t)));
         let mut customers: HashMap<&str, CustomerRow> = HashMap::new();
         let mut categories: HashMap<Option<String>, Stats> = HashMap::new();

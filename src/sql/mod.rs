@@ -249,10 +249,21 @@ impl Engine {
         }
     }
 
-    /// The reader's part: merges the workers' rows, then `HAVING`, `ORDER BY`, `LIMIT` and
-    /// the select list.
     fn finish(&self, select: &Select, mut reading: Reading) -> Result<Answer, SqlError> {
         let parts = std::mem::take(&mut reading.rows);
+        let (columns, rows) = finish(select, parts, self.limits)?;
+        Ok(Answer { columns, rows, reading: Some(reading) })
+    }
+}
+
+/// The reader's part of a query: merges the workers' rows (`parts`), then `HAVING`, `ORDER
+/// BY`, `LIMIT` and the select list.
+pub fn finish(
+    select: &Select,
+    parts: Vec<Vec<Value>>,
+    limits: Limits,
+) -> Result<(Vec<Column>, Vec<Vec<Value>>), SqlError> {
+    {
         let scan = &select.scan;
         let stage: Vec<Vec<Value>> = if scan::whole_in_one_worker(scan.relation) {
             match &scan.group {
@@ -261,7 +272,7 @@ impl Engine {
             }
         } else {
             // The workers sent raw parts of the row: add them, then filter and group here.
-            let mut steps = scan::Steps::new(scan, true, self.limits.max_rows);
+            let mut steps = scan::Steps::new(scan, true, limits.max_rows);
             for row in scan::merge_overall(parts) {
                 let _ = steps.take(row);
             }
@@ -295,11 +306,11 @@ impl Engine {
             .take(select.limit.unwrap_or(usize::MAX))
             .map(|row| select.output.iter().map(|(_, e, _)| e.eval(&row)).collect())
             .collect();
-        if rows.len() > self.limits.max_rows {
-            return Err(SqlError::from_read(ReadError::TooManyRows { limit: self.limits.max_rows }));
+        if rows.len() > limits.max_rows {
+            return Err(SqlError::from_read(ReadError::TooManyRows { limit: limits.max_rows }));
         }
         let columns = select.output.iter().map(|(n, _, t)| Column { name: n.clone(), ty: *t }).collect();
-        Ok(Answer { columns, rows, reading: Some(reading) })
+        Ok((columns, rows))
     }
 }
 

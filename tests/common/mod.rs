@@ -217,3 +217,138 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Runs the same input as [`run_dataflow`] and answers each of `queries` with the SQL
+/// engine's worker and reader parts at every logical time: `answers[time][query]`.
+pub fn run_dataflow_sql(
+    history: &Path,
+    batches: &[Vec<Message>],
+    steps: &[u8],
+    workers: usize,
+    queries: &[String],
+) -> Vec<Vec<Result<Vec<Vec<atelier_lambda::sql::value::Value>>, atelier_lambda::sql::SqlError>>> {
+    use atelier_lambda::sql::plan::{plan, Plan};
+    use atelier_lambda::sql::value::Value;
+    let selects: Vec<Result<_, atelier_lambda::sql::SqlError>> = queries
+        .iter()
+        .map(|q| match plan(q)? {
+            Plan::Select(select) => Ok(*select),
+            other => panic!("not a query: {other:?}"),
+        })
+        .collect();
+    let steps = steps.to_vec();
+    let mut settings = Settings::default();
+    settings.input.files = vec![history.to_owned()];
+    let mut files = HistoryFile::open_all(&settings.input.files).unwrap();
+    for f in &mut files {
+        f.min_split_bytes = 1;
+    }
+    let dead = Arc::new(DeadLetterFile::open(&history.with_extension("dead.jsonl")).unwrap());
+    let shared = Arc::new(LoadShared::default());
+    let batches = batches.to_vec();
+    // Per worker, per time, per query: its part.
+    type Parts = Vec<Vec<Result<Vec<Vec<Value>>, atelier_lambda::serve::ReadError>>>;
+    let results: Arc<Mutex<Vec<Parts>>> = Arc::default();
+    let results_in = Arc::clone(&results);
+    let scans: Vec<Option<atelier_lambda::sql::plan::Scan>> =
+        selects.iter().map(|s| s.as_ref().ok().map(|s| s.scan.clone())).collect();
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let mut pipeline = Dataflow::build(worker, None);
+        load_history(worker, &mut pipeline, &files, &settings, &dead, &shared).unwrap();
+        let mut offsets = [0i64; 3];
+        for (i, batch) in std::iter::once(&Vec::new()).chain(batches.iter()).enumerate() {
+            for m in batch {
+                let offset = offsets[m.partition as usize];
+                offsets[m.partition as usize] += 1;
+                if m.worker % worker.peers() != worker.index() {
+                    continue;
+                }
+                match admit_message(m, offset) {
+                    Ok(update) => pipeline.updates.send(update),
+                    Err((reason, _)) => pipeline.refused.update(reason, 1),
+                }
+                let previous = (offset > 0).then_some(offset);
+                pipeline.move_offset(m.partition, previous, offset + 1);
+            }
+            pipeline.advance_to(i as Time + 1);
+            for _ in 0..steps.get(i).copied().unwrap_or(0) {
+                worker.step();
+            }
+        }
+        let end = pipeline.time();
+        let probe = pipeline.probe.clone();
+        worker.step_while(|| probe.less_than(&end));
+        let versions = pipeline.latest.borrow();
+        let at = (worker.index(), worker.peers());
+        let parts: Parts = (0..end)
+            .map(|t| {
+                scans
+                    .iter()
+                    .map(|scan| match scan {
+                        Some(scan) => atelier_lambda::sql::scan::run(
+                            &mut pipeline.views,
+                            &versions,
+                            t,
+                            scan,
+                            "real-time-orders",
+                            at,
+                            100_000,
+                        ),
+                        None => Ok(Vec::new()),
+                    })
+                    .collect()
+            })
+            .collect();
+        results_in.lock().unwrap().push(parts);
+    })
+    .unwrap()
+    .join();
+    let per_worker = std::mem::take(&mut *results.lock().unwrap());
+    let times = per_worker[0].len();
+    (0..times)
+        .map(|t| {
+            selects
+                .iter()
+                .enumerate()
+                .map(|(q, select)| {
+                    let select = select.clone()?;
+                    let mut parts = Vec::new();
+                    for w in &per_worker {
+                        parts.extend(
+                            w[t][q].clone().map_err(|e| atelier_lambda::sql::SqlError::new("XX000", e.to_string()))?,
+                        );
+                    }
+                    atelier_lambda::sql::finish(&select, parts, atelier_lambda::sql::Limits::default())
+                        .map(|(_, rows)| rows)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The oracle's live transactions at every logical time (0 = history) of the same input.
+pub fn oracle_live(
+    history_lines: &[String],
+    label: &str,
+    batches: &[Vec<Message>],
+) -> Vec<(Vec<(String, atelier_lambda::event::Txn)>, Reading)> {
+    let mut oracle = Oracle::new();
+    admit_history(&mut oracle, history_lines, label);
+    let mut out = vec![(oracle.live(), oracle.reading(0, None, 1000))];
+    let mut offsets = [0i64; 3];
+    for (i, batch) in batches.iter().enumerate() {
+        let (mut updates, mut refused) = (Vec::new(), Vec::new());
+        for m in batch {
+            let offset = offsets[m.partition as usize];
+            offsets[m.partition as usize] += 1;
+            match admit_message(m, offset) {
+                Ok(u) => updates.push(u),
+                Err((reason, _)) => refused.push(reason),
+            }
+            oracle.set_offset(m.partition, offset + 1);
+        }
+        oracle.admit(i as Time + 1, updates, refused);
+        out.push((oracle.live(), oracle.reading(i as Time + 1, None, 1000)));
+    }
+    out
+}
