@@ -99,7 +99,14 @@ pub fn arg(setting: &Described) -> Arg {
     if let Some(short) = setting.short {
         arg = arg.short(short);
     }
-    (setting.arg)(arg)
+    let arg = (setting.arg)(arg);
+    // Given twice, the last one counts (as a wrapper script adding a flag expects); a list
+    // (`--input a b`) takes every value instead.
+    if matches!(arg.get_action(), ArgAction::Append) {
+        arg
+    } else {
+        arg.overrides_with(setting.flag)
+    }
 }
 
 /// Adds the flags of the settings each command takes to that command.

@@ -1,0 +1,145 @@
+//! SQL end to end: the real `lambda run` with a Kafka-protocol broker, asked with real
+//! clients — `psql` over the Postgres protocol, HTTP `POST /v1/sql`, and the prompt — for the
+//! workshop's exercises, at one logical time, and every class of error.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::live::*;
+use common::temp_dir;
+use rdkafka::producer::Producer;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `psql` with `-c statement` for each statement, unaligned, tuples only: its stdout, stderr
+/// and whether it succeeded.
+fn psql(port: u16, statements: &[&str]) -> (String, String, bool) {
+    let mut command = Command::new("psql");
+    command.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "lambda", "-d", "lambda", "-X", "-A", "-t"]);
+    command.args(["-v", "ON_ERROR_STOP=0"]);
+    for s in statements {
+        command.args(["-c", s]);
+    }
+    let out = command.stdin(Stdio::null()).output().expect("psql is installed (./test installs it)");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+fn post_sql(address: &str, statement: &str) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut response = agent.post(format!("http://{address}/v1/sql")).send(statement).expect("the HTTP API answers");
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+#[test]
+fn psql_http_and_the_prompt_answer_the_workshop_exercises() {
+    let dir = temp_dir("sql-e2e");
+    let broker = TestBroker::mock();
+    let workshop = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/transactions.json");
+    let pg = free_port();
+    let mut run = Run::start(&broker.address(), &workshop, 2, &dir, &["--pg", &format!("127.0.0.1:{pg}")]);
+    let messages: Vec<Sent> = atelier_lambda::demo::WORKSHOP_MESSAGES
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Sent { partition: i as i32, key: None, payload: Some(m.to_string()) })
+        .collect();
+    let producer = producer(&broker.address());
+    send_all(&producer, &messages);
+    producer.flush(Duration::from_secs(10)).unwrap();
+    run.views_at(&end_offsets(&messages));
+
+    // The workshop's two exercises, as one line of SQL each, over psql.
+    let (out, err, ok) = psql(
+        pg,
+        &[
+            "SELECT customer, sum(amount) FROM transactions WHERE amount >= 100 GROUP BY customer ORDER BY customer",
+            "SELECT customer, total FROM customers WHERE total > 200 ORDER BY total DESC",
+            "SHOW as_of",
+        ],
+    );
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(
+        &lines[..2],
+        ["Ali|320.00", "Mounir|350.00"],
+        "amount >= 100 keeps 120, 200 of Ali and 150, 200 of Mounir: {out}"
+    );
+    assert_eq!(&lines[2..4], ["Ali|400.00", "Mounir|350.00"], "{out}");
+    assert!(lines[4].contains("real-time-orders/0:1,real-time-orders/1:1,real-time-orders/2:1"), "{out}");
+
+    // The same engine over HTTP, with the time and offsets it read at.
+    let (status, body) = post_sql(&run.http, "SELECT * FROM customers WHERE customer = 'Ali'");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], serde_json::json!([["Ali", 400, 3, 80, 200, 133.33]]));
+    assert_eq!(body["columns"][1], serde_json::json!({"name": "total", "type": "numeric"}));
+    assert_eq!(body["as_of"]["offsets"]["real-time-orders/0"], 1);
+    let (_, body) = post_sql(&run.http, "SELECT count(*), sum(amount), avg(amount) FROM transactions");
+    assert_eq!(body["rows"], serde_json::json!([[8, 930, 116.25]]));
+
+    // Every class of error, over psql (SQLSTATE in verbose mode) and HTTP.
+    for (statement, code) in [
+        ("SELEC 1", "42601"),
+        ("SELECT * FROM nothing", "42P01"),
+        ("SELECT nothing FROM customers", "42703"),
+        ("INSERT INTO customers VALUES ('x')", "0A000"),
+        ("SELECT * FROM customers c JOIN transactions t ON c.customer = t.customer", "0A000"),
+        ("SELECT * FROM customers WHERE customer > 5", "42804"),
+        ("SELECT customer FROM transactions GROUP BY category", "42803"),
+    ] {
+        let (status, body) = post_sql(&run.http, statement);
+        assert_eq!((status, body["code"].as_str()), (400, Some(code)), "{statement}: {body}");
+        let (_, err, _) = psql(pg, &["\\set VERBOSITY verbose", statement]);
+        assert!(err.contains(&format!("ERROR:  {code}")), "{statement}: {err}");
+    }
+    let (_, body) = post_sql(&run.http, "SELEC 1");
+    assert_eq!(body["position"], 1);
+    // The pipeline goes on after errors.
+    let (out, _, ok) = psql(pg, &["SELECT count(*) FROM customers"]);
+    assert!(ok && out.trim() == "3", "{out}");
+    run.stop();
+}
+
+#[test]
+fn the_prompt_answers_sql_beside_its_commands() {
+    let dir = temp_dir("sql-prompt");
+    let broker = TestBroker::mock();
+    let workshop = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/transactions.json");
+    let mut child = Killed(
+        lambda()
+            .args(["run", "--repl", "--http", "off", "--pg", "off", "--workers", "2", "--brokers", &broker.address()])
+            .arg("--input")
+            .arg(&workshop)
+            .arg("--dead-letters")
+            .arg(dir.join("dead.jsonl"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let commands = "SELECT * FROM customers WHERE total > 200;\nget Sara\nEXPLAIN SELECT * FROM customers WHERE customer = 'Ali'\nSELECT * FROM nope\nSHOW TABLES\nquit\n";
+    std::io::Write::write_all(child.0.stdin.as_mut().unwrap(), commands.as_bytes()).unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(child.0.wait().unwrap().success());
+    for expected in [
+        "|     Ali|  320|    2|120|200|160|",
+        "(1 row) as of {\"offsets\":{\"real-time-orders/0\":0",
+        "|    Sara|  140|",
+        "seek customers for customer",
+        "ERROR 42P01: relation \"nope\" does not exist",
+        "transactions",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
