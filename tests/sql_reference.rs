@@ -173,7 +173,7 @@ impl Query {
         fn kept<'a>(live: &'a [(String, Txn)], p: &'a Pred) -> impl Iterator<Item = &'a (String, Txn)> + 'a {
             live.iter().filter(move |(_, t)| p.eval(t) == Some(true))
         }
-        let text = |s: &str| Value::Text(s.to_owned());
+        let text = |s: &str| Value::Text(s.into());
         match self {
             Query::ByCustomer(p) => {
                 let mut groups: BTreeMap<String, Vec<i64>> = BTreeMap::new();
@@ -200,7 +200,7 @@ impl Query {
                 // ORDER BY category: NULL last.
                 let mut rows: Vec<_> = groups
                     .into_iter()
-                    .map(|(c, (n, s))| vec![c.map_or(Value::Null, Value::Text), Value::Int(n), num(s)])
+                    .map(|(c, (n, s))| vec![c.map_or(Value::Null, |c| Value::Text(c.into())), Value::Int(n), num(s)])
                     .collect();
                 rows.sort_by(|a, b| a[0].sort_cmp(&b[0]));
                 rows

@@ -145,10 +145,13 @@ impl VersionStore {
                 ts: txn.ts,
             })
         };
-        let shadowed = |k: &Identity| self.aside.contains_key(k);
+        // Lookups only when there is something to look up: the common scan has no version
+        // set aside (no snapshot being written) and few changes after `time`.
+        let (aside, any_earlier) = (!self.aside.is_empty(), !earlier.is_empty());
+        let shadowed = |k: &Identity| aside && self.aside.contains_key(k);
         let current = self.aside.iter().chain(self.versions.iter().filter(|(k, _)| !shadowed(k)));
         for (identity, stored) in current {
-            let stored = match earlier.get(identity) {
+            let stored = match any_earlier.then(|| earlier.get(identity)).flatten() {
                 Some(before) => before.as_ref(),
                 None => Some(stored),
             };

@@ -58,7 +58,7 @@ impl Backend {
                         Column { name: "time".into(), ty: Type::BigInt },
                         Column { name: "offsets".into(), ty: Type::Text },
                     ],
-                    rows: vec![vec![Value::Int(reading.time as i64), Value::Text(offsets.join(","))]],
+                    rows: vec![vec![Value::Int(reading.time as i64), Value::Text(offsets.join(",").into())]],
                     reading: None,
                 };
                 return Ok(response(&answer));

@@ -232,7 +232,7 @@ impl Engine {
             ),
             Plan::Explain(select) => (
                 vec![text("QUERY PLAN")],
-                plan::explain(&select, self.serving.workers()).into_iter().map(|l| vec![Value::Text(l)]).collect(),
+                plan::explain(&select, self.serving.workers()).into_iter().map(|l| vec![Value::Text(l.into())]).collect(),
             ),
             Plan::Select(_) | Plan::ShowAsOf => unreachable!("answered by reading"),
         };
@@ -244,7 +244,7 @@ impl Engine {
         let offsets: Vec<String> = reading.offsets.iter().map(|(p, o)| format!("{}/{p}:{o}", self.topic)).collect();
         Answer {
             columns: vec![text("time", Type::BigInt), text("offsets", Type::Text)],
-            rows: vec![vec![Value::Int(reading.time as i64), Value::Text(offsets.join(","))]],
+            rows: vec![vec![Value::Int(reading.time as i64), Value::Text(offsets.join(",").into())]],
             reading: Some(reading),
         }
     }
@@ -274,7 +274,7 @@ pub fn finish(
             // The workers sent raw parts of the row: add them, then filter and group here.
             let mut steps = scan::Steps::new(scan, true, limits.max_rows);
             for row in scan::merge_overall(parts) {
-                let _ = steps.take(row);
+                let _ = steps.take(&row);
             }
             let rows = steps.finish().map_err(SqlError::from_read)?;
             match &scan.group {

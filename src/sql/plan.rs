@@ -67,6 +67,8 @@ pub struct Scan {
     pub group: Option<(Vec<Expr>, Vec<Agg>)>,
     /// Without grouping or ordering: no worker needs to send more than this many rows.
     pub keep: Option<usize>,
+    /// The relation's columns the query reads (none: all of them).
+    pub needed: Option<Vec<usize>>,
 }
 
 /// A planned `SELECT`.
@@ -267,7 +269,7 @@ fn select(query: &ast::Query) -> Result<Select, SqlError> {
     let having = having.map(|h| coerce_times(h, &stage_types));
     let filter = filter.map(|f| coerce_times(f, &columns));
     let group = group.map(|(keys, aggs): (Vec<Expr>, Vec<Agg>)| {
-        let keys = keys.into_iter().map(|k| coerce_times(k, &columns)).collect();
+        let keys: Vec<Expr> = keys.into_iter().map(|k| coerce_times(k, &columns)).collect();
         (keys, aggs)
     });
     for (e, _) in order.iter() {
@@ -284,7 +286,22 @@ fn select(query: &ast::Query) -> Result<Select, SqlError> {
     }
     let seek = filter.as_ref().map_or(Seek::Scan, |f| seek(relation, f));
     let keep = (group.is_none() && order.is_empty()).then(|| limit.map(|l| l + offset)).flatten();
-    Ok(Select { scan: Scan { relation, seek, filter, group, keep }, output, having, order, offset, limit })
+    let mut needed = Vec::new();
+    filter.iter().for_each(|f| f.columns(&mut needed));
+    match &group {
+        Some((keys, aggs)) => {
+            keys.iter().for_each(|k| k.columns(&mut needed));
+            aggs.iter().filter_map(|a| a.arg.as_ref()).for_each(|a| a.columns(&mut needed));
+        }
+        None => {
+            output.iter().for_each(|(_, e, _)| e.columns(&mut needed));
+            order.iter().for_each(|(e, _)| e.columns(&mut needed));
+        }
+    }
+    needed.sort_unstable();
+    needed.dedup();
+    let scan = Scan { relation, seek, filter, group, keep, needed: Some(needed) };
+    Ok(Select { scan, output, having, order, offset, limit })
 }
 
 fn order_exprs(query: &ast::Query) -> Vec<ast::OrderByExpr> {
@@ -491,7 +508,7 @@ impl Context {
             ast::Expr::Like { negated, expr, pattern, escape_char: None, any: false } => {
                 let value = self.expr(expr)?;
                 match self.expr(pattern)? {
-                    Expr::Literal(Value::Text(p)) => Expr::Like(Box::new(value), p, *negated),
+                    Expr::Literal(Value::Text(p)) => Expr::Like(Box::new(value), p.to_string(), *negated),
                     _ => return Err(SqlError::unsupported("LIKE with a pattern that is not a string literal")),
                 }
             }
@@ -618,7 +635,7 @@ fn literal(v: &ast::Value) -> Result<Value, SqlError> {
         ast::Value::Null => Value::Null,
         ast::Value::Boolean(b) => Value::Bool(*b),
         ast::Value::Number(n, _) => number(n)?,
-        ast::Value::SingleQuotedString(s) => Value::Text(s.clone()),
+        ast::Value::SingleQuotedString(s) => Value::Text(s.as_str().into()),
         other => return Err(SqlError::unsupported(format!("the literal {other}"))),
     })
 }
@@ -640,7 +657,7 @@ fn cast(e: Expr, to: &ast::DataType) -> Result<Expr, SqlError> {
     };
     let text = value.to_string();
     let cast = match name.as_str() {
-        "text" | "varchar" => Some(Value::Text(text.clone())),
+        "text" | "varchar" => Some(Value::Text(text.as_str().into())),
         "timestamptz" | "timestamp" | "timestamp with time zone" | "date" => {
             parse_timestamp(&text).map(Value::Timestamp)
         }

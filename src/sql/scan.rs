@@ -41,6 +41,24 @@ pub fn run(
     out.finish()
 }
 
+/// The columns of `scan`'s relation that the query reads anywhere: the others are left NULL
+/// in the rows a worker makes (the `id` of every transaction is a string to copy, and a
+/// `GROUP BY category` needs neither it nor the customer).
+fn needed(scan: &Scan) -> Vec<bool> {
+    let mut columns = Vec::new();
+    match &scan.needed {
+        Some(needed) => columns.extend(needed),
+        None => columns.extend(0..scan.relation.columns().len()),
+    }
+    let mut mask = vec![false; scan.relation.columns().len()];
+    for c in columns {
+        if let Some(m) = mask.get_mut(c) {
+            *m = true;
+        }
+    }
+    mask
+}
+
 /// Whether each row of the relation is held whole by one worker (else, as for `overall`,
 /// each worker holds a part of the one row, and the reader adds the parts first).
 pub fn whole_in_one_worker(relation: Relation) -> bool {
@@ -55,33 +73,43 @@ pub struct Steps<'a> {
     max_rows: usize,
     rows: Vec<Vec<Value>>,
     groups: HashMap<Vec<Value>, Vec<Value>>,
+    /// The group key of the row at hand.
+    key: Vec<Value>,
     too_many: bool,
 }
 
 impl<'a> Steps<'a> {
     /// Steps for `scan`'s rows; `apply`: filter and aggregate (else pass rows on).
     pub fn new(scan: &'a Scan, apply: bool, max_rows: usize) -> Self {
-        Steps { scan, apply, max_rows, rows: Vec::new(), groups: HashMap::new(), too_many: false }
+        Steps { scan, apply, max_rows, rows: Vec::new(), groups: HashMap::new(), key: Vec::new(), too_many: false }
     }
 
     /// Takes one row; says stop once no more rows are needed.
-    pub fn take(&mut self, row: Vec<Value>) -> ControlFlow<()> {
+    pub fn take(&mut self, row: &[Value]) -> ControlFlow<()> {
         if !self.apply {
-            self.rows.push(row);
+            self.rows.push(row.to_vec());
             return ControlFlow::Continue(());
         }
-        if self.scan.filter.as_ref().is_some_and(|f| !f.accepts(&row)) {
+        if self.scan.filter.as_ref().is_some_and(|f| !f.accepts(row)) {
             return ControlFlow::Continue(());
         }
         match &self.scan.group {
             Some((keys, aggs)) => {
-                let key: Vec<Value> = keys.iter().map(|k| k.eval(&row)).collect();
-                if !self.groups.contains_key(&key) && self.groups.len() >= self.max_rows {
+                // The key is made in a buffer kept from row to row: most rows fall in a
+                // group that exists, and cost no allocation.
+                self.key.clear();
+                self.key.extend(keys.iter().map(|k| k.eval(row)));
+                if let Some(state) = self.groups.get_mut(self.key.as_slice()) {
+                    add_row(state, aggs, row);
+                    return ControlFlow::Continue(());
+                }
+                if self.groups.len() >= self.max_rows {
                     self.too_many = true;
                     return ControlFlow::Break(());
                 }
-                let state = self.groups.entry(key).or_insert_with(|| empty_state(aggs));
-                add_row(state, aggs, &row);
+                let mut state = empty_state(aggs);
+                add_row(&mut state, aggs, row);
+                self.groups.insert(self.key.clone(), state);
             }
             None => {
                 if self.scan.keep.is_some_and(|keep| self.rows.len() >= keep) {
@@ -91,7 +119,7 @@ impl<'a> Steps<'a> {
                     self.too_many = true;
                     return ControlFlow::Break(());
                 }
-                self.rows.push(row);
+                self.rows.push(row.to_vec());
             }
         }
         ControlFlow::Continue(())
@@ -239,7 +267,7 @@ fn stats_row(key: Value, cents: i128, count: i64) -> Vec<Value> {
 
 fn customer_row(name: &str, row: &CustomerRow) -> Vec<Value> {
     vec![
-        Value::Text(name.to_owned()),
+        Value::Text(name.into()),
         Value::Numeric(row.total),
         Value::Int(row.count),
         Value::Numeric(i128::from(row.min)),
@@ -256,96 +284,109 @@ fn relation_rows(
     scan: &Scan,
     topic: &str,
     (worker, workers): (usize, usize),
-    each: &mut dyn FnMut(Vec<Value>) -> ControlFlow<()>,
+    each: &mut dyn FnMut(&[Value]) -> ControlFlow<()>,
 ) {
     match scan.relation {
         Relation::Transactions => {
-            let row = |t: crate::dataflow::versions::LiveTxn<'_>| {
-                let id = match t.identity {
-                    Identity::Id(id) | Identity::At(id) => Value::Text(id.to_string()),
-                };
-                vec![
-                    id,
-                    Value::Text(t.customer.to_string()),
-                    Value::Numeric(i128::from(t.cents)),
-                    t.category.map_or(Value::Null, |c| Value::Text(c.to_string())),
-                    t.ts.map_or(Value::Null, Value::Timestamp),
-                ]
+            // One row buffer for every transaction; columns the query does not read stay NULL.
+            let mask = needed(scan);
+            let mut row = vec![Value::Null; 5];
+            let fill = |t: crate::dataflow::versions::LiveTxn<'_>, row: &mut Vec<Value>| {
+                if mask[0] {
+                    row[0] = match t.identity {
+                        Identity::Id(id) | Identity::At(id) => Value::Text((&**id).into()),
+                    };
+                }
+                if mask[1] {
+                    row[1] = Value::Text(std::sync::Arc::clone(t.customer));
+                }
+                if mask[2] {
+                    row[2] = Value::Numeric(i128::from(t.cents));
+                }
+                if mask[3] {
+                    row[3] = t.category.map_or(Value::Null, |c| Value::Text(std::sync::Arc::clone(c)));
+                }
+                if mask[4] {
+                    row[4] = t.ts.map_or(Value::Null, Value::Timestamp);
+                }
             };
             match &scan.seek {
                 // The id is an `id` (or a message key); a record's place also names it.
                 Seek::Key(Value::Text(id)) => {
-                    for identity in [Identity::Id(id.as_str().into()), Identity::At(id.as_str().into())] {
+                    for identity in [Identity::Id((&**id).into()), Identity::At((&**id).into())] {
                         versions.live_one_at(time, &identity, |t| {
-                            let _ = each(row(t));
+                            fill(t, &mut row);
+                            let _ = each(&row);
                         });
                     }
                 }
-                _ => versions.live_at(time, |t| each(row(t))),
+                _ => versions.live_at(time, |t| {
+                    fill(t, &mut row);
+                    each(&row)
+                }),
             }
         }
         Relation::Customers => match &scan.seek {
             Seek::Key(Value::Text(name)) => {
-                if customer_owner(name, workers) == worker {
-                    if let Some(r) = read_value_of(&mut views.customers, name, time) {
-                        let _ = each(customer_row(name, &r));
+                let name = name.to_string();
+                if customer_owner(&name, workers) == worker {
+                    if let Some(r) = read_value_of(&mut views.customers, &name, time) {
+                        let _ = each(&customer_row(&name, &r));
                     }
                 }
             }
             Seek::Range(lower, upper) => {
                 let from = match lower {
-                    Some((Value::Text(l), _)) => Some(l.clone()),
+                    Some((Value::Text(l), _)) => Some(l.to_string()),
                     _ => None,
                 };
                 for_each_value_from(&mut views.customers, from.as_ref(), time, |name, r| {
                     let below = |(bound, inclusive): &(Value, bool)| match bound {
-                        Value::Text(b) => name.as_str() < b.as_str() || (*inclusive && name == b),
+                        Value::Text(b) => name.as_str() < &**b || (*inclusive && name.as_str() == &**b),
                         _ => true,
                     };
                     if upper.as_ref().is_some_and(|u| !below(u)) {
                         return ControlFlow::Break(());
                     }
-                    each(customer_row(name, &r))
+                    each(&customer_row(name, &r))
                 });
             }
             _ => {
-                for_each_value_from(&mut views.customers, None, time, |name, r| each(customer_row(name, &r)));
+                for_each_value_from(&mut views.customers, None, time, |name, r| each(&customer_row(name, &r)));
             }
         },
         Relation::Categories | Relation::Hourly | Relation::Overall => {
             let totals = read_sums(&mut views.totals, time);
             if scan.relation == Relation::Overall {
                 let all = totals.iter().find(|(d, _)| *d == Dimension::All).map(|(_, s)| *s).unwrap_or_default();
-                let customers: i64 =
-                    read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum();
-                let _ =
-                    each(vec![Value::Numeric(all.cents), Value::Int(all.count), Value::Int(customers), Value::Null]);
+                let customers: i64 = read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum();
+                let _ = each(&[Value::Numeric(all.cents), Value::Int(all.count), Value::Int(customers), Value::Null]);
                 return;
             }
             for (dimension, stats) in totals {
                 let key = match (&dimension, scan.relation) {
                     (Dimension::Category(c), Relation::Categories) => {
-                        c.as_ref().map_or(Value::Null, |c| Value::Text(c.to_string()))
+                        c.as_ref().map_or(Value::Null, |c| Value::Text(std::sync::Arc::clone(c)))
                     }
                     (Dimension::Hour(h), Relation::Hourly) => Value::Timestamp(h * 3600),
                     _ => continue,
                 };
-                if each(stats_row(key, stats.cents, stats.count)).is_break() {
+                if each(&stats_row(key, stats.cents, stats.count)).is_break() {
                     return;
                 }
             }
         }
         Relation::DeadLetters => {
             for (reason, n) in read_sums(&mut views.dead_letters, time) {
-                if each(vec![Value::Text(reason.to_string()), Value::Int(n as i64)]).is_break() {
+                if each(&[Value::Text(reason.as_str().into()), Value::Int(n as i64)]).is_break() {
                     return;
                 }
             }
         }
         Relation::Offsets => {
             for (partition, next) in read_values(&mut views.offsets, time) {
-                let row = vec![Value::Text(topic.to_owned()), Value::Int(i64::from(partition)), Value::Int(next)];
-                if each(row).is_break() {
+                let row = [Value::Text(topic.into()), Value::Int(i64::from(partition)), Value::Int(next)];
+                if each(&row).is_break() {
                     return;
                 }
             }

@@ -51,7 +51,7 @@ pub enum Value {
     /// `numeric` in hundredths: `Numeric(12345)` is 123.45.
     Numeric(i128),
     /// `text`
-    Text(String),
+    Text(std::sync::Arc<str>),
     /// `timestamptz`, seconds since the Unix epoch.
     Timestamp(i64),
 }
@@ -103,7 +103,7 @@ impl Value {
                 let text = crate::amount::format_cents(*n);
                 serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
             }
-            Value::Text(t) => t.as_str().into(),
+            Value::Text(t) => serde_json::Value::String(t.to_string()),
             Value::Timestamp(_) => self.to_string().into(),
         }
     }
