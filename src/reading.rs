@@ -111,6 +111,8 @@ pub enum ReadScope {
         topic: String,
         /// The most rows a worker may send.
         max_rows: usize,
+        /// The longest a worker may spend on it, in milliseconds.
+        budget_ms: u64,
     },
 }
 

@@ -77,6 +77,31 @@ fn two_processes_of_two_workers_answer_like_one_process_and_the_recomputation() 
         assert_eq!((code, answer["count"].as_i64()), (200, Some(row.count)), "{name}: {answer}");
     }
 
+    // SQL over the cluster: every worker of both processes scans its share at one time.
+    let sql = |run: &Run, statement: &str| {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut response = agent.post(format!("http://{}/v1/sql", run.http)).send(statement).unwrap();
+        serde_json::from_str::<serde_json::Value>(&response.body_mut().read_to_string().unwrap()).unwrap()
+    };
+    for statement in [
+        "SELECT customer, count(*), sum(amount), min(amount), max(amount) FROM transactions GROUP BY customer ORDER BY customer",
+        "SELECT * FROM customers ORDER BY customer",
+        "SELECT category, count(*) FROM transactions GROUP BY category ORDER BY category",
+    ] {
+        let (clustered, single) = (sql(&first, statement), sql(&alone, statement));
+        assert!(clustered["rows"].is_array(), "{clustered}");
+        assert_eq!(clustered["rows"], single["rows"], "{statement}");
+    }
+    let by_customer = sql(&first, "SELECT customer, count(*) FROM transactions GROUP BY customer ORDER BY customer");
+    let counted: Vec<(String, i64)> = by_customer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_i64().unwrap()))
+        .collect();
+    let expected_counts: Vec<(String, i64)> = expected.customers.iter().map(|(c, r)| (c.clone(), r.count)).collect();
+    assert_eq!(counted, expected_counts, "SQL over the cluster equals the recomputation");
+
     // Every worker of every process, with the partitions it reads: p % 4 workers.
     let (_, status) = first.get("/v1/status");
     assert_eq!(status["processes"], 2, "{status}");

@@ -30,8 +30,9 @@ pub fn read(
     (worker, workers): (usize, usize),
 ) -> Result<Reading, ReadError> {
     views.check_readable(time).map_err(|why| ReadError::unreadable(why, time))?;
-    if let ReadScope::Query { scan, topic, max_rows } = scope {
-        let rows = crate::sql::scan::run(views, versions, time, scan, topic, (worker, workers), *max_rows)?;
+    if let ReadScope::Query { scan, topic, max_rows, budget_ms } = scope {
+        let limits = crate::sql::scan::WorkerLimits { max_rows: *max_rows, budget_ms: *budget_ms };
+        let rows = crate::sql::scan::run(views, versions, time, scan, topic, (worker, workers), limits)?;
         return Ok(Reading { rows, ..read_offsets(views, time) });
     }
     Ok(read_scope(views, time, scope))

@@ -43,6 +43,13 @@ pub enum ReadError {
         /// Its compaction frontier.
         since: Time,
     },
+    /// A worker gave up a query's scan after its time budget, so that a slow query does not
+    /// hold the worker (its ingest, the other readers, compaction) for longer.
+    #[error("canceling statement: it took longer than {budget_ms} ms")]
+    TooSlow {
+        /// The budget, in milliseconds.
+        budget_ms: u64,
+    },
     /// A query would return more rows than allowed.
     #[error("the query would return more than {limit} rows; narrow it with WHERE or LIMIT")]
     TooManyRows {

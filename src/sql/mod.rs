@@ -86,6 +86,7 @@ impl SqlError {
         match error {
             ReadError::TooManyRows { .. } => SqlError::new("54000", error.to_string()),
             ReadError::Timeout => SqlError::new("57014", format!("canceling statement: {error}")),
+            ReadError::TooSlow { .. } => SqlError::new("57014", error.to_string()),
             other => SqlError::new("55000", other.to_string()),
         }
     }
@@ -205,6 +206,7 @@ impl Engine {
             scan: Box::new(select.scan.clone()),
             topic: self.topic.clone(),
             max_rows: self.limits.max_rows,
+            budget_ms: self.limits.timeout.as_millis() as u64,
         }
     }
 
@@ -232,7 +234,10 @@ impl Engine {
             ),
             Plan::Explain(select) => (
                 vec![text("QUERY PLAN")],
-                plan::explain(&select, self.serving.workers()).into_iter().map(|l| vec![Value::Text(l.into())]).collect(),
+                plan::explain(&select, self.serving.workers())
+                    .into_iter()
+                    .map(|l| vec![Value::Text(l.into())])
+                    .collect(),
             ),
             Plan::Select(_) | Plan::ShowAsOf => unreachable!("answered by reading"),
         };

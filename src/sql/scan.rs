@@ -23,10 +23,18 @@ use crate::event::Identity;
 use crate::serve::query::{for_each_value_from, read_sums, read_value_of, read_values};
 use crate::serve::serving::ReadError;
 
+/// What one worker may spend on a query.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerLimits {
+    /// The most rows (or groups) it may send.
+    pub max_rows: usize,
+    /// The longest it may scan, in milliseconds.
+    pub budget_ms: u64,
+}
+
 /// This worker's rows of `scan`'s relation at `time`: sought or scanned, filtered (for a
-/// relation whose rows are whole in one worker), aggregated partially — or `TooMany` past
-/// `max_rows` rows that the reader would need.
-#[allow(clippy::too_many_arguments)]
+/// relation whose rows are whole in one worker), aggregated partially — or an error past
+/// `max_rows` rows that the reader would need, or past the time budget.
 pub fn run(
     views: &mut ViewTraces,
     versions: &VersionStore,
@@ -34,9 +42,10 @@ pub fn run(
     scan: &Scan,
     topic: &str,
     (worker, workers): (usize, usize),
-    max_rows: usize,
+    limits: WorkerLimits,
 ) -> Result<Vec<Vec<Value>>, ReadError> {
-    let mut out = Steps::new(scan, whole_in_one_worker(scan.relation), max_rows);
+    let mut out = Steps::new(scan, whole_in_one_worker(scan.relation), limits.max_rows);
+    out.budget = Some((std::time::Instant::now(), limits.budget_ms));
     relation_rows(views, versions, time, scan, topic, (worker, workers), &mut |row| out.take(row));
     out.finish()
 }
@@ -76,16 +85,41 @@ pub struct Steps<'a> {
     /// The group key of the row at hand.
     key: Vec<Value>,
     too_many: bool,
+    /// When the scan started and how long it may take (ms); rows seen since the last look.
+    budget: Option<(std::time::Instant, u64)>,
+    seen: usize,
+    too_slow: bool,
 }
 
 impl<'a> Steps<'a> {
     /// Steps for `scan`'s rows; `apply`: filter and aggregate (else pass rows on).
     pub fn new(scan: &'a Scan, apply: bool, max_rows: usize) -> Self {
-        Steps { scan, apply, max_rows, rows: Vec::new(), groups: HashMap::new(), key: Vec::new(), too_many: false }
+        Steps {
+            scan,
+            apply,
+            max_rows,
+            rows: Vec::new(),
+            groups: HashMap::new(),
+            key: Vec::new(),
+            too_many: false,
+            budget: None,
+            seen: 0,
+            too_slow: false,
+        }
     }
 
     /// Takes one row; says stop once no more rows are needed.
     pub fn take(&mut self, row: &[Value]) -> ControlFlow<()> {
+        // The clock is read every few thousand rows, not for each.
+        self.seen += 1;
+        if self.seen.is_multiple_of(4096) {
+            if let Some((started, budget_ms)) = self.budget {
+                if started.elapsed().as_millis() as u64 > budget_ms {
+                    self.too_slow = true;
+                    return ControlFlow::Break(());
+                }
+            }
+        }
         if !self.apply {
             self.rows.push(row.to_vec());
             return ControlFlow::Continue(());
@@ -127,6 +161,9 @@ impl<'a> Steps<'a> {
 
     /// The rows: as taken, or one per group (keys, then partial aggregates).
     pub fn finish(self) -> Result<Vec<Vec<Value>>, ReadError> {
+        if self.too_slow {
+            return Err(ReadError::TooSlow { budget_ms: self.budget.map_or(0, |(_, b)| b) });
+        }
         if self.too_many {
             return Err(ReadError::TooManyRows { limit: self.max_rows });
         }
@@ -359,7 +396,8 @@ fn relation_rows(
             let totals = read_sums(&mut views.totals, time);
             if scan.relation == Relation::Overall {
                 let all = totals.iter().find(|(d, _)| *d == Dimension::All).map(|(_, s)| *s).unwrap_or_default();
-                let customers: i64 = read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum();
+                let customers: i64 =
+                    read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum();
                 let _ = each(&[Value::Numeric(all.cents), Value::Int(all.count), Value::Int(customers), Value::Null]);
                 return;
             }
@@ -391,5 +429,23 @@ fn relation_rows(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::plan::{plan, Plan};
+
+    #[test]
+    fn a_scan_past_its_budget_gives_up() {
+        let Plan::Select(select) = plan("SELECT count(*) FROM transactions").unwrap() else { panic!("a query") };
+        let mut steps = Steps::new(&select.scan, true, 100);
+        // Started long ago with a budget of 1 ms: the first look at the clock gives up.
+        steps.budget = Some((std::time::Instant::now() - std::time::Duration::from_millis(50), 1));
+        let row = vec![Value::Null; 5];
+        let stopped = (0..10_000).map(|_| steps.take(&row)).position(|flow| flow.is_break());
+        assert_eq!(stopped, Some(4095), "the clock is read every 4096 rows");
+        assert_eq!(steps.finish(), Err(ReadError::TooSlow { budget_ms: 1 }));
     }
 }

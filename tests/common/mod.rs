@@ -292,7 +292,7 @@ pub fn run_dataflow_sql(
                             scan,
                             "real-time-orders",
                             at,
-                            100_000,
+                            atelier_lambda::sql::scan::WorkerLimits { max_rows: 100_000, budget_ms: 60_000 },
                         ),
                         None => Ok(Vec::new()),
                     })
