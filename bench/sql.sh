@@ -6,7 +6,7 @@
 # 1. a history of 1M rows over 100k customers (10% corrections), and `lambda run --workers 2`
 #    serving SQL on --pg;
 # 2. `lambda produce` at 10k messages/s for the whole run;
-# 3. pgbench (Debian's postgresql-client) -n -M simple -c CLIENTS with a one-statement script,
+# 3. pgbench (Debian's postgresql-15 package) -n -M simple -c CLIENTS with a one-statement script,
 #    a point query on a random customer; every latency logged, p50/p99 computed from the log;
 # 4. the status at the end (did ingestion keep up?);
 # 5. a second run on ROWS rows (default 10M): an ad-hoc GROUP BY over every live transaction,

@@ -143,3 +143,43 @@ fn the_prompt_answers_sql_beside_its_commands() {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
 }
+
+#[test]
+fn a_driver_binds_parameters_over_the_extended_protocol() {
+    let dir = temp_dir("sql-psycopg");
+    let broker = TestBroker::mock();
+    let workshop = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/transactions.json");
+    let pg = free_port();
+    let mut run = Run::start(&broker.address(), &workshop, 2, &dir, &["--pg", &format!("127.0.0.1:{pg}")]);
+    run.views_at(&std::collections::BTreeMap::new());
+    // psycopg prepares on the server: Parse with $1, Bind (an int in binary format, a string
+    // as text), Describe, Execute; results come back typed (numeric → Decimal).
+    let script = format!(
+        r#"
+import psycopg
+with psycopg.connect("host=127.0.0.1 port={pg} user=lambda dbname=lambda") as c:
+    print(c.execute("SELECT customer, total FROM customers WHERE total > %s ORDER BY total", (100,)).fetchall())
+    print(c.execute("SELECT count(*), avg(amount) FROM transactions WHERE customer = %s", ("Ali",)).fetchall())
+    try:
+        c.execute("SELECT * FROM nope")
+    except psycopg.Error as e:
+        print(e.sqlstate)
+"#
+    );
+    let out = Command::new("python3").arg("-c").arg(script).output().expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "psycopg is installed (./test installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "[('Sara', Decimal('140.00')), ('Mounir', Decimal('150.00')), ('Ali', Decimal('320.00'))]",
+            "[(2, Decimal('160.00'))]",
+            "42P01",
+        ]
+    );
+    run.stop();
+}

@@ -20,6 +20,7 @@ use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
     DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo, QueryResponse, Response,
+    Tag,
 };
 use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
 use pgwire::api::{ClientInfo, PgWireServerHandlers, Type as PgType};
@@ -46,6 +47,7 @@ impl Backend {
     }
 
     async fn answer(&self, client: SocketAddr, statement: &str) -> PgWireResult<Response> {
+        tracing::debug!(%client, statement, "a SQL statement over the Postgres protocol");
         let words: Vec<String> =
             statement.trim().trim_end_matches(';').split_whitespace().map(str::to_ascii_lowercase).collect();
         if words == ["show", "as_of"] {
@@ -60,6 +62,7 @@ impl Backend {
                     ],
                     rows: vec![vec![Value::Int(reading.time as i64), Value::Text(offsets.join(",").into())]],
                     reading: None,
+                    tag: None,
                 };
                 return Ok(response(&answer));
             }
@@ -94,8 +97,14 @@ fn fields(columns: &[Column]) -> Vec<FieldInfo> {
     columns.iter().map(|c| FieldInfo::new(c.name.clone(), None, None, pg_type(c.ty), FieldFormat::Text)).collect()
 }
 
-/// An answer as rows of text values.
+/// An answer as rows of text values, or a statement's tag.
 fn response(answer: &Answer) -> Response {
+    match answer.tag {
+        Some("BEGIN") => return Response::TransactionStart(Tag::new("BEGIN")),
+        Some(tag @ ("COMMIT" | "ROLLBACK")) => return Response::TransactionEnd(Tag::new(tag)),
+        Some(tag) => return Response::Execution(Tag::new(tag)),
+        None => {}
+    }
     let schema = Arc::new(fields(&answer.columns));
     let rows: Vec<Vec<Option<String>>> =
         answer.rows.iter().map(|r| r.iter().map(Value::to_pg_text).collect()).collect();
@@ -162,46 +171,71 @@ impl SimpleQueryHandler for Backend {
     }
 }
 
-/// A statement with its `$n` parameters replaced by the bound values, as literals.
-fn bind(portal: &Portal<String>) -> String {
-    let statement = &portal.statement.statement;
-    let value = |n: usize| -> String {
-        let Some(Some(bytes)) = portal.parameters.get(n - 1) else { return "NULL".into() };
-        let text = String::from_utf8_lossy(bytes);
-        let declared = portal.statement.parameter_types.get(n - 1).cloned().flatten();
-        let numeric = matches!(&declared, Some(t) if *t == PgType::INT2 || *t == PgType::INT4 || *t == PgType::INT8 || *t == PgType::NUMERIC);
-        if numeric || (declared.is_none() && text.parse::<f64>().is_ok()) {
-            text.into_owned()
-        } else {
-            format!("'{}'", text.replace('\'', "''"))
+/// A bound parameter as a SQL literal: numbers as they are, everything else quoted. Text and
+/// binary formats are both read (psycopg sends integers in binary), by the declared type.
+fn literal(portal: &Portal<String>, n: usize) -> PgWireResult<String> {
+    let i = n - 1;
+    if portal.parameters.get(i).is_none_or(Option::is_none) {
+        return Ok("NULL".into());
+    }
+    let declared = portal.statement.parameter_types.get(i).cloned().flatten().unwrap_or(PgType::UNKNOWN);
+    let quoted = |text: String| format!("'{}'", text.replace('\'', "''"));
+    let number = |text: String| text;
+    Ok(match declared {
+        t if t == PgType::INT2 => number(portal.parameter::<i16>(i, &t)?.unwrap_or_default().to_string()),
+        t if t == PgType::INT4 => number(portal.parameter::<i32>(i, &t)?.unwrap_or_default().to_string()),
+        t if t == PgType::INT8 => number(portal.parameter::<i64>(i, &t)?.unwrap_or_default().to_string()),
+        t if t == PgType::FLOAT4 => number(portal.parameter::<f32>(i, &t)?.unwrap_or_default().to_string()),
+        t if t == PgType::FLOAT8 => number(portal.parameter::<f64>(i, &t)?.unwrap_or_default().to_string()),
+        t if t == PgType::BOOL => portal.parameter::<bool>(i, &t)?.unwrap_or_default().to_string(),
+        t if portal.parameter_format.is_binary(i) && t != PgType::TEXT && t != PgType::VARCHAR => {
+            return Err(user_error(SqlError::unsupported(format!(
+                "a parameter of type {} in binary format (send it as text)",
+                t.name()
+            ))))
         }
-    };
+        _ => {
+            let bytes = portal.parameters[i].as_ref().expect("checked above");
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            if declared == PgType::NUMERIC || (declared == PgType::UNKNOWN && text.parse::<f64>().is_ok()) {
+                number(text)
+            } else {
+                quoted(text)
+            }
+        }
+    })
+}
+
+/// A statement with its `$n` parameters replaced by the bound values, as literals.
+fn bind(portal: &Portal<String>) -> PgWireResult<String> {
+    let statement = &portal.statement.statement;
     let mut out = String::with_capacity(statement.len());
-    let mut chars = statement.char_indices().peekable();
+    let mut chars = statement.chars().peekable();
     let mut quote = None::<char>;
-    while let Some((_, c)) = chars.next() {
+    while let Some(c) = chars.next() {
         match (quote, c) {
             (None, '\'' | '"') => quote = Some(c),
             (Some(q), c) if c == q => quote = None,
             (None, '$') => {
                 let mut digits = String::new();
-                while let Some((_, d)) = chars.peek().filter(|(_, d)| d.is_ascii_digit()) {
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
                     digits.push(*d);
                     chars.next();
                 }
-                if let Ok(n) = digits.parse::<usize>() {
-                    out.push_str(&value(n));
-                    continue;
+                match digits.parse::<usize>() {
+                    Ok(n) if n > 0 => out.push_str(&literal(portal, n)?),
+                    _ => {
+                        out.push('$');
+                        out.push_str(&digits);
+                    }
                 }
-                out.push('$');
-                out.push_str(&digits);
                 continue;
             }
             _ => {}
         }
         out.push(c);
     }
-    out
+    Ok(out)
 }
 
 /// How many parameters (`$n`) a statement takes.
@@ -235,7 +269,7 @@ impl ExtendedQueryHandler for Backend {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let statement = bind(portal);
+        let statement = bind(portal)?;
         if statement.trim().is_empty() {
             return Ok(Response::EmptyQuery);
         }
@@ -254,13 +288,9 @@ impl ExtendedQueryHandler for Backend {
         let types: Vec<PgType> = (0..count)
             .map(|i| statement.parameter_types.get(i).cloned().flatten().unwrap_or(PgType::UNKNOWN))
             .collect();
-        // The columns do not depend on the parameters' values: plan with NULL for each.
-        let probe = statement.statement.replace('$', "NULL::text --");
-        let columns = match self.engine.columns(&statement.statement) {
-            Ok(columns) => columns,
-            Err(_) if count > 0 => self.engine.columns(&probe).unwrap_or_default(),
-            Err(error) => return Err(user_error(error)),
-        };
+        // The columns do not depend on the parameters' values: the planner reads an unbound
+        // `$n` as NULL.
+        let columns = self.engine.columns(&statement.statement).map_err(user_error)?;
         Ok(DescribeStatementResponse::new(types, fields(&columns)))
     }
 
@@ -272,7 +302,7 @@ impl ExtendedQueryHandler for Backend {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let columns = self.engine.columns(&bind(portal)).map_err(user_error)?;
+        let columns = self.engine.columns(&bind(portal)?).map_err(user_error)?;
         Ok(DescribePortalResponse::new(fields(&columns)))
     }
 }

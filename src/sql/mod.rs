@@ -115,6 +115,8 @@ pub struct Answer {
     pub rows: Vec<Vec<Value>>,
     /// The reading the rows come from (its time and offsets), when one was read.
     pub reading: Option<Reading>,
+    /// For a statement that returns no rows (`BEGIN`, `SET`): its command tag.
+    pub tag: Option<&'static str>,
 }
 
 impl Answer {
@@ -239,9 +241,12 @@ impl Engine {
                     .map(|l| vec![Value::Text(l.into())])
                     .collect(),
             ),
+            Plan::Nothing(tag) => {
+                return Answer { columns: Vec::new(), rows: Vec::new(), reading: None, tag: Some(tag) }
+            }
             Plan::Select(_) | Plan::ShowAsOf => unreachable!("answered by reading"),
         };
-        Answer { columns, rows, reading: None }
+        Answer { columns, rows, reading: None, tag: None }
     }
 
     fn as_of_answer(&self, reading: Reading) -> Answer {
@@ -251,13 +256,14 @@ impl Engine {
             columns: vec![text("time", Type::BigInt), text("offsets", Type::Text)],
             rows: vec![vec![Value::Int(reading.time as i64), Value::Text(offsets.join(",").into())]],
             reading: Some(reading),
+            tag: None,
         }
     }
 
     fn finish(&self, select: &Select, mut reading: Reading) -> Result<Answer, SqlError> {
         let parts = std::mem::take(&mut reading.rows);
         let (columns, rows) = finish(select, parts, self.limits)?;
-        Ok(Answer { columns, rows, reading: Some(reading) })
+        Ok(Answer { columns, rows, reading: Some(reading), tag: None })
     }
 }
 

@@ -102,6 +102,10 @@ pub enum Plan {
     ShowColumns(Relation),
     /// `SHOW as_of`: the logical time and offsets the views are at.
     ShowAsOf,
+    /// A statement drivers send that changes nothing here (`BEGIN`, `COMMIT`, `ROLLBACK`,
+    /// `SET`): answered with its tag. Every statement reads at its own time; a transaction
+    /// does not hold one time for several.
+    Nothing(&'static str),
 }
 
 /// Plans one statement.
@@ -115,6 +119,10 @@ pub fn plan(text: &str) -> Result<Plan, SqlError> {
         ["show", "columns", "from", name] | ["describe", name] => {
             return relation(name.trim_matches('"')).map(Plan::ShowColumns);
         }
+        ["begin", ..] | ["start", "transaction", ..] => return Ok(Plan::Nothing("BEGIN")),
+        ["commit", ..] | ["end", ..] => return Ok(Plan::Nothing("COMMIT")),
+        ["rollback", ..] | ["abort", ..] => return Ok(Plan::Nothing("ROLLBACK")),
+        ["set", ..] | ["reset", ..] | ["discard", ..] | ["deallocate", ..] => return Ok(Plan::Nothing("SET")),
         [] => return Err(SqlError::syntax("empty statement", None)),
         _ => {}
     }
@@ -636,6 +644,9 @@ fn literal(v: &ast::Value) -> Result<Value, SqlError> {
         ast::Value::Boolean(b) => Value::Bool(*b),
         ast::Value::Number(n, _) => number(n)?,
         ast::Value::SingleQuotedString(s) => Value::Text(s.as_str().into()),
+        // A parameter not bound yet: only a driver's `Describe` of a prepared statement plans
+        // one (for the columns' names and types); execution always binds it first.
+        ast::Value::Placeholder(_) => Value::Null,
         other => return Err(SqlError::unsupported(format!("the literal {other}"))),
     })
 }
