@@ -137,23 +137,6 @@ fn the_http_api_answers_from_the_views() {
     run.stop();
 }
 
-/// `lambda run --repl` with piped standard input and output.
-fn prompt(broker: &TestBroker, history: &Path, dir: &Path) -> Killed {
-    Killed(
-        lambda()
-            .args(["run", "--repl", "--http", "off", "--pg", "off", "--workers", "2", "--brokers", &broker.address()])
-            .arg("--input")
-            .arg(history)
-            .arg("--dead-letters")
-            .arg(dir.join("dead.jsonl"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
 #[test]
 fn the_prompt_answers_piped_commands() {
     let dir = temp_dir("prompt");

@@ -114,19 +114,7 @@ fn the_prompt_answers_sql_beside_its_commands() {
     let dir = temp_dir("sql-prompt");
     let broker = TestBroker::mock();
     let workshop = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/transactions.json");
-    let mut child = Killed(
-        lambda()
-            .args(["run", "--repl", "--http", "off", "--pg", "off", "--workers", "2", "--brokers", &broker.address()])
-            .arg("--input")
-            .arg(&workshop)
-            .arg("--dead-letters")
-            .arg(dir.join("dead.jsonl"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = prompt(&broker, &workshop, &dir);
     let commands = "SELECT * FROM customers WHERE total > 200;\nget Sara\nEXPLAIN SELECT * FROM customers WHERE customer = 'Ali'\nSELECT * FROM nope\nSHOW TABLES\nquit\n";
     std::io::Write::write_all(child.0.stdin.as_mut().unwrap(), commands.as_bytes()).unwrap();
     let mut out = String::new();

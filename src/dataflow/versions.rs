@@ -134,16 +134,9 @@ impl VersionStore {
     /// [`VersionStore::forget_before`]): calls `each` until it says stop.
     pub fn live_at(&self, time: Time, mut each: impl FnMut(LiveTxn<'_>) -> std::ops::ControlFlow<()>) {
         let earlier = self.earlier_versions(time);
-        let names = &self.names.names;
-        let mut visit = |identity: &Identity, stored: Option<&Stored>| {
-            let Some(txn) = stored.and_then(|s| s.txn.as_ref()) else { return std::ops::ControlFlow::Continue(()) };
-            each(LiveTxn {
-                identity,
-                cents: txn.cents,
-                customer: &names[txn.customer as usize],
-                category: (txn.category != Catalog::NONE).then(|| &names[txn.category as usize]),
-                ts: txn.ts,
-            })
+        let mut visit = |identity: &Identity, stored: Option<&Stored>| match stored.and_then(|s| s.txn.as_ref()) {
+            Some(txn) => each(self.names.live(identity, txn)),
+            None => std::ops::ControlFlow::Continue(()),
         };
         // Lookups only when there is something to look up: the common scan has no version
         // set aside (no snapshot being written) and few changes after `time`.
@@ -169,18 +162,11 @@ impl VersionStore {
             None => self.get(identity),
         };
         let Some(txn) = stored.and_then(|s| s.txn.as_ref()) else { return };
-        let names = &self.names.names;
         let Some((identity, _)) = self.aside.get_key_value(identity).or_else(|| self.versions.get_key_value(identity))
         else {
             return;
         };
-        each(LiveTxn {
-            identity,
-            cents: txn.cents,
-            customer: &names[txn.customer as usize],
-            category: (txn.category != Catalog::NONE).then(|| &names[txn.category as usize]),
-            ts: txn.ts,
-        });
+        each(self.names.live(identity, txn));
     }
 
     /// For each identity changed after `time`, the version it had at `time`.
@@ -297,6 +283,18 @@ impl Catalog {
             ts: txn.ts,
             customer: self.number(&txn.customer),
             category: txn.category.as_ref().map_or(Self::NONE, |c| self.number(c)),
+        }
+    }
+
+    /// A live transaction of `identity`, its names resolved (shared, not copied).
+    fn live<'a>(&'a self, identity: &'a Identity, txn: &CompactTxn) -> LiveTxn<'a> {
+        let name = |n: u32| &self.names[n as usize];
+        LiveTxn {
+            identity,
+            cents: txn.cents,
+            customer: name(txn.customer),
+            category: (txn.category != Self::NONE).then(|| name(txn.category)),
+            ts: txn.ts,
         }
     }
 

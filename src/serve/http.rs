@@ -22,7 +22,6 @@
 //! on a channel, so that the async runtime keeps serving other requests meanwhile.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -115,22 +114,9 @@ async fn timed(State(api): State<Arc<Api>>, route: MatchedPath, request: Request
 /// Starts the API on its own small runtime, on the `serve.http` address (`off`: none); it
 /// serves until the runtime is dropped.
 pub fn start(settings: &crate::config::Settings, serving: &Serving) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
-    use anyhow::Context;
-    let address = settings.serve.http.trim();
-    if address.is_empty() || address == "off" {
+    let Some((runtime, listener)) = crate::serve::listen(&settings.serve.http, "http", "HTTP")? else {
         return Ok(None);
-    }
-    let address: SocketAddr =
-        address.parse().with_context(|| format!("--http {address:?} is not an address like 127.0.0.1:8080"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("http")
-        .enable_all()
-        .build()
-        .context("cannot start the HTTP runtime")?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(address))
-        .with_context(|| format!("cannot serve HTTP on {address} (in use? choose another with --http)"))?;
+    };
     let bound = listener.local_addr()?;
     let app = router(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
     runtime.spawn(async move {

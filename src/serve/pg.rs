@@ -327,22 +327,9 @@ impl PgWireServerHandlers for Handlers {
 /// Serves the Postgres protocol on the `serve.pg` address (`off`: none), on its own small
 /// runtime; it serves until the runtime is dropped.
 pub fn start(settings: &crate::config::Settings, serving: &Serving) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
-    use anyhow::Context;
-    let address = settings.serve.pg.trim();
-    if address.is_empty() || address == "off" {
+    let Some((runtime, listener)) = crate::serve::listen(&settings.serve.pg, "pg", "the Postgres protocol")? else {
         return Ok(None);
-    }
-    let address: SocketAddr =
-        address.parse().with_context(|| format!("--pg {address:?} is not an address like 127.0.0.1:6875"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("pg")
-        .enable_all()
-        .build()
-        .context("cannot start the Postgres protocol runtime")?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind(address)).with_context(|| {
-        format!("cannot serve the Postgres protocol on {address} (in use? choose another with --pg)")
-    })?;
+    };
     let bound = listener.local_addr()?;
     let engine = Engine::new(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
     let backend = Arc::new(Backend::new(engine, settings.kafka.topic.clone()));

@@ -369,6 +369,23 @@ pub fn random_messages(seed: u64, count: usize) -> Vec<Sent> {
         .collect()
 }
 
+/// `lambda run --repl` with piped standard input and output, on 2 workers.
+pub fn prompt(broker: &TestBroker, history: &Path, dir: &Path) -> Killed {
+    Killed(
+        lambda()
+            .args(["run", "--repl", "--http", "off", "--pg", "off", "--workers", "2", "--brokers", &broker.address()])
+            .arg("--input")
+            .arg(history)
+            .arg("--dead-letters")
+            .arg(dir.join("dead.jsonl"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("lambda run starts"),
+    )
+}
+
 /// A child process killed when the test ends, however it ends.
 pub struct Killed(pub Child);
 

@@ -116,30 +116,7 @@ pub fn run_dataflow(
     timely::execute(config, move |worker| {
         let mut pipeline = Dataflow::build(worker, event_filter.clone());
         load_history(worker, &mut pipeline, &files, &settings, &dead, &shared).unwrap();
-        let mut offsets = [0i64; 3];
-        for (i, batch) in std::iter::once(&Vec::new()).chain(batches.iter()).enumerate() {
-            let time = i as Time;
-            for m in batch {
-                let offset = offsets[m.partition as usize];
-                offsets[m.partition as usize] += 1;
-                if m.worker % worker.peers() != worker.index() {
-                    continue;
-                }
-                match admit_message(m, offset) {
-                    Ok(update) => pipeline.updates.send(update),
-                    Err((reason, _)) => pipeline.refused.update(reason, 1),
-                }
-                let previous = (offset > 0).then_some(offset);
-                pipeline.move_offset(m.partition, previous, offset + 1);
-            }
-            pipeline.advance_to(time + 1);
-            for _ in 0..steps.get(i).copied().unwrap_or(0) {
-                worker.step();
-            }
-        }
-        let end = pipeline.time();
-        let probe = pipeline.probe.clone();
-        worker.step_while(|| probe.less_than(&end));
+        let end = feed(worker, &mut pipeline, &batches, &steps);
         let readings: Vec<Reading> =
             (0..end).map(|t| atelier_lambda::serve::query::read_everything(&mut pipeline.views, t, top_k)).collect();
         results_in.lock().unwrap().push(readings);
@@ -149,6 +126,41 @@ pub fn run_dataflow(
     let per_worker = std::mem::take(&mut *results.lock().unwrap());
     let times = per_worker[0].len();
     (0..times).map(|t| Reading::merge(per_worker.iter().map(|r| r[t].clone()), top_k)).collect()
+}
+
+/// Feeds `batches` to this worker's dataflow, one logical time each after the history's (the
+/// messages of other workers only move the offsets), stepping `steps[i]` times after batch
+/// `i`; then runs until every time is complete. Returns the end time.
+pub fn feed(
+    worker: &mut timely::worker::Worker,
+    pipeline: &mut Dataflow,
+    batches: &[Vec<Message>],
+    steps: &[u8],
+) -> Time {
+    let mut offsets = [0i64; 3];
+    for (i, batch) in std::iter::once(&Vec::new()).chain(batches.iter()).enumerate() {
+        for m in batch {
+            let offset = offsets[m.partition as usize];
+            offsets[m.partition as usize] += 1;
+            if m.worker % worker.peers() != worker.index() {
+                continue;
+            }
+            match admit_message(m, offset) {
+                Ok(update) => pipeline.updates.send(update),
+                Err((reason, _)) => pipeline.refused.update(reason, 1),
+            }
+            let previous = (offset > 0).then_some(offset);
+            pipeline.move_offset(m.partition, previous, offset + 1);
+        }
+        pipeline.advance_to(i as Time + 1);
+        for _ in 0..steps.get(i).copied().unwrap_or(0) {
+            worker.step();
+        }
+    }
+    let end = pipeline.time();
+    let probe = pipeline.probe.clone();
+    worker.step_while(|| probe.less_than(&end));
+    end
 }
 
 /// Admits history lines (as written by [`write_history`] to a file named `label`) to the
@@ -255,29 +267,7 @@ pub fn run_dataflow_sql(
     timely::execute(timely::Config::process(workers), move |worker| {
         let mut pipeline = Dataflow::build(worker, None);
         load_history(worker, &mut pipeline, &files, &settings, &dead, &shared).unwrap();
-        let mut offsets = [0i64; 3];
-        for (i, batch) in std::iter::once(&Vec::new()).chain(batches.iter()).enumerate() {
-            for m in batch {
-                let offset = offsets[m.partition as usize];
-                offsets[m.partition as usize] += 1;
-                if m.worker % worker.peers() != worker.index() {
-                    continue;
-                }
-                match admit_message(m, offset) {
-                    Ok(update) => pipeline.updates.send(update),
-                    Err((reason, _)) => pipeline.refused.update(reason, 1),
-                }
-                let previous = (offset > 0).then_some(offset);
-                pipeline.move_offset(m.partition, previous, offset + 1);
-            }
-            pipeline.advance_to(i as Time + 1);
-            for _ in 0..steps.get(i).copied().unwrap_or(0) {
-                worker.step();
-            }
-        }
-        let end = pipeline.time();
-        let probe = pipeline.probe.clone();
-        worker.step_while(|| probe.less_than(&end));
+        let end = feed(worker, &mut pipeline, &batches, &steps);
         let versions = pipeline.latest.borrow();
         let at = (worker.index(), worker.peers());
         let parts: Parts = (0..end)
