@@ -41,7 +41,27 @@ pub fn customer_rows<'scope>(
     // Handed the owner's index itself, timely's exchange (hash modulo workers) keeps it.
     let workers = txns.inner.scope().peers();
     let exchange = Exchange::new(move |(txn, _, _): &(Txn, Time, isize)| customer_owner(&txn.customer, workers) as u64);
-    unary_in_order(txns.inner, exchange, "CustomerRows", CustomerRows::default()).as_collection()
+    let logic = KeyedRows::new(|txn: &Txn| Some(Arc::clone(&txn.customer)), |customer: &Arc<str>| customer.to_string());
+    unary_in_order(txns.inner, exchange, "CustomerRows", logic).as_collection()
+}
+
+/// The rows of a view created at run time: per group key (`key` of a transaction; `None`
+/// leaves it out, as a `WHERE` would), count, total, min and max — the same state as the
+/// `customers` view keeps, so min and max stay exact when an extreme is retracted.
+pub fn keyed_rows<'scope, K>(
+    txns: VecCollection<'scope, Time, Txn, isize>,
+    key: impl Fn(&Txn) -> Option<K> + 'static,
+) -> VecCollection<'scope, Time, (K, CustomerRow), isize>
+where
+    K: std::hash::Hash + Eq + Clone + differential_dataflow::ExchangeData,
+{
+    use differential_dataflow::Hashable;
+    let key = std::rc::Rc::new(key);
+    let route = std::rc::Rc::clone(&key);
+    // Each key's group lives on one worker; a transaction the key leaves out goes anywhere.
+    let exchange = Exchange::new(move |(txn, _, _): &(Txn, Time, isize)| route(txn).map_or(0, |k| k.hashed()));
+    let logic = KeyedRows::new(move |txn: &Txn| key(txn), K::clone);
+    unary_in_order(txns.inner, exchange, "ViewRows", logic).as_collection()
 }
 
 /// One customer's state: enough to know its row after any retraction.
@@ -97,44 +117,60 @@ impl Amounts {
     }
 }
 
-#[derive(Default)]
-struct CustomerRows {
-    customers: FastMap<Arc<str>, Amounts>,
-    /// Customers changed at the open time.
-    changed: Vec<Arc<str>>,
+/// Groups of transactions by a key, each with the state of [`Amounts`]: emits, per completed
+/// time, the retraction and insertion of each group's row that changed.
+struct KeyedRows<K, F, G> {
+    groups: FastMap<K, Amounts>,
+    /// Groups changed at the open time.
+    changed: Vec<K>,
+    /// A transaction's group; `None`: not counted.
+    key: F,
+    /// How a group key is written in the output.
+    name: G,
 }
 
-impl Ordered for CustomerRows {
+impl<K, F, G> KeyedRows<K, F, G> {
+    fn new(key: F, name: G) -> Self {
+        KeyedRows { groups: FastMap::default(), changed: Vec::new(), key, name }
+    }
+}
+
+impl<K, O, F, G> Ordered for KeyedRows<K, F, G>
+where
+    K: std::hash::Hash + Eq + Clone,
+    F: Fn(&Txn) -> Option<K>,
+    G: Fn(&K) -> O,
+{
     type Record = (Txn, Time, isize);
-    type Out = ((String, CustomerRow), Time, isize);
+    type Out = ((O, CustomerRow), Time, isize);
 
     fn apply(&mut self, _time: Time, (txn, _, diff): Self::Record, _out: &mut Vec<Self::Out>) {
-        let customer = txn.customer;
+        let Some(key) = (self.key)(&txn) else { return };
         // One hash lookup per record: the key is moved in, and dropped if already present.
-        let amounts = self.customers.entry(Arc::clone(&customer)).or_default();
+        let amounts = self.groups.entry(key.clone()).or_default();
         if amounts.before.is_none() {
             amounts.before = Some(amounts.row());
-            self.changed.push(customer);
+            self.changed.push(key);
         }
         amounts.add(txn.cents, diff as i64);
     }
 
     fn complete(&mut self, time: Time, out: &mut Vec<Self::Out>) {
-        for customer in self.changed.drain(..) {
-            let amounts = self.customers.get_mut(&customer).expect("a changed customer has a state");
-            let before = amounts.before.take().expect("a changed customer knows its row before");
+        for key in self.changed.drain(..) {
+            let amounts = self.groups.get_mut(&key).expect("a changed group has a state");
+            let before = amounts.before.take().expect("a changed group knows its row before");
             let after = amounts.row();
             if after.is_none() {
-                self.customers.remove(&customer);
+                self.groups.remove(&key);
             }
             if before == after {
                 continue;
             }
             if let Some(row) = before {
-                out.push(((customer.to_string(), row), time, -1));
+                out.push((((self.name)(&key), row), time, -1));
             }
             if let Some(row) = after {
-                out.push(((customer.to_string(), row), time, 1));
+                out.push((((self.name)(&key), row), time, 1));
             }
         }
     }

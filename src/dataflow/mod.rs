@@ -14,6 +14,7 @@
 //! corrections and deletes become retractions.
 
 pub mod aggregate;
+pub mod created;
 pub mod in_order;
 pub mod rows;
 pub mod snapshot;
@@ -22,8 +23,12 @@ pub mod upsert;
 pub mod versions;
 pub mod views;
 
+use std::rc::Rc;
+
 use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::vec::input::Input as TimelyInput;
+use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
@@ -55,6 +60,11 @@ pub struct Dataflow {
     pub latest: LatestVersions,
     /// Asks for this worker's versions as of a time, for a durable snapshot.
     pub snapshots: SnapshotSlot,
+    /// The upsert's output frontier: every change to the live transactions at an earlier
+    /// time has been made.
+    pub upserted: ProbeHandle<Time>,
+    /// Views created at run time, each a dataflow of its own fed the upsert's changes.
+    pub created: created::CreatedViews,
 }
 
 impl Dataflow {
@@ -64,17 +74,20 @@ impl Dataflow {
         let probe = ProbeHandle::new();
         let mut updates = InputHandleVec::new();
         let snapshots = SnapshotSlot::default();
+        let (upserted, tap) = (ProbeHandle::new(), upsert::Tap::default());
         let (refused, offsets, views, latest) = worker.dataflow::<Time, _, _>(|scope| {
             let (refused_input, refused) = scope.new_collection::<Reason, isize>();
             let (offsets_input, offsets) = scope.new_collection::<(i32, i64), isize>();
-            let (txns, latest) = upsert::upsert(scope.input_from(&mut updates), snapshots.clone());
+            let (txns, latest) = upsert::upsert(scope.input_from(&mut updates), snapshots.clone(), Rc::clone(&tap));
+            let txns: VecCollection<'_, Time, _, isize> = txns.inner.probe_with(&upserted).as_collection();
             let txns = match event_filter {
                 Some(filter) => txns.filter(move |t| filter.accepts_txn(t)),
                 None => txns,
             };
             (refused_input, offsets_input, views::define(txns, refused, offsets, &probe), latest)
         });
-        Dataflow { updates, refused, offsets, views, probe, latest, snapshots }
+        let created = created::CreatedViews::new(tap);
+        Dataflow { updates, refused, offsets, views, probe, latest, snapshots, upserted, created }
     }
 
     /// Closes the time in progress and moves every input to `time`.
@@ -98,6 +111,11 @@ impl Dataflow {
             self.offsets.update((partition, from), -1);
         }
         self.offsets.update((partition, to), 1);
+    }
+
+    /// The least time the upsert may still change the live transactions at (`None`: never).
+    pub fn upsert_frontier(&self) -> Option<Time> {
+        self.upserted.with_frontier(|f| f.first().copied())
     }
 
     /// The latest time every view is complete through, if any.

@@ -51,16 +51,32 @@ use crate::event::{Txn, Update};
 pub fn upsert<'scope>(
     updates: Stream<'scope, Time, Vec<Update>>,
     snapshots: SnapshotSlot,
+    tap: Tap,
 ) -> (VecCollection<'scope, Time, Txn, isize>, LatestVersions) {
     let latest: LatestVersions = Rc::default();
     let exchange = Exchange::new(|update: &Update| update.identity.hashed());
-    let stream = unary_in_order(updates, exchange, "Upsert", Upsert { state: Rc::clone(&latest), snapshots });
+    let logic = Upsert { state: Rc::clone(&latest), snapshots, tap };
+    let stream = unary_in_order(updates, exchange, "Upsert", logic);
     (stream.as_collection(), latest)
+}
+
+/// A copy of the upsert's changes, for views created at run time (which cannot join the
+/// running dataflow: each is a dataflow of its own, fed from here). Off until one exists.
+pub type Tap = Rc<std::cell::RefCell<TapBuffer>>;
+
+/// The changes to the live transactions since they were last taken.
+#[derive(Default)]
+pub struct TapBuffer {
+    /// Whether changes are kept.
+    pub on: bool,
+    /// `(transaction, time, ±1)`, in the order made.
+    pub changes: Vec<(Txn, Time, isize)>,
 }
 
 struct Upsert {
     state: LatestVersions,
     snapshots: SnapshotSlot,
+    tap: Tap,
 }
 
 impl Ordered for Upsert {
@@ -76,7 +92,15 @@ impl Ordered for Upsert {
     }
 
     fn apply(&mut self, time: Time, update: Update, out: &mut Vec<(Txn, Time, isize)>) {
-        apply(&mut self.state.borrow_mut(), time, update, |txn, diff| out.push((txn, time, diff)));
+        let mut tap = self.tap.borrow_mut();
+        let tap = tap.on.then_some(&mut tap.changes);
+        match tap {
+            None => apply(&mut self.state.borrow_mut(), time, update, |txn, diff| out.push((txn, time, diff))),
+            Some(tap) => apply(&mut self.state.borrow_mut(), time, update, |txn, diff| {
+                tap.push((txn.clone(), time, diff));
+                out.push((txn, time, diff));
+            }),
+        }
     }
 }
 

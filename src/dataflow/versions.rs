@@ -54,7 +54,20 @@ pub struct VersionStore {
     pub(super) undo: std::collections::BTreeMap<Time, FastMap<Identity, Option<Stored>>>,
 }
 
+impl LiveTxn<'_> {
+    /// The transaction itself (its names shared, not copied).
+    pub fn to_txn(&self) -> Txn {
+        Txn {
+            customer: Arc::clone(self.customer),
+            cents: self.cents,
+            ts: self.ts,
+            category: self.category.map(Arc::clone),
+        }
+    }
+}
+
 /// One live transaction as a reader at a time sees it: its identity, its names resolved.
+#[derive(Clone, Copy)]
 pub struct LiveTxn<'a> {
     /// Its identity.
     pub identity: &'a Identity,
@@ -169,10 +182,34 @@ impl VersionStore {
         each(self.names.live(identity, txn));
     }
 
+    /// Every change made to the live transactions at a time after `time` (which must not be
+    /// before the last [`VersionStore::forget_before`]), in time order: the time, the
+    /// transaction it retracts and the one it inserts (either may be none).
+    pub fn changes_after(&self, time: Time, mut each: impl FnMut(Time, Option<LiveTxn<'_>>, Option<LiveTxn<'_>>)) {
+        let live = |identity, stored: Option<&Stored>| {
+            stored.and_then(|s| s.txn.as_ref()).map(|t| self.names.live(identity, t))
+        };
+        for (&t, changes) in self.undo.range(time.saturating_add(1)..) {
+            for (identity, before) in changes {
+                // The version it had once time `t` was done: the one a later time replaced,
+                // or the one it has now.
+                let after = self
+                    .undo
+                    .range(t + 1..)
+                    .find_map(|(_, later)| later.get(identity))
+                    .map_or_else(|| self.get(identity), Option::as_ref);
+                let (before, after) = (live(identity, before.as_ref()), live(identity, after));
+                if before.map(|b| b.to_txn()) != after.map(|a| a.to_txn()) {
+                    each(t, before, after);
+                }
+            }
+        }
+    }
+
     /// For each identity changed after `time`, the version it had at `time`.
     fn earlier_versions(&self, time: Time) -> FastMap<&Identity, Option<Stored>> {
         let mut earlier: FastMap<&Identity, Option<Stored>> = FastMap::default();
-        for changes in self.undo.range(time + 1..).map(|(_, c)| c) {
+        for changes in self.undo.range(time.saturating_add(1)..).map(|(_, c)| c) {
             for (identity, before) in changes {
                 earlier.entry(identity).or_insert(*before);
             }

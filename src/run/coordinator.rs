@@ -23,7 +23,8 @@ use super::{Answer, Order};
 use crate::control::Control;
 use crate::dataflow::Time;
 use crate::reading::ReadScope;
-use crate::serve::serving::{Answering, ReadRequest, Reply};
+use crate::serve::serving::{Answering, ReadRequest, Reply, Request};
+use crate::sql::views::ViewDef;
 
 /// How often the coordinator lets the traces compact.
 const COMPACT_EVERY: Duration = Duration::from_millis(100);
@@ -50,8 +51,11 @@ pub struct Coordinator {
     partitions_taken: (usize, Time),
     /// Reads are answered at times from this one: none until Kafka has answered (or failed
     /// to) once, so that the first answers of a run whose Kafka is up already reflect the
-    /// topic; then the time every worker's offsets are in the views.
+    /// topic; then the time every worker's offsets are in the views; then, after a view is
+    /// created, the time it is exact from in every worker.
     pub reads_from: Option<Time>,
+    /// Workers' installs of created views ordered and not done yet.
+    installing: usize,
 }
 
 /// Worker 0's view of the snapshots.
@@ -92,7 +96,24 @@ impl Coordinator {
             partitions_ordered: false,
             partitions_taken: (0, 0),
             reads_from: None,
+            installing: 0,
         }
+    }
+
+    /// A new request id, whose parts go to `reply`.
+    fn next_request(&mut self, answering: &Answering, reply: Reply) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        answering.expect(id, reply);
+        id
+    }
+
+    /// Orders the install of views kept in the state directory (at start), each worker's
+    /// time going to `reply`.
+    pub fn restore(&mut self, control: &mut Control<Order, Answer>, answering: &Answering, def: ViewDef, reply: Reply) {
+        let id = self.next_request(answering, reply);
+        self.installing += self.workers;
+        control.order(Order::Install { id, def: Box::new(def) });
     }
 
     /// Orders a read of `scope` at `time` from every worker; their parts go to `reply`.
@@ -132,6 +153,11 @@ impl Coordinator {
                 if let Some(snapshots) = snapshots {
                     snapshots.received(shard);
                 }
+            }
+            Answer::Installed { time } => {
+                self.installing = self.installing.saturating_sub(1);
+                // Reads wait until every worker's part of the new view is exact.
+                self.reads_from = Some(self.reads_from.unwrap_or(0).max(time));
             }
             Answer::PartitionsTaken { time } => {
                 let (taken, latest) = &mut self.partitions_taken;
@@ -220,11 +246,27 @@ impl Coordinator {
     /// Orders the waiting reads at `complete`, the latest time worker 0's views are complete
     /// through, and every [`COMPACT_EVERY`] a compaction to it.
     pub fn tick(&mut self, complete: Option<Time>, control: &mut Control<Order, Answer>, answering: &Answering) {
-        self.waiting.extend(self.requests.try_iter());
+        // Installs and drops are ordered at once; reads wait for a complete time, and for
+        // every install ordered before them to be done (a view answers from its install).
+        for request in self.requests.try_iter().collect::<Vec<_>>() {
+            match request.what {
+                Request::Install(def) => {
+                    let id = self.next_request(answering, request.reply);
+                    self.installing += self.workers;
+                    control.order(Order::Install { id, def });
+                }
+                Request::Drop(view) => {
+                    let id = self.next_request(answering, request.reply);
+                    control.order(Order::DropView { id, view });
+                }
+                Request::Read(_) => self.waiting.push(request),
+            }
+        }
         let Some(complete) = complete else { return };
-        if self.reads_from.is_some_and(|from| complete >= from) {
+        if self.installing == 0 && self.reads_from.is_some_and(|from| complete >= from) {
             for request in std::mem::take(&mut self.waiting) {
-                self.order_read(control, answering, complete, request.scope, request.reply);
+                let Request::Read(scope) = request.what else { unreachable!("only reads wait") };
+                self.order_read(control, answering, complete, scope, request.reply);
             }
         }
         if complete > self.compacted && self.last_compaction.elapsed() >= COMPACT_EVERY {
@@ -314,7 +356,14 @@ mod tests {
                     extra(c, &mut control, &answering, dataflow.complete_through().unwrap_or(0));
                 }
                 pending.extend(control.orders());
-                super::super::worker::carry_out(&mut pending, &mut dataflow, &mut control, &answering, &progress);
+                super::super::worker::carry_out(
+                    worker,
+                    &mut pending,
+                    &mut dataflow,
+                    &mut control,
+                    &answering,
+                    &progress,
+                );
                 control.send();
             }
         })

@@ -100,6 +100,20 @@ pub enum Order {
     },
     /// The topic's partitions, found once Kafka answered: every worker starts reading its own.
     Partitions(Vec<i32>),
+    /// Install a created view, and answer request `id` with the time it is exact from here.
+    Install {
+        /// The request.
+        id: u64,
+        /// The view.
+        def: Box<crate::sql::views::ViewDef>,
+    },
+    /// Remove a created view, and answer request `id`.
+    DropView {
+        /// The request.
+        id: u64,
+        /// The view's id.
+        view: u64,
+    },
     /// Stop: read no more Kafka; a last snapshot may follow.
     Stop,
     /// Close the inputs and exit.
@@ -124,6 +138,11 @@ pub enum Answer {
     /// A worker has asked its upsert for the snapshot at `time`.
     Registered {
         /// The snapshot's time.
+        time: Time,
+    },
+    /// A worker has installed a created view, exact from `time` on.
+    Installed {
+        /// The first time its part of the view is exact at.
         time: Time,
     },
     /// A worker has taken the topic's partitions: its offsets are in the views from `time`.
@@ -156,6 +175,10 @@ struct Shared {
     snapshots: Option<Snapshots>,
     /// Set when a worker failed: a stop then takes no last snapshot.
     failed: AtomicBool,
+    /// Views created in an earlier run, to install again before any read.
+    restore: Mutex<Vec<crate::sql::views::ViewDef>>,
+    /// The views created at run time (process 0's).
+    catalog: Arc<Mutex<crate::sql::views::Catalog>>,
 }
 
 /// The topic's partitions, looked up on a thread of its own so that the pipeline loads and
@@ -313,7 +336,17 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         timely::CommunicationConfig::Cluster { threads, addresses, .. } => threads * addresses.len(),
     };
     let worker_0 = Arc::new(Waker::default());
+    // Views created at run time: process 0 keeps their definitions (in the state directory
+    // too) and orders them installed at start; the other processes learn them by the orders.
+    let dir = settings.state.dir.as_deref().filter(|_| settings.dataflow.process == 0);
+    let catalog = Arc::new(Mutex::new(crate::sql::views::Catalog::open(dir)?));
+    let restore: Vec<crate::sql::views::ViewDef> =
+        catalog.lock().unwrap_or_else(|p| p.into_inner()).all().map(|(d, _)| d.clone()).collect();
+    if !restore.is_empty() {
+        tracing::info!(views = restore.len(), "views created earlier are installed again");
+    }
     let (serving, requests) = Serving::new(workers, Arc::clone(&worker_0), Arc::clone(&metrics));
+    let serving = serving.with_catalog(Arc::clone(&catalog));
     let every = Duration::from_millis(settings.state.every_ms);
     let snapshots = match &settings.state.dir {
         None => None,
@@ -351,6 +384,8 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         resume,
         snapshots,
         failed: AtomicBool::new(false),
+        restore: Mutex::new(restore),
+        catalog,
     });
     let guards = timely::execute(config, move |worker| {
         let result = worker::run_worker(worker, &shared).map_err(|e| format!("{e:#}"));

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::channel;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,10 +17,10 @@ use super::{now_ms, Answer, Order, Shared, WorkerReport};
 use crate::batch::{load_history, load_snapshot, LoadCounts};
 use crate::control::Control;
 use crate::dataflow::Dataflow;
-use crate::reading::{ReadScope, WorkerProgress};
+use crate::reading::{ReadScope, Reading, WorkerProgress};
 use crate::serve::metrics::Source;
 use crate::serve::query;
-use crate::serve::serving::Answering;
+use crate::serve::serving::{Answering, Part, Reply};
 use crate::source::kafka::{self, DeadLetterTopic, PartitionReader};
 use crate::source::Record;
 
@@ -53,6 +54,9 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
     let (from_snapshot, start_offsets) = loop {
         control.send();
         worker.step_or_park(Some(IDLE_PARK));
+        // Views created at run time get the upsert's changes of the step.
+        let upserted = pipeline.upsert_frontier();
+        pipeline.created.feed(upserted);
         pending.extend(control.orders());
         if let Some(Order::Start { snapshot, offsets }) = pending.pop_front() {
             break (snapshot, offsets);
@@ -102,7 +106,19 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
 
     let mut coordinator = (index == 0).then(|| {
         let requests = shared.requests.lock().unwrap_or_else(|p| p.into_inner()).take();
-        Coordinator::new(requests.expect("worker 0 takes the requests"), peers)
+        let mut coordinator = Coordinator::new(requests.expect("worker 0 takes the requests"), peers);
+        // Views of an earlier run, installed again (from the history or the snapshot just
+        // loaded) before any read is ordered.
+        for def in std::mem::take(&mut *shared.restore.lock().unwrap_or_else(|p| p.into_inner())) {
+            let (catalog, id) = (Arc::clone(&shared.catalog), def.id);
+            let reply = Reply::Call(Arc::new(move |part: Part| {
+                if let Ok(part) = part {
+                    catalog.lock().unwrap_or_else(|p| p.into_inner()).created_at(id, part.time);
+                }
+            }));
+            coordinator.restore(&mut control, &shared.answering, def, reply);
+        }
+        coordinator
     });
     let mut progress = WorkerProgress {
         worker: index,
@@ -175,6 +191,9 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
             pipeline.advance_to(now);
         }
         worker.step_or_park(Some(IDLE_PARK));
+        // Views created at run time get the upsert's changes of the step.
+        let upserted = pipeline.upsert_frontier();
+        pipeline.created.feed(upserted);
         if let Some(coordinator) = coordinator.as_mut() {
             for answer in control.answers() {
                 coordinator.receive(answer, &mut control, &shared.answering, shared.snapshots.as_ref());
@@ -204,7 +223,7 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
             }
         }
         pending.extend(control.orders());
-        let told = carry_out(&mut pending, &mut pipeline, &mut control, &shared.answering, &progress);
+        let told = carry_out(worker, &mut pending, &mut pipeline, &mut control, &shared.answering, &progress);
         if told.snapshot {
             // Dead letters sent to Kafka before the snapshot are not read again after it.
             if let Some(topic) = &dead_letter_topic {
@@ -302,6 +321,7 @@ pub(super) struct Told {
 /// Carries out the orders whose time has come, in order: a read waits until this worker's
 /// views are complete through its time.
 pub(super) fn carry_out(
+    worker: &mut Worker,
     pending: &mut VecDeque<Order>,
     pipeline: &mut Dataflow,
     control: &mut Control<Order, Answer>,
@@ -311,16 +331,13 @@ pub(super) fn carry_out(
     let mut told = Told::default();
     while let Some(command) = pending.front() {
         match command {
-            Order::Read { time, .. } if pipeline.probe.less_equal(time) => break,
+            Order::Read { time, .. } if pipeline.probe.less_equal(time) || pipeline.created.behind(*time) => break,
             _ => {}
         }
         match pending.pop_front().expect("front exists") {
             Order::Read { id, time, scope } => {
                 let (worker, workers) = (control.index(), control.peers());
-                let versions = pipeline.latest.borrow();
-                let mut part =
-                    query::read(&mut pipeline.views, &versions, time, &scope.share(worker, workers), (worker, workers));
-                drop(versions);
+                let mut part = query::read(pipeline, time, &scope.share(worker, workers), (worker, workers));
                 if let (Ok(part), ReadScope::Everything { .. } | ReadScope::Totals) = (&mut part, &scope) {
                     part.workers = vec![progress.clone()];
                 }
@@ -330,6 +347,7 @@ pub(super) fn carry_out(
             }
             Order::Compact(time) => {
                 pipeline.views.compact_to(time);
+                pipeline.created.compact_to(time);
                 pipeline.latest.borrow_mut().forget_before(time);
             }
             Order::Snapshot(time) => {
@@ -338,6 +356,26 @@ pub(super) fn carry_out(
                 told.snapshot = true;
             }
             Order::Partitions(partitions) => told.partitions = Some(partitions),
+            Order::Install { id, def } => {
+                // The view is exact from the upsert's frontier on: what it has applied is in
+                // the version table now, and what it applies next comes through the tap.
+                let frontier = pipeline.upsert_frontier().unwrap_or(pipeline.time());
+                let versions = pipeline.latest.borrow();
+                let from = pipeline.created.install(worker, *def, &versions, frontier);
+                drop(versions);
+                let part = Ok(Reading { time: from, ..Reading::default() });
+                if let Some(part) = answering.deliver(id, part, control.peers()) {
+                    control.answer(Answer::Read { id, part: part.map(Box::new) });
+                }
+                control.answer(Answer::Installed { time: from });
+            }
+            Order::DropView { id, view } => {
+                pipeline.created.remove(worker, view);
+                let part = Ok(Reading { time: pipeline.time(), ..Reading::default() });
+                if let Some(part) = answering.deliver(id, part, control.peers()) {
+                    control.answer(Answer::Read { id, part: part.map(Box::new) });
+                }
+            }
             Order::Start { .. } => {} // taken before the loop
             Order::Stop => told.stop = true,
             Order::Exit => told.exit = true,

@@ -13,8 +13,8 @@ use differential_dataflow::trace::implementations::{KeySpine, ValSpine};
 use differential_dataflow::trace::TraceReader;
 use timely::progress::Antichain;
 
-use crate::dataflow::versions::VersionStore;
 use crate::dataflow::views::ViewTraces;
+use crate::dataflow::Dataflow;
 use crate::dataflow::Time;
 use crate::reading::{ReadScope, Reading};
 use crate::serve::serving::ReadError;
@@ -23,19 +23,18 @@ use crate::serve::serving::ReadError;
 /// exact (see the module docs). `versions` are this worker's live versions (for the
 /// `transactions` relation), `(worker, workers)` where it stands.
 pub fn read(
-    views: &mut ViewTraces,
-    versions: &VersionStore,
+    dataflow: &mut Dataflow,
     time: Time,
     scope: &ReadScope,
     (worker, workers): (usize, usize),
 ) -> Result<Reading, ReadError> {
-    views.check_readable(time).map_err(|why| ReadError::unreadable(why, time))?;
+    dataflow.views.check_readable(time).map_err(|why| ReadError::unreadable(why, time))?;
     if let ReadScope::Query { scan, topic, max_rows, budget_ms } = scope {
         let limits = crate::sql::scan::WorkerLimits { max_rows: *max_rows, budget_ms: *budget_ms };
-        let rows = crate::sql::scan::run(views, versions, time, scan, topic, (worker, workers), limits)?;
-        return Ok(Reading { rows, ..read_offsets(views, time) });
+        let rows = crate::sql::scan::run(dataflow, time, scan, topic, (worker, workers), limits)?;
+        return Ok(Reading { rows, ..read_offsets(&mut dataflow.views, time) });
     }
-    Ok(read_scope(views, time, scope))
+    Ok(read_scope(&mut dataflow.views, time, scope))
 }
 
 /// Reads this worker's share of what `scope` covers, as of `time`.

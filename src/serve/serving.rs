@@ -81,12 +81,22 @@ impl ReadError {
 /// One worker's share of a read, or why it has none.
 pub type Part = Result<Reading, ReadError>;
 
-/// A request to read what `scope` covers at the latest complete time.
+/// A request to the coordinator, and where the workers' answers go.
 pub struct ReadRequest {
-    /// What to read.
-    pub scope: ReadScope,
+    /// What is asked.
+    pub what: Request,
     /// Where the workers' shares go.
     pub reply: Reply,
+}
+
+/// What a request asks the coordinator for.
+pub enum Request {
+    /// Read what the scope covers at the latest complete time.
+    Read(ReadScope),
+    /// Install a created view on every worker (each answers the time it is exact from).
+    Install(Box<crate::sql::views::ViewDef>),
+    /// Remove a created view from every worker.
+    Drop(u64),
 }
 
 /// Where the workers send their shares of a read: a thread waiting on a channel (the
@@ -168,6 +178,7 @@ pub struct Serving {
     workers: usize,
     worker_0: Arc<Waker>,
     metrics: Arc<Metrics>,
+    catalog: Arc<Mutex<crate::sql::views::Catalog>>,
 }
 
 impl Serving {
@@ -175,7 +186,19 @@ impl Serving {
     /// Returns the receiving end, for worker 0.
     pub fn new(workers: usize, worker_0: Arc<Waker>, metrics: Arc<Metrics>) -> (Serving, Receiver<ReadRequest>) {
         let (requests, received) = channel();
-        (Serving { requests, workers, worker_0, metrics }, received)
+        let catalog = Arc::default();
+        (Serving { requests, workers, worker_0, metrics, catalog }, received)
+    }
+
+    /// The same handle over `catalog`: the views created at run time.
+    pub fn with_catalog(mut self, catalog: Arc<Mutex<crate::sql::views::Catalog>>) -> Serving {
+        self.catalog = catalog;
+        self
+    }
+
+    /// The views created at run time.
+    pub fn catalog(&self) -> &Arc<Mutex<crate::sql::views::Catalog>> {
+        &self.catalog
     }
 
     /// Every view at the latest time all of them are complete through.
@@ -185,8 +208,26 @@ impl Serving {
 
     /// Reads what `scope` covers at the latest complete time.
     pub fn read(&self, scope: ReadScope, timeout: Duration) -> Result<Reading, ReadError> {
+        let parts = self.ask(Request::Read(scope.clone()), timeout)?;
+        Ok(Reading::merge_scope(parts, &scope))
+    }
+
+    /// Installs a created view on every worker; returns the time it answers from (the
+    /// latest of the workers').
+    pub fn install(&self, def: crate::sql::views::ViewDef, timeout: Duration) -> Result<Time, ReadError> {
+        let parts = self.ask(Request::Install(Box::new(def)), timeout)?;
+        Ok(parts.iter().map(|p| p.time).max().unwrap_or(0))
+    }
+
+    /// Removes a created view from every worker.
+    pub fn drop_view(&self, id: u64, timeout: Duration) -> Result<(), ReadError> {
+        self.ask(Request::Drop(id), timeout).map(drop)
+    }
+
+    /// Hands `what` to the coordinator and gathers every worker's answer.
+    fn ask(&self, what: Request, timeout: Duration) -> Result<Vec<Reading>, ReadError> {
         let (reply, replies) = channel();
-        self.request(&scope, Reply::Thread(reply))?;
+        self.request(what, Reply::Thread(reply))?;
         let deadline = Instant::now() + timeout;
         let mut parts = Vec::with_capacity(self.workers);
         while parts.len() < self.workers {
@@ -197,13 +238,13 @@ impl Serving {
                 Err(RecvTimeoutError::Disconnected) => return Err(ReadError::Stopped),
             }
         }
-        Ok(Reading::merge_scope(parts, &scope))
+        Ok(parts)
     }
 
     /// Reads what `scope` covers at the latest complete time, from an async task.
     pub async fn read_async(&self, scope: ReadScope, timeout: Duration) -> Result<Reading, ReadError> {
         let (reply, mut replies) = tokio::sync::mpsc::unbounded_channel();
-        self.request(&scope, Reply::Task(reply))?;
+        self.request(Request::Read(scope.clone()), Reply::Task(reply))?;
         let parts = async {
             let mut parts = Vec::with_capacity(self.workers);
             while parts.len() < self.workers {
@@ -216,8 +257,8 @@ impl Serving {
     }
 
     /// Hands a read to the coordinator, waking it if it is parked.
-    fn request(&self, scope: &ReadScope, reply: Reply) -> Result<(), ReadError> {
-        self.requests.send(ReadRequest { scope: scope.clone(), reply }).map_err(|_| ReadError::Stopped)?;
+    fn request(&self, what: Request, reply: Reply) -> Result<(), ReadError> {
+        self.requests.send(ReadRequest { what, reply }).map_err(|_| ReadError::Stopped)?;
         self.worker_0.wake();
         Ok(())
     }

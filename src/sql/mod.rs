@@ -24,6 +24,7 @@ pub mod plan;
 pub mod relation;
 pub mod scan;
 pub mod value;
+pub mod views;
 
 use std::time::Duration;
 
@@ -157,7 +158,10 @@ impl Engine {
 
     /// Answers one statement (blocking the calling thread).
     pub fn execute(&self, text: &str) -> Result<Answer, SqlError> {
-        match plan::plan(text)? {
+        match self.plan(text)? {
+            Plan::CreateView { name, body, if_not_exists } => self.create_view(text, name, body, if_not_exists),
+            Plan::DropView { names, if_exists } => self.drop_views(&names, if_exists),
+            Plan::ShowViews => self.show_views(),
             Plan::Select(select) => {
                 let reading =
                     self.serving.read(self.scope(&select), self.limits.timeout).map_err(SqlError::from_read)?;
@@ -174,7 +178,14 @@ impl Engine {
 
     /// Answers one statement from an async task.
     pub async fn execute_async(&self, text: &str) -> Result<Answer, SqlError> {
-        match plan::plan(text)? {
+        match self.plan(text)? {
+            // These wait on the workers several times: on a thread that may block.
+            Plan::CreateView { .. } | Plan::DropView { .. } | Plan::ShowViews => {
+                let (engine, text) = (self.clone(), text.to_owned());
+                tokio::task::spawn_blocking(move || engine.execute(&text))
+                    .await
+                    .unwrap_or_else(|e| Err(SqlError::new("XX000", format!("the statement failed: {e}"))))
+            }
             Plan::Select(select) => {
                 let reading = self
                     .serving
@@ -197,10 +208,119 @@ impl Engine {
 
     /// The columns a statement answers with, without reading (for a protocol's describe).
     pub fn columns(&self, text: &str) -> Result<Vec<Column>, SqlError> {
-        Ok(match plan::plan(text)? {
+        Ok(match self.plan(text)? {
             Plan::Select(select) => select.output.iter().map(|(n, _, t)| Column { name: n.clone(), ty: *t }).collect(),
+            Plan::CreateView { .. } | Plan::DropView { .. } => Vec::new(),
+            Plan::ShowViews => views_columns(),
             other => self.describe(other).columns,
         })
+    }
+
+    /// Plans `text` with the views created so far.
+    fn plan(&self, text: &str) -> Result<Plan, SqlError> {
+        let catalog = self.serving.catalog().lock().unwrap_or_else(|p| p.into_inner());
+        plan::plan_in(text, &catalog)
+    }
+
+    fn catalog(&self) -> std::sync::MutexGuard<'_, views::Catalog> {
+        self.serving.catalog().lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `CREATE VIEW`: installs the view on every worker, checks it is not too large, and keeps
+    /// its definition (in the state directory too).
+    fn create_view(
+        &self,
+        text: &str,
+        name: String,
+        body: views::ViewBody,
+        if_not_exists: bool,
+    ) -> Result<Answer, SqlError> {
+        let tag = |tag| Ok(Answer { columns: Vec::new(), rows: Vec::new(), reading: None, tag: Some(tag) });
+        if Relation::named(&name).is_some() || self.catalog().get(&name).is_some() {
+            if if_not_exists {
+                return tag("CREATE VIEW");
+            }
+            return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
+        }
+        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            return Err(SqlError::new("42602", format!("invalid view name \"{name}\": letters, digits and _ only")));
+        }
+        let def = views::ViewDef { id: views::next_id(0), name: name.clone(), sql: text.trim().to_owned(), body };
+        views::register(&def);
+        let from = self.serving.install(def.clone(), self.limits.timeout).map_err(SqlError::from_read)?;
+        self.catalog().add(def, from).map_err(|e| {
+            SqlError::new("58030", format!("the view is installed but its definition could not be kept: {e:#}"))
+        })?;
+        // The same row limit as queries: a view too large to read is not kept.
+        let too_large = match self.execute(&format!("SELECT count(*) FROM {name}")) {
+            Ok(answer) => {
+                matches!(answer.rows.first().and_then(|r| r.first()), Some(Value::Int(n)) if *n as usize > self.limits.max_rows)
+            }
+            Err(error) => error.code == "54000",
+        };
+        if too_large {
+            let _ = self.drop_views(std::slice::from_ref(&name), true);
+            return Err(SqlError::new(
+                "54000",
+                format!(
+                    "view {name} would hold more than {} rows (--max-rows); it was not created",
+                    self.limits.max_rows
+                ),
+            ));
+        }
+        tag("CREATE VIEW")
+    }
+
+    /// `DROP VIEW`: removes each view's dataflow from every worker, and its definition.
+    fn drop_views(&self, names: &[String], if_exists: bool) -> Result<Answer, SqlError> {
+        for name in names {
+            if Relation::named(name).is_some() {
+                return Err(SqlError::new(
+                    "42809",
+                    format!("\"{name}\" is a built-in view; only created views can be dropped"),
+                ));
+            }
+            let Some(def) = self.catalog().get(name).cloned() else {
+                if if_exists {
+                    continue;
+                }
+                return Err(SqlError::new("42P01", format!("view \"{name}\" does not exist")));
+            };
+            let dependents = self.catalog().dependents(Relation::View(def.id));
+            if !dependents.is_empty() {
+                return Err(SqlError::new(
+                    "2BP01",
+                    format!("cannot drop view {name}: {} read(s) it; drop them first", dependents.join(", ")),
+                ));
+            }
+            self.serving.drop_view(def.id, self.limits.timeout).map_err(SqlError::from_read)?;
+            self.catalog().remove(name).map_err(|e| {
+                SqlError::new("58030", format!("the view is dropped but its definition could not be removed: {e:#}"))
+            })?;
+        }
+        Ok(Answer { columns: Vec::new(), rows: Vec::new(), reading: None, tag: Some("DROP VIEW") })
+    }
+
+    /// `SHOW VIEWS`: the built-in views and the created ones, with their definitions, the
+    /// time they answer from and how many rows they hold now.
+    fn show_views(&self) -> Result<Answer, SqlError> {
+        let mut rows = Vec::new();
+        let text = |t: &str| Value::Text(t.into());
+        for relation in Relation::ALL.into_iter().filter(|r| *r != Relation::Transactions) {
+            let count = self.count(relation.name())?;
+            rows.push(vec![text(relation.name()), text("built-in"), Value::Null, Value::Null, count]);
+        }
+        let created: Vec<(views::ViewDef, u64)> = self.catalog().all().map(|(d, t)| (d.clone(), t)).collect();
+        for (def, time) in created {
+            let count = self.count(&def.name)?;
+            rows.push(vec![text(&def.name), text("created"), text(&def.sql), Value::Int(time as i64), count]);
+        }
+        Ok(Answer { columns: views_columns(), rows, reading: None, tag: None })
+    }
+
+    fn count(&self, relation: &str) -> Result<Value, SqlError> {
+        let answer = self.execute(&format!("SELECT count(*) FROM {relation}"))?;
+        Ok(answer.rows.into_iter().next().and_then(|r| r.into_iter().next()).unwrap_or(Value::Null))
     }
 
     fn scope(&self, select: &Select) -> ReadScope {
@@ -243,6 +363,9 @@ impl Engine {
             ),
             Plan::Nothing(tag) => {
                 return Answer { columns: Vec::new(), rows: Vec::new(), reading: None, tag: Some(tag) }
+            }
+            Plan::CreateView { .. } | Plan::DropView { .. } | Plan::ShowViews => {
+                unreachable!("answered by the workers")
             }
             Plan::Select(_) | Plan::ShowAsOf => unreachable!("answered by reading"),
         };
@@ -323,6 +446,17 @@ pub fn finish(
         let columns = select.output.iter().map(|(n, _, t)| Column { name: n.clone(), ty: *t }).collect();
         Ok((columns, rows))
     }
+}
+
+fn views_columns() -> Vec<Column> {
+    let column = |name: &str, ty| Column { name: name.into(), ty };
+    vec![
+        column("name", Type::Text),
+        column("kind", Type::Text),
+        column("definition", Type::Text),
+        column("created_at", Type::BigInt),
+        column("rows", Type::BigInt),
+    ]
 }
 
 /// `ORDER BY ... DESC`: NULLs first, as in Postgres, then larger values first.

@@ -17,6 +17,7 @@ use sqlparser::ast::{
 use super::expr::{Arith, Cmp, Expr, Unit};
 use super::relation::Relation;
 use super::value::{parse_timestamp, Type, Value};
+use super::views::Catalog;
 use super::SqlError;
 
 /// An aggregate function.
@@ -102,22 +103,46 @@ pub enum Plan {
     ShowColumns(Relation),
     /// `SHOW as_of`: the logical time and offsets the views are at.
     ShowAsOf,
+    /// `CREATE [MATERIALIZED] VIEW name AS SELECT ...`
+    CreateView {
+        /// Its name.
+        name: String,
+        /// How it is computed.
+        body: super::views::ViewBody,
+        /// `IF NOT EXISTS`
+        if_not_exists: bool,
+    },
+    /// `DROP VIEW [IF EXISTS] name, ...`
+    DropView {
+        /// The views.
+        names: Vec<String>,
+        /// `IF EXISTS`
+        if_exists: bool,
+    },
+    /// `SHOW VIEWS`: every view, built-in and created, with its definition.
+    ShowViews,
     /// A statement drivers send that changes nothing here (`BEGIN`, `COMMIT`, `ROLLBACK`,
     /// `SET`): answered with its tag. Every statement reads at its own time; a transaction
     /// does not hold one time for several.
     Nothing(&'static str),
 }
 
-/// Plans one statement.
+/// Plans one statement, over the built-in relations only.
 pub fn plan(text: &str) -> Result<Plan, SqlError> {
+    plan_in(text, &super::views::Catalog::default())
+}
+
+/// Plans one statement, with the views of `catalog`.
+pub fn plan_in(text: &str, catalog: &Catalog) -> Result<Plan, SqlError> {
     let trimmed = text.trim().trim_end_matches(';').trim();
     let words: Vec<String> = trimmed.split_whitespace().map(str::to_ascii_lowercase).collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
         ["show", "tables"] => return Ok(Plan::ShowTables),
+        ["show", "views"] => return Ok(Plan::ShowViews),
         ["show", "as_of"] => return Ok(Plan::ShowAsOf),
         ["show", "columns", "from", name] | ["describe", name] => {
-            return relation(name.trim_matches('"')).map(Plan::ShowColumns);
+            return relation(name.trim_matches('"'), catalog).map(Plan::ShowColumns);
         }
         ["begin", ..] | ["start", "transaction", ..] => return Ok(Plan::Nothing("BEGIN")),
         ["commit", ..] | ["end", ..] => return Ok(Plan::Nothing("COMMIT")),
@@ -132,9 +157,26 @@ pub fn plan(text: &str) -> Result<Plan, SqlError> {
     let [statement] = <[ast::Statement; 1]>::try_from(statements)
         .map_err(|s| SqlError::unsupported(format!("{} statements at once; send one at a time", s.len())))?;
     match statement {
-        ast::Statement::Query(query) => Ok(Plan::Select(Box::new(select(&query)?))),
+        ast::Statement::Query(query) => Ok(Plan::Select(Box::new(select(&query, catalog)?))),
+        ast::Statement::CreateView(create) => {
+            if !create.columns.is_empty() || create.or_replace || create.or_alter {
+                return Err(SqlError::unsupported("column lists and OR REPLACE in CREATE VIEW"));
+            }
+            let name = create.name.to_string().trim_matches('"').to_owned();
+            let select = select(&create.query, catalog)?;
+            Ok(Plan::CreateView { name, body: super::views::body(&select)?, if_not_exists: create.if_not_exists })
+        }
+        ast::Statement::Drop {
+            object_type: ast::ObjectType::View | ast::ObjectType::MaterializedView,
+            if_exists,
+            names,
+            ..
+        } => {
+            let names = names.iter().map(|n| n.to_string().trim_matches('"').to_owned()).collect();
+            Ok(Plan::DropView { names, if_exists })
+        }
         ast::Statement::Explain { statement, .. } => match *statement {
-            ast::Statement::Query(query) => Ok(Plan::Explain(Box::new(select(&query)?))),
+            ast::Statement::Query(query) => Ok(Plan::Explain(Box::new(select(&query, catalog)?))),
             other => Err(SqlError::unsupported(format!("EXPLAIN of {}", statement_kind(&other)))),
         },
         other => Err(SqlError::unsupported(format!(
@@ -149,14 +191,26 @@ fn statement_kind(statement: &ast::Statement) -> String {
     text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 
-fn relation(name: &str) -> Result<Relation, SqlError> {
-    Relation::named(name).ok_or_else(|| {
-        let known: Vec<&str> = Relation::ALL.iter().map(|r| r.name()).collect();
-        SqlError::new("42P01", format!("relation \"{name}\" does not exist (there are {})", known.join(", ")))
-    })
+fn relation(name: &str, catalog: &Catalog) -> Result<Relation, SqlError> {
+    if let Some(relation) = Relation::named(name) {
+        return Ok(relation);
+    }
+    match catalog.get(name) {
+        Some(def) => Ok(Relation::View(def.id)),
+        None => {
+            let known: Vec<&str> = Relation::ALL.iter().map(|r| r.name()).collect();
+            Err(SqlError::new(
+                "42P01",
+                format!(
+                    "relation \"{name}\" does not exist (there are {}, and the views SHOW VIEWS lists)",
+                    known.join(", ")
+                ),
+            ))
+        }
+    }
 }
 
-fn select(query: &ast::Query) -> Result<Select, SqlError> {
+fn select(query: &ast::Query, catalog: &Catalog) -> Result<Select, SqlError> {
     if query.with.is_some() {
         return Err(SqlError::unsupported("WITH"));
     }
@@ -169,7 +223,7 @@ fn select(query: &ast::Query) -> Result<Select, SqlError> {
     let relation = match body.from.as_slice() {
         [] => return Err(SqlError::unsupported("SELECT without FROM")),
         [from] if from.joins.is_empty() => match &from.relation {
-            ast::TableFactor::Table { name, args: None, .. } => relation(&name.to_string().to_ascii_lowercase())?,
+            ast::TableFactor::Table { name, args: None, .. } => relation(name.to_string().trim_matches('"'), catalog)?,
             other => return Err(SqlError::unsupported(format!("FROM {other}"))),
         },
         _ => return Err(SqlError::unsupported("joins")),

@@ -32,6 +32,8 @@ pub enum Relation {
     DeadLetters,
     /// Kafka partition → the next offset the views reflect
     Offsets,
+    /// A view created at run time, by id (see [`super::views`]).
+    View(u64),
 }
 
 impl Relation {
@@ -61,6 +63,7 @@ impl Relation {
             Relation::Overall => "overall",
             Relation::DeadLetters => "dead_letters",
             Relation::Offsets => "offsets",
+            Relation::View(id) => super::views::schema(id).map_or("(a dropped view)", |s| s.name),
         }
     }
 
@@ -84,6 +87,7 @@ impl Relation {
             Relation::Overall => &[("total", Numeric), ("count", BigInt), ("customers", BigInt), ("avg", Numeric)],
             Relation::DeadLetters => &[("reason", Text), ("count", BigInt)],
             Relation::Offsets => &[("topic", Text), ("partition", BigInt), ("next_offset", BigInt)],
+            Relation::View(id) => super::views::schema(id).map_or(&[], |s| s.columns),
         }
     }
 
@@ -91,6 +95,7 @@ impl Relation {
     pub fn key(self) -> Option<usize> {
         match self {
             Relation::Transactions | Relation::Customers => Some(0),
+            Relation::View(id) => super::views::schema(id).and_then(|s| s.key),
             _ => None,
         }
     }

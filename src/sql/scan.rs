@@ -15,9 +15,12 @@ use super::expr::divide_rounded;
 use super::plan::{Agg, AggFunc, Scan, Seek};
 use super::relation::Relation;
 use super::value::Value;
+use super::views::ViewBody;
+use crate::dataflow::created::CreatedViews;
 use crate::dataflow::rows::{customer_owner, CustomerRow, Dimension};
 use crate::dataflow::versions::VersionStore;
 use crate::dataflow::views::ViewTraces;
+use crate::dataflow::Dataflow;
 use crate::dataflow::Time;
 use crate::event::Identity;
 use crate::serve::query::{for_each_value_from, read_sums, read_value_of, read_values};
@@ -36,8 +39,7 @@ pub struct WorkerLimits {
 /// relation whose rows are whole in one worker), aggregated partially — or an error past
 /// `max_rows` rows that the reader would need, or past the time budget.
 pub fn run(
-    views: &mut ViewTraces,
-    versions: &VersionStore,
+    dataflow: &mut Dataflow,
     time: Time,
     scan: &Scan,
     topic: &str,
@@ -46,8 +48,18 @@ pub fn run(
 ) -> Result<Vec<Vec<Value>>, ReadError> {
     let mut out = Steps::new(scan, whole_in_one_worker(scan.relation), limits.max_rows);
     out.budget = Some((std::time::Instant::now(), limits.budget_ms));
-    relation_rows(views, versions, time, scan, topic, (worker, workers), &mut |row| out.take(row));
+    let Dataflow { views, latest, created, .. } = dataflow;
+    let versions = latest.borrow();
+    let mut sources = Sources { views, versions: &versions, created };
+    relation_rows(&mut sources, time, scan, topic, (worker, workers), &mut |row| out.take(row))?;
     out.finish()
+}
+
+/// What a worker reads rows from: its views' traces, its version table, its created views.
+struct Sources<'a> {
+    views: &'a mut ViewTraces,
+    versions: &'a VersionStore,
+    created: &'a mut CreatedViews,
 }
 
 /// The columns of `scan`'s relation that the query reads anywhere: the others are left NULL
@@ -297,6 +309,75 @@ pub fn merge_overall(parts: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
     vec![vec![Value::Numeric(total), Value::Int(count), Value::Int(customers), avg]]
 }
 
+/// The rows of a created view: its maintained groups (with `HAVING`), or its base's rows
+/// that pass its filter.
+fn view_rows(
+    sources: &mut Sources<'_>,
+    time: Time,
+    id: u64,
+    scan: &Scan,
+    topic: &str,
+    at: (usize, usize),
+    each: &mut dyn FnMut(&[Value]) -> ControlFlow<()>,
+) -> Result<(), ReadError> {
+    let gone = || ReadError::Compacted { view: format!("view {id}"), time, since: Time::MAX };
+    let view = sources.created.get_mut(id).ok_or_else(gone)?;
+    let def = view.def.clone();
+    match (&def.body, view.kept.as_mut()) {
+        (ViewBody::Filter { base, filter, columns }, _) => {
+            let base_scan =
+                Scan { relation: *base, seek: Seek::Scan, filter: None, group: None, keep: None, needed: None };
+            let mut projected = Vec::with_capacity(columns.len());
+            relation_rows(sources, time, &base_scan, topic, at, &mut |row| {
+                if filter.as_ref().is_some_and(|f| !f.accepts(row)) {
+                    return ControlFlow::Continue(());
+                }
+                projected.clear();
+                projected.extend(columns.iter().map(|(_, i)| row[*i].clone()));
+                each(&projected)
+            })
+        }
+        (ViewBody::Aggregate { .. }, Some(kept)) => {
+            check_view(&def.name, &mut kept.trace, time)?;
+            let from = match &scan.seek {
+                Seek::Key(key) => Some(key.clone()),
+                _ => None,
+            };
+            for_each_value_from(&mut kept.trace, from.as_ref(), time, |key, row| {
+                if from.as_ref().is_some_and(|f| f != key) {
+                    return ControlFlow::Break(());
+                }
+                match def.row(key, &row) {
+                    Some(shown) => each(&shown),
+                    None => ControlFlow::Continue(()),
+                }
+            });
+            Ok(())
+        }
+        (ViewBody::Aggregate { .. }, None) => Err(gone()),
+    }
+}
+
+/// Whether a created view's trace can be read exactly at `time` (see `ViewTraces`).
+fn check_view(name: &str, trace: &mut crate::dataflow::created::ViewTrace, time: Time) -> Result<(), ReadError> {
+    use differential_dataflow::trace::TraceReader;
+    let compaction = trace.get_logical_compaction();
+    if !compaction.less_equal(&time) {
+        let since = compaction.first().copied().unwrap_or(Time::MAX);
+        return Err(ReadError::Compacted { view: name.to_owned(), time, since });
+    }
+    let mut upper = timely::progress::Antichain::new();
+    trace.read_upper(&mut upper);
+    if upper.less_equal(&time) {
+        return Err(ReadError::Incomplete {
+            view: name.to_owned(),
+            time,
+            upper: upper.first().copied().unwrap_or(Time::MAX),
+        });
+    }
+    Ok(())
+}
+
 fn stats_row(key: Value, cents: i128, count: i64) -> Vec<Value> {
     let avg = if count == 0 { Value::Null } else { Value::Numeric(divide_rounded(cents, i128::from(count))) };
     vec![key, Value::Numeric(cents), Value::Int(count), avg]
@@ -315,15 +396,16 @@ fn customer_row(name: &str, row: &CustomerRow) -> Vec<Value> {
 
 /// Hands this worker's rows of the relation to `each`, seeking where the plan says.
 fn relation_rows(
-    views: &mut ViewTraces,
-    versions: &VersionStore,
+    sources: &mut Sources<'_>,
     time: Time,
     scan: &Scan,
     topic: &str,
     (worker, workers): (usize, usize),
     each: &mut dyn FnMut(&[Value]) -> ControlFlow<()>,
-) {
+) -> Result<(), ReadError> {
+    let Sources { views, versions, .. } = sources;
     match scan.relation {
+        Relation::View(id) => return view_rows(sources, time, id, scan, topic, (worker, workers), each),
         Relation::Transactions => {
             // One row buffer for every transaction; columns the query does not read stay NULL.
             let mask = needed(scan);
@@ -399,7 +481,7 @@ fn relation_rows(
                 let customers: i64 =
                     read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum();
                 let _ = each(&[Value::Numeric(all.cents), Value::Int(all.count), Value::Int(customers), Value::Null]);
-                return;
+                return Ok(());
             }
             for (dimension, stats) in totals {
                 let key = match (&dimension, scan.relation) {
@@ -410,14 +492,14 @@ fn relation_rows(
                     _ => continue,
                 };
                 if each(&stats_row(key, stats.cents, stats.count)).is_break() {
-                    return;
+                    return Ok(());
                 }
             }
         }
         Relation::DeadLetters => {
             for (reason, n) in read_sums(&mut views.dead_letters, time) {
                 if each(&[Value::Text(reason.as_str().into()), Value::Int(n as i64)]).is_break() {
-                    return;
+                    return Ok(());
                 }
             }
         }
@@ -425,11 +507,12 @@ fn relation_rows(
             for (partition, next) in read_values(&mut views.offsets, time) {
                 let row = [Value::Text(topic.into()), Value::Int(i64::from(partition)), Value::Int(next)];
                 if each(&row).is_break() {
-                    return;
+                    return Ok(());
                 }
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

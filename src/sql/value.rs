@@ -39,8 +39,9 @@ impl Type {
     }
 }
 
-/// One value of a row.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// One value of a row. (Its derived order — by variant, then value — keys arrangements;
+/// SQL's comparisons are [`Value::compare`].)
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Value {
     /// SQL NULL.
     Null,

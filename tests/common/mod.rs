@@ -137,6 +137,18 @@ pub fn feed(
     batches: &[Vec<Message>],
     steps: &[u8],
 ) -> Time {
+    feed_with(worker, pipeline, batches, steps, &mut |_, _, _| {})
+}
+
+/// As [`feed`], calling `between(worker, dataflow, i)` once `i` batches are in (0: the
+/// history only), and handing the upsert's changes to created views at every step.
+pub fn feed_with(
+    worker: &mut timely::worker::Worker,
+    pipeline: &mut Dataflow,
+    batches: &[Vec<Message>],
+    steps: &[u8],
+    between: &mut dyn FnMut(&mut timely::worker::Worker, &mut Dataflow, usize),
+) -> Time {
     let mut offsets = [0i64; 3];
     for (i, batch) in std::iter::once(&Vec::new()).chain(batches.iter()).enumerate() {
         for m in batch {
@@ -155,11 +167,18 @@ pub fn feed(
         pipeline.advance_to(i as Time + 1);
         for _ in 0..steps.get(i).copied().unwrap_or(0) {
             worker.step();
+            let upserted = pipeline.upsert_frontier();
+            pipeline.created.feed(upserted);
         }
+        between(worker, pipeline, i);
     }
     let end = pipeline.time();
     let probe = pipeline.probe.clone();
-    worker.step_while(|| probe.less_than(&end));
+    while probe.less_than(&end) || pipeline.created.behind(end - 1) {
+        worker.step();
+        let upserted = pipeline.upsert_frontier();
+        pipeline.created.feed(upserted);
+    }
     end
 }
 
@@ -230,6 +249,9 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Answers of [`run_dataflow_sql`]: `answers[time][query]`.
+pub type SqlAnswers = Vec<Vec<Result<Vec<Vec<atelier_lambda::sql::value::Value>>, atelier_lambda::sql::SqlError>>>;
+
 /// Runs the same input as [`run_dataflow`] and answers each of `queries` with the SQL
 /// engine's worker and reader parts at every logical time: `answers[time][query]`.
 pub fn run_dataflow_sql(
@@ -238,12 +260,36 @@ pub fn run_dataflow_sql(
     steps: &[u8],
     workers: usize,
     queries: &[String],
-) -> Vec<Vec<Result<Vec<Vec<atelier_lambda::sql::value::Value>>, atelier_lambda::sql::SqlError>>> {
-    use atelier_lambda::sql::plan::{plan, Plan};
+) -> SqlAnswers {
+    run_dataflow_views(history, batches, steps, workers, &[], queries).0
+}
+
+/// As [`run_dataflow_sql`], with views created at run time: `views[i] = (batch, statement)`
+/// creates a view once `batch` batches are in (0: right after the history). Also returns the
+/// time each view answers from (the latest of the workers' install times).
+pub fn run_dataflow_views(
+    history: &Path,
+    batches: &[Vec<Message>],
+    steps: &[u8],
+    workers: usize,
+    views: &[(usize, String)],
+    queries: &[String],
+) -> (SqlAnswers, Vec<Time>) {
+    use atelier_lambda::sql::plan::{plan_in, Plan};
     use atelier_lambda::sql::value::Value;
+    use atelier_lambda::sql::views::{next_id, register, Catalog, ViewDef};
+    let mut catalog = Catalog::default();
+    let mut defs = Vec::new();
+    for (batch, statement) in views {
+        let Plan::CreateView { name, body, .. } = plan_in(statement, &catalog).unwrap() else { panic!("{statement}") };
+        let def = ViewDef { id: next_id(0), name, sql: statement.clone(), body };
+        register(&def);
+        catalog.add(def.clone(), 0).unwrap();
+        defs.push((*batch, def));
+    }
     let selects: Vec<Result<_, atelier_lambda::sql::SqlError>> = queries
         .iter()
-        .map(|q| match plan(q)? {
+        .map(|q| match plan_in(q, &catalog)? {
             Plan::Select(select) => Ok(*select),
             other => panic!("not a query: {other:?}"),
         })
@@ -258,44 +304,46 @@ pub fn run_dataflow_sql(
     let dead = Arc::new(DeadLetterFile::open(&history.with_extension("dead.jsonl")).unwrap());
     let shared = Arc::new(LoadShared::default());
     let batches = batches.to_vec();
-    // Per worker, per time, per query: its part.
+    // Per worker: per time, per query, its part; and each view's install time.
     type Parts = Vec<Vec<Result<Vec<Vec<Value>>, atelier_lambda::serve::ReadError>>>;
-    let results: Arc<Mutex<Vec<Parts>>> = Arc::default();
+    type WorkerResults = Arc<Mutex<Vec<(Parts, Vec<Time>)>>>;
+    let results: WorkerResults = Arc::default();
     let results_in = Arc::clone(&results);
     let scans: Vec<Option<atelier_lambda::sql::plan::Scan>> =
         selects.iter().map(|s| s.as_ref().ok().map(|s| s.scan.clone())).collect();
     timely::execute(timely::Config::process(workers), move |worker| {
         let mut pipeline = Dataflow::build(worker, None);
         load_history(worker, &mut pipeline, &files, &settings, &dead, &shared).unwrap();
-        let end = feed(worker, &mut pipeline, &batches, &steps);
-        let versions = pipeline.latest.borrow();
+        let mut installed = vec![0; defs.len()];
+        let end = feed_with(worker, &mut pipeline, &batches, &steps, &mut |worker, pipeline, batch| {
+            for (v, (_, def)) in defs.iter().enumerate().filter(|(_, (b, _))| *b == batch) {
+                let frontier = pipeline.upsert_frontier().unwrap_or(pipeline.time());
+                let versions = pipeline.latest.borrow();
+                installed[v] = pipeline.created.install(worker, def.clone(), &versions, frontier);
+            }
+        });
         let at = (worker.index(), worker.peers());
+        let limits = atelier_lambda::sql::scan::WorkerLimits { max_rows: 100_000, budget_ms: 60_000 };
         let parts: Parts = (0..end)
             .map(|t| {
                 scans
                     .iter()
                     .map(|scan| match scan {
-                        Some(scan) => atelier_lambda::sql::scan::run(
-                            &mut pipeline.views,
-                            &versions,
-                            t,
-                            scan,
-                            "real-time-orders",
-                            at,
-                            atelier_lambda::sql::scan::WorkerLimits { max_rows: 100_000, budget_ms: 60_000 },
-                        ),
+                        Some(scan) => {
+                            atelier_lambda::sql::scan::run(&mut pipeline, t, scan, "real-time-orders", at, limits)
+                        }
                         None => Ok(Vec::new()),
                     })
                     .collect()
             })
             .collect();
-        results_in.lock().unwrap().push(parts);
+        results_in.lock().unwrap().push((parts, installed));
     })
     .unwrap()
     .join();
     let per_worker = std::mem::take(&mut *results.lock().unwrap());
-    let times = per_worker[0].len();
-    (0..times)
+    let times = per_worker[0].0.len();
+    let answers = (0..times)
         .map(|t| {
             selects
                 .iter()
@@ -303,7 +351,7 @@ pub fn run_dataflow_sql(
                 .map(|(q, select)| {
                     let select = select.clone()?;
                     let mut parts = Vec::new();
-                    for w in &per_worker {
+                    for (w, _) in &per_worker {
                         parts.extend(
                             w[t][q].clone().map_err(|e| atelier_lambda::sql::SqlError::new("XX000", e.to_string()))?,
                         );
@@ -313,7 +361,9 @@ pub fn run_dataflow_sql(
                 })
                 .collect()
         })
-        .collect()
+        .collect();
+    let from = (0..views.len()).map(|v| per_worker.iter().map(|(_, i)| i[v]).max().unwrap()).collect();
+    (answers, from)
 }
 
 /// The oracle's live transactions at every logical time (0 = history) of the same input.

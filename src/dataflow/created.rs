@@ -1,0 +1,256 @@
+//! Views created at run time, on one worker: each a dataflow of its own, installed while
+//! the pipeline runs, backfilled from the version table and then fed every change the upsert
+//! makes ([`super::upsert::Tap`]).
+//!
+//! Timely cannot add operators to a running dataflow, so a created view cannot read the live
+//! transactions' stream directly. Instead the worker loop hands it the upsert's changes, time
+//! by time, and advances its input to the upsert's frontier — every change at an earlier time
+//! has been made, so none is missed and none is sent twice:
+//!
+//! ```text
+//! install at upsert frontier F:  input at F ← every live version as of F (+1)   (backfill)
+//!                                 input at t > F ← each change already applied at t
+//! each loop:                      input ← the changes taken from the tap, at their times (≥ F)
+//!                                 input advances to the upsert's frontier
+//! ```
+//!
+//! The backfill is the version table as of `F` (its undo entries tell what it held then),
+//! and then the changes the upsert has already applied at later times — a worker's upsert
+//! can be a time ahead of the frontier every worker agrees on — each at its own time; the
+//! changes applied after the install come through the tap. So the view is exact from `F`
+//! on, and its trace refuses reads before `F` (its logical compaction starts there). Every
+//! worker installs at its own `F`; the view answers from the latest of them.
+
+use std::collections::BTreeMap;
+
+use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::operators::arrange::arrangement::arrange_core;
+use differential_dataflow::operators::arrange::TraceAgent;
+use differential_dataflow::trace::implementations::{ValBatcher, ValSpine};
+use differential_dataflow::trace::TraceReader;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::ProbeHandle;
+use timely::progress::frontier::AntichainRef;
+use timely::worker::Worker;
+
+use super::rows::CustomerRow;
+use super::upsert::Tap;
+use super::versions::VersionStore;
+use super::Time;
+use crate::event::Txn;
+use crate::sql::value::Value;
+use crate::sql::views::{ViewBody, ViewDef};
+
+/// A created view's trace: group key → count, total, min, max.
+pub type ViewTrace = TraceAgent<ValSpine<Value, CustomerRow, Time, isize>>;
+
+/// A view installed on this worker.
+pub struct Installed {
+    /// Its definition.
+    pub def: ViewDef,
+    /// Its maintained state, for views over the transactions (none for a view over a view).
+    pub kept: Option<Kept>,
+}
+
+/// The dataflow of a maintained view.
+pub struct Kept {
+    input: InputSession<Time, Txn, isize>,
+    /// Its arrangement.
+    pub trace: ViewTrace,
+    probe: ProbeHandle<Time>,
+    dataflow: usize,
+    /// The first time it is exact at.
+    pub since: Time,
+}
+
+/// The views created on this worker, and the upsert's changes they are fed.
+pub struct CreatedViews {
+    installed: BTreeMap<u64, Installed>,
+    tap: Tap,
+}
+
+impl CreatedViews {
+    /// No view yet; `tap` is the upsert's.
+    pub fn new(tap: Tap) -> Self {
+        CreatedViews { installed: BTreeMap::new(), tap }
+    }
+
+    /// The view with this id, if installed.
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut Installed> {
+        self.installed.get_mut(&id)
+    }
+
+    /// Installs `def`: builds its dataflow (every worker builds the same dataflows in the same
+    /// order: installs are orders of the coordinator) and backfills it from `versions` at
+    /// `frontier`, the upsert's. Returns the first time the view is exact at here.
+    pub fn install(&mut self, worker: &mut Worker, def: ViewDef, versions: &VersionStore, frontier: Time) -> Time {
+        crate::sql::views::register(&def);
+        self.feed(Some(frontier));
+        let kept = match &def.body {
+            ViewBody::Filter { .. } => None,
+            ViewBody::Aggregate { filter, key, .. } => {
+                let (filter, key) = (filter.clone(), *key);
+                let index = worker.next_dataflow_index();
+                let probe = ProbeHandle::new();
+                let (mut input, mut trace) = worker.dataflow::<Time, _, _>(|scope| {
+                    let (input, txns) = scope.new_collection::<Txn, isize>();
+                    let rows = super::aggregate::keyed_rows(txns, move |txn| {
+                        let row = transaction_row(txn);
+                        filter.as_ref().is_none_or(|f| f.accepts(&row)).then(|| key.of(&row))
+                    });
+                    let arranged = arrange_core::<_, _, _, ValSpine<Value, CustomerRow, Time, isize>>(
+                        rows.inner,
+                        Pipeline,
+                        "CreatedView",
+                        ValBatcher::new,
+                    );
+                    arranged.stream.clone().probe_with(&probe);
+                    (input, arranged.trace)
+                });
+                // Reads before the install are refused, not answered empty.
+                trace.set_logical_compaction(AntichainRef::new(&[frontier]));
+                trace.set_physical_compaction(AntichainRef::new(&[]));
+                // The backfill: the live transactions as of `frontier`, then what the upsert has
+                // already applied at later times (a worker may be a time ahead of the
+                // frontier, which every worker agrees on), each change at its own time.
+                input.advance_to(frontier);
+                input.flush();
+                versions.live_at(frontier, |t| {
+                    input.update(t.to_txn(), 1);
+                    std::ops::ControlFlow::Continue(())
+                });
+                versions.changes_after(frontier, |time, before, after| {
+                    if time > *input.time() {
+                        input.flush();
+                        input.advance_to(time);
+                        input.flush();
+                    }
+                    if let Some(before) = before {
+                        input.update(before.to_txn(), -1);
+                    }
+                    if let Some(after) = after {
+                        input.update(after.to_txn(), 1);
+                    }
+                });
+                input.flush();
+                Some(Kept { input, trace, probe, dataflow: index, since: frontier })
+            }
+        };
+        self.installed.insert(def.id, Installed { def, kept });
+        self.tap.borrow_mut().on = self.installed.values().any(|v| v.kept.is_some());
+        frontier
+    }
+
+    /// Hands the upsert's changes to every maintained view and advances their inputs to
+    /// `frontier` (the upsert's; `None` once it is done).
+    pub fn feed(&mut self, frontier: Option<Time>) {
+        let changes = std::mem::take(&mut self.tap.borrow_mut().changes);
+        for view in self.installed.values_mut() {
+            let Some(kept) = view.kept.as_mut() else { continue };
+            // The tap holds changes in the order the upsert made them, so in time order. Each
+            // is sent with its own time as the message's time, not merely labelled with it (an
+            // input session sends its buffer at its handle's time, moved on only by a flush):
+            // the operators downstream order records by the time they arrive at.
+            for (txn, time, diff) in &changes {
+                if *time > *kept.input.time() {
+                    kept.input.flush();
+                    kept.input.advance_to(*time);
+                    kept.input.flush();
+                }
+                // The backfill already holds what the upsert applied before the install.
+                if *time == *kept.input.time() {
+                    kept.input.update(txn.clone(), *diff);
+                }
+            }
+            kept.input.flush();
+            if let Some(frontier) = frontier.filter(|f| f > kept.input.time()) {
+                kept.input.advance_to(frontier);
+                kept.input.flush();
+            }
+        }
+    }
+
+    /// Removes a view: its dataflow is dropped and its arrangement freed.
+    pub fn remove(&mut self, worker: &mut Worker, id: u64) {
+        if let Some(Installed { kept: Some(kept), .. }) = self.installed.remove(&id) {
+            let Kept { input, trace, dataflow, .. } = kept;
+            drop((input, trace));
+            worker.drop_dataflow(dataflow);
+        }
+        self.tap.borrow_mut().on = self.installed.values().any(|v| v.kept.is_some());
+    }
+
+    /// Whether some maintained view is not complete through `time` yet.
+    pub fn behind(&self, time: Time) -> bool {
+        self.installed.values().filter_map(|v| v.kept.as_ref()).any(|k| k.probe.less_equal(&time))
+    }
+
+    /// Lets every maintained view's trace forget the distinctions between times before `time`.
+    pub fn compact_to(&mut self, time: Time) {
+        for kept in self.installed.values_mut().filter_map(|v| v.kept.as_mut()) {
+            if time > kept.since {
+                kept.trace.set_logical_compaction(AntichainRef::new(&[time]));
+            }
+        }
+    }
+}
+
+/// A transaction as a row of the `transactions` relation (its id is not known here: a
+/// created view's filter cannot read it).
+pub fn transaction_row(txn: &Txn) -> Vec<Value> {
+    vec![
+        Value::Null,
+        Value::Text(std::sync::Arc::clone(&txn.customer)),
+        Value::Numeric(i128::from(txn.cents)),
+        txn.category.as_ref().map_or(Value::Null, |c| Value::Text(std::sync::Arc::clone(c))),
+        txn.ts.map_or(Value::Null, Value::Timestamp),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Identity, Position, Update};
+    use crate::sql::plan::{plan, Plan};
+    use crate::sql::views::{body, ViewDef};
+
+    #[test]
+    fn a_view_created_early_holds_later_changes_at_their_times() {
+        let Plan::Select(select) = plan("SELECT count(*), sum(amount) FROM transactions").unwrap() else { panic!() };
+        let def = ViewDef { id: 9_001, name: "early".into(), sql: String::new(), body: body(&select).unwrap() };
+        let rows = timely::execute_directly(move |worker| {
+            let mut dataflow = crate::dataflow::Dataflow::build(worker, None);
+            dataflow.advance_to(1);
+            let frontier = dataflow.upsert_frontier().unwrap();
+            let versions = dataflow.latest.borrow();
+            let from = dataflow.created.install(worker, def, &versions, frontier);
+            drop(versions);
+            dataflow.advance_to(2);
+            dataflow.updates.send(Update {
+                identity: Identity::Id("t1".into()),
+                position: Position { source: 0, seq: 1 },
+                txn: Some(Txn { customer: "Ali".into(), cents: 500, ts: None, category: None }),
+            });
+            dataflow.advance_to(3);
+            while dataflow.probe.less_than(&3) || dataflow.created.behind(2) {
+                worker.step();
+                let upserted = dataflow.upsert_frontier();
+                dataflow.created.feed(upserted);
+            }
+            let view = dataflow.created.get_mut(9_001).unwrap();
+            let trace = &mut view.kept.as_mut().unwrap().trace;
+            let mut rows = vec![from];
+            for t in 0..3 {
+                let mut n = 0;
+                crate::serve::query::for_each_value_from(trace, None, t, |_, r| {
+                    n += r.count;
+                    std::ops::ControlFlow::Continue(())
+                });
+                rows.push(n as u64);
+            }
+            rows
+        });
+        assert_eq!(rows, vec![0, 0, 0, 1], "installed at 0; the transaction of time 2 counts from 2");
+    }
+}
