@@ -3,7 +3,8 @@
 //! This is deliberately a second, independent and simple implementation: a map of the latest
 //! version per identity, then sums over plain hash maps. It shares only the event rules
 //! ([`crate::event`]) with the dataflow, never its operators, so that comparing the two
-//! checks the dataflow's incremental maintenance.
+//! checks the dataflow's incremental maintenance. Views created at run time are recomputed
+//! the same way from their statements ([`Oracle::created_views`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,7 +13,10 @@ use crate::dataflow::stats::Stats;
 use crate::dataflow::Time;
 use crate::event::{Identity, Position, Reason, Txn, Update};
 use crate::filter::Filter;
-use crate::reading::Reading;
+use crate::reading::{CreatedRows, Reading};
+use crate::sql::expr::divide_rounded;
+use crate::sql::relation::Relation;
+use crate::sql::value::Value;
 
 /// What the oracle keys versions by. An `id` (or message key) names a transaction; a record
 /// without one is its own transaction, keyed here by its position in its source — not by
@@ -135,8 +139,159 @@ impl Oracle {
             offsets: self.offsets.iter().map(|(p, o)| (*p, *o)).collect(),
             workers: Vec::new(),
             rows: Vec::new(),
+            created_parts: Vec::new(),
+            created: Vec::new(),
         }
     }
+
+    /// The created views `views` (in creation order: a view over a view after its base),
+    /// recomputed from their statements over the live transactions and `reading` (the
+    /// oracle's own built-in views), with plain maps: each group's count, total, min and max
+    /// summed from scratch. Only the definitions' meaning is shared with the dataflow (the
+    /// plan of each statement: its filter, key, aggregates and columns), never its operators.
+    pub fn created_views(
+        &self,
+        views: &[CreatedRows],
+        reading: &Reading,
+        topic: &str,
+    ) -> Result<Vec<CreatedRows>, String> {
+        use crate::sql::plan::{plan_in, Plan};
+        use crate::sql::views::{next_id, register, Catalog, ViewBody, ViewDef};
+        let mut catalog = Catalog::default();
+        let mut computed: BTreeMap<String, Vec<Vec<Value>>> = BTreeMap::new();
+        let mut out = Vec::new();
+        for view in views {
+            let body = match plan_in(&view.definition, &catalog) {
+                Ok(Plan::CreateView { body, .. }) => body,
+                Ok(_) => return Err(format!("view {}: {:?} is not a CREATE VIEW", view.name, view.definition)),
+                Err(e) => return Err(format!("view {}: {}", view.name, e.message)),
+            };
+            let def = ViewDef { id: next_id(0), name: view.name.clone(), sql: view.definition.clone(), body };
+            register(&def);
+            let rows: Vec<Vec<Value>> = match &def.body {
+                ViewBody::Aggregate { filter, key, .. } => {
+                    let mut groups: BTreeMap<Value, CustomerRow> = BTreeMap::new();
+                    for (id, t) in self.live() {
+                        let row = vec![
+                            Value::Text(id.into()),
+                            Value::Text(t.customer.as_ref().into()),
+                            Value::Numeric(i128::from(t.cents)),
+                            t.category.as_deref().map_or(Value::Null, |c| Value::Text(c.into())),
+                            t.ts.map_or(Value::Null, Value::Timestamp),
+                        ];
+                        if filter.as_ref().is_some_and(|f| !f.accepts(&row)) {
+                            continue;
+                        }
+                        let group = groups.entry(key.of(&row)).or_insert(CustomerRow {
+                            total: 0,
+                            count: 0,
+                            min: t.cents,
+                            max: t.cents,
+                        });
+                        group.total += i128::from(t.cents);
+                        group.count += 1;
+                        group.min = group.min.min(t.cents);
+                        group.max = group.max.max(t.cents);
+                    }
+                    groups.iter().filter_map(|(k, g)| def.row(k, g)).collect()
+                }
+                ViewBody::Filter { base, filter, columns } => {
+                    let base_rows = match base {
+                        Relation::View(_) => computed.get(base.name()).cloned().unwrap_or_default(),
+                        builtin => builtin_rows(reading, *builtin, topic),
+                    };
+                    base_rows
+                        .into_iter()
+                        .filter(|row| filter.as_ref().is_none_or(|f| f.accepts(row)))
+                        .map(|row| columns.iter().map(|(_, i)| row[*i].clone()).collect())
+                        .collect()
+                }
+            };
+            out.push(CreatedRows {
+                name: def.name.clone(),
+                definition: def.sql.clone(),
+                columns: def.columns().into_iter().map(|(n, _)| n).collect(),
+                rows: rows.iter().map(|r| r.iter().map(Value::to_json).collect()).collect(),
+            });
+            computed.insert(def.name.clone(), rows);
+            catalog.add(def, 0).map_err(|e| e.to_string())?;
+        }
+        Ok(out)
+    }
+}
+
+/// A built-in view's rows as SQL shows them, from a reading.
+fn builtin_rows(reading: &Reading, relation: Relation, topic: &str) -> Vec<Vec<Value>> {
+    let avg = |cents: i128, count: i64| {
+        if count == 0 {
+            Value::Null
+        } else {
+            Value::Numeric(divide_rounded(cents, i128::from(count)))
+        }
+    };
+    let sums = |key: Value, s: &Stats| vec![key, Value::Numeric(s.cents), Value::Int(s.count), avg(s.cents, s.count)];
+    match relation {
+        Relation::Customers => reading
+            .customers
+            .iter()
+            .map(|(c, r)| {
+                vec![
+                    Value::Text(c.as_str().into()),
+                    Value::Numeric(r.total),
+                    Value::Int(r.count),
+                    Value::Numeric(i128::from(r.min)),
+                    Value::Numeric(i128::from(r.max)),
+                    avg(r.total, r.count),
+                ]
+            })
+            .collect(),
+        Relation::Categories => reading
+            .categories
+            .iter()
+            .map(|(c, s)| sums(c.as_deref().map_or(Value::Null, |c| Value::Text(c.into())), s))
+            .collect(),
+        Relation::Hourly => reading.hourly.iter().map(|(h, s)| sums(Value::Timestamp(h * 3600), s)).collect(),
+        Relation::Overall => vec![vec![
+            Value::Numeric(reading.overall.cents),
+            Value::Int(reading.overall.count),
+            Value::Int(reading.customer_count),
+            avg(reading.overall.cents, reading.overall.count),
+        ]],
+        Relation::DeadLetters => {
+            reading.dead_letters.iter().map(|(r, n)| vec![Value::Text(r.as_str().into()), Value::Int(*n)]).collect()
+        }
+        Relation::Offsets => reading
+            .offsets
+            .iter()
+            .map(|(p, o)| vec![Value::Text(topic.into()), Value::Int(i64::from(*p)), Value::Int(*o)])
+            .collect(),
+        Relation::Transactions | Relation::View(_) => Vec::new(),
+    }
+}
+
+/// The differences between the live created views and the recomputed ones, one line each.
+pub fn created_differences(live: &[CreatedRows], expected: &[CreatedRows]) -> Vec<String> {
+    let sorted = |rows: &[Vec<serde_json::Value>]| {
+        let mut rows: Vec<String> = rows.iter().map(|r| serde_json::Value::from(r.clone()).to_string()).collect();
+        rows.sort();
+        rows
+    };
+    let mut out = Vec::new();
+    for (l, e) in live.iter().zip(expected) {
+        let (l_rows, e_rows) = (sorted(&l.rows), sorted(&e.rows));
+        let only_live: Vec<&String> = l_rows.iter().filter(|r| !e_rows.contains(r)).collect();
+        let only_expected: Vec<&String> = e_rows.iter().filter(|r| !l_rows.contains(r)).collect();
+        for row in only_live {
+            out.push(format!("view {}: live row {row}, not recomputed", l.name));
+        }
+        for row in only_expected {
+            out.push(format!("view {}: recomputed row {row}, not live", l.name));
+        }
+        if l.columns != e.columns {
+            out.push(format!("view {}: live columns {:?}, recomputed {:?}", l.name, l.columns, e.columns));
+        }
+    }
+    out
 }
 
 fn add(stats: &mut Stats, cents: i64) {
@@ -209,5 +364,32 @@ mod tests {
         // The same record read again (same place) changes nothing.
         oracle.admit(1, [at("p.json:1", 1, "a", 100)], []);
         assert_eq!(oracle.reading(1, None, 10).overall, Stats { count: 2, cents: 300 });
+    }
+
+    #[test]
+    fn created_views_are_recomputed_from_their_statements_and_differences_found() {
+        let mut oracle = Oracle::new();
+        oracle.admit(0, [at("a", 1, "Ali", 12000), at("b", 2, "Ali", 20000), at("c", 3, "Sara", 5000)], []);
+        let view = |name: &str, sql: &str, rows: Vec<Vec<serde_json::Value>>| CreatedRows {
+            name: name.into(),
+            definition: sql.into(),
+            columns: Vec::new(),
+            rows,
+        };
+        let live = [
+            view(
+                "big",
+                "CREATE VIEW big AS SELECT customer, max(amount) AS m FROM transactions GROUP BY customer",
+                vec![vec!["Ali".into(), 200.into()], vec!["Sara".into(), 50.into()]],
+            ),
+            view("richer", "CREATE VIEW richer AS SELECT customer FROM big WHERE m > 100", vec![vec!["Sara".into()]]),
+        ];
+        let expected = oracle.created_views(&live, &oracle.reading(0, None, 10), "t").unwrap();
+        assert_eq!(expected[0].columns, ["customer", "m"]);
+        assert_eq!(expected[0].rows, live[0].rows);
+        assert_eq!(expected[1].rows, vec![vec![serde_json::Value::from("Ali")]]);
+        let found = created_differences(&live, &expected);
+        assert!(found.iter().any(|d| d.contains("view richer: live row [\"Sara\"]")), "{found:?}");
+        assert!(found.iter().any(|d| d.contains("view richer: recomputed row [\"Ali\"]")), "{found:?}");
     }
 }

@@ -187,6 +187,8 @@ pub fn write_views(dir: &Path, reading: &Reading, filter: Option<&Filter>) -> st
         vec![o.hour.clone(), o.sum.total.to_string(), o.sum.count.to_string()]
     })?);
 
+    written.extend(write_created(&dir.join("created"), &reading.created)?);
+
     let overall = [OverallOut::new(reading)];
     written.extend(write_pair(dir, "overall", &["total", "count", "customers", "dead_letters"], &overall, |o| {
         vec![
@@ -196,6 +198,39 @@ pub fn write_views(dir: &Path, reading: &Reading, filter: Option<&Filter>) -> st
             o.dead_letters.values().sum::<i64>().to_string(),
         ]
     })?);
+    Ok(written)
+}
+
+/// Writes each created view into `dir` as `<name>.jsonl` (one object per row) and
+/// `<name>.csv`, and removes the files of views dropped since.
+fn write_created(dir: &Path, views: &[crate::reading::CreatedRows]) -> std::io::Result<Vec<String>> {
+    if views.is_empty() && !dir.exists() {
+        return Ok(Vec::new());
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for view in views {
+        let objects: Vec<serde_json::Map<String, serde_json::Value>> =
+            view.rows.iter().map(|row| view.columns.iter().cloned().zip(row.iter().cloned()).collect()).collect();
+        let header: Vec<&str> = view.columns.iter().map(String::as_str).collect();
+        written.extend(write_pair(dir, &view.name, &header, &objects, |row| {
+            view.columns
+                .iter()
+                .map(|c| match row.get(c) {
+                    None | Some(serde_json::Value::Null) => String::new(),
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                })
+                .collect()
+        })?);
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        if !views.iter().any(|v| v.name == stem) {
+            std::fs::remove_file(&path)?;
+        }
+    }
     Ok(written)
 }
 

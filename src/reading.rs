@@ -44,6 +44,24 @@ pub struct Reading {
     pub workers: Vec<WorkerProgress>,
     /// A query's rows (in `Query` reads): the relation's rows, or partial groups.
     pub rows: Vec<Vec<crate::sql::value::Value>>,
+    /// Each created view's part (in `Everything` reads, in the order the scope lists them):
+    /// rows or partial groups, as `rows` for a query.
+    pub created_parts: Vec<Vec<Vec<crate::sql::value::Value>>>,
+    /// The created views, once the parts are finished (see [`crate::serve::Serving::read_all`]).
+    pub created: Vec<CreatedRows>,
+}
+
+/// A view created at run time, as a reading of every view shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedRows {
+    /// Its name.
+    pub name: String,
+    /// The statement that created it.
+    pub definition: String,
+    /// Its columns' names.
+    pub columns: Vec<String>,
+    /// Its rows, each value as JSON (exact numbers; timestamps as RFC 3339 text).
+    pub rows: Vec<Vec<serde_json::Value>>,
 }
 
 /// A worker, its process, and the Kafka partitions it reads.
@@ -84,6 +102,9 @@ pub enum ReadScope {
     Everything {
         /// How many customers the `top` view shows.
         top_k: usize,
+        /// What each worker reads of each created view (`SELECT *`, planned by the serving
+        /// layer from its catalog).
+        created: Vec<crate::sql::plan::Scan>,
     },
     /// Only the time and the offsets (cheap).
     Offsets,
@@ -132,7 +153,7 @@ impl Reading {
     /// Merges the workers' shares of a scoped read.
     pub fn merge_scope(parts: impl IntoIterator<Item = Reading>, scope: &ReadScope) -> Reading {
         let top_k = match scope {
-            ReadScope::Everything { top_k } => *top_k,
+            ReadScope::Everything { top_k, .. } => *top_k,
             ReadScope::Top { k } => *k,
             _ => 0,
         };
@@ -171,6 +192,10 @@ impl Reading {
             all.offsets.extend(part.offsets);
             all.workers.extend(part.workers);
             all.rows.extend(part.rows);
+            all.created_parts.resize_with(part.created_parts.len().max(all.created_parts.len()), Vec::new);
+            for (all, part) in all.created_parts.iter_mut().zip(part.created_parts) {
+                all.extend(part);
+            }
         }
         all.workers.sort_by_key(|w| w.worker);
         all.customers.sort();

@@ -41,6 +41,8 @@ pub struct Verification {
     pub history_records: u64,
     /// Kafka messages re-read.
     pub messages: u64,
+    /// Views created at run time, compared too.
+    pub created_views: usize,
     /// The differences between the live views and the recomputation; empty when equal.
     pub differences: Vec<String>,
 }
@@ -49,8 +51,12 @@ impl Verification {
     /// What was found, for people: one line when equal, else one line per difference.
     pub fn report(&self) -> String {
         if self.differences.is_empty() {
+            let created = match self.created_views {
+                0 => String::new(),
+                n => format!(" ({n} created at run time among them)"),
+            };
             return format!(
-                "verify: every view equals a from-scratch recomputation over {} history records and {} Kafka messages\n",
+                "verify: every view{created} equals a from-scratch recomputation over {} history records and {} Kafka messages\n",
                 self.history_records, self.messages
             );
         }
@@ -146,7 +152,12 @@ pub fn verify(settings: &Settings, live: &Reading, top_k: usize) -> anyhow::Resu
         oracle.set_offset(*p, *o);
     }
     let expected = oracle.reading(live.time, settings.event_filter()?.as_ref(), top_k);
-    Ok(Verification { history_records, messages, differences: differences(live, &expected) })
+    let mut found = differences(live, &expected);
+    let created = oracle
+        .created_views(&live.created, &expected, &settings.kafka.topic)
+        .map_err(|e| anyhow::anyhow!("cannot recompute the created views: {e}"))?;
+    found.extend(crate::oracle::created_differences(&live.created, &created));
+    Ok(Verification { history_records, messages, created_views: live.created.len(), differences: found })
 }
 
 /// Reads the live views of a running `lambda run` from its HTTP API (`base`, e.g.
@@ -213,7 +224,13 @@ pub fn reading_from_views(json: &serde_json::Value, topic: &str) -> anyhow::Resu
         dead_letters.push((reason, n.as_i64().with_context(|| format!("count of {name} is not a number"))?));
     }
     dead_letters.sort();
+    let created = match json.get("created") {
+        Some(created) => serde_json::from_value(created.clone()).context("\"created\" is not a list of views")?,
+        None => Vec::new(),
+    };
     Ok(Reading {
+        created,
+        created_parts: Vec::new(),
         time,
         customers: rows(json, "customers")?
             .iter()
@@ -278,6 +295,13 @@ mod tests {
             offsets: vec![(0, 12), (1, 0), (2, 7)],
             workers: Vec::new(),
             rows: Vec::new(),
+            created_parts: Vec::new(),
+            created: vec![crate::reading::CreatedRows {
+                name: "big".into(),
+                definition: "CREATE VIEW big AS SELECT * FROM customers WHERE total > 100".into(),
+                columns: vec!["customer".into(), "total".into()],
+                rows: vec![vec!["Ali".into(), serde_json::from_str("400.00").unwrap()]],
+            }],
         };
         let json = views_json(&reading, "real-time-orders");
         let mut expected = reading.clone();

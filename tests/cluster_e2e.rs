@@ -10,12 +10,23 @@ use common::live::*;
 use common::temp_dir;
 use rdkafka::producer::Producer;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Starts `lambda run` as two processes of two workers on 127.0.0.1, each in its own
 /// directory under `dir`.
+/// `POST /v1/sql` of `statement` to `run`: the JSON answer.
+fn sql(run: &Run, statement: &str) -> serde_json::Value {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut response = agent.post(format!("http://{}/v1/sql", run.http)).send(statement).unwrap();
+    serde_json::from_str::<serde_json::Value>(&response.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+/// A created view over the cluster answers what the same ad-hoc query answers.
+fn assert_view_exact(run: &Run, when: &str) {
+    let view = sql(run, "SELECT * FROM per_customer ORDER BY 1");
+    let adhoc = sql(run, "SELECT customer, count(*), max(amount) FROM transactions GROUP BY customer ORDER BY 1");
+    assert!(view["rows"].as_array().is_some_and(|r| !r.is_empty()), "{when}: {view}");
+    assert_eq!(view["rows"], adhoc["rows"], "{when}");
+}
+
 fn start_cluster(broker: &TestBroker, history: &std::path::Path, dir: &std::path::Path, hosts: &str) -> Vec<Run> {
     start_cluster_with(broker, history, dir, hosts, |_| Vec::new())
 }
@@ -78,11 +89,6 @@ fn two_processes_of_two_workers_answer_like_one_process_and_the_recomputation() 
     }
 
     // SQL over the cluster: every worker of both processes scans its share at one time.
-    let sql = |run: &Run, statement: &str| {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let mut response = agent.post(format!("http://{}/v1/sql", run.http)).send(statement).unwrap();
-        serde_json::from_str::<serde_json::Value>(&response.body_mut().read_to_string().unwrap()).unwrap()
-    };
     for statement in [
         "SELECT customer, count(*), sum(amount), min(amount), max(amount) FROM transactions GROUP BY customer ORDER BY customer",
         "SELECT * FROM customers ORDER BY customer",
@@ -223,16 +229,28 @@ fn a_cluster_with_snapshots_resumes_after_a_crash_and_a_stop() {
     let hosts = hostfile.display().to_string();
     let producer = producer(&broker.address());
     let expected = |sent: &[Sent]| expected_reading(&history_lines, "", sent, 10);
-    let exact = |run: &mut Run, sent: &[Sent], when: &str| {
+    let exact = |run: &mut Run, sent: &[Sent], when: &str, with_view: bool| {
         let mut live = run.views_at(&end_offsets(sent));
         live.time = 1;
+        let created: Vec<String> = std::mem::take(&mut live.created).into_iter().map(|v| v.name).collect();
         assert_eq!(live, expected(sent), "{when}");
+        assert_eq!(created, if with_view { vec!["per_customer"] } else { vec![] }, "{when}");
+        if with_view {
+            assert_view_exact(run, when);
+        }
     };
 
     let mut cluster = start_cluster_with_state(&broker, &history_path, &dir, &hosts);
     send_all(&producer, first_half);
     producer.flush(Duration::from_secs(10)).unwrap();
-    exact(&mut cluster[0], first_half, "before the crash");
+    exact(&mut cluster[0], first_half, "before the crash", false);
+    // A view created on process 0 is installed on every worker of both processes, and kept.
+    let created = sql(
+        &cluster[0],
+        "CREATE VIEW per_customer AS SELECT customer, count(*) AS n, max(amount) AS top FROM transactions GROUP BY customer",
+    );
+    assert!(created.get("error").is_none(), "{created}");
+    exact(&mut cluster[0], first_half, "with a created view", true);
     std::thread::sleep(Duration::from_millis(200)); // a few snapshots
     let _ = cluster[1].child.kill(); // SIGKILL: process 0 stops on its own
     let _ = cluster[1].child.wait();
@@ -240,10 +258,10 @@ fn a_cluster_with_snapshots_resumes_after_a_crash_and_a_stop() {
     drop(cluster);
 
     let mut cluster = start_cluster_with_state(&broker, &history_path, &dir, &hosts);
-    exact(&mut cluster[0], first_half, "resumed after the crash");
+    exact(&mut cluster[0], first_half, "resumed after the crash", true);
     send_all(&producer, second_half);
     producer.flush(Duration::from_secs(10)).unwrap();
-    exact(&mut cluster[0], &messages, "after the rest of the stream");
+    exact(&mut cluster[0], &messages, "after the rest of the stream", true);
     let mut cluster = cluster.into_iter();
     let (first, second) = (cluster.next().unwrap(), cluster.next().unwrap());
     let log = first.stop(); // a clean stop takes a last snapshot
@@ -252,6 +270,6 @@ fn a_cluster_with_snapshots_resumes_after_a_crash_and_a_stop() {
     assert!(log.contains("snapshot written"), "{log}");
 
     let mut cluster = start_cluster_with_state(&broker, &history_path, &dir, &hosts);
-    exact(&mut cluster[0], &messages, "resumed after a clean stop");
+    exact(&mut cluster[0], &messages, "resumed after a clean stop", true);
     assert!(!dir.join("p1/state").exists() || atelier_lambda::state::list(&dir.join("p1/state")).unwrap().is_empty());
 }

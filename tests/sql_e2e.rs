@@ -5,33 +5,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::live::*;
 use common::temp_dir;
 use rdkafka::producer::Producer;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// `psql` with `-c statement` for each statement, unaligned, tuples only: its stdout, stderr
-/// and whether it succeeded.
-fn psql(port: u16, statements: &[&str]) -> (String, String, bool) {
-    let mut command = Command::new("psql");
-    command.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "lambda", "-d", "lambda", "-X", "-A", "-t"]);
-    command.args(["-v", "ON_ERROR_STOP=0"]);
-    for s in statements {
-        command.args(["-c", s]);
-    }
-    let out = command.stdin(Stdio::null()).output().expect("psql is installed (./test installs it)");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.success(),
-    )
-}
 
 fn post_sql(address: &str, statement: &str) -> (u16, serde_json::Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();

@@ -47,7 +47,7 @@ enum ToWriter {
     /// A shard of another process, encoded.
     Encoded(EncodedShard),
     /// A worker's share of the Totals read at `T` (offsets and dead-letter counts).
-    Totals(Part),
+    Totals(Box<Part>),
 }
 
 /// A process's side of the snapshots.
@@ -140,7 +140,7 @@ impl Snapshots {
     pub fn totals_reply(&self) -> Reply {
         let writer = self.to_writer.clone().expect("worker 0's process writes the snapshots");
         Reply::Call(Arc::new(move |part| {
-            let _ = writer.send(ToWriter::Totals(part));
+            let _ = writer.send(ToWriter::Totals(Box::new(part)));
         }))
     }
 
@@ -213,12 +213,14 @@ impl Writer {
                     gathering.entry(time).or_default().shards.insert(shard.worker, ShardData::Encoded(shard));
                     time
                 }
-                ToWriter::Totals(Ok(reading)) => {
+                ToWriter::Totals(part) if part.is_ok() => {
+                    let reading = (*part).expect("matched as Ok");
                     let time = reading.time;
                     gathering.entry(time).or_default().totals.push(reading);
                     time
                 }
-                ToWriter::Totals(Err(error)) => {
+                ToWriter::Totals(part) => {
+                    let error = part.expect_err("the Ok case is matched above");
                     // Which snapshot it was is not known; the oldest one gathering is waiting.
                     tracing::error!(%error, "a worker could not read its totals for a snapshot");
                     let Some(mut oldest) = gathering.first_entry() else { continue };

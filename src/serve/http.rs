@@ -7,7 +7,9 @@
 //! | `GET /v1/top?k=` | the `k` largest totals, ties by name |
 //! | `GET /v1/categories` | totals by category |
 //! | `GET /v1/hourly?from=&to=` | totals by UTC hour of event time, within the bounds |
-//! | `GET /v1/views?k=` | every view at one time: customers, top `k`, categories, hourly, overall |
+//! | `GET /v1/views?k=` | every view at one time: customers, top `k`, categories, hourly, overall, and the created views (`created`: name, definition, columns, rows) |
+//! | `GET /v1/views/{name}` | one view, built-in or created: `{"view", "columns", "rows": [{column: value}], "as_of"}`; 404 when unknown |
+//! | `GET /v1/views/{name}/{key}` | the row of one key of it (customer, category, hour `2025-01-01T13:00:00Z`, a created view's group key): `{"view", "row", "as_of"}`; 404 when absent |
 //! | `GET /v1/status` | totals, customers, dead letters by reason, records read, lag per partition, processes, and each worker's process and partitions |
 //! | `GET /metrics` | Prometheus text (see [`crate::serve::metrics`]) |
 //! | `POST /v1/sql` | the statement in the body → `{"columns", "rows", "as_of"}`; errors 400 `{"error", "code"}` |
@@ -74,6 +76,8 @@ pub fn router(serving: Serving, topic: String, limits: crate::sql::Limits) -> Ro
         .route("/v1/categories", get(categories))
         .route("/v1/hourly", get(hourly))
         .route("/v1/views", get(views))
+        .route("/v1/views/{name}", get(view))
+        .route("/v1/views/{name}/{key}", get(view_key))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .route("/v1/sql", axum::routing::post(sql_statement))
@@ -129,13 +133,15 @@ pub fn start(settings: &crate::config::Settings, serving: &Serving) -> anyhow::R
 }
 
 async fn read(api: &Arc<Api>, scope: ReadScope) -> Result<Reading, ApiError> {
-    api.serving.read_async(scope, READ_TIMEOUT).await.map_err(|error| {
-        let status = match error {
-            ReadError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        ApiError(status, error.to_string())
-    })
+    api.serving.read_async(scope, READ_TIMEOUT).await.map_err(read_error)
+}
+
+fn read_error(error: ReadError) -> ApiError {
+    let status = match error {
+        ReadError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError(status, error.to_string())
 }
 
 fn number(params: &HashMap<String, String>, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
@@ -209,6 +215,7 @@ pub fn views_json(reading: &Reading, topic: &str) -> Value {
         "overall": { "total": overall.total, "count": overall.count },
         "customer_count": reading.customer_count,
         "dead_letters": dead_letters_json(reading),
+        "created": reading.created,
         "as_of": as_of(reading, topic),
     })
 }
@@ -218,7 +225,7 @@ const MAX_TOP_OF_VIEWS: usize = 10_000_000;
 
 async fn views(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String, String>>) -> Answer {
     let top_k = number(&params, "k", 10, MAX_TOP_OF_VIEWS)?;
-    let reading = read(&api, ReadScope::Everything { top_k }).await?;
+    let reading = api.serving.read_all_async(top_k, READ_TIMEOUT).await.map_err(read_error)?;
     Ok(Json(views_json(&reading, &api.topic)))
 }
 
@@ -321,6 +328,50 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
     }
 }
 
+async fn view(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Answer {
+    let (answer, rows) = view_rows(&api, &name, None).await?;
+    let columns: Vec<&str> = answer.columns.iter().map(|c| c.name.as_str()).collect();
+    Ok(Json(json!({ "view": name, "columns": columns, "rows": rows, "as_of": answer_as_of(&api, &answer) })))
+}
+
+async fn view_key(State(api): State<Arc<Api>>, Path((name, key)): Path<(String, String)>) -> Answer {
+    let (answer, rows) = view_rows(&api, &name, Some(&key)).await?;
+    let Some(row) = rows.into_iter().next() else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("view {name:?} has no row for {key:?}")));
+    };
+    Ok(Json(json!({ "view": name, "row": row, "as_of": answer_as_of(&api, &answer) })))
+}
+
+/// Reads a view through the SQL engine (one way to read any view), its rows as JSON objects.
+async fn view_rows(
+    api: &Arc<Api>,
+    name: &str,
+    key: Option<&str>,
+) -> Result<(crate::sql::Answer, Vec<serde_json::Map<String, Value>>), ApiError> {
+    let sql_error = |error: crate::sql::SqlError| {
+        let status = match error.code {
+            "42P01" | "42704" => StatusCode::NOT_FOUND,
+            "57014" => StatusCode::GATEWAY_TIMEOUT,
+            // A key that is not a value of the key's type.
+            code if code.starts_with("22") || code.starts_with("42") => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, error.message)
+    };
+    let statement = api.sql.view_statement(name, key).map_err(sql_error)?;
+    let answer = api.sql.execute_async(&statement).await.map_err(sql_error)?;
+    let rows = answer
+        .rows
+        .iter()
+        .map(|row| answer.columns.iter().zip(row).map(|(c, v)| (c.name.clone(), v.to_json())).collect())
+        .collect();
+    Ok((answer, rows))
+}
+
+fn answer_as_of(api: &Api, answer: &crate::sql::Answer) -> Value {
+    answer.reading.as_ref().map_or(Value::Null, |reading| as_of(reading, &api.topic))
+}
+
 /// `POST /v1/sql`: one statement, as the body.
 async fn sql_statement(State(api): State<Arc<Api>>, body: String) -> Response {
     match api.sql.execute_async(&body).await {
@@ -345,6 +396,20 @@ async fn sql_statement(State(api): State<Arc<Api>>, body: String) -> Response {
 }
 
 async fn metrics(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
+    let names: Vec<String> = {
+        let catalog = api.serving.catalog().lock().unwrap_or_else(|p| p.into_inner());
+        catalog.all().map(|(d, _)| d.name.clone()).collect()
+    };
+    let mut rows = Vec::with_capacity(names.len());
+    for name in names {
+        // A view dropped meanwhile is simply left out.
+        if let Ok(answer) = api.sql.execute_async(&format!("SELECT count(*) FROM \"{name}\"")).await {
+            if let Some(crate::sql::value::Value::Int(n)) = answer.rows.first().and_then(|r| r.first()) {
+                rows.push((name, *n));
+            }
+        }
+    }
+    api.serving.metrics().set_view_rows(&rows);
     let reading = read(&api, ReadScope::Totals).await?;
     let text = api.serving.metrics().render(&reading, &api.topic);
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())

@@ -4,7 +4,8 @@
 //!
 //! - **read from the views** at one logical time when scraped (like any other answer):
 //!   `lambda_transactions`, `lambda_customers`, `lambda_dead_letters{reason}`,
-//!   `lambda_next_offset{partition}`, `lambda_logical_time_ms`;
+//!   `lambda_next_offset{partition}`, `lambda_logical_time_ms`, and each created view's
+//!   `lambda_view_rows{view}` (counted with SQL when scraped);
 //! - **reported by every worker** with that read: `lambda_high_watermark{partition}` and
 //!   `lambda_consumer_lag{partition}` (the high watermark less the next offset the views
 //!   reflect);
@@ -74,6 +75,7 @@ pub struct Metrics {
     next_offset: Family<Labels, Gauge>,
     high_watermark: Family<Labels, Gauge>,
     lag: Family<Labels, Gauge>,
+    view_rows: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -120,7 +122,10 @@ impl Metrics {
             "Messages removed from the topic (retention, eviction) before they could be read, by partition",
             skipped.clone(),
         );
+        let view_rows = Family::default();
+        registry.register("view_rows", "Rows in each view created at run time (CREATE VIEW)", view_rows.clone());
         Metrics {
+            view_rows,
             registry,
             kafka_state: std::sync::Mutex::default(),
             kafka_reachable,
@@ -160,6 +165,14 @@ impl Metrics {
     /// Records how long answering `route` took.
     pub fn observe_query(&self, route: &str, seconds: f64) {
         self.query_seconds.get_or_create(&vec![("route", route.to_owned())]).observe(seconds);
+    }
+
+    /// Notes how many rows each created view holds (and forgets dropped ones).
+    pub fn set_view_rows(&self, views: &[(String, i64)]) {
+        self.view_rows.clear();
+        for (name, rows) in views {
+            self.view_rows.get_or_create(&vec![("view", name.clone())]).set(*rows);
+        }
     }
 
     /// The text exposition, with the view numbers taken from `reading`.

@@ -34,12 +34,21 @@ pub fn read(
         let rows = crate::sql::scan::run(dataflow, time, scan, topic, (worker, workers), limits)?;
         return Ok(Reading { rows, ..read_offsets(&mut dataflow.views, time) });
     }
-    Ok(read_scope(&mut dataflow.views, time, scope))
+    let mut reading = read_scope(&mut dataflow.views, time, scope);
+    if let ReadScope::Everything { created, .. } = scope {
+        // Whole views, written out or compared by `verify`: no row limit beyond memory.
+        let limits = crate::sql::scan::WorkerLimits { max_rows: usize::MAX, budget_ms: u64::MAX };
+        for scan in created {
+            let rows = crate::sql::scan::run(dataflow, time, scan, "", (worker, workers), limits)?;
+            reading.created_parts.push(rows);
+        }
+    }
+    Ok(reading)
 }
 
 /// Reads this worker's share of what `scope` covers, as of `time`.
 fn read_scope(views: &mut ViewTraces, time: Time, scope: &ReadScope) -> Reading {
-    if let ReadScope::Everything { top_k } = scope {
+    if let ReadScope::Everything { top_k, .. } = scope {
         return read_everything(views, time, *top_k);
     }
     let offsets = read_offsets(views, time);

@@ -109,7 +109,7 @@ pub fn answer(serving: &Serving, settings: &Settings, command: &PromptCommand) -
     let topic = settings.kafka.topic.as_str();
     let read = |scope| serving.read(scope, READ_TIMEOUT);
     let reading = match command {
-        PromptCommand::Verify => read(ReadScope::Everything { top_k: 10 }),
+        PromptCommand::Verify => serving.read_all(10, READ_TIMEOUT),
         PromptCommand::Get(name) => read(ReadScope::Customer(name.clone())),
         PromptCommand::Top(k) => read(ReadScope::Top { k: *k }),
         PromptCommand::Categories | PromptCommand::Hourly(..) | PromptCommand::Stats => read(ReadScope::Totals),

@@ -21,8 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataflow::views::Unreadable;
 use crate::dataflow::Time;
-use crate::reading::{ReadScope, Reading};
+use crate::reading::{CreatedRows, ReadScope, Reading};
 use crate::serve::metrics::Metrics;
+use crate::sql::plan::Select;
+use crate::sql::views::ViewDef;
 
 /// Why a read has no answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -201,9 +203,37 @@ impl Serving {
         &self.catalog
     }
 
-    /// Every view at the latest time all of them are complete through.
+    /// Every view, the created ones included, at the latest time all of them are complete
+    /// through.
     pub fn read_all(&self, top_k: usize, timeout: Duration) -> Result<Reading, ReadError> {
-        self.read(ReadScope::Everything { top_k }, timeout)
+        let (scope, selects) = self.everything(top_k);
+        let reading = self.read(scope, timeout)?;
+        Ok(finish_created(reading, &selects))
+    }
+
+    /// [`Serving::read_all`], from an async task.
+    pub async fn read_all_async(&self, top_k: usize, timeout: Duration) -> Result<Reading, ReadError> {
+        let (scope, selects) = self.everything(top_k);
+        let reading = self.read_async(scope, timeout).await?;
+        Ok(finish_created(reading, &selects))
+    }
+
+    /// The scope of a read of every view, and `SELECT *` of each created view (with its
+    /// definition) to finish their parts with.
+    fn everything(&self, top_k: usize) -> (ReadScope, Vec<(ViewDef, Select)>) {
+        let catalog = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+        let selects: Vec<(ViewDef, Select)> = catalog
+            .all()
+            .filter_map(|(def, _)| {
+                let statement = format!("SELECT * FROM \"{}\"", def.name);
+                match crate::sql::plan::plan_in(&statement, &catalog) {
+                    Ok(crate::sql::plan::Plan::Select(select)) => Some((def.clone(), *select)),
+                    _ => None,
+                }
+            })
+            .collect();
+        let created = selects.iter().map(|(_, s)| s.scan.clone()).collect();
+        (ReadScope::Everything { top_k, created }, selects)
     }
 
     /// Reads what `scope` covers at the latest complete time.
@@ -290,4 +320,21 @@ impl Serving {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
+}
+
+/// Finishes each created view's parts (merged from the workers) into its rows.
+fn finish_created(mut reading: Reading, selects: &[(ViewDef, Select)]) -> Reading {
+    let parts = std::mem::take(&mut reading.created_parts);
+    let limits = crate::sql::Limits { max_rows: usize::MAX, timeout: Duration::MAX };
+    for ((def, select), parts) in selects.iter().zip(parts) {
+        // Without a row limit, finishing cannot fail.
+        let Ok((columns, rows)) = crate::sql::finish(select, parts, limits) else { continue };
+        reading.created.push(CreatedRows {
+            name: def.name.clone(),
+            definition: def.sql.clone(),
+            columns: columns.into_iter().map(|c| c.name).collect(),
+            rows: rows.iter().map(|r| r.iter().map(crate::sql::value::Value::to_json).collect()).collect(),
+        });
+    }
+    reading
 }

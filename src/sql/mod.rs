@@ -206,6 +206,29 @@ impl Engine {
         }
     }
 
+    /// The statement that reads view `name` (built-in or created), or the row of one `key`
+    /// of it: what `GET /v1/views/{name}[/{key}]` answers. 42P01 for an unknown view; 42704
+    /// for a key of a view that has none.
+    pub fn view_statement(&self, name: &str, key: Option<&str>) -> Result<String, SqlError> {
+        let unknown = || SqlError::new("42P01", format!("view \"{name}\" does not exist"));
+        let relation = match Relation::named(name) {
+            Some(Relation::Transactions) => return Err(unknown()),
+            Some(relation) => relation,
+            None => self.catalog().get(name).map(|def| Relation::View(def.id)).ok_or_else(unknown)?,
+        };
+        let name = relation.name();
+        let Some(key) = key else { return Ok(format!("SELECT * FROM \"{name}\"")) };
+        let column = match relation {
+            Relation::Categories | Relation::Hourly | Relation::DeadLetters => Some(0),
+            other => other.key(),
+        };
+        let column = column
+            .and_then(|c| relation.columns().get(c))
+            .ok_or_else(|| SqlError::new("42704", format!("view \"{name}\" has no key to look up")))?;
+        let literal = key.replace('\'', "''");
+        Ok(format!("SELECT * FROM \"{name}\" WHERE \"{}\" = '{literal}'", column.0))
+    }
+
     /// The columns a statement answers with, without reading (for a protocol's describe).
     pub fn columns(&self, text: &str) -> Result<Vec<Column>, SqlError> {
         Ok(match self.plan(text)? {

@@ -325,8 +325,9 @@ fn view_rows(
     let def = view.def.clone();
     match (&def.body, view.kept.as_mut()) {
         (ViewBody::Filter { base, filter, columns }, _) => {
-            let base_scan =
-                Scan { relation: *base, seek: Seek::Scan, filter: None, group: None, keep: None, needed: None };
+            // The view shows its base's key values unchanged: a seek on one is a seek on the other.
+            let seek = if def.key_column().is_some() { scan.seek.clone() } else { Seek::Scan };
+            let base_scan = Scan { relation: *base, seek, filter: None, group: None, keep: None, needed: None };
             let mut projected = Vec::with_capacity(columns.len());
             relation_rows(sources, time, &base_scan, topic, at, &mut |row| {
                 if filter.as_ref().is_some_and(|f| !f.accepts(row)) {

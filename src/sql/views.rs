@@ -132,11 +132,17 @@ impl ViewDef {
         }
     }
 
-    /// The column a read can seek on: the group key, when it is shown first.
+    /// The column a read can seek on: the group key, when it is shown first; for a view over
+    /// a view, its base's key column.
     pub fn key_column(&self) -> Option<usize> {
         match &self.body {
             ViewBody::Aggregate { key, columns, .. } if *key != ViewKey::Nothing => {
                 (columns.first().map(|(_, i)| *i) == Some(0)).then_some(0)
+            }
+            // A view over a view's rows keeps its base's key, where it shows it.
+            ViewBody::Filter { base, columns, .. } => {
+                let key = base.key()?;
+                columns.iter().position(|(_, i)| *i == key)
             }
             _ => None,
         }
@@ -181,6 +187,13 @@ pub fn body(select: &Select) -> Result<ViewBody, SqlError> {
         })
         .collect();
     let columns = columns?;
+    if let Some((name, _)) = columns
+        .iter()
+        .enumerate()
+        .find_map(|(i, (n, _))| columns[..i].iter().find(|(m, _)| m.eq_ignore_ascii_case(n)).map(|c| (c.0.clone(), i)))
+    {
+        return Err(SqlError::new("42701", format!("column \"{name}\" specified more than once (name it with AS)")));
+    }
     match (&scan.group, scan.relation) {
         (None, Relation::Transactions) => {
             unsupported("a view of single transactions (group them, or query transactions)")
@@ -243,16 +256,21 @@ static SCHEMAS: RwLock<BTreeMap<u64, &'static Schema>> = RwLock::new(BTreeMap::n
 
 /// Registers `def`'s schema for [`Relation::View`] (once per id in this process).
 pub fn register(def: &ViewDef) {
+    if schema(def.id).is_some() {
+        return;
+    }
+    // Before taking the lock: a view over a view reads its base's schema.
+    let (columns, key) = (def.columns(), def.key_column());
     let mut schemas = SCHEMAS.write().unwrap_or_else(|p| p.into_inner());
     if schemas.contains_key(&def.id) {
         return;
     }
     let columns: Vec<(&'static str, Type)> =
-        def.columns().into_iter().map(|(n, t)| (&*Box::leak(n.into_boxed_str()), t)).collect();
+        columns.into_iter().map(|(n, t)| (&*Box::leak(n.into_boxed_str()), t)).collect();
     let schema = Schema {
         name: Box::leak(def.name.clone().into_boxed_str()),
         columns: Box::leak(columns.into_boxed_slice()),
-        key: def.key_column(),
+        key,
     };
     schemas.insert(def.id, Box::leak(Box::new(schema)));
 }
@@ -287,9 +305,26 @@ impl Catalog {
         let mut catalog = Catalog { views: BTreeMap::new(), file: file.clone() };
         if let Some(file) = file.filter(|f| f.exists()) {
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let defs: Vec<ViewDef> =
+            let mut defs: Vec<ViewDef> =
                 serde_json::from_str(&text).with_context(|| format!("{} is not a list of views", file.display()))?;
-            for def in defs {
+            // In creation order: a view over a view comes after its base.
+            defs.sort_by_key(|d| d.id);
+            for mut def in defs {
+                // The body is planned again from the statement, over the views restored so
+                // far: a damaged or hand-edited file is an error naming the view, never a
+                // body that reads columns that are not there.
+                def.body = match super::plan::plan_in(&def.sql, &catalog) {
+                    Ok(super::plan::Plan::CreateView { body, name, .. }) if name == def.name => body,
+                    Ok(_) => {
+                        anyhow::bail!("{}: the statement of view {:?} does not create it", file.display(), def.name)
+                    }
+                    Err(e) => {
+                        anyhow::bail!("{}: view {:?} cannot be restored: {}", file.display(), def.name, e.message)
+                    }
+                };
+                if catalog.get(&def.name).is_some() || catalog.views.values().any(|(d, _)| d.id == def.id) {
+                    anyhow::bail!("{}: view {:?} is defined twice", file.display(), def.name);
+                }
                 register(&def);
                 next_id(def.id);
                 catalog.views.insert(def.name.clone(), (def, 0));
@@ -303,9 +338,12 @@ impl Catalog {
         self.views.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, (d, _))| d)
     }
 
-    /// Every view, with the time it answers from (0 when not known yet).
+    /// Every view, with the time it answers from (0 when not known yet), in creation order
+    /// (a view over a view after its base).
     pub fn all(&self) -> impl Iterator<Item = (&ViewDef, u64)> {
-        self.views.values().map(|(d, t)| (d, *t))
+        let mut all: Vec<(&ViewDef, u64)> = self.views.values().map(|(d, t)| (d, *t)).collect();
+        all.sort_by_key(|(d, _)| d.id);
+        all.into_iter()
     }
 
     /// Adds a view, created at `time`, and writes the definitions down.
@@ -342,7 +380,7 @@ impl Catalog {
     fn save(&self) -> anyhow::Result<()> {
         use anyhow::Context;
         let Some(file) = &self.file else { return Ok(()) };
-        let defs: Vec<&ViewDef> = self.views.values().map(|(d, _)| d).collect();
+        let defs: Vec<&ViewDef> = self.all().map(|(d, _)| d).collect();
         let temporary = file.with_extension("json.tmp");
         std::fs::write(&temporary, serde_json::to_vec_pretty(&defs).expect("views serialize"))
             .and_then(|()| std::fs::File::open(&temporary)?.sync_all())

@@ -395,3 +395,25 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `psql` with `-c statement` for each statement, unaligned, tuples only: its stdout, stderr
+/// and whether it succeeded.
+pub fn psql(port: u16, statements: &[&str]) -> (String, String, bool) {
+    let mut command = Command::new("psql");
+    command.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "lambda", "-d", "lambda", "-X", "-A", "-t"]);
+    command.args(["-v", "ON_ERROR_STOP=0"]);
+    for s in statements {
+        command.args(["-c", s]);
+    }
+    let out = command.stdin(Stdio::null()).output().expect("psql is installed (./test installs it)");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
