@@ -14,9 +14,7 @@ use rdkafka::producer::Producer;
 /// directory under `dir`.
 /// `POST /v1/sql` of `statement` to `run`: the JSON answer.
 fn sql(run: &Run, statement: &str) -> serde_json::Value {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut response = agent.post(format!("http://{}/v1/sql", run.http)).send(statement).unwrap();
-    serde_json::from_str::<serde_json::Value>(&response.body_mut().read_to_string().unwrap()).unwrap()
+    post_sql(&run.http, statement).1
 }
 
 /// A created view over the cluster answers what the same ad-hoc query answers.

@@ -12,14 +12,6 @@ use common::live::*;
 use common::temp_dir;
 use rdkafka::producer::Producer;
 
-fn post_sql(address: &str, statement: &str) -> (u16, serde_json::Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut response = agent.post(format!("http://{address}/v1/sql")).send(statement).expect("the HTTP API answers");
-    let status = response.status().as_u16();
-    let body = response.body_mut().read_to_string().unwrap();
-    (status, serde_json::from_str(&body).unwrap())
-}
-
 #[test]
 fn psql_http_and_the_prompt_answer_the_workshop_exercises() {
     let dir = temp_dir("sql-e2e");

@@ -10,6 +10,7 @@
 //! | `GET /v1/views?k=` | every view at one time: customers, top `k`, categories, hourly, overall, and the created views (`created`: name, definition, columns, rows) |
 //! | `GET /v1/views/{name}` | one view, built-in or created: `{"view", "columns", "rows": [{column: value}], "as_of"}`; 404 when unknown |
 //! | `GET /v1/views/{name}/{key}` | the row of one key of it (customer, category, hour `2025-01-01T13:00:00Z`, a created view's group key): `{"view", "row", "as_of"}`; 404 when absent |
+//! | `GET /v1/subscribe?view=&key=&as_of=` | a changefeed as Server-Sent Events: `snapshot` (the rows at a time), then `changes` (`{"key", "row", "diff"}` at each later time), `progress` every second while idle, `error` when it ends; each event's `id` is its time, and `Last-Event-ID` or `as_of=` resumes after it (410 with `earliest` when no longer kept); 404 for an unknown view |
 //! | `GET /v1/status` | totals, customers, dead letters by reason, records read, lag per partition, processes, and each worker's process and partitions |
 //! | `GET /metrics` | Prometheus text (see [`crate::serve::metrics`]) |
 //! | `POST /v1/sql` | the statement in the body → `{"columns", "rows", "as_of"}`; errors 400 `{"error", "code"}` |
@@ -38,6 +39,7 @@ use serde_json::{json, Value};
 use crate::event::{format_hour, parse_hour_bound};
 use crate::output::{as_of, CustomerOut, Money, SumOut};
 use crate::reading::{ReadScope, Reading};
+use crate::serve::feed::{Event, Feeds, SubscribeError};
 use crate::serve::metrics::{consumer_lag, KafkaState};
 use crate::serve::serving::{ReadError, Serving};
 
@@ -50,6 +52,7 @@ struct Api {
     serving: Serving,
     topic: String,
     sql: crate::sql::Engine,
+    feeds: Feeds,
 }
 
 /// An error answer: a status and `{"error": "..."}`.
@@ -66,7 +69,8 @@ type Answer = Result<Json<Value>, ApiError>;
 /// The routes, over a running pipeline's serving handle.
 pub fn router(serving: Serving, topic: String, limits: crate::sql::Limits) -> Router {
     let sql = crate::sql::Engine::new(serving.clone(), topic.clone(), limits);
-    let api = Arc::new(Api { serving, topic, sql });
+    let feeds = Feeds::new(sql.clone(), serving.clone(), topic.clone());
+    let api = Arc::new(Api { serving, topic, sql, feeds });
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -78,6 +82,7 @@ pub fn router(serving: Serving, topic: String, limits: crate::sql::Limits) -> Ro
         .route("/v1/views", get(views))
         .route("/v1/views/{name}", get(view))
         .route("/v1/views/{name}/{key}", get(view_key))
+        .route("/v1/subscribe", get(subscribe))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .route("/v1/sql", axum::routing::post(sql_statement))
@@ -413,4 +418,85 @@ async fn metrics(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
     let reading = read(&api, ReadScope::Totals).await?;
     let text = api.serving.metrics().render(&reading, &api.topic);
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
+}
+
+/// `GET /v1/subscribe`: a view's changefeed as Server-Sent Events (see [`crate::serve::feed`]).
+async fn subscribe(
+    State(api): State<Arc<Api>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    let bad = |message: String| ApiError(StatusCode::BAD_REQUEST, message);
+    let view = params.get("view").ok_or_else(|| bad("view= is required: the view to follow".into()))?.clone();
+    let only = params.get("key").cloned();
+    let resume =
+        params.get("as_of").map(String::as_str).or_else(|| headers.get("last-event-id").and_then(|v| v.to_str().ok()));
+    let after = match resume {
+        None => None,
+        Some(text) => Some(text.trim().parse::<crate::dataflow::Time>().map_err(|_| {
+            bad(format!("as_of (or Last-Event-ID) must be a logical time, a whole number; not {text:?}"))
+        })?),
+    };
+    let subscription = match api.feeds.subscribe(&view, after).await {
+        Ok(subscription) => subscription,
+        Err(SubscribeError::View(error)) if error.code == "42P01" => {
+            return Err(ApiError(StatusCode::NOT_FOUND, error.message))
+        }
+        Err(SubscribeError::View(error)) => return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, error.message)),
+        Err(SubscribeError::Gone { earliest }) => {
+            let error = format!(
+                "time {} is no longer kept; resume from {earliest} or later, or subscribe anew",
+                after.unwrap_or(0)
+            );
+            return Ok((StatusCode::GONE, Json(json!({ "error": error, "earliest": earliest }))).into_response());
+        }
+        Err(SubscribeError::Ahead { latest }) => {
+            return Err(bad(format!("time {} is ahead of the views (at {latest})", after.unwrap_or(0))))
+        }
+    };
+    if let (Some(key), None) = (&only, &subscription.key_column) {
+        return Err(bad(format!("view {view:?} has no key to follow {key:?} by")));
+    }
+    let sse = move |event: &Event| {
+        let out = if event.concerns(only.as_deref()) {
+            Sse::default().event(event.kind()).data(event.to_json(&view, only.as_deref()).to_string())
+        } else {
+            // A change of other keys: the subscriber's time moves on all the same.
+            let progress = match event {
+                Event::Changes { time, offsets, .. } => Event::Progress { time: *time, offsets: offsets.clone() },
+                other => other.clone(),
+            };
+            Sse::default().event(progress.kind()).data(progress.to_json(&view, None).to_string())
+        };
+        match event.time() {
+            Some(time) => out.id(time.to_string()),
+            None => out,
+        }
+    };
+    let first: std::collections::VecDeque<_> = subscription.first.into();
+    let stream =
+        futures::stream::unfold((first, Some(subscription.events), sse), |(mut first, events, sse)| async move {
+            let mut events = events?;
+            let event = match first.pop_front() {
+                Some(event) => event,
+                None => match events.recv().await {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let reason = format!(
+                            "this subscriber read too slowly and was dropped ({n} events behind, more than {} kept \
+                             for it); resume with Last-Event-ID",
+                            crate::serve::feed::BACKLOG
+                        );
+                        let out = sse(&Event::End { reason });
+                        return Some((Ok::<_, std::convert::Infallible>(out), (first, None, sse)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
+            };
+            let out = sse(&event);
+            let next = (!matches!(*event, Event::End { .. })).then_some(events);
+            Some((Ok(out), (first, next, sse)))
+        });
+    Ok(axum::response::Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }

@@ -5,7 +5,9 @@
 //! - [`http`]: the JSON API over those reads.
 //! - [`metrics`]: the Prometheus exposition at `/metrics`.
 //! - [`repl`]: the interactive prompt over the same reads.
+//! - [`feed`]: changefeeds, a view's rows and then its changes (SSE, the Kafka sink).
 
+pub mod feed;
 pub mod http;
 pub mod metrics;
 pub mod pg;

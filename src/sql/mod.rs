@@ -107,6 +107,14 @@ fn type_name<S: serde::Serializer>(ty: &Type, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(ty.name())
 }
 
+/// The column a row of `relation` is looked up by, if any.
+fn lookup_key(relation: Relation) -> Option<usize> {
+    match relation {
+        Relation::Categories | Relation::Hourly | Relation::DeadLetters => Some(0),
+        other => other.key(),
+    }
+}
+
 /// What a statement answered.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Answer {
@@ -210,23 +218,32 @@ impl Engine {
     /// of it: what `GET /v1/views/{name}[/{key}]` answers. 42P01 for an unknown view; 42704
     /// for a key of a view that has none.
     pub fn view_statement(&self, name: &str, key: Option<&str>) -> Result<String, SqlError> {
+        let relation = self.view_relation(name)?;
+        let name = relation.name();
+        let Some(key) = key else { return Ok(format!("SELECT * FROM \"{name}\"")) };
+        let column = lookup_key(relation)
+            .and_then(|c| relation.columns().get(c))
+            .ok_or_else(|| SqlError::new("42704", format!("view \"{name}\" has no key to look up")))?;
+        let literal = key.replace('\'', "''");
+        Ok(format!("SELECT * FROM \"{name}\" WHERE \"{}\" = '{literal}'", column.0))
+    }
+
+    /// The index of the column that names a row of view `name` (a customer, a category, an
+    /// hour, a created view's group key), if it has one; 42P01 for an unknown view.
+    pub fn view_key(&self, name: &str) -> Result<Option<usize>, SqlError> {
+        let relation = self.view_relation(name)?;
+        Ok(lookup_key(relation))
+    }
+
+    /// View `name`, built-in or created (not the `transactions` table); 42P01 if unknown.
+    fn view_relation(&self, name: &str) -> Result<Relation, SqlError> {
         let unknown = || SqlError::new("42P01", format!("view \"{name}\" does not exist"));
         let relation = match Relation::named(name) {
             Some(Relation::Transactions) => return Err(unknown()),
             Some(relation) => relation,
             None => self.catalog().get(name).map(|def| Relation::View(def.id)).ok_or_else(unknown)?,
         };
-        let name = relation.name();
-        let Some(key) = key else { return Ok(format!("SELECT * FROM \"{name}\"")) };
-        let column = match relation {
-            Relation::Categories | Relation::Hourly | Relation::DeadLetters => Some(0),
-            other => other.key(),
-        };
-        let column = column
-            .and_then(|c| relation.columns().get(c))
-            .ok_or_else(|| SqlError::new("42704", format!("view \"{name}\" has no key to look up")))?;
-        let literal = key.replace('\'', "''");
-        Ok(format!("SELECT * FROM \"{name}\" WHERE \"{}\" = '{literal}'", column.0))
+        Ok(relation)
     }
 
     /// The columns a statement answers with, without reading (for a protocol's describe).

@@ -1,0 +1,420 @@
+//! Changefeeds: a view's rows at one logical time, then its changes at every later time —
+//! what `GET /v1/subscribe` streams and the Kafka sink produces.
+//!
+//! One *pump* per view watches it for every subscriber of that view: it reads the view (through
+//! the SQL engine, like any reader) whenever the input offsets have moved, and the difference
+//! between its last reading and the new one is the next event. A subscriber starts from the
+//! pump's current rows (the snapshot) and then receives every event after it, so that folding
+//! them gives the view at each event's time:
+//!
+//! ```text
+//! time 7  snapshot  Ali 320, Sara 180
+//! time 9  changes   -Ali 320  +Ali 400          (a correction of one of Ali's orders)
+//! time 12 changes   -Sara 180                   (Sara's only order deleted)
+//! time 12 progress                               (nothing new for a second)
+//! ```
+//!
+//! Changes at several times between two readings arrive as one event at the later time: the
+//! feed is exact at the times it shows, and it shows a time at most a few milliseconds after
+//! it is complete. The pump keeps its last events for [`RETAIN`], so that a subscriber that
+//! lost its connection resumes from the last time it saw (`Last-Event-ID`), and lingers as long
+//! after its last subscriber left. A subscriber that falls [`BACKLOG`] events behind is
+//! dropped with a final event saying so, rather than buffered without bound: the pipeline
+//! never waits for a reader.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio::sync::broadcast;
+
+use crate::dataflow::Time;
+use crate::output::as_of;
+use crate::reading::ReadScope;
+use crate::serve::Serving;
+use crate::sql::{Engine, SqlError};
+
+/// How often a pump asks whether the offsets moved.
+const POLL: Duration = Duration::from_millis(2);
+/// How long events are kept for resuming, and a pump lives on without subscribers.
+pub const RETAIN: Duration = Duration::from_secs(30);
+/// The most events kept for resuming.
+const RETAIN_EVENTS: usize = 10_000;
+/// How far a subscriber may fall behind before it is dropped.
+pub const BACKLOG: usize = 1024;
+/// A progress event at least this often while nothing changes.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// The longest one reading of a view may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A row of a view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// The value of the view's key column in the row (customer, category, hour), if it has one.
+    pub key: Option<Value>,
+    /// Column → value.
+    pub values: Map<String, Value>,
+}
+
+impl Row {
+    fn is(&self, only: Option<&str>) -> bool {
+        only.is_none_or(|only| self.key.as_ref().is_some_and(|k| key_text(k) == only))
+    }
+}
+
+/// One change of a view: a row that joins it (`diff` 1) or leaves it (-1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// The row.
+    pub row: Arc<Row>,
+    /// 1 or -1.
+    pub diff: i64,
+}
+
+/// What a feed sends.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The view's rows at `time`.
+    Snapshot {
+        /// The logical time.
+        time: Time,
+        /// The input offsets it reflects, as `as_of.offsets`.
+        offsets: Value,
+        /// The rows.
+        rows: Vec<Arc<Row>>,
+    },
+    /// The changes from the previous event's time to `time`.
+    Changes {
+        /// The logical time.
+        time: Time,
+        /// The input offsets it reflects.
+        offsets: Value,
+        /// Rows leaving (first) and joining the view.
+        changes: Vec<Change>,
+    },
+    /// Nothing changed up to `time`.
+    Progress {
+        /// The logical time.
+        time: Time,
+        /// The input offsets it reflects.
+        offsets: Value,
+    },
+    /// The feed ends.
+    End {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Event {
+    /// The event's logical time (none for the end).
+    pub fn time(&self) -> Option<Time> {
+        match self {
+            Event::Snapshot { time, .. } | Event::Changes { time, .. } | Event::Progress { time, .. } => Some(*time),
+            Event::End { .. } => None,
+        }
+    }
+
+    /// Its name, as an SSE event type.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Snapshot { .. } => "snapshot",
+            Event::Changes { .. } => "changes",
+            Event::Progress { .. } => "progress",
+            Event::End { .. } => "error",
+        }
+    }
+
+    /// The event as JSON, only the rows of key `only` if given.
+    pub fn to_json(&self, view: &str, only: Option<&str>) -> Value {
+        match self {
+            Event::Snapshot { time, offsets, rows } => {
+                let rows: Vec<&Map<String, Value>> = rows.iter().filter(|r| r.is(only)).map(|r| &r.values).collect();
+                json!({ "view": view, "time": time, "offsets": offsets, "rows": rows })
+            }
+            Event::Changes { time, offsets, changes } => {
+                let changes: Vec<Value> = changes
+                    .iter()
+                    .filter(|c| c.row.is(only))
+                    .map(|c| json!({ "key": c.row.key, "row": c.row.values, "diff": c.diff }))
+                    .collect();
+                json!({ "view": view, "time": time, "offsets": offsets, "changes": changes })
+            }
+            Event::Progress { time, offsets } => json!({ "view": view, "time": time, "offsets": offsets }),
+            Event::End { reason } => json!({ "view": view, "error": reason }),
+        }
+    }
+
+    /// Whether the event says anything about key `only` (a change, or not a change at all).
+    pub fn concerns(&self, only: Option<&str>) -> bool {
+        match (self, only) {
+            (Event::Changes { changes, .. }, Some(_)) => changes.iter().any(|c| c.row.is(only)),
+            _ => true,
+        }
+    }
+}
+
+/// A key as the text a client names it by (`Ali`, `2025-01-01T13:00:00Z`, `42`).
+pub fn key_text(key: &Value) -> String {
+    match key {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Why a subscription was refused.
+#[derive(Debug)]
+pub enum SubscribeError {
+    /// The view does not exist (or could not be read): the SQL error.
+    View(SqlError),
+    /// The time to resume from is no longer kept; the earliest that is.
+    Gone {
+        /// The earliest time one can resume from.
+        earliest: Time,
+    },
+    /// The time to resume from is ahead of the views.
+    Ahead {
+        /// The latest time of the feed.
+        latest: Time,
+    },
+}
+
+/// A subscription: where it starts, and the events after.
+pub struct Subscription {
+    /// The view's key column's name, if it has one.
+    pub key_column: Option<String>,
+    /// The events to send first: the snapshot, or the retained events after the resumed time.
+    pub first: Vec<Arc<Event>>,
+    /// Every later event.
+    pub events: broadcast::Receiver<Arc<Event>>,
+}
+
+/// The pumps of a process's feeds, one per view subscribed to.
+#[derive(Clone)]
+pub struct Feeds {
+    engine: Engine,
+    serving: Serving,
+    topic: String,
+    pumps: Arc<tokio::sync::Mutex<HashMap<String, Arc<Pump>>>>,
+}
+
+struct Pump {
+    view: String,
+    key: Option<usize>,
+    sender: broadcast::Sender<Arc<Event>>,
+    state: Mutex<PumpState>,
+}
+
+/// A view's rows: the row as JSON text → (the row, how many times it is there).
+type Rows = BTreeMap<String, (Arc<Row>, i64)>;
+
+struct PumpState {
+    time: Time,
+    offsets: Value,
+    /// The view's rows: the row as JSON text → (the row, how many times it is there).
+    rows: Rows,
+    /// The latest change events, oldest first, with when they were made.
+    retained: VecDeque<(Arc<Event>, Instant)>,
+    /// The time of the rows before the oldest retained event.
+    base: Time,
+    /// The view is gone: no new subscriber.
+    ended: bool,
+}
+
+impl Feeds {
+    /// Feeds over the views `engine` reads; pumps run on the current tokio runtime.
+    pub fn new(engine: Engine, serving: Serving, topic: impl Into<String>) -> Self {
+        Feeds { engine, serving, topic: topic.into(), pumps: Arc::default() }
+    }
+
+    /// Subscribes to view `name`: from its current rows, or resuming after `after`.
+    pub async fn subscribe(&self, name: &str, after: Option<Time>) -> Result<Subscription, SubscribeError> {
+        let key = self.engine.view_key(name).map_err(SubscribeError::View)?;
+        let pump = {
+            let mut pumps = self.pumps.lock().await;
+            match pumps.get(name) {
+                Some(pump) if !pump.state().ended => Arc::clone(pump),
+                _ => {
+                    let pump = Arc::new(self.start(name, key).await.map_err(SubscribeError::View)?);
+                    pumps.insert(name.to_owned(), Arc::clone(&pump));
+                    let feeds = self.clone();
+                    let running = Arc::clone(&pump);
+                    tokio::spawn(async move { feeds.pump(running).await });
+                    pump
+                }
+            }
+        };
+        let key_column = self
+            .engine
+            .columns(&format!("SELECT * FROM \"{name}\""))
+            .ok()
+            .and_then(|columns| key.and_then(|k| columns.get(k).map(|c| c.name.clone())));
+        // Under the state's lock, which the pump sends under: no event is missed or doubled.
+        let state = pump.state();
+        let events = pump.sender.subscribe();
+        let first = match after {
+            None => vec![Arc::new(Event::Snapshot {
+                time: state.time,
+                offsets: state.offsets.clone(),
+                rows: state
+                    .rows
+                    .values()
+                    .flat_map(|(row, n)| std::iter::repeat_n(Arc::clone(row), *n as usize))
+                    .collect(),
+            })],
+            Some(after) if after < state.base => return Err(SubscribeError::Gone { earliest: state.base }),
+            Some(after) if after > state.time => return Err(SubscribeError::Ahead { latest: state.time }),
+            Some(after) => state
+                .retained
+                .iter()
+                .filter(|(event, _)| event.time().is_some_and(|t| t > after))
+                .map(|(event, _)| Arc::clone(event))
+                .collect(),
+        };
+        Ok(Subscription { key_column, first, events })
+    }
+
+    /// A pump for view `name`, filled with its current rows.
+    async fn start(&self, name: &str, key: Option<usize>) -> Result<Pump, SqlError> {
+        let (sender, _) = broadcast::channel(BACKLOG);
+        let pump = Pump {
+            view: name.to_owned(),
+            key,
+            sender,
+            state: Mutex::new(PumpState {
+                time: 0,
+                offsets: Value::Null,
+                rows: BTreeMap::new(),
+                retained: VecDeque::new(),
+                base: 0,
+                ended: false,
+            }),
+        };
+        let (time, offsets, rows) = self.read(name, key).await?;
+        let mut state = pump.state();
+        (state.time, state.base, state.offsets) = (time, time, offsets);
+        state.rows = rows;
+        drop(state);
+        Ok(pump)
+    }
+
+    /// Reads view `name` now: its time, offsets and rows.
+    async fn read(&self, name: &str, key: Option<usize>) -> Result<(Time, Value, Rows), SqlError> {
+        let statement = self.engine.view_statement(name, None)?;
+        let answer = self.engine.execute_async(&statement).await?;
+        let reading = answer.reading.as_ref().expect("a SELECT reads the views");
+        let mut rows = Rows::new();
+        for row in &answer.rows {
+            let values: Map<String, Value> =
+                answer.columns.iter().zip(row).map(|(c, v)| (c.name.clone(), v.to_json())).collect();
+            let text = Value::Object(values.clone()).to_string();
+            let key = key.and_then(|k| row.get(k)).map(crate::sql::value::Value::to_json);
+            rows.entry(text).or_insert_with(|| (Arc::new(Row { key, values }), 0)).1 += 1;
+        }
+        Ok((reading.time, as_of(reading, &self.topic)["offsets"].clone(), rows))
+    }
+
+    /// Watches one view until it is gone or nobody has subscribed for [`RETAIN`].
+    async fn pump(&self, pump: Arc<Pump>) {
+        let mut unwatched_since: Option<Instant> = None;
+        let mut last_sent = Instant::now();
+        let mut interval = tokio::time::interval(POLL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if pump.sender.receiver_count() == 0 {
+                let since = *unwatched_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= RETAIN {
+                    self.end(&pump, None).await;
+                    return;
+                }
+            } else {
+                unwatched_since = None;
+            }
+            if self.engine.view_key(&pump.view).is_err() {
+                self.end(&pump, Some(format!("view {:?} was dropped", pump.view))).await;
+                return;
+            }
+            // Only the offsets move the views (the history is loaded before any read): a
+            // cheap read says whether a full one is worth it.
+            let Ok(offsets) = self.serving.read_async(ReadScope::Offsets, READ_TIMEOUT).await else { continue };
+            let (moved, time) = {
+                let state = pump.state();
+                (as_of(&offsets, &self.topic)["offsets"] != state.offsets, offsets.time)
+            };
+            if moved {
+                match self.read(&pump.view, pump.key).await {
+                    Ok((time, offsets, rows)) => {
+                        if pump.advance(time, offsets, rows) {
+                            last_sent = Instant::now();
+                        }
+                    }
+                    Err(error) if error.code == "42P01" => {
+                        self.end(&pump, Some(format!("view {:?} was dropped", pump.view))).await;
+                        return;
+                    }
+                    Err(error) => tracing::warn!(view = %pump.view, %error, "a changefeed could not read its view"),
+                }
+            } else if last_sent.elapsed() >= PROGRESS_EVERY {
+                let mut state = pump.state();
+                state.time = state.time.max(time);
+                let event = Event::Progress { time: state.time, offsets: state.offsets.clone() };
+                let _ = pump.sender.send(Arc::new(event));
+                last_sent = Instant::now();
+            }
+        }
+    }
+
+    /// Ends a pump: subscribers get `reason` (if any), and none can join it.
+    async fn end(&self, pump: &Arc<Pump>, reason: Option<String>) {
+        let mut pumps = self.pumps.lock().await;
+        pump.state().ended = true;
+        if let Some(reason) = reason {
+            let _ = pump.sender.send(Arc::new(Event::End { reason }));
+        }
+        if pumps.get(&pump.view).is_some_and(|p| Arc::ptr_eq(p, pump)) {
+            pumps.remove(&pump.view);
+        }
+    }
+}
+
+impl Pump {
+    fn state(&self) -> std::sync::MutexGuard<'_, PumpState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a new reading of the view; sends the changes since the last, if any (true).
+    fn advance(&self, time: Time, offsets: Value, rows: Rows) -> bool {
+        let mut state = self.state();
+        if time <= state.time {
+            return false;
+        }
+        let mut changes = Vec::new();
+        for (text, (row, old)) in &state.rows {
+            let new = rows.get(text).map_or(0, |(_, n)| *n);
+            for _ in new..*old {
+                changes.push(Change { row: Arc::clone(row), diff: -1 });
+            }
+        }
+        for (text, (row, new)) in &rows {
+            let old = state.rows.get(text).map_or(0, |(_, n)| *n);
+            for _ in old..*new {
+                changes.push(Change { row: Arc::clone(row), diff: 1 });
+            }
+        }
+        (state.time, state.offsets, state.rows) = (time, offsets, rows);
+        if changes.is_empty() {
+            return false;
+        }
+        let event = Arc::new(Event::Changes { time, offsets: state.offsets.clone(), changes });
+        let now = Instant::now();
+        state.retained.push_back((Arc::clone(&event), now));
+        while state.retained.len() > RETAIN_EVENTS || state.retained.front().is_some_and(|(_, at)| now - *at > RETAIN) {
+            let (dropped, _) = state.retained.pop_front().expect("not empty");
+            state.base = dropped.time().expect("a change event has a time");
+        }
+        let _ = self.sender.send(event);
+        true
+    }
+}
