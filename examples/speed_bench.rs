@@ -266,7 +266,9 @@ fn main() {
             let (latencies, found, produced, secs) = std::thread::scope(|scope| {
                 let producing = scope.spawn(|| {
                     let stop = || stop_producing.load(std::sync::atomic::Ordering::SeqCst);
-                    produce(&broker.address(), TOPIC, Generator::new(&stream), Pace::PerSecond(rate), stop).unwrap()
+                    produce(&broker.address(), TOPIC, Generator::new(&stream), Pace::PerSecond(rate), stop)
+                        .unwrap()
+                        .sent
                 });
                 std::thread::sleep(Duration::from_secs(1)); // the stream is flowing
                 let started = Instant::now();

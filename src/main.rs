@@ -185,6 +185,10 @@ fn run_produce(args: &ProduceArgs, settings: &Settings) -> anyhow::Result<()> {
             produce(brokers, topic, gen::Generator::new(&options), Pace::PerSecond(rate), stop)?
         }
     };
-    eprintln!("sent {sent} messages to {topic} at {brokers}");
+    eprintln!("sent {} messages to {topic} at {brokers}; to read them back at once:", sent.sent);
+    if !sent.next_offsets.is_empty() {
+        // Ready to paste: `?min_offsets=...` over HTTP, `SET min_offsets = '...'` over SQL.
+        println!("min_offsets={}", atelier_lambda::serve::bound::MinOffsets(sent.next_offsets).display(topic));
+    }
     Ok(())
 }

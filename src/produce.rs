@@ -5,12 +5,16 @@
 //! dead-letter them, not the producer). The message key is the event's `id` when it has
 //! one, so that all versions of a transaction land in one partition, in order.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
 
 use crate::event::{Field, Fields};
 
@@ -23,19 +27,48 @@ pub enum Pace {
     PerSecond(f64),
 }
 
-/// Sends `lines` to `topic`; returns how many were sent. `stop` ends it early.
+/// What was sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Produced {
+    /// How many messages.
+    pub sent: u64,
+    /// Partition → the offset after the last message delivered there: the read-your-writes
+    /// bound of what was sent (see [`crate::serve::bound`]).
+    pub next_offsets: BTreeMap<i32, i64>,
+}
+
+/// Notes where each delivered message landed.
+#[derive(Default)]
+struct Deliveries(Mutex<BTreeMap<i32, i64>>);
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Ok(message) = result {
+            let mut next = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let at = next.entry(message.partition()).or_insert(0);
+            *at = (*at).max(message.offset() + 1);
+        }
+    }
+}
+
+/// Sends `lines` to `topic`; says how many were sent and where they landed. `stop` ends it
+/// early.
 pub fn produce(
     brokers: &str,
     topic: &str,
     lines: impl Iterator<Item = String>,
     pace: Pace,
     stop: impl Fn() -> bool,
-) -> anyhow::Result<u64> {
-    let producer: BaseProducer = ClientConfig::new()
+) -> anyhow::Result<Produced> {
+    let producer: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "1")
         .set("log_level", "3")
-        .create()
+        .create_with_context(Deliveries::default())
         .with_context(|| format!("cannot create a Kafka producer for {brokers}"))?;
     let started = Instant::now();
     let mut sent = 0u64;
@@ -69,7 +102,8 @@ pub fn produce(
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(30)).with_context(|| format!("messages to {topic} were not all delivered"))?;
-    Ok(sent)
+    let next_offsets = producer.context().0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(Produced { sent, next_offsets })
 }
 
 /// The `id` of a JSON line, if it is an object with one.

@@ -31,7 +31,8 @@ use tokio::sync::broadcast;
 
 use crate::dataflow::Time;
 use crate::output::as_of;
-use crate::reading::ReadScope;
+use crate::reading::{ReadScope, Reading};
+use crate::serve::bound::MinOffsets;
 use crate::serve::Serving;
 use crate::sql::{Engine, SqlError};
 
@@ -212,6 +213,8 @@ type Rows = BTreeMap<String, (Arc<Row>, i64)>;
 struct PumpState {
     time: Time,
     offsets: Value,
+    /// The time and offsets as read (for read-your-writes).
+    positions: Reading,
     /// The view's rows: the row as JSON text → (the row, how many times it is there).
     rows: Rows,
     /// The latest change events, oldest first, with when they were made.
@@ -229,7 +232,14 @@ impl Feeds {
     }
 
     /// Subscribes to view `name`: from its current rows, or resuming after `after`.
-    pub async fn subscribe(&self, name: &str, after: Option<Time>) -> Result<Subscription, SubscribeError> {
+    /// With `min`, the snapshot reflects at least those input positions (read-your-writes:
+    /// the pump catches up with what the views already reflect within milliseconds).
+    pub async fn subscribe(
+        &self,
+        name: &str,
+        after: Option<Time>,
+        min: Option<&MinOffsets>,
+    ) -> Result<Subscription, SubscribeError> {
         let key = self.engine.view_key(name).map_err(SubscribeError::View)?;
         let pump = {
             let mut pumps = self.pumps.lock().await;
@@ -250,6 +260,12 @@ impl Feeds {
             .columns(&format!("SELECT * FROM \"{name}\""))
             .ok()
             .and_then(|columns| key.and_then(|k| columns.get(k).map(|c| c.name.clone())));
+        if let Some(min) = min {
+            let deadline = Instant::now() + READ_TIMEOUT;
+            while !min.reached_by(&pump.state().positions) && Instant::now() < deadline {
+                tokio::time::sleep(POLL).await;
+            }
+        }
         // Under the state's lock, which the pump sends under: no event is missed or doubled.
         let state = pump.state();
         let events = pump.sender.subscribe();
@@ -285,25 +301,28 @@ impl Feeds {
             state: Mutex::new(PumpState {
                 time: 0,
                 offsets: Value::Null,
+                positions: Reading::default(),
                 rows: BTreeMap::new(),
                 retained: VecDeque::new(),
                 base: 0,
                 ended: false,
             }),
         };
-        let (time, offsets, rows) = self.read(name, key).await?;
+        let (positions, rows) = self.read(name, key).await?;
         let mut state = pump.state();
-        (state.time, state.base, state.offsets) = (time, time, offsets);
-        state.rows = rows;
+        (state.time, state.base) = (positions.time, positions.time);
+        state.offsets = as_of(&positions, &self.topic)["offsets"].clone();
+        (state.positions, state.rows) = (positions, rows);
         drop(state);
         Ok(pump)
     }
 
     /// Reads view `name` now: its time, offsets and rows.
-    async fn read(&self, name: &str, key: Option<usize>) -> Result<(Time, Value, Rows), SqlError> {
+    async fn read(&self, name: &str, key: Option<usize>) -> Result<(Reading, Rows), SqlError> {
         let statement = self.engine.view_statement(name, None)?;
         let answer = self.engine.execute_async(&statement).await?;
-        let reading = answer.reading.as_ref().expect("a SELECT reads the views");
+        let mut reading = answer.reading.clone().expect("a SELECT reads the views");
+        reading.rows.clear();
         let mut rows = Rows::new();
         for row in &answer.rows {
             let values: Map<String, Value> =
@@ -312,7 +331,7 @@ impl Feeds {
             let key = key.and_then(|k| row.get(k)).map(crate::sql::value::Value::to_json);
             rows.entry(text).or_insert_with(|| (Arc::new(Row { key, values }), 0)).1 += 1;
         }
-        Ok((reading.time, as_of(reading, &self.topic)["offsets"].clone(), rows))
+        Ok((reading, rows))
     }
 
     /// Watches one view until it is gone or nobody has subscribed for [`RETAIN`].
@@ -345,8 +364,9 @@ impl Feeds {
             };
             if moved {
                 match self.read(&pump.view, pump.key).await {
-                    Ok((time, offsets, rows)) => {
-                        if pump.advance(time, offsets, rows) {
+                    Ok((positions, rows)) => {
+                        let offsets = as_of(&positions, &self.topic)["offsets"].clone();
+                        if pump.advance(positions, offsets, rows) {
                             last_sent = Instant::now();
                         }
                     }
@@ -385,7 +405,8 @@ impl Pump {
     }
 
     /// Takes a new reading of the view; sends the changes since the last, if any (true).
-    fn advance(&self, time: Time, offsets: Value, rows: Rows) -> bool {
+    fn advance(&self, positions: Reading, offsets: Value, rows: Rows) -> bool {
+        let time = positions.time;
         let mut state = self.state();
         if time <= state.time {
             return false;
@@ -403,7 +424,7 @@ impl Pump {
                 changes.push(Change { row: Arc::clone(row), diff: 1 });
             }
         }
-        (state.time, state.offsets, state.rows) = (time, offsets, rows);
+        (state.time, state.offsets, state.rows, state.positions) = (time, offsets, rows, positions);
         if changes.is_empty() {
             return false;
         }

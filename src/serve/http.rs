@@ -17,6 +17,10 @@
 //! | `GET /healthz` | `{"status": "ok", "kafka": ...}`: the process answers (liveness) |
 //! | `GET /readyz` | 200 once the topic is being read; 503 with the reason while Kafka cannot be reached |
 //!
+//! Every route takes `?min_offsets=topic/partition:offset,...` (read-your-writes, see
+//! [`crate::serve::bound`]) and `timeout_ms` (default 5000): the answer reflects at least those
+//! input positions, or is a 504 with the `as_of` reached.
+//!
 //! Every answer carries `as_of`: `{"time": T, "offsets": {"real-time-orders/0": N, ...}}`,
 //! the logical time read and the next Kafka offset of each partition the answer reflects.
 //! Amounts are exact JSON numbers (`400`, `50.25`). Bad parameters get a 400 and a JSON error.
@@ -39,6 +43,7 @@ use serde_json::{json, Value};
 use crate::event::{format_hour, parse_hour_bound};
 use crate::output::{as_of, CustomerOut, Money, SumOut};
 use crate::reading::{ReadScope, Reading};
+use crate::serve::bound::{self, MinOffsets, WaitError};
 use crate::serve::feed::{Event, Feeds, SubscribeError};
 use crate::serve::metrics::{consumer_lag, KafkaState};
 use crate::serve::serving::{ReadError, Serving};
@@ -86,6 +91,7 @@ pub fn router(serving: Serving, topic: String, limits: crate::sql::Limits) -> Ro
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .route("/v1/sql", axum::routing::post(sql_statement))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&api), read_your_writes))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&api), timed))
         .layer(middleware::map_response(json_errors))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route; see /v1/status".into()) })
@@ -110,6 +116,39 @@ async fn json_errors(response: Response) -> Response {
         Err(_) => status.canonical_reason().unwrap_or("error").to_owned(),
     };
     ApiError(status, text).into_response()
+}
+
+/// `?min_offsets=topic/partition:offset,...&timeout_ms=N` on any route: the answer waits
+/// until the views reflect those input positions (see [`crate::serve::bound`]); 504 with the
+/// `as_of` reached when they do not in time, 400 when malformed.
+async fn read_your_writes(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    let Ok(Query(params)) = Query::<HashMap<String, String>>::try_from_uri(request.uri()) else {
+        return next.run(request).await;
+    };
+    let Some(text) = params.get("min_offsets") else { return next.run(request).await };
+    let bad = |message: String| ApiError(StatusCode::BAD_REQUEST, message).into_response();
+    let bound = match MinOffsets::parse(text, &api.topic) {
+        Ok(bound) => bound,
+        Err(message) => return bad(message),
+    };
+    let timeout = match params.get("timeout_ms").map(|t| bound::parse_timeout(t)) {
+        None => bound::DEFAULT_TIMEOUT,
+        Some(Ok(timeout)) => timeout,
+        Some(Err(message)) => return bad(message),
+    };
+    match api.serving.wait_for_async(&bound, timeout).await {
+        Ok(()) => next.run(request).await,
+        Err(WaitError::NotReached(reading)) => {
+            let error = format!(
+                "the views did not reach min_offsets {} within {} ms",
+                bound.display(&api.topic),
+                timeout.as_millis()
+            );
+            (StatusCode::GATEWAY_TIMEOUT, Json(json!({ "error": error, "as_of": as_of(&reading, &api.topic) })))
+                .into_response()
+        }
+        Err(WaitError::Read(error)) => read_error(error).into_response(),
+    }
 }
 
 /// Times every answer, by route, for `lambda_query_duration_seconds`.
@@ -438,7 +477,9 @@ async fn subscribe(
             bad(format!("as_of (or Last-Event-ID) must be a logical time, a whole number; not {text:?}"))
         })?),
     };
-    let subscription = match api.feeds.subscribe(&view, after).await {
+    // Checked already, waited for already by `read_your_writes`.
+    let min = params.get("min_offsets").and_then(|text| MinOffsets::parse(text, &api.topic).ok());
+    let subscription = match api.feeds.subscribe(&view, after, min.as_ref()).await {
         Ok(subscription) => subscription,
         Err(SubscribeError::View(error)) if error.code == "42P01" => {
             return Err(ApiError(StatusCode::NOT_FOUND, error.message))

@@ -5,8 +5,10 @@
 //! - [`http`]: the JSON API over those reads.
 //! - [`metrics`]: the Prometheus exposition at `/metrics`.
 //! - [`repl`]: the interactive prompt over the same reads.
+//! - [`bound`]: read-your-writes, reads that wait for input positions.
 //! - [`feed`]: changefeeds, a view's rows and then its changes (SSE, the Kafka sink).
 
+pub mod bound;
 pub mod feed;
 pub mod http;
 pub mod metrics;

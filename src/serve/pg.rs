@@ -27,6 +27,7 @@ use pgwire::api::{ClientInfo, PgWireServerHandlers, Type as PgType};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 
 use crate::reading::Reading;
+use crate::serve::bound::Session;
 use crate::serve::Serving;
 use crate::sql::value::{Type, Value};
 use crate::sql::{Answer, Column, Engine, SqlError};
@@ -38,12 +39,20 @@ pub struct Backend {
     parser: Arc<NoopQueryParser>,
     /// What each session's previous answer reflected, for `SHOW as_of`.
     last: Mutex<HashMap<SocketAddr, Reading>>,
+    /// Each session's read-your-writes bound (`SET min_offsets = '...'`).
+    sessions: Mutex<HashMap<SocketAddr, Session>>,
 }
 
 impl Backend {
     /// A backend over a running pipeline.
     pub fn new(engine: Engine, topic: impl Into<String>) -> Self {
-        Backend { engine, topic: topic.into(), parser: Arc::new(NoopQueryParser::new()), last: Mutex::default() }
+        Backend {
+            engine,
+            topic: topic.into(),
+            parser: Arc::new(NoopQueryParser::new()),
+            last: Mutex::default(),
+            sessions: Mutex::default(),
+        }
     }
 
     async fn answer(&self, client: SocketAddr, statement: &str) -> PgWireResult<Response> {
@@ -67,7 +76,11 @@ impl Backend {
                 return Ok(response(&answer));
             }
         }
-        let answer = self.engine.execute_async(statement).await.map_err(user_error)?;
+        let mut session =
+            self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(&client).cloned().unwrap_or_default();
+        let answer = self.engine.execute_in_async(&mut session, statement).await;
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(client, session);
+        let answer = answer.map_err(user_error)?;
         if let Some(reading) = &answer.reading {
             let mut kept = reading.clone();
             kept.rows.clear();
@@ -80,6 +93,7 @@ impl Backend {
     /// Forgets a closed session.
     fn forget(&self, client: SocketAddr) {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).remove(&client);
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&client);
     }
 }
 

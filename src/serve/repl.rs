@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::event::{format_hour, parse_hour_bound};
 use crate::output::{as_of, show_table, CustomerOut};
 use crate::reading::{ReadScope, Reading};
+use crate::serve::bound::Session;
 use crate::serve::metrics::consumer_lag;
 use crate::serve::Serving;
 
@@ -35,7 +36,9 @@ pub const HELP: &str = "commands:
 SQL, on the same views (a final ; is optional):
   SELECT customer, sum(amount) FROM transactions WHERE amount >= 100 GROUP BY customer
   SELECT * FROM customers WHERE total > 200 ORDER BY total DESC
-  SHOW TABLES   SHOW COLUMNS FROM customers   EXPLAIN SELECT ...";
+  SHOW TABLES   SHOW COLUMNS FROM customers   EXPLAIN SELECT ...
+  SET min_offsets = 'real-time-orders/0:12'   every later read waits until it reflects those
+                          input positions (what `lambda produce` printed); RESET min_offsets";
 
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,9 +71,9 @@ pub enum PromptCommand {
 pub fn parse(line: &str) -> Result<PromptCommand, String> {
     let mut words = line.split_whitespace();
     let Some(verb) = words.next() else { return Ok(PromptCommand::Nothing) };
-    const SQL: [&str; 12] = [
+    const SQL: [&str; 13] = [
         "select", "show", "explain", "describe", "with", "create", "drop", "insert", "update", "delete", "set",
-        "values",
+        "reset", "values",
     ];
     if SQL.contains(&verb.to_ascii_lowercase().as_str()) {
         return Ok(PromptCommand::Sql(line.trim().to_owned()));
@@ -104,9 +107,20 @@ pub fn parse(line: &str) -> Result<PromptCommand, String> {
     }
 }
 
-/// Answers one command with text (an error is text too).
-pub fn answer(serving: &Serving, settings: &Settings, command: &PromptCommand) -> String {
+/// Answers one command with text (an error is text too). Every read first waits for the
+/// session's read-your-writes bound (`SET min_offsets = '...'`).
+pub fn answer(serving: &Serving, settings: &Settings, session: &mut Session, command: &PromptCommand) -> String {
     let topic = settings.kafka.topic.as_str();
+    if let PromptCommand::Sql(statement) = command {
+        return sql_answer(serving, settings, session, statement);
+    }
+    if let Some(bound) = &session.min_offsets {
+        if !matches!(command, PromptCommand::Help | PromptCommand::Quit | PromptCommand::Nothing) {
+            if let Err(error) = serving.wait_for(bound, session.timeout()) {
+                return format!("{error}\n");
+            }
+        }
+    }
     let read = |scope| serving.read(scope, READ_TIMEOUT);
     let reading = match command {
         PromptCommand::Verify => serving.read_all(10, READ_TIMEOUT),
@@ -114,8 +128,7 @@ pub fn answer(serving: &Serving, settings: &Settings, command: &PromptCommand) -
         PromptCommand::Top(k) => read(ReadScope::Top { k: *k }),
         PromptCommand::Categories | PromptCommand::Hourly(..) | PromptCommand::Stats => read(ReadScope::Totals),
         PromptCommand::Help => return format!("{HELP}\n"),
-        PromptCommand::Sql(statement) => return sql_answer(serving, settings, statement),
-        PromptCommand::Quit | PromptCommand::Nothing => return String::new(),
+        PromptCommand::Quit | PromptCommand::Nothing | PromptCommand::Sql(_) => return String::new(),
     };
     let reading = match reading {
         Ok(reading) => reading,
@@ -166,9 +179,9 @@ pub fn answer(serving: &Serving, settings: &Settings, command: &PromptCommand) -
 }
 
 /// A SQL statement's answer as a table, its row count and what it reflects; or its error.
-fn sql_answer(serving: &Serving, settings: &Settings, statement: &str) -> String {
+fn sql_answer(serving: &Serving, settings: &Settings, session: &mut Session, statement: &str) -> String {
     let engine = crate::sql::Engine::new(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
-    match engine.execute(statement) {
+    match engine.execute_in(session, statement) {
         Err(error) => format!("ERROR {}: {}\n", error.code, error.message),
         Ok(answer) => {
             let mut out = crate::sql::table(&answer);
@@ -216,11 +229,12 @@ pub fn prompt(serving: &Serving, settings: &Settings, stop: impl Fn() -> bool) {
     use std::io::{BufRead, IsTerminal, Write};
     // A paste of several lines reaches the editor as one input: each line is a command,
     // answered in order (only the first one used to be).
-    let handle = |input: &str| -> bool {
+    let mut session = Session::default();
+    let mut handle = |input: &str| -> bool {
         for line in input.lines() {
             let reply = match parse(line) {
                 Ok(PromptCommand::Quit) => return false,
-                Ok(command) => answer(serving, settings, &command),
+                Ok(command) => answer(serving, settings, &mut session, &command),
                 Err(usage) => format!("{usage}\n"),
             };
             let mut stdout = std::io::stdout().lock();

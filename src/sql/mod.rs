@@ -32,6 +32,7 @@ use serde::Serialize;
 
 use crate::dataflow::Time;
 use crate::reading::{ReadScope, Reading};
+use crate::serve::bound::{self, Session, WaitError};
 use crate::serve::serving::{ReadError, Serving};
 use plan::{Plan, Select};
 use relation::Relation;
@@ -211,6 +212,58 @@ impl Engine {
                 Ok(self.as_of_answer(reading))
             }
             other => Ok(self.describe(other)),
+        }
+    }
+
+    /// Answers one statement of a session (the Postgres protocol's, the prompt's): a
+    /// read-your-writes setting (`SET min_offsets = '...'`, `SET timeout_ms = N`) is kept in
+    /// `session`, and every other statement first waits for the session's bound.
+    pub fn execute_in(&self, session: &mut Session, text: &str) -> Result<Answer, SqlError> {
+        if let Some(answer) = self.take_setting(session, text)? {
+            return Ok(answer);
+        }
+        if let Some(bound) = &session.min_offsets {
+            let result = self.serving.wait_for(bound, session.timeout());
+            result.map_err(|error| self.not_reached(error, bound, session.timeout()))?;
+        }
+        self.execute(text)
+    }
+
+    /// [`Engine::execute_in`] from an async task.
+    pub async fn execute_in_async(&self, session: &mut Session, text: &str) -> Result<Answer, SqlError> {
+        if let Some(answer) = self.take_setting(session, text)? {
+            return Ok(answer);
+        }
+        if let Some(bound) = &session.min_offsets {
+            let result = self.serving.wait_for_async(bound, session.timeout()).await;
+            result.map_err(|error| self.not_reached(error, bound, session.timeout()))?;
+        }
+        self.execute_async(text).await
+    }
+
+    fn take_setting(&self, session: &mut Session, text: &str) -> Result<Option<Answer>, SqlError> {
+        match bound::setting(text, &self.topic) {
+            None => Ok(None),
+            Some(Err(message)) => Err(SqlError::new("22023", message)),
+            Some(Ok(setting)) => {
+                session.set(setting);
+                Ok(Some(Answer { columns: Vec::new(), rows: Vec::new(), reading: None, tag: Some("SET") }))
+            }
+        }
+    }
+
+    fn not_reached(&self, error: WaitError, bound: &bound::MinOffsets, timeout: Duration) -> SqlError {
+        match error {
+            WaitError::NotReached(reading) => SqlError::new(
+                "57014",
+                format!(
+                    "the views did not reach min_offsets {} within {} ms; they reflect {}",
+                    bound.display(&self.topic),
+                    timeout.as_millis(),
+                    crate::output::as_of(&reading, &self.topic)
+                ),
+            ),
+            WaitError::Read(error) => SqlError::from_read(error),
         }
     }
 

@@ -1,0 +1,237 @@
+//! Read-your-writes: a lower bound on the input positions an answer must reflect.
+//!
+//! A client that has just produced a message knows where it landed (`lambda produce` prints
+//! it); it asks the next read to reflect at least that much, and the read waits until the
+//! views have read that far — up to a timeout, after which it fails saying how far they got,
+//! rather than answering stale:
+//!
+//! ```text
+//! $ lambda produce --input order.jsonl
+//! min_offsets=real-time-orders/1:43
+//! $ curl 'localhost:8080/v1/customers/Ali?min_offsets=real-time-orders/1:43'
+//! ```
+//!
+//! The bound names positions as `as_of.offsets` does — `topic/partition:offset`, the offset
+//! being the next one the answer must reflect — comma-separated. Over SQL (the Postgres
+//! protocol and the prompt) a session sets it with `SET min_offsets = '...'` (and the wait
+//! with `SET timeout_ms = ...`); every later read of the session waits for it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::reading::{ReadScope, Reading};
+use crate::serve::{ReadError, Serving};
+
+/// How long a read waits for its bound unless told.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(5000);
+/// The longest wait one may ask for.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a waiting read looks again.
+const POLL: Duration = Duration::from_millis(1);
+
+/// Partition → the next offset an answer must reflect.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MinOffsets(pub BTreeMap<i32, i64>);
+
+impl MinOffsets {
+    /// Parses `topic/partition:offset,...`; every topic must be `topic`, the one read.
+    pub fn parse(text: &str, topic: &str) -> Result<MinOffsets, String> {
+        let mut bound = BTreeMap::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let shape = || format!("min_offsets: {item:?} is not topic/partition:offset (like {topic}/0:12)");
+            let (position, offset) = item.rsplit_once(':').ok_or_else(shape)?;
+            let (named, partition) = position.rsplit_once('/').ok_or_else(shape)?;
+            if named != topic {
+                return Err(format!("min_offsets: topic {named:?} is not read here; the topic is {topic:?}"));
+            }
+            let partition: i32 = partition.parse().ok().filter(|p| *p >= 0).ok_or_else(shape)?;
+            let offset: i64 = offset.parse().ok().filter(|o| *o >= 0).ok_or_else(shape)?;
+            let at = bound.entry(partition).or_insert(offset);
+            *at = (*at).max(offset);
+        }
+        if bound.is_empty() {
+            return Err(format!("min_offsets is empty; give topic/partition:offset,... (like {topic}/0:12)"));
+        }
+        Ok(MinOffsets(bound))
+    }
+
+    /// Whether `reading` reflects every position of the bound.
+    pub fn reached_by(&self, reading: &Reading) -> bool {
+        self.0.iter().all(|(p, o)| reading.offsets.iter().any(|(q, n)| q == p && n >= o))
+    }
+
+    /// The bound as `parse` reads it.
+    pub fn display(&self, topic: &str) -> String {
+        let items: Vec<String> = self.0.iter().map(|(p, o)| format!("{topic}/{p}:{o}")).collect();
+        items.join(",")
+    }
+}
+
+/// Parses a wait in milliseconds, at most [`MAX_TIMEOUT`].
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(ms) if Duration::from_millis(ms) <= MAX_TIMEOUT => Ok(Duration::from_millis(ms)),
+        _ => Err(format!(
+            "timeout_ms must be a whole number of milliseconds up to {}, not {text:?}",
+            MAX_TIMEOUT.as_millis()
+        )),
+    }
+}
+
+/// Why a read did not wait its way to its bound.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// The views did not reach the bound in time; how far they got.
+    #[error("the views did not reach min_offsets in time; they reflect time {} and offsets {:?}", .0.time, .0.offsets)]
+    NotReached(Box<Reading>),
+    /// The views could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+impl Serving {
+    /// Waits until the views reflect `bound`, up to `timeout` (from a thread that may block).
+    pub fn wait_for(&self, bound: &MinOffsets, timeout: Duration) -> Result<(), WaitError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reading = self.read(ReadScope::Offsets, timeout)?;
+            if bound.reached_by(&reading) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(WaitError::NotReached(Box::new(reading)));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Waits until the views reflect `bound`, up to `timeout` (from an async task).
+    pub async fn wait_for_async(&self, bound: &MinOffsets, timeout: Duration) -> Result<(), WaitError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reading = self.read_async(ReadScope::Offsets, timeout).await?;
+            if bound.reached_by(&reading) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(WaitError::NotReached(Box::new(reading)));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// A session's setting, from a `SET` (or `RESET`) statement over SQL.
+#[derive(Debug, PartialEq)]
+pub enum Setting {
+    /// `SET min_offsets = '...'` (`None`: `RESET min_offsets`, `SET min_offsets = DEFAULT`).
+    MinOffsets(Option<MinOffsets>),
+    /// `SET timeout_ms = N`.
+    Timeout(Duration),
+}
+
+/// The read-your-writes setting a statement makes, if it is one; an error if it is one
+/// that is malformed.
+pub fn setting(statement: &str, topic: &str) -> Option<Result<Setting, String>> {
+    let text = statement.trim().trim_end_matches(';').trim();
+    let lower = text.to_ascii_lowercase();
+    if lower == "reset min_offsets" {
+        return Some(Ok(Setting::MinOffsets(None)));
+    }
+    let rest = lower.strip_prefix("set ")?.trim_start();
+    let (name, _) = rest.split_once(|c: char| c == '=' || c.is_whitespace())?;
+    if name != "min_offsets" && name != "timeout_ms" {
+        return None;
+    }
+    // The value, as written (topics are case-sensitive): after `=` or `TO`.
+    let after_name = text[text.len() - rest.len() + name.len()..].trim_start();
+    let value = after_name
+        .strip_prefix('=')
+        .or_else(|| after_name.get(..2).filter(|to| to.eq_ignore_ascii_case("to")).map(|_| &after_name[2..]))
+        .map(str::trim);
+    let Some(value) = value else { return Some(Err(format!("SET {name} = <value>"))) };
+    let value = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).unwrap_or(value);
+    Some(match name {
+        "min_offsets" if value.eq_ignore_ascii_case("default") => Ok(Setting::MinOffsets(None)),
+        "min_offsets" => MinOffsets::parse(value, topic).map(|b| Setting::MinOffsets(Some(b))),
+        _ => parse_timeout(value).map(Setting::Timeout),
+    })
+}
+
+/// A session's read-your-writes state, over SQL.
+#[derive(Clone, Debug, Default)]
+pub struct Session {
+    /// The bound every read waits for.
+    pub min_offsets: Option<MinOffsets>,
+    /// How long; [`DEFAULT_TIMEOUT`] unless set.
+    pub timeout: Option<Duration>,
+}
+
+impl Session {
+    /// Takes a setting.
+    pub fn set(&mut self, setting: Setting) {
+        match setting {
+            Setting::MinOffsets(bound) => self.min_offsets = bound,
+            Setting::Timeout(timeout) => self.timeout = Some(timeout),
+        }
+    }
+
+    /// The wait for the session's bound.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOPIC: &str = "real-time-orders";
+
+    #[test]
+    fn bounds_parse_as_as_of_names_positions() {
+        let bound =
+            MinOffsets::parse("real-time-orders/0:12, real-time-orders/2:5,real-time-orders/0:3", TOPIC).unwrap();
+        assert_eq!(bound.0, BTreeMap::from([(0, 12), (2, 5)]));
+        assert_eq!(bound.display(TOPIC), "real-time-orders/0:12,real-time-orders/2:5");
+        for bad in [
+            "",
+            "real-time-orders/0",
+            "real-time-orders:0:1",
+            "other/0:1",
+            "real-time-orders/-1:2",
+            "real-time-orders/0:x",
+        ] {
+            assert!(MinOffsets::parse(bad, TOPIC).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn readings_reach_a_bound_at_or_past_every_position() {
+        let bound = MinOffsets::parse("real-time-orders/0:12,real-time-orders/1:1", TOPIC).unwrap();
+        let mut reading = Reading { offsets: vec![(0, 12), (1, 0)], ..Reading::default() };
+        assert!(!bound.reached_by(&reading));
+        reading.offsets[1].1 = 4;
+        assert!(bound.reached_by(&reading));
+        reading.offsets.remove(0);
+        assert!(!bound.reached_by(&reading), "a partition not read yet is not reached");
+    }
+
+    #[test]
+    fn sessions_set_and_reset_their_bound() {
+        let set = |s: &str| setting(s, TOPIC);
+        let bound = MinOffsets::parse("real-time-orders/1:3", TOPIC).unwrap();
+        assert_eq!(
+            set("SET min_offsets = 'real-time-orders/1:3';"),
+            Some(Ok(Setting::MinOffsets(Some(bound.clone()))))
+        );
+        assert_eq!(set("set MIN_OFFSETS to 'real-time-orders/1:3'"), Some(Ok(Setting::MinOffsets(Some(bound)))));
+        assert_eq!(set("RESET min_offsets"), Some(Ok(Setting::MinOffsets(None))));
+        assert_eq!(set("SET min_offsets = DEFAULT"), Some(Ok(Setting::MinOffsets(None))));
+        assert_eq!(set("SET timeout_ms = 250"), Some(Ok(Setting::Timeout(Duration::from_millis(250)))));
+        assert!(matches!(set("SET min_offsets = 'elsewhere/0:1'"), Some(Err(_))));
+        assert!(matches!(set("SET timeout_ms = forever"), Some(Err(_))));
+        assert_eq!(set("SET datestyle = 'ISO'"), None);
+        assert_eq!(set("SELECT 1"), None);
+    }
+}
