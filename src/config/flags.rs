@@ -80,6 +80,20 @@ impl FlagValue for Vec<PathBuf> {
     }
 }
 
+/// Given once per value (`--sink a=x --sink b=y`).
+impl FlagValue for Vec<String> {
+    fn arg(arg: Arg) -> Arg {
+        arg.num_args(1).action(ArgAction::Append)
+    }
+    fn from_matches(matches: &ArgMatches, id: &str) -> Option<Result<Self, String>> {
+        let values = matches.get_many::<String>(id)?;
+        Some(Ok(values.cloned().collect()))
+    }
+    fn shown(&self) -> Option<String> {
+        (!self.is_empty()).then(|| self.join(" "))
+    }
+}
+
 impl<T: FlagValue> FlagValue for Option<T> {
     fn from_matches(matches: &ArgMatches, id: &str) -> Option<Result<Self, String>> {
         T::from_matches(matches, id).map(|v| v.map(Some))

@@ -86,6 +86,10 @@ settings! {
         /// Also produce every dead letter to this topic.
         dlq_topic: Option<String> = None;
             flag "dlq-topic" value "TOPIC" example "dead-letters" for [Run];
+        /// Produce a view's changes to a topic, as keyed upserts and tombstones (a compacted
+        /// topic's contract); repeatable.
+        sinks: Vec<String> = Vec::new();
+            flag "sink" value "VIEW=TOPIC" example "customers=customers-view" for [Run];
     }
     /// The serving layer.
     [serve] ServeSettings {

@@ -44,6 +44,7 @@ pub fn run(settings: &Settings, interrupted: Arc<AtomicBool>, prompt: bool) -> a
     let serves = settings.dataflow.process == 0;
     let _http = if serves { crate::serve::http::start(settings, &running.serving)? } else { None };
     let _pg = if serves { crate::serve::pg::start(settings, &running.serving)? } else { None };
+    let _sinks = if serves { crate::serve::sink::start(settings, &running.serving)? } else { None };
     if serves {
         tracing::info!("running; Ctrl-C to stop");
     } else {

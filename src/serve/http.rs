@@ -11,7 +11,7 @@
 //! | `GET /v1/views/{name}` | one view, built-in or created: `{"view", "columns", "rows": [{column: value}], "as_of"}`; 404 when unknown |
 //! | `GET /v1/views/{name}/{key}` | the row of one key of it (customer, category, hour `2025-01-01T13:00:00Z`, a created view's group key): `{"view", "row", "as_of"}`; 404 when absent |
 //! | `GET /v1/subscribe?view=&key=&as_of=` | a changefeed as Server-Sent Events: `snapshot` (the rows at a time), then `changes` (`{"key", "row", "diff"}` at each later time), `progress` every second while idle, `error` when it ends; each event's `id` is its time, and `Last-Event-ID` or `as_of=` resumes after it (410 with `earliest` when no longer kept); 404 for an unknown view |
-//! | `GET /v1/status` | totals, customers, dead letters by reason, records read, lag per partition, processes, and each worker's process and partitions |
+//! | `GET /v1/status` | totals, customers, dead letters by reason, records read, lag per partition, processes, each worker's process and partitions, and each Kafka sink's time, `lag_ms`, messages and last error |
 //! | `GET /metrics` | Prometheus text (see [`crate::serve::metrics`]) |
 //! | `POST /v1/sql` | the statement in the body → `{"columns", "rows", "as_of"}`; errors 400 `{"error", "code"}` |
 //! | `GET /healthz` | `{"status": "ok", "kafka": ...}`: the process answers (liveness) |
@@ -319,6 +319,16 @@ async fn status(State(api): State<Arc<Api>>) -> Answer {
         .collect();
     let processes: std::collections::BTreeSet<usize> = reading.workers.iter().map(|w| w.process).collect();
     let (history, kafka) = reading.records_read();
+    let sinks: Vec<Value> = api
+        .serving
+        .metrics()
+        .sinks()
+        .into_iter()
+        .map(|((view, topic), sink)| {
+            let lag_ms = reading.time.saturating_sub(sink.time);
+            json!({ "view": view, "topic": topic, "time": sink.time, "lag_ms": lag_ms, "messages": sink.messages, "error": sink.error })
+        })
+        .collect();
     Ok(Json(json!({
         "as_of": as_of(&reading, &api.topic),
         "transactions": reading.overall.count,
@@ -330,6 +340,7 @@ async fn status(State(api): State<Arc<Api>>) -> Answer {
         "kafka": kafka_json(&api, &reading),
         "processes": processes.len(),
         "workers": workers,
+        "sinks": sinks,
     })))
 }
 

@@ -11,7 +11,9 @@
 //!   reflect);
 //! - **counted by this process** as it goes: `lambda_records_read_total{source}` (history
 //!   lines and Kafka messages read by its workers), and
-//!   `lambda_query_duration_seconds{route}`, a histogram of HTTP answers.
+//!   `lambda_query_duration_seconds{route}`, a histogram of HTTP answers, and each Kafka
+//!   sink's `lambda_sink_messages_total{view,topic}` and `lambda_sink_lag_ms{view,topic}`
+//!   (how far its last delivered change is behind the views' time).
 //!
 //! ```text
 //! # TYPE lambda_consumer_lag gauge
@@ -76,6 +78,20 @@ pub struct Metrics {
     high_watermark: Family<Labels, Gauge>,
     lag: Family<Labels, Gauge>,
     view_rows: Family<Labels, Gauge>,
+    sink_messages: Family<Labels, Counter>,
+    sink_lag: Family<Labels, Gauge>,
+    sinks: std::sync::Mutex<BTreeMap<(String, String), SinkProgress>>,
+}
+
+/// Where a Kafka sink stands (see [`crate::serve::sink`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SinkProgress {
+    /// The logical time of the last change the broker acknowledged.
+    pub time: u64,
+    /// Messages acknowledged (upserts and tombstones).
+    pub messages: u64,
+    /// The error it last met, until it delivers again.
+    pub error: Option<String>,
 }
 
 impl Default for Metrics {
@@ -124,8 +140,23 @@ impl Metrics {
         );
         let view_rows = Family::default();
         registry.register("view_rows", "Rows in each view created at run time (CREATE VIEW)", view_rows.clone());
+        let sink_messages = Family::default();
+        registry.register(
+            "sink_messages",
+            "Messages a Kafka sink delivered (upserts and tombstones), by view and topic",
+            sink_messages.clone(),
+        );
+        let sink_lag = Family::default();
+        registry.register(
+            "sink_lag_ms",
+            "How far a Kafka sink's last delivered change is behind the views, in logical ms",
+            sink_lag.clone(),
+        );
         Metrics {
             view_rows,
+            sink_messages,
+            sink_lag,
+            sinks: std::sync::Mutex::default(),
             registry,
             kafka_state: std::sync::Mutex::default(),
             kafka_reachable,
@@ -175,6 +206,26 @@ impl Metrics {
         }
     }
 
+    /// Notes that the sink of `view` to `topic` delivered `messages` more, through `time`
+    /// (or met `error`).
+    pub fn sink_progress(&self, view: &str, topic: &str, time: Option<u64>, messages: u64, error: Option<String>) {
+        let mut sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = sinks.entry((view.to_owned(), topic.to_owned())).or_default();
+        if let Some(time) = time {
+            sink.time = sink.time.max(time);
+        }
+        sink.messages += messages;
+        sink.error = error;
+        self.sink_messages
+            .get_or_create(&vec![("view", view.to_owned()), ("topic", topic.to_owned())])
+            .inc_by(messages);
+    }
+
+    /// Every sink: (view, topic) → where it stands.
+    pub fn sinks(&self) -> BTreeMap<(String, String), SinkProgress> {
+        self.sinks.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The text exposition, with the view numbers taken from `reading`.
     pub fn render(&self, reading: &Reading, topic: &str) -> String {
         self.transactions.set(reading.overall.count);
@@ -193,6 +244,10 @@ impl Metrics {
                 self.lag.get_or_create(&labels).set(lag);
                 self.high_watermark.get_or_create(&labels).set(next + lag);
             }
+        }
+        for ((view, topic), sink) in self.sinks() {
+            let labels = vec![("view", view), ("topic", topic)];
+            self.sink_lag.get_or_create(&labels).set(reading.time.saturating_sub(sink.time) as i64);
         }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");

@@ -7,6 +7,7 @@
 //! - [`repl`]: the interactive prompt over the same reads.
 //! - [`bound`]: read-your-writes, reads that wait for input positions.
 //! - [`feed`]: changefeeds, a view's rows and then its changes (SSE, the Kafka sink).
+//! - [`sink`]: Kafka sinks, a view's changes as upserts and tombstones.
 
 pub mod bound;
 pub mod feed;
@@ -16,6 +17,7 @@ pub mod pg;
 pub mod query;
 pub mod repl;
 pub mod serving;
+pub mod sink;
 
 pub use serving::{ReadError, Serving};
 

@@ -1,0 +1,309 @@
+//! Kafka sinks: `--sink VIEW=TOPIC` hands a view to the next system as a compacted topic.
+//!
+//! Each sink follows its view's changefeed (see [`crate::serve::feed`]) and produces, for every
+//! key the changes touch, the key's row as an upsert — key = the view's key as text
+//! (customer, category, hour; the view's name for a view of one row), value = the row as JSON
+//! plus its logical `time` — or a tombstone (no value) when the key left the view:
+//!
+//! ```text
+//! Ali    {"customer":"Ali","total":400,"count":3,...,"time":1764000000123}
+//! Sara   (tombstone)
+//! ```
+//!
+//! Messages are produced in time order once a time is complete, by an idempotent producer.
+//! The contract is a compacted topic's: the last value of every key equals the view. At start
+//! the sink reads its topic back to learn what it holds, so that after a crash (or a stop while
+//! keys left the view) it sends only the differences — tombstones included — and never leaves
+//! a stale key behind. While the broker is away the views go on; the sink falls behind, then
+//! catches up from the view's rows when it is back. Its progress is in `/v1/status` (`sinks`)
+//! and `/metrics` (`lambda_sink_lag_ms`, `lambda_sink_messages_total`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Map, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::config::Settings;
+use crate::serve::feed::{key_text, Event, Feeds, Row};
+use crate::serve::Serving;
+
+/// How long to wait before trying again after an error.
+const RETRY: Duration = Duration::from_secs(1);
+/// The longest reading the sink's topic back may take.
+const READ_BACK: Duration = Duration::from_secs(60);
+
+/// One sink: a view and the topic it goes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkSpec {
+    /// The view, built-in or created.
+    pub view: String,
+    /// The topic.
+    pub topic: String,
+}
+
+impl SinkSpec {
+    /// Parses `VIEW=TOPIC`.
+    pub fn parse(text: &str) -> anyhow::Result<SinkSpec> {
+        match text.split_once('=') {
+            Some((view, topic)) if !view.trim().is_empty() && !topic.trim().is_empty() => {
+                Ok(SinkSpec { view: view.trim().to_owned(), topic: topic.trim().to_owned() })
+            }
+            _ => bail!("--sink {text:?} is not VIEW=TOPIC (like customers=customers-view)"),
+        }
+    }
+}
+
+/// Starts every sink of `settings` on a runtime of their own (none when there is none); they
+/// run until it is dropped.
+pub fn start(settings: &Settings, serving: &Serving) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
+    let specs = settings.kafka.sinks.iter().map(|s| SinkSpec::parse(s)).collect::<anyhow::Result<Vec<_>>>()?;
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    for spec in &specs {
+        if spec.topic == settings.kafka.topic {
+            bail!("--sink {}={}: that is the topic the views read; choose another", spec.view, spec.topic);
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sink")
+        .enable_all()
+        .build()
+        .context("cannot start the sinks' runtime")?;
+    let engine = crate::sql::Engine::new(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
+    let feeds = Feeds::new(engine, serving.clone(), settings.kafka.topic.clone());
+    for spec in specs {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.kafka.brokers)
+            .set("enable.idempotence", "true")
+            // Never give up on a message: while the broker is away, the sink waits (and
+            // falls behind the views, which go on).
+            .set("message.timeout.ms", "0")
+            .set("linger.ms", "2")
+            .set("log_level", "3")
+            .create()
+            .with_context(|| format!("cannot create the producer of --sink {}={}", spec.view, spec.topic))?;
+        let sink = Sink {
+            spec,
+            brokers: settings.kafka.brokers.clone(),
+            feeds: feeds.clone(),
+            producer,
+            serving: serving.clone(),
+        };
+        tracing::info!(view = %sink.spec.view, topic = %sink.spec.topic, "sinking a view to Kafka");
+        runtime.spawn(sink.run());
+    }
+    Ok(Some(runtime))
+}
+
+struct Sink {
+    spec: SinkSpec,
+    brokers: String,
+    feeds: Feeds,
+    producer: FutureProducer,
+    serving: Serving,
+}
+
+/// Key → the row as JSON text (without `time`).
+type Held = HashMap<String, String>;
+
+impl Sink {
+    async fn run(self) {
+        let mut sent = loop {
+            let (brokers, topic) = (self.brokers.clone(), self.spec.topic.clone());
+            match tokio::task::spawn_blocking(move || read_back(&brokers, &topic)).await {
+                Ok(Ok(held)) => break held,
+                Ok(Err(error)) => self.failed(format!("cannot read the sink's topic back: {error:#}")),
+                Err(error) => self.failed(format!("cannot read the sink's topic back: {error}")),
+            }
+            tokio::time::sleep(RETRY).await;
+        };
+        tracing::info!(view = %self.spec.view, topic = %self.spec.topic, keys = sent.len(), "the sink's topic read back");
+        loop {
+            if let Err(error) = self.follow(&mut sent).await {
+                self.failed(error);
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+
+    fn failed(&self, error: String) {
+        tracing::warn!(view = %self.spec.view, topic = %self.spec.topic, %error, "the sink waits and tries again");
+        self.serving.metrics().sink_progress(&self.spec.view, &self.spec.topic, None, 0, Some(error));
+    }
+
+    /// Follows the view from its current rows until the feed ends; `sent` is what the
+    /// topic holds.
+    async fn follow(&self, sent: &mut Held) -> Result<(), String> {
+        let subscription = self.feeds.subscribe(&self.spec.view, None, None).await.map_err(|e| format!("{e:?}"))?;
+        let mut events = subscription.events;
+        let mut current: HashMap<String, Arc<Row>> = HashMap::new();
+        let mut first = subscription.first.into_iter();
+        loop {
+            let event = match first.next() {
+                Some(event) => event,
+                None => match events.recv().await {
+                    Ok(event) => event,
+                    Err(RecvError::Lagged(n)) => {
+                        return Err(format!("fell {n} events behind; starting again from the view's rows"))
+                    }
+                    Err(RecvError::Closed) => return Err("the feed closed".into()),
+                },
+            };
+            let touched: BTreeSet<String> = match &*event {
+                Event::Snapshot { rows, .. } => {
+                    current = rows.iter().map(|row| (self.key(row), Arc::clone(row))).collect();
+                    current.keys().chain(sent.keys()).cloned().collect()
+                }
+                Event::Changes { changes, .. } => {
+                    for change in changes.iter().filter(|c| c.diff < 0) {
+                        let key = self.key(&change.row);
+                        if current.get(&key).is_some_and(|row| row.values == change.row.values) {
+                            current.remove(&key);
+                        }
+                    }
+                    for change in changes.iter().filter(|c| c.diff > 0) {
+                        current.insert(self.key(&change.row), Arc::clone(&change.row));
+                    }
+                    changes.iter().map(|c| self.key(&c.row)).collect()
+                }
+                Event::Progress { time, .. } => {
+                    self.serving.metrics().sink_progress(&self.spec.view, &self.spec.topic, Some(*time), 0, None);
+                    continue;
+                }
+                Event::End { reason } => return Err(reason.clone()),
+            };
+            let time = event.time().expect("a snapshot or changes have a time");
+            self.deliver(sent, &current, touched, time).await?;
+        }
+    }
+
+    /// Produces what the topic lacks for the `touched` keys, and waits for the broker.
+    async fn deliver(
+        &self,
+        sent: &mut Held,
+        current: &HashMap<String, Arc<Row>>,
+        touched: BTreeSet<String>,
+        time: u64,
+    ) -> Result<(), String> {
+        let mut pending = Vec::new();
+        for key in touched {
+            let row = current.get(&key).map(|row| (Value::Object(row.values.clone()).to_string(), row));
+            if row.as_ref().map(|(text, _)| text) == sent.get(&key) {
+                continue;
+            }
+            let value = row.as_ref().map(|(_, row)| {
+                let mut values: Map<String, Value> = row.values.clone();
+                values.insert("time".into(), time.into());
+                Value::Object(values).to_string()
+            });
+            let mut record = FutureRecord::<str, str>::to(&self.spec.topic).key(key.as_str());
+            if let Some(value) = value.as_deref() {
+                record = record.payload(value);
+            }
+            let delivery = loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => break delivery,
+                    // The local queue is full (the broker is slow or away): wait for room.
+                    Err((_, back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            };
+            pending.push((key, row.map(|(text, _)| text), delivery));
+        }
+        let messages = pending.len() as u64;
+        for (key, text, delivery) in pending {
+            match delivery.await {
+                Ok(Ok(_)) => match text {
+                    Some(text) => sent.insert(key, text),
+                    None => sent.remove(&key),
+                },
+                Ok(Err((error, _))) => return Err(format!("the broker refused a message: {error}")),
+                Err(_) => return Err("the producer went away".into()),
+            };
+        }
+        self.serving.metrics().sink_progress(&self.spec.view, &self.spec.topic, Some(time), messages, None);
+        Ok(())
+    }
+
+    /// A row's key as the topic's message key.
+    fn key(&self, row: &Row) -> String {
+        row.key.as_ref().map_or_else(|| self.spec.view.clone(), key_text)
+    }
+}
+
+/// What `topic` holds: each key's last value (its `time` left out), tombstoned keys gone.
+fn read_back(brokers: &str, topic: &str) -> anyhow::Result<Held> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "atelier-lambda-sink")
+        .set("enable.auto.commit", "false")
+        .set("log_level", "3")
+        .create()
+        .context("cannot create a consumer")?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).context("no metadata")?;
+    let mut ends = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
+            .with_context(|| format!("no watermarks for {topic}/{}", partition.id()))?;
+        if high > low {
+            ends.insert(partition.id(), high);
+            assignment.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+        }
+    }
+    let mut held = Held::new();
+    if ends.is_empty() {
+        return Ok(held);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + READ_BACK;
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            bail!("{topic} could not be read to its end in {} s", READ_BACK.as_secs());
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let message = message?;
+        if let Some(key) = message.key().map(|k| String::from_utf8_lossy(k).into_owned()) {
+            match message.payload().and_then(|p| serde_json::from_slice::<Map<String, Value>>(p).ok()) {
+                Some(mut row) => {
+                    row.remove("time");
+                    held.insert(key, Value::Object(row).to_string());
+                }
+                None => {
+                    held.remove(&key);
+                }
+            }
+        }
+        if ends.get(&message.partition()).is_some_and(|end| message.offset() + 1 >= *end) {
+            ends.remove(&message.partition());
+        }
+    }
+    Ok(held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sinks_are_view_equals_topic() {
+        let spec = SinkSpec::parse("customers=customers-view").unwrap();
+        assert_eq!((spec.view.as_str(), spec.topic.as_str()), ("customers", "customers-view"));
+        for bad in ["customers", "=t", "v=", ""] {
+            assert!(SinkSpec::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Kafka sinks end to end: `lambda run --sink VIEW=TOPIC` with a Kafka-protocol broker, a
+//! random stream (corrections, deletes, redeliveries, bad records), and the sink topics read
+//! by an independent client, `kcat`: the last value of every key must equal the view — also
+//! after `kill -9`, a restart, and more messages that make keys leave the view (tombstones).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::live::*;
+use common::temp_dir;
+use rdkafka::producer::Producer;
+
+/// What `topic` says with kcat: key → the last value (its `time` left out); tombstoned keys
+/// gone.
+fn kcat_view(brokers: &str, topic: &str) -> BTreeMap<String, String> {
+    let out = Command::new("kcat")
+        .args(["-b", brokers, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-Z", "-f", "%k\t%s\n"])
+        .output()
+        .expect("kcat runs (installed by ./test)");
+    assert!(out.status.success(), "kcat: {}", String::from_utf8_lossy(&out.stderr));
+    let mut held = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let (key, value) = line.split_once('\t').expect("key and value");
+        if value == "NULL" {
+            held.remove(key);
+        } else {
+            let mut row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(value).unwrap();
+            assert!(row.remove("time").is_some_and(|t| t.is_u64()), "every value carries its time: {value}");
+            held.insert(key.to_owned(), serde_json::Value::Object(row).to_string());
+        }
+    }
+    held
+}
+
+/// View `name` over HTTP: its key column's value → the row.
+fn http_view(run: &Run, name: &str, key: &str) -> BTreeMap<String, String> {
+    let (status, body) = run.get(&format!("/v1/views/{name}"));
+    assert_eq!(status, 200, "{body}");
+    body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| (row[key].as_str().unwrap().to_owned(), row.to_string()))
+        .collect()
+}
+
+/// Waits until the sinks have delivered the views' time (`views_time`), then each topic,
+/// read with kcat, must equal its view.
+fn assert_topics_equal_views(run: &mut Run, broker: &str, views_time: u64, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, status) = run.get("/v1/status");
+        let sinks = status["sinks"].as_array().cloned().unwrap_or_default();
+        let done = sinks.len() == 2 && sinks.iter().all(|s| s["time"].as_u64().is_some_and(|t| t >= views_time));
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{when}: the sinks never caught up: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let customers = http_view(run, "customers", "customer");
+    assert!(!customers.is_empty());
+    assert_eq!(kcat_view(broker, "customers-view"), customers, "{when}: the customers topic is the view");
+    let big = http_view(run, "big", "customer");
+    assert_eq!(kcat_view(broker, "big-view"), big, "{when}: a created view's topic is the view");
+}
+
+/// Forty customers of one order each (`Temp-{tag}{i}`), or the deletes of those orders; each
+/// order routed by its id as the other messages are.
+fn temporary(tag: &str, delete: bool) -> Vec<Sent> {
+    (0..40)
+        .map(|i| {
+            let id = format!("temp-{tag}{i}");
+            let partition = (id.bytes().map(u32::from).sum::<u32>() % 3) as i32;
+            let payload = if delete {
+                format!(r#"{{"id":"{id}","op":"delete"}}"#)
+            } else {
+                format!(r#"{{"id":"{id}","customer":"Temp-{tag}{i}","amount":500}}"#)
+            };
+            Sent { partition, key: None, payload: Some(payload) }
+        })
+        .collect()
+}
+
+fn send(producer: &rdkafka::producer::BaseProducer, messages: &[Sent]) {
+    send_all(producer, messages);
+    producer.flush(Duration::from_secs(10)).expect("the broker takes the messages");
+}
+
+#[test]
+fn sink_topics_hold_the_views_through_kill_9() {
+    if Command::new("kcat").arg("-V").output().is_err() {
+        panic!("kcat is not installed: run ./test, which installs it");
+    }
+    let dir = temp_dir("sink-e2e");
+    let state = dir.join("state");
+    let broker = TestBroker::mock();
+    let history = history(&dir, &random_history(200));
+    let options = [
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--snapshot-every-ms",
+        "200",
+        "--sink",
+        "customers=customers-view",
+        "--sink",
+        "big=big-view",
+    ];
+    let mut run = Run::start(&broker.address(), &history, 2, &dir, &options);
+    run.views_at(&BTreeMap::new());
+    // The sink of a view not created yet waits for it.
+    let (status, answer) =
+        post_sql(&run.http, "CREATE VIEW big AS SELECT customer, sum(amount) AS total FROM transactions GROUP BY customer HAVING sum(amount) > 400");
+    assert_eq!(status, 200, "{answer}");
+
+    let producer = producer(&broker.address());
+    let mut first = random_messages(31, 300);
+    first.extend(temporary("a", false));
+    send(&producer, &first);
+    let reading = run.views_at(&end_offsets(&first));
+    assert_topics_equal_views(&mut run, &broker.address(), reading.time, "after the stream");
+    assert!(kcat_view(&broker.address(), "customers-view").contains_key("Temp-a0"));
+
+    // kill -9, then messages that delete whole customers while the sink is down: the
+    // restarted sink reads its topic back and tombstones them.
+    let _ = run.child.kill();
+    let _ = run.child.wait();
+    let mut second = random_messages(32, 200);
+    second.extend(temporary("a", true));
+    send(&producer, &second);
+    let mut run = Run::start(&broker.address(), &history, 2, &dir, &options);
+    let mut all: Vec<Sent> = first.iter().chain(&second).cloned().collect();
+    let reading = run.views_at(&end_offsets(&all));
+    assert_topics_equal_views(&mut run, &broker.address(), reading.time, "after kill -9 and a restart");
+    assert!(!kcat_view(&broker.address(), "customers-view").keys().any(|k| k.starts_with("Temp")), "tombstoned");
+
+    // Keys that join and then leave the view while the sink runs.
+    for delete in [false, true] {
+        let batch = temporary("b", delete);
+        send(&producer, &batch);
+        all.extend(batch);
+        let reading = run.views_at(&end_offsets(&all));
+        assert_topics_equal_views(&mut run, &broker.address(), reading.time, "keys joining and leaving");
+        let held = kcat_view(&broker.address(), "customers-view");
+        assert_eq!(held.contains_key("Temp-b0"), !delete);
+    }
+    run.stop();
+}
