@@ -67,6 +67,10 @@ pub struct DemoArgs {
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Keep the demo running afterwards, with the HTTP API and the dashboard (`GET /`) on
+    /// `--http`, until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
 }
 
 /// Options of `lambda broker`.

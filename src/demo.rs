@@ -31,6 +31,40 @@ pub const WORKSHOP_MESSAGES: [&str; 3] = [
 
 /// Runs the demo, returning what it prints.
 pub fn demo(settings: &Settings) -> anyhow::Result<String> {
+    let (out, running, broker) = workshop(settings)?;
+    running.stop();
+    running.join()?;
+    drop(broker);
+    Ok(out)
+}
+
+/// `lambda demo --serve`: the demo, printed, then kept running with the HTTP API and the
+/// dashboard on `serve.http` (and the in-process broker, for more messages) until
+/// `interrupted`.
+pub fn demo_and_serve(settings: &Settings, interrupted: &std::sync::atomic::AtomicBool) -> anyhow::Result<()> {
+    let (out, running, broker) = workshop(settings)?;
+    print!("{out}");
+    let mut settings = settings.clone();
+    settings.kafka.brokers = broker.address();
+    let _http = crate::serve::http::start(&settings, &running.serving)?
+        .context("--serve needs an HTTP address: give --http 127.0.0.1:8080")?;
+    println!(
+        "\nthe dashboard: http://{}/   (Kafka at {}: lambda produce --brokers {} --input -)   Ctrl-C to stop",
+        settings.serve.http,
+        broker.address(),
+        broker.address()
+    );
+    while !interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    running.stop();
+    running.join()?;
+    drop(broker);
+    Ok(())
+}
+
+/// The workshop's three steps, printed; the pipeline and the broker still running.
+fn workshop(settings: &Settings) -> anyhow::Result<(String, run::Running, Broker)> {
     let mut settings = settings.clone();
     let topic = settings.kafka.topic.clone();
     let broker = Broker::start(0, &topic, 3)?;
@@ -42,6 +76,7 @@ pub fn demo(settings: &Settings) -> anyhow::Result<String> {
 
     let running = run::start(&settings)?;
     let batch = running.serving.read_all(top, wait).context("the pipeline did not answer")?;
+    running.serving.keep_first(batch.clone());
     let files: Vec<String> = settings.input.files.iter().map(|f| f.display().to_string()).collect();
     writeln!(out, "== Batch layer: {} (the history, logical time 0) ==", files.join(", "))?;
     out.push_str(&customers_table(&batch, view_filter.as_ref(), settings.batch.show));
@@ -66,10 +101,7 @@ pub fn demo(settings: &Settings) -> anyhow::Result<String> {
     let offsets: Vec<String> = serving.offsets.iter().map(|(p, o)| format!("{topic}/{p}: {o}")).collect();
     writeln!(out, "\n== Serving layer: as of logical time {}, next offsets {} ==", serving.time, offsets.join(", "))?;
     out.push_str(&customers_table(&serving, view_filter.as_ref(), settings.batch.show));
-    running.stop();
-    running.join()?;
-    drop(broker);
-    Ok(out)
+    Ok((out, running, broker))
 }
 
 /// What the speed layer changed: each customer's total before and after.

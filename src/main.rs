@@ -57,6 +57,7 @@ fn main() -> ExitCode {
             }
             run::session::run(&settings, stop, prompt)
         }),
+        Command::Demo(args) if args.serve => interrupted().and_then(|stop| demo::demo_and_serve(&settings, &stop)),
         Command::Demo(_) => demo::demo(&settings).and_then(|text| print_or_fail(&text)),
         Command::Broker(args) => run_broker(&args),
         Command::Produce(args) => run_produce(&args, &settings),

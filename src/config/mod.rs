@@ -95,7 +95,7 @@ settings! {
     [serve] ServeSettings {
         /// Serve the HTTP API on this address ("off" for none).
         http: String = "127.0.0.1:8080".into();
-            flag "http" value "ADDR" for [Run];
+            flag "http" value "ADDR" for [Run, Demo];
         /// Write every view (as `lambda batch` does) and `as_of.json` to this directory while
         /// running, and once more at stop.
         views_out: Option<PathBuf> = None;
@@ -107,6 +107,10 @@ settings! {
         /// 127.0.0.1 -p 6875 -U lambda lambda`.
         pg: String = "127.0.0.1:6875".into();
             flag "pg" value "ADDR" for [Run];
+        /// Let the dashboard (`GET /` on the HTTP address) produce messages to the topic, for
+        /// the workshop (`POST /v1/produce`); off unless given.
+        dashboard_produce: bool = false;
+            flag "dashboard-produce" value "" for [Run, Demo];
         /// The most rows a SQL query may return; a query that would return more is refused.
         max_rows: usize = 100_000;
             flag "max-rows" value "N" for [Run];

@@ -92,6 +92,11 @@ fn keep_up(serving: &Serving, views: &ViewFiles, done: &dyn Fn() -> bool) {
     let mut last_write: Option<Instant> = None;
     while !done() {
         std::thread::sleep(Duration::from_millis(10));
+        if serving.first_reading().is_none() {
+            if let Ok(reading) = serving.read_all(views.top, READ_TIMEOUT) {
+                serving.keep_first(reading);
+            }
+        }
         if views.due(last_write) {
             last_write = Some(Instant::now());
             if let Ok(reading) = serving.read_all(views.top, READ_TIMEOUT) {

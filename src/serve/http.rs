@@ -14,6 +14,10 @@
 //! | `GET /v1/status` | totals, customers, dead letters by reason, records read, lag per partition, processes, each worker's process and partitions, and each Kafka sink's time, `lag_ms`, messages and last error |
 //! | `GET /metrics` | Prometheus text (see [`crate::serve::metrics`]) |
 //! | `POST /v1/sql` | the statement in the body → `{"columns", "rows", "as_of"}`; errors 400 `{"error", "code"}` |
+//! | `GET /` | the dashboard: one page, embedded, live from the changefeeds |
+//! | `GET /v1/status/events` | the status as Server-Sent Events, one a second |
+//! | `GET /v1/batch` | the batch layer: every view as first read after the start, with its `as_of` |
+//! | `POST /v1/produce` | the body's JSON lines to the topic, keyed by `id` (only with `--dashboard-produce`; else 403): `{"sent", "min_offsets"}` |
 //! | `GET /healthz` | `{"status": "ok", "kafka": ...}`: the process answers (liveness) |
 //! | `GET /readyz` | 200 once the topic is being read; 503 with the reason while Kafka cannot be reached |
 //!
@@ -58,6 +62,8 @@ struct Api {
     topic: String,
     sql: crate::sql::Engine,
     feeds: Feeds,
+    /// Where `POST /v1/produce` sends, when the dashboard may produce.
+    produce_to: Option<String>,
 }
 
 /// An error answer: a status and `{"error": "..."}`.
@@ -72,11 +78,15 @@ impl IntoResponse for ApiError {
 type Answer = Result<Json<Value>, ApiError>;
 
 /// The routes, over a running pipeline's serving handle.
-pub fn router(serving: Serving, topic: String, limits: crate::sql::Limits) -> Router {
-    let sql = crate::sql::Engine::new(serving.clone(), topic.clone(), limits);
+pub fn router(serving: Serving, settings: &crate::config::Settings) -> Router {
+    let topic = settings.kafka.topic.clone();
+    let sql = crate::sql::Engine::new(serving.clone(), topic.clone(), settings.sql_limits());
     let feeds = Feeds::new(sql.clone(), serving.clone(), topic.clone());
-    let api = Arc::new(Api { serving, topic, sql, feeds });
+    let produce_to = settings.serve.dashboard_produce.then(|| settings.kafka.brokers.clone());
+    let api = Arc::new(Api { serving, topic, sql, feeds, produce_to });
     Router::new()
+        .route("/", get(dashboard))
+        .route("/v1/produce", axum::routing::post(produce))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/customers/{customer}", get(customer))
@@ -89,6 +99,8 @@ pub fn router(serving: Serving, topic: String, limits: crate::sql::Limits) -> Ro
         .route("/v1/views/{name}/{key}", get(view_key))
         .route("/v1/subscribe", get(subscribe))
         .route("/v1/status", get(status))
+        .route("/v1/status/events", get(status_events))
+        .route("/v1/batch", get(batch))
         .route("/metrics", get(metrics))
         .route("/v1/sql", axum::routing::post(sql_statement))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&api), read_your_writes))
@@ -166,7 +178,7 @@ pub fn start(settings: &crate::config::Settings, serving: &Serving) -> anyhow::R
         return Ok(None);
     };
     let bound = listener.local_addr()?;
-    let app = router(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
+    let app = router(serving.clone(), settings);
     runtime.spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "the HTTP server stopped");
@@ -298,7 +310,37 @@ async fn hourly(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String
 }
 
 async fn status(State(api): State<Arc<Api>>) -> Answer {
-    let reading = read(&api, ReadScope::Totals).await?;
+    status_json(&api).await.map(Json)
+}
+
+/// `GET /v1/status/events`: the status as Server-Sent Events, one a second (what the
+/// dashboard shows of offsets, lag, dead letters and sinks, without polling).
+async fn status_events(State(api): State<Arc<Api>>) -> Response {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    let stream = futures::stream::unfold((api, true), |(api, first)| async move {
+        if !first {
+            tokio::time::sleep(crate::serve::feed::PROGRESS_EVERY).await;
+        }
+        let event = match status_json(&api).await {
+            Ok(status) => Sse::default().event("status").data(status.to_string()),
+            Err(ApiError(_, error)) => Sse::default().event("error").data(json!({ "error": error }).to_string()),
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), (api, false)))
+    });
+    axum::response::Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// `GET /v1/batch`: the batch layer — every view as first read after the start (the history,
+/// or the snapshot resumed from), with the `as_of` it reflects.
+async fn batch(State(api): State<Arc<Api>>) -> Answer {
+    match api.serving.first_reading() {
+        Some(reading) => Ok(Json(views_json(reading, &api.topic))),
+        None => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the history is still being loaded".into())),
+    }
+}
+
+async fn status_json(api: &Arc<Api>) -> Result<Value, ApiError> {
+    let reading = read(api, ReadScope::Totals).await?;
     let name = |p: &i32| format!("{}/{p}", api.topic);
     let skipped = reading.skipped();
     let partitions: serde_json::Map<String, Value> = consumer_lag(&reading.offsets, &reading.high_watermarks())
@@ -329,7 +371,7 @@ async fn status(State(api): State<Arc<Api>>) -> Answer {
             json!({ "view": view, "topic": topic, "time": sink.time, "lag_ms": lag_ms, "messages": sink.messages, "error": sink.error })
         })
         .collect();
-    Ok(Json(json!({
+    Ok(json!({
         "as_of": as_of(&reading, &api.topic),
         "transactions": reading.overall.count,
         "total": Money(reading.overall.cents),
@@ -337,11 +379,11 @@ async fn status(State(api): State<Arc<Api>>) -> Answer {
         "dead_letters": dead_letters_json(&reading),
         "records_read": { "history": history, "kafka": kafka },
         "partitions": partitions,
-        "kafka": kafka_json(&api, &reading),
+        "kafka": kafka_json(api, &reading),
         "processes": processes.len(),
         "workers": workers,
         "sinks": sinks,
-    })))
+    }))
 }
 
 /// Where reading Kafka stands: `reading`, `unreachable` (with the error; the history is
@@ -551,4 +593,34 @@ async fn subscribe(
             Some((Ok(out), (first, next, sse)))
         });
     Ok(axum::response::Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// `GET /`: the dashboard, one page embedded in the binary (see `dashboard.html`).
+async fn dashboard(State(api): State<Arc<Api>>) -> Response {
+    let config = json!({ "topic": api.topic, "produce": api.produce_to.is_some() });
+    let page = include_str!("dashboard.html").replace("/*CONFIG*/null", &config.to_string());
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+/// `POST /v1/produce`: the body's lines (JSON events) to the topic, keyed by their `id` —
+/// the dashboard's form, only with `--dashboard-produce`. Answers how many and the
+/// read-your-writes bound of what was written.
+async fn produce(State(api): State<Arc<Api>>, body: String) -> Answer {
+    let Some(brokers) = api.produce_to.clone() else {
+        let error = "producing from the dashboard is off; start lambda run with --dashboard-produce";
+        return Err(ApiError(StatusCode::FORBIDDEN, error.into()));
+    };
+    let lines: Vec<String> = body.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    if lines.is_empty() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "nothing to produce: give one JSON event per line".into()));
+    }
+    let topic = api.topic.clone();
+    let sent = tokio::task::spawn_blocking(move || {
+        crate::produce::produce(&brokers, &topic, lines.into_iter(), crate::produce::Pace::Flat, || false)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?;
+    let bound = MinOffsets(sent.next_offsets).display(&api.topic);
+    Ok(Json(json!({ "sent": sent.sent, "min_offsets": bound })))
 }

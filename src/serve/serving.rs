@@ -181,6 +181,7 @@ pub struct Serving {
     worker_0: Arc<Waker>,
     metrics: Arc<Metrics>,
     catalog: Arc<Mutex<crate::sql::views::Catalog>>,
+    first: Arc<std::sync::OnceLock<Reading>>,
 }
 
 impl Serving {
@@ -188,8 +189,19 @@ impl Serving {
     /// Returns the receiving end, for worker 0.
     pub fn new(workers: usize, worker_0: Arc<Waker>, metrics: Arc<Metrics>) -> (Serving, Receiver<ReadRequest>) {
         let (requests, received) = channel();
-        let catalog = Arc::default();
-        (Serving { requests, workers, worker_0, metrics, catalog }, received)
+        let (catalog, first) = (Arc::default(), Arc::default());
+        (Serving { requests, workers, worker_0, metrics, catalog, first }, received)
+    }
+
+    /// The first reading of every view since the start: the batch layer — the history (or
+    /// the snapshot resumed from) before the stream moved the views, as the dashboard shows it.
+    pub fn first_reading(&self) -> Option<&Reading> {
+        self.first.get()
+    }
+
+    /// Keeps `reading` as the first one (if none is kept yet).
+    pub fn keep_first(&self, reading: Reading) {
+        let _ = self.first.set(reading);
     }
 
     /// The same handle over `catalog`: the views created at run time.
