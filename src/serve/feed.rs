@@ -2,7 +2,8 @@
 //! what `GET /v1/subscribe` streams and the Kafka sink produces.
 //!
 //! One *pump* per view watches it for every subscriber of that view: it reads the view (through
-//! the SQL engine, like any reader) whenever the input offsets have moved, and the difference
+//! the SQL engine, like any reader) whenever the input offsets have moved — looked at every
+//! 2 ms while this process reads messages, every 100 ms otherwise — and the difference
 //! between its last reading and the new one is the next event. A subscriber starts from the
 //! pump's current rows (the snapshot) and then receives every event after it, so that folding
 //! them gives the view at each event's time:
@@ -38,6 +39,10 @@ use crate::sql::{Engine, SqlError};
 
 /// How often a pump asks whether the offsets moved.
 const POLL: Duration = Duration::from_millis(2);
+/// How long a pump keeps reading the offsets every [`POLL`] after its process read a message.
+const ACTIVE: Duration = Duration::from_millis(200);
+/// How often a pump reads the offsets otherwise.
+const SLOW_POLL: Duration = Duration::from_millis(100);
 /// How long events are kept for resuming, and a pump lives on without subscribers.
 pub const RETAIN: Duration = Duration::from_secs(30);
 /// The most events kept for resuming.
@@ -198,6 +203,8 @@ pub struct Feeds {
     serving: Serving,
     topic: String,
     pumps: Arc<tokio::sync::Mutex<HashMap<String, Arc<Pump>>>>,
+    /// The latest read of the offsets alone, and when: one read serves every pump.
+    offsets: Arc<tokio::sync::Mutex<Option<(Instant, Reading)>>>,
 }
 
 struct Pump {
@@ -228,7 +235,7 @@ struct PumpState {
 impl Feeds {
     /// Feeds over the views `engine` reads; pumps run on the current tokio runtime.
     pub fn new(engine: Engine, serving: Serving, topic: impl Into<String>) -> Self {
-        Feeds { engine, serving, topic: topic.into(), pumps: Arc::default() }
+        Feeds { engine, serving, topic: topic.into(), pumps: Arc::default(), offsets: Arc::default() }
     }
 
     /// Subscribes to view `name`: from its current rows, or resuming after `after`.
@@ -338,6 +345,10 @@ impl Feeds {
     async fn pump(&self, pump: Arc<Pump>) {
         let mut unwatched_since: Option<Instant> = None;
         let mut last_sent = Instant::now();
+        // Messages read by this process's workers: a free signal that the views are about
+        // to move (an atomic, where a read of the offsets asks every worker).
+        let kafka = self.serving.metrics().records_read(crate::serve::metrics::Source::Kafka);
+        let (mut count, mut active_until, mut last_check) = (kafka.get(), Instant::now() + ACTIVE, Instant::now());
         let mut interval = tokio::time::interval(POLL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -355,9 +366,20 @@ impl Feeds {
                 self.end(&pump, Some(format!("view {:?} was dropped", pump.view))).await;
                 return;
             }
+            // Read the offsets every tick while messages arrive (and for ACTIVE after the last,
+            // until they are complete); otherwise every SLOW_POLL, for the messages other
+            // processes of a cluster read, and for the progress events.
+            let now = Instant::now();
+            if kafka.get() != count {
+                (count, active_until) = (kafka.get(), now + ACTIVE);
+            }
+            if now >= active_until && now - last_check < SLOW_POLL {
+                continue;
+            }
+            last_check = now;
             // Only the offsets move the views (the history is loaded before any read): a
             // cheap read says whether a full one is worth it.
-            let Ok(offsets) = self.serving.read_async(ReadScope::Offsets, READ_TIMEOUT).await else { continue };
+            let Some(offsets) = self.offsets().await else { continue };
             let (moved, time) = {
                 let state = pump.state();
                 (as_of(&offsets, &self.topic)["offsets"] != state.offsets, offsets.time)
@@ -384,6 +406,20 @@ impl Feeds {
                 last_sent = Instant::now();
             }
         }
+    }
+
+    /// The offsets the views reflect now: read at most once per [`POLL`] for all the pumps
+    /// (each read asks every worker), `None` when they cannot be read.
+    async fn offsets(&self) -> Option<Reading> {
+        let mut latest = self.offsets.lock().await;
+        if let Some((at, reading)) = latest.as_ref() {
+            if at.elapsed() < POLL {
+                return Some(reading.clone());
+            }
+        }
+        let reading = self.serving.read_async(ReadScope::Offsets, READ_TIMEOUT).await.ok()?;
+        *latest = Some((Instant::now(), reading.clone()));
+        Some(reading)
     }
 
     /// Ends a pump: subscribers get `reason` (if any), and none can join it.
