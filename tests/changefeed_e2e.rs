@@ -158,3 +158,47 @@ fn subscribers_fold_to_the_exact_views_through_a_random_stream() {
     }
     run.stop();
 }
+
+/// `COPY (SUBSCRIBE customers) TO STDOUT` over psql streams the view's rows as COPY lines
+/// (`time, diff, columns`). pgwire 0.40 hands copy data to the socket in 8 KiB chunks, so
+/// the test subscribes to a view larger than that: its first rows must arrive while the
+/// stream stays open.
+#[test]
+fn psql_subscribes_as_materialize_does() {
+    let dir = temp_dir("changefeed-pg");
+    let broker = TestBroker::mock();
+    let lines: Vec<String> = (0..600).map(|i| format!(r#"{{"customer":"c{i:04}","amount":{}}}"#, i + 1)).collect();
+    let history = history(&dir, &lines);
+    let pg = free_port();
+    let mut run = Run::start(&broker.address(), &history, 2, &dir, &["--pg", &format!("127.0.0.1:{pg}")]);
+    run.views_at(&BTreeMap::new());
+    let mut copy = Killed(
+        std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &pg.to_string(), "-U", "lambda", "-d", "lambda", "-X"])
+            .args(["-c", "COPY (SUBSCRIBE customers) TO STDOUT"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("psql runs (./test installs it)"),
+    );
+    let stdout = std::io::BufReader::new(copy.0.stdout.take().unwrap());
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    for _ in 0..100 {
+        let line = received.recv_timeout(WAIT).expect("COPY lines while the subscription is open");
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(fields.len(), 8, "time, diff and the six columns: {line}");
+        assert!(fields[0].parse::<u64>().is_ok() && fields[1] == "1", "a snapshot row: {line}");
+        let n: u64 = fields[2].trim_start_matches('c').parse().expect("a customer c0123");
+        assert_eq!(fields[3], (n + 1).to_string(), "{line}");
+    }
+    assert!(copy.0.try_wait().unwrap().is_none(), "the subscription stays open");
+    drop(copy);
+    run.stop();
+}

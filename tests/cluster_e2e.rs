@@ -17,6 +17,11 @@ fn sql(run: &Run, statement: &str) -> serde_json::Value {
     post_sql(&run.http, statement).1
 }
 
+/// The time of process 0's views now.
+fn from_cluster_time(run: &Run) -> u64 {
+    run.get("/v1/top").1["as_of"]["time"].as_u64().expect("a time")
+}
+
 /// A created view over the cluster answers what the same ad-hoc query answers.
 fn assert_view_exact(run: &Run, when: &str) {
     let view = sql(run, "SELECT * FROM per_customer ORDER BY 1");
@@ -61,16 +66,28 @@ fn two_processes_of_two_workers_answer_like_one_process_and_the_recomputation() 
     std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
     let hosts = hostfile.display().to_string();
 
-    let mut cluster = start_cluster(&broker, &history_path, &dir, &hosts).into_iter();
+    let sink = |_: &std::path::Path| vec!["--sink".to_owned(), "customers=cluster-customers".to_owned()];
+    let mut cluster = start_cluster_with(&broker, &history_path, &dir, &hosts, sink).into_iter();
     let (mut first, second) = (cluster.next().unwrap(), cluster.next().unwrap());
     let alone_dir = dir.join("alone");
     std::fs::create_dir_all(&alone_dir).unwrap();
     let mut alone = Run::start(&broker.address(), &history_path, 2, &alone_dir, &[]);
 
+    // A changefeed of the cluster's customers, open before the stream.
+    first.views_at(&Default::default());
+    let feed = Subscriber::open(&first.http, "/v1/subscribe?view=customers", &[]);
+    assert_eq!(feed.status, 200, "{}", feed.error);
+
     let producer = producer(&broker.address());
     send_all(&producer, &messages);
     producer.flush(Duration::from_secs(10)).unwrap();
     let end = end_offsets(&messages);
+
+    // Read-your-writes over the cluster: the bound of every message, at once.
+    let bound: Vec<String> = end.iter().map(|(p, o)| format!("{TOPIC}/{p}:{o}")).collect();
+    let (code, top) = first.get(&format!("/v1/top?min_offsets={}", bound.join(",")));
+    assert_eq!(code, 200, "{top}");
+    assert!(end.iter().all(|(p, o)| top["as_of"]["offsets"][format!("{TOPIC}/{p}")] == *o), "{top}");
 
     // Process 0 answers for the whole cluster, at one time, with every key.
     let mut from_cluster = first.views_at(&end);
@@ -85,6 +102,45 @@ fn two_processes_of_two_workers_answer_like_one_process_and_the_recomputation() 
         let (code, answer) = first.get(&format!("/v1/customers/{path}"));
         assert_eq!((code, answer["count"].as_i64()), (200, Some(row.count)), "{name}: {answer}");
     }
+
+    // The feed folds to the recomputation's customers (partition 2 is read by process 1).
+    let mut folded = Folded::default();
+    while !folded.reached(&end) {
+        let (kind, _, data) = feed.next(Duration::from_secs(30));
+        folded.apply(&kind, &data);
+    }
+    let fed: Vec<(String, i64)> = folded
+        .rows()
+        .iter()
+        .map(|text| {
+            let row: serde_json::Value = serde_json::from_str(text).unwrap();
+            (row["customer"].as_str().unwrap().to_owned(), row["count"].as_i64().unwrap())
+        })
+        .collect();
+    let mut fed = fed;
+    fed.sort();
+    let counts: Vec<(String, i64)> = expected.customers.iter().map(|(c, r)| (c.clone(), r.count)).collect();
+    assert_eq!(fed, counts, "a changefeed over the cluster folds to the recomputation");
+
+    // The sink of the cluster's customers, read with kcat, is the view.
+    let views_time = from_cluster_time(&first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, status) = first.get("/v1/status");
+        if status["sinks"][0]["time"].as_u64() >= Some(views_time) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the sink never caught up: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, view) = first.get("/v1/views/customers");
+    let rows: std::collections::BTreeMap<String, String> = view["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["customer"].as_str().unwrap().to_owned(), r.to_string()))
+        .collect();
+    assert_eq!(kcat_view(&broker.address(), "cluster-customers"), rows, "the sink topic is the view");
 
     // SQL over the cluster: every worker of both processes scans its share at one time.
     for statement in [

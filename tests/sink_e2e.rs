@@ -13,28 +13,6 @@ use common::live::*;
 use common::temp_dir;
 use rdkafka::producer::Producer;
 
-/// What `topic` says with kcat: key → the last value (its `time` left out); tombstoned keys
-/// gone.
-fn kcat_view(brokers: &str, topic: &str) -> BTreeMap<String, String> {
-    let out = Command::new("kcat")
-        .args(["-b", brokers, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-Z", "-f", "%k\t%s\n"])
-        .output()
-        .expect("kcat runs (installed by ./test)");
-    assert!(out.status.success(), "kcat: {}", String::from_utf8_lossy(&out.stderr));
-    let mut held = BTreeMap::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let (key, value) = line.split_once('\t').expect("key and value");
-        if value == "NULL" {
-            held.remove(key);
-        } else {
-            let mut row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(value).unwrap();
-            assert!(row.remove("time").is_some_and(|t| t.is_u64()), "every value carries its time: {value}");
-            held.insert(key.to_owned(), serde_json::Value::Object(row).to_string());
-        }
-    }
-    held
-}
-
 /// View `name` over HTTP: its key column's value → the row.
 fn http_view(run: &Run, name: &str, key: &str) -> BTreeMap<String, String> {
     let (status, body) = run.get(&format!("/v1/views/{name}"));

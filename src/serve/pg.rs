@@ -7,7 +7,8 @@
 //! extended queries are bound as literals. Any user and database name is accepted: the
 //! server listens on loopback by default. Errors carry their SQLSTATE and, for syntax
 //! errors, the position. `SHOW as_of` says which logical time and offsets the session's
-//! previous answer reflects.
+//! previous answer reflects. `SUBSCRIBE view` (or `COPY (SUBSCRIBE view) TO STDOUT`, as in
+//! Materialize) streams a view's changefeed as COPY text: `time, diff, columns...` per line.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,15 +20,17 @@ use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
-    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo, QueryResponse, Response,
-    Tag,
+    CopyResponse, DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo,
+    QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
 use pgwire::api::{ClientInfo, PgWireServerHandlers, Type as PgType};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::CopyData;
 
 use crate::reading::Reading;
 use crate::serve::bound::Session;
+use crate::serve::feed::{Event, Feeds, Row, SubscribeError};
 use crate::serve::Serving;
 use crate::sql::value::{Type, Value};
 use crate::sql::{Answer, Column, Engine, SqlError};
@@ -41,18 +44,17 @@ pub struct Backend {
     last: Mutex<HashMap<SocketAddr, Reading>>,
     /// Each session's read-your-writes bound (`SET min_offsets = '...'`).
     sessions: Mutex<HashMap<SocketAddr, Session>>,
+    /// The changefeeds `SUBSCRIBE` follows.
+    feeds: Feeds,
 }
 
 impl Backend {
     /// A backend over a running pipeline.
-    pub fn new(engine: Engine, topic: impl Into<String>) -> Self {
-        Backend {
-            engine,
-            topic: topic.into(),
-            parser: Arc::new(NoopQueryParser::new()),
-            last: Mutex::default(),
-            sessions: Mutex::default(),
-        }
+    pub fn new(engine: Engine, serving: Serving, topic: impl Into<String>) -> Self {
+        let topic = topic.into();
+        let feeds = Feeds::new(engine.clone(), serving, topic.clone());
+        let parser = Arc::new(NoopQueryParser::new());
+        Backend { engine, topic, parser, last: Mutex::default(), sessions: Mutex::default(), feeds }
     }
 
     async fn answer(&self, client: SocketAddr, statement: &str) -> PgWireResult<Response> {
@@ -76,6 +78,9 @@ impl Backend {
                 return Ok(response(&answer));
             }
         }
+        if let Some(view) = subscribe_target(statement) {
+            return self.subscribe(view).await;
+        }
         let mut session =
             self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(&client).cloned().unwrap_or_default();
         let answer = self.engine.execute_in_async(&mut session, statement).await;
@@ -90,11 +95,125 @@ impl Backend {
         Ok(response(&answer))
     }
 
+    /// `SUBSCRIBE view` (or `COPY (SUBSCRIBE view) TO STDOUT`), as Materialize streams it: a
+    /// COPY in text format that never ends by itself, one line per row change —
+    /// `time, diff, the row's columns` — first the view's rows (diff 1), then every change.
+    async fn subscribe(&self, view: &str) -> PgWireResult<Response> {
+        let view = view.trim_matches('"');
+        let columns = self.engine.columns(&format!("SELECT * FROM \"{view}\"")).map_err(user_error)?;
+        let subscription = match self.feeds.subscribe(view, None, None).await {
+            Ok(subscription) => subscription,
+            Err(SubscribeError::View(error)) => return Err(user_error(error)),
+            Err(other) => return Err(user_error(SqlError::new("55000", format!("{other:?}")))),
+        };
+        let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+        let width = names.len() + 2;
+        let first: std::collections::VecDeque<_> = subscription.first.into();
+        let lines = futures::StreamExt::flat_map(
+            stream::unfold((first, Some(subscription.events)), move |(mut first, events)| {
+                let names = names.clone();
+                async move {
+                    let mut events = events?;
+                    loop {
+                        let event = match first.pop_front() {
+                            Some(event) => event,
+                            None => match events.recv().await {
+                                Ok(event) => event,
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                                    let error =
+                                        format!("this subscriber read too slowly and was dropped ({n} events behind)");
+                                    let error = user_error(SqlError::new("57014", error));
+                                    return Some((vec![Err(error)], (first, None)));
+                                }
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                            },
+                        };
+                        // One message per line: pgwire hands them to the socket once 8 KiB are
+                        // waiting (it feeds copy data without flushing), so lines, not whole
+                        // snapshots, are what make that happen.
+                        let line = |time: u64, diff: i64, row: &Row| {
+                            Ok(CopyData::new(copy_line(time, diff, &row.values, &names).into()))
+                        };
+                        let lines: Vec<PgWireResult<CopyData>> = match &*event {
+                            Event::Snapshot { time, rows, .. } => rows.iter().map(|row| line(*time, 1, row)).collect(),
+                            Event::Changes { time, changes, .. } => {
+                                changes.iter().map(|c| line(*time, c.diff, &c.row)).collect()
+                            }
+                            Event::Progress { .. } => continue,
+                            Event::End { reason } => {
+                                return Some((
+                                    vec![Err(user_error(SqlError::new("57014", reason.clone())))],
+                                    (first, None),
+                                ));
+                            }
+                        };
+                        if !lines.is_empty() {
+                            return Some((lines, (first, Some(events))));
+                        }
+                    }
+                }
+            }),
+            stream::iter,
+        );
+        Ok(Response::CopyOut(CopyResponse::new(0, width, lines)))
+    }
+
     /// Forgets a closed session.
     fn forget(&self, client: SocketAddr) {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).remove(&client);
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&client);
     }
+}
+
+/// The view a `SUBSCRIBE [TO] view` or `COPY (SUBSCRIBE [TO] view) TO STDOUT` names, if the
+/// statement is one.
+fn subscribe_target(statement: &str) -> Option<&str> {
+    let mut text = statement.trim().trim_end_matches(';').trim();
+    let lower = text.to_ascii_lowercase();
+    let copy = lower.starts_with("copy");
+    if copy {
+        let open = text.find('(')?;
+        let close = text.rfind(')')?;
+        let tail = text[close + 1..].trim().to_ascii_lowercase();
+        if tail.split_whitespace().collect::<Vec<_>>() != ["to", "stdout"] {
+            return None;
+        }
+        text = text[open + 1..close].trim();
+    }
+    let mut words = text.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("subscribe") {
+        return None;
+    }
+    let mut view = words.next()?;
+    if view.eq_ignore_ascii_case("to") {
+        view = words.next()?;
+    }
+    words.next().is_none().then_some(view)
+}
+
+/// One row change as a line of COPY's text format: time, diff, then the columns.
+fn copy_line(time: u64, diff: i64, row: &serde_json::Map<String, serde_json::Value>, names: &[String]) -> String {
+    let mut line = format!("{time}\t{diff}");
+    for name in names {
+        line.push('\t');
+        match row.get(name) {
+            None | Some(serde_json::Value::Null) => line.push_str("\\N"),
+            Some(serde_json::Value::String(text)) => {
+                for c in text.chars() {
+                    match c {
+                        '\\' => line.push_str("\\\\"),
+                        '\t' => line.push_str("\\t"),
+                        '\n' => line.push_str("\\n"),
+                        '\r' => line.push_str("\\r"),
+                        c => line.push(c),
+                    }
+                }
+            }
+            Some(other) => line.push_str(&other.to_string()),
+        }
+    }
+    line.push('\n');
+    line
 }
 
 fn pg_type(ty: Type) -> PgType {
@@ -346,7 +465,7 @@ pub fn start(settings: &crate::config::Settings, serving: &Serving) -> anyhow::R
     };
     let bound = listener.local_addr()?;
     let engine = Engine::new(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
-    let backend = Arc::new(Backend::new(engine, settings.kafka.topic.clone()));
+    let backend = Arc::new(Backend::new(engine, serving.clone(), settings.kafka.topic.clone()));
     runtime.spawn(async move {
         loop {
             let (socket, peer) = match listener.accept().await {
@@ -373,6 +492,24 @@ pub fn start(settings: &crate::config::Settings, serving: &Serving) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subscribe_statements_name_their_view() {
+        assert_eq!(subscribe_target("SUBSCRIBE customers"), Some("customers"));
+        assert_eq!(subscribe_target("subscribe to big;"), Some("big"));
+        assert_eq!(subscribe_target("COPY (SUBSCRIBE customers) TO STDOUT"), Some("customers"));
+        assert_eq!(subscribe_target("COPY (SUBSCRIBE customers) TO '/tmp/x'"), None);
+        assert_eq!(subscribe_target("SELECT * FROM customers"), None);
+        assert_eq!(subscribe_target("SUBSCRIBE customers WITH (SNAPSHOT = false)"), None);
+    }
+
+    #[test]
+    fn copy_lines_escape_text_and_write_nulls() {
+        let row: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"customer":"A\tb","total":400,"category":null}"#).unwrap();
+        let names = ["customer".to_owned(), "total".to_owned(), "category".to_owned()];
+        assert_eq!(copy_line(7, -1, &row, &names), "7\t-1\tA\\tb\t400\t\\N\n");
+    }
 
     #[test]
     fn semicolons_split_statements_outside_quotes() {
