@@ -141,6 +141,7 @@ impl Oracle {
             rows: Vec::new(),
             created_parts: Vec::new(),
             created: Vec::new(),
+            changed: Vec::new(),
         }
     }
 

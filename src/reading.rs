@@ -49,6 +49,10 @@ pub struct Reading {
     pub created_parts: Vec<Vec<Vec<crate::sql::value::Value>>>,
     /// The created views, once the parts are finished (see [`crate::serve::Serving::read_all`]).
     pub created: Vec<CreatedRows>,
+    /// The customers whose rows changed after a time (in `CustomerChanges` reads; `customers`
+    /// then holds those of them present), in name order once merged.
+    #[serde(default)]
+    pub changed: Vec<String>,
 }
 
 /// A view created at run time, as a reading of every view shows it.
@@ -124,6 +128,13 @@ pub enum ReadScope {
     },
     /// The `overall`, `categories` and `hourly` views, the customer count and dead letters.
     Totals,
+    /// The customers whose rows changed after time `since` (a superset: a compacted trace may
+    /// name a few more), with their rows now — what a changefeed of `customers` reads instead
+    /// of the whole view.
+    CustomerChanges {
+        /// The time the reader's rows are at.
+        since: Time,
+    },
     /// A SQL query's part in each worker (see [`crate::sql`]).
     Query {
         /// What each worker reads and computes.
@@ -192,6 +203,7 @@ impl Reading {
             all.offsets.extend(part.offsets);
             all.workers.extend(part.workers);
             all.rows.extend(part.rows);
+            all.changed.extend(part.changed);
             all.created_parts.resize_with(part.created_parts.len().max(all.created_parts.len()), Vec::new);
             for (all, part) in all.created_parts.iter_mut().zip(part.created_parts) {
                 all.extend(part);
@@ -205,6 +217,7 @@ impl Reading {
         all.hourly.sort();
         all.dead_letters.sort();
         all.offsets.sort();
+        all.changed.sort();
         all
     }
 

@@ -231,6 +231,7 @@ pub fn reading_from_views(json: &serde_json::Value, topic: &str) -> anyhow::Resu
     Ok(Reading {
         created,
         created_parts: Vec::new(),
+        changed: Vec::new(),
         time,
         customers: rows(json, "customers")?
             .iter()

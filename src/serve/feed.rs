@@ -341,6 +341,32 @@ impl Feeds {
         Ok((reading, rows))
     }
 
+    /// The customers view now, from the pump's rows and a read of only the customers changed
+    /// since their time (the view can be large; a second's changes touch few of its rows).
+    async fn read_customer_changes(&self, pump: &Pump) -> Result<(Reading, Rows), SqlError> {
+        let since = pump.state().time;
+        let mut reading = self
+            .serving
+            .read_async(ReadScope::CustomerChanges { since }, READ_TIMEOUT)
+            .await
+            .map_err(|e| SqlError::new("55000", e.to_string()))?;
+        let names: Vec<&str> = crate::sql::relation::Relation::Customers.columns().iter().map(|(n, _)| *n).collect();
+        let changed: std::collections::HashSet<&str> = reading.changed.iter().map(String::as_str).collect();
+        let mut rows = pump.state().rows.clone();
+        rows.retain(|_, (row, _)| !row.key.as_ref().and_then(Value::as_str).is_some_and(|k| changed.contains(k)));
+        for (name, customer) in &reading.customers {
+            let cells = crate::sql::scan::customer_row(name, customer);
+            let values: Map<String, Value> =
+                names.iter().zip(&cells).map(|(n, v)| ((*n).to_owned(), v.to_json())).collect();
+            let text = Value::Object(values.clone()).to_string();
+            let key = Some(Value::String(name.clone()));
+            rows.entry(text).or_insert_with(|| (Arc::new(Row { key, values }), 0)).1 += 1;
+        }
+        reading.customers.clear();
+        reading.changed.clear();
+        Ok((reading, rows))
+    }
+
     /// Watches one view until it is gone or nobody has subscribed for [`RETAIN`].
     async fn pump(&self, pump: Arc<Pump>) {
         let mut unwatched_since: Option<Instant> = None;
@@ -349,6 +375,7 @@ impl Feeds {
         // to move (an atomic, where a read of the offsets asks every worker).
         let kafka = self.serving.metrics().records_read(crate::serve::metrics::Source::Kafka);
         let (mut count, mut active_until, mut last_check) = (kafka.get(), Instant::now() + ACTIVE, Instant::now());
+        let (mut last_read, mut read_cost) = (Instant::now(), Duration::ZERO);
         let mut interval = tokio::time::interval(POLL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -384,8 +411,18 @@ impl Feeds {
                 let state = pump.state();
                 (as_of(&offsets, &self.topic)["offsets"] != state.offsets, offsets.time)
             };
-            if moved {
-                match self.read(&pump.view, pump.key).await {
+            // A reading of the whole view costs the workers and this runtime in proportion to
+            // its rows: at most a quarter of the time goes to them (busy views are read less
+            // often, their changes coalesced into fewer events).
+            if moved && last_read.elapsed() >= read_cost * 3 {
+                let started = Instant::now();
+                let read = if pump.view == "customers" {
+                    self.read_customer_changes(&pump).await
+                } else {
+                    self.read(&pump.view, pump.key).await
+                };
+                (last_read, read_cost) = (Instant::now(), started.elapsed());
+                match read {
                     Ok((positions, rows)) => {
                         let offsets = as_of(&positions, &self.topic)["offsets"].clone();
                         if pump.advance(positions, offsets, rows) {

@@ -66,6 +66,14 @@ fn read_scope(views: &mut ViewTraces, time: Time, scope: &ReadScope) -> Reading 
             Reading { customers: read_values_after(&mut views.customers, after.as_ref(), *limit, time), ..offsets }
         }
         ReadScope::Top { k } => Reading { top: read_top(&mut views.top, time, *k), ..offsets },
+        ReadScope::CustomerChanges { since } => {
+            let changed = changed_keys(&mut views.customers, *since, time);
+            let customers = changed
+                .iter()
+                .filter_map(|name| read_value_of(&mut views.customers, name, time).map(|row| (name.clone(), row)))
+                .collect();
+            Reading { customers, changed, ..offsets }
+        }
         ReadScope::Totals => Reading {
             customer_count: read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum(),
             dead_letters: read_sums(&mut views.dead_letters, time).into_iter().map(|(r, n)| (r, n as i64)).collect(),
@@ -151,6 +159,34 @@ where
         return None;
     }
     present_value(&mut cursor, &storage, time)
+}
+
+/// The keys with an update at a time after `since` and at or before `time`, from the batches
+/// that can hold such times. A superset when the trace has compacted past `since` (an
+/// earlier update advanced to the compaction frontier looks recent): a reader reads those
+/// keys again for nothing, never misses one.
+pub fn changed_keys<K, V>(trace: &mut TraceAgent<ValSpine<K, V, Time, isize>>, since: Time, time: Time) -> Vec<K>
+where
+    K: Ord + Clone + 'static,
+    V: Ord + Clone + 'static,
+{
+    let spans = trace.spans_through(Antichain::new().borrow()).expect("a trace can always be read through the empty frontier");
+    // A span whose upper is at or below `since + 1` holds only times at or before `since`.
+    let recent: Vec<_> = spans.into_iter().filter(|s| !s.upper().less_equal(&(since + 1))).filter_map(|s| s.inner).collect();
+    let (mut cursor, storage) = cursor_list(recent);
+    let mut keys = Vec::new();
+    while let Some(key) = cursor.get_key(&storage) {
+        let mut changed = false;
+        while cursor.get_val(&storage).is_some() {
+            cursor.map_times(&storage, |t, _| changed |= *t > since && *t <= time);
+            cursor.step_val(&storage);
+        }
+        if changed {
+            keys.push(key.clone());
+        }
+        cursor.step_key(&storage);
+    }
+    keys
 }
 
 /// The value of the cursor's current key that is present at `time` (traces written by the

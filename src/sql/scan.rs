@@ -384,7 +384,8 @@ fn stats_row(key: Value, cents: i128, count: i64) -> Vec<Value> {
     vec![key, Value::Numeric(cents), Value::Int(count), avg]
 }
 
-fn customer_row(name: &str, row: &CustomerRow) -> Vec<Value> {
+/// A row of the `customers` relation.
+pub fn customer_row(name: &str, row: &CustomerRow) -> Vec<Value> {
     vec![
         Value::Text(name.into()),
         Value::Numeric(row.total),

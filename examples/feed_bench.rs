@@ -1,0 +1,270 @@
+//! Changefeed benchmark through the real binary: `lambda run` (release) with the in-process
+//! broker, `subscribers` SSE clients on `GET /v1/subscribe?view=customers` over real TCP,
+//! and a producer at a steady rate.
+//!
+//! ```text
+//! cargo build --release && cargo run --release --example feed_bench -- --subscribers 1 --rate 10000 --seconds 10
+//! cargo run --release --example feed_bench -- --subscribers 200 --rate 10000 --seconds 10
+//! ```
+//!
+//! - **produce → SSE latency**: every 10 ms one *probe* message creates a new customer
+//!   `probe-N`; the time from handing it to the producer to the arrival, at one subscriber,
+//!   of the `changes` event that adds `probe-N`. The other messages (customers `c0`..`c999`,
+//!   corrections of a bounded id set) are the load.
+//! - **proof of work**: every probe must be seen by every subscriber, and the customers view
+//!   at the end must hold every customer produced (`probes + 1000 + the workshop's 3`).
+//! - **ingest cost**: then a burst of `--burst` messages as fast as the producer goes; the
+//!   time until `/v1/status` reflects its last offsets, and the CPU `lambda run` used.
+//!
+//! Everything shares the machine's cores (the broker and the subscribers run in this process):
+//! say so when quoting the figures.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use atelier_lambda::broker::Broker;
+use clap::Parser;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+const TOPIC: &str = "real-time-orders";
+
+/// For each timed event: how far behind the wall clock its logical time was on arrival (ms).
+static BEHIND: Mutex<Vec<f64>> = Mutex::new(Vec::new());
+
+#[derive(Parser)]
+struct Args {
+    /// SSE clients following the customers view.
+    #[arg(long, default_value_t = 1)]
+    subscribers: usize,
+    /// Messages per second of the steady phase.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Seconds of the steady phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Messages of the burst phase.
+    #[arg(long, default_value_t = 200_000)]
+    burst: u64,
+    /// The binary under test.
+    #[arg(long, default_value = "target/release/lambda")]
+    lambda: PathBuf,
+}
+
+/// `lambda run`, killed when dropped.
+struct Run(Child);
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(address: &str, path: &str) -> Option<serde_json::Value> {
+    let mut stream = TcpStream::connect(address).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    serde_json::from_str(body).ok()
+}
+
+/// Opens an SSE client; each `changes` event's probe keys are timed by `seen` (when given),
+/// and counted in `probes`.
+fn subscribe(address: &str, probes: Arc<AtomicU64>, seen: Option<Arc<Mutex<Vec<(u64, Instant)>>>>) {
+    let mut stream = TcpStream::connect(address).expect("the HTTP API");
+    write!(stream, "GET /v1/subscribe?view=customers HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::spawn(move || {
+        let reader = BufReader::with_capacity(1 << 16, stream);
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            let Some(data) = line.strip_prefix("data: ") else { continue };
+            if !data.contains("probe-") {
+                continue;
+            }
+            let at = Instant::now();
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(data) else { continue };
+            if seen.is_some() {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+                let behind = now - event["time"].as_i64().unwrap_or(now);
+                BEHIND.lock().unwrap().push(behind as f64);
+            }
+            for change in event["changes"].as_array().into_iter().flatten() {
+                let key = change["key"].as_str().unwrap_or("");
+                if let (Some(n), 1) = (key.strip_prefix("probe-"), change["diff"].as_i64().unwrap_or(0)) {
+                    probes.fetch_add(1, Ordering::Relaxed);
+                    if let (Some(seen), Ok(n)) = (&seen, n.parse::<u64>()) {
+                        seen.lock().unwrap().push((n, at));
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let broker = Broker::start(0, TOPIC, 12)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let http = format!("127.0.0.1:{port}");
+    let run = Run(
+        Command::new(&args.lambda)
+            .args(["run", "--brokers", &broker.address(), "--workers", "2", "--http", &http, "--pg", "off"])
+            .args(["--input", "datasets/transactions.json"])
+            .arg("--dead-letters")
+            .arg(std::env::temp_dir().join(format!("feed-bench-{}.jsonl", std::process::id())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let pid = run.0.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&http, "/v1/status").is_none_or(|s| s["kafka"]["state"] != "reading") {
+        anyhow::ensure!(Instant::now() < deadline, "lambda run did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let probes_seen = Arc::new(AtomicU64::new(0));
+    let timed = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..args.subscribers {
+        subscribe(&http, Arc::clone(&probes_seen), (i == 0).then(|| Arc::clone(&timed)));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("linger.ms", "0")
+        .set("log_level", "3")
+        .create()?;
+    let send = |producer: &BaseProducer, key: &str, value: &str| loop {
+        match producer.send(BaseRecord::to(TOPIC).key(key).payload(value)) {
+            Ok(()) => break,
+            Err(_) => {
+                producer.poll(Duration::from_millis(1));
+            }
+        }
+    };
+
+    // Steady phase, with probes.
+    let cpu_before = cpu_ticks(pid);
+    let start = Instant::now();
+    let total = args.rate * args.seconds;
+    let mut sent_at = Vec::new();
+    let mut probe = 0u64;
+    let mut produced_customers = std::collections::BTreeSet::new();
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / args.rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            producer.poll(Duration::ZERO);
+            std::thread::sleep(wait);
+        }
+        if i % (args.rate / 100).max(1) == 0 {
+            let value = format!(r#"{{"id":"probe{probe}","customer":"probe-{probe}","amount":1}}"#);
+            sent_at.push(Instant::now());
+            send(&producer, &format!("probe{probe}"), &value);
+            probe += 1;
+        } else {
+            let id = format!("t{}", i % 50_000);
+            produced_customers.insert(i % 1000);
+            let value = format!(r#"{{"id":"{id}","customer":"c{}","amount":{}}}"#, i % 1000, i % 97 + 1);
+            send(&producer, &id, &value);
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30))?;
+    let steady_cpu = (cpu_ticks(pid) - cpu_before) as f64 / 100.0 / start.elapsed().as_secs_f64();
+    let expected = probe * args.subscribers as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while probes_seen.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut latencies: Vec<f64> = timed
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(n, at)| sent_at.get(*n as usize).map(|sent| (*at - *sent).as_secs_f64() * 1000.0))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let customers = get(&http, "/v1/status").map_or(0, |s| s["customers"].as_u64().unwrap_or(0));
+    println!(
+        "subscribers {}: steady {} msg/s for {} s; probes {probe}, seen by the subscribers {} of {expected}; \
+         customers in the view {customers} (expected {})",
+        args.subscribers,
+        args.rate,
+        args.seconds,
+        probes_seen.load(Ordering::Relaxed),
+        probe + produced_customers.len() as u64 + 3
+    );
+    println!(
+        "  produce -> SSE event: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} timed); lambda run CPU {:.0}% of a core",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(f64::NAN),
+        latencies.len(),
+        steady_cpu * 100.0
+    );
+
+    let mut behind = BEHIND.lock().unwrap().clone();
+    behind.sort_by(f64::total_cmp);
+    println!(
+        "  event time -> arrival: p50 {:.1} ms, p99 {:.1} ms ({} events)",
+        percentile(&behind, 0.5),
+        percentile(&behind, 0.99),
+        behind.len()
+    );
+
+    // Burst phase: as fast as the producer goes; until the views reflect it.
+    let cpu_before = cpu_ticks(pid);
+    let start = Instant::now();
+    for i in 0..args.burst {
+        let id = format!("b{}", i % 100_000);
+        let value = format!(r#"{{"id":"{id}","customer":"c{}","amount":{}}}"#, i % 1000, i % 89 + 1);
+        send(&producer, &id, &value);
+        if i % 1000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let ends: Vec<(String, i64)> = (0..12)
+        .map(|p| {
+            let (_, high) = producer.client().fetch_watermarks(TOPIC, p, Duration::from_secs(10)).unwrap();
+            (format!("{TOPIC}/{p}"), high)
+        })
+        .collect();
+    loop {
+        let status = get(&http, "/v1/top?k=1").unwrap_or_default();
+        if ends.iter().all(|(p, o)| status["as_of"]["offsets"][p].as_i64() >= Some(*o)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let burst_cpu = (cpu_ticks(pid) - cpu_before) as f64 / 100.0;
+    println!(
+        "  burst of {} messages: in the views after {seconds:.2} s = {:.0} msg/s; lambda run CPU {burst_cpu:.2} s",
+        args.burst,
+        args.burst as f64 / seconds
+    );
+    drop(run);
+    Ok(())
+}
