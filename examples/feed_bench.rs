@@ -91,7 +91,8 @@ fn subscribe(address: &str, probes: Arc<AtomicU64>, seen: Option<Arc<Mutex<Vec<(
             let at = Instant::now();
             let Ok(event) = serde_json::from_str::<serde_json::Value>(data) else { continue };
             if seen.is_some() {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+                let now =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
                 let behind = now - event["time"].as_i64().unwrap_or(now);
                 BEHIND.lock().unwrap().push(behind as f64);
             }
@@ -127,16 +128,14 @@ fn main() -> anyhow::Result<()> {
     let broker = Broker::start(0, TOPIC, 12)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let http = format!("127.0.0.1:{port}");
-    let run = Run(
-        Command::new(&args.lambda)
-            .args(["run", "--brokers", &broker.address(), "--workers", "2", "--http", &http, "--pg", "off"])
-            .args(["--input", "datasets/transactions.json"])
-            .arg("--dead-letters")
-            .arg(std::env::temp_dir().join(format!("feed-bench-{}.jsonl", std::process::id())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let run = Run(Command::new(&args.lambda)
+        .args(["run", "--brokers", &broker.address(), "--workers", "2", "--http", &http, "--pg", "off"])
+        .args(["--input", "datasets/transactions.json"])
+        .arg("--dead-letters")
+        .arg(std::env::temp_dir().join(format!("feed-bench-{}.jsonl", std::process::id())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?);
     let pid = run.0.id();
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(&http, "/v1/status").is_none_or(|s| s["kafka"]["state"] != "reading") {

@@ -170,9 +170,11 @@ where
     K: Ord + Clone + 'static,
     V: Ord + Clone + 'static,
 {
-    let spans = trace.spans_through(Antichain::new().borrow()).expect("a trace can always be read through the empty frontier");
+    let spans =
+        trace.spans_through(Antichain::new().borrow()).expect("a trace can always be read through the empty frontier");
     // A span whose upper is at or below `since + 1` holds only times at or before `since`.
-    let recent: Vec<_> = spans.into_iter().filter(|s| !s.upper().less_equal(&(since + 1))).filter_map(|s| s.inner).collect();
+    let recent: Vec<_> =
+        spans.into_iter().filter(|s| !s.upper().less_equal(&(since + 1))).filter_map(|s| s.inner).collect();
     let (mut cursor, storage) = cursor_list(recent);
     let mut keys = Vec::new();
     while let Some(key) = cursor.get_key(&storage) {
