@@ -75,9 +75,12 @@ fn get(address: &str, path: &str) -> Option<serde_json::Value> {
     serde_json::from_str(body).ok()
 }
 
+/// Probe number → when its event arrived.
+type Arrivals = Arc<Mutex<Vec<(u64, Instant)>>>;
+
 /// Opens an SSE client; each `changes` event's probe keys are timed by `seen` (when given),
 /// and counted in `probes`.
-fn subscribe(address: &str, probes: Arc<AtomicU64>, seen: Option<Arc<Mutex<Vec<(u64, Instant)>>>>) {
+fn subscribe(address: &str, probes: Arc<AtomicU64>, seen: Option<Arrivals>) {
     let mut stream = TcpStream::connect(address).expect("the HTTP API");
     write!(stream, "GET /v1/subscribe?view=customers HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     std::thread::spawn(move || {

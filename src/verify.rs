@@ -296,6 +296,7 @@ mod tests {
             offsets: vec![(0, 12), (1, 0), (2, 7)],
             workers: Vec::new(),
             rows: Vec::new(),
+            changed: Vec::new(),
             created_parts: Vec::new(),
             created: vec![crate::reading::CreatedRows {
                 name: "big".into(),
