@@ -205,7 +205,12 @@ pub struct Feeds {
     pumps: Arc<tokio::sync::Mutex<HashMap<String, Arc<Pump>>>>,
     /// The latest read of the offsets alone, and when: one read serves every pump.
     offsets: Arc<tokio::sync::Mutex<Option<(Instant, Reading)>>>,
+    /// The latest events as JSON text, made once for all their unfiltered subscribers.
+    rendered: Arc<Mutex<VecDeque<(std::sync::Weak<Event>, Arc<str>)>>>,
 }
+
+/// How many events keep their JSON text.
+const RENDERED: usize = 64;
 
 struct Pump {
     view: String,
@@ -235,7 +240,14 @@ struct PumpState {
 impl Feeds {
     /// Feeds over the views `engine` reads; pumps run on the current tokio runtime.
     pub fn new(engine: Engine, serving: Serving, topic: impl Into<String>) -> Self {
-        Feeds { engine, serving, topic: topic.into(), pumps: Arc::default(), offsets: Arc::default() }
+        Feeds {
+            engine,
+            serving,
+            topic: topic.into(),
+            pumps: Arc::default(),
+            offsets: Arc::default(),
+            rendered: Arc::default(),
+        }
     }
 
     /// Subscribes to view `name`: from its current rows, or resuming after `after`.
@@ -443,6 +455,24 @@ impl Feeds {
                 last_sent = Instant::now();
             }
         }
+    }
+
+    /// `event` of view `view` as JSON text (every row): serialized once, however many
+    /// subscribers send it — an event of a busy second can carry thousands of rows.
+    pub fn rendered(&self, view: &str, event: &Arc<Event>) -> Arc<str> {
+        let weak = Arc::downgrade(event);
+        let mut rendered = self.rendered.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, text)) = rendered.iter().find(|(e, _)| e.ptr_eq(&weak)) {
+            return Arc::clone(text);
+        }
+        let text: Arc<str> = event.to_json(view, None).to_string().into();
+        // An event no longer alive cannot be asked for again (its address may be reused).
+        rendered.retain(|(e, _)| e.strong_count() > 0);
+        if rendered.len() >= RENDERED {
+            rendered.pop_front();
+        }
+        rendered.push_back((weak, Arc::clone(&text)));
+        text
     }
 
     /// The offsets the views reflect now: read at most once per [`POLL`] for all the pumps

@@ -552,12 +552,16 @@ async fn subscribe(
     if let (Some(key), None) = (&only, &subscription.key_column) {
         return Err(bad(format!("view {view:?} has no key to follow {key:?} by")));
     }
-    let sse = move |event: &Event| {
-        let out = if event.concerns(only.as_deref()) {
+    let feeds = api.feeds.clone();
+    let sse = move |event: &Arc<Event>| {
+        let out = if only.is_none() {
+            // The same text for every subscriber of the view: made once.
+            Sse::default().event(event.kind()).data(&*feeds.rendered(&view, event))
+        } else if event.concerns(only.as_deref()) {
             Sse::default().event(event.kind()).data(event.to_json(&view, only.as_deref()).to_string())
         } else {
             // A change of other keys: the subscriber's time moves on all the same.
-            let progress = match event {
+            let progress = match &**event {
                 Event::Changes { time, offsets, .. } => Event::Progress { time: *time, offsets: offsets.clone() },
                 other => other.clone(),
             };
@@ -582,7 +586,7 @@ async fn subscribe(
                              for it); resume with Last-Event-ID",
                             crate::serve::feed::BACKLOG
                         );
-                        let out = sse(&Event::End { reason });
+                        let out = sse(&Arc::new(Event::End { reason }));
                         return Some((Ok::<_, std::convert::Infallible>(out), (first, None, sse)));
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
