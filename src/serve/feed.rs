@@ -206,8 +206,11 @@ pub struct Feeds {
     /// The latest read of the offsets alone, and when: one read serves every pump.
     offsets: Arc<tokio::sync::Mutex<Option<(Instant, Reading)>>>,
     /// The latest events as JSON text, made once for all their unfiltered subscribers.
-    rendered: Arc<Mutex<VecDeque<(std::sync::Weak<Event>, Arc<str>)>>>,
+    rendered: Arc<Mutex<VecDeque<Rendered>>>,
 }
+
+/// An event and its JSON text.
+type Rendered = (std::sync::Weak<Event>, Arc<str>);
 
 /// How many events keep their JSON text.
 const RENDERED: usize = 64;
