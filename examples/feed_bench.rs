@@ -1,5 +1,5 @@
-//! Changefeed benchmark through the real binary: `lambda run` (release) with the in-process
-//! broker, `subscribers` SSE clients on `GET /v1/subscribe?view=customers` over real TCP,
+//! Changefeed benchmark through the real binary: `lambda run` (release) reading from
+//! `lambda broker` (its own process), `subscribers` SSE clients on `GET /v1/subscribe?view=customers` over real TCP,
 //! and a producer at a steady rate.
 //!
 //! ```text
@@ -16,8 +16,8 @@
 //! - **ingest cost**: then a burst of `--burst` messages as fast as the producer goes; the
 //!   time until `/v1/status` reflects its last offsets, and the CPU `lambda run` used.
 //!
-//! Everything shares the machine's cores (the broker and the subscribers run in this process):
-//! say so when quoting the figures.
+//! Everything shares the machine's cores (the producer and the subscribers run in this process,
+//! the broker in its own): say so when quoting the figures.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atelier_lambda::broker::Broker;
 use clap::Parser;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -51,9 +50,17 @@ struct Args {
     /// Messages of the burst phase.
     #[arg(long, default_value_t = 200_000)]
     burst: u64,
+    /// The producer's `linger.ms`: how long it may wait to batch messages into one request
+    /// (0 sends each message on its own, which the broker cannot keep up with at 10k/s).
+    #[arg(long, default_value_t = 1)]
+    linger_ms: u32,
     /// The binary under test.
     #[arg(long, default_value = "target/release/lambda")]
     lambda: PathBuf,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// `lambda run`, killed when dropped.
@@ -128,11 +135,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let broker = Broker::start(0, TOPIC, 12)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let http = format!("127.0.0.1:{port}");
+    let broker_port = free_port()?.to_string();
+    let brokers = format!("127.0.0.1:{broker_port}");
+    let _broker = Run(Command::new(&args.lambda)
+        .args(["broker", "--port", &broker_port, "--partitions", "12", "--topic", TOPIC])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?);
+    let http = format!("127.0.0.1:{}", free_port()?);
     let run = Run(Command::new(&args.lambda)
-        .args(["run", "--brokers", &broker.address(), "--workers", "2", "--http", &http, "--pg", "off"])
+        .args(["run", "--brokers", &brokers, "--workers", "2", "--http", &http, "--pg", "off"])
         .args(["--input", "datasets/transactions.json"])
         .arg("--dead-letters")
         .arg(std::env::temp_dir().join(format!("feed-bench-{}.jsonl", std::process::id())))
@@ -154,8 +166,8 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(500));
 
     let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.address())
-        .set("linger.ms", "0")
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", args.linger_ms.to_string())
         .set("log_level", "3")
         .create()?;
     let send = |producer: &BaseProducer, key: &str, value: &str| loop {

@@ -186,14 +186,44 @@ pub enum SubscribeError {
     },
 }
 
-/// A subscription: where it starts, and the events after.
+/// A subscription: where it starts, and the events after, read with [`Subscription::next`].
 pub struct Subscription {
     /// The view's key column's name, if it has one.
     pub key_column: Option<String>,
     /// The events to send first: the snapshot, or the retained events after the resumed time.
-    pub first: Vec<Arc<Event>>,
-    /// Every later event.
-    pub events: broadcast::Receiver<Arc<Event>>,
+    first: VecDeque<Arc<Event>>,
+    /// Every later event; `None` once the subscription has ended.
+    events: Option<broadcast::Receiver<Arc<Event>>>,
+}
+
+impl Subscription {
+    /// The next event: the first ones, then each of the feed's as it comes. The last one
+    /// is an [`Event::End`] when the view is dropped or when this subscriber fell more than
+    /// [`BACKLOG`] events behind (it is dropped rather than buffered without bound, and the
+    /// reason says how to resume); `None` after that, or when the process stops.
+    pub async fn next(&mut self) -> Option<Arc<Event>> {
+        let events = self.events.as_mut()?;
+        let event = match self.first.pop_front() {
+            Some(event) => event,
+            None => match events.recv().await {
+                Ok(event) => event,
+                Err(broadcast::error::RecvError::Lagged(n)) => Arc::new(Event::End {
+                    reason: format!(
+                        "this subscriber read too slowly and was dropped ({n} events behind, more than {BACKLOG} \
+                         kept for it); resume with Last-Event-ID"
+                    ),
+                }),
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.events = None;
+                    return None;
+                }
+            },
+        };
+        if matches!(*event, Event::End { .. }) {
+            self.events = None;
+        }
+        Some(event)
+    }
 }
 
 /// The pumps of a process's feeds, one per view subscribed to.
@@ -291,8 +321,8 @@ impl Feeds {
         // Under the state's lock, which the pump sends under: no event is missed or doubled.
         let state = pump.state();
         let events = pump.sender.subscribe();
-        let first = match after {
-            None => vec![Arc::new(Event::Snapshot {
+        let first: VecDeque<_> = match after {
+            None => [Arc::new(Event::Snapshot {
                 time: state.time,
                 offsets: state.offsets.clone(),
                 rows: state
@@ -300,7 +330,8 @@ impl Feeds {
                     .values()
                     .flat_map(|(row, n)| std::iter::repeat_n(Arc::clone(row), *n as usize))
                     .collect(),
-            })],
+            })]
+            .into(),
             Some(after) if after < state.base => return Err(SubscribeError::Gone { earliest: state.base }),
             Some(after) if after > state.time => return Err(SubscribeError::Ahead { latest: state.time }),
             Some(after) => state
@@ -310,7 +341,7 @@ impl Feeds {
                 .map(|(event, _)| Arc::clone(event))
                 .collect(),
         };
-        Ok(Subscription { key_column, first, events })
+        Ok(Subscription { key_column, first, events: Some(events) })
     }
 
     /// A pump for view `name`, filled with its current rows.

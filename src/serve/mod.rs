@@ -2,7 +2,7 @@
 //!
 //! - [`serving`]: the handle any thread reads through, and how the workers' shares reach it.
 //! - [`query`]: one worker's share of a read, with cursors over the traces.
-//! - [`http`]: the JSON API over those reads.
+//! - [`http`]: the JSON API over those reads, and (in `http/watch.rs`) the changefeeds and the dashboard.
 //! - [`metrics`]: the Prometheus exposition at `/metrics`.
 //! - [`repl`]: the interactive prompt over the same reads.
 //! - [`bound`]: read-your-writes, reads that wait for input positions.

@@ -108,26 +108,12 @@ impl Backend {
         };
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
         let width = names.len() + 2;
-        let first: std::collections::VecDeque<_> = subscription.first.into();
         let lines = futures::StreamExt::flat_map(
-            stream::unfold((first, Some(subscription.events)), move |(mut first, events)| {
+            stream::unfold(subscription, move |mut subscription| {
                 let names = names.clone();
                 async move {
-                    let mut events = events?;
                     loop {
-                        let event = match first.pop_front() {
-                            Some(event) => event,
-                            None => match events.recv().await {
-                                Ok(event) => event,
-                                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                                    let error =
-                                        format!("this subscriber read too slowly and was dropped ({n} events behind)");
-                                    let error = user_error(SqlError::new("57014", error));
-                                    return Some((vec![Err(error)], (first, None)));
-                                }
-                                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                            },
-                        };
+                        let event = subscription.next().await?;
                         // One message per line: pgwire hands them to the socket once 8 KiB are
                         // waiting (it feeds copy data without flushing), so lines, not whole
                         // snapshots, are what make that happen.
@@ -140,15 +126,10 @@ impl Backend {
                                 changes.iter().map(|c| line(*time, c.diff, &c.row)).collect()
                             }
                             Event::Progress { .. } => continue,
-                            Event::End { reason } => {
-                                return Some((
-                                    vec![Err(user_error(SqlError::new("57014", reason.clone())))],
-                                    (first, None),
-                                ));
-                            }
+                            Event::End { reason } => vec![Err(user_error(SqlError::new("57014", reason.clone())))],
                         };
                         if !lines.is_empty() {
-                            return Some((lines, (first, Some(events))));
+                            return Some((lines, subscription));
                         }
                     }
                 }

@@ -29,7 +29,6 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Map, Value};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::config::Settings;
 use crate::serve::feed::{key_text, Event, Feeds, Row};
@@ -144,21 +143,10 @@ impl Sink {
     /// Follows the view from its current rows until the feed ends; `sent` is what the
     /// topic holds.
     async fn follow(&self, sent: &mut Held) -> Result<(), String> {
-        let subscription = self.feeds.subscribe(&self.spec.view, None, None).await.map_err(|e| format!("{e:?}"))?;
-        let mut events = subscription.events;
+        let mut subscription = self.feeds.subscribe(&self.spec.view, None, None).await.map_err(|e| format!("{e:?}"))?;
         let mut current: HashMap<String, Arc<Row>> = HashMap::new();
-        let mut first = subscription.first.into_iter();
         loop {
-            let event = match first.next() {
-                Some(event) => event,
-                None => match events.recv().await {
-                    Ok(event) => event,
-                    Err(RecvError::Lagged(n)) => {
-                        return Err(format!("fell {n} events behind; starting again from the view's rows"))
-                    }
-                    Err(RecvError::Closed) => return Err("the feed closed".into()),
-                },
-            };
+            let event = subscription.next().await.ok_or("the feed closed")?;
             let touched: BTreeSet<String> = match &*event {
                 Event::Snapshot { rows, .. } => {
                     current = rows.iter().map(|row| (self.key(row), Arc::clone(row))).collect();

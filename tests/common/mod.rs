@@ -372,9 +372,22 @@ pub fn oracle_live(
     label: &str,
     batches: &[Vec<Message>],
 ) -> Vec<(Vec<(String, atelier_lambda::event::Txn)>, Reading)> {
+    let mut out = Vec::new();
+    replay(history_lines, label, batches, |time, oracle| out.push((oracle.live(), oracle.reading(time, None, 1000))));
+    out
+}
+
+/// The oracle after the history and every batch (batch `i` at time `i + 1`), `each` called
+/// with it at every time from 0.
+pub fn replay(
+    history_lines: &[String],
+    label: &str,
+    batches: &[Vec<Message>],
+    mut each: impl FnMut(Time, &Oracle),
+) -> Oracle {
     let mut oracle = Oracle::new();
     admit_history(&mut oracle, history_lines, label);
-    let mut out = vec![(oracle.live(), oracle.reading(0, None, 1000))];
+    each(0, &oracle);
     let mut offsets = [0i64; 3];
     for (i, batch) in batches.iter().enumerate() {
         let (mut updates, mut refused) = (Vec::new(), Vec::new());
@@ -388,7 +401,7 @@ pub fn oracle_live(
             oracle.set_offset(m.partition, offset + 1);
         }
         oracle.admit(i as Time + 1, updates, refused);
-        out.push((oracle.live(), oracle.reading(i as Time + 1, None, 1000)));
+        each(i as Time + 1, &oracle);
     }
-    out
+    oracle
 }

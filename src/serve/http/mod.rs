@@ -48,11 +48,13 @@ use crate::event::{format_hour, parse_hour_bound};
 use crate::output::{as_of, CustomerOut, Money, SumOut};
 use crate::reading::{ReadScope, Reading};
 use crate::serve::bound::{self, MinOffsets, WaitError};
-use crate::serve::feed::{Event, Feeds, SubscribeError};
+use crate::serve::feed::Feeds;
 use crate::serve::metrics::{consumer_lag, KafkaState};
 use crate::serve::serving::{ReadError, Serving};
 
 /// The longest a request waits for the workers.
+mod watch;
+
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest page of customers.
 const MAX_PAGE: usize = 10_000;
@@ -85,8 +87,8 @@ pub fn router(serving: Serving, settings: &crate::config::Settings) -> Router {
     let produce_to = settings.serve.dashboard_produce.then(|| settings.kafka.brokers.clone());
     let api = Arc::new(Api { serving, topic, sql, feeds, produce_to });
     Router::new()
-        .route("/", get(dashboard))
-        .route("/v1/produce", axum::routing::post(produce))
+        .route("/", get(watch::dashboard))
+        .route("/v1/produce", axum::routing::post(watch::produce))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/customers/{customer}", get(customer))
@@ -97,10 +99,10 @@ pub fn router(serving: Serving, settings: &crate::config::Settings) -> Router {
         .route("/v1/views", get(views))
         .route("/v1/views/{name}", get(view))
         .route("/v1/views/{name}/{key}", get(view_key))
-        .route("/v1/subscribe", get(subscribe))
+        .route("/v1/subscribe", get(watch::subscribe))
         .route("/v1/status", get(status))
-        .route("/v1/status/events", get(status_events))
-        .route("/v1/batch", get(batch))
+        .route("/v1/status/events", get(watch::status_events))
+        .route("/v1/batch", get(watch::batch))
         .route("/metrics", get(metrics))
         .route("/v1/sql", axum::routing::post(sql_statement))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&api), read_your_writes))
@@ -313,32 +315,6 @@ async fn status(State(api): State<Arc<Api>>) -> Answer {
     status_json(&api).await.map(Json)
 }
 
-/// `GET /v1/status/events`: the status as Server-Sent Events, one a second (what the
-/// dashboard shows of offsets, lag, dead letters and sinks, without polling).
-async fn status_events(State(api): State<Arc<Api>>) -> Response {
-    use axum::response::sse::{Event as Sse, KeepAlive};
-    let stream = futures::stream::unfold((api, true), |(api, first)| async move {
-        if !first {
-            tokio::time::sleep(crate::serve::feed::PROGRESS_EVERY).await;
-        }
-        let event = match status_json(&api).await {
-            Ok(status) => Sse::default().event("status").data(status.to_string()),
-            Err(ApiError(_, error)) => Sse::default().event("error").data(json!({ "error": error }).to_string()),
-        };
-        Some((Ok::<_, std::convert::Infallible>(event), (api, false)))
-    });
-    axum::response::Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
-}
-
-/// `GET /v1/batch`: the batch layer — every view as first read after the start (the history,
-/// or the snapshot resumed from), with the `as_of` it reflects.
-async fn batch(State(api): State<Arc<Api>>) -> Answer {
-    match api.serving.first_reading() {
-        Some(reading) => Ok(Json(views_json(reading, &api.topic))),
-        None => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the history is still being loaded".into())),
-    }
-}
-
 async fn status_json(api: &Arc<Api>) -> Result<Value, ApiError> {
     let reading = read(api, ReadScope::Totals).await?;
     let name = |p: &i32| format!("{}/{p}", api.topic);
@@ -510,121 +486,4 @@ async fn metrics(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
     let reading = read(&api, ReadScope::Totals).await?;
     let text = api.serving.metrics().render(&reading, &api.topic);
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
-}
-
-/// `GET /v1/subscribe`: a view's changefeed as Server-Sent Events (see [`crate::serve::feed`]).
-async fn subscribe(
-    State(api): State<Arc<Api>>,
-    Query(params): Query<HashMap<String, String>>,
-    headers: axum::http::HeaderMap,
-) -> Result<Response, ApiError> {
-    use axum::response::sse::{Event as Sse, KeepAlive};
-    let bad = |message: String| ApiError(StatusCode::BAD_REQUEST, message);
-    let view = params.get("view").ok_or_else(|| bad("view= is required: the view to follow".into()))?.clone();
-    let only = params.get("key").cloned();
-    let resume =
-        params.get("as_of").map(String::as_str).or_else(|| headers.get("last-event-id").and_then(|v| v.to_str().ok()));
-    let after = match resume {
-        None => None,
-        Some(text) => Some(text.trim().parse::<crate::dataflow::Time>().map_err(|_| {
-            bad(format!("as_of (or Last-Event-ID) must be a logical time, a whole number; not {text:?}"))
-        })?),
-    };
-    // Checked already, waited for already by `read_your_writes`.
-    let min = params.get("min_offsets").and_then(|text| MinOffsets::parse(text, &api.topic).ok());
-    let subscription = match api.feeds.subscribe(&view, after, min.as_ref()).await {
-        Ok(subscription) => subscription,
-        Err(SubscribeError::View(error)) if error.code == "42P01" => {
-            return Err(ApiError(StatusCode::NOT_FOUND, error.message))
-        }
-        Err(SubscribeError::View(error)) => return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, error.message)),
-        Err(SubscribeError::Gone { earliest }) => {
-            let error = format!(
-                "time {} is no longer kept; resume from {earliest} or later, or subscribe anew",
-                after.unwrap_or(0)
-            );
-            return Ok((StatusCode::GONE, Json(json!({ "error": error, "earliest": earliest }))).into_response());
-        }
-        Err(SubscribeError::Ahead { latest }) => {
-            return Err(bad(format!("time {} is ahead of the views (at {latest})", after.unwrap_or(0))))
-        }
-    };
-    if let (Some(key), None) = (&only, &subscription.key_column) {
-        return Err(bad(format!("view {view:?} has no key to follow {key:?} by")));
-    }
-    let feeds = api.feeds.clone();
-    let sse = move |event: &Arc<Event>| {
-        let out = if only.is_none() {
-            // The same text for every subscriber of the view: made once.
-            Sse::default().event(event.kind()).data(&*feeds.rendered(&view, event))
-        } else if event.concerns(only.as_deref()) {
-            Sse::default().event(event.kind()).data(event.to_json(&view, only.as_deref()).to_string())
-        } else {
-            // A change of other keys: the subscriber's time moves on all the same.
-            let progress = match &**event {
-                Event::Changes { time, offsets, .. } => Event::Progress { time: *time, offsets: offsets.clone() },
-                other => other.clone(),
-            };
-            Sse::default().event(progress.kind()).data(progress.to_json(&view, None).to_string())
-        };
-        match event.time() {
-            Some(time) => out.id(time.to_string()),
-            None => out,
-        }
-    };
-    let first: std::collections::VecDeque<_> = subscription.first.into();
-    let stream =
-        futures::stream::unfold((first, Some(subscription.events), sse), |(mut first, events, sse)| async move {
-            let mut events = events?;
-            let event = match first.pop_front() {
-                Some(event) => event,
-                None => match events.recv().await {
-                    Ok(event) => event,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let reason = format!(
-                            "this subscriber read too slowly and was dropped ({n} events behind, more than {} kept \
-                             for it); resume with Last-Event-ID",
-                            crate::serve::feed::BACKLOG
-                        );
-                        let out = sse(&Arc::new(Event::End { reason }));
-                        return Some((Ok::<_, std::convert::Infallible>(out), (first, None, sse)));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                },
-            };
-            let out = sse(&event);
-            let next = (!matches!(*event, Event::End { .. })).then_some(events);
-            Some((Ok(out), (first, next, sse)))
-        });
-    Ok(axum::response::Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
-}
-
-/// `GET /`: the dashboard, one page embedded in the binary (see `dashboard.html`).
-async fn dashboard(State(api): State<Arc<Api>>) -> Response {
-    let config = json!({ "topic": api.topic, "produce": api.produce_to.is_some() });
-    let page = include_str!("dashboard.html").replace("/*CONFIG*/null", &config.to_string());
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
-}
-
-/// `POST /v1/produce`: the body's lines (JSON events) to the topic, keyed by their `id` —
-/// the dashboard's form, only with `--dashboard-produce`. Answers how many and the
-/// read-your-writes bound of what was written.
-async fn produce(State(api): State<Arc<Api>>, body: String) -> Answer {
-    let Some(brokers) = api.produce_to.clone() else {
-        let error = "producing from the dashboard is off; start lambda run with --dashboard-produce";
-        return Err(ApiError(StatusCode::FORBIDDEN, error.into()));
-    };
-    let lines: Vec<String> = body.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
-    if lines.is_empty() {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "nothing to produce: give one JSON event per line".into()));
-    }
-    let topic = api.topic.clone();
-    let sent = tokio::task::spawn_blocking(move || {
-        crate::produce::produce(&brokers, &topic, lines.into_iter(), crate::produce::Pace::Flat, || false)
-    })
-    .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?;
-    let bound = MinOffsets(sent.next_offsets).display(&api.topic);
-    Ok(Json(json!({ "sent": sent.sent, "min_offsets": bound })))
 }

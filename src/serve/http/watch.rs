@@ -1,0 +1,144 @@
+//! The routes for watching the views move: the changefeeds (`GET /v1/subscribe`), the
+//! status as a stream (`GET /v1/status/events`), the batch layer as first read
+//! (`GET /v1/batch`), and the dashboard (`GET /`) with its producing form (`POST /v1/produce`).
+//! The dashboard is one page embedded in the binary, `dashboard.html`, that reads only these
+//! routes and `POST /v1/sql`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::{status_json, views_json, Answer, Api, ApiError};
+use crate::serve::bound::MinOffsets;
+use crate::serve::feed::{Event, SubscribeError};
+
+/// `GET /v1/status/events`: the status as Server-Sent Events, one a second (what the
+/// dashboard shows of offsets, lag, dead letters and sinks, without polling).
+pub(super) async fn status_events(State(api): State<Arc<Api>>) -> Response {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    let stream = futures::stream::unfold((api, true), |(api, first)| async move {
+        if !first {
+            tokio::time::sleep(crate::serve::feed::PROGRESS_EVERY).await;
+        }
+        let event = match status_json(&api).await {
+            Ok(status) => Sse::default().event("status").data(status.to_string()),
+            Err(ApiError(_, error)) => Sse::default().event("error").data(json!({ "error": error }).to_string()),
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), (api, false)))
+    });
+    axum::response::Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// `GET /v1/batch`: the batch layer — every view as first read after the start (the history,
+/// or the snapshot resumed from), with the `as_of` it reflects.
+pub(super) async fn batch(State(api): State<Arc<Api>>) -> Answer {
+    match api.serving.first_reading() {
+        Some(reading) => Ok(Json(views_json(reading, &api.topic))),
+        None => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the history is still being loaded".into())),
+    }
+}
+
+/// `GET /v1/subscribe`: a view's changefeed as Server-Sent Events (see [`crate::serve::feed`]).
+pub(super) async fn subscribe(
+    State(api): State<Arc<Api>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    let bad = |message: String| ApiError(StatusCode::BAD_REQUEST, message);
+    let view = params.get("view").ok_or_else(|| bad("view= is required: the view to follow".into()))?.clone();
+    let only = params.get("key").cloned();
+    let resume =
+        params.get("as_of").map(String::as_str).or_else(|| headers.get("last-event-id").and_then(|v| v.to_str().ok()));
+    let after = match resume {
+        None => None,
+        Some(text) => Some(text.trim().parse::<crate::dataflow::Time>().map_err(|_| {
+            bad(format!("as_of (or Last-Event-ID) must be a logical time, a whole number; not {text:?}"))
+        })?),
+    };
+    // Checked already, waited for already by `read_your_writes`.
+    let min = params.get("min_offsets").and_then(|text| MinOffsets::parse(text, &api.topic).ok());
+    let subscription = match api.feeds.subscribe(&view, after, min.as_ref()).await {
+        Ok(subscription) => subscription,
+        Err(SubscribeError::View(error)) if error.code == "42P01" => {
+            return Err(ApiError(StatusCode::NOT_FOUND, error.message))
+        }
+        Err(SubscribeError::View(error)) => return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, error.message)),
+        Err(SubscribeError::Gone { earliest }) => {
+            let error = format!(
+                "time {} is no longer kept; resume from {earliest} or later, or subscribe anew",
+                after.unwrap_or(0)
+            );
+            return Ok((StatusCode::GONE, Json(json!({ "error": error, "earliest": earliest }))).into_response());
+        }
+        Err(SubscribeError::Ahead { latest }) => {
+            return Err(bad(format!("time {} is ahead of the views (at {latest})", after.unwrap_or(0))))
+        }
+    };
+    if let (Some(key), None) = (&only, &subscription.key_column) {
+        return Err(bad(format!("view {view:?} has no key to follow {key:?} by")));
+    }
+    let feeds = api.feeds.clone();
+    let sse = move |event: &Arc<Event>| {
+        let out = if only.is_none() {
+            // The same text for every subscriber of the view: made once.
+            Sse::default().event(event.kind()).data(&*feeds.rendered(&view, event))
+        } else if event.concerns(only.as_deref()) {
+            Sse::default().event(event.kind()).data(event.to_json(&view, only.as_deref()).to_string())
+        } else {
+            // A change of other keys: the subscriber's time moves on all the same.
+            let progress = match &**event {
+                Event::Changes { time, offsets, .. } => Event::Progress { time: *time, offsets: offsets.clone() },
+                other => other.clone(),
+            };
+            Sse::default().event(progress.kind()).data(progress.to_json(&view, None).to_string())
+        };
+        match event.time() {
+            Some(time) => out.id(time.to_string()),
+            None => out,
+        }
+    };
+    let stream = futures::stream::unfold(subscription, move |mut subscription| {
+        let sse = sse.clone();
+        async move {
+            let event = subscription.next().await?;
+            Some((Ok::<_, std::convert::Infallible>(sse(&event)), subscription))
+        }
+    });
+    Ok(axum::response::Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// `GET /`: the dashboard, one page embedded in the binary (see `dashboard.html`).
+pub(super) async fn dashboard(State(api): State<Arc<Api>>) -> Response {
+    let config = json!({ "topic": api.topic, "produce": api.produce_to.is_some() });
+    let page = include_str!("dashboard.html").replace("/*CONFIG*/null", &config.to_string());
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+/// `POST /v1/produce`: the body's lines (JSON events) to the topic, keyed by their `id` —
+/// the dashboard's form, only with `--dashboard-produce`. Answers how many and the
+/// read-your-writes bound of what was written.
+pub(super) async fn produce(State(api): State<Arc<Api>>, body: String) -> Answer {
+    let Some(brokers) = api.produce_to.clone() else {
+        let error = "producing from the dashboard is off; start lambda run with --dashboard-produce";
+        return Err(ApiError(StatusCode::FORBIDDEN, error.into()));
+    };
+    let lines: Vec<String> = body.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    if lines.is_empty() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "nothing to produce: give one JSON event per line".into()));
+    }
+    let topic = api.topic.clone();
+    let sent = tokio::task::spawn_blocking(move || {
+        crate::produce::produce(&brokers, &topic, lines.into_iter(), crate::produce::Pace::Flat, || false)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?;
+    let bound = MinOffsets(sent.next_offsets).display(&api.topic);
+    Ok(Json(json!({ "sent": sent.sent, "min_offsets": bound })))
+}
