@@ -127,3 +127,80 @@ fn sink_topics_hold_the_views_through_kill_9() {
     }
     run.stop();
 }
+
+/// `lambda broker` on `port` with one topic, for the sink alone; waits until it listens.
+fn sink_broker(port: u16) -> Killed {
+    let mut broker = Killed(
+        lambda()
+            .args(["broker", "--port", &port.to_string(), "--partitions", "2", "--topic", "customers-view"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("lambda broker starts"),
+    );
+    let mut banner = String::new();
+    let mut out = std::io::BufReader::new(broker.0.stdout.take().expect("piped"));
+    std::io::BufRead::read_line(&mut out, &mut banner).expect("the broker's banner");
+    assert!(banner.contains(&format!("127.0.0.1:{port}")), "{banner}");
+    broker
+}
+
+/// The sink's status entry once its time has reached `time` (or `None` at the deadline).
+fn sink_reaches(run: &Run, time: u64, within: Duration) -> Option<serde_json::Value> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let (_, status) = run.get("/v1/status");
+        if let Some(sink) = status["sinks"].get(0).filter(|s| s["time"].as_u64().is_some_and(|t| t >= time)) {
+            return Some(sink.clone());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn the_views_go_on_while_the_sinks_broker_is_away_and_the_sink_catches_up() {
+    if Command::new("kcat").arg("-V").output().is_err() {
+        panic!("kcat is not installed: run ./test, which installs it");
+    }
+    let dir = temp_dir("sink-away");
+    let source = TestBroker::mock();
+    let port = free_port();
+    let sink_brokers = format!("127.0.0.1:{port}");
+    let broker = sink_broker(port);
+    let history = history(&dir, &random_history(100));
+    let options = ["--sink", "customers=customers-view", "--sink-brokers", &sink_brokers];
+    let mut run = Run::start(&source.address(), &history, 2, &dir, &options);
+    let producer = producer(&source.address());
+    let mut all = random_messages(41, 200);
+    send(&producer, &all);
+    let reading = run.views_at(&end_offsets(&all));
+    assert!(sink_reaches(&run, reading.time, Duration::from_secs(60)).is_some(), "the sink never caught up");
+    assert_eq!(kcat_view(&sink_brokers, "customers-view"), http_view(&run, "customers", "customer"));
+
+    // The sink's broker goes away: the views go on reading and answering; the sink falls behind.
+    drop(broker);
+    let mut away = random_messages(42, 300);
+    away.extend(temporary("x", false));
+    send(&producer, &away);
+    all.extend(away);
+    let reading = run.views_at(&end_offsets(&all));
+    let (status, top) = run.get("/v1/top?k=3");
+    assert_eq!(status, 200, "the views answer while the sink's broker is away: {top}");
+    assert!(sink_reaches(&run, reading.time, Duration::from_secs(2)).is_none(), "the sink cannot have delivered");
+
+    // It comes back empty (this broker keeps nothing): the sink sees the topic start again,
+    // reads it back and sends the whole view, the keys that joined meanwhile included.
+    let _broker = sink_broker(port);
+    let more = temporary("y", false);
+    send(&producer, &more);
+    all.extend(more);
+    let reading = run.views_at(&end_offsets(&all));
+    let sink = sink_reaches(&run, reading.time, Duration::from_secs(60));
+    assert!(sink.is_some(), "the sink never caught up after its broker came back: {}", run.get("/v1/status").1);
+    let held = kcat_view(&sink_brokers, "customers-view");
+    assert_eq!(held, http_view(&run, "customers", "customer"), "the topic is the view again");
+    assert!(held.contains_key("Temp-x0") && held.contains_key("Temp-y0"));
+    let (_, metrics) = run.get("/v1/status");
+    assert!(metrics["sinks"][0]["messages"].as_u64().unwrap_or(0) > 0, "{metrics}");
+    run.stop();
+}

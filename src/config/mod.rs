@@ -90,6 +90,9 @@ settings! {
         /// topic's contract); repeatable.
         sinks: Vec<String> = Vec::new();
             flag "sink" value "VIEW=TOPIC" example "customers=customers-view" for [Run];
+        /// The sinks' bootstrap servers, when they are not the ones the views read from.
+        sink_brokers: Option<String> = None;
+            flag "sink-brokers" value "HOST:PORT,..." example "localhost:9093" for [Run];
     }
     /// The serving layer.
     [serve] ServeSettings {

@@ -19,14 +19,14 @@
 //! and `/metrics` (`lambda_sink_lag_ms`, `lambda_sink_messages_total`).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Map, Value};
 
@@ -80,28 +80,34 @@ pub fn start(settings: &Settings, serving: &Serving) -> anyhow::Result<Option<to
         .context("cannot start the sinks' runtime")?;
     let engine = crate::sql::Engine::new(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
     let feeds = Feeds::new(engine, serving.clone(), settings.kafka.topic.clone());
+    let brokers = settings.kafka.sink_brokers.clone().unwrap_or_else(|| settings.kafka.brokers.clone());
     for spec in specs {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.kafka.brokers)
-            .set("enable.idempotence", "true")
-            // Never give up on a message: while the broker is away, the sink waits (and
-            // falls behind the views, which go on).
-            .set("message.timeout.ms", "0")
-            .set("linger.ms", "2")
-            .set("log_level", "3")
-            .create()
+        let producer = new_producer(&brokers)
             .with_context(|| format!("cannot create the producer of --sink {}={}", spec.view, spec.topic))?;
         let sink = Sink {
             spec,
-            brokers: settings.kafka.brokers.clone(),
+            brokers: brokers.clone(),
             feeds: feeds.clone(),
             producer,
             serving: serving.clone(),
+            delivered: Mutex::default(),
         };
         tracing::info!(view = %sink.spec.view, topic = %sink.spec.topic, "sinking a view to Kafka");
         runtime.spawn(sink.run());
     }
     Ok(Some(runtime))
+}
+
+/// An idempotent producer to `brokers` that never gives up on a message: while the broker
+/// is away, the sink waits (and falls behind the views, which go on).
+fn new_producer(brokers: &str) -> rdkafka::error::KafkaResult<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "0")
+        .set("linger.ms", "2")
+        .set("log_level", "3")
+        .create()
 }
 
 struct Sink {
@@ -110,28 +116,52 @@ struct Sink {
     feeds: Feeds,
     producer: FutureProducer,
     serving: Serving,
+    /// The offset of the last message delivered to each partition since the topic was last
+    /// read back: a delivery at or below it means the topic's log started again (the topic
+    /// was deleted and created again, or the broker lost its data), so what the sink believes
+    /// the topic holds is wrong.
+    delivered: Mutex<HashMap<i32, i64>>,
 }
 
 /// Key → the row as JSON text (without `time`).
 type Held = HashMap<String, String>;
 
 impl Sink {
-    async fn run(self) {
-        let mut sent = loop {
+    async fn run(mut self) {
+        loop {
+            let sent = self.read_back().await;
+            let mut sent = sent;
+            let error = self.follow(&mut sent).await.expect_err("a sink follows its view until an error");
+            self.failed(error);
+            tokio::time::sleep(RETRY).await;
+            if let Some((code, reason)) = self.producer.client().fatal_error() {
+                // An idempotent producer stops for good on some errors (a broker that lost its
+                // data refuses its sequence numbers): start a new one.
+                tracing::warn!(view = %self.spec.view, ?code, %reason, "a new producer for the sink");
+                match new_producer(&self.brokers) {
+                    Ok(producer) => self.producer = producer,
+                    Err(error) => self.failed(format!("cannot create a new producer: {error}")),
+                }
+            }
+        }
+    }
+
+    /// What the sink's topic holds, read back until that succeeds (it is the only way to know
+    /// which keys to tombstone after a restart, or after the topic started again).
+    async fn read_back(&self) -> Held {
+        loop {
             let (brokers, topic) = (self.brokers.clone(), self.spec.topic.clone());
             match tokio::task::spawn_blocking(move || read_back(&brokers, &topic)).await {
-                Ok(Ok(held)) => break held,
+                Ok(Ok(held)) => {
+                    let keys = held.len();
+                    tracing::info!(view = %self.spec.view, topic = %self.spec.topic, keys, "the sink's topic read back");
+                    self.delivered.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                    return held;
+                }
                 Ok(Err(error)) => self.failed(format!("cannot read the sink's topic back: {error:#}")),
                 Err(error) => self.failed(format!("cannot read the sink's topic back: {error}")),
             }
             tokio::time::sleep(RETRY).await;
-        };
-        tracing::info!(view = %self.spec.view, topic = %self.spec.topic, keys = sent.len(), "the sink's topic read back");
-        loop {
-            if let Err(error) = self.follow(&mut sent).await {
-                self.failed(error);
-                tokio::time::sleep(RETRY).await;
-            }
         }
     }
 
@@ -140,9 +170,9 @@ impl Sink {
         self.serving.metrics().sink_progress(&self.spec.view, &self.spec.topic, None, 0, Some(error));
     }
 
-    /// Follows the view from its current rows until the feed ends; `sent` is what the
-    /// topic holds.
-    async fn follow(&self, sent: &mut Held) -> Result<(), String> {
+    /// Follows the view from its current rows until an error (the feed ended, the broker
+    /// refused a message, the topic started again); `sent` is what the topic holds.
+    async fn follow(&self, sent: &mut Held) -> Result<std::convert::Infallible, String> {
         let mut subscription = self.feeds.subscribe(&self.spec.view, None, None).await.map_err(|e| format!("{e:?}"))?;
         let mut current: HashMap<String, Arc<Row>> = HashMap::new();
         loop {
@@ -213,10 +243,20 @@ impl Sink {
         let messages = pending.len() as u64;
         for (key, text, delivery) in pending {
             match delivery.await {
-                Ok(Ok(_)) => match text {
-                    Some(text) => sent.insert(key, text),
-                    None => sent.remove(&key),
-                },
+                Ok(Ok(rdkafka::producer::future_producer::Delivery { partition, offset, .. })) => {
+                    let last = self.delivered.lock().unwrap_or_else(|p| p.into_inner()).insert(partition, offset);
+                    if last.is_some_and(|last| offset <= last) {
+                        return Err(format!(
+                            "partition {partition} of the topic starts again (a message went to offset {offset}, \
+                             after {}): reading the topic back and sending what it lacks",
+                            last.unwrap_or_default()
+                        ));
+                    }
+                    match text {
+                        Some(text) => sent.insert(key, text),
+                        None => sent.remove(&key),
+                    }
+                }
                 Ok(Err((error, _))) => return Err(format!("the broker refused a message: {error}")),
                 Err(_) => return Err("the producer went away".into()),
             };
