@@ -1,4 +1,9 @@
-# Shared by the bench scripts: sourced after REPO and WORK are set.
+# Shared by the bench scripts: sourced first. Works from the repository's root with a release
+# build; WORK (a scratch directory) may be given, else a new temporary one.
+REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+cd "$REPO"
+cargo build --release --quiet
+WORK=${WORK:-$(mktemp -d)}
 LAMBDA=$REPO/target/release/lambda
 mkdir -p "$WORK"
 # A free TCP port on 127.0.0.1.

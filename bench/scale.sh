@@ -14,10 +14,6 @@ ROWS=${1:-1000000}
 MESSAGES=${2:-500000}
 RUNS=${3:-3}
 HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(dirname "$HERE")
-cd "$REPO"
-cargo build --release --quiet
-WORK=${WORK:-$(mktemp -d)}
 source "$HERE/common.sh"
 now() { date +%s.%N; }
 seconds() { python3 -c "print(f'{$2 - $1:.2f}')"; }

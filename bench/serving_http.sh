@@ -15,9 +15,6 @@ set -euo pipefail
 CONNECTIONS=${1:-8}
 SECONDS_RUN=${2:-20}
 HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(dirname "$HERE")
-cd "$REPO"
-cargo build --release --quiet
 WORK=$(mktemp -d)
 source "$HERE/common.sh"
 trap 'cleanup; rm -rf "$WORK"' EXIT INT TERM

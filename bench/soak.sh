@@ -17,7 +17,6 @@ IDS=${IDS:-1000000}
 PARTITIONS=${PARTITIONS:-12}
 SNAPSHOT_MS=${SNAPSHOT_MS:-5000}
 source "$REPO/bench/common.sh"
-cargo build --release --quiet --manifest-path "$REPO/Cargo.toml"
 rm -rf "$WORK/state" "$WORK/dead.jsonl"
 
 BROKER_PORT=$(free_port)

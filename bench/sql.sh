@@ -17,10 +17,6 @@ CLIENTS=${1:-8}
 SECONDS_RUN=${2:-20}
 ROWS=${3:-10000000}
 HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(dirname "$HERE")
-cd "$REPO"
-cargo build --release --quiet
-WORK=${WORK:-$(mktemp -d)}
 source "$HERE/common.sh"
 trap 'cleanup' EXIT INT TERM
 BROKER_PORT=$(free_port)

@@ -12,10 +12,6 @@
 set -euo pipefail
 ROWS=${1:-10000000}
 HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(dirname "$HERE")
-cd "$REPO"
-cargo build --release --quiet
-WORK=${WORK:-$(mktemp -d)}
 source "$HERE/common.sh"
 BROKER=127.0.0.1:$(free_port)
 HTTP=127.0.0.1:$(free_port)
