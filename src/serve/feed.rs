@@ -459,8 +459,10 @@ impl Feeds {
             };
             // A reading of the whole view costs the workers and this runtime in proportion to
             // its rows: at most a quarter of the time goes to them (busy views are read less
-            // often, their changes coalesced into fewer events).
-            if moved && last_read.elapsed() >= read_cost * 3 {
+            // often, their changes coalesced into fewer events). The customers view is read
+            // by its changes only, whose cost is mostly waiting for the time to complete.
+            let pause = if pump.view == "customers" { read_cost } else { read_cost * 3 };
+            if moved && last_read.elapsed() >= pause {
                 let started = Instant::now();
                 let read = if pump.view == "customers" {
                     self.read_customer_changes(&pump).await
