@@ -46,7 +46,8 @@ pub fn demo_and_serve(settings: &Settings, interrupted: &std::sync::atomic::Atom
     print!("{out}");
     let mut settings = settings.clone();
     settings.kafka.brokers = broker.address();
-    let _http = crate::serve::http::start(&settings, &running.serving)?
+    let feeds = crate::serve::feed::Feeds::of(&settings, &running.serving);
+    let _http = crate::serve::http::start(&settings, &running.serving, &feeds)?
         .context("--serve needs an HTTP address: give --http 127.0.0.1:8080")?;
     println!(
         "\nthe dashboard: http://{}/   (Kafka at {}: lambda produce --brokers {} --input -)   Ctrl-C to stop",

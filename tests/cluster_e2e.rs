@@ -10,8 +10,6 @@ use common::live::*;
 use common::temp_dir;
 use rdkafka::producer::Producer;
 
-/// Starts `lambda run` as two processes of two workers on 127.0.0.1, each in its own
-/// directory under `dir`.
 /// `POST /v1/sql` of `statement` to `run`: the JSON answer.
 fn sql(run: &Run, statement: &str) -> serde_json::Value {
     post_sql(&run.http, statement).1
@@ -30,31 +28,6 @@ fn assert_view_exact(run: &Run, when: &str) {
     assert_eq!(view["rows"], adhoc["rows"], "{when}");
 }
 
-fn start_cluster(broker: &TestBroker, history: &std::path::Path, dir: &std::path::Path, hosts: &str) -> Vec<Run> {
-    start_cluster_with(broker, history, dir, hosts, |_| Vec::new())
-}
-
-/// The same, each process with the options `more` gives for its directory.
-fn start_cluster_with(
-    broker: &TestBroker,
-    history: &std::path::Path,
-    dir: &std::path::Path,
-    hosts: &str,
-    more: impl Fn(&std::path::Path) -> Vec<String>,
-) -> Vec<Run> {
-    (0..2)
-        .map(|process| {
-            let process_dir = dir.join(format!("p{process}"));
-            std::fs::create_dir_all(&process_dir).unwrap();
-            let index = process.to_string();
-            let extra = more(&process_dir);
-            let mut options = vec!["--processes", "2", "--process", index.as_str(), "--hostfile", hosts];
-            options.extend(extra.iter().map(String::as_str));
-            Run::start(&broker.address(), history, 2, &process_dir, &options)
-        })
-        .collect()
-}
-
 #[test]
 fn two_processes_of_two_workers_answer_like_one_process_and_the_recomputation() {
     let dir = temp_dir("cluster");
@@ -62,9 +35,7 @@ fn two_processes_of_two_workers_answer_like_one_process_and_the_recomputation() 
     let history_lines = random_history(60);
     let history_path = history(&dir, &history_lines);
     let messages = random_messages(17, 200);
-    let hostfile = dir.join("hosts");
-    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
-    let hosts = hostfile.display().to_string();
+    let hosts = hostfile(&dir);
 
     let sink = |_: &std::path::Path| vec!["--sink".to_owned(), "customers=cluster-customers".to_owned()];
     let mut cluster = start_cluster_with(&broker, &history_path, &dir, &hosts, sink).into_iter();
@@ -197,9 +168,7 @@ fn when_a_process_dies_the_other_stops_and_names_it() {
     let dir = temp_dir("cluster-death");
     let broker = TestBroker::mock();
     let history_path = history(&dir, &random_history(20));
-    let hostfile = dir.join("hosts");
-    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
-    let hosts = hostfile.display().to_string();
+    let hosts = hostfile(&dir);
     let mut runs = start_cluster(&broker, &history_path, &dir, &hosts);
     runs[0].views_at(&end_offsets(&[]));
     let _ = runs[1].child.kill(); // SIGKILL
@@ -224,8 +193,7 @@ fn batch_over_two_processes_writes_what_one_process_writes() {
     let dir = temp_dir("cluster-batch");
     let history_lines = random_history(80);
     let history_path = history(&dir, &history_lines);
-    let hostfile = dir.join("hosts");
-    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let hosts = hostfile(&dir);
     let batch = |out: &str, cluster: &[&str]| {
         lambda()
             .args(["batch", "--workers", "2"])
@@ -239,7 +207,6 @@ fn batch_over_two_processes_writes_what_one_process_writes() {
             .spawn()
             .unwrap()
     };
-    let hosts = hostfile.display().to_string();
     let processes: Vec<_> = ["1", "0"]
         .iter()
         .map(|i| batch(&format!("out{i}"), &["--processes", "2", "--process", i, "--hostfile", &hosts]))
@@ -278,9 +245,7 @@ fn a_cluster_with_snapshots_resumes_after_a_crash_and_a_stop() {
     let history_path = history(&dir, &history_lines);
     let messages = random_messages(23, 240);
     let (first_half, second_half) = messages.split_at(120);
-    let hostfile = dir.join("hosts");
-    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
-    let hosts = hostfile.display().to_string();
+    let hosts = hostfile(&dir);
     let producer = producer(&broker.address());
     let expected = |sent: &[Sent]| expected_reading(&history_lines, "", sent, 10);
     let exact = |run: &mut Run, sent: &[Sent], when: &str, with_view: bool| {

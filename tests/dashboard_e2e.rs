@@ -127,14 +127,31 @@ fn cell(panel: &str, customer: &str, column: usize) -> String {
 
 #[test]
 fn the_dashboard_shows_the_workshop_live_in_chromium() {
+    the_dashboard_shows_the_workshop(1);
+}
+
+#[test]
+fn the_dashboard_of_a_two_process_cluster_shows_the_workshop_live() {
+    the_dashboard_shows_the_workshop(2);
+}
+
+/// The workshop in a real browser, on `processes` processes of two workers (process 0
+/// serves the dashboard for the whole cluster).
+fn the_dashboard_shows_the_workshop(processes: usize) {
     if Command::new("chromium").arg("--version").output().is_err() {
         panic!("chromium is not installed: run ./test, which installs it");
     }
-    let dir = temp_dir("dashboard-e2e");
+    let dir = temp_dir(&format!("dashboard-e2e-{processes}"));
     let broker = TestBroker::mock();
     let workshop = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/transactions.json");
-    let mut run = Run::start(&broker.address(), &workshop, 2, &dir, &["--dashboard-produce"]);
-    run.views_at(&Default::default());
+    let mut runs = if processes == 1 {
+        vec![Run::start(&broker.address(), &workshop, 2, &dir, &["--dashboard-produce"])]
+    } else {
+        let hosts = hostfile(&dir);
+        start_cluster_with(&broker, &workshop, &dir, &hosts, |_| vec!["--dashboard-produce".to_owned()])
+    };
+    runs[0].views_at(&Default::default());
+    let run = &runs[0];
 
     let browser = Browser::start(&dir.join("profile"));
     let mut page = browser.page();
@@ -173,5 +190,10 @@ fn the_dashboard_shows_the_workshop_live_in_chromium() {
     page.wait_for("document.querySelector('#result td')?.textContent ?? null", json!("400"));
 
     assert!(page.errors.is_empty(), "console errors: {:?}", page.errors);
-    run.stop();
+    let mut runs = runs.into_iter();
+    runs.next().expect("process 0").stop();
+    // The others stop with the cluster.
+    for run in runs {
+        run.stop_after_peer();
+    }
 }

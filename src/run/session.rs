@@ -42,9 +42,11 @@ pub fn run(settings: &Settings, interrupted: Arc<AtomicBool>, prompt: bool) -> a
     let running = super::start(settings)?;
     // Reads are coordinated by worker 0, so process 0 serves for the whole cluster.
     let serves = settings.dataflow.process == 0;
-    let _http = if serves { crate::serve::http::start(settings, &running.serving)? } else { None };
-    let _pg = if serves { crate::serve::pg::start(settings, &running.serving)? } else { None };
-    let _sinks = if serves { crate::serve::sink::start(settings, &running.serving)? } else { None };
+    // One pump per watched view, whichever front ends watch it.
+    let feeds = crate::serve::feed::Feeds::of(settings, &running.serving);
+    let _http = if serves { crate::serve::http::start(settings, &running.serving, &feeds)? } else { None };
+    let _pg = if serves { crate::serve::pg::start(settings, &running.serving, &feeds)? } else { None };
+    let _sinks = if serves { crate::serve::sink::start(settings, &running.serving, &feeds)? } else { None };
     if serves {
         tracing::info!("running; Ctrl-C to stop");
     } else {

@@ -271,7 +271,16 @@ struct PumpState {
 }
 
 impl Feeds {
-    /// Feeds over the views `engine` reads; pumps run on the current tokio runtime.
+    /// The one set of feeds of a process, shared by every front end that watches views
+    /// (HTTP, the Postgres protocol, the sinks): one pump per view, however many watch it.
+    pub fn of(settings: &crate::config::Settings, serving: &Serving) -> Self {
+        let topic = settings.kafka.topic.clone();
+        let engine = Engine::new(serving.clone(), topic.clone(), settings.sql_limits());
+        Feeds::new(engine, serving.clone(), topic)
+    }
+
+    /// Feeds over the views `engine` reads; each pump runs on the tokio runtime of the
+    /// subscriber that started it.
     pub fn new(engine: Engine, serving: Serving, topic: impl Into<String>) -> Self {
         Feeds {
             engine,

@@ -49,10 +49,9 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend over a running pipeline.
-    pub fn new(engine: Engine, serving: Serving, topic: impl Into<String>) -> Self {
+    /// A backend over a running pipeline, whose `SUBSCRIBE`s follow `feeds`.
+    pub fn new(engine: Engine, feeds: Feeds, topic: impl Into<String>) -> Self {
         let topic = topic.into();
-        let feeds = Feeds::new(engine.clone(), serving, topic.clone());
         let parser = Arc::new(NoopQueryParser::new());
         Backend { engine, topic, parser, last: Mutex::default(), sessions: Mutex::default(), feeds }
     }
@@ -439,14 +438,18 @@ impl PgWireServerHandlers for Handlers {
 }
 
 /// Serves the Postgres protocol on the `serve.pg` address (`off`: none), on its own small
-/// runtime; it serves until the runtime is dropped.
-pub fn start(settings: &crate::config::Settings, serving: &Serving) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
+/// runtime; it serves until the runtime is dropped. Its `SUBSCRIBE`s follow `feeds`.
+pub fn start(
+    settings: &crate::config::Settings,
+    serving: &Serving,
+    feeds: &Feeds,
+) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
     let Some((runtime, listener)) = crate::serve::listen(&settings.serve.pg, "pg", "the Postgres protocol")? else {
         return Ok(None);
     };
     let bound = listener.local_addr()?;
     let engine = Engine::new(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
-    let backend = Arc::new(Backend::new(engine, serving.clone(), settings.kafka.topic.clone()));
+    let backend = Arc::new(Backend::new(engine, feeds.clone(), settings.kafka.topic.clone()));
     runtime.spawn(async move {
         loop {
             let (socket, peer) = match listener.accept().await {

@@ -61,8 +61,8 @@ impl SinkSpec {
 }
 
 /// Starts every sink of `settings` on a runtime of their own (none when there is none); they
-/// run until it is dropped.
-pub fn start(settings: &Settings, serving: &Serving) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
+/// run until it is dropped. They follow their views through `feeds`.
+pub fn start(settings: &Settings, serving: &Serving, feeds: &Feeds) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
     let specs = settings.kafka.sinks.iter().map(|s| SinkSpec::parse(s)).collect::<anyhow::Result<Vec<_>>>()?;
     if specs.is_empty() {
         return Ok(None);
@@ -78,8 +78,6 @@ pub fn start(settings: &Settings, serving: &Serving) -> anyhow::Result<Option<to
         .enable_all()
         .build()
         .context("cannot start the sinks' runtime")?;
-    let engine = crate::sql::Engine::new(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
-    let feeds = Feeds::new(engine, serving.clone(), settings.kafka.topic.clone());
     let brokers = settings.kafka.sink_brokers.clone().unwrap_or_else(|| settings.kafka.brokers.clone());
     for spec in specs {
         let producer = new_producer(&brokers)

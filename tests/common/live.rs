@@ -554,3 +554,37 @@ pub fn kcat_view(brokers: &str, topic: &str) -> BTreeMap<String, String> {
     }
     held
 }
+
+/// A hostfile for a cluster of two processes on 127.0.0.1 (free ports), written in `dir`.
+pub fn hostfile(dir: &Path) -> String {
+    let hostfile = dir.join("hosts");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    hostfile.display().to_string()
+}
+
+/// Starts `lambda run` as two processes of two workers on 127.0.0.1, each in its own
+/// directory under `dir`.
+pub fn start_cluster(broker: &TestBroker, history: &Path, dir: &Path, hosts: &str) -> Vec<Run> {
+    start_cluster_with(broker, history, dir, hosts, |_| Vec::new())
+}
+
+/// The same, each process with the options `more` gives for its directory.
+pub fn start_cluster_with(
+    broker: &TestBroker,
+    history: &Path,
+    dir: &Path,
+    hosts: &str,
+    more: impl Fn(&Path) -> Vec<String>,
+) -> Vec<Run> {
+    (0..2)
+        .map(|process| {
+            let process_dir = dir.join(format!("p{process}"));
+            std::fs::create_dir_all(&process_dir).unwrap();
+            let index = process.to_string();
+            let extra = more(&process_dir);
+            let mut options = vec!["--processes", "2", "--process", index.as_str(), "--hostfile", hosts];
+            options.extend(extra.iter().map(String::as_str));
+            Run::start(&broker.address(), history, 2, &process_dir, &options)
+        })
+        .collect()
+}

@@ -80,10 +80,9 @@ impl IntoResponse for ApiError {
 type Answer = Result<Json<Value>, ApiError>;
 
 /// The routes, over a running pipeline's serving handle.
-pub fn router(serving: Serving, settings: &crate::config::Settings) -> Router {
+pub fn router(serving: Serving, settings: &crate::config::Settings, feeds: Feeds) -> Router {
     let topic = settings.kafka.topic.clone();
     let sql = crate::sql::Engine::new(serving.clone(), topic.clone(), settings.sql_limits());
-    let feeds = Feeds::new(sql.clone(), serving.clone(), topic.clone());
     let produce_to = settings.serve.dashboard_produce.then(|| settings.kafka.brokers.clone());
     let api = Arc::new(Api { serving, topic, sql, feeds, produce_to });
     Router::new()
@@ -174,13 +173,17 @@ async fn timed(State(api): State<Arc<Api>>, route: MatchedPath, request: Request
 }
 
 /// Starts the API on its own small runtime, on the `serve.http` address (`off`: none); it
-/// serves until the runtime is dropped.
-pub fn start(settings: &crate::config::Settings, serving: &Serving) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
+/// serves until the runtime is dropped. Its changefeeds are `feeds`.
+pub fn start(
+    settings: &crate::config::Settings,
+    serving: &Serving,
+    feeds: &Feeds,
+) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
     let Some((runtime, listener)) = crate::serve::listen(&settings.serve.http, "http", "HTTP")? else {
         return Ok(None);
     };
     let bound = listener.local_addr()?;
-    let app = router(serving.clone(), settings);
+    let app = router(serving.clone(), settings, feeds.clone());
     runtime.spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "the HTTP server stopped");
