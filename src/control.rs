@@ -100,6 +100,15 @@ impl<O: ExchangeData + Clone, A: ExchangeData + Clone> Control<O, A> {
         }
     }
 
+    /// Sends what [`Control::order`] and [`Control::answer`] gave since the last call, without
+    /// keeping up with the clock otherwise (an idle worker: see `run::ticker`). The idle
+    /// workers' times still move on now and then, so times do not pile up.
+    pub fn send_idle(&mut self) {
+        if self.unsent {
+            self.send();
+        }
+    }
+
     /// The orders received since the last call, in order.
     pub fn orders(&self) -> Vec<O> {
         self.received.borrow_mut().drain(..).collect()

@@ -75,6 +75,17 @@ pub struct SnapshotSchedule {
 }
 
 impl Coordinator {
+    /// Whether the coordinator waits for a time to complete (reads, installs, a snapshot,
+    /// the stop): then every worker must keep moving its time on.
+    pub fn waits(&self) -> bool {
+        !self.waiting.is_empty()
+            || self.installing > 0
+            || self.schedule.in_flight.is_some()
+            || self.schedule.hold.is_some()
+            || self.schedule.last_one.is_some()
+            || self.stop_ordered
+    }
+
     /// A coordinator of `workers` workers, taking read requests from `requests`.
     pub fn new(requests: Receiver<ReadRequest>, workers: usize) -> Self {
         Coordinator {

@@ -47,6 +47,7 @@
 pub mod coordinator;
 pub mod session;
 pub mod snapshots;
+mod ticker;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -179,6 +180,8 @@ struct Shared {
     restore: Mutex<Vec<crate::sql::views::ViewDef>>,
     /// The views created at run time (process 0's).
     catalog: Arc<Mutex<crate::sql::views::Catalog>>,
+    /// When the workers move the logical time on.
+    ticker: ticker::Ticker,
 }
 
 /// The topic's partitions, looked up on a thread of its own so that the pipeline loads and
@@ -386,6 +389,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         failed: AtomicBool::new(false),
         restore: Mutex::new(restore),
         catalog,
+        ticker: ticker::Ticker::new(settings.dataflow.processes > 1),
     });
     let guards = timely::execute(config, move |worker| {
         let result = worker::run_worker(worker, &shared).map_err(|e| format!("{e:#}"));

@@ -13,6 +13,7 @@ use anyhow::Context;
 use timely::worker::Worker;
 
 use super::coordinator::Coordinator;
+use super::ticker;
 use super::{now_ms, Answer, Order, Shared, WorkerReport};
 use crate::batch::{load_history, load_snapshot, LoadCounts};
 use crate::control::Control;
@@ -24,10 +25,6 @@ use crate::serve::serving::{Answering, Part, Reply};
 use crate::source::kafka::{self, DeadLetterTopic, PartitionReader};
 use crate::source::Record;
 
-/// How long an idle worker parks before looking at its partitions again. A busy dataflow
-/// never parks (timely unparks a worker as soon as another sends it data); blocking in the
-/// Kafka poll instead would delay every exchange between workers by this much.
-const IDLE_PARK: Duration = Duration::from_millis(1);
 /// The most messages admitted at one logical time by one worker.
 const POLL_MAX: usize = 50_000;
 /// How often offsets are committed to the consumer group (and dead letters flushed).
@@ -42,6 +39,7 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
     if worker.index() == 0 {
         shared.worker_0.register();
     }
+    shared.ticker.register();
     let mut pipeline = Dataflow::build(worker, shared.event_filter.clone());
     let mut control = Control::<Order, Answer>::build(worker);
     let mut pending: VecDeque<Order> = VecDeque::new();
@@ -53,7 +51,7 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
     }
     let (from_snapshot, start_offsets) = loop {
         control.send();
-        worker.step_or_park(Some(IDLE_PARK));
+        worker.step_or_park(Some(ticker::BUSY_PARK));
         // Views created at run time get the upsert's changes of the step.
         let upserted = pipeline.upsert_frontier();
         pipeline.created.feed(upserted);
@@ -128,6 +126,7 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
     };
     let mut last_commit = Instant::now();
     let mut last_watermarks = Instant::now();
+    let mut last_advance = Instant::now();
     // Set by the coordinator's Stop, which every worker of every process receives in order.
     let mut stopping = false;
     let mut stop_asked = false;
@@ -161,6 +160,9 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
             })? as u64;
             report.messages += read;
             messages_read.inc_by(read);
+            if read > 0 {
+                shared.ticker.admitted(pipeline.time());
+            }
             for (&partition, &next) in reader.next_offsets() {
                 let previous = admitted.insert(partition, next);
                 if previous != Some(next) {
@@ -187,10 +189,12 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         }
         let now = now_ms();
         let held = coordinator.as_ref().is_some_and(|c| c.schedule.hold.is_some());
-        if now > pipeline.time() && !held {
+        let ticking = shared.ticker.ticking(pipeline.time(), last_advance);
+        if now > pipeline.time() && !held && ticking {
             pipeline.advance_to(now);
+            last_advance = Instant::now();
         }
-        worker.step_or_park(Some(IDLE_PARK));
+        worker.step_or_park(Some(shared.ticker.park(ticking)));
         // Views created at run time get the upsert's changes of the step.
         let upserted = pipeline.upsert_frontier();
         pipeline.created.feed(upserted);
@@ -199,6 +203,9 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
                 coordinator.receive(answer, &mut control, &shared.answering, shared.snapshots.as_ref());
             }
             coordinator.tick(pipeline.complete_through(), &mut control, &shared.answering);
+            if coordinator.waits() {
+                shared.ticker.keep_busy();
+            }
             if !coordinator.partitions_ordered {
                 match shared.partitions.take() {
                     Some(Ok(partitions)) => {
@@ -243,14 +250,16 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
             control.answer(Answer::PartitionsTaken { time: pipeline.time() });
             if !mine.is_empty() && !stopping {
                 let from: BTreeMap<i32, i64> = mine.iter().map(|p| (*p, admitted[p])).collect();
-                reader = Some(PartitionReader::new(
+                let mut partitions = PartitionReader::new(
                     &k.brokers,
                     &k.group,
                     &k.topic,
                     &mine,
                     &from,
                     settings.input.max_record_bytes,
-                )?);
+                )?;
+                partitions.wake_on_messages(std::thread::current());
+                reader = Some(partitions);
             }
         }
         if told.stop {
@@ -266,7 +275,11 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
                 control.answer(Answer::Shard(encoded));
             }
         }
-        control.send();
+        if ticking {
+            control.send();
+        } else {
+            control.send_idle();
+        }
         if told.exit {
             break;
         }

@@ -262,6 +262,12 @@ impl PartitionReader {
         &self.skipped
     }
 
+    /// Unparks `thread` whenever messages (or errors) arrive while none were waiting, so
+    /// that a worker may park for long while the topic is quiet.
+    pub fn wake_on_messages(&mut self, thread: std::thread::Thread) {
+        self.consumer.set_nonempty_callback(move || thread.unpark());
+    }
+
     /// The last error met, until reading resumes.
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
