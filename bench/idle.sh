@@ -11,7 +11,7 @@ BROKER_PORT=$(free_port); HTTP_PORT=$(free_port)
 "$LAMBDA" broker --port "$BROKER_PORT" --partitions 3 >"$WORK/broker.log" 2>&1 &
 BROKER=$!
 sleep 1
-"$LAMBDA" run --brokers "127.0.0.1:$BROKER_PORT" --workers "$WORKERS" --http "127.0.0.1:$HTTP_PORT" --pg off \
+"$LAMBDA" run --brokers "127.0.0.1:$BROKER_PORT" --workers "$WORKERS" ${FETCH_WAIT_MS:+--fetch-wait-ms $FETCH_WAIT_MS} --http "127.0.0.1:$HTTP_PORT" --pg off \
   --input datasets/transactions.json --dead-letters "$WORK/dead.jsonl" >"$WORK/run.log" 2>&1 &
 RUN=$!
 until curl -sf "http://127.0.0.1:$HTTP_PORT/v1/status" | grep -q '"reading"'; do sleep 0.2; done

@@ -147,6 +147,7 @@ fn absurd_options_are_refused_with_a_reason() {
         (vec!["batch", "--processes", "0"], "--processes must be at least 1"),
         (vec!["batch", "--top", "0"], "--top must be at least 1"),
         (vec!["run", "--snapshot-every-ms", "0"], "--snapshot-every-ms must be at least"),
+        (vec!["run", "--fetch-wait-ms", "0"], "--fetch-wait-ms must be between 1 and 60000"),
         (vec!["run", "--workers", "1000", "--brokers", "127.0.0.1:1"], "core"),
     ] {
         let o = lambda_output(&args);

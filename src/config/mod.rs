@@ -93,6 +93,13 @@ settings! {
         /// The sinks' bootstrap servers, when they are not the ones the views read from.
         sink_brokers: Option<String> = None;
             flag "sink-brokers" value "HOST:PORT,..." example "localhost:9093" for [Run];
+        /// How long the broker may hold a fetch that finds no message (librdkafka's
+        /// `fetch.wait.max.ms`). Kafka answers as soon as a message arrives, so with a real
+        /// broker a long wait (e.g. 500) costs no freshness and makes an idle run cheaper;
+        /// librdkafka's mock broker (`lambda broker`) always waits it out, so there it is
+        /// the floor of freshness.
+        fetch_wait_ms: u64 = 5;
+            flag "fetch-wait-ms" value "MS" for [Run];
     }
     /// The serving layer.
     [serve] ServeSettings {
@@ -444,6 +451,9 @@ impl Settings {
         }
         if self.batch.top == 0 {
             return invalid("--top must be at least 1".into());
+        }
+        if !(1..=60_000).contains(&self.kafka.fetch_wait_ms) {
+            return invalid("--fetch-wait-ms must be between 1 and 60000".to_owned());
         }
         if self.state.every_ms < MIN_EVERY_MS {
             return invalid(format!("--snapshot-every-ms must be at least {MIN_EVERY_MS}"));

@@ -257,6 +257,7 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
                     &mine,
                     &from,
                     settings.input.max_record_bytes,
+                    k.fetch_wait_ms,
                 )?;
                 partitions.wake_on_messages(std::thread::current());
                 reader = Some(partitions);

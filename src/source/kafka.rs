@@ -153,7 +153,8 @@ pub struct PartitionReader {
 }
 
 impl PartitionReader {
-    /// Reads `partitions` of `topic` from the given next offsets (absent: the earliest).
+    /// Reads `partitions` of `topic` from the given next offsets (absent: the earliest); the
+    /// broker holds an empty fetch at most `fetch_wait_ms`.
     pub fn new(
         brokers: &str,
         group: &str,
@@ -161,6 +162,7 @@ impl PartitionReader {
         partitions: &[i32],
         from: &BTreeMap<i32, i64>,
         max_record_bytes: usize,
+        fetch_wait_ms: u64,
     ) -> Result<Self, KafkaSourceError> {
         let consumer: BaseConsumer = base_config(brokers)
             .set("group.id", group)
@@ -170,7 +172,7 @@ impl PartitionReader {
             // (messages evicted, or the partition started again) and says so.
             .set("auto.offset.reset", "error")
             .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "5")
+            .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
             .set("fetch.error.backoff.ms", "5")
             .set("fetch.queue.backoff.ms", "1")
             .set("allow.auto.create.topics", "false")
