@@ -1,7 +1,8 @@
 //! One worker's life: where the cluster starts, its share of the history (or of a
-//! snapshot), then its Kafka partitions, admitted at a new logical time — the current Unix
-//! time in milliseconds — whenever they have messages, until the stop. Between polls it
-//! carries out the coordinator's orders, in the order given (see [`super::coordinator`]).
+//! snapshot), then its Kafka partitions, admitted at the worker's logical time — the Unix
+//! time in milliseconds of its last advance, which [`super::ticker`] paces — until the stop.
+//! Between polls it carries out the coordinator's orders, in the order given (see
+//! [`super::coordinator`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
