@@ -37,6 +37,11 @@ use rdkafka::producer::{BaseProducer, BaseRecord};
 
 const TOPIC: &str = "real-time-orders";
 
+/// The allocator `lambda` itself uses (src/main.rs): without it this benchmark measured the
+/// system allocator (~10% of its samples in glibc's malloc and free).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     #[command(subcommand)]
