@@ -33,7 +33,7 @@ use atelier_lambda::run::{self, Running};
 use atelier_lambda::serve::Serving;
 use clap::{Parser, Subcommand};
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 const TOPIC: &str = "real-time-orders";
 
@@ -308,11 +308,17 @@ fn main() {
             running.join().unwrap();
         }
         What::Correction { history, samples } => {
+            // Made and connected before the load: an idempotent producer's first message
+            // otherwise waits for its producer id and the topic's metadata (~500 ms with the
+            // mock broker), which is not the pipeline's latency.
+            let producer = producer(&broker.address());
+            Producer::client(&producer)
+                .fetch_metadata(Some(TOPIC), Duration::from_secs(10))
+                .expect("the topic metadata");
             let loading = Instant::now();
             let running = start(&broker, history.clone(), args.workers);
             offsets(&running);
             println!("history {} loaded in {:.2} s", history.display(), loading.elapsed().as_secs_f64());
-            let producer = producer(&broker.address());
             let mut latencies = Vec::new();
             for i in 0..samples {
                 let line =
