@@ -370,26 +370,12 @@ fn kafka_going_away_mid_run_does_not_hang_a_stop() {
     assert!(stopped_in < Duration::from_secs(8), "a stop took {stopped_in:?}");
 }
 
-/// `lambda broker` as a process on `port`, once it listens.
-fn broker_process(port: u16) -> Killed {
-    let child = lambda()
-        .args(["broker", "--port", &port.to_string(), "--partitions", "3"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("lambda broker starts");
-    wait_until("lambda broker listens", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    Killed(child)
-}
-
 #[test]
 fn a_topic_that_starts_again_stops_the_pipeline_loudly() {
     let dir = temp_dir("topic-reset");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let brokers = format!("127.0.0.1:{port}");
-    let broker = broker_process(port);
+    let broker = lambda_broker(port, 3, TOPIC);
     let history_path = history(&dir, &["{\"customer\":\"Ali\",\"amount\":120}".to_owned()]);
     let mut run = Run::start(&brokers, &history_path, 2, &dir, &[]);
     let before: Vec<Sent> = (0..6).map(|i| message(i % 3, "{\"customer\":\"Old\",\"amount\":1}")).collect();
@@ -398,7 +384,7 @@ fn a_topic_that_starts_again_stops_the_pipeline_loudly() {
     // `lambda broker` stopped and started again on the same port: every partition starts
     // again at offset 0, and new messages take the offsets of old ones.
     drop(broker);
-    let _broker = broker_process(port);
+    let _broker = lambda_broker(port, 3, TOPIC);
     let after: Vec<Sent> = (0..4).map(|i| message(i % 3, "{\"customer\":\"New\",\"amount\":1}")).collect();
     send(&producer(&brokers), &after);
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -128,22 +128,6 @@ fn sink_topics_hold_the_views_through_kill_9() {
     run.stop();
 }
 
-/// `lambda broker` on `port` with one topic, for the sink alone; waits until it listens.
-fn sink_broker(port: u16) -> Killed {
-    let mut broker = Killed(
-        lambda()
-            .args(["broker", "--port", &port.to_string(), "--partitions", "2", "--topic", "customers-view"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("lambda broker starts"),
-    );
-    let mut banner = String::new();
-    let mut out = std::io::BufReader::new(broker.0.stdout.take().expect("piped"));
-    std::io::BufRead::read_line(&mut out, &mut banner).expect("the broker's banner");
-    assert!(banner.contains(&format!("127.0.0.1:{port}")), "{banner}");
-    broker
-}
-
 /// The sink's status entry once its time has reached `time` (or `None` at the deadline).
 fn sink_reaches(run: &Run, time: u64, within: Duration) -> Option<serde_json::Value> {
     let deadline = Instant::now() + within;
@@ -166,7 +150,7 @@ fn the_views_go_on_while_the_sinks_broker_is_away_and_the_sink_catches_up() {
     let source = TestBroker::mock();
     let port = free_port();
     let sink_brokers = format!("127.0.0.1:{port}");
-    let broker = sink_broker(port);
+    let broker = lambda_broker(port, 2, "customers-view");
     let history = history(&dir, &random_history(100));
     let options = ["--sink", "customers=customers-view", "--sink-brokers", &sink_brokers];
     let mut run = Run::start(&source.address(), &history, 2, &dir, &options);
@@ -190,7 +174,7 @@ fn the_views_go_on_while_the_sinks_broker_is_away_and_the_sink_catches_up() {
 
     // It comes back empty (this broker keeps nothing): the sink sees the topic start again,
     // reads it back and sends the whole view, the keys that joined meanwhile included.
-    let _broker = sink_broker(port);
+    let _broker = lambda_broker(port, 2, "customers-view");
     let more = temporary("y", false);
     send(&producer, &more);
     all.extend(more);

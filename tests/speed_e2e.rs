@@ -24,17 +24,7 @@ fn the_workshop_through_lambda_broker_and_kcat() {
     }
     let dir = temp_dir("kcat");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut broker = Killed(
-        lambda()
-            .args(["broker", "--port", &port.to_string(), "--partitions", "3"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("lambda broker starts"),
-    );
-    let mut banner = String::new();
-    let mut broker_out = std::io::BufReader::new(broker.0.stdout.take().unwrap());
-    std::io::BufRead::read_line(&mut broker_out, &mut banner).unwrap();
-    assert!(banner.contains(&format!("127.0.0.1:{port}")), "{banner}");
+    let _broker = lambda_broker(port, 3, TOPIC);
     let brokers = format!("127.0.0.1:{port}");
     let workshop = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/transactions.json");
     let mut run = Run::start(&brokers, &workshop, 2, &dir, &[]);

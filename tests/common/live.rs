@@ -588,3 +588,20 @@ pub fn start_cluster_with(
         })
         .collect()
 }
+
+/// `lambda broker` as its own process on `port`, with `partitions` partitions of `topic`;
+/// returns once its banner names that address. Killed when dropped.
+pub fn lambda_broker(port: u16, partitions: u32, topic: &str) -> Killed {
+    let mut broker = Killed(
+        lambda()
+            .args(["broker", "--port", &port.to_string(), "--partitions", &partitions.to_string(), "--topic", topic])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("lambda broker starts"),
+    );
+    let mut banner = String::new();
+    let mut out = std::io::BufReader::new(broker.0.stdout.take().expect("piped"));
+    std::io::BufRead::read_line(&mut out, &mut banner).expect("the broker's banner");
+    assert!(banner.contains(&format!("127.0.0.1:{port}")), "{banner}");
+    broker
+}

@@ -100,15 +100,7 @@ pub fn run_dataflow(
     top_k: usize,
 ) -> Vec<Reading> {
     let steps = steps.to_vec();
-    let mut settings = Settings::default();
-    settings.input.files = vec![history.to_owned()];
-    let mut files = HistoryFile::open_all(&settings.input.files).unwrap();
-    // Split even tiny files, so that every test exercises the parallel reader.
-    for f in &mut files {
-        f.min_split_bytes = 1;
-    }
-    let dead = Arc::new(DeadLetterFile::open(&history.with_extension("dead.jsonl")).unwrap());
-    let shared = Arc::new(LoadShared::default());
+    let (settings, files, dead, shared) = history_load(history);
     let batches = batches.to_vec();
     let results = Arc::new(Mutex::new(Vec::new()));
     let results_in = Arc::clone(&results);
@@ -295,14 +287,7 @@ pub fn run_dataflow_views(
         })
         .collect();
     let steps = steps.to_vec();
-    let mut settings = Settings::default();
-    settings.input.files = vec![history.to_owned()];
-    let mut files = HistoryFile::open_all(&settings.input.files).unwrap();
-    for f in &mut files {
-        f.min_split_bytes = 1;
-    }
-    let dead = Arc::new(DeadLetterFile::open(&history.with_extension("dead.jsonl")).unwrap());
-    let shared = Arc::new(LoadShared::default());
+    let (settings, files, dead, shared) = history_load(history);
     let batches = batches.to_vec();
     // Per worker: per time, per query, its part; and each view's install time.
     type Parts = Vec<Vec<Result<Vec<Vec<Value>>, atelier_lambda::serve::ReadError>>>;
@@ -404,4 +389,18 @@ pub fn replay(
         each(i as Time + 1, &oracle);
     }
     oracle
+}
+
+/// What a pipeline's history load needs for `history`: settings naming it, the file split even
+/// when tiny (so that every test exercises the parallel reader), a dead-letter file beside
+/// it, and the workers' shared load state.
+fn history_load(history: &Path) -> (Settings, Vec<HistoryFile>, Arc<DeadLetterFile>, Arc<LoadShared>) {
+    let mut settings = Settings::default();
+    settings.input.files = vec![history.to_owned()];
+    let mut files = HistoryFile::open_all(&settings.input.files).unwrap();
+    for f in &mut files {
+        f.min_split_bytes = 1;
+    }
+    let dead = Arc::new(DeadLetterFile::open(&history.with_extension("dead.jsonl")).unwrap());
+    (settings, files, dead, Arc::new(LoadShared::default()))
 }
