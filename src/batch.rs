@@ -242,7 +242,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
 
     let settings_for_workers = settings.clone();
     let (dead_for_workers, shared_for_workers) = (Arc::clone(&dead_letters), Arc::clone(&shared));
-    let guards = timely::execute(settings.timely_config()?, move |worker| {
+    let guards = crate::cluster::execute(settings.timely_config()?, move |worker| {
         let mut pipeline = Dataflow::build(worker, event_filter.clone());
         let mut control = Control::<(), Share>::build(worker);
         let loaded = match &snapshot {

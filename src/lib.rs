@@ -20,6 +20,7 @@ pub mod amount;
 pub mod batch;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod dataflow;

@@ -391,7 +391,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         catalog,
         ticker: ticker::Ticker::new(settings.dataflow.processes > 1),
     });
-    let guards = timely::execute(config, move |worker| {
+    let guards = crate::cluster::execute(config, move |worker| {
         let result = worker::run_worker(worker, &shared).map_err(|e| format!("{e:#}"));
         if let Err(error) = &result {
             // One worker failing stops them all, so the failure is reported, not waited on.
