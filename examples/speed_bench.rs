@@ -66,6 +66,12 @@ enum What {
         rate: f64,
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// A history to load first (default: none).
+        #[arg(long)]
+        history: Option<PathBuf>,
+        /// Write a snapshot this often (into a fresh temporary state directory) while measuring.
+        #[arg(long)]
+        snapshot_every_ms: Option<u64>,
     },
     Correction {
         #[arg(long)]
@@ -112,11 +118,17 @@ fn look_up(serving: &Serving, customers: u64, seed: u64, until: Instant) -> (Vec
 }
 
 fn start(broker: &Broker, history: PathBuf, workers: usize) -> Running {
+    start_with(broker, history, workers, |_| {})
+}
+
+/// The same, with `more` settings.
+fn start_with(broker: &Broker, history: PathBuf, workers: usize, more: impl FnOnce(&mut Settings)) -> Running {
     let mut settings = Settings::default();
     settings.kafka.brokers = broker.address();
     settings.input.files = vec![history];
     settings.input.dead_letters = std::env::temp_dir().join("speed-bench-dead.jsonl");
     settings.dataflow.workers = workers;
+    more(&mut settings);
     run::start(&settings).expect("the pipeline starts")
 }
 
@@ -208,9 +220,18 @@ fn main() {
             running.stop();
             running.join().unwrap();
         }
-        What::Freshness { rate, seconds } => {
-            let running = start(&broker, empty_history(), args.workers);
+        What::Freshness { rate, seconds, history, snapshot_every_ms } => {
+            let state = std::env::temp_dir().join(format!("speed-bench-state-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&state);
+            let loading = Instant::now();
+            let running = start_with(&broker, history.unwrap_or_else(empty_history), args.workers, |s| {
+                if let Some(every) = snapshot_every_ms {
+                    s.state.dir = Some(state.clone());
+                    s.state.every_ms = every;
+                }
+            });
             offsets(&running);
+            println!("loaded in {:.2} s", loading.elapsed().as_secs_f64());
             let producer = producer(&broker.address());
             let total = (rate * seconds) as u64;
             let mut lines = Generator::new(&GenOptions { rows: total, id_prefix: "f".into(), ..GenOptions::default() });
@@ -250,8 +271,13 @@ fn main() {
                 &format!("freshness at {rate:.0}/s (achieved {achieved:.0}/s, {} workers)", args.workers),
                 latencies,
             );
+            if snapshot_every_ms.is_some() {
+                let written = std::fs::read_dir(&state).map_or(0, |d| d.count());
+                println!("snapshot directory entries at the end: {written}");
+            }
             running.stop();
             running.join().unwrap();
+            let _ = std::fs::remove_dir_all(&state);
         }
         What::Lookup { customers, rows, rate, seconds, clients } => {
             let history = std::env::temp_dir().join(format!("speed-bench-{rows}-{customers}.jsonl"));
