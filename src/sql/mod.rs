@@ -19,10 +19,12 @@
 //! unknown column, 42803 grouping, 42804 and 42883 types, 0A000 unsupported, 54000 too many
 //! rows, 57014 timeout.
 
+pub mod explain;
 pub mod expr;
 pub mod plan;
 pub mod relation;
 pub mod scan;
+mod translate;
 pub mod value;
 pub mod views;
 
@@ -449,7 +451,7 @@ impl Engine {
             ),
             Plan::Explain(select) => (
                 vec![text("QUERY PLAN")],
-                plan::explain(&select, self.serving.workers())
+                explain::explain(&select, self.serving.workers())
                     .into_iter()
                     .map(|l| vec![Value::Text(l.into())])
                     .collect(),
