@@ -338,6 +338,30 @@ pub fn like(text: &str, pattern: &str) -> bool {
     pattern[p..].iter().all(|c| *c == '%')
 }
 
+/// An aggregate function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AggFunc {
+    /// `count(*)` or `count(e)` (non-NULL values)
+    Count,
+    /// `sum(e)`
+    Sum,
+    /// `min(e)`
+    Min,
+    /// `max(e)`
+    Max,
+    /// `avg(e)`, exact to the hundredth
+    Avg,
+}
+
+/// One aggregate of a grouped query: its function and argument (none for `count(*)`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agg {
+    /// The function.
+    pub func: AggFunc,
+    /// Its argument over the relation's row.
+    pub arg: Option<Expr>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

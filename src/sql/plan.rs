@@ -14,34 +14,12 @@ use sqlparser::ast::{self, SelectItem};
 
 use super::expr::{Cmp, Expr};
 use super::relation::Relation;
-use super::translate::{boolean, check_types, coerce_times, plain_args, Context};
+use super::translate::{boolean, check_types, coerce_times, has_aggregate, Context};
 use super::value::{Type, Value};
 use super::views::Catalog;
 use super::SqlError;
 
-/// An aggregate function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AggFunc {
-    /// `count(*)` or `count(e)` (non-NULL values)
-    Count,
-    /// `sum(e)`
-    Sum,
-    /// `min(e)`
-    Min,
-    /// `max(e)`
-    Max,
-    /// `avg(e)`, exact to the hundredth
-    Avg,
-}
-
-/// One aggregate of a grouped query: its function and argument (none for `count(*)`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Agg {
-    /// The function.
-    pub func: AggFunc,
-    /// Its argument over the relation's row.
-    pub arg: Option<Expr>,
-}
+pub use super::expr::{Agg, AggFunc};
 
 /// Where a worker reads: everything, one key, or a range of keys.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -420,27 +398,6 @@ fn column_name(e: &ast::Expr) -> String {
         _ => "?column?".into(),
     }
 }
-
-pub(super) fn has_aggregate(e: &ast::Expr) -> bool {
-    match e {
-        ast::Expr::Function(f) => {
-            AGGREGATES.contains(&f.name.to_string().to_ascii_lowercase().as_str())
-                || plain_args(f).is_ok_and(|args| args.iter().any(has_aggregate))
-        }
-        ast::Expr::BinaryOp { left, right, .. } => has_aggregate(left) || has_aggregate(right),
-        ast::Expr::UnaryOp { expr, .. }
-        | ast::Expr::Nested(expr)
-        | ast::Expr::Cast { expr, .. }
-        | ast::Expr::IsNull(expr)
-        | ast::Expr::IsNotNull(expr) => has_aggregate(expr),
-        ast::Expr::InList { expr, list, .. } => has_aggregate(expr) || list.iter().any(has_aggregate),
-        ast::Expr::Between { expr, low, high, .. } => has_aggregate(expr) || has_aggregate(low) || has_aggregate(high),
-        ast::Expr::Like { expr, pattern, .. } => has_aggregate(expr) || has_aggregate(pattern),
-        _ => false,
-    }
-}
-
-pub(super) const AGGREGATES: [&str; 5] = ["count", "sum", "min", "max", "avg"];
 
 /// Where a filter lets the workers seek instead of scanning: the key column compared with
 /// constants, in the `AND`ed conditions of the filter. The filter still applies after.

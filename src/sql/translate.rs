@@ -11,8 +11,7 @@
 
 use sqlparser::ast::{self, BinaryOperator, FunctionArg, FunctionArgExpr, FunctionArguments, UnaryOperator};
 
-use super::expr::{Arith, Cmp, Expr, Unit};
-use super::plan::{has_aggregate, Agg, AggFunc, AGGREGATES};
+use super::expr::{Agg, AggFunc, Arith, Cmp, Expr, Unit};
 use super::relation::Relation;
 use super::value::{parse_timestamp, Type, Value};
 use super::SqlError;
@@ -360,3 +359,25 @@ pub(super) fn check_types(e: &Expr, columns: &[Type]) -> Result<(), SqlError> {
         _ => Ok(()),
     }
 }
+
+/// Whether `e` calls an aggregate function anywhere.
+pub(super) fn has_aggregate(e: &ast::Expr) -> bool {
+    match e {
+        ast::Expr::Function(f) => {
+            AGGREGATES.contains(&f.name.to_string().to_ascii_lowercase().as_str())
+                || plain_args(f).is_ok_and(|args| args.iter().any(has_aggregate))
+        }
+        ast::Expr::BinaryOp { left, right, .. } => has_aggregate(left) || has_aggregate(right),
+        ast::Expr::UnaryOp { expr, .. }
+        | ast::Expr::Nested(expr)
+        | ast::Expr::Cast { expr, .. }
+        | ast::Expr::IsNull(expr)
+        | ast::Expr::IsNotNull(expr) => has_aggregate(expr),
+        ast::Expr::InList { expr, list, .. } => has_aggregate(expr) || list.iter().any(has_aggregate),
+        ast::Expr::Between { expr, low, high, .. } => has_aggregate(expr) || has_aggregate(low) || has_aggregate(high),
+        ast::Expr::Like { expr, pattern, .. } => has_aggregate(expr) || has_aggregate(pattern),
+        _ => false,
+    }
+}
+
+const AGGREGATES: [&str; 5] = ["count", "sum", "min", "max", "avg"];
