@@ -470,10 +470,11 @@ impl Feeds {
             // its rows: at most a quarter of the time goes to them (busy views are read less
             // often, their changes coalesced into fewer events). The customers view is read
             // by its changes only, whose cost is mostly waiting for the time to complete.
-            let pause = if pump.view == "customers" { read_cost } else { read_cost * 3 };
+            let by_changes = pump.view == "customers";
+            let pause = if by_changes { read_cost } else { read_cost * 3 };
             if moved && last_read.elapsed() >= pause {
                 let started = Instant::now();
-                let read = if pump.view == "customers" {
+                let read = if by_changes {
                     self.read_customer_changes(&pump).await
                 } else {
                     self.read(&pump.view, pump.key).await
