@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Side-by-side batch benchmark: `lambda batch` against the workshop's PySpark batch job.
+"""Side-by-side batch benchmark: `lambda batch` against DuckDB, Polars and PySpark.
 
-  python3 bench/compare_batch.py --input FILE [--runs 5] [--workers 2] [--spark-master local[2]]
+  python3 bench/compare_batch.py --input FILE [--runs 5] [--workers 2] [--peers duckdb,spark]
 
-Runs A (lambda batch) and B (PySpark, ../shared/peers/spark/batch_job.py) alternately on the
-same file, measuring for each run the wall time and the peak resident memory of the whole
+Runs `lambda batch` and each peer (../shared/peers/<peer>/batch_job.py) in turn on the
+same file, with the same number of threads, measuring for each run the wall time and the peak resident memory of the whole
 process tree (Spark's JVM is a child process that /usr/bin/time does not see), sampled
-every 20 ms from /proc. Prints every run, the medians, and the ratio B/A. Also records
-Spark's own `query_seconds` (its time without JVM start-up) and, as a floor, the time to
+every 20 ms from /proc. Prints every run, the medians, and each peer's ratio. Also records
+the peers' own `query_seconds` (Spark's time without JVM start-up) and, as a floor, the time to
 read the file (`cat`). Standard library only.
 """
 import argparse, os, statistics, subprocess, sys, tempfile, time
@@ -64,41 +64,48 @@ def main():
     ap.add_argument("--input", required=True)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--peers", default="duckdb,spark",
+                    help="comma-separated peers from ../shared/peers: duckdb, polars, spark")
     ap.add_argument("--spark-master", default="local[2]")
     ap.add_argument("--lambda-bin", default=os.path.join(REPO, "target", "release", "lambda"))
-    ap.add_argument("--skip-spark", action="store_true")
+    ap.add_argument("--skip-spark", action="store_true", help="same as leaving spark out of --peers")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="bench-batch-")
-    a_cmd = [a.lambda_bin, "batch", "--input", a.input, "--out", os.path.join(work, "lambda"), "--workers", str(a.workers)]
-    b_cmd = [sys.executable, os.path.join(PEERS, "spark", "batch_job.py"), a.input, os.path.join(work, "spark"),
-             "--master", a.spark_master]
+    peer_args = {
+        "duckdb": ["--threads", str(a.workers)],
+        "polars": [],
+        "spark": ["--master", a.spark_master],
+    }
+    peers = [p for p in a.peers.split(",") if p and not (a.skip_spark and p == "spark")]
+    for p in peers:
+        if p not in peer_args:
+            sys.exit(f"unknown peer {p!r}: one of {', '.join(peer_args)}")
+    env = dict(os.environ, POLARS_MAX_THREADS=str(a.workers))
+    cmds = {"lambda": [a.lambda_bin, "batch", "--input", a.input, "--out", os.path.join(work, "lambda"),
+                       "--workers", str(a.workers)]}
+    for p in peers:
+        cmds[p] = [sys.executable, os.path.join(PEERS, p, "batch_job.py"), a.input, os.path.join(work, p)] + peer_args[p]
     size = os.path.getsize(a.input)
     print(f"input {a.input}: {size / 1e6:.1f} MB; {a.runs} runs each, alternating; {os.cpu_count()} cores")
     cat = [measure(["cat", a.input])[0] for _ in range(3)]
     print(f"cat (read the file): median {statistics.median(cat):.3f} s")
-    rows = {"lambda": [], "spark": []}
-    spark_query = []
+    rows = {k: [] for k in cmds}
+    query = {k: [] for k in cmds}
     for i in range(a.runs):
-        wall, rss, _ = measure(a_cmd)
-        rows["lambda"].append((wall, rss))
-        print(f"run {i + 1} A lambda batch: {wall:7.3f} s  peak RSS {rss:8.1f} MiB", flush=True)
-        if a.skip_spark:
-            continue
-        wall, rss, text = measure(b_cmd)
-        rows["spark"].append((wall, rss))
-        q = [float(l.split("=")[1]) for l in text.splitlines() if l.startswith("query_seconds=")]
-        spark_query.extend(q)
-        print(f"run {i + 1} B pyspark     : {wall:7.3f} s  peak RSS {rss:8.1f} MiB  (query_seconds {q[0] if q else '?'})",
-              flush=True)
-    med = {k: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v)) for k, v in rows.items() if v}
+        for name, cmd in cmds.items():
+            wall, rss, text = measure(cmd, env)
+            rows[name].append((wall, rss))
+            q = [float(l.split("=")[1]) for l in text.splitlines() if l.startswith("query_seconds=")]
+            query[name].extend(q)
+            extra = f"  (query_seconds {q[0]})" if q else ""
+            print(f"run {i + 1} {name:7}: {wall:7.3f} s  peak RSS {rss:8.1f} MiB{extra}", flush=True)
+    med = {k: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v)) for k, v in rows.items()}
     print()
     for k, (w, r) in med.items():
-        print(f"median {k:7}: {w:7.3f} s  peak RSS {r:8.1f} MiB")
-    if "spark" in med:
-        print(f"median pyspark query_seconds (no JVM start): {statistics.median(spark_query):.3f} s")
-        print(f"ratio pyspark/lambda: wall {med['spark'][0] / med['lambda'][0]:.1f}x, "
-              f"query-only {statistics.median(spark_query) / med['lambda'][0]:.1f}x, "
-              f"memory {med['spark'][1] / med['lambda'][1]:.1f}x")
+        qs = f"  query_seconds {statistics.median(query[k]):.3f}" if query[k] else ""
+        print(f"median {k:7}: {w:7.3f} s  peak RSS {r:8.1f} MiB{qs}")
+    for p in peers:
+        print(f"ratio {p}/lambda: wall {med[p][0] / med['lambda'][0]:.2f}x, memory {med[p][1] / med['lambda'][1]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,12 @@ use serde_json::value::RawValue;
 
 use crate::amount::{parse_cents, AmountError};
 
+mod flat;
+mod time;
+
+use time::parse_ts;
+pub use time::{format_hour, hour_of, parse_hour_bound};
+
 /// The longest customer name accepted, in bytes.
 pub const MAX_CUSTOMER_BYTES: usize = 256;
 
@@ -375,6 +381,10 @@ impl Names {
 impl<'a> Fields<'a> {
     /// Reads the event fields of one JSON object.
     pub fn from_json(text: &'a str) -> Result<Self, Rejection> {
+        // Most events are flat objects without escapes: read those in one pass.
+        if let Some(fields) = flat::read(text) {
+            return Ok(fields);
+        }
         // Serde would also read a struct from a JSON array (`[id, customer, ...]`): only an
         // object is an event, and valid JSON that is not one gets its own, clearer reason.
         if text.trim_start().as_bytes().first() != Some(&b'{') {
@@ -510,42 +520,4 @@ fn parse_amount(text: &str) -> Result<i64, Rejection> {
         };
         Rejection::new(reason, format!("{e}: {text}"))
     })
-}
-
-/// Seconds since the epoch of an RFC 3339 time.
-fn parse_ts(ts: &str) -> Result<i64, Rejection> {
-    chrono::DateTime::parse_from_rfc3339(ts)
-        .map(|t| t.timestamp())
-        .map_err(|e| Rejection::new(Reason::BadTs, format!("ts {ts:?} is not RFC 3339: {e}")))
-}
-
-/// The UTC hour (hours since the epoch) of an RFC 3339 time.
-fn parse_hour(ts: &str) -> Result<i64, Rejection> {
-    parse_ts(ts).map(hour_of)
-}
-
-/// The UTC hour (hours since the epoch) of a time in seconds since the epoch.
-pub fn hour_of(seconds: i64) -> i64 {
-    seconds.div_euclid(3600)
-}
-
-/// Formats an hour number as the RFC 3339 time of its start, `2025-01-01T13:00:00Z`.
-pub fn format_hour(hour: i64) -> String {
-    match chrono::DateTime::from_timestamp(hour.saturating_mul(3600), 0) {
-        Some(t) => t.format("%Y-%m-%dT%H:00:00Z").to_string(),
-        None => format!("hour {hour}"),
-    }
-}
-
-/// Parses an hour bound given by a user: an RFC 3339 time, or a date-hour `2025-01-01T13`.
-pub fn parse_hour_bound(text: &str) -> Option<i64> {
-    if let Ok(h) = parse_hour(text) {
-        return Some(h);
-    }
-    for suffix in [":00:00Z", ":00Z", "Z"] {
-        if let Ok(h) = parse_hour(&format!("{text}{suffix}")) {
-            return Some(h);
-        }
-    }
-    parse_hour(&format!("{text}T00:00:00Z")).ok()
 }
