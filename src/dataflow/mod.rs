@@ -15,6 +15,7 @@
 
 pub mod aggregate;
 pub mod created;
+pub mod id_table;
 pub mod in_order;
 pub mod rows;
 pub mod snapshot;

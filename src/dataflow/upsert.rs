@@ -118,29 +118,28 @@ fn apply(store: &mut VersionStore, time: Time, update: Update, mut emit: impl Fn
     // The common case — nothing frozen — changes the table in place with one lookup.
     if store.aside.is_empty() {
         if let Some(versions) = Arc::get_mut(&mut store.versions) {
-            match versions.get_mut(&identity) {
+            let (undo, names) = (&mut store.undo, &store.names);
+            versions.update(identity.as_ref(), |stored| match stored {
                 None => {
                     if time > 0 {
-                        store.undo.entry(time).or_default().entry(identity.clone()).or_insert(None);
+                        undo.entry(time).or_default().entry(identity.clone()).or_insert(None);
                     }
-                    versions.insert(identity, new);
                     if let Some(txn) = txn {
                         emit(txn, 1);
                     }
+                    Some(new)
                 }
-                Some(stored) => {
-                    if replace(stored, &new, txn, &store.names, &mut emit) {
-                        if time > 0 {
-                            store.undo.entry(time).or_default().entry(identity).or_insert(Some(*stored));
-                        }
-                        *stored = new;
+                Some(stored) => replace(&stored, &new, txn, names, &mut emit).then(|| {
+                    if time > 0 {
+                        undo.entry(time).or_default().entry(identity.clone()).or_insert(Some(stored));
                     }
-                }
-            }
+                    new
+                }),
+            });
             return;
         }
     }
-    match store.get(&identity).copied() {
+    match store.get(&identity) {
         None => {
             store.remember(time, &identity, None);
             store.set(identity, new);
@@ -223,7 +222,7 @@ mod tests {
         };
         assert_eq!(live(&store), vec![("Ali".into(), 80), ("Li".into(), 7)]);
         let frozen_cents: std::collections::BTreeSet<i64> =
-            frozen.versions.values().filter_map(|s| s.txn.map(|t| t.cents)).collect();
+            frozen.iter().filter_map(|(_, s)| s.txn.map(|t| t.cents)).collect();
         assert_eq!(frozen_cents, [5, 100].into(), "the frozen copy is as it was");
         drop(frozen);
         apply_at(&mut store, 2, update("t3", 0, 6, Some(txn("Li", 9)))); // folds the changes back

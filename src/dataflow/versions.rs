@@ -9,8 +9,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use super::id_table::IdTable;
 use super::{FastMap, Time};
-use crate::event::{Identity, Position, Txn};
+use crate::event::{IdRef, Identity, Position, Txn};
 
 /// The latest version of one identity, as a user sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,8 +25,8 @@ pub struct Version {
 }
 
 /// One worker's latest versions, kept compact: every name once in a catalog, and each
-/// version as a fixed-size record (72 bytes with its key, against 112 for a plain
-/// `Version`), because a large history holds millions of them.
+/// version packed in an [`IdTable`] (about 60 bytes an identity with its text, against
+/// 112 for a plain `Version` in a map), because a large history holds millions of them.
 ///
 /// The table can be **frozen** for a snapshot without copying it: [`VersionStore::freeze`]
 /// shares it with the snapshot writer, and until the writer lets go, changes are kept aside
@@ -45,7 +46,7 @@ pub struct Version {
 /// ```
 #[derive(Default)]
 pub struct VersionStore {
-    pub(super) versions: Arc<FastMap<Identity, Stored>>,
+    pub(super) versions: Arc<IdTable>,
     /// Changes made while `versions` is shared with a snapshot writer.
     pub(super) aside: FastMap<Identity, Stored>,
     pub(super) names: Catalog,
@@ -70,7 +71,7 @@ impl LiveTxn<'_> {
 #[derive(Clone, Copy)]
 pub struct LiveTxn<'a> {
     /// Its identity.
-    pub identity: &'a Identity,
+    pub identity: IdRef<'a>,
     /// Its amount in cents.
     pub cents: i64,
     /// Its customer.
@@ -83,7 +84,7 @@ pub struct LiveTxn<'a> {
 
 /// A worker's versions as they were when frozen, readable from another thread.
 pub struct FrozenVersions {
-    pub(super) versions: Arc<FastMap<Identity, Stored>>,
+    pub(super) versions: Arc<IdTable>,
     pub(super) names: Vec<Arc<str>>,
 }
 
@@ -104,7 +105,7 @@ impl FrozenVersions {
     }
 
     /// Every identity with its version, names as numbers into [`FrozenVersions::names`].
-    pub fn iter(&self) -> impl Iterator<Item = (&Identity, &Stored)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (IdRef<'_>, Stored)> + '_ {
         self.versions.iter()
     }
 }
@@ -112,7 +113,7 @@ impl FrozenVersions {
 impl VersionStore {
     /// How many identities are known (live transactions and tombstones).
     pub fn len(&self) -> usize {
-        self.versions.len() + self.aside.keys().filter(|k| !self.versions.contains_key(*k)).count()
+        self.versions.len() + self.aside.keys().filter(|k| self.versions.get(k.as_ref()).is_none()).count()
     }
 
     /// Makes room for `additional` more identities at once: growing a table of millions
@@ -147,48 +148,50 @@ impl VersionStore {
     /// [`VersionStore::forget_before`]): calls `each` until it says stop.
     pub fn live_at(&self, time: Time, mut each: impl FnMut(LiveTxn<'_>) -> std::ops::ControlFlow<()>) {
         let earlier = self.earlier_versions(time);
-        let mut visit = |identity: &Identity, stored: Option<&Stored>| match stored.and_then(|s| s.txn.as_ref()) {
-            Some(txn) => each(self.names.live(identity, txn)),
-            None => std::ops::ControlFlow::Continue(()),
-        };
         // Lookups only when there is something to look up: the common scan has no version
         // set aside (no snapshot being written) and few changes after `time`.
-        let (aside, any_earlier) = (!self.aside.is_empty(), !earlier.is_empty());
-        let shadowed = |k: &Identity| aside && self.aside.contains_key(k);
-        let current = self.aside.iter().chain(self.versions.iter().filter(|(k, _)| !shadowed(k)));
+        let shadowed = self.shadowed();
+        let aside = self.aside.iter().map(|(k, s)| (k.as_ref(), *s));
+        let current =
+            aside.chain(self.versions.iter().filter(|(k, _)| shadowed.as_ref().is_none_or(|s| !s.contains(k))));
         for (identity, stored) in current {
-            let stored = match any_earlier.then(|| earlier.get(identity)).flatten() {
-                Some(before) => before.as_ref(),
+            let stored = match (!earlier.is_empty()).then(|| earlier.get(&identity)).flatten() {
+                Some(before) => *before,
                 None => Some(stored),
             };
-            if visit(identity, stored).is_break() {
-                return;
+            if let Some(txn) = stored.and_then(|s| s.txn) {
+                if each(self.names.live(identity, &txn)).is_break() {
+                    return;
+                }
             }
         }
+    }
+
+    /// The identities set aside while a snapshot is written, which hide their entries in the
+    /// table; `None` when there are none (the common case).
+    fn shadowed(&self) -> Option<std::collections::HashSet<IdRef<'_>, foldhash::fast::RandomState>> {
+        (!self.aside.is_empty()).then(|| self.aside.keys().map(Identity::as_ref).collect())
     }
 
     /// The live transaction of `identity` as of `time`, if any.
     pub fn live_one_at(&self, time: Time, identity: &Identity, each: impl FnOnce(LiveTxn<'_>)) {
         let earlier = self.earlier_versions(time);
-        let stored = match earlier.get(identity) {
-            Some(before) => before.as_ref(),
+        let stored = match earlier.get(&identity.as_ref()) {
+            Some(before) => *before,
             None => self.get(identity),
         };
-        let Some(txn) = stored.and_then(|s| s.txn.as_ref()) else { return };
-        let Some((identity, _)) = self.aside.get_key_value(identity).or_else(|| self.versions.get_key_value(identity))
-        else {
-            return;
-        };
-        each(self.names.live(identity, txn));
+        if let Some(txn) = stored.and_then(|s| s.txn) {
+            each(self.names.live(identity.as_ref(), &txn));
+        }
     }
 
     /// Every change made to the live transactions at a time after `time` (which must not be
     /// before the last [`VersionStore::forget_before`]), in time order: the time, the
     /// transaction it retracts and the one it inserts (either may be none).
     pub fn changes_after(&self, time: Time, mut each: impl FnMut(Time, Option<LiveTxn<'_>>, Option<LiveTxn<'_>>)) {
-        let live = |identity, stored: Option<&Stored>| {
-            stored.and_then(|s| s.txn.as_ref()).map(|t| self.names.live(identity, t))
-        };
+        fn live<'a>(names: &'a Catalog, identity: &'a Identity, stored: Option<Stored>) -> Option<LiveTxn<'a>> {
+            stored.and_then(|s| s.txn).map(|t| names.live(identity.as_ref(), &t))
+        }
         for (&t, changes) in self.undo.range(time.saturating_add(1)..) {
             for (identity, before) in changes {
                 // The version it had once time `t` was done: the one a later time replaced,
@@ -197,8 +200,8 @@ impl VersionStore {
                     .undo
                     .range(t + 1..)
                     .find_map(|(_, later)| later.get(identity))
-                    .map_or_else(|| self.get(identity), Option::as_ref);
-                let (before, after) = (live(identity, before.as_ref()), live(identity, after));
+                    .map_or_else(|| self.get(identity), |later| *later);
+                let (before, after) = (live(&self.names, identity, *before), live(&self.names, identity, after));
                 if before.map(|b| b.to_txn()) != after.map(|a| a.to_txn()) {
                     each(t, before, after);
                 }
@@ -207,21 +210,21 @@ impl VersionStore {
     }
 
     /// For each identity changed after `time`, the version it had at `time`.
-    fn earlier_versions(&self, time: Time) -> FastMap<&Identity, Option<Stored>> {
-        let mut earlier: FastMap<&Identity, Option<Stored>> = FastMap::default();
+    fn earlier_versions(&self, time: Time) -> FastMap<IdRef<'_>, Option<Stored>> {
+        let mut earlier: FastMap<IdRef<'_>, Option<Stored>> = FastMap::default();
         for changes in self.undo.range(time.saturating_add(1)..).map(|(_, c)| c) {
             for (identity, before) in changes {
-                earlier.entry(identity).or_insert(*before);
+                earlier.entry(identity.as_ref()).or_insert(*before);
             }
         }
         earlier
     }
 
     /// Every identity with its latest version.
-    pub fn iter(&self) -> impl Iterator<Item = (&Identity, Version)> + '_ {
-        let shadowed = |k: &Identity| self.aside.contains_key(k);
-        let base = self.versions.iter().filter(move |(k, _)| !shadowed(k));
-        self.aside.iter().chain(base).map(|(identity, stored)| {
+    pub fn iter(&self) -> impl Iterator<Item = (IdRef<'_>, Version)> + '_ {
+        let shadowed = self.shadowed();
+        let base = self.versions.iter().filter(move |(k, _)| shadowed.as_ref().is_none_or(|s| !s.contains(k)));
+        self.aside.iter().map(|(k, s)| (k.as_ref(), *s)).chain(base).map(|(identity, stored)| {
             let version = Version {
                 time: stored.time,
                 position: stored.position,
@@ -236,8 +239,10 @@ impl VersionStore {
         self.fold_aside();
         if !self.aside.is_empty() {
             // The previous frozen copy is still held (not expected: one snapshot at a time).
-            let mut copy = FastMap::clone(&self.versions);
-            copy.extend(self.aside.drain());
+            let mut copy = IdTable::clone(&self.versions);
+            for (identity, stored) in self.aside.drain() {
+                copy.insert(identity.as_ref(), stored);
+            }
             self.versions = Arc::new(copy);
         }
         FrozenVersions { versions: Arc::clone(&self.versions), names: self.names.names.clone() }
@@ -249,20 +254,24 @@ impl VersionStore {
             return;
         }
         if let Some(versions) = Arc::get_mut(&mut self.versions) {
-            versions.extend(self.aside.drain());
+            for (identity, stored) in self.aside.drain() {
+                versions.insert(identity.as_ref(), stored);
+            }
         }
     }
 
-    pub(super) fn get(&self, identity: &Identity) -> Option<&Stored> {
-        self.aside.get(identity).or_else(|| self.versions.get(identity))
+    pub(super) fn get(&self, identity: &Identity) -> Option<Stored> {
+        self.aside.get(identity).copied().or_else(|| self.versions.get(identity.as_ref()))
     }
 
     pub(super) fn set(&mut self, identity: Identity, stored: Stored) {
         self.fold_aside();
         match Arc::get_mut(&mut self.versions) {
-            Some(versions) => versions.insert(identity, stored),
-            None => self.aside.insert(identity, stored),
-        };
+            Some(versions) => versions.insert(identity.as_ref(), stored),
+            None => {
+                self.aside.insert(identity, stored);
+            }
+        }
     }
 }
 
@@ -324,7 +333,7 @@ impl Catalog {
     }
 
     /// A live transaction of `identity`, its names resolved (shared, not copied).
-    fn live<'a>(&'a self, identity: &'a Identity, txn: &CompactTxn) -> LiveTxn<'a> {
+    fn live<'a>(&'a self, identity: IdRef<'a>, txn: &CompactTxn) -> LiveTxn<'a> {
         let name = |n: u32| &self.names[n as usize];
         LiveTxn {
             identity,

@@ -76,6 +76,42 @@ pub enum Identity {
     At(Box<str>),
 }
 
+impl Identity {
+    /// A borrowed view of it, for lookups that need no owned copy.
+    pub fn as_ref(&self) -> IdRef<'_> {
+        match self {
+            Identity::Id(text) => IdRef::Id(text),
+            Identity::At(text) => IdRef::At(text),
+        }
+    }
+}
+
+/// A borrowed [`Identity`]: what a table that keeps identities packed hands out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IdRef<'a> {
+    /// An `id` or message key.
+    Id(&'a str),
+    /// A record's place in its source.
+    At(&'a str),
+}
+
+impl IdRef<'_> {
+    /// Its text, whichever kind it is.
+    pub fn text(&self) -> &str {
+        match self {
+            IdRef::Id(text) | IdRef::At(text) => text,
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_identity(self) -> Identity {
+        match self {
+            IdRef::Id(text) => Identity::Id(text.into()),
+            IdRef::At(text) => Identity::At(text.into()),
+        }
+    }
+}
+
 /// Where a record stands in the order of its source: later positions replace earlier ones
 /// when they reach the dataflow at the same logical time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -414,9 +414,7 @@ fn relation_rows(
             let mut row = vec![Value::Null; 5];
             let fill = |t: crate::dataflow::versions::LiveTxn<'_>, row: &mut Vec<Value>| {
                 if mask[0] {
-                    row[0] = match t.identity {
-                        Identity::Id(id) | Identity::At(id) => Value::Text((&**id).into()),
-                    };
+                    row[0] = Value::Text(t.identity.text().into());
                 }
                 if mask[1] {
                     row[1] = Value::Text(std::sync::Arc::clone(t.customer));

@@ -19,7 +19,7 @@ use thiserror::Error;
 
 use crate::dataflow::versions::{Catalog, FrozenVersions};
 use crate::dataflow::Time;
-use crate::event::{Identity, Position, Txn, Update};
+use crate::event::{IdRef, Identity, Position, Txn, Update};
 
 /// Writes the encoding of `frozen` to `out`; returns how many versions it holds.
 pub fn encode(frozen: &FrozenVersions, out: &mut (impl Write + ?Sized)) -> std::io::Result<u64> {
@@ -33,8 +33,8 @@ pub fn encode(frozen: &FrozenVersions, out: &mut (impl Write + ?Sized)) -> std::
     for (identity, stored) in frozen.iter() {
         record.clear();
         let (kind, text) = match identity {
-            Identity::Id(text) => (0u8, text),
-            Identity::At(text) => (1u8, text),
+            IdRef::Id(text) => (0u8, text),
+            IdRef::At(text) => (1u8, text),
         };
         record.push(kind);
         record.extend_from_slice(&(text.len() as u32).to_le_bytes());
@@ -159,7 +159,7 @@ mod tests {
     use crate::dataflow::versions::{Version, VersionStore};
 
     fn versions(store: &VersionStore) -> Vec<(Identity, Version)> {
-        let mut all: Vec<_> = store.iter().map(|(i, v)| (i.clone(), v)).collect();
+        let mut all: Vec<_> = store.iter().map(|(i, v)| (i.to_identity(), v)).collect();
         all.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
         all
     }

@@ -1,0 +1,228 @@
+//! The version table's storage: identity → [`Stored`], packed for tens of millions of
+//! identities.
+//!
+//! A plain `HashMap<Identity, Stored>` costs 88 bytes a bucket, a heap allocation per
+//! identity, and — because a hash table's buckets are a power of two, half empty after
+//! growing — touches up to twice the memory it holds; on a 10M-row history the kernel
+//! zeroing those fresh pages was the largest single cost of the load. Here:
+//!
+//! ```text
+//! index:  [ 7 | - | 0 | - | 3 | … ]      hash table of slot numbers (4 bytes + 1 control byte a bucket)
+//! slots:  [ t0 v | t1 v | t2 v | … ]      one 56-byte slot per identity, in arrival order
+//! ids:    "t0t1t2…"                       every identity's text, end to end
+//! ```
+//!
+//! Slots and ids are appended, so their pages are touched once, in order, and reserving
+//! more than is used costs nothing; only the index is sparse, at 5 bytes a bucket. A lookup
+//! hashes the text, and compares it with the candidates' texts in `ids` (the index's
+//! control bytes rule out nearly all others first): identities are compared exactly, never
+//! by a fingerprint. Nothing is ever removed (a delete leaves a tombstone), so slot numbers
+//! are stable.
+
+use std::hash::BuildHasher;
+
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
+
+use super::versions::{CompactTxn, Stored};
+use crate::event::{IdRef, Position};
+
+/// Identity → [`Stored`] (see the module docs).
+#[derive(Clone, Default)]
+pub struct IdTable {
+    index: HashTable<u32>,
+    slots: Vec<Slot>,
+    ids: String,
+    hasher: foldhash::fast::RandomState,
+}
+
+/// One identity's latest version, packed: 56 bytes against 88 for the plain pair.
+#[derive(Clone, Copy)]
+struct Slot {
+    time: u64,
+    seq: u64,
+    cents: i64,
+    /// [`NO_TS`] for none.
+    ts: i64,
+    /// Where the identity's text starts in `ids`.
+    id_start: u64,
+    source: u32,
+    /// [`TOMBSTONE`] once deleted.
+    customer: u32,
+    category: u32,
+    /// The text's length, with [`AT`] set for a place identity.
+    id_len: u32,
+}
+
+const AT: u32 = 1 << 31;
+const TOMBSTONE: u32 = u32::MAX;
+const NO_TS: i64 = i64::MIN;
+
+impl Slot {
+    fn stored(&self) -> Stored {
+        let txn = (self.customer != TOMBSTONE).then_some(CompactTxn {
+            cents: self.cents,
+            ts: (self.ts != NO_TS).then_some(self.ts),
+            customer: self.customer,
+            category: self.category,
+        });
+        Stored { time: self.time, position: Position { source: self.source, seq: self.seq }, txn }
+    }
+
+    fn set(&mut self, stored: &Stored) {
+        self.time = stored.time;
+        self.seq = stored.position.seq;
+        self.source = stored.position.source;
+        match stored.txn {
+            Some(txn) => {
+                // Catalog numbers stop below u32::MAX; an event time is never i64::MIN seconds.
+                debug_assert!(txn.customer != TOMBSTONE && txn.ts != Some(NO_TS));
+                self.cents = txn.cents;
+                self.ts = txn.ts.unwrap_or(NO_TS);
+                self.customer = txn.customer;
+                self.category = txn.category;
+            }
+            None => {
+                (self.cents, self.ts, self.customer, self.category) = (0, NO_TS, TOMBSTONE, TOMBSTONE);
+            }
+        }
+    }
+}
+
+impl IdTable {
+    /// How many identities it holds.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Makes room for `additional` more identities (and ~16 bytes of text each) at once.
+    pub fn reserve(&mut self, additional: usize) {
+        let Self { index, slots, ids, hasher } = self;
+        index.reserve(additional, |&n| hash(hasher, id_of(slots, ids, n)));
+        slots.reserve(additional);
+        ids.reserve(additional.saturating_mul(16));
+    }
+
+    /// The version of `id`, if known.
+    pub fn get(&self, id: IdRef<'_>) -> Option<Stored> {
+        let hash = hash(&self.hasher, id);
+        let n = self.index.find(hash, |&n| id_of(&self.slots, &self.ids, n) == id)?;
+        Some(self.slots[*n as usize].stored())
+    }
+
+    /// Sets the version of `id`, adding it if unknown.
+    pub fn insert(&mut self, id: IdRef<'_>, stored: Stored) {
+        self.update(id, |_| Some(stored));
+    }
+
+    /// Looks `id` up once and lets `change` decide from its version (`None`: unknown) what
+    /// the new one is, if any.
+    pub fn update(&mut self, id: IdRef<'_>, change: impl FnOnce(Option<Stored>) -> Option<Stored>) {
+        let Self { index, slots, ids, hasher } = self;
+        let entry =
+            index.entry(hash(hasher, id), |&n| id_of(slots, ids, n) == id, |&n| hash(hasher, id_of(slots, ids, n)));
+        match entry {
+            Entry::Occupied(found) => {
+                let slot = &mut slots[*found.get() as usize];
+                if let Some(new) = change(Some(slot.stored())) {
+                    slot.set(&new);
+                }
+            }
+            Entry::Vacant(vacant) => {
+                let Some(new) = change(None) else { return };
+                let n = u32::try_from(slots.len()).expect("a worker holds fewer than 2^32 identities");
+                let (text, at) = match id {
+                    IdRef::Id(text) => (text, 0),
+                    IdRef::At(text) => (text, AT),
+                };
+                let len = u32::try_from(text.len()).ok().filter(|l| l & AT == 0).expect("an identity is under 2 GiB");
+                let mut slot = Slot {
+                    time: 0,
+                    seq: 0,
+                    cents: 0,
+                    ts: NO_TS,
+                    id_start: ids.len() as u64,
+                    source: 0,
+                    customer: TOMBSTONE,
+                    category: TOMBSTONE,
+                    id_len: len | at,
+                };
+                slot.set(&new);
+                ids.push_str(text);
+                slots.push(slot);
+                vacant.insert(n);
+            }
+        }
+    }
+
+    /// Every identity with its version, in the order they were first seen.
+    pub fn iter(&self) -> impl Iterator<Item = (IdRef<'_>, Stored)> + '_ {
+        (0..self.slots.len()).map(|n| (id_of(&self.slots, &self.ids, n as u32), self.slots[n].stored()))
+    }
+}
+
+fn id_of<'a>(slots: &[Slot], ids: &'a str, n: u32) -> IdRef<'a> {
+    let slot = &slots[n as usize];
+    let start = slot.id_start as usize;
+    let text = &ids[start..start + (slot.id_len & !AT) as usize];
+    if slot.id_len & AT == 0 {
+        IdRef::Id(text)
+    } else {
+        IdRef::At(text)
+    }
+}
+
+fn hash(hasher: &foldhash::fast::RandomState, id: IdRef<'_>) -> u64 {
+    hasher.hash_one(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(seq: u64, txn: Option<(i64, u32)>) -> Stored {
+        let txn = txn.map(|(cents, customer)| CompactTxn { cents, ts: Some(7), customer, category: TOMBSTONE });
+        Stored { time: seq, position: Position { source: 1, seq }, txn }
+    }
+
+    #[test]
+    fn keeps_every_identity_apart_and_exact() {
+        assert_eq!(std::mem::size_of::<Slot>(), 56);
+        let mut table = IdTable::default();
+        table.reserve(10);
+        // An id and a place with the same text are different identities.
+        table.insert(IdRef::Id("t1"), stored(1, Some((100, 0))));
+        table.insert(IdRef::At("t1"), stored(2, Some((200, 1))));
+        table.insert(IdRef::Id("t1"), stored(3, None));
+        // Many more than reserved: the index grows and rehashes from the texts.
+        for n in 0..5000 {
+            table.insert(IdRef::Id(&format!("x{n}")), stored(n, Some((n as i64, 2))));
+        }
+        assert_eq!(table.len(), 5002);
+        assert!(table.get(IdRef::Id("t1")).unwrap().txn.is_none(), "a tombstone");
+        assert_eq!(table.get(IdRef::At("t1")).unwrap().txn.unwrap().cents, 200);
+        assert_eq!(table.get(IdRef::Id("x4999")).unwrap().position.seq, 4999);
+        assert!(table.get(IdRef::Id("x5000")).is_none());
+        assert!(table.get(IdRef::At("x1")).is_none());
+        let first: Vec<_> = table.iter().take(2).map(|(id, s)| (id, s.time)).collect();
+        assert_eq!(first, vec![(IdRef::Id("t1"), 3), (IdRef::At("t1"), 2)]);
+        // A version round-trips exactly, with and without its event time.
+        let mut no_ts = stored(9, Some((-5, 3)));
+        no_ts.txn.as_mut().unwrap().ts = None;
+        table.insert(IdRef::Id("t9"), no_ts);
+        assert!(table.get(IdRef::Id("t9")) == Some(no_ts));
+        // `update` decides from the current version, and may leave it.
+        table.update(IdRef::Id("t9"), |old| old.filter(|_| false));
+        table.update(IdRef::Id("new"), |old| {
+            assert!(old.is_none());
+            None
+        });
+        assert!(table.get(IdRef::Id("t9")) == Some(no_ts));
+        assert!(table.get(IdRef::Id("new")).is_none());
+    }
+}
