@@ -307,6 +307,10 @@ pub struct CompactTxn {
 pub struct Catalog {
     numbers: FastMap<Arc<str>, u32>,
     pub(super) names: Vec<Arc<str>>,
+    /// Numbers by the address of a shared name. Each reader shares one allocation per name
+    /// ([`crate::event::Names`]), so most lookups hash an address instead of a string.
+    /// Every entry holds its `Arc`: while it is here, no other name can get that address.
+    by_address: FastMap<usize, (Arc<str>, u32)>,
 }
 
 impl Catalog {
@@ -314,6 +318,20 @@ impl Catalog {
     pub const NONE: u32 = u32::MAX;
 
     fn number(&mut self, name: &Arc<str>) -> u32 {
+        let address = Arc::as_ptr(name).cast::<u8>() as usize;
+        if let Some((_, n)) = self.by_address.get(&address) {
+            return *n;
+        }
+        let n = self.number_by_text(name);
+        // Readers that drop their shared names make new ones: keep this a cache.
+        if self.by_address.len() >= 4 * self.names.len() + 1024 {
+            self.by_address.clear();
+        }
+        self.by_address.insert(address, (Arc::clone(name), n));
+        n
+    }
+
+    fn number_by_text(&mut self, name: &Arc<str>) -> u32 {
         if let Some(n) = self.numbers.get(name) {
             return *n;
         }
