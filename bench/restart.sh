@@ -7,12 +7,14 @@
 #
 # Each round: (a) `lambda run` with an empty state directory rebuilds from the history;
 # the time is from launch to the first answer of /v1/status (which waits for the views);
+# a view is then created with CREATE VIEW (kept in the state directory's views.json);
 # SIGTERM then writes a snapshot (its size, write time and the workers' pause are logged);
-# (b) `lambda run` again resumes from that snapshot: the same measure. Then, resumed once
+# (b) `lambda run` again resumes from that snapshot: the time until /v1/status and the
+# created view both answer (the rebuild's time is without the view: a lower bound). Then, resumed once
 # more, wrk looks up customers for 30 s while `lambda produce` sends 2,000 messages/s and a
 # snapshot is written every 5 s (one with nothing new would be skipped), and once more with
 # the same load and no snapshot during the run, for the baseline. ROUNDS=0 measures only
-# that (with a snapshot already in $WORK/state).
+# that (with a snapshot already in $WORK/state); LOOKUPS=0 skips the lookups.
 set -euo pipefail
 ROWS=${1:-10000000}
 ROUNDS=${2:-3}
@@ -36,6 +38,9 @@ start_and_time() {
     --dead-letters "$WORK/dead.jsonl" "$@" </dev/null >>"$WORK/run.log" 2>&1 &
   RUN_PID=$!
   until curl -sf --max-time 30 "http://$HTTP/v1/status" >/dev/null 2>&1; do sleep 0.01; done
+  if [ -f "$WORK/state/views.json" ] && grep -q spend "$WORK/state/views.json"; then
+    until curl -sf --max-time 30 "http://$HTTP/v1/views/spend?limit=1" >/dev/null 2>&1; do sleep 0.01; done
+  fi
   t1=$(date +%s.%N)
   ELAPSED=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
 }
@@ -45,6 +50,7 @@ for round in $(seq 1 "$ROUNDS"); do
   rm -rf "$WORK/state"
   start_and_time --state-dir "$WORK/state" --snapshot-every-ms 3600000
   rebuild=$ELAPSED
+  curl -sf -X POST --data-binary "CREATE VIEW spend AS SELECT customer, count(*) AS n, sum(amount) AS total, min(amount) AS low, max(amount) AS high FROM transactions GROUP BY customer" "http://$HTTP/v1/sql" >/dev/null
   stop_run
   written=$(grep "snapshot written" "$WORK/run.log" | tail -1 | grep -oE '(bytes|write_ms|longest_worker_pause_ms|versions)=[0-9.]+' | tr '\n' ' ')
   start_and_time --state-dir "$WORK/state" --snapshot-every-ms 3600000
@@ -60,6 +66,7 @@ lookups() {
   CUSTOMERS=10000 wrk -t1 -c4 -d30s --latency -s "$HERE/random_customer.lua" "http://$HTTP" | grep -E "Latency|50%|99%|Requests/sec"
   kill "$producer" 2>/dev/null || true
 }
+[ "${LOOKUPS:-1}" = 0 ] && exit 0
 echo "== lookups while a snapshot is written every 5 s (wrk -c4, 30 s, producing 2,000 messages/s)"
 : > "$WORK/run.log"
 start_and_time --state-dir "$WORK/state" --snapshot-every-ms 5000

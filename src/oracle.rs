@@ -31,7 +31,7 @@ enum Key {
 impl Key {
     fn of(update: &Update) -> Key {
         match &update.identity {
-            Identity::Id(id) => Key::Id(id.clone()),
+            Identity::Id(id) => Key::Id((**id).into()),
             Identity::At(_) => Key::Place(update.position),
         }
     }

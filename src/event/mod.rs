@@ -61,7 +61,7 @@ pub enum Change {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// The `id` field, when present.
-    pub id: Option<String>,
+    pub id: Option<IdText>,
     /// Upsert or delete.
     pub change: Change,
 }
@@ -70,11 +70,15 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Identity {
     /// The event's `id`, or else its Kafka message key.
-    Id(Box<str>),
+    Id(IdText),
     /// The record's place in its source (`file:line`, `topic/partition/offset`), for events
     /// with neither, so that reading the same source twice never counts a record twice.
-    At(Box<str>),
+    At(IdText),
 }
+
+/// An identity's text: up to 24 bytes are kept inline, so the ten million ids of a large
+/// history cost no allocation each on their way from the parser to the version table.
+pub type IdText = compact_str::CompactString;
 
 impl Identity {
     /// A borrowed view of it, for lookups that need no owned copy.
@@ -158,11 +162,12 @@ impl Event {
         position: Position,
     ) -> Result<Update, Rejection> {
         let identity = match (self.id, key) {
-            (Some(id), _) | (None, Some(id)) => Identity::Id(id.into_boxed_str()),
+            (Some(id), _) => Identity::Id(id),
+            (None, Some(key)) => Identity::Id(key.into()),
             (None, None) if self.change == Change::Delete => {
                 return Err(Rejection::new(Reason::DeleteWithoutId, "a delete needs an id (or a message key)"))
             }
-            (None, None) => Identity::At(at().into_boxed_str()),
+            (None, None) => Identity::At(at().into()),
         };
         let txn = match self.change {
             Change::Upsert(txn) => Some(txn),
@@ -450,8 +455,8 @@ impl<'a> Fields<'a> {
     pub fn validate_with(self, names: &mut Names) -> Result<Event, Rejection> {
         let id = match self.id {
             Field::Absent => None,
-            Field::Text(s) => Some(s.into_owned()),
-            Field::Number(n) if n.bytes().all(|b| b.is_ascii_digit() || b == b'-') => Some(n.to_owned()),
+            Field::Text(s) => Some(IdText::from(&*s)),
+            Field::Number(n) if n.bytes().all(|b| b.is_ascii_digit() || b == b'-') => Some(IdText::from(n)),
             other => return Err(Rejection::new(Reason::BadId, format!("id is {}", other.describe()))),
         };
         let is_delete = match &self.op {

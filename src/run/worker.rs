@@ -235,7 +235,7 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         if told.snapshot {
             // Dead letters sent to Kafka before the snapshot are not read again after it.
             if let Some(topic) = &dead_letter_topic {
-                topic.flush();
+                topic.flush(Duration::from_secs(5));
             }
         }
         if let Some(partitions) = told.partitions {
@@ -295,7 +295,8 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         close_within(reader, "the Kafka consumer");
     }
     if let Some(topic) = dead_letter_topic {
-        topic.flush();
+        // A slow broker gets longer at the stop: nothing comes after it.
+        topic.flush(Duration::from_secs(30));
         close_within(topic, "the dead-letter producer");
     }
     shared.dead_letters.flush().context("cannot flush the dead-letter file")?;

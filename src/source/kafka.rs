@@ -434,9 +434,17 @@ impl DeadLetterTopic {
         self.producer.poll(Duration::ZERO);
     }
 
-    /// Waits for queued dead letters to be delivered.
-    pub fn flush(&self) {
-        let _ = self.producer.flush(Duration::from_secs(5));
+    /// Waits at most `wait` for queued dead letters to be delivered; says so if some are
+    /// not (they are in the dead-letter file either way).
+    pub fn flush(&self, wait: Duration) {
+        if let Err(error) = self.producer.flush(wait) {
+            tracing::error!(
+                %error,
+                topic = %self.topic,
+                undelivered = self.producer.in_flight_count(),
+                "dead letters not acknowledged by Kafka in time; they are in the dead-letter file"
+            );
+        }
     }
 }
 
