@@ -40,9 +40,13 @@ pub fn customer_rows<'scope>(
 ) -> VecCollection<'scope, Time, (String, CustomerRow), isize> {
     // Handed the owner's index itself, timely's exchange (hash modulo workers) keeps it.
     let workers = txns.inner.scope().peers();
-    let exchange = Exchange::new(move |(txn, _, _): &(Txn, Time, isize)| customer_owner(&txn.customer, workers) as u64);
-    let logic = KeyedRows::new(|txn: &Txn| Some(Arc::clone(&txn.customer)), |customer: &Arc<str>| customer.to_string());
-    unary_in_order(txns.inner, exchange, "CustomerRows", logic).as_collection()
+    // Only the customer and the amount travel on: the name is moved out, not copied.
+    let amounts = txns.map(|txn| (txn.customer, txn.cents)).inner;
+    let exchange = Exchange::new(move |((customer, _), _, _): &((Arc<str>, i64), Time, isize)| {
+        customer_owner(customer, workers) as u64
+    });
+    let logic = KeyedRows::new(|customer: &Arc<str>| customer.to_string());
+    unary_in_order(amounts, exchange, "CustomerRows", logic).as_collection()
 }
 
 /// The rows of a view created at run time: per group key (`key` of a transaction; `None`
@@ -56,12 +60,10 @@ where
     K: std::hash::Hash + Eq + Clone + differential_dataflow::ExchangeData,
 {
     use differential_dataflow::Hashable;
-    let key = std::rc::Rc::new(key);
-    let route = std::rc::Rc::clone(&key);
-    // Each key's group lives on one worker; a transaction the key leaves out goes anywhere.
-    let exchange = Exchange::new(move |(txn, _, _): &(Txn, Time, isize)| route(txn).map_or(0, |k| k.hashed()));
-    let logic = KeyedRows::new(move |txn: &Txn| key(txn), K::clone);
-    unary_in_order(txns.inner, exchange, "ViewRows", logic).as_collection()
+    // The key is computed once, before the exchange that takes each group to its worker.
+    let amounts = txns.flat_map(move |txn| key(&txn).map(|k| (k, txn.cents))).inner;
+    let exchange = Exchange::new(|((key, _), _, _): &((K, i64), Time, isize)| key.hashed());
+    unary_in_order(amounts, exchange, "ViewRows", KeyedRows::new(K::clone)).as_collection()
 }
 
 /// One customer's state: enough to know its row after any retraction.
@@ -117,42 +119,48 @@ impl Amounts {
     }
 }
 
-/// Groups of transactions by a key, each with the state of [`Amounts`]: emits, per completed
+/// Groups of amounts by a key, each with the state of [`Amounts`]: emits, per completed
 /// time, the retraction and insertion of each group's row that changed.
-struct KeyedRows<K, F, G> {
+struct KeyedRows<K, G> {
     groups: FastMap<K, Amounts>,
     /// Groups changed at the open time.
     changed: Vec<K>,
-    /// A transaction's group; `None`: not counted.
-    key: F,
     /// How a group key is written in the output.
     name: G,
 }
 
-impl<K, F, G> KeyedRows<K, F, G> {
-    fn new(key: F, name: G) -> Self {
-        KeyedRows { groups: FastMap::default(), changed: Vec::new(), key, name }
+impl<K, G> KeyedRows<K, G> {
+    fn new(name: G) -> Self {
+        KeyedRows { groups: FastMap::default(), changed: Vec::new(), name }
     }
 }
 
-impl<K, O, F, G> Ordered for KeyedRows<K, F, G>
+impl<K, O, G> Ordered for KeyedRows<K, G>
 where
     K: std::hash::Hash + Eq + Clone,
-    F: Fn(&Txn) -> Option<K>,
     G: Fn(&K) -> O,
 {
-    type Record = (Txn, Time, isize);
+    type Record = ((K, i64), Time, isize);
     type Out = ((O, CustomerRow), Time, isize);
 
-    fn apply(&mut self, _time: Time, (txn, _, diff): Self::Record, _out: &mut Vec<Self::Out>) {
-        let Some(key) = (self.key)(&txn) else { return };
-        // One hash lookup per record: the key is moved in, and dropped if already present.
-        let amounts = self.groups.entry(key.clone()).or_default();
-        if amounts.before.is_none() {
-            amounts.before = Some(amounts.row());
-            self.changed.push(key);
-        }
-        amounts.add(txn.cents, diff as i64);
+    fn apply(&mut self, _time: Time, ((key, cents), _, diff): Self::Record, _out: &mut Vec<Self::Out>) {
+        // One hash lookup per record: the key is moved in, and dropped if already present;
+        // it is copied only for a group's first change at a time.
+        let amounts = match self.groups.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut group) => {
+                if group.get().before.is_none() {
+                    self.changed.push(group.key().clone());
+                    let amounts = group.get_mut();
+                    amounts.before = Some(amounts.row());
+                }
+                group.into_mut()
+            }
+            std::collections::hash_map::Entry::Vacant(group) => {
+                self.changed.push(group.key().clone());
+                group.insert(Amounts { before: Some(None), ..Amounts::default() })
+            }
+        };
+        amounts.add(cents, diff as i64);
     }
 
     fn complete(&mut self, time: Time, out: &mut Vec<Self::Out>) {
