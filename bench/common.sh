@@ -4,7 +4,7 @@ REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 cd "$REPO"
 cargo build --release --quiet
 WORK=${WORK:-$(mktemp -d)}
-LAMBDA=$REPO/target/release/lambda
+LAMBDA=${LAMBDA:-$REPO/target/release/lambda}
 mkdir -p "$WORK"
 # A free TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
