@@ -25,8 +25,9 @@ pub struct Version {
 }
 
 /// One worker's latest versions, kept compact: every name once in a catalog, and each
-/// version packed in an [`IdTable`] (about 60 bytes an identity with its text, against
-/// 112 for a plain `Version` in a map), because a large history holds millions of them.
+/// version packed in an [`IdTable`] (about 73 bytes an identity: a 56-byte slot, ~9 of
+/// index and its text; a plain `HashMap<Identity, Stored>` took 88 a bucket, half of them
+/// empty, plus an allocation per id), because a large history holds millions of them.
 ///
 /// The table can be **frozen** for a snapshot without copying it: [`VersionStore::freeze`]
 /// shares it with the snapshot writer, and until the writer lets go, changes are kept aside
