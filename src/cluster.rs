@@ -26,6 +26,9 @@ use timely::CommunicationConfig;
 const RETRY: Duration = Duration::from_millis(5);
 /// How often a process still waiting for the others says so.
 const SAY_EVERY: Duration = Duration::from_secs(5);
+/// How long an accepted connection has to say which process it is: something else on the
+/// port (a scanner, a stray client) must not hang the start.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs `func` on every worker of `config`, like `timely::execute`, with the processes of a
 /// cluster connected by [`connect`].
@@ -83,7 +86,11 @@ pub fn connect(addresses: &[String], me: usize) -> std::io::Result<Vec<Option<Tc
                 stream.set_nonblocking(false)?;
                 stream.set_nodelay(true)?;
                 let mut index = [0u8; 8];
-                stream.read_exact(&mut index)?;
+                stream.set_read_timeout(Some(HANDSHAKE_WAIT))?;
+                stream.read_exact(&mut index).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("a connection did not say which process it is: {e}"))
+                })?;
+                stream.set_read_timeout(None)?;
                 let index = u64::from_be_bytes(index) as usize;
                 match sockets.get_mut(index) {
                     Some(slot @ None) if index > me => {
@@ -119,6 +126,23 @@ mod tests {
     fn free_address() -> String {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
         listener.local_addr().expect("an address").to_string()
+    }
+
+    #[test]
+    fn a_connection_that_never_says_who_it_is_is_an_error_not_a_hang() {
+        let addresses: Vec<String> = (0..2).map(|_| free_address()).collect();
+        let target = addresses[0].clone();
+        let stray = std::thread::spawn(move || loop {
+            if let Ok(stream) = TcpStream::connect(&target) {
+                std::thread::sleep(HANDSHAKE_WAIT + Duration::from_secs(1));
+                drop(stream);
+                break;
+            }
+            std::thread::sleep(RETRY);
+        });
+        let error = connect(&addresses, 0).expect_err("the silent connection is refused");
+        assert!(error.to_string().contains("did not say which process"), "{error}");
+        stray.join().expect("no panic");
     }
 
     #[test]
