@@ -91,7 +91,7 @@ pub fn load_snapshot(
             since_step += 1;
             if since_step == STEP_EVERY {
                 since_step = 0;
-                worker.step();
+                pipeline.step(worker);
             }
         })?;
     }
@@ -144,7 +144,7 @@ pub fn load_history(
             since_step += 1;
             if since_step == STEP_EVERY {
                 since_step = 0;
-                worker.step();
+                pipeline.step(worker);
             }
             if shared.stop.load(Ordering::Relaxed) {
                 ControlFlow::Break(())

@@ -64,6 +64,33 @@ pub struct Kept {
     pub since: Time,
 }
 
+impl Kept {
+    /// Sends the upsert's changes (in the order it made them) and advances the input to
+    /// `frontier`.
+    fn take(&mut self, changes: impl IntoIterator<Item = (Txn, Time, isize)>, frontier: Option<Time>) {
+        // The tap holds changes in the order the upsert made them, so in time order. Each
+        // is sent with its own time as the message's time, not merely labelled with it (an
+        // input session sends its buffer at its handle's time, moved on only by a flush):
+        // the operators downstream order records by the time they arrive at.
+        for (txn, time, diff) in changes {
+            if time > *self.input.time() {
+                self.input.flush();
+                self.input.advance_to(time);
+                self.input.flush();
+            }
+            // The backfill already holds what the upsert applied before the install.
+            if time == *self.input.time() {
+                self.input.update(txn, diff);
+            }
+        }
+        self.input.flush();
+        if let Some(frontier) = frontier.filter(|f| f > self.input.time()) {
+            self.input.advance_to(frontier);
+            self.input.flush();
+        }
+    }
+}
+
 /// The views created on this worker, and the upsert's changes they are fed.
 pub struct CreatedViews {
     installed: BTreeMap<u64, Installed>,
@@ -95,9 +122,10 @@ impl CreatedViews {
                 let probe = ProbeHandle::new();
                 let (mut input, mut trace) = worker.dataflow::<Time, _, _>(|scope| {
                     let (input, txns) = scope.new_collection::<Txn, isize>();
-                    let rows = super::aggregate::keyed_rows(txns, move |txn| {
-                        let row = transaction_row(txn);
-                        filter.as_ref().is_none_or(|f| f.accepts(&row)).then(|| key.of(&row))
+                    // The row is built only for a filter to read.
+                    let rows = super::aggregate::keyed_rows(txns, move |txn| match &filter {
+                        None => Some(key.of_txn(txn)),
+                        Some(f) => f.accepts(&transaction_row(txn)).then(|| key.of_txn(txn)),
                     });
                     let arranged = arrange_core::<_, _, _, ValSpine<Value, CustomerRow, Time, isize>>(
                         rows.inner,
@@ -146,28 +174,13 @@ impl CreatedViews {
     /// `frontier` (the upsert's; `None` once it is done).
     pub fn feed(&mut self, frontier: Option<Time>) {
         let changes = std::mem::take(&mut self.tap.borrow_mut().changes);
-        for view in self.installed.values_mut() {
-            let Some(kept) = view.kept.as_mut() else { continue };
-            // The tap holds changes in the order the upsert made them, so in time order. Each
-            // is sent with its own time as the message's time, not merely labelled with it (an
-            // input session sends its buffer at its handle's time, moved on only by a flush):
-            // the operators downstream order records by the time they arrive at.
-            for (txn, time, diff) in &changes {
-                if *time > *kept.input.time() {
-                    kept.input.flush();
-                    kept.input.advance_to(*time);
-                    kept.input.flush();
-                }
-                // The backfill already holds what the upsert applied before the install.
-                if *time == *kept.input.time() {
-                    kept.input.update(txn.clone(), *diff);
-                }
+        let mut views: Vec<&mut Kept> = self.installed.values_mut().filter_map(|v| v.kept.as_mut()).collect();
+        // The last view takes the changes themselves; only the others get copies.
+        if let Some((last, others)) = views.split_last_mut() {
+            for view in others {
+                view.take(changes.iter().cloned(), frontier);
             }
-            kept.input.flush();
-            if let Some(frontier) = frontier.filter(|f| f > kept.input.time()) {
-                kept.input.advance_to(frontier);
-                kept.input.flush();
-            }
+            last.take(changes, frontier);
         }
     }
 
@@ -252,5 +265,20 @@ mod tests {
             rows
         });
         assert_eq!(rows, vec![0, 0, 0, 1], "installed at 0; the transaction of time 2 counts from 2");
+    }
+
+    #[test]
+    fn a_key_read_from_a_transaction_is_the_key_of_its_row() {
+        use crate::sql::views::ViewKey;
+        let txns = [
+            Txn { customer: "Ali".into(), cents: 500, ts: Some(1_700_003_599), category: Some("books".into()) },
+            Txn { customer: "Sara".into(), cents: -1, ts: Some(-3_601), category: None },
+            Txn { customer: "Aïcha".into(), cents: 0, ts: None, category: None },
+        ];
+        for txn in &txns {
+            for key in [ViewKey::Nothing, ViewKey::Customer, ViewKey::Category, ViewKey::Hour, ViewKey::Day] {
+                assert_eq!(key.of_txn(txn), key.of(&transaction_row(txn)), "{key:?} of {txn:?}");
+            }
+        }
     }
 }

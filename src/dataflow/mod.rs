@@ -91,6 +91,13 @@ impl Dataflow {
         Dataflow { updates, refused, offsets, views, probe, latest, snapshots, upserted, created }
     }
 
+    /// Lets the dataflow run once while loading, and hands the views created at run time
+    /// what the upsert changed meanwhile (so that the load does not pile up in their tap).
+    pub fn step(&mut self, worker: &mut Worker) {
+        worker.step();
+        self.created.feed(None);
+    }
+
     /// Closes the time in progress and moves every input to `time`.
     pub fn advance_to(&mut self, time: Time) {
         self.updates.advance_to(time);

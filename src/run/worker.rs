@@ -45,11 +45,27 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
     let mut control = Control::<Order, Answer>::build(worker);
     let mut pending: VecDeque<Order> = VecDeque::new();
 
-    // Where the cluster starts: worker 0's first order.
-    if worker.index() == 0 {
+    let (index, peers) = (worker.index(), worker.peers());
+    let mut coordinator = (index == 0).then(|| {
+        let requests = shared.requests.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut coordinator = Coordinator::new(requests.expect("worker 0 takes the requests"), peers);
+        // Views of an earlier run are installed again before the history (or the snapshot)
+        // is loaded: empty then, they take in the load as it flows, in the same steps as the
+        // other views, instead of replaying every live transaction after it.
+        for def in std::mem::take(&mut *shared.restore.lock().unwrap_or_else(|p| p.into_inner())) {
+            let (catalog, id) = (Arc::clone(&shared.catalog), def.id);
+            let reply = Reply::Call(Arc::new(move |part: Part| {
+                if let Ok(part) = part {
+                    catalog.lock().unwrap_or_else(|p| p.into_inner()).created_at(id, part.time);
+                }
+            }));
+            coordinator.restore(&mut control, &shared.answering, def, reply);
+        }
+        // Where the cluster starts: worker 0's first order after those.
         let offsets = shared.resume.as_ref().map(|s| s.meta.offsets.clone()).unwrap_or_default();
         control.order(Order::Start { snapshot: shared.resume.is_some(), offsets });
-    }
+        coordinator
+    });
     let (from_snapshot, start_offsets) = loop {
         control.send();
         worker.step_or_park(Some(ticker::BUSY_PARK));
@@ -57,6 +73,10 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         let upserted = pipeline.upsert_frontier();
         pipeline.created.feed(upserted);
         pending.extend(control.orders());
+        // Only installs (of the views restored above) come before the start.
+        let start = pending.iter().position(|o| matches!(o, Order::Start { .. })).unwrap_or(pending.len());
+        let mut before: VecDeque<Order> = pending.drain(..start).collect();
+        carry_out(worker, &mut before, &mut pipeline, &mut control, &shared.answering, &WorkerProgress::default());
         if let Some(Order::Start { snapshot, offsets }) = pending.pop_front() {
             break (snapshot, offsets);
         }
@@ -90,7 +110,6 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
     let k = &settings.kafka;
     // The partitions this worker will read are known once Kafka answers (a `Partitions`
     // order); until then the history is served, and a snapshot's offsets are what it reflects.
-    let (index, peers) = (worker.index(), worker.peers());
     let mut mine: Vec<i32> = Vec::new();
     let mut reader: Option<PartitionReader> = None;
     let mut admitted: BTreeMap<i32, i64> =
@@ -103,22 +122,6 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         _ => None,
     };
 
-    let mut coordinator = (index == 0).then(|| {
-        let requests = shared.requests.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let mut coordinator = Coordinator::new(requests.expect("worker 0 takes the requests"), peers);
-        // Views of an earlier run, installed again (from the history or the snapshot just
-        // loaded) before any read is ordered.
-        for def in std::mem::take(&mut *shared.restore.lock().unwrap_or_else(|p| p.into_inner())) {
-            let (catalog, id) = (Arc::clone(&shared.catalog), def.id);
-            let reply = Reply::Call(Arc::new(move |part: Part| {
-                if let Ok(part) = part {
-                    catalog.lock().unwrap_or_else(|p| p.into_inner()).created_at(id, part.time);
-                }
-            }));
-            coordinator.restore(&mut control, &shared.answering, def, reply);
-        }
-        coordinator
-    });
     let mut progress = WorkerProgress {
         worker: index,
         process: settings.dataflow.process,

@@ -65,6 +65,19 @@ impl ViewKey {
         }
     }
 
+    /// The key of a transaction: what [`ViewKey::of`] gives for its row, without building
+    /// the row (a maintained view computes it for every change it is fed).
+    pub fn of_txn(self, txn: &crate::event::Txn) -> Value {
+        let truncate = |step: i64| txn.ts.map_or(Value::Null, |t| Value::Timestamp(t.div_euclid(step) * step));
+        match self {
+            ViewKey::Nothing => Value::Null,
+            ViewKey::Customer => Value::Text(std::sync::Arc::clone(&txn.customer)),
+            ViewKey::Category => txn.category.as_ref().map_or(Value::Null, |c| Value::Text(std::sync::Arc::clone(c))),
+            ViewKey::Hour => truncate(3600),
+            ViewKey::Day => truncate(86_400),
+        }
+    }
+
     fn ty(self) -> Type {
         match self {
             ViewKey::Hour | ViewKey::Day => Type::Timestamp,
