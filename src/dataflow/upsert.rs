@@ -118,30 +118,30 @@ fn apply(store: &mut VersionStore, time: Time, update: Update, mut emit: impl Fn
     // The common case — nothing frozen — changes the table in place with one lookup.
     if store.aside.is_empty() {
         if let Some(versions) = Arc::get_mut(&mut store.versions) {
-            let (undo, names) = (&mut store.undo, &store.names);
+            // What the change replaced, if it changed anything.
+            let mut replaced = None;
             versions.update(identity.as_ref(), |stored| match stored {
                 None => {
-                    if time > 0 {
-                        undo.entry(time).or_default().entry(identity.clone()).or_insert(None);
-                    }
+                    replaced = Some(None);
                     if let Some(txn) = txn {
                         emit(txn, 1);
                     }
                     Some(new)
                 }
-                Some(stored) => replace(&stored, &new, txn, names, &mut emit).then(|| {
-                    if time > 0 {
-                        undo.entry(time).or_default().entry(identity.clone()).or_insert(Some(stored));
-                    }
+                Some(stored) => replace(&stored, &new, txn, &store.names, &mut emit).then(|| {
+                    replaced = Some(Some(stored));
                     new
                 }),
             });
+            if let Some(before) = replaced {
+                store.remember(time, identity, before);
+            }
             return;
         }
     }
     match store.get(&identity) {
         None => {
-            store.remember(time, &identity, None);
+            store.remember(time, identity.clone(), None);
             store.set(identity, new);
             if let Some(txn) = txn {
                 emit(txn, 1);
@@ -149,7 +149,7 @@ fn apply(store: &mut VersionStore, time: Time, update: Update, mut emit: impl Fn
         }
         Some(stored) => {
             if replace(&stored, &new, txn, &store.names, &mut emit) {
-                store.remember(time, &identity, Some(stored));
+                store.remember(time, identity.clone(), Some(stored));
                 store.set(identity, new);
             }
         }

@@ -34,26 +34,30 @@ pub struct Version {
 /// in a small second table that lookups consult first; the first change after that folds
 /// them back in.
 ///
-/// It can also be read **as of a recent time** (MVCC on this one copy): for every logical
-/// time after the history, the first change of each identity keeps the version it replaced
-/// (`undo`), so that a reader at time `T` sees, for an identity changed after `T`, the
-/// version it had then. Undo entries up to the traces' compaction are dropped: no read is
-/// ever at an earlier time.
+/// It can also be read **as of a recent time** (MVCC on this one copy): every change after
+/// the history is appended to an undo log with the version it replaced, so that a reader at
+/// time `T` sees, for an identity changed after `T`, the version it had then (the one its
+/// first change after `T` replaced). Entries up to the traces' compaction are dropped: no
+/// read is ever at an earlier time.
 ///
 /// ```text
-/// time 5: t1 = Ali 120          undo[5] = {t1: absent}
-/// time 7: t1 = Ali 80           undo[7] = {t1: Ali 120}
-/// read at 6: t1 changed at 7 > 6, first undo after 6 → Ali 120
+/// time 5: t1 = Ali 120          undo: (5, t1, absent)
+/// time 7: t1 = Ali 80           undo: (5, t1, absent), (7, t1, Ali 120)
+/// read at 6: t1's first change after 6 replaced Ali 120 → Ali 120
 /// ```
+///
+/// A log, not a table per time: writing (once per change, on the hot path of the stream)
+/// is an append into memory the log reuses once compacted; only reads, which are rare,
+/// group its entries by identity.
 #[derive(Default)]
 pub struct VersionStore {
     pub(super) versions: Arc<IdTable>,
     /// Changes made while `versions` is shared with a snapshot writer.
     pub(super) aside: FastMap<Identity, Stored>,
     pub(super) names: Catalog,
-    /// Per logical time (after the history), each identity changed then and the version it
-    /// had before (`None`: it was unknown).
-    pub(super) undo: std::collections::BTreeMap<Time, FastMap<Identity, Option<Stored>>>,
+    /// Every change after the history, in the order made: its time, the identity and the
+    /// version it replaced (`None`: it was unknown). Times never decrease along it.
+    pub(super) undo: std::collections::VecDeque<(Time, Identity, Option<Stored>)>,
 }
 
 impl LiveTxn<'_> {
@@ -131,18 +135,25 @@ impl VersionStore {
     }
 
     /// Notes, for reads as of earlier times, that `identity` had `before` until `time`.
-    /// Only the first change of an identity at a time counts; the history (time 0) is never
-    /// undone, since no read is earlier.
-    pub(super) fn remember(&mut self, time: Time, identity: &Identity, before: Option<Stored>) {
+    /// Only the first change of an identity at a time counts (readers skip the others); the
+    /// history (time 0) is never undone, since no read is earlier.
+    pub(super) fn remember(&mut self, time: Time, identity: Identity, before: Option<Stored>) {
         if time > 0 {
-            self.undo.entry(time).or_default().entry(identity.clone()).or_insert(before);
+            debug_assert!(self.undo.back().is_none_or(|(t, _, _)| *t <= time), "changes are made in time order");
+            self.undo.push_back((time, identity, before));
         }
     }
 
     /// Drops what reads at times before `time` would need: none will happen (the traces are
     /// compacted to `time`).
     pub fn forget_before(&mut self, time: Time) {
-        self.undo = self.undo.split_off(&(time + 1));
+        let keep_from = self.undo.partition_point(|(t, _, _)| *t <= time);
+        self.undo.drain(..keep_from);
+    }
+
+    /// The undo log's entries of times after `time`.
+    fn undo_after(&self, time: Time) -> impl Iterator<Item = &(Time, Identity, Option<Stored>)> {
+        self.undo.range(self.undo.partition_point(|(t, _, _)| *t <= time)..)
     }
 
     /// Each live transaction as of `time` (which must not be before the last
@@ -193,19 +204,29 @@ impl VersionStore {
         fn live<'a>(names: &'a Catalog, identity: &'a Identity, stored: Option<Stored>) -> Option<LiveTxn<'a>> {
             stored.and_then(|s| s.txn).map(|t| names.live(identity.as_ref(), &t))
         }
-        for (&t, changes) in self.undo.range(time.saturating_add(1)..) {
-            for (identity, before) in changes {
+        // Per identity, in time order: each time it changed at and the version the first
+        // change at that time replaced.
+        let mut changed: FastMap<&Identity, Vec<(Time, Option<Stored>)>> = FastMap::default();
+        for (t, identity, before) in self.undo_after(time) {
+            let times = changed.entry(identity).or_default();
+            if times.last().is_none_or(|(last, _)| last != t) {
+                times.push((*t, *before));
+            }
+        }
+        let mut changes = Vec::new();
+        for (identity, times) in &changed {
+            for (i, (t, before)) in times.iter().enumerate() {
                 // The version it had once time `t` was done: the one a later time replaced,
                 // or the one it has now.
-                let after = self
-                    .undo
-                    .range(t + 1..)
-                    .find_map(|(_, later)| later.get(identity))
-                    .map_or_else(|| self.get(identity), |later| *later);
-                let (before, after) = (live(&self.names, identity, *before), live(&self.names, identity, after));
-                if before.map(|b| b.to_txn()) != after.map(|a| a.to_txn()) {
-                    each(t, before, after);
-                }
+                let after = times.get(i + 1).map_or_else(|| self.get(identity), |(_, later)| *later);
+                changes.push((*t, *identity, *before, after));
+            }
+        }
+        changes.sort_by_key(|(t, ..)| *t);
+        for (t, identity, before, after) in changes {
+            let (before, after) = (live(&self.names, identity, before), live(&self.names, identity, after));
+            if before.map(|b| b.to_txn()) != after.map(|a| a.to_txn()) {
+                each(t, before, after);
             }
         }
     }
@@ -213,10 +234,8 @@ impl VersionStore {
     /// For each identity changed after `time`, the version it had at `time`.
     fn earlier_versions(&self, time: Time) -> FastMap<IdRef<'_>, Option<Stored>> {
         let mut earlier: FastMap<IdRef<'_>, Option<Stored>> = FastMap::default();
-        for changes in self.undo.range(time.saturating_add(1)..).map(|(_, c)| c) {
-            for (identity, before) in changes {
-                earlier.entry(identity.as_ref()).or_insert(*before);
-            }
+        for (_, identity, before) in self.undo_after(time) {
+            earlier.entry(identity.as_ref()).or_insert(*before);
         }
         earlier
     }
@@ -370,6 +389,74 @@ impl Catalog {
             cents: txn.cents,
             ts: txn.ts,
             category: (txn.category != Self::NONE).then(|| name(txn.category)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::ops::ControlFlow;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::dataflow::upsert::apply_for_tests;
+    use crate::event::Update;
+
+    type Live = BTreeMap<String, (String, i64)>;
+
+    fn live_at(store: &VersionStore, time: Time) -> Live {
+        let mut live = Live::new();
+        store.live_at(time, |t| {
+            live.insert(t.identity.text().to_string(), (t.customer.to_string(), t.cents));
+            ControlFlow::Continue(())
+        });
+        live
+    }
+
+    proptest! {
+        /// Read as of any time not yet forgotten, the table holds what it held when that time
+        /// was done; the changes after a time lead from that state to every later one.
+        #[test]
+        fn reads_as_of_a_time_see_the_table_as_it_was(
+            times in proptest::collection::vec(
+                proptest::collection::vec((0u8..6, proptest::option::weighted(0.8, 0i64..4)), 0..8), 1..8),
+            forget in 0u64..8,
+        ) {
+            let mut store = VersionStore::default();
+            let mut seen: Vec<Live> = Vec::new();
+            let mut seq = 0;
+            for (t, updates) in times.iter().enumerate() {
+                for (id, cents) in updates {
+                    seq += 1;
+                    let txn = cents.map(|c| Txn { customer: format!("c{}", c % 2).into(), cents: c, ts: None, category: None });
+                    let update = Update { identity: Identity::Id(id.to_string().into()), position: Position { source: 0, seq }, txn };
+                    apply_for_tests(&mut store, t as Time, update);
+                }
+                seen.push(live_at(&store, t as Time));
+            }
+            let forget = forget.min(times.len() as u64 - 1);
+            store.forget_before(forget);
+            for from in forget..times.len() as u64 {
+                prop_assert_eq!(&live_at(&store, from), &seen[from as usize], "as of {}", from);
+                let mut state = seen[from as usize].clone();
+                let mut last = from;
+                store.changes_after(from, |t, before, after| {
+                    assert!(t > from && t >= last, "changes come after {from}, in time order");
+                    if t > last {
+                        assert_eq!(state, seen[last as usize], "all changes up to {last} lead to its state");
+                        last = t;
+                    }
+                    if let Some(b) = before {
+                        assert_eq!(state.remove(b.identity.text()), Some((b.customer.to_string(), b.cents)));
+                    }
+                    if let Some(a) = after {
+                        assert!(state.insert(a.identity.text().to_string(), (a.customer.to_string(), a.cents)).is_none());
+                    }
+                });
+                prop_assert_eq!(&state, seen.last().unwrap());
+            }
         }
     }
 }
