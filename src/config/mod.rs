@@ -1,6 +1,6 @@
 //! Settings: built-in defaults, then a TOML file (`--config`), then command-line options.
 //!
-//! Every setting is defined once, below, in [`settings!`](define): its section and name in
+//! Every setting is defined once, below, in `settings!` (`config/define.rs`): its section and name in
 //! the TOML file, its type, its default, its documentation, its flag and the commands that
 //! take it. The structs, their defaults, each command's flags (with the default in their
 //! help) and the code that applies flags over a file all come from that one definition, and

@@ -6,9 +6,10 @@
 //! one retraction and one insertion per *changed* key:
 //!
 //! - [`customer_rows`]: per customer, count, total and the multiset of amounts (so that min
-//!   and max stay exact when a transaction is retracted). A change costs one hash lookup,
-//!   whatever the size of the history, except that retracting the last copy of a customer's
-//!   current min or max rescans that customer's distinct amounts.
+//!   and max stay exact when a transaction is retracted), kept as a log that is consolidated
+//!   now and then. A change costs one hash lookup of its customer and an append, whatever the
+//!   size of the history; retracting a customer's current min or max sorts that customer's
+//!   log (see `Amounts`).
 //! - [`totals`]: per [`Dimension`] (all, each category, each hour), a [`Stats`] sum,
 //!   pre-aggregated per worker before it is exchanged and arranged, so that a million
 //!   transactions become one update per key.
@@ -231,15 +232,13 @@ pub fn totals<'scope>(txns: VecCollection<'scope, Time, Txn, isize>) -> VecColle
     unary_in_order(txns.inner, Pipeline, "Totals", Totals::default()).as_collection()
 }
 
+/// The sums of one worker at the open time, one table per kind of dimension: `All` needs no
+/// lookup, and hours and categories are hashed as what they are, not as a [`Dimension`].
 #[derive(Default)]
 struct Totals {
-    sums: FastMap<Dimension, Stats>,
-}
-
-impl Totals {
-    fn add(&mut self, dimension: Dimension, stats: &Stats) {
-        self.sums.entry(dimension).or_default().plus_equals(stats);
-    }
+    all: Stats,
+    categories: FastMap<Option<Arc<str>>, Stats>,
+    hours: FastMap<i64, Stats>,
 }
 
 impl Ordered for Totals {
@@ -249,15 +248,20 @@ impl Ordered for Totals {
     fn apply(&mut self, _time: Time, (txn, _, diff): Self::Record, _out: &mut Vec<Self::Out>) {
         // A diff of any size, not only ±1: the transaction counted `diff` times.
         let stats = Stats::one(txn.cents).times(diff as i64);
-        self.add(Dimension::All, &stats);
-        self.add(Dimension::Category(txn.category), &stats);
+        self.all.plus_equals(&stats);
         if let Some(hour) = txn.ts.map(crate::event::hour_of) {
-            self.add(Dimension::Hour(hour), &stats);
+            self.hours.entry(hour).or_default().plus_equals(&stats);
         }
+        // The category is moved in, not copied.
+        self.categories.entry(txn.category).or_default().plus_equals(&stats);
     }
 
     fn complete(&mut self, time: Time, out: &mut Vec<Self::Out>) {
-        out.extend(self.sums.drain().filter(|(_, s)| !s.is_zero()).map(|(k, s)| (k, time, s)));
+        let all = std::mem::take(&mut self.all);
+        let all = std::iter::once((Dimension::All, all));
+        let categories = self.categories.drain().map(|(c, s)| (Dimension::Category(c), s));
+        let hours = self.hours.drain().map(|(h, s)| (Dimension::Hour(h), s));
+        out.extend(all.chain(categories).chain(hours).filter(|(_, s)| !s.is_zero()).map(|(k, s)| (k, time, s)));
     }
 }
 

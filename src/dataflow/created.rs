@@ -20,6 +20,11 @@
 //! changes applied after the install come through the tap. So the view is exact from `F`
 //! on, and its trace refuses reads before `F` (its logical compaction starts there). Every
 //! worker installs at its own `F`; the view answers from the latest of them.
+//!
+//! Views kept in the state directory by an earlier run are installed at start, before the
+//! history or the snapshot is loaded: their backfill is empty, and the load reaches them
+//! through the tap in the same worker steps as it reaches the other views
+//! ([`crate::dataflow::Dataflow::step`]), instead of being replayed after it.
 
 use std::collections::BTreeMap;
 

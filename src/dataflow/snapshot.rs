@@ -12,7 +12,7 @@
 //! not decided at the start of one), or at the end of an invocation whose frontier has
 //! passed `T` without opening a later time. That is when [`SnapshotSlot::capture_if_passed`]
 //! freezes it ([`VersionStore::freeze`]: shared, not copied), for the snapshot writer to
-//! [`encode`] on its own thread while the worker goes on. The request must be registered before the frontier can pass `T`, which the
+//! [`encode`](crate::state::shard::encode) on its own thread while the worker goes on. The request must be registered before the frontier can pass `T`, which the
 //! coordinator ensures by holding its own input at `T` until every worker has registered
 //! (see [`crate::run`]).
 //!

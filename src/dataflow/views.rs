@@ -6,7 +6,7 @@
 //!
 //! | view | arrangement | how |
 //! |---|---|---|
-//! | `customers` | customer → [`CustomerRow`] | [`aggregate::customer_rows`]: count, total, and the multiset of amounts (min and max survive retractions) |
+//! | `customers` | customer → [`CustomerRow`] | [`aggregate::customer_rows`]: count, total, and the multiset of amounts, as a consolidating log (min and max survive retractions) |
 //! | `top` | (−total, customer) | the `customers` output re-keyed by total, so the first keys are the largest |
 //! | `overall`, `categories`, `hourly` | [`Dimension`] → [`Stats`] | [`aggregate::totals`]: one pass, a semigroup diff pre-summed per worker, consolidating in place |
 //! | `customer_count` | () → count | one update per customer appearing or disappearing |

@@ -255,7 +255,7 @@ impl Coordinator {
     }
 
     /// Orders the waiting reads at `complete`, the latest time worker 0's views are complete
-    /// through, and every [`COMPACT_EVERY`] a compaction to it.
+    /// through, and every `COMPACT_EVERY` a compaction to it.
     pub fn tick(&mut self, complete: Option<Time>, control: &mut Control<Order, Answer>, answering: &Answering) {
         // Installs and drops are ordered at once; reads wait for a complete time, and for
         // every install ordered before them to be done (a view answers from its install).

@@ -7,7 +7,7 @@
 //! moving and fresh data becomes readable within milliseconds.
 //!
 //! Reading the views (the serving layer) goes through worker 0, the coordinator. A
-//! [`Serving`](crate::serve::Serving) handle sends it a request; it picks the time to read — the latest time every
+//! [`Serving`] handle sends it a request; it picks the time to read — the latest time every
 //! view is complete through — and sends every worker, in order on one channel each:
 //!
 //! ```text
