@@ -207,6 +207,14 @@ pub fn body(select: &Select) -> Result<ViewBody, SqlError> {
     {
         return Err(SqlError::new("42701", format!("column \"{name}\" specified more than once (name it with AS)")));
     }
+    // A sink writes each row as JSON with its logical `time` beside the columns: a column of
+    // that name would be overwritten there (and dropped when the sink reads its topic back).
+    if let Some((name, _)) = columns.iter().find(|(n, _)| n.eq_ignore_ascii_case("time")) {
+        return Err(SqlError::new(
+            "42939",
+            format!("column name \"{name}\" is reserved for the logical time of a view's changes (name it with AS)"),
+        ));
+    }
     match (&scan.group, scan.relation) {
         (None, Relation::Transactions) => {
             unsupported("a view of single transactions (group them, or query transactions)")
@@ -399,5 +407,22 @@ impl Catalog {
             .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
             .and_then(|()| std::fs::rename(&temporary, file))
             .with_context(|| format!("cannot write {}", file.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sql::plan::{plan, Plan};
+
+    #[test]
+    fn a_view_column_cannot_be_named_time() {
+        for name in ["time", "\"Time\""] {
+            let sql =
+                format!("CREATE VIEW v AS SELECT customer, count(*) AS {name} FROM transactions GROUP BY customer");
+            let error = plan(&sql).err().unwrap_or_else(|| panic!("{sql} was accepted"));
+            assert_eq!(error.code, "42939", "{}", error.message);
+        }
+        let sql = "CREATE VIEW v AS SELECT customer, count(*) AS times FROM transactions GROUP BY customer";
+        assert!(matches!(plan(sql), Ok(Plan::CreateView { .. })));
     }
 }
