@@ -1,7 +1,7 @@
 //! Views created at run time equal a from-scratch computation over the oracle's live
 //! transactions at every logical time from their creation on — random definitions (filters,
 //! group keys, aggregates, HAVING, views over a view) created at random times over random
-//! inputs with corrections, deletes and redeliveries, for 1, 2 and 4 workers — and creating
+//! inputs with corrections, deletes and redeliveries, for 1, 2 and 4 workers, filled from the version table a few identities per step or at once — and creating
 //! them changes nothing in the built-in views.
 
 mod common;
@@ -172,6 +172,7 @@ fn check(
     steps: Vec<u8>,
     workers: usize,
     views: Vec<(usize, Definition)>,
+    chunk: usize,
 ) -> Result<(), TestCaseError> {
     let dir = temp_dir("created-views");
     let path = write_history(&dir, &history);
@@ -193,7 +194,7 @@ fn check(
         })
         .collect();
     queries.push("SELECT customer, total, count, min, max FROM customers ORDER BY customer".into());
-    let (answers, from) = run_dataflow_views(&path, &batches, &steps, workers, &statements, &queries);
+    let (answers, from) = run_dataflow_views(&path, &batches, &steps, workers, &statements, &queries, chunk);
     let mut expected = Vec::new();
     let last = replay(&history, &path.display().to_string(), &batches, |time, oracle| {
         expected.push((oracle.live(), oracle.reading(time, None, 1000)))
@@ -267,7 +268,9 @@ proptest! {
         steps in prop::collection::vec(0u8..4, 7),
         workers in prop::sample::select(vec![1usize, 2, 4]),
         views in prop::collection::vec((0usize..6, definition()), 1..4),
+        // Views filled a few identities per step, with the stream going on in between.
+        chunk in prop::sample::select(vec![1usize, 3, 1000]),
     ) {
-        check(history, batches, steps, workers, views)?;
+        check(history, batches, steps, workers, views, chunk)?;
     }
 }

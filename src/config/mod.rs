@@ -48,6 +48,11 @@ settings! {
         /// 127.0.0.1:2101, :2102, ...).
         hostfile: Option<PathBuf> = None;
             flag "hostfile" value "FILE" example "config/hosts.txt" for [Batch, Run];
+        /// How many identities of the version table a view created at run time is filled
+        /// from per turn of a worker's loop (Kafka is read and reads are answered between
+        /// turns; 0 counts as 1).
+        backfill_chunk: usize = crate::dataflow::created::CreatedViews::CHUNK;
+            flag "backfill-chunk" value "N" for [Run];
     }
     /// The workshop's exercises, as configuration.
     [filters] FilterSettings {

@@ -1,29 +1,34 @@
 //! Views created at run time, on one worker: each a dataflow of its own, installed while
-//! the pipeline runs, backfilled from the version table and then fed every change the upsert
+//! the pipeline runs, filled from the version table and then fed every change the upsert
 //! makes ([`super::upsert::Tap`]).
 //!
 //! Timely cannot add operators to a running dataflow, so a created view cannot read the live
-//! transactions' stream directly. Instead the worker loop hands it the upsert's changes, time
-//! by time, and advances its input to the upsert's frontier — every change at an earlier time
-//! has been made, so none is missed and none is sent twice:
+//! transactions' stream directly. Instead the worker loop fills it from the version table, a
+//! part per turn, then hands it the upsert's changes, time by time, and advances its input to
+//! the upsert's frontier — none is missed and none is sent twice:
 //!
 //! ```text
-//! install at upsert frontier F:  input at F ← every live version as of F (+1)   (backfill)
-//!                                 input at t > F ← each change already applied at t
-//! each loop:                      input ← the changes taken from the tap, at their times (≥ F)
-//!                                 input advances to the upsert's frontier
+//! install, upsert frontier F, S = F - 1 (the last complete time):
+//! each turn while filling:   input at S ← the next CHUNK identities' live versions as of S
+//!                            (the tap's changes meanwhile are left out)
+//! once read through:         input at t > S ← every change made after S, from the undo log
+//! each turn after:           input ← the changes taken from the tap, at their times
+//!                            input advances to the upsert's frontier
 //! ```
 //!
-//! The backfill is the version table as of `F` (its undo entries tell what it held then),
-//! and then the changes the upsert has already applied at later times — a worker's upsert
-//! can be a time ahead of the frontier every worker agrees on — each at its own time; the
-//! changes applied after the install come through the tap. So the view is exact from `F`
-//! on, and its trace refuses reads before `F` (its logical compaction starts there). Every
-//! worker installs at its own `F`; the view answers from the latest of them.
+//! Reading the table as of `S` in parts is exact while the stream goes on between them: a
+//! change at any time after `S` is undone by the undo log when a later part is read, and is
+//! sent once the table is read through ([`VersionStore::live_at_from`]). So a large table is
+//! never queued at once (CREATE VIEW over 9M transactions used to queue all of them, ~500 MB,
+//! before the view's dataflow ran), and Kafka is read and reads are answered between parts.
+//! The view is exact from `S` on, and its trace refuses reads before `S` (its logical
+//! compaction starts there); the undo log is kept from `S` while it fills. Every worker
+//! installs at its own `S`; the view answers from the latest of them.
 //!
-//! Views kept in the state directory by an earlier run are installed at start, before the
-//! history or the snapshot is loaded: their backfill is empty, and the load reaches them
-//! through the tap in the same worker steps as it reaches the other views
+//! The history (time 0) is not in the undo log: a view installed while it loads is filled
+//! at once. That is how views kept in the state directory by an earlier run are installed —
+//! at start, before the history or the snapshot is loaded, the table empty — and the load
+//! then reaches them through the tap in the same worker steps as it reaches the other views
 //! ([`crate::dataflow::Dataflow::step`]), instead of being replayed after it.
 
 use std::collections::BTreeMap;
@@ -67,9 +72,43 @@ pub struct Kept {
     dataflow: usize,
     /// The first time it is exact at.
     pub since: Time,
+    /// While it is being filled: the position in the version table to go on from.
+    filling: Option<usize>,
 }
 
 impl Kept {
+    /// Goes on filling the view: the next `count` identities' live transactions as of
+    /// `since`; once the table is read through, the changes the upsert has made at later
+    /// times, each at its own time. Returns whether the view is filled.
+    fn fill(&mut self, versions: &VersionStore, count: usize) -> bool {
+        let Some(from) = self.filling else { return true };
+        let input = &mut self.input;
+        self.filling = versions.live_at_from(self.since, from, count, |t| {
+            input.update(t.to_txn(), 1);
+            std::ops::ControlFlow::Continue(())
+        });
+        if self.filling.is_none() {
+            // What the upsert changed meanwhile is in the undo log (the tap's copies were
+            // left out, see `feed`), up to now: a worker may also be a time ahead of the
+            // frontier every worker agrees on.
+            versions.changes_after(self.since, |time, before, after| {
+                if time > *input.time() {
+                    input.flush();
+                    input.advance_to(time);
+                    input.flush();
+                }
+                if let Some(before) = before {
+                    input.update(before.to_txn(), -1);
+                }
+                if let Some(after) = after {
+                    input.update(after.to_txn(), 1);
+                }
+            });
+        }
+        input.flush();
+        self.filling.is_none()
+    }
+
     /// Sends the upsert's changes (in the order it made them) and advances the input to
     /// `frontier`.
     fn take(&mut self, changes: impl IntoIterator<Item = (Txn, Time, isize)>, frontier: Option<Time>) {
@@ -100,12 +139,22 @@ impl Kept {
 pub struct CreatedViews {
     installed: BTreeMap<u64, Installed>,
     tap: Tap,
+    /// How many identities a view being filled reads per turn of the worker's loop.
+    chunk: usize,
 }
 
 impl CreatedViews {
+    /// How many identities a view being filled reads per turn, unless told otherwise.
+    pub const CHUNK: usize = 65_536;
+
     /// No view yet; `tap` is the upsert's.
     pub fn new(tap: Tap) -> Self {
-        CreatedViews { installed: BTreeMap::new(), tap }
+        CreatedViews { installed: BTreeMap::new(), tap, chunk: Self::CHUNK }
+    }
+
+    /// Fills views `chunk` identities per turn (at least one).
+    pub fn set_chunk(&mut self, chunk: usize) {
+        self.chunk = chunk.max(1);
     }
 
     /// The view with this id, if installed.
@@ -114,8 +163,10 @@ impl CreatedViews {
     }
 
     /// Installs `def`: builds its dataflow (every worker builds the same dataflows in the same
-    /// order: installs are orders of the coordinator) and backfills it from `versions` at
-    /// `frontier`, the upsert's. Returns the first time the view is exact at here.
+    /// order: installs are orders of the coordinator) and starts filling it from `versions`
+    /// as of `frontier`, the upsert's ([`CreatedViews::fill`] goes on between turns of the
+    /// worker's loop, so that a large table is not queued at once). Returns the first time
+    /// the view is exact at here.
     pub fn install(&mut self, worker: &mut Worker, def: ViewDef, versions: &VersionStore, frontier: Time) -> Time {
         crate::sql::views::register(&def);
         self.feed(Some(frontier));
@@ -142,44 +193,38 @@ impl CreatedViews {
                     (input, arranged.trace)
                 });
                 // Reads before the install are refused, not answered empty.
-                trace.set_logical_compaction(AntichainRef::new(&[frontier]));
+                // Filled as of the last time the upsert has completed, `frontier - 1`: every
+                // change after it is in the undo log, whenever the fill reads the table —
+                // also those made at `frontier` itself while the view is being filled. The
+                // history (time 0) is not in the log: a view installed while it loads (an
+                // empty table, at start) is filled at once, and takes the rest from the tap.
+                let (since, count) = match frontier.checked_sub(1) {
+                    Some(complete) => (complete, self.chunk),
+                    None => (0, usize::MAX),
+                };
+                trace.set_logical_compaction(AntichainRef::new(&[since]));
                 trace.set_physical_compaction(AntichainRef::new(&[]));
-                // The backfill: the live transactions as of `frontier`, then what the upsert has
-                // already applied at later times (a worker may be a time ahead of the
-                // frontier, which every worker agrees on), each change at its own time.
-                input.advance_to(frontier);
+                input.advance_to(since);
                 input.flush();
-                versions.live_at(frontier, |t| {
-                    input.update(t.to_txn(), 1);
-                    std::ops::ControlFlow::Continue(())
-                });
-                versions.changes_after(frontier, |time, before, after| {
-                    if time > *input.time() {
-                        input.flush();
-                        input.advance_to(time);
-                        input.flush();
-                    }
-                    if let Some(before) = before {
-                        input.update(before.to_txn(), -1);
-                    }
-                    if let Some(after) = after {
-                        input.update(after.to_txn(), 1);
-                    }
-                });
-                input.flush();
-                Some(Kept { input, trace, probe, dataflow: index, since: frontier })
+                let mut kept = Kept { input, trace, probe, dataflow: index, since, filling: Some(0) };
+                kept.fill(versions, count);
+                Some(kept)
             }
         };
+        let from = kept.as_ref().map_or(frontier, |k| k.since);
         self.installed.insert(def.id, Installed { def, kept });
         self.tap.borrow_mut().on = self.installed.values().any(|v| v.kept.is_some());
-        frontier
+        from
     }
 
     /// Hands the upsert's changes to every maintained view and advances their inputs to
     /// `frontier` (the upsert's; `None` once it is done).
     pub fn feed(&mut self, frontier: Option<Time>) {
         let changes = std::mem::take(&mut self.tap.borrow_mut().changes);
-        let mut views: Vec<&mut Kept> = self.installed.values_mut().filter_map(|v| v.kept.as_mut()).collect();
+        // A view being filled takes no copies: what the upsert changes meanwhile, it reads
+        // from the undo log once filled.
+        let mut views: Vec<&mut Kept> =
+            self.installed.values_mut().filter_map(|v| v.kept.as_mut()).filter(|k| k.filling.is_none()).collect();
         // The last view takes the changes themselves; only the others get copies.
         if let Some((last, others)) = views.split_last_mut() {
             for view in others {
@@ -187,6 +232,23 @@ impl CreatedViews {
             }
             last.take(changes, frontier);
         }
+    }
+
+    /// Goes on filling the views being filled, `chunk` identities each. Returns whether some
+    /// view is still being filled.
+    pub fn fill(&mut self, versions: &VersionStore) -> bool {
+        let chunk = self.chunk;
+        let mut filling = false;
+        for kept in self.installed.values_mut().filter_map(|v| v.kept.as_mut()) {
+            filling |= !kept.fill(versions, chunk);
+        }
+        filling
+    }
+
+    /// The earliest time a view being filled reads the version table as of: the undo log
+    /// must keep what happened after it.
+    pub fn filling_since(&self) -> Option<Time> {
+        self.installed.values().filter_map(|v| v.kept.as_ref()).filter(|k| k.filling.is_some()).map(|k| k.since).min()
     }
 
     /// Removes a view: its dataflow is dropped and its arrangement freed.

@@ -160,6 +160,11 @@ impl IdTable {
         }
     }
 
+    /// The identity at position `n` (in the order they were first seen) and its version.
+    pub fn at(&self, n: usize) -> (IdRef<'_>, Stored) {
+        (id_of(&self.slots, &self.ids, n as u32), self.slots[n].stored())
+    }
+
     /// Every identity with its version, in the order they were first seen.
     pub fn iter(&self) -> impl Iterator<Item = (IdRef<'_>, Stored)> + '_ {
         (0..self.slots.len()).map(|n| (id_of(&self.slots, &self.ids, n as u32), self.slots[n].stored()))

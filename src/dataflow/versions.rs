@@ -158,25 +158,61 @@ impl VersionStore {
 
     /// Each live transaction as of `time` (which must not be before the last
     /// [`VersionStore::forget_before`]): calls `each` until it says stop.
-    pub fn live_at(&self, time: Time, mut each: impl FnMut(LiveTxn<'_>) -> std::ops::ControlFlow<()>) {
+    pub fn live_at(&self, time: Time, each: impl FnMut(LiveTxn<'_>) -> std::ops::ControlFlow<()>) {
+        self.live_at_from(time, 0, usize::MAX, each);
+    }
+
+    /// Like [`VersionStore::live_at`], one part at a time: the identities from position
+    /// `from` of the table, at most `count` of them; returns the position to go on from, or
+    /// `None` once the table is read through (then the identities only set aside while a
+    /// snapshot is written are read too) or `each` said stop.
+    ///
+    /// Positions are stable (identities are only ever appended, and those set aside are
+    /// appended when folded back), and what changes between two parts is undone as of
+    /// `time` by the undo log — so the parts, read between changes at later times, add up
+    /// to the whole table as of `time`, each live transaction once.
+    pub fn live_at_from(
+        &self,
+        time: Time,
+        from: usize,
+        count: usize,
+        mut each: impl FnMut(LiveTxn<'_>) -> std::ops::ControlFlow<()>,
+    ) -> Option<usize> {
         let earlier = self.earlier_versions(time);
+        // The version `identity` had at `time`, from the one it has now.
+        let then = |identity: &IdRef<'_>, now: Stored| match (!earlier.is_empty()).then(|| earlier.get(identity)) {
+            Some(Some(before)) => *before,
+            _ => Some(now),
+        };
         // Lookups only when there is something to look up: the common scan has no version
         // set aside (no snapshot being written) and few changes after `time`.
-        let shadowed = self.shadowed();
-        let aside = self.aside.iter().map(|(k, s)| (k.as_ref(), *s));
-        let current =
-            aside.chain(self.versions.iter().filter(|(k, _)| shadowed.as_ref().is_none_or(|s| !s.contains(k))));
-        for (identity, stored) in current {
-            let stored = match (!earlier.is_empty()).then(|| earlier.get(&identity)).flatten() {
-                Some(before) => *before,
-                None => Some(stored),
-            };
-            if let Some(txn) = stored.and_then(|s| s.txn) {
+        let aside: Option<FastMap<IdRef<'_>, Stored>> =
+            (!self.aside.is_empty()).then(|| self.aside.iter().map(|(k, s)| (k.as_ref(), *s)).collect());
+        let end = from.saturating_add(count).min(self.versions.len());
+        for n in from..end {
+            let (identity, mut now) = self.versions.at(n);
+            if let Some(set_aside) = aside.as_ref().and_then(|a| a.get(&identity)) {
+                now = *set_aside;
+            }
+            if let Some(txn) = then(&identity, now).and_then(|s| s.txn) {
                 if each(self.names.live(identity, &txn)).is_break() {
-                    return;
+                    return None;
                 }
             }
         }
+        if end < self.versions.len() {
+            return Some(end);
+        }
+        for (identity, now) in aside.iter().flatten() {
+            if self.versions.get(*identity).is_none() {
+                if let Some(txn) = then(identity, *now).and_then(|s| s.txn) {
+                    if each(self.names.live(*identity, &txn)).is_break() {
+                        return None;
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// The identities set aside while a snapshot is written, which hide their entries in the
@@ -415,7 +451,61 @@ mod tests {
         live
     }
 
+    fn apply_time(store: &mut VersionStore, time: Time, updates: &[(u8, Option<i64>)], seq: &mut u64) {
+        for (id, cents) in updates {
+            *seq += 1;
+            let txn = cents.map(|c| Txn { customer: format!("c{}", c % 2).into(), cents: c, ts: None, category: None });
+            let update = Update {
+                identity: Identity::Id(id.to_string().into()),
+                position: Position { source: 0, seq: *seq },
+                txn,
+            };
+            apply_for_tests(store, time, update);
+        }
+    }
+
     proptest! {
+        /// Read in parts as of a time, with changes at later times (and a snapshot's freeze)
+        /// between the parts, the table yields each transaction live at that time once.
+        #[test]
+        fn a_read_in_parts_adds_up_to_the_table_as_of_its_time(
+            before in proptest::collection::vec((0u8..12, proptest::option::weighted(0.8, 0i64..4)), 0..24),
+            after in proptest::collection::vec(
+                proptest::collection::vec((0u8..16, proptest::option::weighted(0.8, 0i64..4)), 0..6), 0..10),
+            part in 1usize..5,
+            freeze_at in proptest::option::of(0usize..10),
+            thaw_after in 0usize..4,
+            half_frozen in any::<bool>(),
+        ) {
+            let (mut store, mut seq) = (VersionStore::default(), 0);
+            let half = before.len() / 2;
+            apply_time(&mut store, 1, &before[..half], &mut seq);
+            // A snapshot may be under way already: then the rest is set aside.
+            let mut frozen = half_frozen.then(|| store.freeze());
+            apply_time(&mut store, 1, &before[half..], &mut seq);
+            let expected = live_at(&store, 1);
+            let (mut read, mut from, mut step) = (Live::new(), Some(0), 0);
+            while let Some(at) = from {
+                from = store.live_at_from(1, at, part, |t| {
+                    let id = t.identity.text().to_string();
+                    assert!(read.insert(id, (t.customer.to_string(), t.cents)).is_none(), "read once");
+                    ControlFlow::Continue(())
+                });
+                if freeze_at == Some(step) {
+                    frozen = Some(store.freeze());
+                }
+                if frozen.is_some() && Some(step) == freeze_at.map(|f| f + thaw_after) {
+                    frozen = None;
+                }
+                if let Some(updates) = after.get(step) {
+                    apply_time(&mut store, 2 + step as Time, updates, &mut seq);
+                }
+                step += 1;
+            }
+            drop(frozen);
+            prop_assert_eq!(read, expected);
+        }
+
         /// Read as of any time not yet forgotten, the table holds what it held when that time
         /// was done; the changes after a time lead from that state to every later one.
         #[test]
@@ -428,12 +518,7 @@ mod tests {
             let mut seen: Vec<Live> = Vec::new();
             let mut seq = 0;
             for (t, updates) in times.iter().enumerate() {
-                for (id, cents) in updates {
-                    seq += 1;
-                    let txn = cents.map(|c| Txn { customer: format!("c{}", c % 2).into(), cents: c, ts: None, category: None });
-                    let update = Update { identity: Identity::Id(id.to_string().into()), position: Position { source: 0, seq }, txn };
-                    apply_for_tests(&mut store, t as Time, update);
-                }
+                apply_time(&mut store, t as Time, updates, &mut seq);
                 seen.push(live_at(&store, t as Time));
             }
             let forget = forget.min(times.len() as u64 - 1);

@@ -42,6 +42,7 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
     }
     shared.ticker.register();
     let mut pipeline = Dataflow::build(worker, shared.event_filter.clone());
+    pipeline.created.set_chunk(settings.dataflow.backfill_chunk);
     let mut control = Control::<Order, Answer>::build(worker);
     let mut pending: VecDeque<Order> = VecDeque::new();
 
@@ -199,9 +200,13 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
             last_advance = Instant::now();
         }
         worker.step_or_park(Some(shared.ticker.park(ticking)));
-        // Views created at run time get the upsert's changes of the step.
+        // Views created at run time get the upsert's changes of the step; those being filled
+        // read their next part of the version table.
         let upserted = pipeline.upsert_frontier();
         pipeline.created.feed(upserted);
+        if pipeline.created.fill(&pipeline.latest.borrow()) {
+            shared.ticker.keep_busy();
+        }
         if let Some(coordinator) = coordinator.as_mut() {
             for answer in control.answers() {
                 coordinator.receive(answer, &mut control, &shared.answering, shared.snapshots.as_ref());
@@ -367,7 +372,9 @@ pub(super) fn carry_out(
             Order::Compact(time) => {
                 pipeline.views.compact_to(time);
                 pipeline.created.compact_to(time);
-                pipeline.latest.borrow_mut().forget_before(time);
+                // A view being filled reads the table as of its start: its undo must stay.
+                let keep = pipeline.created.filling_since().map_or(time, |since| since.min(time));
+                pipeline.latest.borrow_mut().forget_before(keep);
             }
             Order::Snapshot(time) => {
                 pipeline.snapshots.request(time);

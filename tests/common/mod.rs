@@ -161,6 +161,7 @@ pub fn feed_with(
             worker.step();
             let upserted = pipeline.upsert_frontier();
             pipeline.created.feed(upserted);
+            pipeline.created.fill(&pipeline.latest.borrow());
         }
         between(worker, pipeline, i);
     }
@@ -170,6 +171,7 @@ pub fn feed_with(
         worker.step();
         let upserted = pipeline.upsert_frontier();
         pipeline.created.feed(upserted);
+        pipeline.created.fill(&pipeline.latest.borrow());
     }
     end
 }
@@ -253,12 +255,14 @@ pub fn run_dataflow_sql(
     workers: usize,
     queries: &[String],
 ) -> SqlAnswers {
-    run_dataflow_views(history, batches, steps, workers, &[], queries).0
+    let chunk = atelier_lambda::dataflow::created::CreatedViews::CHUNK;
+    run_dataflow_views(history, batches, steps, workers, &[], queries, chunk).0
 }
 
 /// As [`run_dataflow_sql`], with views created at run time: `views[i] = (batch, statement)`
 /// creates a view once `batch` batches are in (0: right after the history). Also returns the
-/// time each view answers from (the latest of the workers' install times).
+/// time each view answers from (the latest of the workers' install times). A view being
+/// filled reads `chunk` identities of the version table per step.
 pub fn run_dataflow_views(
     history: &Path,
     batches: &[Vec<Message>],
@@ -266,6 +270,7 @@ pub fn run_dataflow_views(
     workers: usize,
     views: &[(usize, String)],
     queries: &[String],
+    chunk: usize,
 ) -> (SqlAnswers, Vec<Time>) {
     use atelier_lambda::sql::plan::{plan_in, Plan};
     use atelier_lambda::sql::value::Value;
@@ -298,6 +303,7 @@ pub fn run_dataflow_views(
         selects.iter().map(|s| s.as_ref().ok().map(|s| s.scan.clone())).collect();
     timely::execute(timely::Config::process(workers), move |worker| {
         let mut pipeline = Dataflow::build(worker, None);
+        pipeline.created.set_chunk(chunk);
         load_history(worker, &mut pipeline, &files, &settings, &dead, &shared).unwrap();
         let mut installed = vec![0; defs.len()];
         let end = feed_with(worker, &mut pipeline, &batches, &steps, &mut |worker, pipeline, batch| {
