@@ -164,9 +164,9 @@ impl CreatedViews {
 
     /// Installs `def`: builds its dataflow (every worker builds the same dataflows in the same
     /// order: installs are orders of the coordinator) and starts filling it from `versions`
-    /// as of `frontier`, the upsert's ([`CreatedViews::fill`] goes on between turns of the
-    /// worker's loop, so that a large table is not queued at once). Returns the first time
-    /// the view is exact at here.
+    /// as of the last time before `frontier`, the upsert's ([`CreatedViews::fill`] goes on
+    /// between turns of the worker's loop, so that a large table is not queued at once).
+    /// Returns the first time the view is exact at here.
     pub fn install(&mut self, worker: &mut Worker, def: ViewDef, versions: &VersionStore, frontier: Time) -> Time {
         crate::sql::views::register(&def);
         self.feed(Some(frontier));
