@@ -137,24 +137,14 @@ impl Amounts {
     /// extremes from its ends.
     fn consolidate(&mut self) {
         self.log.sort_unstable_by_key(|(cents, _)| *cents);
-        let mut kept = 0;
-        for i in 0..self.log.len() {
-            let (cents, diff) = self.log[i];
-            if kept > 0 && self.log[kept - 1].0 == cents {
-                self.log[kept - 1].1 += diff;
-            } else {
-                if kept > 0 && self.log[kept - 1].1 == 0 {
-                    kept -= 1;
-                }
-                self.log[kept] = (cents, diff);
-                kept += 1;
+        self.log.dedup_by(|next, kept| {
+            next.0 == kept.0 && {
+                kept.1 += next.1;
+                true
             }
-        }
-        if kept > 0 && self.log[kept - 1].1 == 0 {
-            kept -= 1;
-        }
-        self.log.truncate(kept);
-        self.sorted = kept;
+        });
+        self.log.retain(|(_, diff)| *diff != 0);
+        self.sorted = self.log.len();
         if let (Some(first), Some(last)) = (self.log.first(), self.log.last()) {
             (self.min, self.max) = (first.0, last.0);
         }

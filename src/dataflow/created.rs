@@ -92,11 +92,7 @@ impl Kept {
             // left out, see `feed`), up to now: a worker may also be a time ahead of the
             // frontier every worker agrees on.
             versions.changes_after(self.since, |time, before, after| {
-                if time > *input.time() {
-                    input.flush();
-                    input.advance_to(time);
-                    input.flush();
-                }
+                move_to(input, time);
                 if let Some(before) = before {
                     input.update(before.to_txn(), -1);
                 }
@@ -112,26 +108,30 @@ impl Kept {
     /// Sends the upsert's changes (in the order it made them) and advances the input to
     /// `frontier`.
     fn take(&mut self, changes: impl IntoIterator<Item = (Txn, Time, isize)>, frontier: Option<Time>) {
-        // The tap holds changes in the order the upsert made them, so in time order. Each
-        // is sent with its own time as the message's time, not merely labelled with it (an
-        // input session sends its buffer at its handle's time, moved on only by a flush):
-        // the operators downstream order records by the time they arrive at.
+        // The tap holds changes in the order the upsert made them, so in time order.
         for (txn, time, diff) in changes {
-            if time > *self.input.time() {
-                self.input.flush();
-                self.input.advance_to(time);
-                self.input.flush();
-            }
+            move_to(&mut self.input, time);
             // The backfill already holds what the upsert applied before the install.
             if time == *self.input.time() {
                 self.input.update(txn, diff);
             }
         }
         self.input.flush();
-        if let Some(frontier) = frontier.filter(|f| f > self.input.time()) {
-            self.input.advance_to(frontier);
-            self.input.flush();
+        if let Some(frontier) = frontier {
+            move_to(&mut self.input, frontier);
         }
+    }
+}
+
+/// Sends what `input` holds at its time and moves it on to `time`, if later. Each change is
+/// sent with its own time as the message's time, not merely labelled with it (an input
+/// session sends its buffer at its handle's time, moved on only by a flush): the operators
+/// downstream order records by the time they arrive at.
+fn move_to(input: &mut InputSession<Time, Txn, isize>, time: Time) {
+    if time > *input.time() {
+        input.flush();
+        input.advance_to(time);
+        input.flush();
     }
 }
 
