@@ -6,6 +6,7 @@
 
 use std::io::IsTerminal;
 use std::ops::ControlFlow;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,13 +16,14 @@ use timely::worker::Worker;
 
 use crate::config::{CommandName, Output, Settings};
 use crate::control::Control;
+use crate::dataflow::versions::Stored;
 use crate::dataflow::{Dataflow, Time};
 use crate::deadletter::{DeadLetter, DeadLetterFile};
 use crate::event::Position;
 use crate::reading::Reading;
 use crate::source::history::{HistoryError, HistoryFile};
 use crate::source::Record;
-use crate::state::shard::decode;
+use crate::state::shard::{decode, read};
 use crate::state::Snapshot;
 
 /// How often (in records) a loading worker lets the dataflow run, so that data flows on
@@ -69,9 +71,15 @@ pub enum LoadError {
 }
 
 /// Feeds this worker's share of a snapshot into the pipeline at its current time, instead
-/// of the history: each version as the update that restores it (the upsert routes it to its
-/// identity's worker, so any number of workers, in any number of processes, can resume any
-/// snapshot), and, on worker 0, the dead-letter counts. Counts the versions as records.
+/// of the history, and, on worker 0, the dead-letter counts. Counts the versions as records.
+///
+/// When every worker of the cluster reads, and the snapshot was written by as many
+/// workers, shard `i` holds exactly the identities worker `i` owns: each worker restores
+/// its shard straight into its version table and hands the views its live transactions
+/// (no routing, no upsert: nothing to decide, every identity is there once). Otherwise each
+/// version goes in as the update that restores it, which the upsert routes to its
+/// identity's worker, so any number of workers, in any number of processes, can resume
+/// any snapshot.
 ///
 /// `(index, readers)`: this worker's index among the workers that read the snapshot —
 /// those of the process that has it — and how many they are.
@@ -85,15 +93,35 @@ pub fn load_snapshot(
     pipeline.latest.borrow_mut().reserve((snapshot.versions() / worker.peers() as u64) as usize);
     let mut counts = LoadCounts::default();
     let mut since_step = 0;
-    for shard in (0..snapshot.shards()).filter(|s| s % readers == index) {
-        counts.records += decode(snapshot.shard(shard), &mut |_time, update| {
-            pipeline.updates.send(update);
-            since_step += 1;
-            if since_step == STEP_EVERY {
-                since_step = 0;
-                pipeline.step(worker);
-            }
-        })?;
+    if readers == worker.peers() && snapshot.shards() == readers {
+        let (latest, time) = (Rc::clone(&pipeline.latest), pipeline.time());
+        counts.records = read(
+            snapshot.shard(index),
+            &mut |names| latest.borrow_mut().restore_names(names),
+            &mut |identity, stored| {
+                // Admitted now, as the upsert would have stored it.
+                let stored = Stored { time, ..stored };
+                if let Some(txn) = latest.borrow_mut().restore(identity, stored) {
+                    pipeline.restored(txn);
+                    since_step += 1;
+                    if since_step == STEP_EVERY {
+                        since_step = 0;
+                        pipeline.step(worker);
+                    }
+                }
+            },
+        )?;
+    } else {
+        for shard in (0..snapshot.shards()).filter(|s| s % readers == index) {
+            counts.records += decode(snapshot.shard(shard), &mut |_time, update| {
+                pipeline.updates.send(update);
+                since_step += 1;
+                if since_step == STEP_EVERY {
+                    since_step = 0;
+                    pipeline.step(worker);
+                }
+            })?;
+        }
     }
     if index == 0 {
         for (reason, n) in &snapshot.meta.dead_letters {

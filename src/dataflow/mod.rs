@@ -29,11 +29,11 @@ use std::rc::Rc;
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::vec::input::Input as TimelyInput;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
-use crate::event::{Reason, Update};
+use crate::event::{Reason, Txn, Update};
 use crate::filter::Filter;
 use snapshot::SnapshotSlot;
 use versions::LatestVersions;
@@ -66,6 +66,11 @@ pub struct Dataflow {
     pub upserted: ProbeHandle<Time>,
     /// Views created at run time, each a dataflow of its own fed the upsert's changes.
     pub created: created::CreatedViews,
+    /// Live transactions of a snapshot restored straight into the version table (see
+    /// [`Dataflow::restored`]), entering the views beside the upsert's changes.
+    restored: InputHandleVec<Time, (Txn, Time, isize)>,
+    /// The upsert's copy of its changes for the views created at run time.
+    tap: upsert::Tap,
 }
 
 impl Dataflow {
@@ -73,22 +78,23 @@ impl Dataflow {
     /// accepts (applied after upserts, so a correction can move a transaction in or out).
     pub fn build(worker: &mut Worker, event_filter: Option<Filter>) -> Dataflow {
         let probe = ProbeHandle::new();
-        let mut updates = InputHandleVec::new();
+        let (mut updates, mut restored) = (InputHandleVec::new(), InputHandleVec::new());
         let snapshots = SnapshotSlot::default();
         let (upserted, tap) = (ProbeHandle::new(), upsert::Tap::default());
         let (refused, offsets, views, latest) = worker.dataflow::<Time, _, _>(|scope| {
             let (refused_input, refused) = scope.new_collection::<Reason, isize>();
             let (offsets_input, offsets) = scope.new_collection::<(i32, i64), isize>();
             let (txns, latest) = upsert::upsert(scope.input_from(&mut updates), snapshots.clone(), Rc::clone(&tap));
-            let txns: VecCollection<'_, Time, _, isize> = txns.inner.probe_with(&upserted).as_collection();
+            let txns = txns.inner.concat(scope.input_from(&mut restored));
+            let txns: VecCollection<'_, Time, _, isize> = txns.probe_with(&upserted).as_collection();
             let txns = match event_filter {
                 Some(filter) => txns.filter(move |t| filter.accepts_txn(t)),
                 None => txns,
             };
             (refused_input, offsets_input, views::define(txns, refused, offsets, &probe), latest)
         });
-        let created = created::CreatedViews::new(tap);
-        Dataflow { updates, refused, offsets, views, probe, latest, snapshots, upserted, created }
+        let created = created::CreatedViews::new(Rc::clone(&tap));
+        Dataflow { updates, refused, offsets, views, probe, latest, snapshots, upserted, created, restored, tap }
     }
 
     /// Lets the dataflow run once while loading, and hands the views created at run time
@@ -98,9 +104,22 @@ impl Dataflow {
         self.created.feed(None);
     }
 
+    /// Admits, at the current time, a live transaction that a snapshot's shard put straight
+    /// into this worker's version table ([`versions::VersionStore::restore`]): the views
+    /// take it in as if the upsert had made it, and so do the views created at run time.
+    pub fn restored(&mut self, txn: Txn) {
+        let time = *self.restored.time();
+        let mut tap = self.tap.borrow_mut();
+        if tap.on {
+            tap.changes.push((txn.clone(), time, 1));
+        }
+        self.restored.send((txn, time, 1));
+    }
+
     /// Closes the time in progress and moves every input to `time`.
     pub fn advance_to(&mut self, time: Time) {
         self.updates.advance_to(time);
+        self.restored.advance_to(time);
         self.refused.advance_to(time);
         self.refused.flush();
         self.offsets.advance_to(time);
@@ -143,6 +162,7 @@ impl Dataflow {
     /// Closes the inputs: nothing more will be admitted.
     pub fn close(self) -> (ViewTraces, ProbeHandle<Time>) {
         self.updates.close();
+        self.restored.close();
         self.refused.close();
         self.offsets.close();
         (self.views, self.probe)

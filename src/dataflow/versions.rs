@@ -144,6 +144,22 @@ impl VersionStore {
         }
     }
 
+    /// Starts an empty store from a snapshot's name catalog, so that the numbers its
+    /// versions were written with stand as they are (see [`VersionStore::restore`]).
+    pub fn restore_names(&mut self, names: Vec<Arc<str>>) {
+        assert!(self.is_empty() && self.names.names.is_empty(), "a snapshot's catalog is restored into an empty store");
+        self.names = Catalog::from_names(names);
+    }
+
+    /// Puts a version read from a snapshot's shard into the table as it was written (its
+    /// names numbered in the catalog given to [`VersionStore::restore_names`]), and returns
+    /// its transaction if it is live. For a worker that owns exactly the shard's identities.
+    pub fn restore(&mut self, identity: IdRef<'_>, stored: Stored) -> Option<Txn> {
+        let versions = Arc::get_mut(&mut self.versions).expect("nothing is frozen while a snapshot is loaded");
+        versions.insert(identity, stored);
+        stored.txn.map(|t| self.names.expand(&t))
+    }
+
     /// Drops what reads at times before `time` would need: none will happen (the traces are
     /// compacted to `time`).
     pub fn forget_before(&mut self, time: Time) {
@@ -372,6 +388,12 @@ pub struct Catalog {
 impl Catalog {
     /// The number that stands for no name (no category).
     pub const NONE: u32 = u32::MAX;
+
+    /// A catalog of `names`, numbered in that order.
+    fn from_names(names: Vec<Arc<str>>) -> Catalog {
+        let numbers = names.iter().enumerate().map(|(n, name)| (Arc::clone(name), n as u32)).collect();
+        Catalog { numbers, names, by_address: FastMap::default() }
+    }
 
     fn number(&mut self, name: &Arc<str>) -> u32 {
         let address = Arc::as_ptr(name).cast::<u8>() as usize;

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::dataflow::versions::{Catalog, FrozenVersions};
+use crate::dataflow::versions::{Catalog, CompactTxn, FrozenVersions, Stored};
 use crate::dataflow::Time;
-use crate::event::{IdRef, Identity, Position, Txn, Update};
+use crate::event::{IdRef, Position, Txn, Update};
 
 /// Writes the encoding of `frozen` to `out`; returns how many versions it holds.
 pub fn encode(frozen: &FrozenVersions, out: &mut (impl Write + ?Sized)) -> std::io::Result<u64> {
@@ -114,19 +114,25 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a shard into the versions it holds, each as the [`Update`] that restores it
-/// (`txn: None` for a tombstone), handing each to `emit` with the time it was admitted at.
-pub fn decode(bytes: &[u8], emit: &mut dyn FnMut(Time, Update)) -> Result<u64, DecodeError> {
+/// Reads a shard as it was written: hands `names` its name catalog, then `each` every
+/// version with its identity, its names as numbers into that catalog (checked to be in it).
+pub fn read(
+    bytes: &[u8],
+    names: &mut dyn FnMut(Vec<Arc<str>>),
+    each: &mut dyn FnMut(IdRef<'_>, Stored),
+) -> Result<u64, DecodeError> {
     let mut r = Reader { bytes, at: 0 };
-    let names: Vec<Arc<str>> = (0..r.u32()?).map(|_| r.text().map(Arc::from)).collect::<Result<_, _>>()?;
+    let catalog: Vec<Arc<str>> = (0..r.u32()?).map(|_| r.text().map(Arc::from)).collect::<Result<_, _>>()?;
+    let known = catalog.len() as u64;
+    names(catalog);
     let name = |n: u32, at: usize| {
-        names.get(n as usize).cloned().ok_or(DecodeError { at, what: "a name number is out of the catalog" })
+        (u64::from(n) < known).then_some(n).ok_or(DecodeError { at, what: "a name number is out of the catalog" })
     };
     let versions = r.u64()?;
     for _ in 0..versions {
         let identity = match (r.u8()?, r.text()?) {
-            (0, text) => Identity::Id(text.into()),
-            (1, text) => Identity::At(text.into()),
+            (0, text) => IdRef::Id(text),
+            (1, text) => IdRef::At(text),
             _ => return Err(DecodeError { at: r.at, what: "unknown identity kind" }),
         };
         let time = r.u64()?;
@@ -140,12 +146,12 @@ pub fn decode(bytes: &[u8], emit: &mut dyn FnMut(Time, Update)) -> Result<u64, D
                 let at = r.at;
                 let customer = name(r.u32()?, at)?;
                 let category = r.u32()?;
-                let category = (category != Catalog::NONE).then(|| name(category, at)).transpose()?;
-                Some(Txn { customer, cents, ts: has_ts.then_some(ts), category })
+                let category = if category == Catalog::NONE { category } else { name(category, at)? };
+                Some(CompactTxn { cents, ts: has_ts.then_some(ts), customer, category })
             }
             _ => return Err(DecodeError { at: r.at, what: "unknown version kind" }),
         };
-        emit(time, Update { identity, position, txn });
+        each(identity, Stored { time, position, txn });
     }
     if r.at != bytes.len() {
         return Err(DecodeError { at: r.at, what: "bytes left after the last version" });
@@ -153,10 +159,28 @@ pub fn decode(bytes: &[u8], emit: &mut dyn FnMut(Time, Update)) -> Result<u64, D
     Ok(versions)
 }
 
+/// Decodes a shard into the versions it holds, each as the [`Update`] that restores it
+/// (`txn: None` for a tombstone), handing each to `emit` with the time it was admitted at.
+pub fn decode(bytes: &[u8], emit: &mut dyn FnMut(Time, Update)) -> Result<u64, DecodeError> {
+    let catalog = std::cell::OnceCell::new();
+    read(bytes, &mut |names| drop(catalog.set(names)), &mut |identity, stored| {
+        let catalog = catalog.get().expect("the catalog comes first");
+        let name = |n: u32| Arc::clone(&catalog[n as usize]);
+        let txn = stored.txn.map(|t| Txn {
+            customer: name(t.customer),
+            cents: t.cents,
+            ts: t.ts,
+            category: (t.category != Catalog::NONE).then(|| name(t.category)),
+        });
+        emit(stored.time, Update { identity: identity.to_identity(), position: stored.position, txn });
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dataflow::versions::{Version, VersionStore};
+    use crate::event::Identity;
 
     fn versions(store: &VersionStore) -> Vec<(Identity, Version)> {
         let mut all: Vec<_> = store.iter().map(|(i, v)| (i.to_identity(), v)).collect();
