@@ -149,6 +149,23 @@ pub enum ReadScope {
 }
 
 impl ReadScope {
+    /// The views created at run time this scope reads (by id): a read waits only for those
+    /// being filled, never for others.
+    pub fn created_views(&self) -> Vec<u64> {
+        let scans: Vec<&crate::sql::plan::Scan> = match self {
+            ReadScope::Everything { created, .. } => created.iter().collect(),
+            ReadScope::Query { scan, .. } => vec![scan],
+            _ => Vec::new(),
+        };
+        scans
+            .into_iter()
+            .filter_map(|scan| match scan.relation {
+                crate::sql::relation::Relation::View(id) => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// What worker `worker` of `workers` reads for this scope. A customer's row lives on one
     /// worker ([`customer_owner`]); the others give only their offsets, which every answer
     /// needs for its `as_of`.

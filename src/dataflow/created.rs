@@ -49,6 +49,7 @@ use super::upsert::Tap;
 use super::versions::VersionStore;
 use super::Time;
 use crate::event::Txn;
+use crate::sql::relation::Relation;
 use crate::sql::value::Value;
 use crate::sql::views::{ViewBody, ViewDef};
 
@@ -234,15 +235,27 @@ impl CreatedViews {
         }
     }
 
-    /// Goes on filling the views being filled, `chunk` identities each. Returns whether some
-    /// view is still being filled.
-    pub fn fill(&mut self, versions: &VersionStore) -> bool {
+    /// Goes on filling the views being filled, `chunk` identities each, and calls `filled`
+    /// with the id of each view that this turn completed and the first time it is exact at.
+    /// Returns whether some view is still being filled.
+    pub fn fill(&mut self, versions: &VersionStore, mut filled: impl FnMut(u64, Time)) -> bool {
         let chunk = self.chunk;
         let mut filling = false;
-        for kept in self.installed.values_mut().filter_map(|v| v.kept.as_mut()) {
-            filling |= !kept.fill(versions, chunk);
+        for (id, kept) in self.installed.iter_mut().filter_map(|(id, v)| Some((*id, v.kept.as_mut()?))) {
+            if kept.filling.is_some() {
+                if kept.fill(versions, chunk) {
+                    filled(id, kept.since);
+                } else {
+                    filling = true;
+                }
+            }
         }
         filling
+    }
+
+    /// Whether the view `id` is being filled.
+    pub fn is_filling(&self, id: u64) -> bool {
+        self.installed.get(&id).and_then(|v| v.kept.as_ref()).is_some_and(|k| k.filling.is_some())
     }
 
     /// The earliest time a view being filled reads the version table as of: the undo log
@@ -261,8 +274,21 @@ impl CreatedViews {
         self.tap.borrow_mut().on = self.installed.values().any(|v| v.kept.is_some());
     }
 
+    /// Whether one of the views `ids` (or, for a view over a view, its base) is not complete
+    /// through `time` yet: a read of them waits.
+    pub fn behind(&self, time: Time, ids: &[u64]) -> bool {
+        ids.iter().any(|id| {
+            let Some(view) = self.installed.get(id) else { return false };
+            match (&view.kept, &view.def.body) {
+                (Some(kept), _) => kept.probe.less_equal(&time),
+                (None, ViewBody::Filter { base: Relation::View(base), .. }) => self.behind(time, &[*base]),
+                (None, _) => false,
+            }
+        })
+    }
+
     /// Whether some maintained view is not complete through `time` yet.
-    pub fn behind(&self, time: Time) -> bool {
+    pub fn any_behind(&self, time: Time) -> bool {
         self.installed.values().filter_map(|v| v.kept.as_ref()).any(|k| k.probe.less_equal(&time))
     }
 
@@ -313,7 +339,7 @@ mod tests {
                 txn: Some(Txn { customer: "Ali".into(), cents: 500, ts: None, category: None }),
             });
             dataflow.advance_to(3);
-            while dataflow.probe.less_than(&3) || dataflow.created.behind(2) {
+            while dataflow.probe.less_than(&3) || dataflow.created.any_behind(2) {
                 worker.step();
                 let upserted = dataflow.upsert_frontier();
                 dataflow.created.feed(upserted);

@@ -54,8 +54,9 @@ pub struct Coordinator {
     /// topic; then the time every worker's offsets are in the views; then, after a view is
     /// created, the time it is exact from in every worker.
     pub reads_from: Option<Time>,
-    /// Workers' installs of created views ordered and not done yet.
-    installing: usize,
+    /// Views created at run time being installed: id → workers that have not filled their
+    /// part yet. Reads of those views wait; reads of every other view go on meanwhile.
+    installing: std::collections::BTreeMap<u64, usize>,
 }
 
 /// Worker 0's view of the snapshots.
@@ -79,7 +80,7 @@ impl Coordinator {
     /// the stop): then every worker must keep moving its time on.
     pub fn waits(&self) -> bool {
         !self.waiting.is_empty()
-            || self.installing > 0
+            || !self.installing.is_empty()
             || self.schedule.in_flight.is_some()
             || self.schedule.hold.is_some()
             || self.schedule.last_one.is_some()
@@ -107,7 +108,7 @@ impl Coordinator {
             partitions_ordered: false,
             partitions_taken: (0, 0),
             reads_from: None,
-            installing: 0,
+            installing: Default::default(),
         }
     }
 
@@ -123,7 +124,7 @@ impl Coordinator {
     /// time going to `reply`.
     pub fn restore(&mut self, control: &mut Control<Order, Answer>, answering: &Answering, def: ViewDef, reply: Reply) {
         let id = self.next_request(answering, reply);
-        self.installing += self.workers;
+        self.installing.insert(def.id, self.workers);
         control.order(Order::Install { id, def: Box::new(def) });
     }
 
@@ -165,8 +166,13 @@ impl Coordinator {
                     snapshots.received(shard);
                 }
             }
-            Answer::Installed { time } => {
-                self.installing = self.installing.saturating_sub(1);
+            Answer::Installed { view, time } => {
+                if let Some(left) = self.installing.get_mut(&view) {
+                    *left -= 1;
+                    if *left == 0 {
+                        self.installing.remove(&view);
+                    }
+                }
                 // Reads wait until every worker's part of the new view is exact.
                 self.reads_from = Some(self.reads_from.unwrap_or(0).max(time));
             }
@@ -257,16 +263,19 @@ impl Coordinator {
     /// Orders the waiting reads at `complete`, the latest time worker 0's views are complete
     /// through, and every `COMPACT_EVERY` a compaction to it.
     pub fn tick(&mut self, complete: Option<Time>, control: &mut Control<Order, Answer>, answering: &Answering) {
-        // Installs and drops are ordered at once; reads wait for a complete time, and for
-        // every install ordered before them to be done (a view answers from its install).
+        // Installs and drops are ordered at once; reads wait for a complete time, and a read
+        // of a view being installed for every worker to have filled its part (the view
+        // answers from then on). A read of other views is not held up by a view filling.
         for request in self.requests.try_iter().collect::<Vec<_>>() {
             match request.what {
                 Request::Install(def) => {
                     let id = self.next_request(answering, request.reply);
-                    self.installing += self.workers;
+                    self.installing.insert(def.id, self.workers);
                     control.order(Order::Install { id, def });
                 }
                 Request::Drop(view) => {
+                    // A view dropped while it fills: no worker will say it is filled.
+                    self.installing.remove(&view);
                     let id = self.next_request(answering, request.reply);
                     control.order(Order::DropView { id, view });
                 }
@@ -274,9 +283,13 @@ impl Coordinator {
             }
         }
         let Some(complete) = complete else { return };
-        if self.installing == 0 && self.reads_from.is_some_and(|from| complete >= from) {
+        if self.reads_from.is_some_and(|from| complete >= from) {
             for request in std::mem::take(&mut self.waiting) {
                 let Request::Read(scope) = request.what else { unreachable!("only reads wait") };
+                if scope.created_views().iter().any(|view| self.installing.contains_key(view)) {
+                    self.waiting.push(ReadRequest { what: Request::Read(scope), reply: request.reply });
+                    continue;
+                }
                 self.order_read(control, answering, complete, scope, request.reply);
             }
         }
@@ -334,6 +347,9 @@ mod tests {
         let (stop, extra) = (Arc::clone(&done), Arc::new(extra));
         let guards = timely::execute(timely::Config::process(2), move |worker| {
             let mut dataflow = Dataflow::build(worker, None);
+            // A view created here fills one identity at install, and no more: this loop never
+            // calls `fill`, so it stays being filled.
+            dataflow.created.set_chunk(1);
             let mut control = Control::<Order, Answer>::build(worker);
             let mut coordinator = (worker.index() == 0).then(|| {
                 waker.register();
@@ -379,10 +395,14 @@ mod tests {
             }
         })
         .unwrap();
-        test(&serving);
+        // A failing test stops the workers too, instead of leaving them running forever.
+        let tested = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&serving)));
         done.store(true, Ordering::SeqCst);
         for result in guards.join() {
             result.unwrap();
+        }
+        if let Err(panic) = tested {
+            std::panic::resume_unwind(panic);
         }
     }
 
@@ -476,5 +496,45 @@ mod tests {
         });
         let total: i128 = answers.lock().unwrap().iter().map(|p| p.as_ref().unwrap().overall.cents).sum();
         assert_eq!(total, expected(30).1);
+    }
+
+    #[test]
+    fn a_view_being_filled_holds_up_only_the_reads_of_that_view() {
+        use crate::sql::plan::{plan, Plan, Scan, Seek};
+        use crate::sql::relation::Relation;
+        use crate::sql::views::{body, ViewDef};
+        let Plan::Select(select) = plan("SELECT customer, count(*) FROM transactions GROUP BY customer").unwrap()
+        else {
+            panic!("a select")
+        };
+        let def = ViewDef { id: 77, name: "filling".into(), sql: String::new(), body: body(&select).unwrap() };
+        let scan = Scan {
+            relation: Relation::View(77),
+            seek: Seek::Scan,
+            filter: None,
+            group: None,
+            keep: None,
+            needed: None,
+        };
+        let of_view = ReadScope::Query { scan: Box::new(scan), topic: "t".into(), max_rows: 10, budget_ms: 1000 };
+        two_workers(
+            400,
+            Duration::from_millis(2),
+            |_, _, _, _| {},
+            |serving| {
+                // Some transactions first, so that a worker has more than one identity to fill.
+                while serving.read(ReadScope::Totals, Duration::from_secs(10)).expect("an answer").time < 20 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                serving.install(def, Duration::from_secs(10)).expect("the install is answered at once");
+                for _ in 0..3 {
+                    let reading = serving.read(ReadScope::Totals, Duration::from_secs(10));
+                    let reading = reading.expect("the other views answer while the view is being filled");
+                    assert_eq!((reading.overall.count, reading.overall.cents), expected(reading.time.min(400)));
+                }
+                let held = serving.read(of_view, Duration::from_millis(300));
+                assert!(held.is_err(), "a read of the view waits until it is filled: {held:?}");
+            },
+        );
     }
 }

@@ -141,8 +141,10 @@ pub enum Answer {
         /// The snapshot's time.
         time: Time,
     },
-    /// A worker has installed a created view, exact from `time` on.
+    /// A worker has installed a created view and filled its part, exact from `time` on.
     Installed {
+        /// The view's id.
+        view: u64,
         /// The first time its part of the view is exact at.
         time: Time,
     },

@@ -204,7 +204,8 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         // read their next part of the version table.
         let upserted = pipeline.upsert_frontier();
         pipeline.created.feed(upserted);
-        if pipeline.created.fill(&pipeline.latest.borrow()) {
+        let filled = |view, time| control.answer(Answer::Installed { view, time });
+        if pipeline.created.fill(&pipeline.latest.borrow(), filled) {
             shared.ticker.keep_busy();
         }
         if let Some(coordinator) = coordinator.as_mut() {
@@ -355,7 +356,11 @@ pub(super) fn carry_out(
     let mut told = Told::default();
     while let Some(command) = pending.front() {
         match command {
-            Order::Read { time, .. } if pipeline.probe.less_equal(time) || pipeline.created.behind(*time) => break,
+            Order::Read { time, scope, .. }
+                if pipeline.probe.less_equal(time) || pipeline.created.behind(*time, &scope.created_views()) =>
+            {
+                break
+            }
             _ => {}
         }
         match pending.pop_front().expect("front exists") {
@@ -387,13 +392,18 @@ pub(super) fn carry_out(
                 // the version table now, and what it applies next comes through the tap.
                 let frontier = pipeline.upsert_frontier().unwrap_or(pipeline.time());
                 let versions = pipeline.latest.borrow();
+                let view = def.id;
                 let from = pipeline.created.install(worker, *def, &versions, frontier);
                 drop(versions);
                 let part = Ok(Reading { time: from, ..Reading::default() });
                 if let Some(part) = answering.deliver(id, part, control.peers()) {
                     control.answer(Answer::Read { id, part: part.map(Box::new) });
                 }
-                control.answer(Answer::Installed { time: from });
+                // The coordinator holds reads of the view until every worker has filled its
+                // part (at once here when the table was empty).
+                if !pipeline.created.is_filling(view) {
+                    control.answer(Answer::Installed { view, time: from });
+                }
             }
             Order::DropView { id, view } => {
                 pipeline.created.remove(worker, view);

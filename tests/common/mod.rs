@@ -161,17 +161,17 @@ pub fn feed_with(
             worker.step();
             let upserted = pipeline.upsert_frontier();
             pipeline.created.feed(upserted);
-            pipeline.created.fill(&pipeline.latest.borrow());
+            pipeline.created.fill(&pipeline.latest.borrow(), |_, _| {});
         }
         between(worker, pipeline, i);
     }
     let end = pipeline.time();
     let probe = pipeline.probe.clone();
-    while probe.less_than(&end) || pipeline.created.behind(end - 1) {
+    while probe.less_than(&end) || pipeline.created.any_behind(end - 1) {
         worker.step();
         let upserted = pipeline.upsert_frontier();
         pipeline.created.feed(upserted);
-        pipeline.created.fill(&pipeline.latest.borrow());
+        pipeline.created.fill(&pipeline.latest.borrow(), |_, _| {});
     }
     end
 }
