@@ -39,10 +39,27 @@ echo "load: $(echo "$t1 - $t0" | bc) s from launch to the first answer; RSS $(rs
 PRODUCE=$!
 sleep 3
 statement="CREATE VIEW spend AS SELECT customer, count(*) AS n, sum(amount) AS total, min(amount) AS low, max(amount) AS high FROM transactions GROUP BY customer"
+# Meanwhile, one customer's row is read over and over: how long do other views' reads wait
+# while the new view is being filled?
+python3 - "$HTTP" >"$WORK/reads-during-create.txt" <<'PY' &
+import json, sys, time, urllib.parse, urllib.request
+base = f"http://{sys.argv[1]}/v1/customers"
+name = json.load(urllib.request.urlopen(f"{base}?limit=1"))["customers"][0]["customer"]
+url, waits, end = f"{base}/{urllib.parse.quote(name)}", [], time.time() + 12
+while time.time() < end:
+    t = time.perf_counter(); urllib.request.urlopen(url).read(); waits.append((time.perf_counter() - t) * 1000)
+    time.sleep(0.005)
+waits.sort()
+print(f"{len(waits)} reads of /v1/customers/{name} meanwhile: p50 {waits[len(waits) // 2]:.1f} ms, p99 {waits[len(waits) * 99 // 100]:.1f} ms, max {waits[-1]:.1f} ms")
+PY
+READER=$!
+sleep 1
 c0=$(date +%s.%N)
 answer=$(sql "$statement")
 c1=$(date +%s.%N)
 echo "CREATE VIEW while producing 10k msg/s: $(echo "$c1 - $c0" | bc) s ($answer); RSS $(rss $RUN)"
+wait $READER
+echo "  $(cat "$WORK/reads-during-create.txt")"
 for i in 1 2 3; do
   f0=$(date +%s.%N); sql "SELECT count(*) FROM spend" >/dev/null; f1=$(date +%s.%N)
   echo "  a read of the new view: $(echo "($f1 - $f0) * 1000" | bc) ms"

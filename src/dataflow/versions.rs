@@ -165,7 +165,15 @@ impl VersionStore {
     pub fn forget_before(&mut self, time: Time) {
         let keep_from = self.undo.partition_point(|(t, _, _)| *t <= time);
         self.undo.drain(..keep_from);
+        // After a burst the log would keep its largest capacity for good: give most of it
+        // back once it is mostly empty (rarely: only when four times too large).
+        if self.undo.capacity() > 4 * self.undo.len() + Self::UNDO_KEPT {
+            self.undo.shrink_to(2 * self.undo.len() + Self::UNDO_KEPT);
+        }
     }
+
+    /// Undo log entries kept room for whatever it holds (~40 bytes each).
+    const UNDO_KEPT: usize = 1 << 16;
 
     /// The undo log's entries of times after `time`.
     fn undo_after(&self, time: Time) -> impl Iterator<Item = &(Time, Identity, Option<Stored>)> {
@@ -484,6 +492,19 @@ mod tests {
             };
             apply_for_tests(store, time, update);
         }
+    }
+
+    #[test]
+    fn the_undo_log_gives_back_its_room_after_a_burst() {
+        let (mut store, mut seq) = (VersionStore::default(), 0);
+        let burst: Vec<(u8, Option<i64>)> = (0..=255u8).map(|id| (id, Some(1))).collect();
+        for time in 1..=1_000 {
+            apply_time(&mut store, time, &burst, &mut seq);
+        }
+        assert!(store.undo.capacity() >= 256_000);
+        store.forget_before(1_000);
+        assert!(store.undo.capacity() <= 4 * 256 + VersionStore::UNDO_KEPT, "{}", store.undo.capacity());
+        assert_eq!(live_at(&store, 1_000).len(), 256, "what is kept still reads");
     }
 
     proptest! {
