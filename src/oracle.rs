@@ -142,6 +142,7 @@ impl Oracle {
             created_parts: Vec::new(),
             created: Vec::new(),
             changed: Vec::new(),
+            changed_keys: Vec::new(),
         }
     }
 

@@ -53,6 +53,10 @@ pub struct Reading {
     /// then holds those of them present), in name order once merged.
     #[serde(default)]
     pub changed: Vec<String>,
+    /// The keys whose rows changed after a time (in `ViewChanges` reads; `rows` then holds
+    /// the rows of those present).
+    #[serde(default)]
+    pub changed_keys: Vec<crate::sql::value::Value>,
 }
 
 /// A view created at run time, as a reading of every view shows it.
@@ -135,6 +139,15 @@ pub enum ReadScope {
         /// The time the reader's rows are at.
         since: Time,
     },
+    /// The keys of a view created at run time (kept per key) whose rows changed after time
+    /// `since` (a superset, as for `CustomerChanges`), with the rows of those present now —
+    /// what a changefeed of such a view reads instead of the whole view.
+    ViewChanges {
+        /// The view's id.
+        view: u64,
+        /// The time the reader's rows are at.
+        since: Time,
+    },
     /// A SQL query's part in each worker (see [`crate::sql`]).
     Query {
         /// What each worker reads and computes.
@@ -155,6 +168,7 @@ impl ReadScope {
         let scans: Vec<&crate::sql::plan::Scan> = match self {
             ReadScope::Everything { created, .. } => created.iter().collect(),
             ReadScope::Query { scan, .. } => vec![scan],
+            ReadScope::ViewChanges { view, .. } => return vec![*view],
             _ => Vec::new(),
         };
         scans
@@ -221,6 +235,7 @@ impl Reading {
             all.workers.extend(part.workers);
             all.rows.extend(part.rows);
             all.changed.extend(part.changed);
+            all.changed_keys.extend(part.changed_keys);
             all.created_parts.resize_with(part.created_parts.len().max(all.created_parts.len()), Vec::new);
             for (all, part) in all.created_parts.iter_mut().zip(part.created_parts) {
                 all.extend(part);

@@ -232,6 +232,7 @@ pub fn reading_from_views(json: &serde_json::Value, topic: &str) -> anyhow::Resu
         created,
         created_parts: Vec::new(),
         changed: Vec::new(),
+        changed_keys: Vec::new(),
         time,
         customers: rows(json, "customers")?
             .iter()
@@ -297,6 +298,7 @@ mod tests {
             workers: Vec::new(),
             rows: Vec::new(),
             changed: Vec::new(),
+            changed_keys: Vec::new(),
             created_parts: Vec::new(),
             created: vec![crate::reading::CreatedRows {
                 name: "big".into(),

@@ -34,6 +34,10 @@ pub fn read(
         let rows = crate::sql::scan::run(dataflow, time, scan, topic, (worker, workers), limits)?;
         return Ok(Reading { rows, ..read_offsets(&mut dataflow.views, time) });
     }
+    if let ReadScope::ViewChanges { view, since } = scope {
+        let (rows, changed_keys) = crate::sql::scan::view_changes(dataflow, time, *view, *since)?;
+        return Ok(Reading { rows, changed_keys, ..read_offsets(&mut dataflow.views, time) });
+    }
     let mut reading = read_scope(&mut dataflow.views, time, scope);
     if let ReadScope::Everything { created, .. } = scope {
         // Whole views, written out or compared by `verify`: no row limit beyond memory.
@@ -53,7 +57,9 @@ fn read_scope(views: &mut ViewTraces, time: Time, scope: &ReadScope) -> Reading 
     }
     let offsets = read_offsets(views, time);
     match scope {
-        ReadScope::Everything { .. } | ReadScope::Query { .. } => unreachable!("answered above"),
+        ReadScope::Everything { .. } | ReadScope::Query { .. } | ReadScope::ViewChanges { .. } => {
+            unreachable!("answered above")
+        }
         ReadScope::Offsets => offsets,
         ReadScope::Customer(name) => Reading {
             customers: read_value_of(&mut views.customers, name, time)

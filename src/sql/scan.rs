@@ -55,6 +55,33 @@ pub fn run(
     out.finish()
 }
 
+/// This worker's part of a created view's changes after `since`, as of `time`: the keys
+/// whose rows changed (a superset), and the rows of those present at `time` (as a `SELECT *`
+/// shows them, `HAVING` applied). A view not kept per key has no changes to read by.
+pub fn view_changes(
+    dataflow: &mut Dataflow,
+    time: Time,
+    id: u64,
+    since: Time,
+) -> Result<(Vec<Vec<Value>>, Vec<Value>), ReadError> {
+    let gone = || ReadError::Compacted { view: format!("view {id}"), time, since: Time::MAX };
+    let view = dataflow.created.get_mut(id).ok_or_else(gone)?;
+    let (def, kept) = (&view.def, view.kept.as_mut().ok_or_else(gone)?);
+    check_view(&def.name, &mut kept.trace, time)?;
+    let changed = crate::serve::query::changed_keys(&mut kept.trace, since, time);
+    let mut rows = Vec::new();
+    for key in &changed {
+        for_each_value_from(&mut kept.trace, Some(key), time, |at, row| {
+            if at != key {
+                return ControlFlow::Break(());
+            }
+            rows.extend(def.row(at, &row));
+            ControlFlow::Continue(())
+        });
+    }
+    Ok((rows, changed))
+}
+
 /// What a worker reads rows from: its views' traces, its version table, its created views.
 struct Sources<'a> {
     views: &'a mut ViewTraces,

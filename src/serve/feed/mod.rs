@@ -23,6 +23,8 @@
 //! dropped with a final event saying so, rather than buffered without bound: the pipeline
 //! never waits for a reader.
 
+mod changes;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +38,7 @@ use crate::reading::{ReadScope, Reading};
 use crate::serve::bound::MinOffsets;
 use crate::serve::Serving;
 use crate::sql::{Engine, SqlError};
+use changes::ByChanges;
 
 /// How often a pump asks whether the offsets moved.
 const POLL: Duration = Duration::from_millis(2);
@@ -396,29 +399,16 @@ impl Feeds {
         Ok((reading, rows))
     }
 
-    /// The customers view now, from the pump's rows and a read of only the customers changed
-    /// since their time (the view can be large; a second's changes touch few of its rows).
-    async fn read_customer_changes(&self, pump: &Pump) -> Result<(Reading, Rows), SqlError> {
+    /// The view now, from the pump's rows and a read of only the keys changed since their
+    /// time (see [`changes`]).
+    async fn read_changes(&self, pump: &Pump, by: &ByChanges) -> Result<(Reading, Rows), SqlError> {
         let since = pump.state().time;
         let mut reading = self
             .serving
-            .read_async(ReadScope::CustomerChanges { since }, READ_TIMEOUT)
+            .read_async(by.scope(since), READ_TIMEOUT)
             .await
             .map_err(|e| SqlError::new("55000", e.to_string()))?;
-        let names: Vec<&str> = crate::sql::relation::Relation::Customers.columns().iter().map(|(n, _)| *n).collect();
-        let changed: std::collections::HashSet<&str> = reading.changed.iter().map(String::as_str).collect();
-        let mut rows = pump.state().rows.clone();
-        rows.retain(|_, (row, _)| !row.key.as_ref().and_then(Value::as_str).is_some_and(|k| changed.contains(k)));
-        for (name, customer) in &reading.customers {
-            let cells = crate::sql::scan::customer_row(name, customer);
-            let values: Map<String, Value> =
-                names.iter().zip(&cells).map(|(n, v)| ((*n).to_owned(), v.to_json())).collect();
-            let text = Value::Object(values.clone()).to_string();
-            let key = Some(Value::String(name.clone()));
-            rows.entry(text).or_insert_with(|| (Arc::new(Row { key, values }), 0)).1 += 1;
-        }
-        reading.customers.clear();
-        reading.changed.clear();
+        let rows = by.apply(&mut reading, &pump.state().rows, pump.key);
         Ok((reading, rows))
     }
 
@@ -433,6 +423,8 @@ impl Feeds {
         let (mut last_read, mut read_cost) = (Instant::now(), Duration::ZERO);
         let mut interval = tokio::time::interval(POLL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A view dropped and created again under its name is a new pump: this one ends first.
+        let by_changes = ByChanges::of(&self.serving, &pump.view);
         loop {
             interval.tick().await;
             if pump.sender.receiver_count() == 0 {
@@ -468,16 +460,14 @@ impl Feeds {
             };
             // A reading of the whole view costs the workers and this runtime in proportion to
             // its rows: at most a quarter of the time goes to them (busy views are read less
-            // often, their changes coalesced into fewer events). The customers view is read
+            // often, their changes coalesced into fewer events). A view kept per key is read
             // by its changes only, whose cost is mostly waiting for the time to complete.
-            let by_changes = pump.view == "customers";
-            let pause = if by_changes { read_cost } else { read_cost * 3 };
+            let pause = if by_changes.is_some() { read_cost } else { read_cost * 3 };
             if moved && last_read.elapsed() >= pause {
                 let started = Instant::now();
-                let read = if by_changes {
-                    self.read_customer_changes(&pump).await
-                } else {
-                    self.read(&pump.view, pump.key).await
+                let read = match &by_changes {
+                    Some(by) => self.read_changes(&pump, by).await,
+                    None => self.read(&pump.view, pump.key).await,
                 };
                 (last_read, read_cost) = (Instant::now(), started.elapsed());
                 match read {
