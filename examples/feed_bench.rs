@@ -59,6 +59,11 @@ struct Args {
     /// The binary under test.
     #[arg(long, default_value = "target/release/lambda")]
     lambda: PathBuf,
+    /// The view followed: `customers`, or any other name for a view created first as the
+    /// same per-customer question in SQL (`CREATE VIEW name AS SELECT customer, count(*),
+    /// sum(amount) ... GROUP BY customer`).
+    #[arg(long, default_value = "customers")]
+    view: String,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -84,14 +89,28 @@ fn get(address: &str, path: &str) -> Option<serde_json::Value> {
     serde_json::from_str(body).ok()
 }
 
+/// Runs a SQL statement over `POST /v1/sql`; its answer's status line and body.
+fn post_sql(address: &str, statement: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(address)?;
+    write!(
+        stream,
+        "POST /v1/sql HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{statement}",
+        statement.len()
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    anyhow::ensure!(text.starts_with("HTTP/1.1 200"), "{statement}: {text}");
+    Ok(text)
+}
+
 /// Probe number → when its event arrived.
 type Arrivals = Arc<Mutex<Vec<(u64, Instant)>>>;
 
 /// Opens an SSE client; each `changes` event's probe keys are timed by `seen` (when given),
 /// and counted in `probes`.
-fn subscribe(address: &str, probes: Arc<AtomicU64>, seen: Option<Arrivals>) {
+fn subscribe(address: &str, view: &str, probes: Arc<AtomicU64>, seen: Option<Arrivals>) {
     let mut stream = TcpStream::connect(address).expect("the HTTP API");
-    write!(stream, "GET /v1/subscribe?view=customers HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(stream, "GET /v1/subscribe?view={view} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     std::thread::spawn(move || {
         let reader = BufReader::with_capacity(1 << 16, stream);
         for line in reader.lines() {
@@ -162,8 +181,18 @@ fn main() -> anyhow::Result<()> {
 
     let probes_seen = Arc::new(AtomicU64::new(0));
     let timed = Arc::new(Mutex::new(Vec::new()));
+    if args.view != "customers" {
+        let view = &args.view;
+        post_sql(
+            &http,
+            &format!(
+                "CREATE VIEW {view} AS SELECT customer, count(*) AS count, sum(amount) AS total \
+                 FROM transactions GROUP BY customer"
+            ),
+        )?;
+    }
     for i in 0..args.subscribers {
-        subscribe(&http, Arc::clone(&probes_seen), (i == 0).then(|| Arc::clone(&timed)));
+        subscribe(&http, &args.view, Arc::clone(&probes_seen), (i == 0).then(|| Arc::clone(&timed)));
     }
     std::thread::sleep(Duration::from_millis(500));
 
