@@ -111,6 +111,7 @@ pub fn load_snapshot(
                 }
             },
         )?;
+        latest.borrow_mut().restored();
     } else {
         for shard in (0..snapshot.shards()).filter(|s| s % readers == index) {
             counts.records += decode(snapshot.shard(shard), &mut |_time, update| {
