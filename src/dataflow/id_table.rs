@@ -151,6 +151,10 @@ impl IdTable {
     /// the cache twice in an index of millions (16% of a restart's CPU). Lookups see it only
     /// once indexed; an update indexes first.
     pub fn append_unindexed(&mut self, id: IdRef<'_>, stored: Stored) {
+        if self.unindexed.is_empty() {
+            // As many as the slots have room for (reserved for the load), not grown by copies.
+            self.unindexed.reserve(self.slots.capacity() - self.slots.len());
+        }
         let hash = hash(&self.hasher, id);
         let n = push_slot(&mut self.slots, &mut self.ids, id, &stored);
         self.unindexed.push((hash, n));
