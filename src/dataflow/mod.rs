@@ -2,15 +2,18 @@
 //!
 //! ```text
 //!  history files ─┐ (time 0)                          ┌─► customers ─► top, customer_count
-//!                 ├─► updates ─► upsert ─► [filter] ──┼─► categories, hourly, overall
-//!  Kafka polls ───┘ (time 1, 2, …)                    │
+//!                 ├─► updates ─► upsert ─┬► [filter] ─┼─► categories, hourly, overall
+//!  Kafka polls ───┘ (time 1, 2, …)       │            │
+//!  snapshot shard (time 0) ─► restored ──┘            │
 //!  refused records ───────────────────────────────────┴─► dead_letters
 //! ```
 //!
 //! Every worker owns one input for updates and one for refused records. The history is
 //! loaded at logical time 0 (the batch layer), each Kafka poll later becomes a new time
 //! (the speed layer), and the serving layer reads the arrangements at any time that the
-//! probe has passed. See [`views`] for the view definitions and [`upsert`] for how
+//! probe has passed. A snapshot is loaded at time 0 too: through the upsert as updates, or,
+//! when each worker reads the shard it wrote, straight into its version table, its live
+//! transactions entering beside the upsert's output ([`Dataflow::restored`]). See [`views`] for the view definitions and [`upsert`] for how
 //! corrections and deletes become retractions.
 
 pub mod aggregate;

@@ -51,6 +51,18 @@ impl ByChanges {
         keyed.then(|| ByChanges::Created { id: def.id, columns: def.columns().into_iter().map(|(n, _)| n).collect() })
     }
 
+    /// Whether view `name` is still the one this was made of (not dropped, nor dropped and
+    /// created again under its name).
+    pub fn is_current(&self, serving: &Serving, name: &str) -> bool {
+        match self {
+            ByChanges::Customers => true,
+            ByChanges::Created { id, .. } => {
+                let catalog = serving.catalog().lock().unwrap_or_else(|p| p.into_inner());
+                catalog.get(name).is_some_and(|def| def.id == *id)
+            }
+        }
+    }
+
     /// What the workers read: the changes after `since`.
     pub fn scope(&self, since: Time) -> ReadScope {
         match self {

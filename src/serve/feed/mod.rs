@@ -436,7 +436,8 @@ impl Feeds {
             } else {
                 unwatched_since = None;
             }
-            if self.engine.view_key(&pump.view).is_err() {
+            let gone = by_changes.as_ref().is_some_and(|by| !by.is_current(&self.serving, &pump.view));
+            if gone || self.engine.view_key(&pump.view).is_err() {
                 self.end(&pump, Some(format!("view {:?} was dropped", pump.view))).await;
                 return;
             }
