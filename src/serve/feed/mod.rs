@@ -3,7 +3,7 @@
 //!
 //! One *pump* per view watches it for every subscriber of that view: it reads the view (through
 //! the SQL engine, like any reader; a view kept per key only by the keys that changed, see
-//! [`changes`]) whenever the input offsets have moved — looked at every
+//! `feed/changes.rs`) whenever the input offsets have moved — looked at every
 //! 2 ms while this process reads messages, every 100 ms otherwise — and the difference
 //! between its last reading and the new one is the next event. A subscriber starts from the
 //! pump's current rows (the snapshot) and then receives every event after it, so that folding
