@@ -141,7 +141,18 @@ pub fn feed_with(
     steps: &[u8],
     between: &mut dyn FnMut(&mut timely::worker::Worker, &mut Dataflow, usize),
 ) -> Time {
-    let mut offsets = [0i64; 3];
+    feed_from(worker, pipeline, batches, steps, [0; 3], between)
+}
+
+/// As [`feed_with`], the partitions' offsets starting at `offsets` (messages read before).
+pub fn feed_from(
+    worker: &mut timely::worker::Worker,
+    pipeline: &mut Dataflow,
+    batches: &[Vec<Message>],
+    steps: &[u8],
+    mut offsets: [i64; 3],
+    between: &mut dyn FnMut(&mut timely::worker::Worker, &mut Dataflow, usize),
+) -> Time {
     for (i, batch) in std::iter::once(&Vec::new()).chain(batches.iter()).enumerate() {
         for m in batch {
             let offset = offsets[m.partition as usize];
