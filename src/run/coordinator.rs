@@ -24,7 +24,8 @@ use crate::control::Control;
 use crate::dataflow::Time;
 use crate::reading::ReadScope;
 use crate::serve::serving::{Answering, ReadRequest, Reply, Request};
-use crate::sql::views::ViewDef;
+use crate::sql::relation::Relation;
+use crate::sql::views::{ViewBody, ViewDef};
 
 /// How often the coordinator lets the traces compact.
 const COMPACT_EVERY: Duration = Duration::from_millis(100);
@@ -57,6 +58,8 @@ pub struct Coordinator {
     /// Views created at run time being installed: id → workers that have not filled their
     /// part yet. Reads of those views wait; reads of every other view go on meanwhile.
     installing: std::collections::BTreeMap<u64, usize>,
+    /// A view over a view's rows → that view: a read of it waits while its base fills.
+    bases: std::collections::BTreeMap<u64, u64>,
 }
 
 /// Worker 0's view of the snapshots.
@@ -109,6 +112,7 @@ impl Coordinator {
             partitions_taken: (0, 0),
             reads_from: None,
             installing: Default::default(),
+            bases: Default::default(),
         }
     }
 
@@ -124,8 +128,29 @@ impl Coordinator {
     /// time going to `reply`.
     pub fn restore(&mut self, control: &mut Control<Order, Answer>, answering: &Answering, def: ViewDef, reply: Reply) {
         let id = self.next_request(answering, reply);
-        self.installing.insert(def.id, self.workers);
+        self.installing(&def);
         control.order(Order::Install { id, def: Box::new(def) });
+    }
+
+    /// Notes that `def` is being installed: every worker is to fill its part.
+    fn installing(&mut self, def: &ViewDef) {
+        self.installing.insert(def.id, self.workers);
+        if let ViewBody::Filter { base: Relation::View(base), .. } = def.body {
+            self.bases.insert(def.id, base);
+        }
+    }
+
+    /// Whether view `view`, or a view it shows the rows of, is being filled.
+    fn filling(&self, mut view: u64) -> bool {
+        loop {
+            if self.installing.contains_key(&view) {
+                return true;
+            }
+            match self.bases.get(&view) {
+                Some(base) => view = *base,
+                None => return false,
+            }
+        }
     }
 
     /// Orders a read of `scope` at `time` from every worker; their parts go to `reply`.
@@ -270,12 +295,13 @@ impl Coordinator {
             match request.what {
                 Request::Install(def) => {
                     let id = self.next_request(answering, request.reply);
-                    self.installing.insert(def.id, self.workers);
+                    self.installing(&def);
                     control.order(Order::Install { id, def });
                 }
                 Request::Drop(view) => {
                     // A view dropped while it fills: no worker will say it is filled.
                     self.installing.remove(&view);
+                    self.bases.remove(&view);
                     let id = self.next_request(answering, request.reply);
                     control.order(Order::DropView { id, view });
                 }
@@ -286,7 +312,7 @@ impl Coordinator {
         if self.reads_from.is_some_and(|from| complete >= from) {
             for request in std::mem::take(&mut self.waiting) {
                 let Request::Read(scope) = request.what else { unreachable!("only reads wait") };
-                if scope.created_views().iter().any(|view| self.installing.contains_key(view)) {
+                if scope.created_views().into_iter().any(|view| self.filling(view)) {
                     self.waiting.push(ReadRequest { what: Request::Read(scope), reply: request.reply });
                     continue;
                 }
@@ -501,8 +527,7 @@ mod tests {
     #[test]
     fn a_view_being_filled_holds_up_only_the_reads_of_that_view() {
         use crate::sql::plan::{plan, Plan, Scan, Seek};
-        use crate::sql::relation::Relation;
-        use crate::sql::views::{body, ViewDef};
+        use crate::sql::views::body;
         let Plan::Select(select) = plan("SELECT customer, count(*) FROM transactions GROUP BY customer").unwrap()
         else {
             panic!("a select")
@@ -516,6 +541,7 @@ mod tests {
             keep: None,
             needed: None,
         };
+        let of_base_scan = scan.clone();
         let of_view = ReadScope::Query { scan: Box::new(scan), topic: "t".into(), max_rows: 10, budget_ms: 1000 };
         two_workers(
             400,
@@ -534,6 +560,19 @@ mod tests {
                 }
                 let held = serving.read(of_view, Duration::from_millis(300));
                 assert!(held.is_err(), "a read of the view waits until it is filled: {held:?}");
+                // A view over its rows is installed at once, but a read of it waits for its
+                // base — in the coordinator, not in the workers' order, where it would hold
+                // up every read after it.
+                let columns = vec![("customer".to_owned(), 0)];
+                let body = ViewBody::Filter { base: Relation::View(77), filter: None, columns };
+                let over = ViewDef { id: 78, name: "over".into(), sql: String::new(), body };
+                serving.install(over, Duration::from_secs(10)).expect("installed at once");
+                let scan = Scan { relation: Relation::View(78), ..of_base_scan.clone() };
+                let of_over =
+                    ReadScope::Query { scan: Box::new(scan), topic: "t".into(), max_rows: 10, budget_ms: 1000 };
+                assert!(serving.read(of_over, Duration::from_millis(300)).is_err(), "waits for its base");
+                let after = serving.read(ReadScope::Totals, Duration::from_secs(10));
+                assert!(after.is_ok(), "reads after it are not held up: {after:?}");
             },
         );
     }
