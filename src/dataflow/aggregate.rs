@@ -136,7 +136,9 @@ impl Amounts {
     /// Sorts the log, merges equal amounts, drops those none holds any more, and reads the
     /// extremes from its ends.
     fn consolidate(&mut self) {
-        self.log.sort_unstable_by_key(|(cents, _)| *cents);
+        // A stable sort finds the consolidated prefix already in order and merges the rest
+        // into it, where an unstable one would sort the whole log again.
+        self.log.sort_by_key(|(cents, _)| *cents);
         self.log.dedup_by(|next, kept| {
             next.0 == kept.0 && {
                 kept.1 += next.1;
