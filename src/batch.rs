@@ -30,6 +30,15 @@ use crate::state::Snapshot;
 /// instead of piling up in the input.
 const STEP_EVERY: usize = 4096;
 
+/// Counts a record in, and every [`STEP_EVERY`] records lets the dataflow run.
+fn step_now_and_then(since_step: &mut usize, worker: &mut Worker, pipeline: &mut Dataflow) {
+    *since_step += 1;
+    if *since_step == STEP_EVERY {
+        *since_step = 0;
+        pipeline.step(worker);
+    }
+}
+
 /// State shared by the workers of one process while they load.
 #[derive(Default)]
 pub struct LoadShared {
@@ -103,11 +112,7 @@ pub fn load_snapshot(
                 let stored = Stored { time, ..stored };
                 if let Some(txn) = latest.borrow_mut().restore(identity, stored) {
                     pipeline.restored(txn);
-                    since_step += 1;
-                    if since_step == STEP_EVERY {
-                        since_step = 0;
-                        pipeline.step(worker);
-                    }
+                    step_now_and_then(&mut since_step, worker, pipeline);
                 }
             },
         )?;
@@ -116,11 +121,7 @@ pub fn load_snapshot(
         for shard in (0..snapshot.shards()).filter(|s| s % readers == index) {
             counts.records += decode(snapshot.shard(shard), &mut |_time, update| {
                 pipeline.updates.send(update);
-                since_step += 1;
-                if since_step == STEP_EVERY {
-                    since_step = 0;
-                    pipeline.step(worker);
-                }
+                step_now_and_then(&mut since_step, worker, pipeline);
             })?;
         }
     }
@@ -170,11 +171,7 @@ pub fn load_history(
                     }
                 }
             }
-            since_step += 1;
-            if since_step == STEP_EVERY {
-                since_step = 0;
-                pipeline.step(worker);
-            }
+            step_now_and_then(&mut since_step, worker, pipeline);
             if shared.stop.load(Ordering::Relaxed) {
                 ControlFlow::Break(())
             } else {

@@ -235,7 +235,8 @@ struct Totals {
 
 /// Sums by UTC hour: a dense array over the span of hours seen (a year of history is 8,760
 /// of them, ~280 KB), with the hours touched at the open time listed; hours beyond
-/// [`HourSums::SPAN`] of the others go to a hash map. Why not the map alone: looking an hour
+/// [`HourSums::SPAN`] of the others go to a hash map (an hour may come out of both in one
+/// drain, once the array has grown to reach it: the arrangement sums the two). Why not the map alone: looking an hour
 /// up was the totals' main cost (the bucket compare missing the cache), and an array index
 /// needs no hash, no probe and no key to compare.
 #[derive(Default)]

@@ -128,12 +128,12 @@ impl Coordinator {
     /// time going to `reply`.
     pub fn restore(&mut self, control: &mut Control<Order, Answer>, answering: &Answering, def: ViewDef, reply: Reply) {
         let id = self.next_request(answering, reply);
-        self.installing(&def);
+        self.note_install(&def);
         control.order(Order::Install { id, def: Box::new(def) });
     }
 
     /// Notes that `def` is being installed: every worker is to fill its part.
-    fn installing(&mut self, def: &ViewDef) {
+    fn note_install(&mut self, def: &ViewDef) {
         self.installing.insert(def.id, self.workers);
         if let ViewBody::Filter { base: Relation::View(base), .. } = def.body {
             self.bases.insert(def.id, base);
@@ -295,7 +295,7 @@ impl Coordinator {
             match request.what {
                 Request::Install(def) => {
                     let id = self.next_request(answering, request.reply);
-                    self.installing(&def);
+                    self.note_install(&def);
                     control.order(Order::Install { id, def });
                 }
                 Request::Drop(view) => {

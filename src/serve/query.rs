@@ -73,11 +73,7 @@ fn read_scope(views: &mut ViewTraces, time: Time, scope: &ReadScope) -> Reading 
         }
         ReadScope::Top { k } => Reading { top: read_top(&mut views.top, time, *k), ..offsets },
         ReadScope::CustomerChanges { since } => {
-            let changed = changed_keys(&mut views.customers, *since, time);
-            let customers = changed
-                .iter()
-                .filter_map(|name| read_value_of(&mut views.customers, name, time).map(|row| (name.clone(), row)))
-                .collect();
+            let (changed, customers) = changed_values(&mut views.customers, *since, time);
             Reading { customers, changed, ..offsets }
         }
         ReadScope::Totals => Reading {
@@ -195,6 +191,22 @@ where
         cursor.step_key(&storage);
     }
     keys
+}
+
+/// The keys changed after `since` (see [`changed_keys`]) and the values at `time` of those
+/// present then.
+pub fn changed_values<K, V>(
+    trace: &mut TraceAgent<ValSpine<K, V, Time, isize>>,
+    since: Time,
+    time: Time,
+) -> (Vec<K>, Vec<(K, V)>)
+where
+    K: Ord + Clone + 'static,
+    V: Ord + Clone + 'static,
+{
+    let changed = changed_keys(trace, since, time);
+    let present = changed.iter().filter_map(|k| read_value_of(trace, k, time).map(|v| (k.clone(), v))).collect();
+    (changed, present)
 }
 
 /// The value of the cursor's current key that is present at `time` (traces written by the

@@ -68,17 +68,8 @@ pub fn view_changes(
     let view = dataflow.created.get_mut(id).ok_or_else(gone)?;
     let (def, kept) = (&view.def, view.kept.as_mut().ok_or_else(gone)?);
     check_view(&def.name, &mut kept.trace, time)?;
-    let changed = crate::serve::query::changed_keys(&mut kept.trace, since, time);
-    let mut rows = Vec::new();
-    for key in &changed {
-        for_each_value_from(&mut kept.trace, Some(key), time, |at, row| {
-            if at != key {
-                return ControlFlow::Break(());
-            }
-            rows.extend(def.row(at, &row));
-            ControlFlow::Continue(())
-        });
-    }
+    let (changed, present) = crate::serve::query::changed_values(&mut kept.trace, since, time);
+    let rows = present.iter().filter_map(|(key, row)| def.row(key, row)).collect();
     Ok((rows, changed))
 }
 

@@ -16,14 +16,15 @@
 //! what changed, not to the view.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{Row, Rows};
+use super::{add_row, Rows};
 use crate::dataflow::Time;
 use crate::reading::{ReadScope, Reading};
 use crate::serve::Serving;
+use crate::sql::relation::Relation;
+use crate::sql::scan::customer_row;
 use crate::sql::views::ViewBody;
 
 /// A view that can be read by its changes, and its columns.
@@ -75,34 +76,22 @@ impl ByChanges {
     /// keys, plus the rows present now (each with its key, column `key` of the row). The
     /// changes are taken out of `reading`, which keeps its time and offsets.
     pub fn apply(&self, reading: &mut Reading, rows: &Rows, key: Option<usize>) -> Rows {
-        let (changed, present): (HashSet<String>, Vec<Vec<Value>>) = match self {
+        let (changed, present, columns): (HashSet<String>, Vec<Vec<Value>>, Vec<&str>) = match self {
             ByChanges::Customers => (
                 reading.changed.drain(..).map(|name| Value::String(name).to_string()).collect(),
-                reading
-                    .customers
-                    .drain(..)
-                    .map(|(name, row)| json_row(&crate::sql::scan::customer_row(&name, &row)))
-                    .collect(),
+                reading.customers.drain(..).map(|(name, row)| json_row(&customer_row(&name, &row))).collect(),
+                Relation::Customers.columns().iter().map(|(n, _)| *n).collect(),
             ),
-            ByChanges::Created { .. } => (
+            ByChanges::Created { columns, .. } => (
                 reading.changed_keys.drain(..).map(|k| k.to_json().to_string()).collect(),
                 reading.rows.drain(..).map(|row| json_row(&row)).collect(),
+                columns.iter().map(String::as_str).collect(),
             ),
-        };
-        let columns: Vec<&str> = match self {
-            ByChanges::Customers => {
-                crate::sql::relation::Relation::Customers.columns().iter().map(|(n, _)| *n).collect()
-            }
-            ByChanges::Created { columns, .. } => columns.iter().map(String::as_str).collect(),
         };
         let mut rows = rows.clone();
         rows.retain(|_, (row, _)| !row.key.as_ref().is_some_and(|k| changed.contains(&k.to_string())));
         for cells in present {
-            let values: Map<String, Value> =
-                columns.iter().zip(&cells).map(|(n, v)| ((*n).to_owned(), v.clone())).collect();
-            let text = Value::Object(values.clone()).to_string();
-            let key = key.and_then(|k| cells.get(k)).cloned();
-            rows.entry(text).or_insert_with(|| (Arc::new(Row { key, values }), 0)).1 += 1;
+            add_row(&mut rows, &columns, cells, key);
         }
         rows
     }

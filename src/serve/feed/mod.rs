@@ -259,6 +259,14 @@ struct Pump {
 /// A view's rows: the row as JSON text → (the row, how many times it is there).
 type Rows = BTreeMap<String, (Arc<Row>, i64)>;
 
+/// Adds a row (its cells as JSON, named by `columns`; its key the cell `key`) to `rows`.
+fn add_row(rows: &mut Rows, columns: &[&str], cells: Vec<Value>, key: Option<usize>) {
+    let key = key.and_then(|k| cells.get(k)).cloned();
+    let values: Map<String, Value> = columns.iter().map(|c| (*c).to_owned()).zip(cells).collect();
+    let text = Value::Object(values.clone()).to_string();
+    rows.entry(text).or_insert_with(|| (Arc::new(Row { key, values }), 0)).1 += 1;
+}
+
 struct PumpState {
     time: Time,
     offsets: Value,
@@ -390,12 +398,9 @@ impl Feeds {
         let mut reading = answer.reading.clone().expect("a SELECT reads the views");
         reading.rows.clear();
         let mut rows = Rows::new();
+        let columns: Vec<&str> = answer.columns.iter().map(|c| c.name.as_str()).collect();
         for row in &answer.rows {
-            let values: Map<String, Value> =
-                answer.columns.iter().zip(row).map(|(c, v)| (c.name.clone(), v.to_json())).collect();
-            let text = Value::Object(values.clone()).to_string();
-            let key = key.and_then(|k| row.get(k)).map(crate::sql::value::Value::to_json);
-            rows.entry(text).or_insert_with(|| (Arc::new(Row { key, values }), 0)).1 += 1;
+            add_row(&mut rows, &columns, row.iter().map(crate::sql::value::Value::to_json).collect(), key);
         }
         Ok((reading, rows))
     }
