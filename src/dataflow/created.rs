@@ -349,7 +349,7 @@ mod tests {
             let mut rows = vec![from];
             for t in 0..3 {
                 let mut n = 0;
-                crate::serve::query::for_each_value_from(trace, None, t, |_, r| {
+                crate::serve::cursors::for_each_value_from(trace, None, t, |_, r| {
                     n += r.count;
                     std::ops::ControlFlow::Continue(())
                 });

@@ -10,6 +10,7 @@
 //! - [`sink`]: Kafka sinks, a view's changes as upserts and tombstones.
 
 pub mod bound;
+pub mod cursors;
 pub mod feed;
 pub mod http;
 pub mod metrics;

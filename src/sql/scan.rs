@@ -23,7 +23,7 @@ use crate::dataflow::views::ViewTraces;
 use crate::dataflow::Dataflow;
 use crate::dataflow::Time;
 use crate::event::Identity;
-use crate::serve::query::{for_each_value_from, read_sums, read_value_of, read_values};
+use crate::serve::cursors::{changed_values, for_each_value_from, read_sums, read_value_of, read_values};
 use crate::serve::serving::ReadError;
 
 /// What one worker may spend on a query.
@@ -68,7 +68,7 @@ pub fn view_changes(
     let view = dataflow.created.get_mut(id).ok_or_else(gone)?;
     let (def, kept) = (&view.def, view.kept.as_mut().ok_or_else(gone)?);
     check_view(&def.name, &mut kept.trace, time)?;
-    let (changed, present) = crate::serve::query::changed_values(&mut kept.trace, since, time);
+    let (changed, present) = changed_values(&mut kept.trace, since, time);
     let rows = present.iter().filter_map(|(key, row)| def.row(key, row)).collect();
     Ok((rows, changed))
 }
