@@ -24,8 +24,32 @@ use std::hash::BuildHasher;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
-use super::versions::{CompactTxn, Stored};
+use super::Time;
 use crate::event::{IdRef, Position};
+
+/// One identity's latest version, as the table keeps it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// The logical time it was admitted at.
+    pub time: Time,
+    /// Where it came from.
+    pub position: Position,
+    /// The transaction, or `None` once deleted (a tombstone).
+    pub txn: Option<CompactTxn>,
+}
+
+/// A transaction whose names are catalog numbers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CompactTxn {
+    /// The amount in cents.
+    pub cents: i64,
+    /// Its event time in seconds since the epoch, if any.
+    pub ts: Option<i64>,
+    /// The customer's name number.
+    pub customer: u32,
+    /// The category's name number; [`super::versions::Catalog::NONE`] for no category.
+    pub category: u32,
+}
 
 /// Identity → [`Stored`] (see the module docs).
 #[derive(Clone, Default)]

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::id_table::IdTable;
+pub use super::id_table::{CompactTxn, Stored};
 use super::{FastMap, Time};
 use crate::event::{IdRef, Identity, Position, Txn};
 
@@ -363,30 +364,6 @@ impl VersionStore {
 
 /// The live versions held by one worker, shared with whoever needs to read them.
 pub type LatestVersions = Rc<RefCell<VersionStore>>;
-
-/// One identity's latest version, as the table keeps it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Stored {
-    /// The logical time it was admitted at.
-    pub time: Time,
-    /// Where it came from.
-    pub position: Position,
-    /// The transaction, or `None` once deleted (a tombstone).
-    pub txn: Option<CompactTxn>,
-}
-
-/// A transaction whose names are catalog numbers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct CompactTxn {
-    /// The amount in cents.
-    pub cents: i64,
-    /// Its event time in seconds since the epoch, if any.
-    pub ts: Option<i64>,
-    /// The customer's name number.
-    pub customer: u32,
-    /// The category's name number; [`Catalog::NONE`] for no category.
-    pub category: u32,
-}
 
 /// Names by number and numbers by name.
 #[derive(Clone, Default)]
