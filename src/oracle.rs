@@ -157,8 +157,9 @@ impl Oracle {
         reading: &Reading,
         topic: &str,
     ) -> Result<Vec<CreatedRows>, String> {
+        use crate::sql::catalog::Catalog;
         use crate::sql::plan::{plan_in, Plan};
-        use crate::sql::views::{next_id, register, Catalog, ViewBody, ViewDef};
+        use crate::sql::views::{next_id, register, ViewBody, ViewDef};
         let mut catalog = Catalog::default();
         let mut computed: BTreeMap<String, Vec<Vec<Value>>> = BTreeMap::new();
         let mut out = Vec::new();

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataflow::rows::{customer_owner, CustomerRow, Dimension};
 use crate::dataflow::stats::Stats;
+use crate::dataflow::views::Unreadable;
 use crate::dataflow::Time;
 use crate::event::Reason;
 
@@ -261,5 +262,59 @@ impl Reading {
     /// The `hourly` rows from hour `from` to hour `to`, both included when given.
     pub fn hourly_between(&self, from: Option<i64>, to: Option<i64>) -> impl Iterator<Item = &(i64, Stats)> + '_ {
         self.hourly.iter().filter(move |(h, _)| from.is_none_or(|f| *h >= f) && to.is_none_or(|t| *h <= t))
+    }
+}
+
+/// Why a read has no answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ReadError {
+    /// The workers did not answer within the time given.
+    #[error("the pipeline did not answer in time")]
+    Timeout,
+    /// The pipeline has stopped (or is stopping) and answers no more reads.
+    #[error("the pipeline has stopped")]
+    Stopped,
+    /// A view had already forgotten the distinctions between times before the read's time.
+    #[error("the {view} view cannot be read at time {time}: it is compacted up to {since}")]
+    Compacted {
+        /// The view.
+        view: String,
+        /// The time asked for.
+        time: Time,
+        /// Its compaction frontier.
+        since: Time,
+    },
+    /// A worker gave up a query's scan after its time budget, so that a slow query does not
+    /// hold the worker (its ingest, the other readers, compaction) for longer.
+    #[error("canceling statement: it took longer than {budget_ms} ms")]
+    TooSlow {
+        /// The budget, in milliseconds.
+        budget_ms: u64,
+    },
+    /// A query would return more rows than allowed.
+    #[error("the query would return more than {limit} rows; narrow it with WHERE or LIMIT")]
+    TooManyRows {
+        /// The most rows a query may return.
+        limit: usize,
+    },
+    /// A view was not complete through the read's time.
+    #[error("the {view} view is not complete at time {time} (only below {upper})")]
+    Incomplete {
+        /// The view.
+        view: String,
+        /// The time asked for.
+        time: Time,
+        /// Its upper frontier.
+        upper: Time,
+    },
+}
+
+impl ReadError {
+    /// The error for a view found unreadable at `time`.
+    pub fn unreadable(why: Unreadable, time: Time) -> Self {
+        match why {
+            Unreadable::Compacted { view, since } => ReadError::Compacted { view: view.into(), time, since },
+            Unreadable::Incomplete { view, upper } => ReadError::Incomplete { view: view.into(), time, upper },
+        }
     }
 }

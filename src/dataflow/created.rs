@@ -318,13 +318,14 @@ pub fn transaction_row(txn: &Txn) -> Vec<Value> {
 mod tests {
     use super::*;
     use crate::event::{Identity, Position, Update};
+    use crate::sql::plan::view_body;
     use crate::sql::plan::{plan, Plan};
-    use crate::sql::views::{body, ViewDef};
+    use crate::sql::views::ViewDef;
 
     #[test]
     fn a_view_created_early_holds_later_changes_at_their_times() {
         let Plan::Select(select) = plan("SELECT count(*), sum(amount) FROM transactions").unwrap() else { panic!() };
-        let def = ViewDef { id: 9_001, name: "early".into(), sql: String::new(), body: body(&select).unwrap() };
+        let def = ViewDef { id: 9_001, name: "early".into(), sql: String::new(), body: view_body(&select).unwrap() };
         let rows = timely::execute_directly(move |worker| {
             let mut dataflow = crate::dataflow::Dataflow::build(worker, None);
             dataflow.advance_to(1);

@@ -526,13 +526,13 @@ mod tests {
 
     #[test]
     fn a_view_being_filled_holds_up_only_the_reads_of_that_view() {
+        use crate::sql::plan::view_body;
         use crate::sql::plan::{plan, Plan, Scan, Seek};
-        use crate::sql::views::body;
         let Plan::Select(select) = plan("SELECT customer, count(*) FROM transactions GROUP BY customer").unwrap()
         else {
             panic!("a select")
         };
-        let def = ViewDef { id: 77, name: "filling".into(), sql: String::new(), body: body(&select).unwrap() };
+        let def = ViewDef { id: 77, name: "filling".into(), sql: String::new(), body: view_body(&select).unwrap() };
         let scan = Scan {
             relation: Relation::View(77),
             seek: Seek::Scan,

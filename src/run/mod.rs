@@ -181,7 +181,7 @@ struct Shared {
     /// Views created in an earlier run, to install again before any read.
     restore: Mutex<Vec<crate::sql::views::ViewDef>>,
     /// The views created at run time (process 0's).
-    catalog: Arc<Mutex<crate::sql::views::Catalog>>,
+    catalog: Arc<Mutex<crate::sql::catalog::Catalog>>,
     /// When the workers move the logical time on.
     ticker: ticker::Ticker,
 }
@@ -344,7 +344,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     // Views created at run time: process 0 keeps their definitions (in the state directory
     // too) and orders them installed at start; the other processes learn them by the orders.
     let dir = settings.state.dir.as_deref().filter(|_| settings.dataflow.process == 0);
-    let catalog = Arc::new(Mutex::new(crate::sql::views::Catalog::open(dir)?));
+    let catalog = Arc::new(Mutex::new(crate::sql::catalog::Catalog::open(dir)?));
     let restore: Vec<crate::sql::views::ViewDef> =
         catalog.lock().unwrap_or_else(|p| p.into_inner()).all().map(|(d, _)| d.clone()).collect();
     if !restore.is_empty() {

@@ -9,9 +9,9 @@
 use crate::dataflow::views::ViewTraces;
 use crate::dataflow::Dataflow;
 use crate::dataflow::Time;
+use crate::reading::ReadError;
 use crate::reading::{ReadScope, Reading};
 use crate::serve::cursors::{changed_values, read_sums, read_top, read_value_of, read_values, read_values_after};
-use crate::serve::serving::ReadError;
 
 /// Reads this worker's share of what `scope` covers, as of `time`, once sure the read is
 /// exact (see the module docs). `versions` are this worker's live versions (for the

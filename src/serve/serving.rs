@@ -17,68 +17,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use crate::dataflow::views::Unreadable;
 use crate::dataflow::Time;
+pub use crate::reading::ReadError;
 use crate::reading::{CreatedRows, ReadScope, Reading};
 use crate::serve::metrics::Metrics;
+use crate::sql::finish::{finish, Limits};
 use crate::sql::plan::Select;
 use crate::sql::views::ViewDef;
-
-/// Why a read has no answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum ReadError {
-    /// The workers did not answer within the time given.
-    #[error("the pipeline did not answer in time")]
-    Timeout,
-    /// The pipeline has stopped (or is stopping) and answers no more reads.
-    #[error("the pipeline has stopped")]
-    Stopped,
-    /// A view had already forgotten the distinctions between times before the read's time.
-    #[error("the {view} view cannot be read at time {time}: it is compacted up to {since}")]
-    Compacted {
-        /// The view.
-        view: String,
-        /// The time asked for.
-        time: Time,
-        /// Its compaction frontier.
-        since: Time,
-    },
-    /// A worker gave up a query's scan after its time budget, so that a slow query does not
-    /// hold the worker (its ingest, the other readers, compaction) for longer.
-    #[error("canceling statement: it took longer than {budget_ms} ms")]
-    TooSlow {
-        /// The budget, in milliseconds.
-        budget_ms: u64,
-    },
-    /// A query would return more rows than allowed.
-    #[error("the query would return more than {limit} rows; narrow it with WHERE or LIMIT")]
-    TooManyRows {
-        /// The most rows a query may return.
-        limit: usize,
-    },
-    /// A view was not complete through the read's time.
-    #[error("the {view} view is not complete at time {time} (only below {upper})")]
-    Incomplete {
-        /// The view.
-        view: String,
-        /// The time asked for.
-        time: Time,
-        /// Its upper frontier.
-        upper: Time,
-    },
-}
-
-impl ReadError {
-    /// The error for a view found unreadable at `time`.
-    pub fn unreadable(why: Unreadable, time: Time) -> Self {
-        match why {
-            Unreadable::Compacted { view, since } => ReadError::Compacted { view: view.into(), time, since },
-            Unreadable::Incomplete { view, upper } => ReadError::Incomplete { view: view.into(), time, upper },
-        }
-    }
-}
 
 /// One worker's share of a read, or why it has none.
 pub type Part = Result<Reading, ReadError>;
@@ -180,7 +125,7 @@ pub struct Serving {
     workers: usize,
     worker_0: Arc<Waker>,
     metrics: Arc<Metrics>,
-    catalog: Arc<Mutex<crate::sql::views::Catalog>>,
+    catalog: Arc<Mutex<crate::sql::catalog::Catalog>>,
     first: Arc<std::sync::OnceLock<Reading>>,
 }
 
@@ -205,13 +150,13 @@ impl Serving {
     }
 
     /// The same handle over `catalog`: the views created at run time.
-    pub fn with_catalog(mut self, catalog: Arc<Mutex<crate::sql::views::Catalog>>) -> Serving {
+    pub fn with_catalog(mut self, catalog: Arc<Mutex<crate::sql::catalog::Catalog>>) -> Serving {
         self.catalog = catalog;
         self
     }
 
     /// The views created at run time.
-    pub fn catalog(&self) -> &Arc<Mutex<crate::sql::views::Catalog>> {
+    pub fn catalog(&self) -> &Arc<Mutex<crate::sql::catalog::Catalog>> {
         &self.catalog
     }
 
@@ -238,7 +183,7 @@ impl Serving {
             .all()
             .filter_map(|(def, _)| {
                 let statement = format!("SELECT * FROM \"{}\"", def.name);
-                match crate::sql::plan::plan_in(&statement, &catalog) {
+                match crate::sql::plan::plan_in(&statement, &*catalog) {
                     Ok(crate::sql::plan::Plan::Select(select)) => Some((def.clone(), *select)),
                     _ => None,
                 }
@@ -337,10 +282,10 @@ impl Serving {
 /// Finishes each created view's parts (merged from the workers) into its rows.
 fn finish_created(mut reading: Reading, selects: &[(ViewDef, Select)]) -> Reading {
     let parts = std::mem::take(&mut reading.created_parts);
-    let limits = crate::sql::Limits { max_rows: usize::MAX, timeout: Duration::MAX };
+    let limits = Limits { max_rows: usize::MAX, timeout: Duration::MAX };
     for ((def, select), parts) in selects.iter().zip(parts) {
         // Without a row limit, finishing cannot fail.
-        let Ok((columns, rows)) = crate::sql::finish(select, parts, limits) else { continue };
+        let Ok((columns, rows)) = finish(select, parts, limits) else { continue };
         reading.created.push(CreatedRows {
             name: def.name.clone(),
             definition: def.sql.clone(),

@@ -19,8 +19,11 @@
 //! unknown column, 42803 grouping, 42804 and 42883 types, 0A000 unsupported, 54000 too many
 //! rows, 57014 timeout.
 
+pub mod catalog;
+pub mod error;
 pub mod explain;
 pub mod expr;
+pub mod finish;
 pub mod plan;
 pub mod relation;
 pub mod scan;
@@ -30,85 +33,15 @@ pub mod views;
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::dataflow::Time;
 use crate::reading::{ReadScope, Reading};
 use crate::serve::bound::{self, Session, WaitError};
-use crate::serve::serving::{ReadError, Serving};
+use crate::serve::serving::Serving;
+pub use error::SqlError;
+pub use finish::{finish, Column, Limits};
 use plan::{Plan, Select};
 use relation::Relation;
 use value::{Type, Value};
-
-/// A statement that cannot be answered, with its SQLSTATE.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{message}")]
-pub struct SqlError {
-    /// The SQLSTATE code (e.g. `42601`).
-    pub code: &'static str,
-    /// What is wrong.
-    pub message: String,
-    /// Where in the statement (from 1, in characters), for syntax errors.
-    pub position: Option<usize>,
-}
-
-impl SqlError {
-    /// An error with `code` and `message`.
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        SqlError { code, message: message.into(), position: None }
-    }
-
-    /// A syntax error (42601), at `position` if known.
-    pub fn syntax(message: impl Into<String>, position: Option<usize>) -> Self {
-        SqlError { code: "42601", message: message.into(), position }
-    }
-
-    /// Something SQL can say that this engine does not do (0A000), naming it.
-    pub fn unsupported(what: impl Into<String>) -> Self {
-        SqlError::new("0A000", format!("not supported: {}", what.into()))
-    }
-
-    /// A parser error, with its place turned into a position in `text`.
-    pub fn parse(error: sqlparser::parser::ParserError, text: &str) -> Self {
-        let message = error.to_string();
-        let number = |label: &str| -> Option<usize> {
-            let at = message.find(label)? + label.len();
-            message[at..].trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-        };
-        let position = match (number("Line:"), number("Column:")) {
-            (Some(line), Some(column)) => {
-                let before: usize = text.split('\n').take(line.saturating_sub(1)).map(|l| l.chars().count() + 1).sum();
-                Some(before + column)
-            }
-            _ => None,
-        };
-        let message = message.trim_start_matches("sql parser error: ").to_owned();
-        SqlError::syntax(message, position)
-    }
-
-    fn from_read(error: ReadError) -> Self {
-        match error {
-            ReadError::TooManyRows { .. } => SqlError::new("54000", error.to_string()),
-            ReadError::Timeout => SqlError::new("57014", format!("canceling statement: {error}")),
-            ReadError::TooSlow { .. } => SqlError::new("57014", error.to_string()),
-            other => SqlError::new("55000", other.to_string()),
-        }
-    }
-}
-
-/// A column of an answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Column {
-    /// Its name.
-    pub name: String,
-    /// Its type.
-    #[serde(rename = "type", serialize_with = "type_name")]
-    pub ty: Type,
-}
-
-fn type_name<S: serde::Serializer>(ty: &Type, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(ty.name())
-}
 
 /// The column a row of `relation` is looked up by, if any.
 fn lookup_key(relation: Relation) -> Option<usize> {
@@ -135,21 +68,6 @@ impl Answer {
     /// The answer's logical time, if it read the views.
     pub fn time(&self) -> Option<Time> {
         self.reading.as_ref().map(|r| r.time)
-    }
-}
-
-/// Limits on what one query may do.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// The most rows a query may return (or a worker send).
-    pub max_rows: usize,
-    /// How long a query may take.
-    pub timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { max_rows: 100_000, timeout: Duration::from_secs(10) }
     }
 }
 
@@ -314,10 +232,10 @@ impl Engine {
     /// Plans `text` with the views created so far.
     fn plan(&self, text: &str) -> Result<Plan, SqlError> {
         let catalog = self.serving.catalog().lock().unwrap_or_else(|p| p.into_inner());
-        plan::plan_in(text, &catalog)
+        plan::plan_in(text, &*catalog)
     }
 
-    fn catalog(&self) -> std::sync::MutexGuard<'_, views::Catalog> {
+    fn catalog(&self) -> std::sync::MutexGuard<'_, catalog::Catalog> {
         self.serving.catalog().lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -485,64 +403,6 @@ impl Engine {
     }
 }
 
-/// The reader's part of a query: merges the workers' rows (`parts`), then `HAVING`, `ORDER
-/// BY`, `LIMIT` and the select list.
-pub fn finish(
-    select: &Select,
-    parts: Vec<Vec<Value>>,
-    limits: Limits,
-) -> Result<(Vec<Column>, Vec<Vec<Value>>), SqlError> {
-    {
-        let scan = &select.scan;
-        let stage: Vec<Vec<Value>> = if scan::whole_in_one_worker(scan.relation) {
-            match &scan.group {
-                Some((keys, aggs)) => scan::merge_groups(parts, keys.len(), aggs),
-                None => parts,
-            }
-        } else {
-            // The workers sent raw parts of the row: add them, then filter and group here.
-            let mut steps = scan::Steps::new(scan, true, limits.max_rows);
-            for row in scan::merge_overall(parts) {
-                let _ = steps.take(&row);
-            }
-            let rows = steps.finish().map_err(SqlError::from_read)?;
-            match &scan.group {
-                Some((keys, aggs)) => scan::merge_groups(rows, keys.len(), aggs),
-                None => rows,
-            }
-        };
-        let mut stage: Vec<Vec<Value>> = match &select.having {
-            Some(having) => stage.into_iter().filter(|row| having.accepts(row)).collect(),
-            None => stage,
-        };
-        if !select.order.is_empty() {
-            let keyed = |row: &Vec<Value>| select.order.iter().map(|(e, _)| e.eval(row)).collect::<Vec<_>>();
-            let mut keyed: Vec<(Vec<Value>, Vec<Value>)> = stage.into_iter().map(|r| (keyed(&r), r)).collect();
-            keyed.sort_by(|(a, _), (b, _)| {
-                for ((x, y), (_, descending)) in a.iter().zip(b).zip(&select.order) {
-                    let ordering = if *descending { descending_cmp(x, y) } else { x.sort_cmp(y) };
-                    if ordering != std::cmp::Ordering::Equal {
-                        return ordering;
-                    }
-                }
-                std::cmp::Ordering::Equal
-            });
-            stage = keyed.into_iter().map(|(_, r)| r).collect();
-        }
-        let rows: Vec<Vec<Value>> = stage
-            .into_iter()
-            .skip(select.offset)
-            .take(select.limit.unwrap_or(usize::MAX))
-            .map(|row| select.output.iter().map(|(_, e, _)| e.eval(&row)).collect())
-            .collect();
-        if rows.len() > limits.max_rows {
-            return Err(SqlError::from_read(ReadError::TooManyRows { limit: limits.max_rows }));
-        }
-        let columns = select.output.iter().map(|(n, _, t)| Column { name: n.clone(), ty: *t }).collect();
-        Ok((columns, rows))
-    }
-}
-
 fn views_columns() -> Vec<Column> {
     let column = |name: &str, ty| Column { name: name.into(), ty };
     vec![
@@ -552,16 +412,6 @@ fn views_columns() -> Vec<Column> {
         column("created_at", Type::BigInt),
         column("rows", Type::BigInt),
     ]
-}
-
-/// `ORDER BY ... DESC`: NULLs first, as in Postgres, then larger values first.
-fn descending_cmp(a: &Value, b: &Value) -> std::cmp::Ordering {
-    match (a.is_null(), b.is_null()) {
-        (true, true) => std::cmp::Ordering::Equal,
-        (true, false) => std::cmp::Ordering::Less,
-        (false, true) => std::cmp::Ordering::Greater,
-        _ => b.compare(a).unwrap_or(std::cmp::Ordering::Equal),
-    }
 }
 
 /// An answer as a text table, as the prompt shows it.

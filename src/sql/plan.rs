@@ -12,11 +12,12 @@
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{self, SelectItem};
 
+use super::expr::Unit;
 use super::expr::{Cmp, Expr};
 use super::relation::Relation;
 use super::translate::{boolean, check_types, coerce_times, has_aggregate, Context};
 use super::value::{Type, Value};
-use super::views::Catalog;
+use super::views::{FindView, ViewBody, ViewKey};
 use super::SqlError;
 
 pub use super::expr::{Agg, AggFunc};
@@ -106,11 +107,11 @@ pub enum Plan {
 
 /// Plans one statement, over the built-in relations only.
 pub fn plan(text: &str) -> Result<Plan, SqlError> {
-    plan_in(text, &super::views::Catalog::default())
+    plan_in(text, &())
 }
 
-/// Plans one statement, with the views of `catalog`.
-pub fn plan_in(text: &str, catalog: &Catalog) -> Result<Plan, SqlError> {
+/// Plans one statement, with the views `catalog` finds by name.
+pub fn plan_in(text: &str, catalog: &impl FindView) -> Result<Plan, SqlError> {
     let trimmed = text.trim().trim_end_matches(';').trim();
     let words: Vec<String> = trimmed.split_whitespace().map(str::to_ascii_lowercase).collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
@@ -141,7 +142,7 @@ pub fn plan_in(text: &str, catalog: &Catalog) -> Result<Plan, SqlError> {
             }
             let name = create.name.to_string().trim_matches('"').to_owned();
             let select = select(&create.query, catalog)?;
-            Ok(Plan::CreateView { name, body: super::views::body(&select)?, if_not_exists: create.if_not_exists })
+            Ok(Plan::CreateView { name, body: view_body(&select)?, if_not_exists: create.if_not_exists })
         }
         ast::Statement::Drop {
             object_type: ast::ObjectType::View | ast::ObjectType::MaterializedView,
@@ -168,11 +169,11 @@ fn statement_kind(statement: &ast::Statement) -> String {
     text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 
-fn relation(name: &str, catalog: &Catalog) -> Result<Relation, SqlError> {
+fn relation(name: &str, catalog: &impl FindView) -> Result<Relation, SqlError> {
     if let Some(relation) = Relation::named(name) {
         return Ok(relation);
     }
-    match catalog.get(name) {
+    match catalog.find_view(name) {
         Some(def) => Ok(Relation::View(def.id)),
         None => {
             let known: Vec<&str> = Relation::ALL.iter().map(|r| r.name()).collect();
@@ -187,7 +188,7 @@ fn relation(name: &str, catalog: &Catalog) -> Result<Relation, SqlError> {
     }
 }
 
-fn select(query: &ast::Query, catalog: &Catalog) -> Result<Select, SqlError> {
+fn select(query: &ast::Query, catalog: &impl FindView) -> Result<Select, SqlError> {
     if query.with.is_some() {
         return Err(SqlError::unsupported("WITH"));
     }
@@ -451,5 +452,102 @@ fn flatten_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
             flatten_and(b, out);
         }
         other => out.push(other),
+    }
+}
+
+/// Turns a planned `SELECT` into a view's body, or says which construct a view cannot have.
+pub fn view_body(select: &Select) -> Result<ViewBody, SqlError> {
+    let unsupported = |what: &str| Err(SqlError::unsupported(format!("{what} in a view")));
+    if !select.order.is_empty() || select.limit.is_some() || select.offset > 0 {
+        return unsupported("ORDER BY, LIMIT or OFFSET");
+    }
+    let scan = &select.scan;
+    let columns: Result<Vec<(String, usize)>, SqlError> = select
+        .output
+        .iter()
+        .map(|(name, e, _)| match e {
+            Expr::Column(i) => Ok((name.clone(), *i)),
+            other => Err(SqlError::unsupported(format!(
+                "the expression {other:?} as a column of a view (name a column or an aggregate)"
+            ))),
+        })
+        .collect();
+    let columns = columns?;
+    if let Some((name, _)) = columns
+        .iter()
+        .enumerate()
+        .find_map(|(i, (n, _))| columns[..i].iter().find(|(m, _)| m.eq_ignore_ascii_case(n)).map(|c| (c.0.clone(), i)))
+    {
+        return Err(SqlError::new("42701", format!("column \"{name}\" specified more than once (name it with AS)")));
+    }
+    // A sink writes each row as JSON with its logical `time` beside the columns: a column of
+    // that name would be overwritten there (and dropped when the sink reads its topic back).
+    if let Some((name, _)) = columns.iter().find(|(n, _)| n.eq_ignore_ascii_case("time")) {
+        return Err(SqlError::new(
+            "42939",
+            format!("column name \"{name}\" is reserved for the logical time of a view's changes (name it with AS)"),
+        ));
+    }
+    match (&scan.group, scan.relation) {
+        (None, Relation::Transactions) => {
+            unsupported("a view of single transactions (group them, or query transactions)")
+        }
+        (None, base) => {
+            if select.having.is_some() {
+                return unsupported("HAVING without GROUP BY");
+            }
+            Ok(ViewBody::Filter { base, filter: scan.filter.clone(), columns })
+        }
+        (Some(_), relation) if relation != Relation::Transactions => {
+            unsupported("GROUP BY over another view (group the transactions)")
+        }
+        (Some((keys, aggs)), _) => {
+            let key = match keys.as_slice() {
+                [] => ViewKey::Nothing,
+                [Expr::Column(1)] => ViewKey::Customer,
+                [Expr::Column(3)] => ViewKey::Category,
+                [Expr::DateTrunc(Unit::Hour, ts)] if **ts == Expr::Column(4) => ViewKey::Hour,
+                [Expr::DateTrunc(Unit::Day, ts)] if **ts == Expr::Column(4) => ViewKey::Day,
+                _ => return unsupported("a GROUP BY other than customer, category or date_trunc('hour' | 'day', ts)"),
+            };
+            let mut funcs = Vec::new();
+            for agg in aggs {
+                match (&agg.arg, agg.func) {
+                    (None, AggFunc::Count) | (Some(Expr::Column(2)), _) => funcs.push(agg.func),
+                    _ => return unsupported("an aggregate of something else than amount (or count(*))"),
+                }
+            }
+            if let Some(filter) = &scan.filter {
+                let mut read = Vec::new();
+                filter.columns(&mut read);
+                if read.contains(&0) {
+                    return unsupported("a filter on id");
+                }
+            }
+            Ok(ViewBody::Aggregate {
+                filter: scan.filter.clone(),
+                key,
+                aggs: funcs,
+                having: select.having.clone(),
+                columns,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{plan, Plan};
+
+    #[test]
+    fn a_view_column_cannot_be_named_time() {
+        for name in ["time", "\"Time\""] {
+            let sql =
+                format!("CREATE VIEW v AS SELECT customer, count(*) AS {name} FROM transactions GROUP BY customer");
+            let error = plan(&sql).err().unwrap_or_else(|| panic!("{sql} was accepted"));
+            assert_eq!(error.code, "42939", "{}", error.message);
+        }
+        let sql = "CREATE VIEW v AS SELECT customer, count(*) AS times FROM transactions GROUP BY customer";
+        assert!(matches!(plan(sql), Ok(Plan::CreateView { .. })));
     }
 }

@@ -11,6 +11,9 @@
 //! | `dead_letters` | reason, count | |
 //! | `offsets` | topic, partition, next_offset | |
 
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
 use serde::{Deserialize, Serialize};
 
 use super::value::Type;
@@ -63,7 +66,7 @@ impl Relation {
             Relation::Overall => "overall",
             Relation::DeadLetters => "dead_letters",
             Relation::Offsets => "offsets",
-            Relation::View(id) => super::views::schema(id).map_or("(a dropped view)", |s| s.name),
+            Relation::View(id) => schema(id).map_or("(a dropped view)", |s| s.name),
         }
     }
 
@@ -87,7 +90,7 @@ impl Relation {
             Relation::Overall => &[("total", Numeric), ("count", BigInt), ("customers", BigInt), ("avg", Numeric)],
             Relation::DeadLetters => &[("reason", Text), ("count", BigInt)],
             Relation::Offsets => &[("topic", Text), ("partition", BigInt), ("next_offset", BigInt)],
-            Relation::View(id) => super::views::schema(id).map_or(&[], |s| s.columns),
+            Relation::View(id) => schema(id).map_or(&[], |s| s.columns),
         }
     }
 
@@ -95,7 +98,7 @@ impl Relation {
     pub fn key(self) -> Option<usize> {
         match self {
             Relation::Transactions | Relation::Customers => Some(0),
-            Relation::View(id) => super::views::schema(id).and_then(|s| s.key),
+            Relation::View(id) => schema(id).and_then(|s| s.key),
             _ => None,
         }
     }
@@ -104,4 +107,39 @@ impl Relation {
     pub fn column(self, name: &str) -> Option<usize> {
         self.columns().iter().position(|(c, _)| c.eq_ignore_ascii_case(name))
     }
+}
+
+/// A created view's schema, as the planner and the readers see it.
+#[derive(Debug)]
+pub struct Schema {
+    /// Its name.
+    pub name: &'static str,
+    /// Its columns.
+    pub columns: &'static [(&'static str, Type)],
+    /// The column a read can seek on.
+    pub key: Option<usize>,
+}
+
+static SCHEMAS: RwLock<BTreeMap<u64, &'static Schema>> = RwLock::new(BTreeMap::new());
+
+/// Registers the schema of created view `id` for [`Relation::View`] (the first one given
+/// for an id in this process stays): its name, columns and the column a read can seek on.
+pub fn register_schema(id: u64, name: &str, columns: Vec<(String, Type)>, key: Option<usize>) {
+    let mut schemas = SCHEMAS.write().unwrap_or_else(|p| p.into_inner());
+    if schemas.contains_key(&id) {
+        return;
+    }
+    let columns: Vec<(&'static str, Type)> =
+        columns.into_iter().map(|(n, t)| (&*Box::leak(n.into_boxed_str()), t)).collect();
+    let schema = Schema {
+        name: Box::leak(name.to_owned().into_boxed_str()),
+        columns: Box::leak(columns.into_boxed_slice()),
+        key,
+    };
+    schemas.insert(id, Box::leak(Box::new(schema)));
+}
+
+/// The schema of created view `id`, if registered.
+pub fn schema(id: u64) -> Option<&'static Schema> {
+    SCHEMAS.read().unwrap_or_else(|p| p.into_inner()).get(&id).copied()
 }

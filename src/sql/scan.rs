@@ -23,8 +23,8 @@ use crate::dataflow::views::ViewTraces;
 use crate::dataflow::Dataflow;
 use crate::dataflow::Time;
 use crate::event::Identity;
+use crate::reading::ReadError;
 use crate::serve::cursors::{changed_values, for_each_value_from, read_sums, read_value_of, read_values};
-use crate::serve::serving::ReadError;
 
 /// What one worker may spend on a query.
 #[derive(Clone, Copy, Debug)]

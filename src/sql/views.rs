@@ -22,16 +22,14 @@
 //! process, when the view is installed (its column names then live as long as the process:
 //! a few bytes per view created).
 
-use std::collections::BTreeMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::expr::{Expr, Unit};
-use super::plan::{AggFunc, Select};
-use super::relation::Relation;
+use super::expr::AggFunc;
+use super::expr::Expr;
+use super::relation::{self, Relation};
 use super::value::{Type, Value};
-use super::SqlError;
 use crate::dataflow::rows::CustomerRow;
 
 /// What a created view is grouped by.
@@ -182,125 +180,6 @@ impl ViewDef {
     }
 }
 
-/// Turns a planned `SELECT` into a view's body, or says which construct a view cannot have.
-pub fn body(select: &Select) -> Result<ViewBody, SqlError> {
-    let unsupported = |what: &str| Err(SqlError::unsupported(format!("{what} in a view")));
-    if !select.order.is_empty() || select.limit.is_some() || select.offset > 0 {
-        return unsupported("ORDER BY, LIMIT or OFFSET");
-    }
-    let scan = &select.scan;
-    let columns: Result<Vec<(String, usize)>, SqlError> = select
-        .output
-        .iter()
-        .map(|(name, e, _)| match e {
-            Expr::Column(i) => Ok((name.clone(), *i)),
-            other => Err(SqlError::unsupported(format!(
-                "the expression {other:?} as a column of a view (name a column or an aggregate)"
-            ))),
-        })
-        .collect();
-    let columns = columns?;
-    if let Some((name, _)) = columns
-        .iter()
-        .enumerate()
-        .find_map(|(i, (n, _))| columns[..i].iter().find(|(m, _)| m.eq_ignore_ascii_case(n)).map(|c| (c.0.clone(), i)))
-    {
-        return Err(SqlError::new("42701", format!("column \"{name}\" specified more than once (name it with AS)")));
-    }
-    // A sink writes each row as JSON with its logical `time` beside the columns: a column of
-    // that name would be overwritten there (and dropped when the sink reads its topic back).
-    if let Some((name, _)) = columns.iter().find(|(n, _)| n.eq_ignore_ascii_case("time")) {
-        return Err(SqlError::new(
-            "42939",
-            format!("column name \"{name}\" is reserved for the logical time of a view's changes (name it with AS)"),
-        ));
-    }
-    match (&scan.group, scan.relation) {
-        (None, Relation::Transactions) => {
-            unsupported("a view of single transactions (group them, or query transactions)")
-        }
-        (None, base) => {
-            if select.having.is_some() {
-                return unsupported("HAVING without GROUP BY");
-            }
-            Ok(ViewBody::Filter { base, filter: scan.filter.clone(), columns })
-        }
-        (Some(_), relation) if relation != Relation::Transactions => {
-            unsupported("GROUP BY over another view (group the transactions)")
-        }
-        (Some((keys, aggs)), _) => {
-            let key = match keys.as_slice() {
-                [] => ViewKey::Nothing,
-                [Expr::Column(1)] => ViewKey::Customer,
-                [Expr::Column(3)] => ViewKey::Category,
-                [Expr::DateTrunc(Unit::Hour, ts)] if **ts == Expr::Column(4) => ViewKey::Hour,
-                [Expr::DateTrunc(Unit::Day, ts)] if **ts == Expr::Column(4) => ViewKey::Day,
-                _ => return unsupported("a GROUP BY other than customer, category or date_trunc('hour' | 'day', ts)"),
-            };
-            let mut funcs = Vec::new();
-            for agg in aggs {
-                match (&agg.arg, agg.func) {
-                    (None, AggFunc::Count) | (Some(Expr::Column(2)), _) => funcs.push(agg.func),
-                    _ => return unsupported("an aggregate of something else than amount (or count(*))"),
-                }
-            }
-            if let Some(filter) = &scan.filter {
-                let mut read = Vec::new();
-                filter.columns(&mut read);
-                if read.contains(&0) {
-                    return unsupported("a filter on id");
-                }
-            }
-            Ok(ViewBody::Aggregate {
-                filter: scan.filter.clone(),
-                key,
-                aggs: funcs,
-                having: select.having.clone(),
-                columns,
-            })
-        }
-    }
-}
-
-/// A created view's schema, as the planner and the readers see it.
-#[derive(Debug)]
-pub struct Schema {
-    /// Its name.
-    pub name: &'static str,
-    /// Its columns.
-    pub columns: &'static [(&'static str, Type)],
-    /// The column a read can seek on.
-    pub key: Option<usize>,
-}
-
-static SCHEMAS: RwLock<BTreeMap<u64, &'static Schema>> = RwLock::new(BTreeMap::new());
-
-/// Registers `def`'s schema for [`Relation::View`] (once per id in this process).
-pub fn register(def: &ViewDef) {
-    if schema(def.id).is_some() {
-        return;
-    }
-    // Before taking the lock: a view over a view reads its base's schema.
-    let (columns, key) = (def.columns(), def.key_column());
-    let mut schemas = SCHEMAS.write().unwrap_or_else(|p| p.into_inner());
-    if schemas.contains_key(&def.id) {
-        return;
-    }
-    let columns: Vec<(&'static str, Type)> =
-        columns.into_iter().map(|(n, t)| (&*Box::leak(n.into_boxed_str()), t)).collect();
-    let schema = Schema {
-        name: Box::leak(def.name.clone().into_boxed_str()),
-        columns: Box::leak(columns.into_boxed_slice()),
-        key,
-    };
-    schemas.insert(def.id, Box::leak(Box::new(schema)));
-}
-
-/// The schema of created view `id`, if registered.
-pub fn schema(id: u64) -> Option<&'static Schema> {
-    SCHEMAS.read().unwrap_or_else(|p| p.into_inner()).get(&id).copied()
-}
-
 /// A new view id, unique in this process and above `floor` (the ids in the state directory).
 pub fn next_id(floor: u64) -> u64 {
     static NEXT: Mutex<u64> = Mutex::new(1);
@@ -310,119 +189,24 @@ pub fn next_id(floor: u64) -> u64 {
     *next - 1
 }
 
-/// The created views of a pipeline, by name, with the logical time each answers from.
-#[derive(Debug, Default)]
-pub struct Catalog {
-    views: BTreeMap<String, (ViewDef, u64)>,
-    /// Where the definitions are kept across restarts (the state directory), if anywhere.
-    file: Option<std::path::PathBuf>,
+/// Registers `def`'s schema for [`Relation::View`] (once per id in this process).
+pub fn register(def: &ViewDef) {
+    if relation::schema(def.id).is_some() {
+        return;
+    }
+    // Before the registry's lock is taken: a view over a view reads its base's schema.
+    relation::register_schema(def.id, &def.name, def.columns(), def.key_column());
 }
 
-impl Catalog {
-    /// A catalog kept in `dir/views.json`, with the views kept there (ids preserved).
-    pub fn open(dir: Option<&std::path::Path>) -> anyhow::Result<Catalog> {
-        use anyhow::Context;
-        let file = dir.map(|d| d.join("views.json"));
-        let mut catalog = Catalog { views: BTreeMap::new(), file: file.clone() };
-        if let Some(file) = file.filter(|f| f.exists()) {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let mut defs: Vec<ViewDef> =
-                serde_json::from_str(&text).with_context(|| format!("{} is not a list of views", file.display()))?;
-            // In creation order: a view over a view comes after its base.
-            defs.sort_by_key(|d| d.id);
-            for mut def in defs {
-                // The body is planned again from the statement, over the views restored so
-                // far: a damaged or hand-edited file is an error naming the view, never a
-                // body that reads columns that are not there.
-                def.body = match super::plan::plan_in(&def.sql, &catalog) {
-                    Ok(super::plan::Plan::CreateView { body, name, .. }) if name == def.name => body,
-                    Ok(_) => {
-                        anyhow::bail!("{}: the statement of view {:?} does not create it", file.display(), def.name)
-                    }
-                    Err(e) => {
-                        anyhow::bail!("{}: view {:?} cannot be restored: {}", file.display(), def.name, e.message)
-                    }
-                };
-                if catalog.get(&def.name).is_some() || catalog.views.values().any(|(d, _)| d.id == def.id) {
-                    anyhow::bail!("{}: view {:?} is defined twice", file.display(), def.name);
-                }
-                register(&def);
-                next_id(def.id);
-                catalog.views.insert(def.name.clone(), (def, 0));
-            }
-        }
-        Ok(catalog)
-    }
-
-    /// The view named `name` (case-insensitive).
-    pub fn get(&self, name: &str) -> Option<&ViewDef> {
-        self.views.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, (d, _))| d)
-    }
-
-    /// Every view, with the time it answers from (0 when not known yet), in creation order
-    /// (a view over a view after its base).
-    pub fn all(&self) -> impl Iterator<Item = (&ViewDef, u64)> {
-        let mut all: Vec<(&ViewDef, u64)> = self.views.values().map(|(d, t)| (d, *t)).collect();
-        all.sort_by_key(|(d, _)| d.id);
-        all.into_iter()
-    }
-
-    /// Adds a view, created at `time`, and writes the definitions down.
-    pub fn add(&mut self, def: ViewDef, time: u64) -> anyhow::Result<()> {
-        self.views.insert(def.name.clone(), (def, time));
-        self.save()
-    }
-
-    /// Notes the time a view answers from (for one restored at start).
-    pub fn created_at(&mut self, id: u64, time: u64) {
-        if let Some((_, t)) = self.views.values_mut().find(|(d, _)| d.id == id) {
-            *t = (*t).max(time);
-        }
-    }
-
-    /// Removes a view and writes the definitions down.
-    pub fn remove(&mut self, name: &str) -> anyhow::Result<Option<ViewDef>> {
-        let key = self.views.keys().find(|n| n.eq_ignore_ascii_case(name)).cloned();
-        let removed = key.and_then(|k| self.views.remove(&k)).map(|(d, _)| d);
-        self.save()?;
-        Ok(removed)
-    }
-
-    /// The views whose definitions read `base` (they must go first).
-    pub fn dependents(&self, base: Relation) -> Vec<String> {
-        self.views
-            .values()
-            .filter(|(d, _)| matches!(&d.body, ViewBody::Filter { base: b, .. } if *b == base))
-            .map(|(d, _)| d.name.clone())
-            .collect()
-    }
-
-    /// Writes every definition to the state directory, atomically (a temporary file renamed).
-    fn save(&self) -> anyhow::Result<()> {
-        use anyhow::Context;
-        let Some(file) = &self.file else { return Ok(()) };
-        let defs: Vec<&ViewDef> = self.all().map(|(d, _)| d).collect();
-        let temporary = file.with_extension("json.tmp");
-        std::fs::write(&temporary, serde_json::to_vec_pretty(&defs).expect("views serialize"))
-            .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
-            .and_then(|()| std::fs::rename(&temporary, file))
-            .with_context(|| format!("cannot write {}", file.display()))
-    }
+/// What the planner needs of the created views: each one by its name.
+pub trait FindView {
+    /// The view named `name` (case-insensitive), if there is one.
+    fn find_view(&self, name: &str) -> Option<&ViewDef>;
 }
 
-#[cfg(test)]
-mod tests {
-    use crate::sql::plan::{plan, Plan};
-
-    #[test]
-    fn a_view_column_cannot_be_named_time() {
-        for name in ["time", "\"Time\""] {
-            let sql =
-                format!("CREATE VIEW v AS SELECT customer, count(*) AS {name} FROM transactions GROUP BY customer");
-            let error = plan(&sql).err().unwrap_or_else(|| panic!("{sql} was accepted"));
-            assert_eq!(error.code, "42939", "{}", error.message);
-        }
-        let sql = "CREATE VIEW v AS SELECT customer, count(*) AS times FROM transactions GROUP BY customer";
-        assert!(matches!(plan(sql), Ok(Plan::CreateView { .. })));
+/// No created views (a statement planned on its own).
+impl FindView for () {
+    fn find_view(&self, _: &str) -> Option<&ViewDef> {
+        None
     }
 }

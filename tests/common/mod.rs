@@ -283,9 +283,10 @@ pub fn run_dataflow_views(
     queries: &[String],
     chunk: usize,
 ) -> (SqlAnswers, Vec<Time>) {
+    use atelier_lambda::sql::catalog::Catalog;
     use atelier_lambda::sql::plan::{plan_in, Plan};
     use atelier_lambda::sql::value::Value;
-    use atelier_lambda::sql::views::{next_id, register, Catalog, ViewDef};
+    use atelier_lambda::sql::views::{next_id, register, ViewDef};
     let mut catalog = Catalog::default();
     let mut defs = Vec::new();
     for (batch, statement) in views {
