@@ -9,6 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::feed::*;
 use common::live::*;
 use common::temp_dir;
 use rdkafka::producer::{BaseProducer, Producer};

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::feed::*;
 use common::live::*;
 use common::temp_dir;
 use rdkafka::producer::Producer;

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::feed::*;
 use common::live::*;
 use common::temp_dir;
 

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::feed::*;
 use common::live::*;
 use common::temp_dir;
 use rdkafka::producer::Producer;

@@ -1,6 +1,7 @@
 //! Shared test machinery: random inputs, and running them through the real dataflow.
 #![allow(dead_code)]
 
+pub mod feed;
 pub mod live;
 
 use std::path::Path;
