@@ -53,6 +53,14 @@ struct Args {
     /// (older messages are dropped), so a pre-filled topic needs enough of them.
     #[arg(long, default_value_t = 3, global = true)]
     partitions: i32,
+    /// The benchmark producer's `linger.ms`. With 0, each message is a message set of its
+    /// own, and the in-process broker searches a partition's sets one by one on every fetch.
+    #[arg(long, default_value_t = 0, global = true)]
+    linger_ms: u64,
+    /// An outside broker to use instead of the in-process one (e.g. tansu, started by
+    /// hand), whose topic `real-time-orders` has `--partitions` partitions and is empty.
+    #[arg(long, global = true)]
+    brokers: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -117,14 +125,14 @@ fn look_up(serving: &Serving, customers: u64, seed: u64, until: Instant) -> (Vec
     (latencies, found)
 }
 
-fn start(broker: &Broker, history: PathBuf, workers: usize) -> Running {
-    start_with(broker, history, workers, |_| {})
+fn start(brokers: &str, history: PathBuf, workers: usize) -> Running {
+    start_with(brokers, history, workers, |_| {})
 }
 
 /// The same, with `more` settings.
-fn start_with(broker: &Broker, history: PathBuf, workers: usize, more: impl FnOnce(&mut Settings)) -> Running {
+fn start_with(brokers: &str, history: PathBuf, workers: usize, more: impl FnOnce(&mut Settings)) -> Running {
     let mut settings = Settings::default();
-    settings.kafka.brokers = broker.address();
+    settings.kafka.brokers = brokers.to_owned();
     settings.input.files = vec![history];
     settings.input.dead_letters = std::env::temp_dir().join("speed-bench-dead.jsonl");
     settings.dataflow.workers = workers;
@@ -159,11 +167,11 @@ fn report(name: &str, mut ms: Vec<f64>) {
     );
 }
 
-fn producer(brokers: &str) -> BaseProducer {
+fn producer(brokers: &str, linger_ms: u64) -> BaseProducer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
-        .set("linger.ms", "0")
+        .set("linger.ms", linger_ms.to_string())
         .create()
         .unwrap()
 }
@@ -184,19 +192,21 @@ fn send(producer: &BaseProducer, mut record: BaseRecord<'_, str, str>) {
 
 fn main() {
     let args = Args::parse();
-    let broker = Broker::start(0, TOPIC, args.partitions).unwrap();
+    // The in-process broker, unless an outside one is given (kept alive until the end).
+    let own = args.brokers.is_none().then(|| Broker::start(0, TOPIC, args.partitions).unwrap());
+    let address = args.brokers.clone().unwrap_or_else(|| own.as_ref().expect("started").address());
     let partitions = args.partitions;
     match args.what {
         What::Ingest { messages } => {
             let options =
                 GenOptions { rows: messages, corrections: 0.1, id_prefix: "s".into(), ..GenOptions::default() };
             let filled = Instant::now();
-            produce(&broker.address(), TOPIC, Generator::new(&options), Pace::Flat, || false).unwrap();
+            produce(&address, TOPIC, Generator::new(&options), Pace::Flat, || false).unwrap();
             println!("topic filled with {messages} messages in {:.2} s", filled.elapsed().as_secs_f64());
             // From the pipeline's start: it begins reading the topic as soon as its (empty)
             // history is loaded.
             let started = Instant::now();
-            let running = start(&broker, empty_history(), args.workers);
+            let running = start(&address, empty_history(), args.workers);
             let mut last = 0;
             loop {
                 let read: i64 = offsets(&running).values().sum();
@@ -224,7 +234,7 @@ fn main() {
             let state = std::env::temp_dir().join(format!("speed-bench-state-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&state);
             let loading = Instant::now();
-            let running = start_with(&broker, history.unwrap_or_else(empty_history), args.workers, |s| {
+            let running = start_with(&address, history.unwrap_or_else(empty_history), args.workers, |s| {
                 if let Some(every) = snapshot_every_ms {
                     s.state.dir = Some(state.clone());
                     s.state.every_ms = every;
@@ -232,13 +242,24 @@ fn main() {
             });
             offsets(&running);
             println!("loaded in {:.2} s", loading.elapsed().as_secs_f64());
-            let producer = producer(&broker.address());
+            let producer = producer(&address, args.linger_ms);
+            // One message per partition first, seen by the views before the clock starts: an
+            // idempotent producer's first messages wait ~500 ms for its producer id and the
+            // topic's metadata, which is not the pipeline's latency (the first message after
+            // a load is measured by `correction`).
+            for p in 0..partitions {
+                let warm = format!(r#"{{"id":"warm-{p}","customer":"warm","amount":1}}"#);
+                send(&producer, BaseRecord::to(TOPIC).partition(p).payload(&warm));
+            }
+            while offsets(&running).len() < partitions as usize || offsets(&running).values().any(|o| *o < 1) {
+                producer.poll(Duration::from_millis(1));
+            }
             let total = (rate * seconds) as u64;
             let mut lines = Generator::new(&GenOptions { rows: total, id_prefix: "f".into(), ..GenOptions::default() });
             // Sent but not yet seen, per partition, in offset order.
             let mut sent: BTreeMap<i32, VecDeque<(i64, Instant)>> =
                 (0..partitions).map(|p| (p, VecDeque::new())).collect();
-            let mut next_offset = vec![0i64; partitions as usize];
+            let mut next_offset = vec![1i64; partitions as usize];
             let mut latencies = Vec::new();
             let started = Instant::now();
             let mut produced = 0u64;
@@ -284,7 +305,7 @@ fn main() {
             let options = GenOptions { rows, customers, corrections: 0.1, ..GenOptions::default() };
             let text: String = Generator::new(&options).map(|line| line + "\n").collect();
             std::fs::write(&history, text).unwrap();
-            let running = start(&broker, history, args.workers);
+            let running = start(&address, history, args.workers);
             let loading = Instant::now();
             offsets(&running);
             println!(
@@ -297,9 +318,7 @@ fn main() {
             let (latencies, found, produced, secs) = std::thread::scope(|scope| {
                 let producing = scope.spawn(|| {
                     let stop = || stop_producing.load(std::sync::atomic::Ordering::SeqCst);
-                    produce(&broker.address(), TOPIC, Generator::new(&stream), Pace::PerSecond(rate), stop)
-                        .unwrap()
-                        .sent
+                    produce(&address, TOPIC, Generator::new(&stream), Pace::PerSecond(rate), stop).unwrap().sent
                 });
                 std::thread::sleep(Duration::from_secs(1)); // the stream is flowing
                 let started = Instant::now();
@@ -337,12 +356,12 @@ fn main() {
             // Made and connected before the load: an idempotent producer's first message
             // otherwise waits for its producer id and the topic's metadata (~500 ms with the
             // mock broker), which is not the pipeline's latency.
-            let producer = producer(&broker.address());
+            let producer = producer(&address, args.linger_ms);
             Producer::client(&producer)
                 .fetch_metadata(Some(TOPIC), Duration::from_secs(10))
                 .expect("the topic metadata");
             let loading = Instant::now();
-            let running = start(&broker, history.clone(), args.workers);
+            let running = start(&address, history.clone(), args.workers);
             offsets(&running);
             println!("history {} loaded in {:.2} s", history.display(), loading.elapsed().as_secs_f64());
             let mut latencies = Vec::new();
