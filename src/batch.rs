@@ -77,6 +77,10 @@ pub enum LoadError {
     /// A snapshot's shard did not decode.
     #[error(transparent)]
     Snapshot(#[from] crate::state::shard::DecodeError),
+    /// The views' state kept at the last stop, found whole by every worker, could not be put
+    /// back (`None`: a file or a view went missing meanwhile).
+    #[error("the views' state kept in the state directory cannot be put back ({0:?}); remove its views-*.bin files to compute the views again")]
+    KeptViews(Option<crate::dataflow::groups::DamagedGroups>),
 }
 
 /// Feeds this worker's share of a snapshot into the pipeline at its current time, instead
@@ -92,17 +96,27 @@ pub enum LoadError {
 ///
 /// `(index, readers)`: this worker's index among the workers that read the snapshot —
 /// those of the process that has it — and how many they are.
+///
+/// On that direct path, with `kept` — the state directory and what the views' state depends
+/// on ([`crate::state::kept::build`]) — the views' state a clean stop kept for this
+/// snapshot is put back, if every worker kept it (see [`crate::state::kept`]), and the live
+/// transactions are not handed to the views at all.
 pub fn load_snapshot(
     worker: &mut Worker,
     pipeline: &mut Dataflow,
     snapshot: &Snapshot,
     (index, readers): (usize, usize),
+    kept: Option<(&std::path::Path, &str)>,
 ) -> Result<LoadCounts, LoadError> {
     // Identities are spread evenly over all the workers by hash.
     pipeline.latest.borrow_mut().reserve((snapshot.versions() / worker.peers() as u64) as usize);
     let mut counts = LoadCounts::default();
     let mut since_step = 0;
     if readers == worker.peers() && snapshot.shards() == readers {
+        let views_kept = match kept {
+            Some((dir, build)) => put_views_back(pipeline, snapshot, (index, readers), dir, build)?,
+            None => false,
+        };
         let (latest, time) = (Rc::clone(&pipeline.latest), pipeline.time());
         counts.records = read(
             snapshot.shard(index),
@@ -110,7 +124,8 @@ pub fn load_snapshot(
             &mut |identity, stored| {
                 // Admitted now, as the upsert would have stored it.
                 let stored = Stored { time, ..stored };
-                if let Some(txn) = latest.borrow_mut().restore(identity, stored) {
+                let txn = latest.borrow_mut().restore(identity, stored);
+                if let Some(txn) = txn.filter(|_| !views_kept) {
                     pipeline.restored(txn);
                     step_now_and_then(&mut since_step, worker, pipeline);
                 }
@@ -132,6 +147,41 @@ pub fn load_snapshot(
         }
     }
     Ok(counts)
+}
+
+/// Puts back the views' state kept at a clean stop for `snapshot`, if every worker of the
+/// cluster kept it for the views this run has: this worker's groups of the `customers` view
+/// and of each created `GROUP BY` view, and (worker 0) the totals. Returns whether it did.
+fn put_views_back(
+    pipeline: &mut Dataflow,
+    snapshot: &Snapshot,
+    (index, readers): (usize, usize),
+    dir: &std::path::Path,
+    build: &str,
+) -> Result<bool, LoadError> {
+    use crate::state::kept;
+    let Some(totals) = &snapshot.meta.totals else { return Ok(false) };
+    let mut sections = pipeline.created.kept_ids();
+    sections.push(kept::CUSTOMERS);
+    if !kept::usable(dir, snapshot.meta.time, readers, build, &sections) {
+        return Ok(false);
+    }
+    let mine = kept::read(dir, snapshot.meta.time, index).ok_or(LoadError::KeptViews(None))?;
+    for (id, bytes) in &mine.sections {
+        let groups = match *id {
+            kept::CUSTOMERS => pipeline.state.customers.borrow_mut().restore(bytes),
+            view => match pipeline.created.get_mut(view).and_then(|v| v.kept.as_ref()) {
+                Some(view) => view.groups.borrow_mut().restore(bytes),
+                None => return Err(LoadError::KeptViews(None)),
+            },
+        };
+        groups.map_err(|e| LoadError::KeptViews(Some(e)))?;
+    }
+    if index == 0 {
+        pipeline.state.totals.borrow_mut().extend(totals.iter().cloned());
+    }
+    tracing::info!(worker = index, time = snapshot.meta.time, "the views' state kept at the last stop is put back");
+    Ok(true)
 }
 
 /// Feeds this worker's share of `files` into the pipeline at its current time.
@@ -274,7 +324,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
         let loaded = match &snapshot {
             Some(snapshot) => {
                 let local = worker.peers() / processes;
-                load_snapshot(worker, &mut pipeline, snapshot, (worker.index() % local, local))
+                load_snapshot(worker, &mut pipeline, snapshot, (worker.index() % local, local), None)
             }
             None if from_state => Ok(LoadCounts::default()),
             None => load_history(
@@ -286,7 +336,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
                 &shared_for_workers,
             ),
         };
-        let (mut views, probe) = pipeline.close();
+        let (mut views, probe, _) = pipeline.close();
         let history_done: Time = 1;
         worker.step_while(|| probe.less_than(&history_done));
         let reading = crate::serve::query::read_everything(&mut views, 0, top_k);

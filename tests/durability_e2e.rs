@@ -232,3 +232,40 @@ fn batch_writes_the_views_of_the_newest_snapshot_with_any_number_of_workers() {
         assert_same_views(&out_dir, &expected);
     }
 }
+
+#[test]
+fn a_clean_stop_keeps_the_views_state_and_the_restart_puts_it_back_exactly() {
+    let dir = temp_dir("durability-kept-views");
+    let state = dir.join("state");
+    let broker = TestBroker::mock();
+    let history_lines = random_history(300);
+    let history = history(&dir, &history_lines);
+    // No periodic snapshot: the stop's is the one on disk.
+    let options = with_state(&state, 3_600_000);
+    let producer = producer(&broker.address());
+    let mut run = start(&broker, &history, &dir, &options);
+    let first = random_messages(21, 300);
+    send(&producer, &first);
+    assert_exact(&mut run, &history_lines, &first, "before the stop");
+    let err = run.stop();
+    assert!(err.contains("the views' state is kept for the next start"), "{err}");
+
+    // Put back, then corrected and deleted by messages about the ids before the stop.
+    let mut run = start(&broker, &history, &dir, &options);
+    assert_exact(&mut run, &history_lines, &first, "put back at the restart");
+    let second = random_messages(22, 300);
+    send(&producer, &second);
+    let all: Vec<Sent> = first.iter().chain(&second).cloned().collect();
+    assert_exact(&mut run, &history_lines, &all, "after the messages that follow the restart");
+    let err = run.stop();
+    assert!(err.contains("the views' state kept at the last stop is put back"), "{err}");
+    assert!(err.contains("the views' state is kept for the next start"), "{err}");
+
+    // Another number of workers cannot use it (a group lives where its key hashes to): the
+    // views are computed from the versions, and agree.
+    let options: Vec<&str> = options.iter().map(String::as_str).collect();
+    let mut run = Run::start(&broker.address(), &history, 3, &dir, &options);
+    assert_exact(&mut run, &history_lines, &all, "computed again on 3 workers");
+    let err = run.stop();
+    assert!(!err.contains("is put back"), "{err}");
+}

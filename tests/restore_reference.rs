@@ -66,6 +66,7 @@ fn check(
         dead_letters: Vec::new(),
         history: Vec::new(),
         shards: Vec::new(),
+        totals: None,
     };
     let (file, _) = state::write(&dir.join("state"), meta, shards.len(), |i, out| {
         out.write_all(&shards[i].1)?;
@@ -84,7 +85,7 @@ fn check(
     timely::execute(timely::Config::process(readers), move |worker| {
         let mut pipeline = Dataflow::build(worker, None);
         let (index, peers) = (worker.index(), worker.peers());
-        load_snapshot(worker, &mut pipeline, &snapshot, (index, peers)).unwrap();
+        load_snapshot(worker, &mut pipeline, &snapshot, (index, peers), None).unwrap();
         let end = feed_from(worker, &mut pipeline, &after_in, &steps, offsets, &mut |_, _, _| {});
         let reading = atelier_lambda::serve::query::read_everything(&mut pipeline.views, end - 1, 5);
         into.lock().unwrap().push(reading);

@@ -22,12 +22,15 @@
 //! totals, time 1:        (All, 1, Stats { count: 0, cents: -4000 }), (Category(None), 1, ..)
 //! ```
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use differential_dataflow::difference::{IsZero, Semigroup};
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 
+use super::groups::{KeyedRows, SharedGroups};
 use super::in_order::{unary_in_order, Ordered};
 use super::rows::{customer_owner, CustomerRow, Dimension};
 use super::stats::Stats;
@@ -38,6 +41,7 @@ use crate::event::Txn;
 /// Every customer's row, as a collection that changes once per changed customer and time.
 pub fn customer_rows<'scope>(
     txns: VecCollection<'scope, Time, Txn, isize>,
+    groups: SharedGroups<Arc<str>>,
 ) -> VecCollection<'scope, Time, (String, CustomerRow), isize> {
     // Handed the owner's index itself, timely's exchange (hash modulo workers) keeps it.
     let workers = txns.inner.scope().peers();
@@ -46,7 +50,7 @@ pub fn customer_rows<'scope>(
     let exchange = Exchange::new(move |((customer, _), _, _): &((Arc<str>, i64), Time, isize)| {
         customer_owner(customer, workers) as u64
     });
-    let logic = KeyedRows::new(|customer: &Arc<str>| customer.to_string());
+    let logic = KeyedRows::new(groups, |customer: &Arc<str>| customer.to_string());
     unary_in_order(amounts, exchange, "CustomerRows", logic).as_collection()
 }
 
@@ -56,6 +60,7 @@ pub fn customer_rows<'scope>(
 pub fn keyed_rows<'scope, K>(
     txns: VecCollection<'scope, Time, Txn, isize>,
     key: impl Fn(&Txn) -> Option<K> + 'static,
+    groups: SharedGroups<K>,
 ) -> VecCollection<'scope, Time, (K, CustomerRow), isize>
 where
     K: std::hash::Hash + Eq + Clone + differential_dataflow::ExchangeData,
@@ -64,165 +69,23 @@ where
     // The key is computed once, before the exchange that takes each group to its worker.
     let amounts = txns.flat_map(move |txn| key(&txn).map(|k| (k, txn.cents))).inner;
     let exchange = Exchange::new(|((key, _), _, _): &((K, i64), Time, isize)| key.hashed());
-    unary_in_order(amounts, exchange, "ViewRows", KeyedRows::new(K::clone)).as_collection()
-}
-
-/// One customer's state: enough to know its row after any retraction.
-///
-/// The amounts are a log of `(cents, diff)`: its first `sorted` entries consolidated (sorted
-/// by amount, distinct, none zero), the rest appended since. Min and max are kept beside it;
-/// an insertion only appends and compares. Only a retraction of the current min or max needs
-/// the log consolidated (sorted, equal amounts merged) to know the next extreme, and the log
-/// is consolidated whenever it has grown to twice its consolidated length, so it holds at
-/// most about twice the distinct amounts.
-///
-/// Why not a hash multiset (as before) or a BTreeMap: with 10,000 customers of ~900
-/// transactions, each lookup in one of 10,000 tables missed the cache twice (control byte,
-/// bucket) — a third of a restart's CPU went to those misses. Appending touches only the
-/// log's end; sorting one customer's log runs within the cache.
-///
-/// ```text
-/// add 120, add 200, add 120   log [(120,1), (200,1), (120,1)]          min 120, max 200
-/// retract 200 (the max)       consolidated [(120,2)]                   min 120, max 120
-/// ```
-///
-/// A retraction always follows the insertion it undoes (the upsert retracts only what it
-/// sent, on the same channel), so no amount's multiplicity is ever below zero.
-#[derive(Default)]
-struct Amounts {
-    count: i64,
-    total: i128,
-    log: Vec<(i64, i64)>,
-    /// How many of the log's first entries are consolidated.
-    sorted: usize,
-    /// The least and greatest amounts held (meaningless while `count` is 0).
-    min: i64,
-    max: i64,
-    /// The row before the first change at the open time; `None` when unchanged.
-    before: Option<Option<CustomerRow>>,
-}
-
-impl Amounts {
-    /// Appended entries beyond this many (besides twice the consolidated ones) are merged.
-    const SLACK: usize = 32;
-
-    fn row(&self) -> Option<CustomerRow> {
-        (self.count > 0).then_some(CustomerRow { total: self.total, count: self.count, min: self.min, max: self.max })
-    }
-
-    fn add(&mut self, cents: i64, diff: i64) {
-        if self.count <= 0 {
-            (self.min, self.max) = (cents, cents);
-        }
-        self.count += diff;
-        self.total += i128::from(cents) * i128::from(diff);
-        if self.count <= 0 {
-            // Nothing held any more.
-            self.log.clear();
-            self.sorted = 0;
-            return;
-        }
-        self.log.push((cents, diff));
-        if diff > 0 {
-            self.min = self.min.min(cents);
-            self.max = self.max.max(cents);
-        }
-        let extreme_retracted = diff < 0 && (cents == self.min || cents == self.max);
-        if extreme_retracted || self.log.len() > 2 * self.sorted + Self::SLACK {
-            self.consolidate();
-        }
-    }
-
-    /// Sorts the log, merges equal amounts, drops those none holds any more, and reads the
-    /// extremes from its ends.
-    fn consolidate(&mut self) {
-        // A stable sort finds the consolidated prefix already in order and merges the rest
-        // into it, where an unstable one would sort the whole log again.
-        self.log.sort_by_key(|(cents, _)| *cents);
-        self.log.dedup_by(|next, kept| {
-            next.0 == kept.0 && {
-                kept.1 += next.1;
-                true
-            }
-        });
-        self.log.retain(|(_, diff)| *diff != 0);
-        self.sorted = self.log.len();
-        if let (Some(first), Some(last)) = (self.log.first(), self.log.last()) {
-            (self.min, self.max) = (first.0, last.0);
-        }
-    }
-}
-
-/// Groups of amounts by a key, each with the state of [`Amounts`]: emits, per completed
-/// time, the retraction and insertion of each group's row that changed.
-struct KeyedRows<K, G> {
-    groups: FastMap<K, Amounts>,
-    /// Groups changed at the open time.
-    changed: Vec<K>,
-    /// How a group key is written in the output.
-    name: G,
-}
-
-impl<K, G> KeyedRows<K, G> {
-    fn new(name: G) -> Self {
-        KeyedRows { groups: FastMap::default(), changed: Vec::new(), name }
-    }
-}
-
-impl<K, O, G> Ordered for KeyedRows<K, G>
-where
-    K: std::hash::Hash + Eq + Clone,
-    G: Fn(&K) -> O,
-{
-    type Record = ((K, i64), Time, isize);
-    type Out = ((O, CustomerRow), Time, isize);
-
-    fn apply(&mut self, _time: Time, ((key, cents), _, diff): Self::Record, _out: &mut Vec<Self::Out>) {
-        // One hash lookup per record: the key is moved in, and dropped if already present;
-        // it is copied only for a group's first change at a time.
-        let amounts = match self.groups.entry(key) {
-            std::collections::hash_map::Entry::Occupied(mut group) => {
-                if group.get().before.is_none() {
-                    self.changed.push(group.key().clone());
-                    let amounts = group.get_mut();
-                    amounts.before = Some(amounts.row());
-                }
-                group.into_mut()
-            }
-            std::collections::hash_map::Entry::Vacant(group) => {
-                self.changed.push(group.key().clone());
-                group.insert(Amounts { before: Some(None), ..Amounts::default() })
-            }
-        };
-        amounts.add(cents, diff as i64);
-    }
-
-    fn complete(&mut self, time: Time, out: &mut Vec<Self::Out>) {
-        for key in self.changed.drain(..) {
-            let amounts = self.groups.get_mut(&key).expect("a changed group has a state");
-            let before = amounts.before.take().expect("a changed group knows its row before");
-            let after = amounts.row();
-            if after.is_none() {
-                self.groups.remove(&key);
-            }
-            if before == after {
-                continue;
-            }
-            if let Some(row) = before {
-                out.push((((self.name)(&key), row), time, -1));
-            }
-            if let Some(row) = after {
-                out.push((((self.name)(&key), row), time, 1));
-            }
-        }
-    }
+    unary_in_order(amounts, exchange, "ViewRows", KeyedRows::new(groups, K::clone)).as_collection()
 }
 
 /// Every total of the `overall`, `categories` and `hourly` views, summed within each worker
 /// and time in one pass; the result's diffs are the sums.
-pub fn totals<'scope>(txns: VecCollection<'scope, Time, Txn, isize>) -> VecCollection<'scope, Time, Dimension, Stats> {
-    unary_in_order(txns.inner, Pipeline, "Totals", Totals::default()).as_collection()
+/// `restored` holds totals put back from a snapshot, emitted at time 0 (see
+/// [`super::groups`]).
+pub fn totals<'scope>(
+    txns: VecCollection<'scope, Time, Txn, isize>,
+    restored: RestoredTotals,
+) -> VecCollection<'scope, Time, Dimension, Stats> {
+    let logic = Totals { restored, ..Totals::default() };
+    unary_in_order(txns.inner, Pipeline, "Totals", logic).as_collection()
 }
+
+/// Totals put back from a snapshot, for [`totals`] to emit at time 0.
+pub type RestoredTotals = Rc<RefCell<Vec<(Dimension, Stats)>>>;
 
 /// The sums of one worker at the open time, one table per kind of dimension: `All` needs no
 /// lookup, and hours and categories are hashed as what they are, not as a [`Dimension`].
@@ -231,6 +94,7 @@ struct Totals {
     all: Stats,
     categories: FastMap<Option<Arc<str>>, Stats>,
     hours: HourSums,
+    restored: RestoredTotals,
 }
 
 /// Sums by UTC hour: a dense array over the span of hours seen (a year of history is 8,760
@@ -301,6 +165,10 @@ impl Ordered for Totals {
     type Record = (Txn, Time, isize);
     type Out = (Dimension, Time, Stats);
 
+    fn initial(&mut self, out: &mut Vec<Self::Out>) {
+        out.extend(self.restored.borrow_mut().drain(..).map(|(dimension, stats)| (dimension, 0, stats)));
+    }
+
     fn apply(&mut self, _time: Time, (txn, _, diff): Self::Record, _out: &mut Vec<Self::Out>) {
         // A diff of any size, not only ±1: the transaction counted `diff` times.
         let stats = Stats::one(txn.cents).times(diff as i64);
@@ -326,8 +194,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use proptest::prelude::*;
-
-    use super::Amounts;
 
     proptest! {
         /// Drained at random moments, the dense hour sums give what a plain map of the same
@@ -358,35 +224,6 @@ mod tests {
                 drained.retain(|_, s| !s.is_zero());
                 prop_assert_eq!(drained, expected);
                 prop_assert!(sums.sums.iter().all(Stats::is_zero));
-            }
-        }
-
-        /// Min, max, count and total after any insertions and retractions of held amounts
-        /// (a retraction after the insertion it undoes) equal those of a plain multiset.
-        #[test]
-        fn the_log_of_amounts_knows_its_row_like_a_multiset(
-            steps in proptest::collection::vec((-20i64..20, any::<bool>(), 0usize..1000), 1..400)
-        ) {
-            let (mut amounts, mut held) = (Amounts::default(), BTreeMap::<i64, i64>::new());
-            for (cents, insert, pick) in steps {
-                let (cents, diff) = match (insert, held.len()) {
-                    (false, n) if n > 0 => (*held.keys().nth(pick % n).unwrap(), -1),
-                    _ => (cents, 1),
-                };
-                amounts.add(cents, diff);
-                *held.entry(cents).or_default() += diff;
-                held.retain(|_, n| *n != 0);
-                let expected = (!held.is_empty()).then(|| {
-                    let count: i64 = held.values().sum();
-                    let total: i128 = held.iter().map(|(c, n)| i128::from(*c * *n)).sum();
-                    (count, total, *held.keys().next().unwrap(), *held.keys().last().unwrap())
-                });
-                let row = amounts.row().map(|r| (r.count, r.total, r.min, r.max));
-                prop_assert_eq!(row, expected);
-                // The consolidated part is sorted, distinct and held; the rest is bounded by it.
-                let sorted = &amounts.log[..amounts.sorted];
-                prop_assert!(sorted.windows(2).all(|w| w[0].0 < w[1].0) && sorted.iter().all(|e| e.1 != 0));
-                prop_assert!(amounts.log.len() <= 2 * amounts.sorted + Amounts::SLACK);
             }
         }
     }

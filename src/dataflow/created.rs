@@ -32,6 +32,7 @@
 //! ([`crate::dataflow::Dataflow::step`]), instead of being replayed after it.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
@@ -44,6 +45,7 @@ use timely::dataflow::ProbeHandle;
 use timely::progress::frontier::AntichainRef;
 use timely::worker::Worker;
 
+use super::groups::SharedGroups;
 use super::rows::CustomerRow;
 use super::upsert::Tap;
 use super::versions::VersionStore;
@@ -75,6 +77,8 @@ pub struct Kept {
     pub since: Time,
     /// While it is being filled: the position in the version table to go on from.
     filling: Option<usize>,
+    /// Its groups (kept at a clean stop, put back at a restart).
+    pub groups: SharedGroups<Value>,
 }
 
 impl Kept {
@@ -158,6 +162,11 @@ impl CreatedViews {
         self.chunk = chunk.max(1);
     }
 
+    /// The ids of the views that keep groups, in increasing order.
+    pub fn kept_ids(&self) -> Vec<u64> {
+        self.installed.iter().filter(|(_, v)| v.kept.is_some()).map(|(id, _)| *id).collect()
+    }
+
     /// The view with this id, if installed.
     pub fn get_mut(&mut self, id: u64) -> Option<&mut Installed> {
         self.installed.get_mut(&id)
@@ -177,13 +186,16 @@ impl CreatedViews {
                 let (filter, key) = (filter.clone(), *key);
                 let index = worker.next_dataflow_index();
                 let probe = ProbeHandle::new();
+                let groups = SharedGroups::default();
+                let kept_groups = Rc::clone(&groups);
                 let (mut input, mut trace) = worker.dataflow::<Time, _, _>(|scope| {
                     let (input, txns) = scope.new_collection::<Txn, isize>();
                     // The row is built only for a filter to read.
-                    let rows = super::aggregate::keyed_rows(txns, move |txn| match &filter {
+                    let of = move |txn: &Txn| match &filter {
                         None => Some(key.of_txn(txn)),
                         Some(f) => f.accepts(&transaction_row(txn)).then(|| key.of_txn(txn)),
-                    });
+                    };
+                    let rows = super::aggregate::keyed_rows(txns, of, kept_groups);
                     let arranged = arrange_core::<_, _, _, ValSpine<Value, CustomerRow, Time, isize>>(
                         rows.inner,
                         Pipeline,
@@ -207,7 +219,7 @@ impl CreatedViews {
                 trace.set_physical_compaction(AntichainRef::new(&[]));
                 input.advance_to(since);
                 input.flush();
-                let mut kept = Kept { input, trace, probe, dataflow: index, since, filling: Some(0) };
+                let mut kept = Kept { input, trace, probe, dataflow: index, since, filling: Some(0), groups };
                 kept.fill(versions, count);
                 Some(kept)
             }
@@ -251,6 +263,21 @@ impl CreatedViews {
             }
         }
         filling
+    }
+
+    /// Hands every maintained view the upsert's last changes and closes its input, once the
+    /// upsert is done. Returns each one's id, groups and probe (done once it has taken all).
+    pub fn close(mut self) -> Vec<(u64, SharedGroups<Value>, ProbeHandle<Time>)> {
+        self.feed(None);
+        let installed = std::mem::take(&mut self.installed);
+        installed
+            .into_iter()
+            .filter_map(|(id, view)| {
+                let Kept { input, groups, probe, .. } = view.kept?;
+                input.close();
+                Some((id, groups, probe))
+            })
+            .collect()
     }
 
     /// Whether the view `id` is being filled.

@@ -32,6 +32,10 @@ pub trait Ordered {
     type Out;
     /// Applies one record of the open time `time`.
     fn apply(&mut self, time: Time, record: Self::Record, out: &mut Vec<Self::Out>);
+    /// Called in every invocation until the input frontier has passed time 0: what it adds
+    /// to `out` is emitted at time 0 (state put back from a snapshot, see
+    /// [`super::groups`]), before any record is applied.
+    fn initial(&mut self, _out: &mut Vec<Self::Out>) {}
     /// Called once no more records at `time` can arrive.
     fn complete(&mut self, _time: Time, _out: &mut Vec<Self::Out>) {}
     /// Called just before the first record of `time` is applied: the state then reflects
@@ -134,8 +138,10 @@ where
     L::Out: Clone + 'static,
     P: ParallelizationContract<Time, Vec<L::Record>>,
 {
-    stream.unary_frontier::<CapacityContainerBuilder<Vec<L::Out>>, _, _, _>(pact, name, move |_capability, _info| {
+    stream.unary_frontier::<CapacityContainerBuilder<Vec<L::Out>>, _, _, _>(pact, name, move |capability, _info| {
         let mut driver = InTimeOrder::new(logic);
+        // Held (at time 0) until the input frontier passes 0, for what `initial` emits.
+        let mut initial = Some(capability);
         move |(input, frontier), output| {
             let low = frontier.frontier().first().copied();
             let mut emit = |capability: &Capability<Time>, out: &mut Vec<L::Out>| {
@@ -144,6 +150,13 @@ where
                     out.clear();
                 }
             };
+            if let Some(capability) = &initial {
+                driver.logic.initial(&mut driver.out);
+                emit(capability, &mut driver.out);
+                if low.is_none_or(|low| low > *capability.time()) {
+                    initial = None;
+                }
+            }
             driver.open_through(low, &mut emit);
             input.for_each(|capability, records| driver.receive(low, &capability, records, &mut emit));
             driver.close_before(low, &mut emit);

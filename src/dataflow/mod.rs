@@ -18,6 +18,7 @@
 
 pub mod aggregate;
 pub mod created;
+pub mod groups;
 pub mod id_table;
 pub mod in_order;
 pub mod rows;
@@ -74,6 +75,8 @@ pub struct Dataflow {
     restored: InputHandleVec<Time, (Txn, Time, isize)>,
     /// The upsert's copy of its changes for the views created at run time.
     tap: upsert::Tap,
+    /// The state the views keep besides their arrangements (kept at a clean stop).
+    pub state: views::ViewState,
 }
 
 impl Dataflow {
@@ -84,6 +87,7 @@ impl Dataflow {
         let (mut updates, mut restored) = (InputHandleVec::new(), InputHandleVec::new());
         let snapshots = SnapshotSlot::default();
         let (upserted, tap) = (ProbeHandle::new(), upsert::Tap::default());
+        let state = views::ViewState::default();
         let (refused, offsets, views, latest) = worker.dataflow::<Time, _, _>(|scope| {
             let (refused_input, refused) = scope.new_collection::<Reason, isize>();
             let (offsets_input, offsets) = scope.new_collection::<(i32, i64), isize>();
@@ -94,10 +98,10 @@ impl Dataflow {
                 Some(filter) => txns.filter(move |t| filter.accepts_txn(t)),
                 None => txns,
             };
-            (refused_input, offsets_input, views::define(txns, refused, offsets, &probe), latest)
+            (refused_input, offsets_input, views::define(txns, refused, offsets, &probe, &state), latest)
         });
         let created = created::CreatedViews::new(Rc::clone(&tap));
-        Dataflow { updates, refused, offsets, views, probe, latest, snapshots, upserted, created, restored, tap }
+        Dataflow { updates, refused, offsets, views, probe, latest, snapshots, upserted, created, restored, tap, state }
     }
 
     /// Lets the dataflow run once while loading, and hands the views created at run time
@@ -162,12 +166,14 @@ impl Dataflow {
         *self.updates.time()
     }
 
-    /// Closes the inputs: nothing more will be admitted.
-    pub fn close(self) -> (ViewTraces, ProbeHandle<Time>) {
+    /// Closes the inputs: nothing more will be admitted. Returns the views, the probe that
+    /// says when they are done, and the views created at run time (still open: they take the
+    /// upsert's last changes from its tap, see [`created::CreatedViews::close`]).
+    pub fn close(self) -> (ViewTraces, ProbeHandle<Time>, created::CreatedViews) {
         self.updates.close();
         self.restored.close();
         self.refused.close();
         self.offsets.close();
-        (self.views, self.probe)
+        (self.views, self.probe, self.created)
     }
 }

@@ -20,7 +20,11 @@ use differential_dataflow::VecCollection;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::ProbeHandle;
 
-use super::aggregate;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::aggregate::{self, RestoredTotals};
+use super::groups::SharedGroups;
 use super::rows::{CustomerRow, Dimension};
 use super::stats::Stats;
 use super::Time;
@@ -131,6 +135,16 @@ impl ViewTraces {
     }
 }
 
+/// The state of the views that keep one besides their arrangement, shared with the worker:
+/// what a clean stop keeps and a restart puts back ([`super::groups`]).
+#[derive(Clone, Default)]
+pub struct ViewState {
+    /// The `customers` view's groups on this worker.
+    pub customers: SharedGroups<Arc<str>>,
+    /// Totals to emit at time 0 (worker 0's, on a restart).
+    pub totals: RestoredTotals,
+}
+
 /// Defines every view over the live transactions and the refused records' reasons.
 ///
 /// Every arrangement's progress is reported to `probe`, so `probe.less_than(t)` being false
@@ -140,9 +154,10 @@ pub fn define<'scope>(
     refused: VecCollection<'scope, Time, Reason, isize>,
     offsets: VecCollection<'scope, Time, (i32, i64), isize>,
     probe: &ProbeHandle<Time>,
+    state: &ViewState,
 ) -> ViewTraces {
     // The rows are already on their owners' workers (see `customer_owner`): arranged in place.
-    let rows = aggregate::customer_rows(txns.clone());
+    let rows = aggregate::customer_rows(txns.clone(), Rc::clone(&state.customers));
     let customers = arrange_core::<_, _, _, ValSpine<String, CustomerRow, Time, isize>>(
         rows.inner,
         Pipeline,
@@ -152,7 +167,7 @@ pub fn define<'scope>(
     let top =
         customers.clone().as_collection(|customer, row| (-row.total, customer.clone())).arrange_by_self_named("top");
     let customer_count = customers.clone().as_collection(|_, _| ()).arrange_by_self_named("customer count");
-    let totals = aggregate::totals(txns).arrange_by_self_named("totals");
+    let totals = aggregate::totals(txns, Rc::clone(&state.totals)).arrange_by_self_named("totals");
     let dead_letters = refused.arrange_by_self_named("dead letters");
     let offsets = offsets.arrange_by_key_named("offsets");
 

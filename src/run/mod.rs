@@ -368,7 +368,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
                 history,
                 workers,
                 // Resumed: what the snapshot holds is already on disk.
-                resumed: resume.as_ref().map(|s| s.meta.offsets.clone()),
+                resumed: resume.as_ref().map(|s| (s.meta.time, s.meta.offsets.clone())),
                 dead_letters: Arc::clone(&dead_letters),
             };
             Some(Snapshots::writer(writer, every)?)

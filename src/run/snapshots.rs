@@ -18,9 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use differential_dataflow::difference::IsZero;
 use serde::{Deserialize, Serialize};
 
+use crate::dataflow::rows::Dimension;
 use crate::dataflow::snapshot::Shard;
+use crate::dataflow::stats::Stats;
 use crate::dataflow::Time;
 use crate::deadletter::DeadLetterFile;
 use crate::reading::{ReadScope, Reading};
@@ -59,6 +62,9 @@ pub struct Snapshots {
     encoded: Arc<Mutex<Vec<EncodedShard>>>,
     /// The time of the newest snapshot finished (written, or failed and logged).
     pub finished: Arc<AtomicU64>,
+    /// The time of the newest snapshot on disk (0: none), which a clean stop keeps the views'
+    /// state for ([`crate::state::kept`]).
+    pub on_disk: Arc<AtomicU64>,
     /// How often a snapshot is taken.
     pub every: Duration,
 }
@@ -73,8 +79,8 @@ pub struct WriterSettings {
     pub history: Vec<Fingerprint>,
     /// Every worker of every process: the parts of one snapshot.
     pub workers: usize,
-    /// The offsets of the snapshot resumed from, already on disk.
-    pub resumed: Option<Vec<(i32, i64)>>,
+    /// The time and offsets of the snapshot resumed from, already on disk.
+    pub resumed: Option<(Time, Vec<(i32, i64)>)>,
     /// This process's dead letters: on disk before a snapshot says their records were read.
     pub dead_letters: Arc<DeadLetterFile>,
 }
@@ -84,6 +90,8 @@ impl Snapshots {
     pub fn writer(settings: WriterSettings, every: Duration) -> anyhow::Result<Snapshots> {
         let (to_writer, parts) = channel();
         let finished = Arc::new(AtomicU64::new(0));
+        let (resumed_time, resumed) = settings.resumed.map_or((0, None), |(time, offsets)| (time, Some(offsets)));
+        let on_disk = Arc::new(AtomicU64::new(resumed_time));
         let writer = Writer {
             dir: settings.dir,
             dead_letters: settings.dead_letters,
@@ -91,13 +99,21 @@ impl Snapshots {
             history: settings.history,
             workers: settings.workers,
             finished: Arc::clone(&finished),
-            last_offsets: settings.resumed,
+            on_disk: Arc::clone(&on_disk),
+            last_offsets: resumed,
         };
         std::thread::Builder::new()
             .name("snapshot-writer".into())
             .spawn(move || writer.run(parts))
             .context("cannot start the snapshot writer")?;
-        Ok(Snapshots { to_writer: Some(to_writer), to_encoder: None, encoded: Arc::default(), finished, every })
+        Ok(Snapshots {
+            to_writer: Some(to_writer),
+            to_encoder: None,
+            encoded: Arc::default(),
+            finished,
+            on_disk,
+            every,
+        })
     }
 
     /// Another process's side: starts the thread that encodes its workers' shards, once its
@@ -127,6 +143,7 @@ impl Snapshots {
             to_encoder: Some(Mutex::new(to_encoder)),
             encoded,
             finished: Arc::default(),
+            on_disk: Arc::default(),
             every,
         })
     }
@@ -177,6 +194,7 @@ struct Writer {
     history: Vec<Fingerprint>,
     workers: usize,
     finished: Arc<AtomicU64>,
+    on_disk: Arc<AtomicU64>,
     /// The offsets of the newest snapshot on disk: every change to the versions comes with
     /// a move of some offset (the history is loaded once, at the start), so equal offsets
     /// mean an equal snapshot, not worth writing again.
@@ -266,6 +284,7 @@ impl Writer {
             .max()
             .unwrap_or_default();
         let shards: Vec<ShardData> = parts.shards.into_values().collect();
+        let by_dimension = totals_by_dimension(&totals);
         let meta = Meta {
             time,
             topic: self.topic.clone(),
@@ -273,6 +292,7 @@ impl Writer {
             dead_letters: totals.dead_letters,
             history: self.history.clone(),
             shards: Vec::new(),
+            totals: Some(by_dimension),
         };
         let mut versions = 0;
         let written = crate::state::write(&self.dir, meta, shards.len(), |i, out| {
@@ -288,6 +308,7 @@ impl Writer {
         match written {
             Ok((path, bytes)) => {
                 self.last_offsets = Some(offsets);
+                self.on_disk.store(time, Ordering::SeqCst);
                 tracing::info!(
                     path = %path.display(),
                     time,
@@ -301,4 +322,15 @@ impl Writer {
             Err(error) => tracing::error!(%error, time, "cannot write a snapshot; the previous ones are kept"),
         }
     }
+}
+
+/// The totals of a reading, as the `totals` arrangement keys them.
+fn totals_by_dimension(reading: &Reading) -> Vec<(Dimension, Stats)> {
+    let categories = reading.categories.iter().map(|(c, s)| (Dimension::Category(c.as_deref().map(Arc::from)), *s));
+    let hours = reading.hourly.iter().map(|(h, s)| (Dimension::Hour(*h), *s));
+    std::iter::once((Dimension::All, reading.overall))
+        .chain(categories)
+        .chain(hours)
+        .filter(|(_, s)| !s.is_zero())
+        .collect()
 }

@@ -91,9 +91,13 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         .prepare(from_snapshot.then_some((settings.kafka.topic.as_str(), &resumed_at)))
         .with_context(|| format!("cannot prepare the dead-letter file {}", shared.dead_letters.path().display()))?;
     let local_workers = worker.peers() / settings.dataflow.processes.max(1);
+    // The views' state a clean stop keeps is put back only where it was kept: one process.
+    let build = crate::state::kept::build(&format!("{:?}", shared.event_filter));
+    let kept_dir = settings.state.dir.as_deref().filter(|_| settings.dataflow.processes <= 1);
     let initial = match (&shared.resume, from_snapshot) {
         (Some(snapshot), _) => {
-            load_snapshot(worker, &mut pipeline, snapshot, (worker.index() % local_workers, local_workers))?
+            let kept = kept_dir.map(|dir| (dir, build.as_str()));
+            load_snapshot(worker, &mut pipeline, snapshot, (worker.index() % local_workers, local_workers), kept)?
         }
         // Process 0 resumes the cluster: the versions reach this worker through the dataflow.
         (None, true) => LoadCounts::default(),
@@ -309,9 +313,66 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         close_within(topic, "the dead-letter producer");
     }
     shared.dead_letters.flush().context("cannot flush the dead-letter file")?;
-    let (_views, probe) = pipeline.close();
+    let state = pipeline.state.clone();
+    let (_views, probe, created) = pipeline.close();
     worker.step_while(|| !probe.done());
+    // The created views take the last of the upsert's changes, then finish too.
+    let created = created.close();
+    worker.step_while(|| created.iter().any(|(_, _, probe)| !probe.done()));
+    if let (Some(dir), Some(snapshots)) = (kept_dir, &shared.snapshots) {
+        let time = snapshots.on_disk.load(Ordering::SeqCst);
+        let failed = shared.failed.load(Ordering::SeqCst);
+        if time > 0 && !failed {
+            let views = created.iter().map(|(id, groups, _)| (*id, groups));
+            keep_views(dir, time, (index, peers), &build, &state, views);
+        }
+    }
     Ok(report)
+}
+
+/// Writes this worker's views' state as of the snapshot at `time` ([`crate::state::kept`]),
+/// unless the views hold records of a later time (then a restart computes them again).
+fn keep_views<'a>(
+    dir: &std::path::Path,
+    time: crate::dataflow::Time,
+    (worker, workers): (usize, usize),
+    build: &str,
+    state: &crate::dataflow::views::ViewState,
+    created: impl Iterator<Item = (u64, &'a crate::dataflow::groups::SharedGroups<crate::sql::value::Value>)>,
+) {
+    use crate::state::kept;
+    let started = Instant::now();
+    let mut sections = Vec::new();
+    for (id, groups) in created {
+        let mut bytes = Vec::new();
+        if !groups.borrow_mut().encode_as_of(time, &mut bytes) {
+            tracing::info!(worker, view = id, time, "a view changed after the last snapshot; its state is not kept");
+            return;
+        }
+        sections.push((id, bytes));
+    }
+    let mut bytes = Vec::new();
+    if !state.customers.borrow_mut().encode_as_of(time, &mut bytes) {
+        tracing::info!(worker, time, "the views changed after the last snapshot; their state is not kept");
+        return;
+    }
+    sections.push((kept::CUSTOMERS, bytes));
+    let header = kept::Header {
+        time,
+        worker,
+        workers,
+        build: build.to_owned(),
+        sections: sections.iter().map(|s| s.0).collect(),
+    };
+    match kept::write(dir, &header, &sections) {
+        Ok(path) => tracing::info!(
+            path = %path.display(),
+            bytes = sections.iter().map(|s| s.1.len()).sum::<usize>(),
+            ms = started.elapsed().as_millis() as u64,
+            "the views' state is kept for the next start"
+        ),
+        Err(error) => tracing::warn!(%error, "cannot keep the views' state; the next start computes them again"),
+    }
 }
 
 /// How long a stop waits for a Kafka client to close.

@@ -21,6 +21,7 @@
 //! snapshot that is truncated or whose checksums do not match is reported and skipped, and
 //! the previous one is used.
 
+pub mod kept;
 pub mod shard;
 
 use std::fs::File;
@@ -31,6 +32,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::{OnInvalid, Settings};
+use crate::dataflow::rows::Dimension;
+use crate::dataflow::stats::Stats;
 use crate::dataflow::Time;
 use crate::event::Reason;
 
@@ -59,6 +62,11 @@ pub struct Meta {
     pub history: Vec<Fingerprint>,
     /// The encoded versions, one shard per worker that held them.
     pub shards: Vec<ShardMeta>,
+    /// The totals of the `overall`, `categories` and `hourly` views at `time`, put back by a
+    /// restart that also finds the other views' state kept ([`kept`]); absent in snapshots
+    /// of earlier versions.
+    #[serde(default)]
+    pub totals: Option<Vec<(Dimension, Stats)>>,
 }
 
 /// Where a shard is and how to check it.
@@ -489,6 +497,7 @@ mod tests {
             dead_letters: vec![(Reason::BadAmount, 2)],
             history: vec![],
             shards: vec![],
+            totals: None,
         }
     }
 

@@ -1,0 +1,197 @@
+//! The views' state kept at a clean stop, beside the snapshot it matches, so that a restart
+//! puts the views back instead of recomputing them from every live transaction.
+//!
+//! A snapshot holds the versions; the views are a function of them, but computing them again
+//! from 9M transactions is most of a restart (the groups of the `customers` view and of each
+//! view created with `GROUP BY`, and the totals). At a clean stop each worker writes the
+//! groups it keeps, as of the newest snapshot on disk — if they hold exactly the records of
+//! that snapshot's time, and not otherwise — into `views-<time>-<worker>.bin`; the totals are
+//! in the snapshot itself. A restart uses the files only if every worker has one, each
+//! matching the snapshot's time, the number of workers, this build's hashing (which decides
+//! where each group lives) and the views installed; otherwise the views are computed from the
+//! versions as before. The files of an older snapshot are removed by the next clean stop.
+//!
+//! ```text
+//! "ALVIEWS\n"  u32 header length  header (JSON)  u32 CRC-32 of the header
+//! for each section (the customers view, then each created view by id):
+//!     u64 id  u64 length  bytes (see crate::dataflow::groups)  u32 CRC-32 of the bytes
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataflow::Time;
+
+const MAGIC: &[u8; 8] = b"ALVIEWS\n";
+
+/// The section of the `customers` view (created views' ids count up from 1).
+pub const CUSTOMERS: u64 = u64::MAX;
+
+/// What a kept state must match to be used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// The snapshot's logical time.
+    pub time: Time,
+    /// The worker that kept it.
+    pub worker: usize,
+    /// How many workers there were.
+    pub workers: usize,
+    /// This build and the settings the views depend on ([`build`]).
+    pub build: String,
+    /// The sections' ids, in order.
+    pub sections: Vec<u64>,
+}
+
+/// What the views' state depends on besides the versions: the program's version, where its
+/// hashing puts a group (a group lives on the worker its key hashes to), and the filter the
+/// views are computed through.
+pub fn build(filter: &str) -> String {
+    use differential_dataflow::Hashable;
+    let probe = crate::sql::value::Value::Text("probe".into()).hashed();
+    format!("{} {:x} {:x} filter {filter}", env!("CARGO_PKG_VERSION"), "probe".hashed(), probe)
+}
+
+fn file_name(time: Time, worker: usize) -> String {
+    format!("views-{time:020}-{worker}.bin")
+}
+
+fn crc(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+/// Writes `sections` (id, bytes) as `header.worker`'s kept state, atomically, and removes
+/// that worker's files of other snapshots.
+pub fn write(dir: &Path, header: &Header, sections: &[(u64, Vec<u8>)]) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    let path = dir.join(file_name(header.time, header.worker));
+    let temporary = dir.join(format!(".{}.tmp", file_name(header.time, header.worker)));
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&temporary)?);
+    let head = serde_json::to_vec(header).expect("a header serializes");
+    out.write_all(MAGIC)?;
+    out.write_all(&(head.len() as u32).to_le_bytes())?;
+    out.write_all(&head)?;
+    out.write_all(&crc(&head).to_le_bytes())?;
+    for (id, bytes) in sections {
+        out.write_all(&id.to_le_bytes())?;
+        out.write_all(&(bytes.len() as u64).to_le_bytes())?;
+        out.write_all(bytes)?;
+        out.write_all(&crc(bytes).to_le_bytes())?;
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temporary, &path)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+    let own = format!("-{}.bin", header.worker);
+    for stale in files(dir).into_iter().filter(|p| *p != path && p.to_string_lossy().ends_with(&own)) {
+        let _ = std::fs::remove_file(stale);
+    }
+    Ok(path)
+}
+
+/// Every kept-state file in `dir`.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("views-") && n.ends_with(".bin"))
+        })
+        .collect()
+}
+
+/// One worker's kept state, read and checked.
+pub struct Kept {
+    /// Its header.
+    pub header: Header,
+    /// Its sections: (id, bytes).
+    pub sections: Vec<(u64, Vec<u8>)>,
+}
+
+/// Reads and checks worker `worker`'s kept state for the snapshot at `time`: `None` if there
+/// is none, or it is damaged (said in the log).
+pub fn read(dir: &Path, time: Time, worker: usize) -> Option<Kept> {
+    let path = dir.join(file_name(time, worker));
+    let bytes = std::fs::read(&path).ok()?;
+    let kept = parse(&bytes);
+    if kept.is_none() {
+        tracing::warn!(path = %path.display(), "the views' kept state is damaged; the views are computed again");
+    }
+    kept
+}
+
+fn parse(bytes: &[u8]) -> Option<Kept> {
+    let mut at = bytes.strip_prefix(MAGIC.as_slice())?;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let head = at.get(..n)?;
+        at = &at[n..];
+        Some(head)
+    };
+    let length = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+    let head = take(length)?;
+    if u32::from_le_bytes(take(4)?.try_into().ok()?) != crc(head) {
+        return None;
+    }
+    let header: Header = serde_json::from_slice(head).ok()?;
+    let mut sections = Vec::with_capacity(header.sections.len());
+    for &expected in &header.sections {
+        let id = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let length = usize::try_from(u64::from_le_bytes(take(8)?.try_into().ok()?)).ok()?;
+        let section = take(length)?;
+        if id != expected || u32::from_le_bytes(take(4)?.try_into().ok()?) != crc(section) {
+            return None;
+        }
+        sections.push((id, section.to_vec()));
+    }
+    at.is_empty().then_some(Kept { header, sections })
+}
+
+/// Whether every one of `workers` workers kept its state for the snapshot at `time`, each
+/// file intact and matching `build` and the `sections` this run has. Every worker asks the
+/// same question of the same files, so all of them decide alike.
+pub fn usable(dir: &Path, time: Time, workers: usize, build: &str, sections: &[u64]) -> bool {
+    (0..workers).all(|worker| {
+        read(dir, time, worker).is_some_and(|kept| {
+            let h = &kept.header;
+            h.time == time && h.worker == worker && h.workers == workers && h.build == build && h.sections == sections
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(worker: usize) -> Header {
+        Header { time: 7, worker, workers: 2, build: build(""), sections: vec![3, CUSTOMERS] }
+    }
+
+    #[test]
+    fn kept_state_is_used_only_when_whole_and_matching() {
+        let dir = std::env::temp_dir().join(format!("kept-views-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sections = vec![(3, vec![1, 2, 3]), (CUSTOMERS, vec![9; 100])];
+        write(&dir, &header(0), &sections).unwrap();
+        assert!(!usable(&dir, 7, 2, &build(""), &[3, CUSTOMERS]), "worker 1 kept nothing yet");
+        write(&dir, &header(1), &sections).unwrap();
+        assert!(usable(&dir, 7, 2, &build(""), &[3, CUSTOMERS]));
+        assert_eq!(read(&dir, 7, 1).unwrap().sections, sections);
+        assert!(!usable(&dir, 8, 2, &build(""), &[3, CUSTOMERS]), "another snapshot");
+        assert!(!usable(&dir, 7, 2, &build("amount > 1"), &[3, CUSTOMERS]), "another filter");
+        assert!(!usable(&dir, 7, 2, &build(""), &[CUSTOMERS]), "a view dropped since");
+        // One byte changed anywhere is found.
+        let path = dir.join(file_name(7, 1));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 10;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(!usable(&dir, 7, 2, &build(""), &[3, CUSTOMERS]), "a damaged file");
+        // A later stop replaces a worker's file of an older snapshot.
+        write(&dir, &Header { time: 9, ..header(0) }, &sections).unwrap();
+        assert!(read(&dir, 7, 0).is_none() && read(&dir, 9, 0).is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
