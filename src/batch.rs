@@ -124,8 +124,8 @@ pub fn load_snapshot(
             &mut |identity, stored| {
                 // Admitted now, as the upsert would have stored it.
                 let stored = Stored { time, ..stored };
-                let txn = latest.borrow_mut().restore(identity, stored);
-                if let Some(txn) = txn.filter(|_| !views_kept) {
+                // With the views' state put back, they need not see the transactions.
+                if let Some(txn) = latest.borrow_mut().restore(identity, stored, !views_kept) {
                     pipeline.restored(txn);
                     step_now_and_then(&mut since_step, worker, pipeline);
                 }
@@ -167,8 +167,8 @@ fn put_views_back(
         return Ok(false);
     }
     let mine = kept::read(dir, snapshot.meta.time, index).ok_or(LoadError::KeptViews(None))?;
-    for (id, bytes) in &mine.sections {
-        let groups = match *id {
+    for (id, bytes) in mine.sections() {
+        let groups = match id {
             kept::CUSTOMERS => pipeline.state.customers.borrow_mut().restore(bytes),
             view => match pipeline.created.get_mut(view).and_then(|v| v.kept.as_ref()) {
                 Some(view) => view.groups.borrow_mut().restore(bytes),

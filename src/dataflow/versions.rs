@@ -154,12 +154,13 @@ impl VersionStore {
 
     /// Puts a version read from a snapshot's shard into the table as it was written (its
     /// names numbered in the catalog given to [`VersionStore::restore_names`]), and returns
-    /// its transaction if it is live. For a worker that owns exactly the shard's identities,
+    /// its transaction if it is live and `feed_views` (the views are computed from it, not
+    /// put back). For a worker that owns exactly the shard's identities,
     /// each once; the table looks them up once [`VersionStore::restored`] has indexed them.
-    pub fn restore(&mut self, identity: IdRef<'_>, stored: Stored) -> Option<Txn> {
+    pub fn restore(&mut self, identity: IdRef<'_>, stored: Stored, feed_views: bool) -> Option<Txn> {
         let versions = Arc::get_mut(&mut self.versions).expect("nothing is frozen while a snapshot is loaded");
         versions.append_unindexed(identity, stored);
-        stored.txn.map(|t| self.names.expand(&t))
+        stored.txn.filter(|_| feed_views).map(|t| self.names.expand(&t))
     }
 
     /// Indexes the versions restored from a snapshot's shard, all at once.

@@ -102,50 +102,67 @@ fn files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// One worker's kept state, read and checked.
+/// One worker's kept state, mapped and checked.
 pub struct Kept {
     /// Its header.
     pub header: Header,
-    /// Its sections: (id, bytes).
-    pub sections: Vec<(u64, Vec<u8>)>,
+    /// The file, mapped (read from the page cache, not copied).
+    bytes: memmap2::Mmap,
+    /// Each section's id and where its bytes are.
+    ranges: Vec<(u64, std::ops::Range<usize>)>,
 }
 
-/// Reads and checks worker `worker`'s kept state for the snapshot at `time`: `None` if there
+impl Kept {
+    /// Its sections: (id, bytes), in order.
+    pub fn sections(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.ranges.iter().map(|(id, range)| (*id, &self.bytes[range.clone()]))
+    }
+}
+
+/// Maps and checks worker `worker`'s kept state for the snapshot at `time`: `None` if there
 /// is none, or it is damaged (said in the log).
 pub fn read(dir: &Path, time: Time, worker: usize) -> Option<Kept> {
     let path = dir.join(file_name(time, worker));
-    let bytes = std::fs::read(&path).ok()?;
-    let kept = parse(&bytes);
+    let file = std::fs::File::open(&path).ok()?;
+    // SAFETY: these files are written once under a temporary name and renamed into place,
+    // never modified; one removed by a later stop while mapped stays readable until unmapped.
+    let bytes = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let kept = parse(bytes);
     if kept.is_none() {
         tracing::warn!(path = %path.display(), "the views' kept state is damaged; the views are computed again");
     }
     kept
 }
 
-fn parse(bytes: &[u8]) -> Option<Kept> {
-    let mut at = bytes.strip_prefix(MAGIC.as_slice())?;
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let head = at.get(..n)?;
-        at = &at[n..];
-        Some(head)
+fn parse(bytes: memmap2::Mmap) -> Option<Kept> {
+    let mut at = MAGIC.len();
+    let mut take = |n: usize| -> Option<std::ops::Range<usize>> {
+        let range = at..at.checked_add(n).filter(|end| *end <= bytes.len())?;
+        at = range.end;
+        Some(range)
     };
-    let length = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
-    let head = take(length)?;
-    if u32::from_le_bytes(take(4)?.try_into().ok()?) != crc(head) {
+    let u32_in = |r: std::ops::Range<usize>| u32::from_le_bytes(bytes[r].try_into().expect("4 bytes"));
+    let u64_in = |r: std::ops::Range<usize>| u64::from_le_bytes(bytes[r].try_into().expect("8 bytes"));
+    if !bytes.starts_with(MAGIC) {
         return None;
     }
-    let header: Header = serde_json::from_slice(head).ok()?;
-    let mut sections = Vec::with_capacity(header.sections.len());
+    let length = u32_in(take(4)?) as usize;
+    let head = take(length)?;
+    if u32_in(take(4)?) != crc(&bytes[head.clone()]) {
+        return None;
+    }
+    let header: Header = serde_json::from_slice(&bytes[head]).ok()?;
+    let mut ranges = Vec::with_capacity(header.sections.len());
     for &expected in &header.sections {
-        let id = u64::from_le_bytes(take(8)?.try_into().ok()?);
-        let length = usize::try_from(u64::from_le_bytes(take(8)?.try_into().ok()?)).ok()?;
+        let id = u64_in(take(8)?);
+        let length = usize::try_from(u64_in(take(8)?)).ok()?;
         let section = take(length)?;
-        if id != expected || u32::from_le_bytes(take(4)?.try_into().ok()?) != crc(section) {
+        if id != expected || u32_in(take(4)?) != crc(&bytes[section.clone()]) {
             return None;
         }
-        sections.push((id, section.to_vec()));
+        ranges.push((id, section));
     }
-    at.is_empty().then_some(Kept { header, sections })
+    (at == bytes.len()).then_some(Kept { header, bytes, ranges })
 }
 
 /// Whether every one of `workers` workers kept its state for the snapshot at `time`, each
@@ -178,7 +195,9 @@ mod tests {
         assert!(!usable(&dir, 7, 2, &build(""), &[3, CUSTOMERS]), "worker 1 kept nothing yet");
         write(&dir, &header(1), &sections).unwrap();
         assert!(usable(&dir, 7, 2, &build(""), &[3, CUSTOMERS]));
-        assert_eq!(read(&dir, 7, 1).unwrap().sections, sections);
+        let read_back: Vec<(u64, Vec<u8>)> =
+            read(&dir, 7, 1).unwrap().sections().map(|(id, b)| (id, b.to_vec())).collect();
+        assert_eq!(read_back, sections);
         assert!(!usable(&dir, 8, 2, &build(""), &[3, CUSTOMERS]), "another snapshot");
         assert!(!usable(&dir, 7, 2, &build("amount > 1"), &[3, CUSTOMERS]), "another filter");
         assert!(!usable(&dir, 7, 2, &build(""), &[CUSTOMERS]), "a view dropped since");
