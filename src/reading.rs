@@ -10,6 +10,8 @@
 //! merged:   customers {Ali, Mounir, Sara} top [Ali 400, Mounir 350, Sara 180]
 //! ```
 
+use std::sync::Arc;
+
 use differential_dataflow::difference::Semigroup;
 use serde::{Deserialize, Serialize};
 
@@ -218,6 +220,16 @@ impl Reading {
             }
         }
         reading
+    }
+
+    /// The totals of the `overall`, `categories` and `hourly` views, as the `totals`
+    /// arrangement keys them: what [`Reading::totals`] splits.
+    pub fn totals_by_dimension(&self) -> Vec<(Dimension, Stats)> {
+        use differential_dataflow::difference::IsZero;
+        let categories = self.categories.iter().map(|(c, s)| (Dimension::Category(c.as_deref().map(Arc::from)), *s));
+        let hours = self.hourly.iter().map(|(h, s)| (Dimension::Hour(*h), *s));
+        let all = std::iter::once((Dimension::All, self.overall));
+        all.chain(categories).chain(hours).filter(|(_, s)| !s.is_zero()).collect()
     }
 
     /// Merges the shares of all workers into one reading.

@@ -2,7 +2,9 @@
 //! workers that wrote it and that read it: read by as many workers, each worker puts its own
 //! shard straight into its table (indexed at once); read by another number, every version
 //! is routed through the upsert. Either way, corrections and deletes after the restart must
-//! find the versions they replace — checked against the oracle over the whole input.
+//! find the versions they replace — checked against the oracle over the whole input. With
+//! the views' state kept as a clean stop keeps it, the same workers put it back instead of
+//! computing the views from the versions, and the views then go on alike.
 
 mod common;
 
@@ -24,15 +26,26 @@ fn views(r: &Reading) -> impl PartialEq + std::fmt::Debug {
 /// A worker's index, its shard's bytes and how many versions they hold.
 type EncodedShard = (usize, Vec<u8>, u64);
 
+/// What the views' state depends on, as `lambda run` says it (no event filter).
+fn build() -> String {
+    state::kept::build(&format!("{:?}", None::<atelier_lambda::filter::Filter>))
+}
+
 fn check(
     history: Vec<String>,
     before: Vec<Vec<Message>>,
     after: Vec<Vec<Message>>,
     steps: Vec<u8>,
     (writers, readers): (usize, usize),
+    keep_views: bool,
 ) -> Result<(), TestCaseError> {
     let dir = temp_dir("restore");
     let path = write_history(&dir, &history);
+    let state_dir = dir.join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let time = before.len() as u64;
+    let totals: Arc<Mutex<Vec<Reading>>> = Arc::default();
+    let (kept_dir, totals_in) = (state_dir.clone(), Arc::clone(&totals));
 
     // Run the history and the first batches on `writers` workers; each encodes its shard.
     let shards: Arc<Mutex<Vec<EncodedShard>>> = Arc::default();
@@ -54,19 +67,31 @@ fn check(
         let mut bytes = Vec::new();
         let versions = state::shard::encode(&frozen, &mut bytes).unwrap();
         into.lock().unwrap().push((worker.index(), bytes, versions));
+        // As a clean stop: the customers view's groups as of the snapshot's time, beside it,
+        // and the totals at that time (in the snapshot's meta).
+        totals_in.lock().unwrap().push(atelier_lambda::serve::query::read_everything(&mut pipeline.views, time, 5));
+        if keep_views {
+            let mut groups = Vec::new();
+            assert!(pipeline.state.customers.borrow_mut().encode_as_of(time, &mut groups), "held through {time}");
+            let (worker, workers) = (worker.index(), worker.peers());
+            let sections = vec![state::kept::CUSTOMERS];
+            let header = state::kept::Header { time, worker, workers, build: build(), sections };
+            state::kept::write(&kept_dir, &header, &[(state::kept::CUSTOMERS, groups)]).unwrap();
+        }
     })
     .unwrap()
     .join();
     let mut shards = std::mem::take(&mut *shards.lock().unwrap());
     shards.sort_by_key(|(i, _, _)| *i);
+    let totals = Reading::merge(std::mem::take(&mut *totals.lock().unwrap()), 5).totals_by_dimension();
     let meta = Meta {
-        time: before.len() as u64,
+        time,
         topic: "t".into(),
         offsets: Vec::new(),
         dead_letters: Vec::new(),
         history: Vec::new(),
         shards: Vec::new(),
-        totals: None,
+        totals: Some(totals),
     };
     let (file, _) = state::write(&dir.join("state"), meta, shards.len(), |i, out| {
         out.write_all(&shards[i].1)?;
@@ -80,12 +105,16 @@ fn check(
     for m in before.iter().flatten() {
         offsets[m.partition as usize] += 1;
     }
+    // The kept state is put back only by as many workers as kept it.
+    let usable = state::kept::usable(&state_dir, time, readers, &build(), &[state::kept::CUSTOMERS]);
+    prop_assert_eq!(usable, keep_views && readers == writers);
     let readings: Arc<Mutex<Vec<Reading>>> = Arc::default();
     let (into, after_in) = (Arc::clone(&readings), after.clone());
     timely::execute(timely::Config::process(readers), move |worker| {
         let mut pipeline = Dataflow::build(worker, None);
         let (index, peers) = (worker.index(), worker.peers());
-        load_snapshot(worker, &mut pipeline, &snapshot, (index, peers), None).unwrap();
+        let build = build();
+        load_snapshot(worker, &mut pipeline, &snapshot, (index, peers), Some((&state_dir, &build))).unwrap();
         let end = feed_from(worker, &mut pipeline, &after_in, &steps, offsets, &mut |_, _, _| {});
         let reading = atelier_lambda::serve::query::read_everything(&mut pipeline.views, end - 1, 5);
         into.lock().unwrap().push(reading);
@@ -113,8 +142,9 @@ proptest! {
         steps in prop::collection::vec(0u8..4, 6),
         writers in prop::sample::select(vec![1usize, 2, 3]),
         readers in prop::sample::select(vec![1usize, 2, 3]),
+        keep_views in any::<bool>(),
     ) {
-        check(history, before, after, steps, (writers, readers))?;
+        check(history, before, after, steps, (writers, readers), keep_views)?;
     }
 }
 
@@ -132,6 +162,8 @@ fn both_ways_of_restoring_are_exercised() {
         })
         .collect()];
     for (writers, readers) in [(2, 2), (3, 3), (2, 1), (1, 3)] {
-        check(history.clone(), Vec::new(), after.clone(), vec![1; 4], (writers, readers)).unwrap();
+        for keep_views in [false, true] {
+            check(history.clone(), Vec::new(), after.clone(), vec![1; 4], (writers, readers), keep_views).unwrap();
+        }
     }
 }

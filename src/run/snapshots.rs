@@ -18,12 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use differential_dataflow::difference::IsZero;
 use serde::{Deserialize, Serialize};
 
-use crate::dataflow::rows::Dimension;
 use crate::dataflow::snapshot::Shard;
-use crate::dataflow::stats::Stats;
 use crate::dataflow::Time;
 use crate::deadletter::DeadLetterFile;
 use crate::reading::{ReadScope, Reading};
@@ -284,7 +281,7 @@ impl Writer {
             .max()
             .unwrap_or_default();
         let shards: Vec<ShardData> = parts.shards.into_values().collect();
-        let by_dimension = totals_by_dimension(&totals);
+        let by_dimension = totals.totals_by_dimension();
         let meta = Meta {
             time,
             topic: self.topic.clone(),
@@ -322,15 +319,4 @@ impl Writer {
             Err(error) => tracing::error!(%error, time, "cannot write a snapshot; the previous ones are kept"),
         }
     }
-}
-
-/// The totals of a reading, as the `totals` arrangement keys them.
-fn totals_by_dimension(reading: &Reading) -> Vec<(Dimension, Stats)> {
-    let categories = reading.categories.iter().map(|(c, s)| (Dimension::Category(c.as_deref().map(Arc::from)), *s));
-    let hours = reading.hourly.iter().map(|(h, s)| (Dimension::Hour(*h), *s));
-    std::iter::once((Dimension::All, reading.overall))
-        .chain(categories)
-        .chain(hours)
-        .filter(|(_, s)| !s.is_zero())
-        .collect()
 }
