@@ -20,6 +20,9 @@
 //! crash leaves either the whole new snapshot or none of it; the newest two are kept. A
 //! snapshot that is truncated or whose checksums do not match is reported and skipped, and
 //! the previous one is used.
+//!
+//! Beside the newest snapshot, a clean stop keeps the views' state as of its time ([`kept`]),
+//! which a restart puts back instead of computing the views from the versions again.
 
 pub mod kept;
 pub mod shard;
