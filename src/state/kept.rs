@@ -61,7 +61,7 @@ fn crc(bytes: &[u8]) -> u32 {
 }
 
 /// Writes `sections` (id, bytes) as `header.worker`'s kept state, atomically, and removes
-/// that worker's files of other snapshots.
+/// the files of other snapshots.
 pub fn write(dir: &Path, header: &Header, sections: &[(u64, Vec<u8>)]) -> std::io::Result<PathBuf> {
     use std::io::Write;
     let path = dir.join(file_name(header.time, header.worker));
@@ -83,8 +83,12 @@ pub fn write(dir: &Path, header: &Header, sections: &[(u64, Vec<u8>)]) -> std::i
     drop(file);
     std::fs::rename(&temporary, &path)?;
     std::fs::File::open(dir).and_then(|d| d.sync_all())?;
-    let own = format!("-{}.bin", header.worker);
-    for stale in files(dir).into_iter().filter(|p| *p != path && p.to_string_lossy().ends_with(&own)) {
+    // Files of other snapshots are of no use any more (those of this one may be being
+    // written by the other workers).
+    let this = format!("views-{:020}-", header.time);
+    for stale in
+        files(dir).into_iter().filter(|p| p.file_name().is_some_and(|n| !n.to_string_lossy().starts_with(&this)))
+    {
         let _ = std::fs::remove_file(stale);
     }
     Ok(path)
@@ -208,9 +212,10 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         assert!(!usable(&dir, 7, 2, &build(""), &[3, CUSTOMERS]), "a damaged file");
-        // A later stop replaces a worker's file of an older snapshot.
+        // A later stop removes the files of an older snapshot, every worker's.
         write(&dir, &Header { time: 9, ..header(0) }, &sections).unwrap();
-        assert!(read(&dir, 7, 0).is_none() && read(&dir, 9, 0).is_some());
+        assert!(read(&dir, 9, 0).is_some());
+        assert!(!dir.join(file_name(7, 0)).exists() && !dir.join(file_name(7, 1)).exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -406,12 +406,13 @@ pub fn resume_point(settings: &Settings) -> anyhow::Result<Option<Snapshot>> {
     }
 }
 
-/// Removes the temporary files of writes a crash interrupted (never snapshots themselves).
+/// Removes the temporary files of writes a crash interrupted (never snapshots or kept views
+/// themselves).
 fn remove_interrupted_writes(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for path in entries.filter_map(Result::ok).map(|e| e.path()) {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with(".snapshot-") && name.ends_with(".tmp") {
+        if (name.starts_with(".snapshot-") || name.starts_with(".views-")) && name.ends_with(".tmp") {
             tracing::info!(path = %path.display(), "removing the remains of an interrupted snapshot write");
             let _ = std::fs::remove_file(&path);
         }
