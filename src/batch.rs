@@ -78,9 +78,9 @@ pub enum LoadError {
     #[error(transparent)]
     Snapshot(#[from] crate::state::shard::DecodeError),
     /// The views' state kept at the last stop, found whole by every worker, could not be put
-    /// back (`None`: a file or a view went missing meanwhile).
-    #[error("the views' state kept in the state directory cannot be put back ({0:?}); remove its views-*.bin files to compute the views again")]
-    KeptViews(Option<crate::dataflow::groups::DamagedGroups>),
+    /// back (a file or a view went missing meanwhile, or its groups do not add up).
+    #[error("the views' state kept in the state directory cannot be put back: {0}; remove its views-*.bin files to compute the views again")]
+    KeptViews(String),
 }
 
 /// Feeds this worker's share of a snapshot into the pipeline at its current time, instead
@@ -166,16 +166,17 @@ fn put_views_back(
     if !kept::usable(dir, snapshot.meta.time, readers, build, &sections) {
         return Ok(false);
     }
-    let mine = kept::read(dir, snapshot.meta.time, index).ok_or(LoadError::KeptViews(None))?;
+    let gone = |what: &str| LoadError::KeptViews(format!("{what} went missing since it was checked"));
+    let mine = kept::read(dir, snapshot.meta.time, index).ok_or_else(|| gone("this worker's file"))?;
     for (id, bytes) in mine.sections() {
         let groups = match id {
             kept::CUSTOMERS => pipeline.state.customers.borrow_mut().restore(bytes),
             view => match pipeline.created.get_mut(view).and_then(|v| v.kept.as_ref()) {
                 Some(view) => view.groups.borrow_mut().restore(bytes),
-                None => return Err(LoadError::KeptViews(None)),
+                None => return Err(gone("a view")),
             },
         };
-        groups.map_err(|e| LoadError::KeptViews(Some(e)))?;
+        groups.map_err(|e| LoadError::KeptViews(e.to_string()))?;
     }
     if index == 0 {
         pipeline.state.totals.borrow_mut().extend(totals.iter().cloned());
