@@ -9,7 +9,7 @@
 //!   and max stay exact when a transaction is retracted), kept as a log that is consolidated
 //!   now and then. A change costs one hash lookup of its customer and an append, whatever the
 //!   size of the history; retracting a customer's current min or max sorts that customer's
-//!   log (see `Amounts`).
+//!   log (see [`super::groups`], which also keeps and restores that state).
 //! - [`totals`]: per [`Dimension`] (all, each category, each hour), a [`Stats`] sum,
 //!   pre-aggregated per worker before it is exchanged and arranged, so that a million
 //!   transactions become one update per key.
