@@ -140,6 +140,18 @@ fn move_to(input: &mut InputSession<Time, Txn, isize>, time: Time) {
     }
 }
 
+/// A maintained view whose input is closed ([`CreatedViews::close`]).
+pub struct ClosedView {
+    /// Its id.
+    pub id: u64,
+    /// Its groups.
+    pub groups: SharedGroups<Value>,
+    /// Done once the view has taken all it was sent.
+    pub probe: ProbeHandle<Time>,
+    /// Whether it had been filled from the version table (else it holds only part of it).
+    pub filled: bool,
+}
+
 /// The views created on this worker, and the upsert's changes they are fed.
 pub struct CreatedViews {
     installed: BTreeMap<u64, Installed>,
@@ -266,16 +278,17 @@ impl CreatedViews {
     }
 
     /// Hands every maintained view the upsert's last changes and closes its input, once the
-    /// upsert is done. Returns each one's id, groups and probe (done once it has taken all).
-    pub fn close(mut self) -> Vec<(u64, SharedGroups<Value>, ProbeHandle<Time>)> {
+    /// upsert is done. Returns each one's id, groups, probe (done once it has taken all) and
+    /// whether it was filled (a view stopped while being filled holds only part of its rows).
+    pub fn close(mut self) -> Vec<ClosedView> {
         self.feed(None);
         let installed = std::mem::take(&mut self.installed);
         installed
             .into_iter()
             .filter_map(|(id, view)| {
-                let Kept { input, groups, probe, .. } = view.kept?;
+                let Kept { input, groups, probe, filling, .. } = view.kept?;
                 input.close();
-                Some((id, groups, probe))
+                Some(ClosedView { id, groups, probe, filled: filling.is_none() })
             })
             .collect()
     }
@@ -401,5 +414,34 @@ mod tests {
                 assert_eq!(key.of_txn(txn), key.of(&transaction_row(txn)), "{key:?} of {txn:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_view_stopped_while_it_fills_says_so() {
+        let Plan::Select(select) = plan("SELECT count(*) FROM transactions").unwrap() else { panic!() };
+        let def = ViewDef { id: 9_002, name: "filling".into(), sql: String::new(), body: view_body(&select).unwrap() };
+        let filled = timely::execute_directly(move |worker| {
+            let mut dataflow = crate::dataflow::Dataflow::build(worker, None);
+            dataflow.created.set_chunk(1);
+            dataflow.advance_to(1);
+            for i in 0..3 {
+                dataflow.updates.send(Update {
+                    identity: Identity::Id(format!("t{i}").into()),
+                    position: Position { source: 0, seq: i },
+                    txn: Some(Txn { customer: "Ali".into(), cents: 500, ts: None, category: None }),
+                });
+            }
+            dataflow.advance_to(2);
+            while dataflow.upsert_frontier().is_some_and(|f| f < 2) {
+                worker.step();
+            }
+            let versions = dataflow.latest.borrow();
+            dataflow.created.install(worker, def, &versions, 2);
+            drop(versions);
+            let (_, probe, created) = dataflow.close();
+            worker.step_while(|| !probe.done());
+            created.close().iter().map(|v| (v.id, v.filled)).collect::<Vec<_>>()
+        });
+        assert_eq!(filled, vec![(9_002, false)], "one identity of three read");
     }
 }

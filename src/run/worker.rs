@@ -318,13 +318,12 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
     worker.step_while(|| !probe.done());
     // The created views take the last of the upsert's changes, then finish too.
     let created = created.close();
-    worker.step_while(|| created.iter().any(|(_, _, probe)| !probe.done()));
+    worker.step_while(|| created.iter().any(|view| !view.probe.done()));
     if let (Some(dir), Some(snapshots)) = (kept_dir, &shared.snapshots) {
         let time = snapshots.on_disk.load(Ordering::SeqCst);
         let failed = shared.failed.load(Ordering::SeqCst);
         if time > 0 && !failed {
-            let views = created.iter().map(|(id, groups, _)| (*id, groups));
-            keep_views(dir, time, (index, peers), &build, &state, views);
+            keep_views(dir, time, (index, peers), &build, &state, &created);
         }
     }
     Ok(report)
@@ -332,24 +331,33 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
 
 /// Writes this worker's views' state as of the snapshot at `time` ([`crate::state::kept`]),
 /// unless the views hold records of a later time (then a restart computes them again).
-fn keep_views<'a>(
+fn keep_views(
     dir: &std::path::Path,
     time: crate::dataflow::Time,
     (worker, workers): (usize, usize),
     build: &str,
     state: &crate::dataflow::views::ViewState,
-    created: impl Iterator<Item = (u64, &'a crate::dataflow::groups::SharedGroups<crate::sql::value::Value>)>,
+    created: &[crate::dataflow::created::ClosedView],
 ) {
     use crate::state::kept;
     let started = Instant::now();
     let mut sections = Vec::new();
-    for (id, groups) in created {
+    for view in created {
         let mut bytes = Vec::new();
-        if !groups.borrow_mut().encode_as_of(time, &mut bytes) {
-            tracing::info!(worker, view = id, time, "a view changed after the last snapshot; its state is not kept");
+        if !view.filled {
+            tracing::info!(worker, view = view.id, "a view was still being filled; the views' state is not kept");
             return;
         }
-        sections.push((id, bytes));
+        if !view.groups.borrow_mut().encode_as_of(time, &mut bytes) {
+            tracing::info!(
+                worker,
+                view = view.id,
+                time,
+                "a view changed after the last snapshot; its state is not kept"
+            );
+            return;
+        }
+        sections.push((view.id, bytes));
     }
     let mut bytes = Vec::new();
     if !state.customers.borrow_mut().encode_as_of(time, &mut bytes) {
