@@ -269,3 +269,37 @@ fn a_clean_stop_keeps_the_views_state_and_the_restart_puts_it_back_exactly() {
     let err = run.stop();
     assert!(!err.contains("is put back"), "{err}");
 }
+
+#[test]
+fn clean_stops_in_the_middle_of_a_stream_keep_the_views_exact() {
+    let dir = temp_dir("durability-stops-mid-stream");
+    let state = dir.join("state");
+    let broker = TestBroker::mock();
+    let history_lines = random_history(300);
+    let history = history(&dir, &history_lines);
+    let options = with_state(&state, 3_600_000);
+    let sent = random_messages(31, 1200);
+    // The stream goes on while the run is stopped and started again: each stop keeps the
+    // views' state as of its snapshot, whatever had been admitted at later times or not.
+    let streaming = {
+        let (address, sent) = (broker.address(), sent.clone());
+        std::thread::spawn(move || {
+            let producer = producer(&address);
+            for chunk in sent.chunks(40) {
+                send(&producer, chunk);
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        })
+    };
+    let mut logs = String::new();
+    for _ in 0..3 {
+        let run = start(&broker, &history, &dir, &options);
+        std::thread::sleep(Duration::from_millis(120));
+        logs += &run.stop();
+    }
+    streaming.join().expect("the producer sends everything");
+    let mut run = start(&broker, &history, &dir, &options);
+    assert_exact(&mut run, &history_lines, &sent, "after three stops in the middle of the stream");
+    logs += &run.stop();
+    assert!(logs.contains("the views' state kept at the last stop is put back"), "{logs}");
+}
