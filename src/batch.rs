@@ -319,13 +319,17 @@ pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
 
     let settings_for_workers = settings.clone();
     let (dead_for_workers, shared_for_workers) = (Arc::clone(&dead_letters), Arc::clone(&shared));
+    // The views' state a clean stop of `lambda run` kept, used as a restart uses it.
+    let kept_dir = settings.state.dir.clone().filter(|_| processes <= 1);
+    let build = crate::state::kept::build(&format!("{event_filter:?}"));
     let guards = crate::cluster::execute(settings.timely_config()?, move |worker| {
         let mut pipeline = Dataflow::build(worker, event_filter.clone());
         let mut control = Control::<(), Share>::build(worker);
         let loaded = match &snapshot {
             Some(snapshot) => {
                 let local = worker.peers() / processes;
-                load_snapshot(worker, &mut pipeline, snapshot, (worker.index() % local, local), None)
+                let kept = kept_dir.as_deref().map(|dir| (dir, build.as_str()));
+                load_snapshot(worker, &mut pipeline, snapshot, (worker.index() % local, local), kept)
             }
             None if from_state => Ok(LoadCounts::default()),
             None => load_history(

@@ -228,8 +228,11 @@ fn batch_writes_the_views_of_the_newest_snapshot_with_any_number_of_workers() {
             .arg(dir.join("batch-dead.jsonl"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{workers} workers: {}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{workers} workers: {err}");
         assert_same_views(&out_dir, &expected);
+        // The last stop kept the views' state of its 2 workers: 2 workers put it back.
+        assert_eq!(err.contains("is put back"), workers == "2", "{workers} workers: {err}");
     }
 }
 
