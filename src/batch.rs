@@ -124,8 +124,10 @@ pub fn load_snapshot(
             &mut |identity, stored| {
                 // Admitted now, as the upsert would have stored it.
                 let stored = Stored { time, ..stored };
-                // With the views' state put back, they need not see the transactions.
-                if let Some(txn) = latest.borrow_mut().restore(identity, stored, !views_kept) {
+                // With the views' state put back, they need not see the transactions. (The
+                // table is let go before the worker steps: the upsert borrows it then.)
+                let txn = latest.borrow_mut().restore(identity, stored, !views_kept);
+                if let Some(txn) = txn {
                     pipeline.restored(txn);
                     step_now_and_then(&mut since_step, worker, pipeline);
                 }

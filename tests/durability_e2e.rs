@@ -212,13 +212,25 @@ fn batch_writes_the_views_of_the_newest_snapshot_with_any_number_of_workers() {
     let dir = temp_dir("batch-state");
     let state = dir.join("state");
     let broker = TestBroker::mock();
-    let history_lines = random_history(40);
+    // More live versions than a worker loads between two steps of its dataflow (4,096).
+    let generated = dir.join("generated.jsonl");
+    let status = lambda().args(["gen", "--rows", "12000", "--corrections", "0.1", "--out"]).arg(&generated).status();
+    assert!(status.unwrap().success(), "lambda gen");
+    let history_lines: Vec<String> = std::fs::read_to_string(&generated).unwrap().lines().map(String::from).collect();
     let history_path = history(&dir, &history_lines);
     let messages = random_messages(3, 80);
     two_snapshots(&broker, &history_path, &dir, &state, &messages);
     let expected = expected_views(&history_lines, "", &messages, &dir);
-    for workers in ["2", "1", "3"] {
-        let out_dir = dir.join(format!("batch-{workers}"));
+    for workers in ["2", "1", "3", "2 without the kept views"] {
+        if workers.ends_with("kept views") {
+            for kept in std::fs::read_dir(&state).unwrap().map(|e| e.unwrap().path()) {
+                if kept.extension().is_some_and(|e| e == "bin") {
+                    std::fs::remove_file(kept).unwrap();
+                }
+            }
+        }
+        let (workers, label) = (&workers[..1], workers);
+        let out_dir = dir.join(format!("batch-{}", label.len()));
         let out = lambda()
             .args(["batch", "--workers", workers, "--state-dir"])
             .arg(&state)
@@ -229,10 +241,10 @@ fn batch_writes_the_views_of_the_newest_snapshot_with_any_number_of_workers() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{workers} workers: {err}");
+        assert!(out.status.success(), "{label} workers: {err}");
         assert_same_views(&out_dir, &expected);
         // The last stop kept the views' state of its 2 workers: 2 workers put it back.
-        assert_eq!(err.contains("is put back"), workers == "2", "{workers} workers: {err}");
+        assert_eq!(err.contains("is put back"), label == "2", "{label} workers: {err}");
     }
 }
 
