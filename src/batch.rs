@@ -170,7 +170,7 @@ fn put_views_back(
     }
     let gone = |what: &str| LoadError::KeptViews(format!("{what} went missing since it was checked"));
     let mine = kept::read(dir, snapshot.meta.time, index).ok_or_else(|| gone("this worker's file"))?;
-    for (id, bytes) in mine.sections() {
+    for (id, bytes) in mine.sections().filter(|(id, _)| sections.contains(id)) {
         let groups = match id {
             kept::CUSTOMERS => pipeline.state.customers.borrow_mut().restore(bytes),
             view => match pipeline.created.get_mut(view).and_then(|v| v.kept.as_ref()) {
