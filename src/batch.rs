@@ -78,7 +78,7 @@ pub enum LoadError {
     #[error(transparent)]
     Snapshot(#[from] crate::state::shard::DecodeError),
     /// The views' state kept at the last stop, found whole by every worker, could not be put
-    /// back (a file or a view went missing meanwhile, or its groups do not add up).
+    /// back (its groups do not add up).
     #[error("the views' state kept in the state directory cannot be put back: {0}; remove its views-*.bin files to compute the views again")]
     KeptViews(String),
 }
@@ -165,17 +165,15 @@ fn put_views_back(
     let Some(totals) = &snapshot.meta.totals else { return Ok(false) };
     let mut sections = pipeline.created.kept_ids();
     sections.push(kept::CUSTOMERS);
-    if !kept::usable(dir, snapshot.meta.time, readers, build, &sections) {
+    let Some(mine) = kept::usable(dir, snapshot.meta.time, (index, readers), build, &sections) else {
         return Ok(false);
-    }
-    let gone = |what: &str| LoadError::KeptViews(format!("{what} went missing since it was checked"));
-    let mine = kept::read(dir, snapshot.meta.time, index).ok_or_else(|| gone("this worker's file"))?;
+    };
     for (id, bytes) in mine.sections().filter(|(id, _)| sections.contains(id)) {
         let groups = match id {
             kept::CUSTOMERS => pipeline.state.customers.borrow_mut().restore(bytes),
             view => match pipeline.created.get_mut(view).and_then(|v| v.kept.as_ref()) {
                 Some(view) => view.groups.borrow_mut().restore(bytes),
-                None => return Err(gone("a view")),
+                None => unreachable!("the sections read are the installed views' and the customers'"),
             },
         };
         groups.map_err(|e| LoadError::KeptViews(e.to_string()))?;
@@ -323,7 +321,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
     let (dead_for_workers, shared_for_workers) = (Arc::clone(&dead_letters), Arc::clone(&shared));
     // The views' state a clean stop of `lambda run` kept, used as a restart uses it.
     let kept_dir = settings.state.dir.clone().filter(|_| processes <= 1);
-    let build = crate::state::kept::build(&format!("{event_filter:?}"));
+    let build = crate::state::kept::build(event_filter.as_ref());
     let guards = crate::cluster::execute(settings.timely_config()?, move |worker| {
         let mut pipeline = Dataflow::build(worker, event_filter.clone());
         let mut control = Control::<(), Share>::build(worker);

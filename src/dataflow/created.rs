@@ -362,10 +362,15 @@ mod tests {
     use crate::sql::plan::{plan, Plan};
     use crate::sql::views::ViewDef;
 
+    /// A view `id` named `name`, defined by the `SELECT` `sql`.
+    fn view(id: u64, name: &str, sql: &str) -> ViewDef {
+        let Plan::Select(select) = plan(sql).unwrap() else { panic!("{sql} is a SELECT") };
+        ViewDef { id, name: name.into(), sql: String::new(), body: view_body(&select).unwrap() }
+    }
+
     #[test]
     fn a_view_created_early_holds_later_changes_at_their_times() {
-        let Plan::Select(select) = plan("SELECT count(*), sum(amount) FROM transactions").unwrap() else { panic!() };
-        let def = ViewDef { id: 9_001, name: "early".into(), sql: String::new(), body: view_body(&select).unwrap() };
+        let def = view(9_001, "early", "SELECT count(*), sum(amount) FROM transactions");
         let rows = timely::execute_directly(move |worker| {
             let mut dataflow = crate::dataflow::Dataflow::build(worker, None);
             dataflow.advance_to(1);
@@ -418,8 +423,7 @@ mod tests {
 
     #[test]
     fn a_view_stopped_while_it_fills_says_so() {
-        let Plan::Select(select) = plan("SELECT count(*) FROM transactions").unwrap() else { panic!() };
-        let def = ViewDef { id: 9_002, name: "filling".into(), sql: String::new(), body: view_body(&select).unwrap() };
+        let def = view(9_002, "filling", "SELECT count(*) FROM transactions");
         let filled = timely::execute_directly(move |worker| {
             let mut dataflow = crate::dataflow::Dataflow::build(worker, None);
             dataflow.created.set_chunk(1);

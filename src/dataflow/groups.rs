@@ -165,16 +165,6 @@ impl GroupKey for Value {
 pub struct DamagedGroups(&'static str);
 
 impl<K: GroupKey + std::hash::Hash + Eq> Groups<K> {
-    /// How many groups there are.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether there is no group.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// Appends the groups as of `time` to `out`, if they hold exactly the records of the
     /// times up to `time`: every record before `time + 1` applied, none of a later time.
     /// Returns whether they did (and were written).
@@ -403,7 +393,7 @@ mod tests {
             prop_assert!(!original.encode_as_of(0, &mut bytes), "a record after the time is refused");
             prop_assert!(original.encode_as_of(1, &mut bytes));
             let mut restored = Groups::default();
-            prop_assert_eq!(restored.restore(&bytes).unwrap(), original.len());
+            prop_assert_eq!(restored.restore(&bytes).unwrap(), original.map.len());
             prop_assert_eq!(rows(&restored), rows(&original));
             restored.unsent = false;
             apply(&mut original, &after);

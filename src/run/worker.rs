@@ -92,7 +92,7 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         .with_context(|| format!("cannot prepare the dead-letter file {}", shared.dead_letters.path().display()))?;
     let local_workers = worker.peers() / settings.dataflow.processes.max(1);
     // The views' state a clean stop keeps is put back only where it was kept: one process.
-    let build = crate::state::kept::build(&format!("{:?}", shared.event_filter));
+    let build = crate::state::kept::build(shared.event_filter.as_ref());
     let kept_dir = settings.state.dir.as_deref().filter(|_| settings.dataflow.processes <= 1);
     let initial = match (&shared.resume, from_snapshot) {
         (Some(snapshot), _) => {
@@ -343,11 +343,11 @@ fn keep_views(
     let started = Instant::now();
     let mut sections = Vec::new();
     for view in created {
-        let mut bytes = Vec::new();
         if !view.filled {
             tracing::info!(worker, view = view.id, "a view was still being filled; the views' state is not kept");
             return;
         }
+        let mut bytes = Vec::new();
         if !view.groups.borrow_mut().encode_as_of(time, &mut bytes) {
             tracing::info!(
                 worker,

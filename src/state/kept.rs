@@ -46,10 +46,10 @@ pub struct Header {
 /// What the views' state depends on besides the versions: the program's version, where its
 /// hashing puts a group (a group lives on the worker its key hashes to), and the filter the
 /// views are computed through.
-pub fn build(filter: &str) -> String {
+pub fn build(filter: Option<&crate::filter::Filter>) -> String {
     use differential_dataflow::Hashable;
     let probe = crate::sql::value::Value::Text("probe".into()).hashed();
-    format!("{} {:x} {:x} filter {filter}", env!("CARGO_PKG_VERSION"), "probe".hashed(), probe)
+    format!("{} {:x} {:x} filter {filter:?}", env!("CARGO_PKG_VERSION"), "probe".hashed(), probe)
 }
 
 fn file_name(time: Time, worker: usize) -> String {
@@ -169,18 +169,31 @@ fn parse(bytes: memmap2::Mmap) -> Option<Kept> {
     (at == bytes.len()).then_some(Kept { header, bytes, ranges })
 }
 
-/// Whether every one of `workers` workers kept its state for the snapshot at `time`, each
-/// file intact, matching `build` and holding every one of the `sections` this run needs
-/// (others, such as the views `lambda batch` does not keep, are left unread). Every worker
-/// asks the same question of the same files, so all of them decide alike.
-pub fn usable(dir: &Path, time: Time, workers: usize, build: &str, sections: &[u64]) -> bool {
-    (0..workers).all(|worker| {
-        read(dir, time, worker).is_some_and(|kept| {
-            let h = &kept.header;
-            let holds = sections.iter().all(|s| h.sections.contains(s));
-            h.time == time && h.worker == worker && h.workers == workers && h.build == build && holds
-        })
-    })
+/// This worker's kept state for the snapshot at `time`, if every one of `workers` workers
+/// kept its state for it, each file intact, matching `build` and holding every one of the
+/// `sections` this run needs (others, such as the views `lambda batch` does not keep, are
+/// left unread). Every worker asks the same question of the same files, so all of them
+/// decide alike.
+pub fn usable(
+    dir: &Path,
+    time: Time,
+    (worker, workers): (usize, usize),
+    build: &str,
+    sections: &[u64],
+) -> Option<Kept> {
+    let mut mine = None;
+    for w in 0..workers {
+        let kept = read(dir, time, w)?;
+        let h = &kept.header;
+        let holds = sections.iter().all(|s| h.sections.contains(s));
+        if !(h.time == time && h.worker == w && h.workers == workers && h.build == build && holds) {
+            return None;
+        }
+        if w == worker {
+            mine = Some(kept);
+        }
+    }
+    mine
 }
 
 #[cfg(test)]
@@ -188,33 +201,34 @@ mod tests {
     use super::*;
 
     fn header(worker: usize) -> Header {
-        Header { time: 7, worker, workers: 2, build: build(""), sections: vec![3, CUSTOMERS] }
+        Header { time: 7, worker, workers: 2, build: build(None), sections: vec![3, CUSTOMERS] }
     }
 
     #[test]
     fn kept_state_is_used_only_when_whole_and_matching() {
+        let amount_over_1 = crate::filter::Filter::parse("amount > 1", crate::filter::Kind::Event).unwrap();
         let dir = std::env::temp_dir().join(format!("kept-views-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let sections = vec![(3, vec![1, 2, 3]), (CUSTOMERS, vec![9; 100])];
         write(&dir, &header(0), &sections).unwrap();
-        assert!(!usable(&dir, 7, 2, &build(""), &[3, CUSTOMERS]), "worker 1 kept nothing yet");
+        assert!(usable(&dir, 7, (0, 2), &build(None), &[3, CUSTOMERS]).is_none(), "worker 1 kept nothing yet");
         write(&dir, &header(1), &sections).unwrap();
-        assert!(usable(&dir, 7, 2, &build(""), &[3, CUSTOMERS]));
+        assert!(usable(&dir, 7, (0, 2), &build(None), &[3, CUSTOMERS]).is_some());
         let read_back: Vec<(u64, Vec<u8>)> =
             read(&dir, 7, 1).unwrap().sections().map(|(id, b)| (id, b.to_vec())).collect();
         assert_eq!(read_back, sections);
-        assert!(!usable(&dir, 8, 2, &build(""), &[3, CUSTOMERS]), "another snapshot");
-        assert!(!usable(&dir, 7, 2, &build("amount > 1"), &[3, CUSTOMERS]), "another filter");
-        assert!(!usable(&dir, 7, 2, &build(""), &[3, 4, CUSTOMERS]), "a view created since");
-        assert!(usable(&dir, 7, 2, &build(""), &[CUSTOMERS]), "the customers alone (lambda batch)");
+        assert!(usable(&dir, 8, (0, 2), &build(None), &[3, CUSTOMERS]).is_none(), "another snapshot");
+        assert!(usable(&dir, 7, (0, 2), &build(Some(&amount_over_1)), &[3, CUSTOMERS]).is_none(), "another filter");
+        assert!(usable(&dir, 7, (0, 2), &build(None), &[3, 4, CUSTOMERS]).is_none(), "a view created since");
+        assert!(usable(&dir, 7, (0, 2), &build(None), &[CUSTOMERS]).is_some(), "the customers alone (lambda batch)");
         // One byte changed anywhere is found.
         let path = dir.join(file_name(7, 1));
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 10;
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert!(!usable(&dir, 7, 2, &build(""), &[3, CUSTOMERS]), "a damaged file");
+        assert!(usable(&dir, 7, (0, 2), &build(None), &[3, CUSTOMERS]).is_none(), "a damaged file");
         // A later stop removes the files of an older snapshot, every worker's.
         write(&dir, &Header { time: 9, ..header(0) }, &sections).unwrap();
         assert!(read(&dir, 9, 0).is_some());
