@@ -181,7 +181,7 @@ fn put_views_back(
     if index == 0 {
         pipeline.state.totals.borrow_mut().extend(totals.iter().cloned());
     }
-    tracing::info!(worker = index, time = snapshot.meta.time, "the views' state kept at the last stop is put back");
+    tracing::info!(worker = index, time = snapshot.meta.time, "the views' state kept with the snapshot is put back");
     Ok(true)
 }
 

@@ -273,7 +273,7 @@ fn a_clean_stop_keeps_the_views_state_and_the_restart_puts_it_back_exactly() {
     let all: Vec<Sent> = first.iter().chain(&second).cloned().collect();
     assert_exact(&mut run, &history_lines, &all, "after the messages that follow the restart");
     let err = run.stop();
-    assert!(err.contains("the views' state kept at the last stop is put back"), "{err}");
+    assert!(err.contains("the views' state kept with the snapshot is put back"), "{err}");
     assert!(err.contains("the views' state is kept for the next start"), "{err}");
 
     // Another number of workers cannot use it (a group lives where its key hashes to): the
@@ -283,6 +283,37 @@ fn a_clean_stop_keeps_the_views_state_and_the_restart_puts_it_back_exactly() {
     assert_exact(&mut run, &history_lines, &all, "computed again on 3 workers");
     let err = run.stop();
     assert!(!err.contains("is put back"), "{err}");
+}
+
+#[test]
+fn a_crash_restart_puts_back_the_views_kept_with_the_last_snapshot() {
+    let dir = temp_dir("durability-crash-kept-views");
+    let state = dir.join("state");
+    let broker = TestBroker::mock();
+    let history_lines = random_history(300);
+    let history = history(&dir, &history_lines);
+    let options = with_state(&state, 100);
+    let producer = producer(&broker.address());
+    let mut run = start(&broker, &history, &dir, &options);
+    let first = random_messages(41, 300);
+    send(&producer, &first);
+    assert_exact(&mut run, &history_lines, &first, "before the crash");
+    // Nothing more comes: after a few periods the newest snapshot stays the newest (one with
+    // nothing new is not written), with every worker's views beside it.
+    std::thread::sleep(Duration::from_millis(400));
+    wait_for_kept_views(&state, 2, 1);
+    let _ = run.child.kill();
+    let _ = run.child.wait();
+
+    // Put back without a clean stop, then corrected and deleted by later messages.
+    let mut run = start(&broker, &history, &dir, &options);
+    assert_exact(&mut run, &history_lines, &first, "put back after kill -9");
+    let second = random_messages(42, 300);
+    send(&producer, &second);
+    let all: Vec<Sent> = first.iter().chain(&second).cloned().collect();
+    assert_exact(&mut run, &history_lines, &all, "after the messages that follow the restart");
+    let err = run.stop();
+    assert!(err.contains("the views' state kept with the snapshot is put back"), "{err}");
 }
 
 #[test]
@@ -316,5 +347,5 @@ fn clean_stops_in_the_middle_of_a_stream_keep_the_views_exact() {
     let mut run = start(&broker, &history, &dir, &options);
     assert_exact(&mut run, &history_lines, &sent, "after three stops in the middle of the stream");
     logs += &run.stop();
-    assert!(logs.contains("the views' state kept at the last stop is put back"), "{logs}");
+    assert!(logs.contains("the views' state kept with the snapshot is put back"), "{logs}");
 }

@@ -3,7 +3,8 @@
 //! shard straight into its table (indexed at once); read by another number, every version
 //! is routed through the upsert. Either way, corrections and deletes after the restart must
 //! find the versions they replace — checked against the oracle over the whole input. With
-//! the views' state kept as a clean stop keeps it, the same workers put it back instead of
+//! the views' state kept — as a clean stop keeps it, or captured with a snapshot taken in the
+//! middle of the stream, while later times go on — the same workers put it back instead of
 //! computing the views from the versions, and the views then go on alike.
 
 mod common;
@@ -31,19 +32,35 @@ fn build() -> String {
     state::kept::build(None)
 }
 
+/// Whether, and how, the views' state is kept beside the snapshot.
+#[derive(Clone, Copy, Debug)]
+enum Keep {
+    No,
+    /// As a clean stop: after every batch, as of the last one's time.
+    AtStop,
+    /// Captured with a snapshot registered once this many batches are in (at the time of
+    /// the next one), the batches after it going on meanwhile.
+    WithSnapshot(usize),
+}
+
 fn check(
     history: Vec<String>,
     before: Vec<Vec<Message>>,
     after: Vec<Vec<Message>>,
     steps: Vec<u8>,
     (writers, readers): (usize, usize),
-    keep_views: bool,
+    keep: Keep,
 ) -> Result<(), TestCaseError> {
     let dir = temp_dir("restore");
     let path = write_history(&dir, &history);
     let state_dir = dir.join("state");
     std::fs::create_dir_all(&state_dir).unwrap();
-    let time = before.len() as u64;
+    // The batches the snapshot holds: batch `i` is admitted at time `i + 1`.
+    let held = match keep {
+        Keep::WithSnapshot(i) => i + 1,
+        _ => before.len(),
+    };
+    let time = held as u64;
     let totals: Arc<Mutex<Vec<Reading>>> = Arc::default();
     let (kept_dir, totals_in) = (state_dir.clone(), Arc::clone(&totals));
 
@@ -62,17 +79,36 @@ fn check(
         );
         let mut pipeline = Dataflow::build(worker, None);
         load_history(worker, &mut pipeline, &files, &settings, &dead, &Arc::default()).unwrap();
-        feed(worker, &mut pipeline, &before_in, &steps_in);
-        let frozen = pipeline.latest.borrow_mut().freeze();
+        // As `lambda run` registers a snapshot: the upsert's versions and the groups, asked
+        // before the worker steps again.
+        feed_with(worker, &mut pipeline, &before_in, &steps_in, &mut |_, pipeline, i| {
+            if matches!(keep, Keep::WithSnapshot(at) if at == i) {
+                pipeline.snapshots.request(time);
+                pipeline.state.customers.borrow_mut().request_capture(time);
+            }
+        });
+        let frozen = match keep {
+            Keep::WithSnapshot(_) => pipeline.snapshots.take().expect("the frontier has passed the snapshot").versions,
+            _ => pipeline.latest.borrow_mut().freeze(),
+        };
         let mut bytes = Vec::new();
         let versions = state::shard::encode(&frozen, &mut bytes).unwrap();
         into.lock().unwrap().push((worker.index(), bytes, versions));
-        // As a clean stop: the customers view's groups as of the snapshot's time, beside it,
-        // and the totals at that time (in the snapshot's meta).
+        // The customers view's groups as of the snapshot's time, beside it, and the totals at
+        // that time (in the snapshot's meta).
         totals_in.lock().unwrap().push(atelier_lambda::serve::query::read_everything(&mut pipeline.views, time, 5));
-        if keep_views {
-            let mut groups = Vec::new();
-            assert!(pipeline.state.customers.borrow_mut().encode_as_of(time, &mut groups), "held through {time}");
+        let mut groups = Vec::new();
+        let kept = match keep {
+            Keep::No => false,
+            Keep::AtStop => pipeline.state.customers.borrow_mut().encode_as_of(time, &mut groups),
+            Keep::WithSnapshot(_) => {
+                let captured = pipeline.state.customers.borrow_mut().take_capture();
+                captured.expect("captured").expect("exactly at the time").encode(&mut groups);
+                true
+            }
+        };
+        if !matches!(keep, Keep::No) {
+            assert!(kept, "held through {time}");
             let (worker, workers) = (worker.index(), worker.peers());
             let sections = vec![state::kept::CUSTOMERS];
             let header = state::kept::Header { time, worker, workers, build: build(), sections };
@@ -102,14 +138,16 @@ fn check(
 
     // Restart on `readers` workers from the snapshot, then the later batches (offsets go on).
     let mut offsets = [0i64; 3];
-    for m in before.iter().flatten() {
+    for m in before[..held].iter().flatten() {
         offsets[m.partition as usize] += 1;
     }
     // The kept state is put back only by as many workers as kept it.
     let usable = state::kept::usable(&state_dir, time, (0, readers), &build(), &[state::kept::CUSTOMERS]).is_some();
-    prop_assert_eq!(usable, keep_views && readers == writers);
+    prop_assert_eq!(usable, !matches!(keep, Keep::No) && readers == writers);
     let readings: Arc<Mutex<Vec<Reading>>> = Arc::default();
-    let (into, after_in) = (Arc::clone(&readings), after.clone());
+    // What the snapshot does not hold is read again after the restart.
+    let after_in: Vec<Vec<Message>> = before[held..].iter().chain(&after).cloned().collect();
+    let into = Arc::clone(&readings);
     timely::execute(timely::Config::process(readers), move |worker| {
         let mut pipeline = Dataflow::build(worker, None);
         let (index, peers) = (worker.index(), worker.peers());
@@ -142,9 +180,15 @@ proptest! {
         steps in prop::collection::vec(0u8..4, 6),
         writers in prop::sample::select(vec![1usize, 2, 3]),
         readers in prop::sample::select(vec![1usize, 2, 3]),
-        keep_views in any::<bool>(),
+        keep in 0u8..3,
+        at in any::<prop::sample::Index>(),
     ) {
-        check(history, before, after, steps, (writers, readers), keep_views)?;
+        let keep = match keep {
+            0 => Keep::No,
+            2 if !before.is_empty() => Keep::WithSnapshot(at.index(before.len())),
+            _ => Keep::AtStop,
+        };
+        check(history, before, after, steps, (writers, readers), keep)?;
     }
 }
 
@@ -162,8 +206,15 @@ fn both_ways_of_restoring_are_exercised() {
         })
         .collect()];
     for (writers, readers) in [(2, 2), (3, 3), (2, 1), (1, 3)] {
-        for keep_views in [false, true] {
-            check(history.clone(), Vec::new(), after.clone(), vec![1; 4], (writers, readers), keep_views).unwrap();
+        for keep in [Keep::No, Keep::AtStop] {
+            check(history.clone(), Vec::new(), after.clone(), vec![1; 4], (writers, readers), keep).unwrap();
         }
+    }
+    // A snapshot in the middle of the stream, its views captured while later times go on.
+    let (before, after) = after[0].split_at(12);
+    let (before, after) = (vec![before[..6].to_vec(), before[6..].to_vec()], vec![after.to_vec()]);
+    for workers in [1, 2, 3] {
+        check(history.clone(), before.clone(), after.clone(), vec![0; 4], (workers, workers), Keep::WithSnapshot(0))
+            .unwrap();
     }
 }

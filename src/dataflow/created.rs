@@ -179,6 +179,13 @@ impl CreatedViews {
         self.installed.iter().filter(|(_, v)| v.kept.is_some()).map(|(id, _)| *id).collect()
     }
 
+    /// Every view's groups with its id, or `None` while a view is being filled (it holds only
+    /// part of its rows then).
+    pub fn kept_groups(&self) -> Option<Vec<(u64, SharedGroups<Value>)>> {
+        let kept = self.installed.iter().filter_map(|(id, v)| Some((*id, v.kept.as_ref()?)));
+        kept.map(|(id, k)| k.filling.is_none().then(|| (id, Rc::clone(&k.groups)))).collect()
+    }
+
     /// The view with this id, if installed.
     pub fn get_mut(&mut self, id: u64) -> Option<&mut Installed> {
         self.installed.get_mut(&id)

@@ -44,6 +44,7 @@
 //! | `snapshots.rs` | the snapshot writer and the other processes' shard encoders |
 //! | `session.rs` | `lambda run` as a command: HTTP, the prompt, view files, the stop |
 
+pub mod capture;
 pub mod coordinator;
 pub mod session;
 pub mod snapshots;

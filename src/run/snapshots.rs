@@ -9,7 +9,9 @@
 //!
 //! The writer never makes a worker wait for the disk: a worker's shard is its version table
 //! frozen (shared, not copied; [`crate::dataflow::snapshot`]), encoded on the writer's thread
-//! straight into the file ([`crate::state`]).
+//! straight into the file ([`crate::state`]). With one process, each worker also hands over
+//! its views' groups captured at the snapshot's time ([`super::capture`]); once the snapshot
+//! is on disk the writer keeps them beside it ([`crate::state::kept`]) for the next start.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::capture::CapturedViews;
 use crate::dataflow::snapshot::Shard;
 use crate::dataflow::Time;
 use crate::deadletter::DeadLetterFile;
@@ -48,6 +51,8 @@ enum ToWriter {
     Encoded(EncodedShard),
     /// A worker's share of the Totals read at `T` (offsets and dead-letter counts).
     Totals(Box<Part>),
+    /// A worker's views captured at `T`, kept once the snapshot is on disk.
+    Views(CapturedViews),
 }
 
 /// A process's side of the snapshots.
@@ -98,6 +103,9 @@ impl Snapshots {
             finished: Arc::clone(&finished),
             on_disk: Arc::clone(&on_disk),
             last_offsets: resumed,
+            views: BTreeMap::new(),
+            resolved: None,
+            kept: BTreeMap::new(),
         };
         std::thread::Builder::new()
             .name("snapshot-writer".into())
@@ -167,6 +175,13 @@ impl Snapshots {
         }
     }
 
+    /// A worker's views captured for a snapshot (this process writes the snapshots).
+    pub fn views_captured(&self, views: CapturedViews) {
+        if let Some(writer) = &self.to_writer {
+            let _ = writer.send(ToWriter::Views(views));
+        }
+    }
+
     /// A shard this process's encoder has finished for `worker`, to send to worker 0.
     pub fn encoded_for(&self, worker: usize) -> Option<EncodedShard> {
         let mut encoded = self.encoded.lock().unwrap_or_else(|p| p.into_inner());
@@ -196,6 +211,14 @@ struct Writer {
     /// a move of some offset (the history is loaded once, at the start), so equal offsets
     /// mean an equal snapshot, not worth writing again.
     last_offsets: Option<Vec<(i32, i64)>>,
+    /// Views captured for snapshots not finished yet, by time.
+    views: BTreeMap<Time, Vec<CapturedViews>>,
+    /// The newest snapshot finished, and the time of the snapshot on disk that holds the same
+    /// versions (itself; an earlier one when nothing changed since; `None`: not written).
+    resolved: Option<(Time, Option<Time>)>,
+    /// What each worker's views file holds (the snapshot's time, the views): a snapshot with
+    /// nothing new is not written again, nor are its views.
+    kept: BTreeMap<usize, (Time, Vec<u64>)>,
 }
 
 /// One worker's shard as the writer holds it.
@@ -242,25 +265,88 @@ impl Writer {
                     oldest.get_mut().failed = true;
                     *oldest.key()
                 }
+                ToWriter::Views(views) => {
+                    self.views_arrived(views);
+                    continue;
+                }
             };
             let parts = gathering.get(&time);
             let complete = parts.is_some_and(|p| p.shards.len() == self.workers && p.totals.len() == self.workers);
             if parts.is_some_and(|p| p.failed) || complete {
                 let parts = gathering.remove(&time).expect("just looked at it");
-                if !parts.failed {
-                    self.write(time, parts);
+                let on_disk = if parts.failed { None } else { self.write(time, parts) };
+                self.resolved = Some((time, on_disk));
+                // Views captured for this snapshot are kept now; those of earlier ones never.
+                let mut ready = self.views.split_off(&(time + 1));
+                std::mem::swap(&mut ready, &mut self.views);
+                for views in ready.into_values().flatten() {
+                    self.views_arrived(views);
                 }
                 self.finished.fetch_max(time, Ordering::SeqCst);
             }
         }
     }
 
-    fn write(&mut self, time: Time, parts: Parts) {
+    /// Views captured at `views.time`: kept beside the snapshot on disk that holds the same
+    /// versions, once that snapshot is finished; dropped if a newer one is on disk by then.
+    fn views_arrived(&mut self, views: CapturedViews) {
+        match self.resolved {
+            Some((time, _)) if time < views.time => self.views.entry(views.time).or_default().push(views),
+            None => self.views.entry(views.time).or_default().push(views),
+            Some((time, Some(on_disk))) if time == views.time => {
+                if self.on_disk.load(Ordering::SeqCst) == on_disk {
+                    self.keep_views(on_disk, views);
+                }
+            }
+            Some(_) => {} // not written, or an older snapshot's
+        }
+    }
+
+    /// Encodes a worker's captured views and writes them beside the snapshot at `on_disk`.
+    fn keep_views(&mut self, on_disk: Time, views: CapturedViews) {
+        let started = Instant::now();
+        let CapturedViews { worker, build, sections, .. } = views;
+        let ids: Vec<u64> = sections.iter().map(|s| s.0).collect();
+        if self.kept.get(&worker) == Some(&(on_disk, ids.clone())) {
+            return;
+        }
+        let sections: Vec<(u64, Vec<u8>)> = sections
+            .into_iter()
+            .map(|(id, encode)| {
+                let mut bytes = Vec::new();
+                encode(&mut bytes);
+                (id, bytes)
+            })
+            .collect();
+        let header = crate::state::kept::Header {
+            time: on_disk,
+            worker,
+            workers: self.workers,
+            build,
+            sections: sections.iter().map(|s| s.0).collect(),
+        };
+        match crate::state::kept::write(&self.dir, &header, &sections) {
+            Ok(path) => {
+                self.kept.insert(worker, (on_disk, ids));
+                tracing::debug!(
+                path = %path.display(),
+                bytes = sections.iter().map(|s| s.1.len()).sum::<usize>(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "the views' state is kept beside the snapshot"
+                )
+            }
+            Err(error) => tracing::warn!(%error, "cannot keep the views' state beside the snapshot"),
+        }
+    }
+
+    /// Writes the snapshot at `time`, unless it holds what the one on disk does. Returns the
+    /// time of the snapshot on disk with these versions (`None`: none, it could not be written).
+    fn write(&mut self, time: Time, parts: Parts) -> Option<Time> {
         let started = Instant::now();
         let totals = Reading::merge_scope(parts.totals, &ReadScope::Totals);
         if self.last_offsets.as_ref() == Some(&totals.offsets) {
             tracing::debug!(time, "nothing admitted since the last snapshot; not written again");
-            return;
+            return Some(self.on_disk.load(Ordering::SeqCst));
         }
         let offsets = totals.offsets.clone();
         // Once the snapshot is on disk, a restart never reads its records again: their dead
@@ -268,7 +354,7 @@ impl Writer {
         // their shards).
         if let Err(error) = self.dead_letters.sync() {
             tracing::error!(%error, time, "cannot write the dead letters to disk; the snapshot waits for the next period");
-            return;
+            return None;
         }
         // How long capturing held the workers of this process (the others' are not known here).
         let pause = parts
@@ -314,9 +400,13 @@ impl Writer {
                     write_ms = started.elapsed().as_millis() as u64,
                     longest_worker_pause_ms = pause.as_secs_f64() * 1000.0,
                     "snapshot written"
-                )
+                );
+                Some(time)
             }
-            Err(error) => tracing::error!(%error, time, "cannot write a snapshot; the previous ones are kept"),
+            Err(error) => {
+                tracing::error!(%error, time, "cannot write a snapshot; the previous ones are kept");
+                None
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use timely::worker::Worker;
 
+use super::capture::{CapturedViews, Captures, ViewsCapture};
 use super::coordinator::Coordinator;
 use super::ticker;
 use super::{now_ms, Answer, Order, Shared, WorkerReport};
@@ -138,6 +139,8 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
     let mut last_advance = Instant::now();
     // Set by the coordinator's Stop, which every worker of every process receives in order.
     let mut stopping = false;
+    // The views' state being captured for the last snapshot registered.
+    let mut capturing: Option<ViewsCapture> = None;
     let mut stop_asked = false;
 
     loop {
@@ -245,10 +248,15 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         }
         pending.extend(control.orders());
         let told = carry_out(worker, &mut pending, &mut pipeline, &mut control, &shared.answering, &progress);
-        if told.snapshot {
+        if let Some(time) = told.snapshot {
             // Dead letters sent to Kafka before the snapshot are not read again after it.
             if let Some(topic) = &dead_letter_topic {
                 topic.flush(Duration::from_secs(5));
+            }
+            // The views' state goes with it (before the worker steps: no view has passed
+            // `time` yet). The last one, at a stop, is kept from the views themselves.
+            if kept_dir.is_some() && !stopping && !told.stop {
+                capturing = ViewsCapture::request(&pipeline, time);
             }
         }
         if let Some(partitions) = told.partitions {
@@ -285,6 +293,17 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         if let Some(snapshots) = &shared.snapshots {
             if let Some(shard) = pipeline.snapshots.take() {
                 snapshots.captured(index, shard);
+            }
+            if let Some(capture) = capturing.as_mut() {
+                match capture.poll() {
+                    Captures::Waiting => {}
+                    Captures::Done(sections) => {
+                        let (time, build) = (capture.time(), build.clone());
+                        snapshots.views_captured(CapturedViews { worker: index, time, build, sections });
+                        capturing = None;
+                    }
+                    Captures::Refused => capturing = None,
+                }
             }
             if let Some(encoded) = snapshots.encoded_for(index) {
                 control.answer(Answer::Shard(encoded));
@@ -341,6 +360,12 @@ fn keep_views(
 ) {
     use crate::state::kept;
     let started = Instant::now();
+    let ids: Vec<u64> = created.iter().map(|v| v.id).chain([kept::CUSTOMERS]).collect();
+    if created.iter().all(|v| v.filled) && kept::holds(dir, time, worker, build, &ids) {
+        // Kept with that snapshot already (captured then; nothing was admitted since).
+        tracing::info!(worker, time, "the views' state is kept for the next start (with the last snapshot)");
+        return;
+    }
     let mut sections = Vec::new();
     for view in created {
         if !view.filled {
@@ -406,8 +431,8 @@ fn close_within<T: Send + 'static>(client: T, what: &'static str) {
 pub(super) struct Told {
     stop: bool,
     exit: bool,
-    /// A snapshot was registered.
-    snapshot: bool,
+    /// A snapshot was registered, at this time.
+    snapshot: Option<crate::dataflow::Time>,
     /// The topic's partitions, to start reading.
     partitions: Option<Vec<i32>>,
 }
@@ -453,7 +478,7 @@ pub(super) fn carry_out(
             Order::Snapshot(time) => {
                 pipeline.snapshots.request(time);
                 control.answer(Answer::Registered { time });
-                told.snapshot = true;
+                told.snapshot = Some(time);
             }
             Order::Partitions(partitions) => told.partitions = Some(partitions),
             Order::Install { id, def } => {

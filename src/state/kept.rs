@@ -1,15 +1,17 @@
-//! The views' state kept at a clean stop, beside the snapshot it matches, so that a restart
-//! puts the views back instead of recomputing them from every live transaction.
+//! The views' state kept beside a snapshot, so that a restart puts the views back instead
+//! of recomputing them from every live transaction.
 //!
 //! A snapshot holds the versions; the views are a function of them, but computing them again
 //! from 9M transactions is most of a restart (the groups of the `customers` view and of each
-//! view created with `GROUP BY`, and the totals). At a clean stop each worker writes the
-//! groups it keeps, as of the newest snapshot on disk — if they hold exactly the records of
-//! that snapshot's time, and not otherwise — into `views-<time>-<worker>.bin`; the totals are
-//! in the snapshot itself. A restart uses the files only if every worker has one, each
-//! matching the snapshot's time, the number of workers, this build's hashing (which decides
-//! where each group lives) and the views installed; otherwise the views are computed from the
-//! versions as before. The files of an older snapshot are removed by the next clean stop.
+//! view created with `GROUP BY`, and the totals). With every snapshot each worker's groups,
+//! captured at the snapshot's time ([`crate::run::capture`]), are written by the snapshot
+//! writer into `views-<time>-<worker>.bin` once the snapshot is on disk; at a clean stop
+//! each worker writes them itself for the last snapshot, if they hold exactly the records of
+//! its time (and the file is not there yet). The totals are in the snapshot itself. A
+//! restart uses the files only if every worker has one, each matching the snapshot's time,
+//! the number of workers, this build's hashing (which decides where each group lives) and
+//! the views installed; otherwise the views are computed from the versions as before. The
+//! files of older snapshots are removed when a newer one's are written.
 //!
 //! ```text
 //! "ALVIEWS\n"  u32 header length  header (JSON)  u32 CRC-32 of the header
@@ -61,11 +63,16 @@ fn crc(bytes: &[u8]) -> u32 {
 }
 
 /// Writes `sections` (id, bytes) as `header.worker`'s kept state, atomically, and removes
-/// the files of other snapshots.
+/// the files of older snapshots.
 pub fn write(dir: &Path, header: &Header, sections: &[(u64, Vec<u8>)]) -> std::io::Result<PathBuf> {
     use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // The snapshot writer and a stopping worker may write the same file at once: each
+    // writes its own temporary file, and either rename leaves a whole file.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let path = dir.join(file_name(header.time, header.worker));
-    let temporary = dir.join(format!(".{}.tmp", file_name(header.time, header.worker)));
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
+    let temporary = dir.join(format!(".{}.{write}.tmp", file_name(header.time, header.worker)));
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&temporary)?);
     let head = serde_json::to_vec(header).expect("a header serializes");
     out.write_all(MAGIC)?;
@@ -83,25 +90,30 @@ pub fn write(dir: &Path, header: &Header, sections: &[(u64, Vec<u8>)]) -> std::i
     drop(file);
     std::fs::rename(&temporary, &path)?;
     std::fs::File::open(dir).and_then(|d| d.sync_all())?;
-    // Files of other snapshots are of no use any more (those of this one may be being
-    // written by the other workers).
-    let this = format!("views-{:020}-", header.time);
-    for stale in
-        files(dir).into_iter().filter(|p| p.file_name().is_some_and(|n| !n.to_string_lossy().starts_with(&this)))
-    {
-        let _ = std::fs::remove_file(stale);
+    // Files of older snapshots are of no use any more, nor what a crash left half written.
+    // (Those of this one may be being written by the other workers; none is newer: the
+    // snapshot writer keeps only the newest snapshot's.)
+    for (stale, time) in files(dir) {
+        if time < header.time {
+            let _ = std::fs::remove_file(stale);
+        }
     }
     Ok(path)
 }
 
-/// Every kept-state file in `dir`.
-fn files(dir: &Path) -> Vec<PathBuf> {
+/// Every kept-state file in `dir`, finished or temporary, with its snapshot's time.
+fn files(dir: &Path) -> Vec<(PathBuf, Time)> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let time_of = |name: &str| {
+        let rest = name.strip_prefix('.').unwrap_or(name).strip_prefix("views-")?;
+        rest.get(..20)?.parse::<Time>().ok()
+    };
     entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("views-") && n.ends_with(".bin"))
+        .filter_map(|p| {
+            let time = p.file_name().and_then(|n| n.to_str()).and_then(time_of)?;
+            Some((p, time))
         })
         .collect()
 }
@@ -169,6 +181,15 @@ fn parse(bytes: memmap2::Mmap) -> Option<Kept> {
     (at == bytes.len()).then_some(Kept { header, bytes, ranges })
 }
 
+/// Whether worker `worker`'s file for the snapshot at `time` is there, intact, matching
+/// `build` and holding every one of `sections` (so a stop need not write it again).
+pub fn holds(dir: &Path, time: Time, worker: usize, build: &str, sections: &[u64]) -> bool {
+    read(dir, time, worker).is_some_and(|kept| {
+        let h = &kept.header;
+        h.time == time && h.build == build && sections.iter().all(|s| h.sections.contains(s))
+    })
+}
+
 /// This worker's kept state for the snapshot at `time`, if every one of `workers` workers
 /// kept its state for it, each file intact, matching `build` and holding every one of the
 /// `sections` this run needs (others, such as the views `lambda batch` does not keep, are
@@ -229,10 +250,15 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         assert!(usable(&dir, 7, (0, 2), &build(None), &[3, CUSTOMERS]).is_none(), "a damaged file");
-        // A later stop removes the files of an older snapshot, every worker's.
+        assert!(holds(&dir, 7, 0, &build(None), &[3]) && !holds(&dir, 7, 0, &build(None), &[4]));
+        // A newer snapshot's files remove an older snapshot's, every worker's, and what a
+        // crash left half written; never a newer one's.
+        std::fs::write(dir.join(format!(".{}.5.tmp", file_name(8, 0))), b"half").unwrap();
+        write(&dir, &Header { time: 10, ..header(1) }, &sections).unwrap();
         write(&dir, &Header { time: 9, ..header(0) }, &sections).unwrap();
-        assert!(read(&dir, 9, 0).is_some());
-        assert!(!dir.join(file_name(7, 0)).exists() && !dir.join(file_name(7, 1)).exists());
+        assert!(read(&dir, 9, 0).is_some() && read(&dir, 10, 1).is_some());
+        let left: Vec<Time> = files(&dir).into_iter().map(|(_, t)| t).collect();
+        assert!(left.iter().all(|t| *t >= 9), "{left:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -477,3 +477,29 @@ pub fn lambda_broker(port: u16, partitions: u32, topic: &str) -> Killed {
     assert!(banner.contains(&format!("127.0.0.1:{port}")), "{banner}");
     broker
 }
+
+/// Waits until the newest snapshot in `state` has every one of `workers` workers' views
+/// state kept beside it, holding at least `sections` views (the customers' among them);
+/// returns the snapshot's time.
+pub fn wait_for_kept_views(state: &Path, workers: usize, sections: usize) -> u64 {
+    use atelier_lambda::state::kept;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let newest = atelier_lambda::state::list(state).unwrap_or_default().into_iter().next();
+        let time = newest.and_then(|p| {
+            let name = p.file_name()?.to_str()?.to_owned();
+            name.strip_prefix("snapshot-")?.strip_suffix(".snap")?.parse::<u64>().ok()
+        });
+        if let Some(time) = time {
+            let whole = (0..workers).all(|w| {
+                kept::read(state, time, w)
+                    .is_some_and(|k| k.header.sections.len() >= sections && k.header.workers == workers)
+            });
+            if whole {
+                return time;
+            }
+        }
+        assert!(Instant::now() < deadline, "no views state kept beside the newest snapshot in {}", state.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,142 @@
+//! Capturing a worker's views' state with every snapshot, so that a restart — after a crash
+//! too, not only after a clean stop — puts the views back instead of recomputing them from
+//! every live transaction ([`crate::state::kept`]).
+//!
+//! When a snapshot at `T` is registered, the worker asks the groups of the `customers` view
+//! and of every created `GROUP BY` view for their state as of `T`. Each is captured by its
+//! operator at the moment the upsert captures its versions — just before it applies a record
+//! of a later time — by cloning its map of groups, which shares every group's amounts
+//! (copy-on-write, [`crate::dataflow::groups`]): the worker is held for a copy of its
+//! counters, not of its amounts. Once all are captured the worker hands them to the snapshot
+//! writer, which encodes them on its own thread beside the snapshot file.
+//!
+//! ```text
+//! Order::Snapshot(T) ─► ViewsCapture::request ─► each view's operator captures as of T
+//!                       ViewsCapture::poll (every turn) ─► all captured ─► snapshot writer
+//!                                                         ─► views-<T>-<worker>.bin
+//! ```
+//!
+//! A view being filled holds only part of its rows: no state is captured for that snapshot
+//! (a restart from it computes the views, as before). Nor is it when the worker holds more
+//! than [`CAPTURE_AT_MOST`] groups: cloning the map of a view grouped by something nearly
+//! unique (millions of groups) would hold the worker for tens of milliseconds at every
+//! snapshot; such views are kept at a clean stop only.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::dataflow::groups::{Captured, GroupKey, SharedGroups};
+use crate::dataflow::{Dataflow, Time};
+use crate::sql::value::Value;
+use crate::state::kept;
+
+/// The most groups a worker captures with a snapshot (all views together). The 10,000
+/// customers of the workshop's generator are far below it.
+pub const CAPTURE_AT_MOST: usize = 250_000;
+
+/// One view's groups captured for a snapshot: the section's id and how to encode it.
+pub type CapturedSection = (u64, Box<dyn FnOnce(&mut Vec<u8>) + Send>);
+
+/// A worker's views captured for the snapshot at `time`, for the writer.
+pub struct CapturedViews {
+    /// The worker they are of.
+    pub worker: usize,
+    /// The snapshot's time.
+    pub time: Time,
+    /// [`kept::build`] of this run.
+    pub build: String,
+    /// Every view's groups.
+    pub sections: Vec<CapturedSection>,
+}
+
+/// A view's groups asked for their state.
+enum Asked {
+    Customers(SharedGroups<Arc<str>>),
+    View(SharedGroups<Value>),
+}
+
+/// The captures one worker waits for, for one snapshot.
+pub(super) struct ViewsCapture {
+    time: Time,
+    asked: Vec<(u64, Asked)>,
+    sections: Vec<CapturedSection>,
+}
+
+/// What [`ViewsCapture::poll`] found.
+pub(super) enum Captures {
+    /// Some view has not passed the snapshot's time yet.
+    Waiting,
+    /// Every view is captured.
+    Done(Vec<CapturedSection>),
+    /// Some view could not be captured exactly at the time: nothing is kept for it.
+    Refused,
+}
+
+impl ViewsCapture {
+    /// Asks every view of `pipeline` for its state as of `time`. The caller guarantees that
+    /// no operator's frontier has passed `time` (the snapshot was just registered, before the
+    /// worker stepped). `None` while a created view is being filled.
+    pub(super) fn request(pipeline: &Dataflow, time: Time) -> Option<Self> {
+        let Some(views) = pipeline.created.kept_groups() else {
+            tracing::debug!(time, "a view is being filled; its state is not captured with this snapshot");
+            return None;
+        };
+        let groups = pipeline.state.customers.borrow().len() + views.iter().map(|v| v.1.borrow().len()).sum::<usize>();
+        if groups > CAPTURE_AT_MOST {
+            tracing::debug!(
+                time,
+                groups,
+                "too many groups to capture with this snapshot; they are kept at a clean stop"
+            );
+            return None;
+        }
+        let mut asked = vec![(kept::CUSTOMERS, Asked::Customers(Rc::clone(&pipeline.state.customers)))];
+        asked.extend(views.into_iter().map(|(id, groups)| (id, Asked::View(groups))));
+        for (_, groups) in &asked {
+            match groups {
+                Asked::Customers(groups) => groups.borrow_mut().request_capture(time),
+                Asked::View(groups) => groups.borrow_mut().request_capture(time),
+            }
+        }
+        Some(ViewsCapture { time, asked, sections: Vec::new() })
+    }
+
+    /// The snapshot's time.
+    pub(super) fn time(&self) -> Time {
+        self.time
+    }
+
+    /// Takes what has been captured since the last look.
+    pub(super) fn poll(&mut self) -> Captures {
+        let mut refused = false;
+        self.asked.retain(|(id, groups)| {
+            let taken = match groups {
+                Asked::Customers(groups) => groups.borrow_mut().take_capture().map(|c| c.map(|c| section(*id, c))),
+                Asked::View(groups) => groups.borrow_mut().take_capture().map(|c| c.map(|c| section(*id, c))),
+            };
+            match taken {
+                None => true,
+                Some(Ok(section)) => {
+                    self.sections.push(section);
+                    false
+                }
+                Some(Err(_)) => {
+                    refused = true;
+                    false
+                }
+            }
+        });
+        if refused {
+            tracing::debug!(time = self.time, "a view's state could not be captured exactly at the snapshot");
+            Captures::Refused
+        } else if self.asked.is_empty() {
+            Captures::Done(std::mem::take(&mut self.sections))
+        } else {
+            Captures::Waiting
+        }
+    }
+}
+
+fn section<K: GroupKey + Send + 'static>(id: u64, captured: Captured<K>) -> CapturedSection {
+    (id, Box::new(move |out: &mut Vec<u8>| captured.encode(out)))
+}
