@@ -103,7 +103,7 @@ fn check(
             Keep::AtStop => pipeline.state.customers.borrow_mut().encode_as_of(time, &mut groups),
             Keep::WithSnapshot(_) => {
                 let captured = pipeline.state.customers.borrow_mut().take_capture();
-                captured.expect("captured").expect("exactly at the time").encode(&mut groups);
+                captured.expect("captured").expect("exactly at the time").encode(&mut |b| groups.extend_from_slice(b));
                 true
             }
         };
@@ -112,7 +112,8 @@ fn check(
             let (worker, workers) = (worker.index(), worker.peers());
             let sections = vec![state::kept::CUSTOMERS];
             let header = state::kept::Header { time, worker, workers, build: build(), sections };
-            state::kept::write(&kept_dir, &header, &[(state::kept::CUSTOMERS, groups)]).unwrap();
+            state::kept::write(&kept_dir, &header, vec![(state::kept::CUSTOMERS, state::kept::bytes(&groups))])
+                .unwrap();
         }
     })
     .unwrap()

@@ -1,14 +1,16 @@
 //! Groups of amounts by a key: the state of the `customers` view and of every view created
 //! with `GROUP BY` — count, total and the amounts themselves, so that min and max stay exact
-//! when a transaction is retracted. The state is shared with the worker that runs it, so that
-//! a clean stop can keep it beside the snapshot and a restart can put it back instead of
-//! recomputing it from every live transaction.
+//! when a transaction is retracted ([`super::amounts`]). The state is shared with the worker
+//! that runs it, so that every snapshot can keep it beside its versions and a restart can put
+//! it back instead of recomputing it from every live transaction.
 //!
 //! ```text
-//! run:      (key, cents) records ─► KeyedRows ─► one retraction and insertion per changed group
-//!                                     state: Ali → count 3, total 400, amounts [80, 120, 200]
-//! stop:     Groups::encode_as_of(T) ─► views-<T>-<worker>.bin        (T: the snapshot on disk)
-//! restart:  views-<T>-<worker>.bin ─► Groups::restore ─► KeyedRows emits every row at time 0
+//! run:       (key, cents) records ─► KeyedRows ─► one retraction and insertion per changed group
+//!                                      state: Ali → count 3, total 400, amounts [80, 120, 200]
+//! snapshot:  Groups::request_capture(T) ─► captured as of T (amounts shared) ─► the writer
+//!            encodes it (Captured::encode) ─► views-<T>-<worker>.bin
+//! stop:      Groups::encode_as_of(T) ─► views-<T>-<worker>.bin       (T: the snapshot on disk)
+//! restart:   views-<T>-<worker>.bin ─► Groups::restore ─► KeyedRows emits every row at time 0
 //! ```
 //!
 //! The encoding, per group: the key's length (u32) and bytes, count (i64), total (i128), min
@@ -20,139 +22,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use super::amounts::{Amounts, Log};
 use super::in_order::Ordered;
 use super::rows::CustomerRow;
 use super::FastMap;
 use super::Time;
 use crate::sql::value::Value;
-
-/// One customer's state: enough to know its row after any retraction.
-///
-/// The amounts are a log of `(cents, diff)`: its first `sorted` entries consolidated (sorted
-/// by amount, distinct, none zero), the rest appended since. Min and max are kept beside it;
-/// an insertion only appends and compares. Only a retraction of the current min or max needs
-/// the log consolidated (sorted, equal amounts merged) to know the next extreme, and the log
-/// is consolidated whenever it has grown to twice its consolidated length, so it holds at
-/// most about twice the distinct amounts.
-///
-/// Why not a hash multiset (as before) or a BTreeMap: with 10,000 customers of ~900
-/// transactions, each lookup in one of 10,000 tables missed the cache twice (control byte,
-/// bucket) — a third of a restart's CPU went to those misses. Appending touches only the
-/// log's end; sorting one customer's log runs within the cache.
-///
-/// ```text
-/// add 120, add 200, add 120   log [(120,1), (200,1), (120,1)]          min 120, max 200
-/// retract 200 (the max)       consolidated [(120,2)]                   min 120, max 120
-/// ```
-///
-/// A retraction always follows the insertion it undoes (the upsert retracts only what it
-/// sent, on the same channel), so no amount's multiplicity is ever below zero.
-///
-/// The log is shared copy-on-write (`Arc`): a snapshot captures every group by cloning the
-/// map, which copies no amounts; a group changed afterwards copies its log once, and only
-/// while the snapshot still holds it.
-#[derive(Clone, Default)]
-pub(super) struct Amounts {
-    count: i64,
-    total: i128,
-    log: Arc<Vec<(i64, i64)>>,
-    /// How many of the log's first entries are consolidated.
-    sorted: usize,
-    /// The least and greatest amounts held (meaningless while `count` is 0).
-    min: i64,
-    max: i64,
-    /// The row before the first change at the open time; `None` when unchanged.
-    before: Option<Option<CustomerRow>>,
-}
-
-impl Amounts {
-    /// Appended entries beyond this many (besides twice the consolidated ones) are merged.
-    const SLACK: usize = 32;
-
-    fn row(&self) -> Option<CustomerRow> {
-        (self.count > 0).then_some(CustomerRow { total: self.total, count: self.count, min: self.min, max: self.max })
-    }
-
-    fn add(&mut self, cents: i64, diff: i64) {
-        if self.count <= 0 {
-            (self.min, self.max) = (cents, cents);
-        }
-        self.count += diff;
-        self.total += i128::from(cents) * i128::from(diff);
-        if self.count <= 0 {
-            // Nothing held any more.
-            match Arc::get_mut(&mut self.log) {
-                Some(log) => log.clear(),
-                None => self.log = Arc::default(),
-            }
-            self.sorted = 0;
-            return;
-        }
-        Arc::make_mut(&mut self.log).push((cents, diff));
-        if diff > 0 {
-            self.min = self.min.min(cents);
-            self.max = self.max.max(cents);
-        }
-        let extreme_retracted = diff < 0 && (cents == self.min || cents == self.max);
-        if extreme_retracted || self.log.len() > 2 * self.sorted + Self::SLACK {
-            self.consolidate();
-        }
-    }
-
-    /// Sorts the log, merges equal amounts, drops those none holds any more, and reads the
-    /// extremes from its ends.
-    fn consolidate(&mut self) {
-        if self.sorted == self.log.len() {
-            return;
-        }
-        let log = Arc::make_mut(&mut self.log);
-        consolidate(log);
-        self.sorted = log.len();
-        if let (Some(first), Some(last)) = (log.first(), log.last()) {
-            (self.min, self.max) = (first.0, last.0);
-        }
-    }
-
-    /// Appends the group's encoding (see the module docs) after `key`'s, consolidating a
-    /// copy of the log if it is not (the log itself may be shared with a snapshot).
-    fn encode(&self, key: &[u8], out: &mut Vec<u8>) {
-        let copy;
-        let log: &[(i64, i64)] = if self.sorted == self.log.len() {
-            &self.log
-        } else {
-            let mut log = self.log.to_vec();
-            consolidate(&mut log);
-            copy = log;
-            &copy
-        };
-        out.extend((key.len() as u32).to_le_bytes());
-        out.extend_from_slice(key);
-        out.extend(self.count.to_le_bytes());
-        out.extend(self.total.to_le_bytes());
-        out.extend(self.min.to_le_bytes());
-        out.extend(self.max.to_le_bytes());
-        out.extend((log.len() as u32).to_le_bytes());
-        for (cents, n) in log {
-            out.extend(cents.to_le_bytes());
-            out.extend(n.to_le_bytes());
-        }
-    }
-}
-
-/// Sorts a log of `(cents, diff)` by amount, merges equal amounts and drops those none holds
-/// any more.
-fn consolidate(log: &mut Vec<(i64, i64)>) {
-    // A stable sort finds the consolidated prefix already in order and merges the rest into
-    // it, where an unstable one would sort the whole log again.
-    log.sort_by_key(|(cents, _)| *cents);
-    log.dedup_by(|next, kept| {
-        next.0 == kept.0 && {
-            kept.1 += next.1;
-            true
-        }
-    });
-    log.retain(|(_, diff)| *diff != 0);
-}
 
 /// The groups of one keyed view on one worker, and which records they reflect.
 pub struct Groups<K> {
@@ -192,20 +67,23 @@ pub struct Captured<K> {
 }
 
 impl<K: GroupKey> Captured<K> {
-    /// Appends the groups' encoding, as [`Groups::encode_as_of`] writes it.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        encode_groups(&self.map, out);
+    /// Hands the groups' encoding to `sink` piece by piece, as [`Groups::encode_as_of`]
+    /// writes it (a piece at a time: the writer streams it into the file).
+    pub fn encode(&self, sink: &mut dyn FnMut(&[u8])) {
+        encode_groups(&self.map, sink);
     }
 }
 
-/// Appends the number of groups and each group's encoding.
-fn encode_groups<K: GroupKey>(map: &FastMap<K, Amounts>, out: &mut Vec<u8>) {
-    out.extend((map.len() as u64).to_le_bytes());
-    let mut key = Vec::new();
+/// Hands the number of groups, then each group's encoding, to `sink`.
+fn encode_groups<K: GroupKey>(map: &FastMap<K, Amounts>, sink: &mut dyn FnMut(&[u8])) {
+    sink(&(map.len() as u64).to_le_bytes());
+    let (mut key, mut group) = (Vec::new(), Vec::new());
     for (k, amounts) in map {
         key.clear();
+        group.clear();
         k.encode(&mut key);
-        amounts.encode(&key, out);
+        amounts.encode(&key, &mut group);
+        sink(&group);
     }
 }
 
@@ -248,14 +126,25 @@ impl<K: GroupKey + std::hash::Hash + Eq> Groups<K> {
     /// times up to `time`: every record before `time + 1` applied, none of a later time.
     /// Returns whether they did (and were written).
     pub fn encode_as_of(&mut self, time: Time, out: &mut Vec<u8>) -> bool {
-        let through = self.applied_before.is_none_or(|before| before > time);
-        if !through || self.last_applied.is_some_and(|t| t > time) || self.unsent {
-            return false;
+        let exact = self.exact_as_of(time);
+        if exact {
+            self.encode(&mut |bytes| out.extend_from_slice(bytes));
         }
+        exact
+    }
+
+    /// Whether the groups hold exactly the records of the times up to `time`.
+    pub fn exact_as_of(&self, time: Time) -> bool {
+        let through = self.applied_before.is_none_or(|before| before > time);
+        through && self.last_applied.is_none_or(|t| t <= time) && !self.unsent
+    }
+
+    /// Hands the groups' encoding to `sink` piece by piece (see [`Groups::exact_as_of`] for
+    /// the time they are as of).
+    pub fn encode(&mut self, sink: &mut dyn FnMut(&[u8])) {
         // Consolidated in place: the live groups keep the sorted logs.
         self.map.values_mut().for_each(Amounts::consolidate);
-        encode_groups(&self.map, out);
-        true
+        encode_groups(&self.map, sink);
     }
 
     /// Replaces the groups by those `bytes` encode ([`Groups::encode_as_of`]), to be sent as
@@ -294,7 +183,7 @@ impl<K: GroupKey + std::hash::Hash + Eq> Groups<K> {
                 return Err(DamagedGroups("a group does not add up"));
             }
             let sorted = log.len();
-            let amounts = Amounts { count, total, log: Arc::new(log), sorted, min, max, before: None };
+            let amounts = Amounts { count, total, log: Log::from_vec(log), sorted, min, max, before: None };
             if map.insert(key, amounts).is_some() {
                 return Err(DamagedGroups("a key is there twice"));
             }
@@ -445,35 +334,6 @@ mod tests {
     use super::*;
 
     proptest! {
-        /// Min, max, count and total after any insertions and retractions of held amounts
-        /// (a retraction after the insertion it undoes) equal those of a plain multiset.
-        #[test]
-        fn the_log_of_amounts_knows_its_row_like_a_multiset(
-            steps in proptest::collection::vec((-20i64..20, any::<bool>(), 0usize..1000), 1..400)
-        ) {
-            let (mut amounts, mut held) = (Amounts::default(), BTreeMap::<i64, i64>::new());
-            for (cents, insert, pick) in steps {
-                let (cents, diff) = match (insert, held.len()) {
-                    (false, n) if n > 0 => (*held.keys().nth(pick % n).unwrap(), -1),
-                    _ => (cents, 1),
-                };
-                amounts.add(cents, diff);
-                *held.entry(cents).or_default() += diff;
-                held.retain(|_, n| *n != 0);
-                let expected = (!held.is_empty()).then(|| {
-                    let count: i64 = held.values().sum();
-                    let total: i128 = held.iter().map(|(c, n)| i128::from(*c * *n)).sum();
-                    (count, total, *held.keys().next().unwrap(), *held.keys().last().unwrap())
-                });
-                let row = amounts.row().map(|r| (r.count, r.total, r.min, r.max));
-                prop_assert_eq!(row, expected);
-                // The consolidated part is sorted, distinct and held; the rest is bounded by it.
-                let sorted = &amounts.log[..amounts.sorted];
-                prop_assert!(sorted.windows(2).all(|w| w[0].0 < w[1].0) && sorted.iter().all(|e| e.1 != 0));
-                prop_assert!(amounts.log.len() <= 2 * amounts.sorted + Amounts::SLACK);
-            }
-        }
-
         /// Groups written down and read back hold the same rows, and go on to the same rows
         /// under the same later changes as the groups they were written from; a group that
         /// does not add up, or bytes cut short, are refused.
@@ -543,7 +403,7 @@ mod tests {
             apply(&mut groups, &before, 1);
             apply(&mut unshared, &before, 1);
             let mut then = Vec::new();
-            encode_groups(&unshared.map, &mut then);
+            encode_groups(&unshared.map, &mut |b| then.extend_from_slice(b));
 
             groups.request_capture(1);
             groups.capture_if_passed(Some(1));
@@ -553,7 +413,7 @@ mod tests {
             apply(&mut groups, &after, 2);
             apply(&mut unshared, &after, 2);
             let mut bytes = Vec::new();
-            captured.encode(&mut bytes);
+            captured.encode(&mut |b| bytes.extend_from_slice(b));
             prop_assert_eq!(rows(&bytes), rows(&then));
             let (mut live, mut expected) = (Vec::new(), Vec::new());
             prop_assert!(groups.encode_as_of(2, &mut live) && unshared.encode_as_of(2, &mut expected));

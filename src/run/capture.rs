@@ -34,8 +34,9 @@ use crate::state::kept;
 /// customers of the workshop's generator are far below it.
 pub const CAPTURE_AT_MOST: usize = 250_000;
 
-/// One view's groups captured for a snapshot: the section's id and how to encode it.
-pub type CapturedSection = (u64, Box<dyn FnOnce(&mut Vec<u8>) + Send>);
+/// One view's groups captured for a snapshot: the section's id and how to encode it (piece
+/// by piece, into a sink).
+pub type CapturedSection = (u64, Box<dyn FnOnce(&mut dyn FnMut(&[u8])) + Send>);
 
 /// A worker's views captured for the snapshot at `time`, for the writer.
 pub struct CapturedViews {
@@ -138,5 +139,5 @@ impl ViewsCapture {
 }
 
 fn section<K: GroupKey + Send + 'static>(id: u64, captured: Captured<K>) -> CapturedSection {
-    (id, Box::new(move |out: &mut Vec<u8>| captured.encode(out)))
+    (id, Box::new(move |sink: &mut dyn FnMut(&[u8])| captured.encode(sink)))
 }

@@ -366,14 +366,12 @@ fn keep_views(
         tracing::info!(worker, time, "the views' state is kept for the next start (with the last snapshot)");
         return;
     }
-    let mut sections = Vec::new();
     for view in created {
         if !view.filled {
             tracing::info!(worker, view = view.id, "a view was still being filled; the views' state is not kept");
             return;
         }
-        let mut bytes = Vec::new();
-        if !view.groups.borrow_mut().encode_as_of(time, &mut bytes) {
+        if !view.groups.borrow().exact_as_of(time) {
             tracing::info!(
                 worker,
                 view = view.id,
@@ -382,25 +380,20 @@ fn keep_views(
             );
             return;
         }
-        sections.push((view.id, bytes));
     }
-    let mut bytes = Vec::new();
-    if !state.customers.borrow_mut().encode_as_of(time, &mut bytes) {
+    if !state.customers.borrow().exact_as_of(time) {
         tracing::info!(worker, time, "the views changed after the last snapshot; their state is not kept");
         return;
     }
-    sections.push((kept::CUSTOMERS, bytes));
-    let header = kept::Header {
-        time,
-        worker,
-        workers,
-        build: build.to_owned(),
-        sections: sections.iter().map(|s| s.0).collect(),
-    };
-    match kept::write(dir, &header, &sections) {
+    let mut sections: Vec<(u64, kept::Encode)> = Vec::new();
+    for view in created {
+        sections.push((view.id, Box::new(|sink| view.groups.borrow_mut().encode(sink))));
+    }
+    sections.push((kept::CUSTOMERS, Box::new(|sink| state.customers.borrow_mut().encode(sink))));
+    let header = kept::Header { time, worker, workers, build: build.to_owned(), sections: ids };
+    match kept::write(dir, &header, sections) {
         Ok(path) => tracing::info!(
             path = %path.display(),
-            bytes = sections.iter().map(|s| s.1.len()).sum::<usize>(),
             ms = started.elapsed().as_millis() as u64,
             "the views' state is kept for the next start"
         ),

@@ -62,10 +62,19 @@ fn crc(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
-/// Writes `sections` (id, bytes) as `header.worker`'s kept state, atomically, and removes
+/// A section's bytes, handed to a sink piece by piece (streamed into the file: a worker's
+/// groups are tens of megabytes, which a buffer would take as many fresh pages for).
+pub type Encode<'a> = Box<dyn FnOnce(&mut dyn FnMut(&[u8])) + 'a>;
+
+/// A section of bytes already in memory.
+pub fn bytes(bytes: &[u8]) -> Encode<'_> {
+    Box::new(move |sink| sink(bytes))
+}
+
+/// Writes `sections` (id, encoding) as `header.worker`'s kept state, atomically, and removes
 /// the files of older snapshots.
-pub fn write(dir: &Path, header: &Header, sections: &[(u64, Vec<u8>)]) -> std::io::Result<PathBuf> {
-    use std::io::Write;
+pub fn write(dir: &Path, header: &Header, sections: Vec<(u64, Encode<'_>)>) -> std::io::Result<PathBuf> {
+    use std::io::{Seek, SeekFrom, Write};
     use std::sync::atomic::{AtomicU64, Ordering};
     // The snapshot writer and a stopping worker may write the same file at once: each
     // writes its own temporary file, and either rename leaves a whole file.
@@ -79,11 +88,27 @@ pub fn write(dir: &Path, header: &Header, sections: &[(u64, Vec<u8>)]) -> std::i
     out.write_all(&(head.len() as u32).to_le_bytes())?;
     out.write_all(&head)?;
     out.write_all(&crc(&head).to_le_bytes())?;
-    for (id, bytes) in sections {
+    for (id, encode) in sections {
         out.write_all(&id.to_le_bytes())?;
-        out.write_all(&(bytes.len() as u64).to_le_bytes())?;
-        out.write_all(bytes)?;
-        out.write_all(&crc(bytes).to_le_bytes())?;
+        // The length is known once the section is written: written then, in its place.
+        let length_at = out.stream_position()?;
+        out.write_all(&0u64.to_le_bytes())?;
+        let (mut length, mut crc, mut failed) = (0u64, crc32fast::Hasher::new(), None);
+        encode(&mut |piece: &[u8]| {
+            if failed.is_none() {
+                length += piece.len() as u64;
+                crc.update(piece);
+                failed = out.write_all(piece).err();
+            }
+        });
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        out.write_all(&crc.finalize().to_le_bytes())?;
+        let end = out.stream_position()?;
+        out.seek(SeekFrom::Start(length_at))?;
+        out.write_all(&length.to_le_bytes())?;
+        out.seek(SeekFrom::Start(end))?;
     }
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
@@ -231,10 +256,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kept-views-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let sections = vec![(3, vec![1, 2, 3]), (CUSTOMERS, vec![9; 100])];
-        write(&dir, &header(0), &sections).unwrap();
+        let sections: Vec<(u64, Vec<u8>)> = vec![(3, vec![1, 2, 3]), (CUSTOMERS, vec![9; 100])];
+        let encoded = || sections.iter().map(|(id, b)| (*id, bytes(b))).collect::<Vec<_>>();
+        write(&dir, &header(0), encoded()).unwrap();
         assert!(usable(&dir, 7, (0, 2), &build(None), &[3, CUSTOMERS]).is_none(), "worker 1 kept nothing yet");
-        write(&dir, &header(1), &sections).unwrap();
+        write(&dir, &header(1), encoded()).unwrap();
         assert!(usable(&dir, 7, (0, 2), &build(None), &[3, CUSTOMERS]).is_some());
         let read_back: Vec<(u64, Vec<u8>)> =
             read(&dir, 7, 1).unwrap().sections().map(|(id, b)| (id, b.to_vec())).collect();
@@ -254,8 +280,8 @@ mod tests {
         // A newer snapshot's files remove an older snapshot's, every worker's, and what a
         // crash left half written; never a newer one's.
         std::fs::write(dir.join(format!(".{}.5.tmp", file_name(8, 0))), b"half").unwrap();
-        write(&dir, &Header { time: 10, ..header(1) }, &sections).unwrap();
-        write(&dir, &Header { time: 9, ..header(0) }, &sections).unwrap();
+        write(&dir, &Header { time: 10, ..header(1) }, encoded()).unwrap();
+        write(&dir, &Header { time: 9, ..header(0) }, encoded()).unwrap();
         assert!(read(&dir, 9, 0).is_some() && read(&dir, 10, 1).is_some());
         let left: Vec<Time> = files(&dir).into_iter().map(|(_, t)| t).collect();
         assert!(left.iter().all(|t| *t >= 9), "{left:?}");
