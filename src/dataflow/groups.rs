@@ -217,6 +217,13 @@ impl<K: Clone> Groups<K> {
         self.captured = None;
     }
 
+    /// Forgets the request and what was captured for it (a capture holds chunks of the
+    /// amounts, which the groups then stop sharing).
+    pub fn cancel_capture(&mut self) {
+        self.pending = None;
+        self.captured = None;
+    }
+
     /// The groups captured for the request, once they are: `Err(time)` if they could not be
     /// (they held a later record, or restored rows not sent yet).
     pub fn take_capture(&mut self) -> Option<Result<Captured<K>, Time>> {

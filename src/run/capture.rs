@@ -138,6 +138,66 @@ impl ViewsCapture {
     }
 }
 
+impl Drop for ViewsCapture {
+    /// Replaced by a newer snapshot's, refused, or at the stop: the views still asked forget
+    /// the request, so that none keeps a capture nobody takes.
+    fn drop(&mut self) {
+        for (_, groups) in &self.asked {
+            match groups {
+                Asked::Customers(groups) => groups.borrow_mut().cancel_capture(),
+                Asked::View(groups) => groups.borrow_mut().cancel_capture(),
+            }
+        }
+    }
+}
+
 fn section<K: GroupKey + Send + 'static>(id: u64, captured: Captured<K>) -> CapturedSection {
     (id, Box::new(move |sink: &mut dyn FnMut(&[u8])| captured.encode(sink)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::groups::Groups;
+    use crate::event::{Identity, Position, Txn, Update};
+
+    fn update(id: &str, seq: u64, customer: &str, cents: i64) -> Update {
+        let txn = Txn { customer: customer.into(), cents, ts: None, category: None };
+        Update { identity: Identity::Id(id.into()), position: Position { source: 0, seq }, txn: Some(txn) }
+    }
+
+    /// The worker forgets a request before it asks for a newer one: the newer one is
+    /// captured, as of its own time (a record of a later time left out).
+    #[test]
+    fn a_newer_request_replaces_an_older_one_and_is_captured_at_its_time() {
+        let customers = timely::execute_directly(|worker| {
+            let mut pipeline = Dataflow::build(worker, None);
+            pipeline.advance_to(1);
+            pipeline.updates.send(update("t1", 1, "Ali", 100));
+            let older = ViewsCapture::request(&pipeline, 1).expect("no view is being filled");
+            drop(older);
+            let mut capture = ViewsCapture::request(&pipeline, 2).expect("no view is being filled");
+            pipeline.advance_to(2);
+            pipeline.updates.send(update("t2", 2, "Ali", 50));
+            pipeline.advance_to(3);
+            pipeline.updates.send(update("t3", 3, "Sara", 7));
+            pipeline.advance_to(4);
+            for _ in 0..1000 {
+                worker.step();
+                match capture.poll() {
+                    Captures::Waiting => continue,
+                    Captures::Refused => panic!("a capture at the time asked is exact"),
+                    Captures::Done(sections) => return sections,
+                }
+            }
+            panic!("the views were never captured");
+        });
+        assert_eq!(customers.len(), 1, "the customers view only");
+        let (id, encode) = customers.into_iter().next().unwrap();
+        assert_eq!(id, kept::CUSTOMERS);
+        let mut bytes = Vec::new();
+        encode(&mut |piece| bytes.extend_from_slice(piece));
+        let mut groups = Groups::<Arc<str>>::default();
+        assert_eq!(groups.restore(&bytes).unwrap(), 1, "Ali only: Sara came at time 3");
+    }
 }

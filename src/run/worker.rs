@@ -256,6 +256,8 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
             // The views' state goes with it (before the worker steps: no view has passed
             // `time` yet). The last one, at a stop, is kept from the views themselves.
             if kept_dir.is_some() && !stopping && !told.stop {
+                // The previous request is forgotten first (dropping it cancels what it asked).
+                drop(capturing.take());
                 capturing = ViewsCapture::request(&pipeline, time);
             }
         }
