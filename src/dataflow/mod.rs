@@ -19,7 +19,7 @@
 //! for the view definitions and [`upsert`] for how corrections and deletes become retractions.
 
 pub mod aggregate;
-mod amounts;
+pub mod amounts;
 pub mod created;
 pub mod groups;
 pub mod id_table;
