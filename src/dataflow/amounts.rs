@@ -19,7 +19,7 @@
 //! bucket) — a third of a restart's CPU went to those misses. Appending touches only the
 //! log's end; sorting one customer's log runs within the cache.
 //!
-//! The log is held in chunks shared copy-on-write ([`Log`]): a snapshot takes every group by
+//! The log is held in chunks shared copy-on-write (`Log`): a snapshot takes every group by
 //! cloning them, which copies no amounts, and an entry appended while a snapshot holds the
 //! last chunk starts a new one instead of copying it. (One shared vector per group, copied
 //! on the first change after a snapshot, copied ~80 MB a worker after each snapshot of a
