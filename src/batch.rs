@@ -98,8 +98,8 @@ pub enum LoadError {
 /// those of the process that has it — and how many they are.
 ///
 /// On that direct path, with `kept` — the state directory and what the views' state depends
-/// on ([`crate::state::kept::build`]) — the views' state a clean stop kept for this
-/// snapshot is put back, if every worker kept it (see [`crate::state::kept`]), and the live
+/// on ([`crate::state::kept::build`]) — the views' state kept beside this snapshot (with
+/// the snapshot itself, or by a clean stop) is put back, if every worker kept it (see [`crate::state::kept`]), and the live
 /// transactions are not handed to the views at all.
 pub fn load_snapshot(
     worker: &mut Worker,
@@ -151,7 +151,7 @@ pub fn load_snapshot(
     Ok(counts)
 }
 
-/// Puts back the views' state kept at a clean stop for `snapshot`, if every worker of the
+/// Puts back the views' state kept beside `snapshot`, if every worker of the
 /// cluster kept it for the views this run has: this worker's groups of the `customers` view
 /// and of each created `GROUP BY` view, and (worker 0) the totals. Returns whether it did.
 fn put_views_back(
@@ -319,7 +319,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Option<BatchOutcome>> {
 
     let settings_for_workers = settings.clone();
     let (dead_for_workers, shared_for_workers) = (Arc::clone(&dead_letters), Arc::clone(&shared));
-    // The views' state a clean stop of `lambda run` kept, used as a restart uses it.
+    // The views' state `lambda run` kept beside the snapshot, used as a restart uses it.
     let kept_dir = settings.state.dir.clone().filter(|_| processes <= 1);
     let build = crate::state::kept::build(event_filter.as_ref());
     let guards = crate::cluster::execute(settings.timely_config()?, move |worker| {

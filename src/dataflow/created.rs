@@ -77,7 +77,7 @@ pub struct Kept {
     pub since: Time,
     /// While it is being filled: the position in the version table to go on from.
     filling: Option<usize>,
-    /// Its groups (kept at a clean stop, put back at a restart).
+    /// Its groups (kept beside each snapshot, put back at a restart).
     pub groups: SharedGroups<Value>,
 }
 

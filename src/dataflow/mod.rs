@@ -14,7 +14,7 @@
 //! probe has passed. A snapshot is loaded at time 0 too: through the upsert as updates, or,
 //! when each worker reads the shard it wrote, straight into its version table, its live
 //! transactions entering beside the upsert's output ([`Dataflow::restored`]) — or, when a
-//! clean stop kept the views' state for that snapshot, not at all: the views' groups and
+//! the views' state was kept beside that snapshot, not at all: the views' groups and
 //! totals are put back and emitted at time 0 ([`groups`], [`Dataflow::state`]). See [`views`]
 //! for the view definitions and [`upsert`] for how corrections and deletes become retractions.
 
@@ -78,7 +78,7 @@ pub struct Dataflow {
     restored: InputHandleVec<Time, (Txn, Time, isize)>,
     /// The upsert's copy of its changes for the views created at run time.
     tap: upsert::Tap,
-    /// The state the views keep besides their arrangements (kept at a clean stop).
+    /// The state the views keep besides their arrangements (kept beside each snapshot).
     pub state: views::ViewState,
 }
 

@@ -136,7 +136,7 @@ impl ViewTraces {
 }
 
 /// The state of the views that keep one besides their arrangement, shared with the worker:
-/// what a clean stop keeps and a restart puts back ([`super::groups`]).
+/// what a snapshot (and a clean stop) keeps and a restart puts back ([`super::groups`]).
 #[derive(Clone, Default)]
 pub struct ViewState {
     /// The `customers` view's groups on this worker.

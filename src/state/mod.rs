@@ -21,7 +21,7 @@
 //! snapshot that is truncated or whose checksums do not match is reported and skipped, and
 //! the previous one is used.
 //!
-//! Beside the newest snapshot, a clean stop keeps the views' state as of its time ([`kept`]),
+//! Beside the newest snapshot, the views' state as of its time is kept ([`kept`]),
 //! which a restart puts back instead of computing the views from the versions again.
 
 pub mod kept;
