@@ -21,7 +21,8 @@
 //!
 //! The log is held in chunks shared copy-on-write (`Log`): a snapshot takes every group by
 //! cloning them, which copies no amounts, and an entry appended while a snapshot holds the
-//! last chunk starts a new one instead of copying it. (One shared vector per group, copied
+//! last chunk starts a new one instead of copying it. Without snapshots a log is one chunk,
+//! appended to and consolidated in place. (One shared vector per group, copied
 //! on the first change after a snapshot, copied ~80 MB a worker after each snapshot of a
 //! 10M-row state, and the copies' fresh pages cost the freshness of messages meanwhile.)
 //! Only consolidating — rare: an extreme retracted, or the log doubled — writes a new log.
@@ -38,19 +39,10 @@ pub(super) struct Log {
 }
 
 impl Log {
-    /// The most entries a chunk holds.
-    const CHUNK: usize = 4096;
-
-    /// A log of `entries`, in one chunk if they fit (no copy).
+    /// A log of `entries`, as one chunk (no copy).
     pub(super) fn from_vec(entries: Vec<(i64, i64)>) -> Self {
         let len = entries.len();
-        let chunks = if entries.is_empty() {
-            Vec::new()
-        } else if len <= Self::CHUNK {
-            vec![Arc::new(entries)]
-        } else {
-            entries.chunks(Self::CHUNK).map(|c| Arc::new(c.to_vec())).collect()
-        };
+        let chunks = if entries.is_empty() { Vec::new() } else { vec![Arc::new(entries)] };
         Log { chunks, len }
     }
 
@@ -73,11 +65,10 @@ impl Log {
 
     fn push(&mut self, entry: (i64, i64)) {
         self.len += 1;
-        // The last chunk, unless full or held by a snapshot: then a new one.
-        if let Some(last) = self.chunks.last_mut().filter(|c| c.len() < Self::CHUNK).and_then(Arc::get_mut) {
-            last.push(entry);
-        } else {
-            self.chunks.push(Arc::new(vec![entry]));
+        // To the last chunk, unless a snapshot holds it: then to a new one (nothing copied).
+        match self.chunks.last_mut().and_then(Arc::get_mut) {
+            Some(last) => last.push(entry),
+            None => self.chunks.push(Arc::new(vec![entry])),
         }
     }
 
@@ -269,20 +260,25 @@ mod tests {
     }
 
     #[test]
-    fn a_long_log_is_chunked_and_a_shared_chunk_is_never_written() {
+    fn an_entry_appended_while_a_copy_holds_the_log_starts_a_chunk() {
         let mut amounts = Amounts::default();
-        for cents in 0..(3 * Log::CHUNK as i64) {
+        for cents in 0..100 {
             amounts.add(cents, 1);
         }
         amounts.consolidate();
-        assert_eq!((amounts.log.len(), amounts.log.chunks.len()), (3 * Log::CHUNK, 3));
+        assert_eq!((amounts.log.len(), amounts.log.chunks.len()), (100, 1));
         let taken = amounts.clone();
         amounts.add(5, 1);
-        assert_eq!(amounts.log.chunks.len(), 4, "appended to a new chunk");
+        amounts.add(6, 1);
+        assert_eq!(amounts.log.chunks.len(), 2, "appended to a new chunk, then to it");
         assert!(Arc::ptr_eq(&amounts.log.chunks[0], &taken.log.chunks[0]), "the rest is shared, not copied");
-        amounts.add(0, -1); // the min: consolidated into new chunks
-        assert_eq!(taken.log.len(), 3 * Log::CHUNK);
-        assert_eq!(taken.log.to_vec(), (0..3 * Log::CHUNK as i64).map(|c| (c, 1)).collect::<Vec<_>>());
-        assert_eq!((amounts.row().unwrap().min, amounts.row().unwrap().count), (1, 3 * Log::CHUNK as i64));
+        amounts.add(0, -1); // the min: consolidated into one new chunk
+        assert_eq!(amounts.log.chunks.len(), 1);
+        assert_eq!(taken.log.to_vec(), (0..100).map(|c| (c, 1)).collect::<Vec<_>>(), "the copy is as it was");
+        assert_eq!((amounts.row().unwrap().min, amounts.row().unwrap().count), (1, 101));
+        // Without a copy, one chunk throughout.
+        drop(taken);
+        amounts.add(500, 1);
+        assert_eq!(amounts.log.chunks.len(), 1);
     }
 }

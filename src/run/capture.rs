@@ -6,8 +6,8 @@
 //! and of every created `GROUP BY` view for their state as of `T`. Each is captured by its
 //! operator at the moment the upsert captures its versions — just before it applies a record
 //! of a later time — by cloning its map of groups, which shares every group's amounts
-//! (copy-on-write, [`crate::dataflow::groups`]): the worker is held for a copy of its
-//! counters, not of its amounts. Once all are captured the worker hands them to the snapshot
+//! (copy-on-write, [`crate::dataflow::amounts`]): the worker is held for a copy of each
+//! group's counters, not of its amounts. Once all are captured the worker hands them to the snapshot
 //! writer, which encodes them on its own thread beside the snapshot file.
 //!
 //! ```text
@@ -18,9 +18,9 @@
 //!
 //! A view being filled holds only part of its rows: no state is captured for that snapshot
 //! (a restart from it computes the views, as before). Nor is it when the worker holds more
-//! than [`CAPTURE_AT_MOST`] groups: cloning the map of a view grouped by something nearly
-//! unique (millions of groups) would hold the worker for tens of milliseconds at every
-//! snapshot; such views are kept at a clean stop only.
+//! than [`CAPTURE_AT_MOST`] groups: the clone costs the worker a pause in proportion to the
+//! number of groups, and a view grouped by something nearly unique (millions of groups) would
+//! pause it at every snapshot; such views are kept at a clean stop only.
 
 use std::rc::Rc;
 use std::sync::Arc;
