@@ -77,8 +77,8 @@ pub enum LoadError {
     /// A snapshot's shard did not decode.
     #[error(transparent)]
     Snapshot(#[from] crate::state::shard::DecodeError),
-    /// The views' state kept at the last stop, found whole by every worker, could not be put
-    /// back (its groups do not add up).
+    /// The views' state kept beside the snapshot, found whole by every worker, could not be
+    /// put back (its groups do not add up).
     #[error("the views' state kept in the state directory cannot be put back: {0}; remove its views-*.bin files to compute the views again")]
     KeptViews(String),
 }
@@ -99,8 +99,8 @@ pub enum LoadError {
 ///
 /// On that direct path, with `kept` — the state directory and what the views' state depends
 /// on ([`crate::state::kept::build`]) — the views' state kept beside this snapshot (with
-/// the snapshot itself, or by a clean stop) is put back, if every worker kept it (see [`crate::state::kept`]), and the live
-/// transactions are not handed to the views at all.
+/// the snapshot itself, or by a clean stop) is put back, if every worker kept it (see
+/// [`crate::state::kept`]), and the live transactions are not handed to the views at all.
 pub fn load_snapshot(
     worker: &mut Worker,
     pipeline: &mut Dataflow,

@@ -13,8 +13,8 @@
 //! (the speed layer), and the serving layer reads the arrangements at any time that the
 //! probe has passed. A snapshot is loaded at time 0 too: through the upsert as updates, or,
 //! when each worker reads the shard it wrote, straight into its version table, its live
-//! transactions entering beside the upsert's output ([`Dataflow::restored`]) — or, when a
-//! the views' state was kept beside that snapshot, not at all: the views' groups and
+//! transactions entering beside the upsert's output ([`Dataflow::restored`]) — or, when the
+//! views' state was kept beside that snapshot, not at all: the views' groups and
 //! totals are put back and emitted at time 0 ([`groups`], [`Dataflow::state`]). See [`views`]
 //! for the view definitions and [`upsert`] for how corrections and deletes become retractions.
 

@@ -23,11 +23,9 @@
 //! pause it at every snapshot; such views are kept at a clean stop only.
 
 use std::rc::Rc;
-use std::sync::Arc;
 
-use crate::dataflow::groups::{Captured, GroupKey, SharedGroups};
+use crate::dataflow::groups::{GroupKey, SharedGroups};
 use crate::dataflow::{Dataflow, Time};
-use crate::sql::value::Value;
 use crate::state::kept;
 
 /// The most groups a worker captures with a snapshot (all views together). The 10,000
@@ -50,16 +48,31 @@ pub struct CapturedViews {
     pub sections: Vec<CapturedSection>,
 }
 
-/// A view's groups asked for their state.
-enum Asked {
-    Customers(SharedGroups<Arc<str>>),
-    View(SharedGroups<Value>),
+/// A view's groups, whatever their key, as a capture asks them.
+trait Asked {
+    fn request(&self, time: Time);
+    /// The capture as a section `id`, once taken: `Err` if it could not be made exactly.
+    fn take(&self, id: u64) -> Option<Result<CapturedSection, Time>>;
+    fn cancel(&self);
+}
+
+impl<K: GroupKey + Clone + Send + 'static> Asked for SharedGroups<K> {
+    fn request(&self, time: Time) {
+        self.borrow_mut().request_capture(time);
+    }
+    fn take(&self, id: u64) -> Option<Result<CapturedSection, Time>> {
+        let taken = self.borrow_mut().take_capture()?;
+        Some(taken.map(|captured| -> CapturedSection { (id, Box::new(move |sink| captured.encode(sink))) }))
+    }
+    fn cancel(&self) {
+        self.borrow_mut().cancel_capture();
+    }
 }
 
 /// The captures one worker waits for, for one snapshot.
 pub(super) struct ViewsCapture {
     time: Time,
-    asked: Vec<(u64, Asked)>,
+    asked: Vec<(u64, Box<dyn Asked>)>,
     sections: Vec<CapturedSection>,
 }
 
@@ -91,14 +104,10 @@ impl ViewsCapture {
             );
             return None;
         }
-        let mut asked = vec![(kept::CUSTOMERS, Asked::Customers(Rc::clone(&pipeline.state.customers)))];
-        asked.extend(views.into_iter().map(|(id, groups)| (id, Asked::View(groups))));
-        for (_, groups) in &asked {
-            match groups {
-                Asked::Customers(groups) => groups.borrow_mut().request_capture(time),
-                Asked::View(groups) => groups.borrow_mut().request_capture(time),
-            }
-        }
+        let customers: Box<dyn Asked> = Box::new(Rc::clone(&pipeline.state.customers));
+        let mut asked = vec![(kept::CUSTOMERS, customers)];
+        asked.extend(views.into_iter().map(|(id, groups)| (id, Box::new(groups) as Box<dyn Asked>)));
+        asked.iter().for_each(|(_, groups)| groups.request(time));
         Some(ViewsCapture { time, asked, sections: Vec::new() })
     }
 
@@ -110,21 +119,15 @@ impl ViewsCapture {
     /// Takes what has been captured since the last look.
     pub(super) fn poll(&mut self) -> Captures {
         let mut refused = false;
-        self.asked.retain(|(id, groups)| {
-            let taken = match groups {
-                Asked::Customers(groups) => groups.borrow_mut().take_capture().map(|c| c.map(|c| section(*id, c))),
-                Asked::View(groups) => groups.borrow_mut().take_capture().map(|c| c.map(|c| section(*id, c))),
-            };
-            match taken {
-                None => true,
-                Some(Ok(section)) => {
-                    self.sections.push(section);
-                    false
-                }
-                Some(Err(_)) => {
-                    refused = true;
-                    false
-                }
+        self.asked.retain(|(id, groups)| match groups.take(*id) {
+            None => true,
+            Some(Ok(section)) => {
+                self.sections.push(section);
+                false
+            }
+            Some(Err(_)) => {
+                refused = true;
+                false
             }
         });
         if refused {
@@ -142,21 +145,14 @@ impl Drop for ViewsCapture {
     /// Replaced by a newer snapshot's, refused, or at the stop: the views still asked forget
     /// the request, so that none keeps a capture nobody takes.
     fn drop(&mut self) {
-        for (_, groups) in &self.asked {
-            match groups {
-                Asked::Customers(groups) => groups.borrow_mut().cancel_capture(),
-                Asked::View(groups) => groups.borrow_mut().cancel_capture(),
-            }
-        }
+        self.asked.iter().for_each(|(_, groups)| groups.cancel());
     }
-}
-
-fn section<K: GroupKey + Send + 'static>(id: u64, captured: Captured<K>) -> CapturedSection {
-    (id, Box::new(move |sink: &mut dyn FnMut(&[u8])| captured.encode(sink)))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::dataflow::groups::Groups;
     use crate::event::{Identity, Position, Txn, Update};

@@ -363,7 +363,7 @@ fn keep_views(
     use crate::state::kept;
     let started = Instant::now();
     let ids: Vec<u64> = created.iter().map(|v| v.id).chain([kept::CUSTOMERS]).collect();
-    if created.iter().all(|v| v.filled) && kept::holds(dir, time, worker, build, &ids) {
+    if created.iter().all(|v| v.filled) && kept::holds(dir, time, (worker, workers), build, &ids) {
         // Kept with that snapshot already (captured then; nothing was admitted since).
         tracing::info!(worker, time, "the views' state is kept for the next start (with the last snapshot)");
         return;

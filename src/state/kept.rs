@@ -206,13 +206,11 @@ fn parse(bytes: memmap2::Mmap) -> Option<Kept> {
     (at == bytes.len()).then_some(Kept { header, bytes, ranges })
 }
 
-/// Whether worker `worker`'s file for the snapshot at `time` is there, intact, matching
-/// `build` and holding every one of `sections` (so a stop need not write it again).
-pub fn holds(dir: &Path, time: Time, worker: usize, build: &str, sections: &[u64]) -> bool {
-    read(dir, time, worker).is_some_and(|kept| {
-        let h = &kept.header;
-        h.time == time && h.build == build && sections.iter().all(|s| h.sections.contains(s))
-    })
+/// Whether worker `worker`'s file for the snapshot at `time` is there, intact, and usable
+/// by a restart with `workers` workers, `build` and `sections` (so a stop need not write it
+/// again).
+pub fn holds(dir: &Path, time: Time, (worker, workers): (usize, usize), build: &str, sections: &[u64]) -> bool {
+    read(dir, time, worker).is_some_and(|kept| kept.matches(time, (worker, workers), build, sections))
 }
 
 /// This worker's kept state for the snapshot at `time`, if every one of `workers` workers
@@ -229,17 +227,22 @@ pub fn usable(
 ) -> Option<Kept> {
     let mut mine = None;
     for w in 0..workers {
-        let kept = read(dir, time, w)?;
-        let h = &kept.header;
-        let holds = sections.iter().all(|s| h.sections.contains(s));
-        if !(h.time == time && h.worker == w && h.workers == workers && h.build == build && holds) {
-            return None;
-        }
+        let kept = read(dir, time, w).filter(|k| k.matches(time, (w, workers), build, sections))?;
         if w == worker {
             mine = Some(kept);
         }
     }
     mine
+}
+
+impl Kept {
+    /// Whether it was kept for the snapshot at `time` by worker `worker` of `workers`, with
+    /// `build`, and holds every one of `sections`.
+    fn matches(&self, time: Time, (worker, workers): (usize, usize), build: &str, sections: &[u64]) -> bool {
+        let h = &self.header;
+        let holds = sections.iter().all(|s| h.sections.contains(s));
+        h.time == time && h.worker == worker && h.workers == workers && h.build == build && holds
+    }
 }
 
 #[cfg(test)]
@@ -276,7 +279,8 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         assert!(usable(&dir, 7, (0, 2), &build(None), &[3, CUSTOMERS]).is_none(), "a damaged file");
-        assert!(holds(&dir, 7, 0, &build(None), &[3]) && !holds(&dir, 7, 0, &build(None), &[4]));
+        assert!(holds(&dir, 7, (0, 2), &build(None), &[3]) && !holds(&dir, 7, (0, 2), &build(None), &[4]));
+        assert!(!holds(&dir, 7, (0, 3), &build(None), &[3]), "kept by 2 workers, not 3");
         // A newer snapshot's files remove an older snapshot's, every worker's, and what a
         // crash left half written; never a newer one's.
         std::fs::write(dir.join(format!(".{}.5.tmp", file_name(8, 0))), b"half").unwrap();
