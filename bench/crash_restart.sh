@@ -45,7 +45,7 @@ start() {
 # The crashed state.
 rm -rf "$WORK/crashed"
 start "$WORK/crashed" 5000
-curl -sf -X POST --data-binary "CREATE VIEW spend AS SELECT customer, count(*) AS n, sum(amount) AS total, min(amount) AS low, max(amount) AS high FROM transactions GROUP BY customer" "http://$HTTP/v1/sql" >/dev/null
+curl -sf -X POST -H "Content-Type: application/sql" --data-binary "CREATE VIEW spend AS SELECT customer, count(*) AS n, sum(amount) AS total, min(amount) AS low, max(amount) AS high FROM transactions GROUP BY customer" "http://$HTTP/v1/sql" >/dev/null
 "$LAMBDA" produce --brokers "$BROKER" --rate 10000 --duration 2 --customers 10000 --corrections 0.1 --seed 7 >/dev/null 2>&1
 until [ "$(admitted "$HTTP")" -ge 20000 ]; do sleep 0.2; done
 # Once nothing more comes, the newest snapshot stays the newest (one with nothing new is not

@@ -50,7 +50,7 @@ stop_run() { kill -TERM "$RUN_PID"; wait "$RUN_PID" || true; }
 if [ "$ROUNDS" -gt 0 ]; then
   rm -rf "$WORK/state"
   start_and_time --state-dir "$WORK/state" --snapshot-every-ms 3600000
-  curl -sf -X POST --data-binary "CREATE VIEW spend AS SELECT customer, count(*) AS n, sum(amount) AS total, min(amount) AS low, max(amount) AS high FROM transactions GROUP BY customer" "http://$HTTP/v1/sql" >/dev/null
+  curl -sf -X POST -H "Content-Type: application/sql" --data-binary "CREATE VIEW spend AS SELECT customer, count(*) AS n, sum(amount) AS total, min(amount) AS low, max(amount) AS high FROM transactions GROUP BY customer" "http://$HTTP/v1/sql" >/dev/null
   stop_run
   cp "$WORK/state/views.json" "$WORK/views.json"
 fi

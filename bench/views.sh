@@ -20,7 +20,7 @@ echo "history: $(wc -c <"$WORK/history.jsonl") bytes, $ROWS rows"
 "$LAMBDA" broker --port "${BROKER#*:}" --partitions 12 >"$WORK/broker.log" 2>&1 &
 sleep 1
 rss() { awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' "/proc/$1/status"; }
-sql() { curl -s -X POST --data-binary "$1" "http://$HTTP/v1/sql"; }
+sql() { curl -s -X POST -H "Content-Type: application/sql" --data-binary "$1" "http://$HTTP/v1/sql"; }
 # A digest of rows (customer, count, total) given as JSON on stdin, and how many.
 digest() { python3 -c 'import hashlib,json,sys
 rows = sorted(json.loads(l) for l in sys.stdin)

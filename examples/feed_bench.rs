@@ -82,7 +82,7 @@ impl Drop for Run {
 
 fn get(address: &str, path: &str) -> Option<serde_json::Value> {
     let mut stream = TcpStream::connect(address).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     let body = text.split_once("\r\n\r\n")?.1;
@@ -94,7 +94,7 @@ fn post_sql(address: &str, statement: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(address)?;
     write!(
         stream,
-        "POST /v1/sql HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{statement}",
+        "POST /v1/sql HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/sql\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{statement}",
         statement.len()
     )?;
     let mut text = String::new();
@@ -110,7 +110,7 @@ type Arrivals = Arc<Mutex<Vec<(u64, Instant)>>>;
 /// and counted in `probes`.
 fn subscribe(address: &str, view: &str, probes: Arc<AtomicU64>, seen: Option<Arrivals>) {
     let mut stream = TcpStream::connect(address).expect("the HTTP API");
-    write!(stream, "GET /v1/subscribe?view={view} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(stream, "GET /v1/subscribe?view={view} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
     std::thread::spawn(move || {
         let reader = BufReader::with_capacity(1 << 16, stream);
         for line in reader.lines() {

@@ -32,6 +32,16 @@ pub enum AmountError {
 
 /// Parses a JSON number literal (or the same text from a CSV cell) into exact cents.
 pub fn parse_cents(text: &str) -> Result<i64, AmountError> {
+    parse_wide(text, i128::from(i64::MAX)).map(|cents| i64::try_from(cents).expect("bounded by i64"))
+}
+
+/// Parses a total — a sum of amounts, which the views keep in 128 bits — into exact cents.
+pub fn parse_total_cents(text: &str) -> Result<i128, AmountError> {
+    parse_wide(text, i128::MAX)
+}
+
+/// Parses into cents whose magnitude is at most `most` (one more for a negative amount).
+fn parse_wide(text: &str, most: i128) -> Result<i128, AmountError> {
     let bytes = text.trim().as_bytes();
     let (negative, rest) = match bytes.first() {
         Some(b'-') => (true, &bytes[1..]),
@@ -93,24 +103,24 @@ pub fn parse_cents(text: &str) -> Result<i64, AmountError> {
         // All digits were zeros: the value is exactly zero.
         return Ok(0);
     }
-    let mut cents: i128 = 0;
+    // The magnitude may reach |MIN| for a negative amount, one more than MAX.
+    let most = most.unsigned_abs() + u128::from(negative);
+    let mut cents: u128 = 0;
+    let grow = |cents: u128, digit: u8| cents.checked_mul(10).and_then(|c| c.checked_add(u128::from(digit)));
     for d in digits {
-        cents = cents * 10 + i128::from(d);
-        if cents > i128::from(i64::MAX) {
-            return Err(AmountError::Overflow);
-        }
+        cents = grow(cents, d).filter(|c| *c <= most).ok_or(AmountError::Overflow)?;
     }
     for _ in 0..scale {
         if cents == 0 {
             break;
         }
-        cents *= 10;
-        if cents > i128::from(i64::MAX) {
-            return Err(AmountError::Overflow);
-        }
+        cents = grow(cents, 0).filter(|c| *c <= most).ok_or(AmountError::Overflow)?;
     }
-    let cents = if negative { -cents } else { cents };
-    i64::try_from(cents).map_err(|_| AmountError::Overflow)
+    if negative {
+        Ok(0i128.wrapping_sub_unsigned(cents))
+    } else {
+        Ok(cents as i128)
+    }
 }
 
 /// Formats cents as the shortest exact decimal: `40000` → `400`, `5025` → `50.25`, `5050` → `50.5`.

@@ -426,7 +426,7 @@ pub fn command(settings: &Settings) -> anyhow::Result<()> {
     let table = crate::output::customers_table(&outcome.reading, view_filter.as_ref(), settings.batch.show);
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(table.as_bytes()).and_then(|()| stdout.flush()).context("cannot write to standard output")?;
-    let written = crate::output::write_views(&settings.batch.out, &outcome.reading, view_filter.as_ref())?;
+    let written = crate::output::write_views(&settings.batch.out, &outcome.reading, view_filter.as_ref(), None)?;
     eprintln!(
         "batch view at time 0: {} records, {} customers, {} refused ({}) in {:.3} s; {} files in {}",
         outcome.counts.records,

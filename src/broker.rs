@@ -37,6 +37,7 @@ impl Broker {
     /// Starts a broker with `topic` created with `partitions` partitions, reachable at
     /// 127.0.0.1:`port` (0 for any free port).
     pub fn start(port: u16, topic: &str, partitions: i32) -> anyhow::Result<Broker> {
+        anyhow::ensure!(partitions >= 1, "a topic needs at least one partition, not {partitions}");
         let producer: BaseProducer = ClientConfig::new()
             .set("test.mock.num.brokers", "1")
             .set("log_level", "3")
@@ -70,6 +71,7 @@ impl Broker {
 
     /// Creates another topic.
     pub fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
+        anyhow::ensure!(partitions >= 1, "a topic needs at least one partition, not {partitions}");
         let mock = self.producer.client().mock_cluster().context("the mock cluster exists")?;
         mock.create_topic(topic, partitions, 1).with_context(|| format!("cannot create topic {topic}"))
     }

@@ -79,8 +79,8 @@ pub struct BrokerArgs {
     /// Port on 127.0.0.1 (0: any free port, printed at start).
     #[arg(long, default_value_t = 9092)]
     pub port: u16,
-    /// Partitions of the topic.
-    #[arg(long, default_value_t = 3)]
+    /// Partitions of the topic, from 1 to 10000.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub partitions: i32,
     /// The topic to create.
     #[arg(long, default_value = "real-time-orders")]

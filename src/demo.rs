@@ -42,12 +42,13 @@ pub fn demo(settings: &Settings) -> anyhow::Result<String> {
 /// dashboard on `serve.http` (and the in-process broker, for more messages) until
 /// `interrupted`.
 pub fn demo_and_serve(settings: &Settings, interrupted: &std::sync::atomic::AtomicBool) -> anyhow::Result<()> {
+    let access = crate::serve::access::Access::of(&settings.serve)?;
     let (out, running, broker) = workshop(settings)?;
     print!("{out}");
     let mut settings = settings.clone();
     settings.kafka.brokers = broker.address();
     let feeds = crate::serve::feed::Feeds::of(&settings, &running.serving);
-    let _http = crate::serve::http::start(&settings, &running.serving, &feeds)?
+    let _http = crate::serve::http::start(&settings, &running.serving, &feeds, &access)?
         .context("--serve needs an HTTP address: give --http 127.0.0.1:8080")?;
     println!(
         "\nthe dashboard: http://{}/   (Kafka at {}: lambda produce --brokers {} --input -)   Ctrl-C to stop",

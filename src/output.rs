@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::ser::{Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -139,12 +139,39 @@ pub fn customers_table(reading: &Reading, filter: Option<&Filter>, limit: usize)
     show_table(&["customer", "total_amount", "count", "min", "max", "avg"], &rows, all.len())
 }
 
-/// Writes every view of `reading` into `dir` as `<view>.jsonl` and `<view>.csv`.
-pub fn write_views(dir: &Path, reading: &Reading, filter: Option<&Filter>) -> std::io::Result<Vec<String>> {
+/// Writes every view of `reading` into `dir` as `<view>.jsonl` and `<view>.csv`, and, when
+/// `topic` is given, `as_of.json` beside them: every file is written under a temporary name
+/// first and renamed into place only once all are written, so that the directory never mixes
+/// two times (a write that fails leaves the previous one whole).
+pub fn write_views(
+    dir: &Path,
+    reading: &Reading,
+    filter: Option<&Filter>,
+    topic: Option<&str>,
+) -> std::io::Result<Vec<String>> {
     std::fs::create_dir_all(dir)?;
+    let mut staged = Staged::default();
+    let written = stage_views(&mut staged, dir, reading, filter)?;
+    if let Some(topic) = topic {
+        staged.file(&dir.join("as_of.json"), |w| {
+            serde_json::to_writer(&mut *w, &as_of(reading, topic))?;
+            w.write_all(b"\n")
+        })?;
+    }
+    staged.commit()?;
+    remove_dropped(&dir.join("created"), &reading.created)?;
+    Ok(written)
+}
+
+fn stage_views(
+    staged: &mut Staged,
+    dir: &Path,
+    reading: &Reading,
+    filter: Option<&Filter>,
+) -> std::io::Result<Vec<String>> {
     let mut written = Vec::new();
     let customers: Vec<_> = visible_customers(reading, filter).map(|(c, r)| CustomerOut::new(c, r)).collect();
-    written.extend(write_pair(dir, "customers", &CustomerOut::COLUMNS, &customers, CustomerOut::cells)?);
+    written.extend(staged.pair(dir, "customers", &CustomerOut::COLUMNS, &customers, CustomerOut::cells)?);
 
     #[derive(serde::Serialize)]
     struct TopOut<'a> {
@@ -159,7 +186,7 @@ pub fn write_views(dir: &Path, reading: &Reading, filter: Option<&Filter>) -> st
         .enumerate()
         .map(|(i, (customer, total))| TopOut { rank: i + 1, customer, total: Money(*total) })
         .collect();
-    written.extend(write_pair(dir, "top", &["rank", "customer", "total"], &top, |o| {
+    written.extend(staged.pair(dir, "top", &["rank", "customer", "total"], &top, |o| {
         vec![o.rank.to_string(), o.customer.to_owned(), o.total.to_string()]
     })?);
 
@@ -171,7 +198,7 @@ pub fn write_views(dir: &Path, reading: &Reading, filter: Option<&Filter>) -> st
     }
     let categories: Vec<_> =
         reading.categories.iter().map(|(c, s)| CategoryOut { category: c.as_deref(), sum: (*s).into() }).collect();
-    written.extend(write_pair(dir, "categories", &["category", "total", "count"], &categories, |o| {
+    written.extend(staged.pair(dir, "categories", &["category", "total", "count"], &categories, |o| {
         vec![o.category.unwrap_or("").to_owned(), o.sum.total.to_string(), o.sum.count.to_string()]
     })?);
 
@@ -183,14 +210,14 @@ pub fn write_views(dir: &Path, reading: &Reading, filter: Option<&Filter>) -> st
     }
     let hourly: Vec<_> =
         reading.hourly.iter().map(|(h, s)| HourOut { hour: format_hour(*h), sum: (*s).into() }).collect();
-    written.extend(write_pair(dir, "hourly", &["hour", "total", "count"], &hourly, |o| {
+    written.extend(staged.pair(dir, "hourly", &["hour", "total", "count"], &hourly, |o| {
         vec![o.hour.clone(), o.sum.total.to_string(), o.sum.count.to_string()]
     })?);
 
-    written.extend(write_created(&dir.join("created"), &reading.created)?);
+    written.extend(stage_created(staged, &dir.join("created"), &reading.created)?);
 
     let overall = [OverallOut::new(reading)];
-    written.extend(write_pair(dir, "overall", &["total", "count", "customers", "dead_letters"], &overall, |o| {
+    written.extend(staged.pair(dir, "overall", &["total", "count", "customers", "dead_letters"], &overall, |o| {
         vec![
             o.sum.total.to_string(),
             o.sum.count.to_string(),
@@ -201,10 +228,14 @@ pub fn write_views(dir: &Path, reading: &Reading, filter: Option<&Filter>) -> st
     Ok(written)
 }
 
-/// Writes each created view into `dir` as `<name>.jsonl` (one object per row) and
-/// `<name>.csv`, and removes the files of views dropped since.
-fn write_created(dir: &Path, views: &[crate::reading::CreatedRows]) -> std::io::Result<Vec<String>> {
-    if views.is_empty() && !dir.exists() {
+/// Stages each created view into `dir` as `<name>.jsonl` (one object per row) and
+/// `<name>.csv`.
+fn stage_created(
+    staged: &mut Staged,
+    dir: &Path,
+    views: &[crate::reading::CreatedRows],
+) -> std::io::Result<Vec<String>> {
+    if views.is_empty() {
         return Ok(Vec::new());
     }
     std::fs::create_dir_all(dir)?;
@@ -213,7 +244,7 @@ fn write_created(dir: &Path, views: &[crate::reading::CreatedRows]) -> std::io::
         let objects: Vec<serde_json::Map<String, serde_json::Value>> =
             view.rows.iter().map(|row| view.columns.iter().cloned().zip(row.iter().cloned()).collect()).collect();
         let header: Vec<&str> = view.columns.iter().map(String::as_str).collect();
-        written.extend(write_pair(dir, &view.name, &header, &objects, |row| {
+        written.extend(staged.pair(dir, &view.name, &header, &objects, |row| {
             view.columns
                 .iter()
                 .map(|c| match row.get(c) {
@@ -224,14 +255,25 @@ fn write_created(dir: &Path, views: &[crate::reading::CreatedRows]) -> std::io::
                 .collect()
         })?);
     }
+    Ok(written)
+}
+
+/// Removes the files in `dir` of created views dropped since (and leftovers of writes cut
+/// short).
+fn remove_dropped(dir: &Path, views: &[crate::reading::CreatedRows]) -> std::io::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        if !views.iter().any(|v| v.name == stem) {
+        let kept = matches!(path.extension().and_then(|e| e.to_str()), Some("jsonl" | "csv"))
+            && views.iter().any(|v| v.name == stem);
+        if !kept {
             std::fs::remove_file(&path)?;
         }
     }
-    Ok(written)
+    Ok(())
 }
 
 /// The overall view as every output shows it.
@@ -257,16 +299,6 @@ impl OverallOut {
     }
 }
 
-/// Writes `as_of.json`: the logical time and the next Kafka offset of each partition that
-/// the views written beside it reflect, e.g.
-/// `{"time":1795514695312,"offsets":{"real-time-orders/0":3}}`.
-pub fn write_as_of(dir: &Path, reading: &Reading, topic: &str) -> std::io::Result<()> {
-    write_atomically(&dir.join("as_of.json"), |w| {
-        serde_json::to_writer(&mut *w, &as_of(reading, topic))?;
-        w.write_all(b"\n")
-    })
-}
-
 /// What a reading reflects: its logical time and next offsets, by `topic/partition`.
 pub fn as_of(reading: &Reading, topic: &str) -> serde_json::Value {
     let offsets: serde_json::Map<String, serde_json::Value> =
@@ -274,42 +306,82 @@ pub fn as_of(reading: &Reading, topic: &str) -> serde_json::Value {
     serde_json::json!({ "time": reading.time, "offsets": offsets })
 }
 
-/// Writes `<name>.jsonl` and `<name>.csv`, each through a temporary file and a rename.
-fn write_pair<T: Serialize>(
-    dir: &Path,
-    name: &str,
-    header: &[&str],
-    rows: &[T],
-    cells: impl Fn(&T) -> Vec<String>,
-) -> std::io::Result<[String; 2]> {
-    let jsonl = dir.join(format!("{name}.jsonl"));
-    write_atomically(&jsonl, |w| {
-        for row in rows {
-            serde_json::to_writer(&mut *w, row)?;
-            w.write_all(b"\n")?;
-        }
-        Ok(())
-    })?;
-    let csv_path = dir.join(format!("{name}.csv"));
-    write_atomically(&csv_path, |w| {
-        let mut csv = csv::Writer::from_writer(w);
-        csv.write_record(header)?;
-        for row in rows {
-            csv.write_record(cells(row))?;
-        }
-        csv.flush()
-    })?;
-    Ok([jsonl.display().to_string(), csv_path.display().to_string()])
+/// Files written under temporary names, renamed into place together by [`Staged::commit`];
+/// dropped without it, they are removed.
+#[derive(Default)]
+struct Staged {
+    /// (temporary, final) paths.
+    files: Vec<(PathBuf, PathBuf)>,
 }
 
-fn write_atomically(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
+impl Staged {
+    /// Writes `path`'s future contents under a temporary name beside it.
+    fn file(&mut self, path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<()> {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".tmp");
+        let tmp = path.with_file_name(name);
+        self.files.push((tmp.clone(), path.to_owned()));
         let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         fill(&mut w)?;
-        w.flush()?;
+        w.flush()
     }
-    std::fs::rename(tmp, path)
+
+    /// Stages `<name>.jsonl` and `<name>.csv`.
+    fn pair<T: Serialize>(
+        &mut self,
+        dir: &Path,
+        name: &str,
+        header: &[&str],
+        rows: &[T],
+        cells: impl Fn(&T) -> Vec<String>,
+    ) -> std::io::Result<[String; 2]> {
+        let jsonl = dir.join(format!("{name}.jsonl"));
+        self.file(&jsonl, |w| {
+            for row in rows {
+                serde_json::to_writer(&mut *w, row)?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        })?;
+        let csv_path = dir.join(format!("{name}.csv"));
+        self.file(&csv_path, |w| {
+            let mut csv = csv::Writer::from_writer(w);
+            csv.write_record(header)?;
+            for row in rows {
+                csv.write_record(cells(row).iter().map(|cell| spreadsheet_safe(cell).into_owned()))?;
+            }
+            csv.flush()
+        })?;
+        Ok([jsonl.display().to_string(), csv_path.display().to_string()])
+    }
+
+    /// Renames every file into place.
+    fn commit(mut self) -> std::io::Result<()> {
+        for (tmp, path) in std::mem::take(&mut self.files) {
+            std::fs::rename(tmp, path)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for (tmp, _) in &self.files {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// A CSV cell a spreadsheet will not run: text that starts with `=`, `+`, `-`, `@`, a tab or
+/// a carriage return (a formula to Excel, LibreOffice and Google Sheets) gets a leading `'`,
+/// as OWASP advises; numbers (`-12.5`) are left as they are.
+pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && cell.parse::<f64>().is_err() {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
 }
 
 #[cfg(test)]
@@ -320,6 +392,37 @@ mod tests {
     fn tables_look_like_spark_show() {
         let t = show_table(&["customer", "total_amount"], &[vec!["Ali".into(), "320".into()]], 1);
         assert_eq!(t, "+--------+------------+\n|customer|total_amount|\n+--------+------------+\n|     Ali|         320|\n+--------+------------+\n");
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_quoted() {
+        assert_eq!(spreadsheet_safe("=HYPERLINK(\"http://x\")"), "'=HYPERLINK(\"http://x\")");
+        for risky in ["+1+1", "-cmd|x", "@SUM(A1)", "\tx", "\r=1"] {
+            assert!(spreadsheet_safe(risky).starts_with('\''), "{risky:?}");
+        }
+        for plain in ["Ali", "-12.50", "400", "a=b", ""] {
+            assert_eq!(spreadsheet_safe(plain), plain);
+        }
+    }
+
+    #[test]
+    fn a_write_that_fails_leaves_the_previous_one_whole() {
+        let dir = std::env::temp_dir().join(format!("staged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut first = Staged::default();
+        first.file(&dir.join("a.txt"), |w| w.write_all(b"1")).unwrap();
+        first.file(&dir.join("b.txt"), |w| w.write_all(b"1")).unwrap();
+        first.commit().unwrap();
+        let mut second = Staged::default();
+        second.file(&dir.join("a.txt"), |w| w.write_all(b"2")).unwrap();
+        let long = "x".repeat(300);
+        assert!(second.file(&dir.join(format!("{long}.txt")), |w| w.write_all(b"2")).is_err());
+        drop(second);
+        assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "1");
+        assert_eq!(std::fs::read_to_string(dir.join("b.txt")).unwrap(), "1");
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "no temporary file is left: {names:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

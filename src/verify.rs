@@ -23,7 +23,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::amount::parse_cents;
+use crate::amount::{parse_cents, parse_total_cents};
 use crate::config::Settings;
 use crate::dataflow::rows::CustomerRow;
 use crate::dataflow::stats::Stats;
@@ -201,8 +201,12 @@ pub fn reading_from_views(json: &serde_json::Value, topic: &str) -> anyhow::Resu
     fn rows(v: &Value, name: &str) -> anyhow::Result<Vec<Value>> {
         field(v, name)?.as_array().cloned().with_context(|| format!("{name:?} is not a list"))
     }
+    fn total(v: &Value, name: &str) -> anyhow::Result<i128> {
+        let number = field(v, name)?.to_string();
+        parse_total_cents(&number).with_context(|| format!("{name:?} is not a total in {v}"))
+    }
     fn sums(v: &Value) -> anyhow::Result<Stats> {
-        Ok(Stats { count: int(v, "count")?, cents: cents(v, "total")?.into() })
+        Ok(Stats { count: int(v, "count")?, cents: total(v, "total")? })
     }
 
     let as_of = field(json, "as_of")?;
@@ -238,7 +242,7 @@ pub fn reading_from_views(json: &serde_json::Value, topic: &str) -> anyhow::Resu
             .iter()
             .map(|c| {
                 let row = CustomerRow {
-                    total: cents(c, "total")?.into(),
+                    total: total(c, "total")?,
                     count: int(c, "count")?,
                     min: cents(c, "min")?,
                     max: cents(c, "max")?,
@@ -248,7 +252,7 @@ pub fn reading_from_views(json: &serde_json::Value, topic: &str) -> anyhow::Resu
             .collect::<anyhow::Result<_>>()?,
         top: rows(json, "top")?
             .iter()
-            .map(|t| Ok((text(t, "customer")?.to_owned(), cents(t, "total")?.into())))
+            .map(|t| Ok((text(t, "customer")?.to_owned(), total(t, "total")?)))
             .collect::<anyhow::Result<_>>()?,
         categories: rows(json, "categories")?
             .iter()
@@ -279,20 +283,23 @@ mod tests {
     #[test]
     fn views_json_reads_back_to_the_same_reading() {
         let row = |total: i128, count, min, max| CustomerRow { total, count, min, max };
+        // Totals past 64 bits of cents, as the views keep them (128 bits).
+        let huge = i128::from(i64::MAX) * 3;
         let reading = Reading {
             time: 1_732_000_000_123,
             customers: vec![
                 ("Ali".into(), row(40_000, 2, 15_000, 25_000)),
+                ("Big".into(), row(huge, 3, i64::MAX, i64::MAX)),
                 ("Zoé".into(), row(5_025, 1, 5_025, 5_025)),
             ],
-            top: vec![("Ali".into(), 40_000), ("Zoé".into(), 5_025)],
+            top: vec![("Big".into(), huge), ("Ali".into(), 40_000), ("Zoé".into(), 5_025)],
             categories: vec![
                 (None, Stats { count: 1, cents: 5_025 }),
                 (Some("food".into()), Stats { count: 2, cents: 40_000 }),
             ],
             hourly: vec![(483_000, Stats { count: 3, cents: 45_025 })],
             overall: Stats { count: 3, cents: 45_025 },
-            customer_count: 2,
+            customer_count: 3,
             dead_letters: vec![(Reason::InvalidJson, 2), (Reason::BadAmount, 1)],
             offsets: vec![(0, 12), (1, 0), (2, 7)],
             workers: Vec::new(),

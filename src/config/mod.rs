@@ -132,6 +132,16 @@ settings! {
         /// How long a SQL query may take, in milliseconds, before it is cancelled.
         query_timeout_ms: u64 = 10_000;
             flag "query-timeout-ms" value "MS" for [Run];
+        /// A file holding the one secret both front ends ask for: the Postgres password
+        /// (SCRAM-SHA-256, any user name) and the HTTP bearer token. Without it the
+        /// environment variable LAMBDA_PASSWORD is read. Without either, only loopback
+        /// addresses may be served (see SECURITY.md).
+        password_file: Option<PathBuf> = None;
+            flag "password-file" value "FILE" example "secret.txt" for [Run, Demo];
+        /// Serve an address other machines can reach without a secret: anyone who reaches it
+        /// may read every view, create and drop views, and produce if the dashboard may.
+        insecure_no_auth: bool = false;
+            flag "insecure-no-auth" value "" for [Run, Demo];
     }
     /// Durable snapshots.
     [state] StateSettings {

@@ -76,6 +76,30 @@ pub enum Identity {
     At(IdText),
 }
 
+/// The identity text of a Kafka message key: the key itself when it is UTF-8 text (so that a
+/// message keyed `t9` and an event with `"id": "t9"` are one transaction); else `\0`, then
+/// `0x` and the key's bytes in hex. Any text that starts with `\0` (a key, an `id`) gets one
+/// more `\0` (see [`text_identity`]), so that a binary key and a text can never name the same
+/// transaction — not even the text `0xff01` and the key bytes `ff 01`.
+pub fn key_identity(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(text) => text_identity(text.into()).into(),
+        Err(_) => format!("\0{}{}", "0x", key.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
+}
+
+/// The identity text of a text (an `id`, a UTF-8 key): itself, with one more `\0` in front
+/// when it starts with `\0` (see [`key_identity`]).
+pub fn text_identity(text: IdText) -> IdText {
+    if text.starts_with('\0') {
+        let mut escaped = IdText::from("\0");
+        escaped.push_str(&text);
+        escaped
+    } else {
+        text
+    }
+}
+
 /// An identity's text: up to 24 bytes are kept inline, so the ten million ids of a large
 /// history cost no allocation each on their way from the parser to the version table.
 pub type IdText = compact_str::CompactString;
@@ -162,7 +186,7 @@ impl Event {
         position: Position,
     ) -> Result<Update, Rejection> {
         let identity = match (self.id, key) {
-            (Some(id), _) => Identity::Id(id),
+            (Some(id), _) => Identity::Id(text_identity(id)),
             (None, Some(key)) => Identity::Id(key.into()),
             (None, None) if self.change == Change::Delete => {
                 return Err(Rejection::new(Reason::DeleteWithoutId, "a delete needs an id (or a message key)"))

@@ -39,13 +39,15 @@ pub fn stop_when_a_peer_dies(this: usize) {
 /// Runs the pipeline until `interrupted` is set (or the prompt quits, or a worker fails),
 /// then stops it cleanly. With `prompt`, process 0 runs the interactive prompt.
 pub fn run(settings: &Settings, interrupted: Arc<AtomicBool>, prompt: bool) -> anyhow::Result<()> {
+    // Before anything starts: a front end open to other machines needs the secret.
+    let access = crate::serve::access::Access::of(&settings.serve)?;
     let running = super::start(settings)?;
     // Reads are coordinated by worker 0, so process 0 serves for the whole cluster.
     let serves = settings.dataflow.process == 0;
     // One pump per watched view, whichever front ends watch it.
     let feeds = crate::serve::feed::Feeds::of(settings, &running.serving);
-    let _http = if serves { crate::serve::http::start(settings, &running.serving, &feeds)? } else { None };
-    let _pg = if serves { crate::serve::pg::start(settings, &running.serving, &feeds)? } else { None };
+    let _http = if serves { crate::serve::http::start(settings, &running.serving, &feeds, &access)? } else { None };
+    let _pg = if serves { crate::serve::pg::start(settings, &running.serving, &feeds, &access)? } else { None };
     let _sinks = if serves { crate::serve::sink::start(settings, &running.serving, &feeds)? } else { None };
     if serves {
         tracing::info!("running; Ctrl-C to stop");
@@ -148,8 +150,7 @@ impl ViewFiles {
     /// Writes the files; a failure is logged, and the next period tries again.
     fn write(&self, reading: &Reading) {
         let Some(dir) = &self.dir else { return };
-        let written = output::write_views(dir, reading, self.view_filter.as_ref())
-            .and_then(|_| output::write_as_of(dir, reading, &self.topic));
+        let written = output::write_views(dir, reading, self.view_filter.as_ref(), Some(&self.topic));
         if let Err(error) = written {
             tracing::error!(%error, dir = %dir.display(), "cannot write the views");
         }

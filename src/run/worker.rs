@@ -219,7 +219,11 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
             for answer in control.answers() {
                 coordinator.receive(answer, &mut control, &shared.answering, shared.snapshots.as_ref());
             }
-            coordinator.tick(pipeline.complete_through(), &mut control, &shared.answering);
+            let complete = pipeline.complete_through();
+            coordinator.tick(complete, &mut control, &shared.answering);
+            if let Some(complete) = complete {
+                shared.worker_0.advanced(complete);
+            }
             if coordinator.waits() {
                 shared.ticker.keep_busy();
             }

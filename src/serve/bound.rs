@@ -17,7 +17,8 @@
 //! with `SET timeout_ms = ...`); every later read of the session waits for it.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::reading::{ReadScope, Reading};
 use crate::serve::{ReadError, Serving};
@@ -26,8 +27,6 @@ use crate::serve::{ReadError, Serving};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(5000);
 /// The longest wait one may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often a waiting read looks again.
-const POLL: Duration = Duration::from_millis(1);
 
 /// Partition → the next offset an answer must reflect.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -84,40 +83,172 @@ pub enum WaitError {
     /// The views did not reach the bound in time; how far they got.
     #[error("the views did not reach min_offsets in time; they reflect time {} and offsets {:?}", .0.time, .0.offsets)]
     NotReached(Box<Reading>),
+    /// The bound names a partition the topic does not have.
+    #[error("min_offsets names partition {partition}, which the topic does not have (it has {})", .partitions.len())]
+    NoSuchPartition {
+        /// The partition named.
+        partition: i32,
+        /// The topic's partitions.
+        partitions: Vec<i32>,
+    },
     /// The views could not be read.
     #[error(transparent)]
     Read(#[from] ReadError),
 }
 
+/// How long a waiting reader that reads for the others waits for the views to move on before
+/// it reads anyway (a notice missed costs this much, no more).
+const MOVE_WAIT: Duration = Duration::from_millis(50);
+
+/// The input positions readers wait for, and the newest ones read — shared by every reader
+/// that waits, so that any number of them cost one read of the offsets each time the views
+/// move on, not one each per millisecond:
+///
+/// ```text
+/// waiters ──bound──► Positions ◄──offsets at T── the one waiter that reads for all, once
+///   ▲                   │                          worker 0 says the views moved past T
+///   └──woken when their bound is reached (or their topic lacks a partition they name)
+/// ```
+///
+/// The reader is whichever waiter found none: it reads until its own bound is reached, then
+/// lets go, and the others (told so) choose the next.
+#[derive(Default)]
+pub struct Positions {
+    state: std::sync::Mutex<Waiting>,
+    reader_gone: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Waiting {
+    latest: Option<Arc<Reading>>,
+    waiters: Vec<(MinOffsets, tokio::sync::oneshot::Sender<()>)>,
+    reading: bool,
+}
+
+/// The partitions a reading knows the topic has (none before Kafka was reached).
+fn partitions(reading: &Reading) -> Vec<i32> {
+    let mut all: Vec<i32> = reading.workers.iter().flat_map(|w| w.partitions.iter().map(|(p, _)| *p)).collect();
+    all.extend(reading.offsets.iter().map(|(p, _)| *p));
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+impl MinOffsets {
+    /// A partition the bound names that `reading` says the topic lacks.
+    fn missing_partition(&self, reading: &Reading) -> Option<WaitError> {
+        let known = partitions(reading);
+        if known.is_empty() {
+            return None;
+        }
+        let partition = self.0.keys().find(|p| known.binary_search(p).is_err())?;
+        Some(WaitError::NoSuchPartition { partition: *partition, partitions: known })
+    }
+}
+
+impl Positions {
+    /// Takes the offsets of `reading`; wakes the waiters it satisfies (or that name a partition
+    /// it says the topic lacks), and forgets those that gave up.
+    fn publish(&self, reading: Reading) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let moved = state.latest.as_ref().is_none_or(|l| l.offsets != reading.offsets || l.workers != reading.workers);
+        let reading = Arc::new(reading);
+        state.latest = Some(Arc::clone(&reading));
+        if moved {
+            state
+                .waiters
+                .retain_mut(|(bound, _)| !bound.reached_by(&reading) && bound.missing_partition(&reading).is_none());
+        }
+        // Dropping a satisfied waiter's sender wakes it; waiters that gave up are dropped too.
+        state.waiters.retain(|(_, wake)| !wake.is_closed());
+    }
+}
+
+/// The reading waiter's turn: when dropped, the others hear that they should choose another.
+struct ReadsForAll<'a>(&'a Positions);
+
+impl Drop for ReadsForAll<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner()).reading = false;
+        self.0.reader_gone.notify_waiters();
+    }
+}
+
 impl Serving {
-    /// Waits until the views reflect `bound`, up to `timeout` (from a thread that may block).
-    pub fn wait_for(&self, bound: &MinOffsets, timeout: Duration) -> Result<(), WaitError> {
-        let deadline = Instant::now() + timeout;
+    /// Waits until the views reflect `bound`, up to `timeout` (from an async task).
+    pub async fn wait_for_async(&self, bound: &MinOffsets, timeout: Duration) -> Result<(), WaitError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let positions = &self.positions;
         loop {
-            let reading = self.read(ReadScope::Offsets, timeout)?;
-            if bound.reached_by(&reading) {
-                return Ok(());
+            let (woken, reads) = {
+                let mut state = positions.state.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(latest) = &state.latest {
+                    if let Some(missing) = bound.missing_partition(latest) {
+                        return Err(missing);
+                    }
+                    if bound.reached_by(latest) {
+                        return Ok(());
+                    }
+                }
+                let (wake, woken) = tokio::sync::oneshot::channel();
+                state.waiters.push((bound.clone(), wake));
+                let reads = !state.reading;
+                state.reading = true;
+                (woken, reads.then(|| ReadsForAll(positions)))
+            };
+            let reader_gone = positions.reader_gone.notified();
+            tokio::pin!(woken);
+            if let Some(_turn) = reads {
+                // Read for every waiter, each time the views move on, until this one is woken.
+                loop {
+                    let last =
+                        positions.state.lock().unwrap_or_else(|p| p.into_inner()).latest.as_ref().map(|r| r.time);
+                    if last.is_some_and(|t| self.worker_0().complete() <= t) {
+                        let moved = self.worker_0().moved();
+                        if self.worker_0().complete() <= last.unwrap_or(0) {
+                            let _ =
+                                tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + MOVE_WAIT), moved)
+                                    .await;
+                        }
+                    }
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    let reading = self.read_async(ReadScope::Offsets, left).await?;
+                    positions.publish(reading);
+                    if futures::FutureExt::now_or_never(&mut woken).is_some() {
+                        break;
+                    }
+                }
+            } else {
+                tokio::select! {
+                    _ = &mut woken => {}
+                    _ = reader_gone => continue,
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
             }
-            if Instant::now() >= deadline {
-                return Err(WaitError::NotReached(Box::new(reading)));
+            if tokio::time::Instant::now() >= deadline {
+                let latest = positions.state.lock().unwrap_or_else(|p| p.into_inner()).latest.clone();
+                let reading = match latest {
+                    Some(latest) => (*latest).clone(),
+                    None => self.read_async(ReadScope::Offsets, Duration::from_secs(1)).await?,
+                };
+                if bound.reached_by(&reading) {
+                    return Ok(());
+                }
+                return Err(bound.missing_partition(&reading).unwrap_or(WaitError::NotReached(Box::new(reading))));
             }
-            std::thread::sleep(POLL);
         }
     }
 
-    /// Waits until the views reflect `bound`, up to `timeout` (from an async task).
-    pub async fn wait_for_async(&self, bound: &MinOffsets, timeout: Duration) -> Result<(), WaitError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let reading = self.read_async(ReadScope::Offsets, timeout).await?;
-            if bound.reached_by(&reading) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(WaitError::NotReached(Box::new(reading)));
-            }
-            tokio::time::sleep(POLL).await;
-        }
+    /// [`Serving::wait_for_async`] from a thread that may block (the prompt).
+    pub fn wait_for(&self, bound: &MinOffsets, timeout: Duration) -> Result<(), WaitError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|_| WaitError::Read(ReadError::Stopped))?;
+        runtime.block_on(self.wait_for_async(bound, timeout))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The serving layer: answers read from the views' arrangements at one logical time.
 //!
+//! - [`access`]: who may talk to the front ends (the secret, loopback, cross-site requests).
 //! - [`serving`]: the handle any thread reads through, and how the workers' shares reach it.
 //! - [`query`]: one worker's share of a read, with cursors over the traces.
 //! - [`http`]: the JSON API over those reads, and (in `http/watch.rs`) the changefeeds and the dashboard.
@@ -9,6 +10,7 @@
 //! - [`feed`]: changefeeds, a view's rows and then its changes (SSE, the Kafka sink).
 //! - [`sink`]: Kafka sinks, a view's changes as upserts and tombstones.
 
+pub mod access;
 pub mod bound;
 pub mod cursors;
 pub mod feed;
@@ -46,4 +48,42 @@ pub fn listen(
         .block_on(tokio::net::TcpListener::bind(address))
         .with_context(|| format!("cannot serve {what} on {address} (in use? choose another with --{flag})"))?;
     Ok(Some((runtime, listener)))
+}
+
+/// How an accept loop waits after an error (out of file descriptors, most often): from 5 ms,
+/// doubling up to a second, so that it neither spins nor stops serving; and how it logs them —
+/// the first, then at most one line every ten seconds with the count.
+pub struct Backoff {
+    wait: std::time::Duration,
+    errors: u64,
+    logged: Option<std::time::Instant>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { wait: Backoff::FIRST, errors: 0, logged: None }
+    }
+}
+
+impl Backoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(5);
+    const MOST: std::time::Duration = std::time::Duration::from_secs(1);
+    const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// After `error` accepting `what`: log (bounded), then wait.
+    pub async fn wait(&mut self, error: &std::io::Error, what: &str) {
+        self.errors += 1;
+        if self.logged.is_none_or(|at| at.elapsed() >= Backoff::LOG_EVERY) {
+            tracing::warn!(%error, errors = self.errors, "cannot accept {what}; waiting before trying again");
+            self.logged = Some(std::time::Instant::now());
+            self.errors = 0;
+        }
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(Backoff::MOST);
+    }
+
+    /// After a connection was accepted.
+    pub fn reset(&mut self) {
+        self.wait = Backoff::FIRST;
+    }
 }

@@ -42,6 +42,25 @@ SQL, on the same views (a final ; is optional):
 
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The words a SQL statement starts with.
+const SQL_VERBS: [&str; 15] = [
+    "select",
+    "show",
+    "explain",
+    "describe",
+    "with",
+    "create",
+    "drop",
+    "insert",
+    "update",
+    "delete",
+    "set",
+    "reset",
+    "values",
+    "table",
+    "subscribe",
+];
+
 /// What a line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PromptCommand {
@@ -71,11 +90,7 @@ pub enum PromptCommand {
 pub fn parse(line: &str) -> Result<PromptCommand, String> {
     let mut words = line.split_whitespace();
     let Some(verb) = words.next() else { return Ok(PromptCommand::Nothing) };
-    const SQL: [&str; 13] = [
-        "select", "show", "explain", "describe", "with", "create", "drop", "insert", "update", "delete", "set",
-        "reset", "values",
-    ];
-    if SQL.contains(&verb.to_ascii_lowercase().as_str()) {
+    if SQL_VERBS.contains(&verb.to_ascii_lowercase().as_str()) {
         return Ok(PromptCommand::Sql(line.trim().to_owned()));
     }
     let rest: Vec<&str> = words.collect();
@@ -223,36 +238,152 @@ fn stats(reading: &Reading, serving: &Serving) -> String {
     out
 }
 
+/// The words a prompt command starts with.
+const COMMANDS: [&str; 9] = ["get", "top", "categories", "hourly", "stats", "verify", "help", "quit", "exit"];
+
+/// Whether `line` starts a SQL statement.
+fn starts_sql(line: &str) -> bool {
+    line.split_whitespace().next().is_some_and(|verb| SQL_VERBS.contains(&verb.to_ascii_lowercase().as_str()))
+}
+
+/// Whether `line` starts a statement or a prompt command.
+fn starts_command(line: &str) -> bool {
+    starts_sql(line) || line.split_whitespace().next().is_some_and(|word| COMMANDS.contains(&word))
+}
+
+/// Whether `text` ends with a `;` outside quotes and comments.
+fn ends_statement(text: &str) -> bool {
+    let mut quote = None::<char>;
+    let mut last = None::<char>;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '-') if chars.peek() == Some(&'-') => {
+                // A comment to the end of the line.
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                continue;
+            }
+            (None, c) if c.is_whitespace() => continue,
+            _ => {}
+        }
+        last = Some(c);
+    }
+    quote.is_none() && last == Some(';')
+}
+
+/// Whether `text` is SQL cut short: it does not parse, and the parser wanted more at its end
+/// (`SELECT (1 +`, `... UNION`), so that the next line may go on with it. Whole statements,
+/// and those wrong before their end, are not.
+fn needs_more(text: &str) -> bool {
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let parsed = sqlparser::parser::Parser::new(&dialect)
+        .with_recursion_limit(64)
+        .try_with_sql(text)
+        .and_then(|mut parser| parser.parse_statements());
+    match parsed {
+        Ok(_) => false,
+        Err(error) => error.to_string().contains("EOF"),
+    }
+}
+
+/// Gathers input lines into commands, as psql does: a prompt command is one line; a SQL
+/// statement goes on over lines until one ends with `;` — or, its final `;` being optional,
+/// until a line that starts another command while what came before wants no more, a blank
+/// line, or the end of the input.
+///
+/// ```text
+/// SELECT customer, total          ─┐
+///   FROM customers                 ├─ one statement
+///  WHERE total > 200;             ─┘
+/// top 3                           ── a command
+/// SELECT 1                        ── a statement (the next line starts another, and this parses)
+/// SELECT 2
+/// ```
+#[derive(Default)]
+pub struct Gather {
+    pending: String,
+}
+
+impl Gather {
+    /// Takes the next line; returns the commands it completes, in order.
+    pub fn line(&mut self, line: &str) -> Vec<String> {
+        let mut done = Vec::new();
+        if !self.pending.is_empty() {
+            if line.trim().is_empty() || (starts_command(line) && !needs_more(&self.pending)) {
+                done.push(std::mem::take(&mut self.pending));
+            } else {
+                self.pending.push('\n');
+                self.pending.push_str(line);
+                if ends_statement(&self.pending) {
+                    done.push(std::mem::take(&mut self.pending));
+                }
+                return done;
+            }
+        }
+        if starts_sql(line) && !ends_statement(line) {
+            self.pending = line.to_owned();
+        } else {
+            done.push(line.to_owned());
+        }
+        done
+    }
+
+    /// What is left at the end of the input.
+    pub fn finish(&mut self) -> Option<String> {
+        (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending))
+    }
+
+    /// On a terminal a statement runs as soon as it wants no more, `;` or not: what is
+    /// pending, if it does not.
+    pub fn whole(&mut self) -> Option<String> {
+        (!self.pending.is_empty() && !needs_more(&self.pending)).then(|| std::mem::take(&mut self.pending))
+    }
+
+    /// Whether a statement is being gathered.
+    pub fn is_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
 /// Reads commands until `quit` or the end of input: with line editing on a terminal, else
 /// line by line from standard input. Returns when the user is done.
 pub fn prompt(serving: &Serving, settings: &Settings, stop: impl Fn() -> bool) {
     use std::io::{BufRead, IsTerminal, Write};
-    // A paste of several lines reaches the editor as one input: each line is a command,
-    // answered in order (only the first one used to be).
     let mut session = Session::default();
-    let mut handle = |input: &str| -> bool {
-        for line in input.lines() {
-            let reply = match parse(line) {
-                Ok(PromptCommand::Quit) => return false,
-                Ok(command) => answer(serving, settings, &mut session, &command),
-                Err(usage) => format!("{usage}\n"),
-            };
-            let mut stdout = std::io::stdout().lock();
-            if stdout.write_all(reply.as_bytes()).and_then(|()| stdout.flush()).is_err() {
-                return false;
-            }
-        }
-        true
+    let mut gather = Gather::default();
+    let mut run = |command: &str| -> bool {
+        let reply = match parse(command) {
+            Ok(PromptCommand::Quit) => return false,
+            Ok(command) => answer(serving, settings, &mut session, &command),
+            Err(usage) => format!("{usage}\n"),
+        };
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(reply.as_bytes()).and_then(|()| stdout.flush()).is_ok()
     };
     if std::io::stdin().is_terminal() {
         if let Ok(mut editor) = rustyline::DefaultEditor::new() {
             println!("atelier-lambda: type help for the commands");
             while !stop() {
-                match editor.readline("lambda> ") {
-                    Ok(line) => {
-                        let _ = editor.add_history_entry(line.as_str());
-                        if !handle(&line) {
-                            break;
+                let prompt = if gather.is_pending() { "     -> " } else { "lambda> " };
+                match editor.readline(prompt) {
+                    Ok(input) => {
+                        let _ = editor.add_history_entry(input.as_str());
+                        // A paste of several lines reaches the editor as one input.
+                        for line in input.lines() {
+                            let mut commands = gather.line(line);
+                            commands.extend(gather.whole());
+                            for command in commands {
+                                if !run(&command) {
+                                    return;
+                                }
+                            }
                         }
                     }
                     Err(_) => break, // Ctrl-C, Ctrl-D
@@ -261,11 +392,36 @@ pub fn prompt(serving: &Serving, settings: &Settings, stop: impl Fn() -> bool) {
             return;
         }
     }
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        if stop() || !handle(&line) {
-            break;
+    let mut stdin = std::io::stdin().lock();
+    let mut bytes = Vec::new();
+    let mut number = 0;
+    loop {
+        bytes.clear();
+        match stdin.read_until(b'\n', &mut bytes) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
         }
+        number += 1;
+        if stop() {
+            return;
+        }
+        let commands = match std::str::from_utf8(&bytes) {
+            Ok(line) => gather.line(line.trim_end_matches(['\n', '\r'])),
+            Err(_) => {
+                // Said, and the next lines answered: never the silent end of the input.
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "line {number} is not UTF-8; it was skipped");
+                Vec::new()
+            }
+        };
+        for command in commands {
+            if !run(&command) {
+                return;
+            }
+        }
+    }
+    if let Some(command) = gather.finish() {
+        run(&command);
     }
 }
 
@@ -290,5 +446,30 @@ mod tests {
         assert_eq!(parse("SELECT 1;"), Ok(PromptCommand::Sql("SELECT 1;".into())));
         let Ok(PromptCommand::Hourly(Some(from), None)) = parse("hourly 2025-01-01T10") else { panic!("a bound") };
         assert_eq!(format_hour(from), "2025-01-01T10:00:00Z");
+    }
+
+    fn gathered(input: &str) -> Vec<String> {
+        let mut gather = Gather::default();
+        let mut out: Vec<String> = input.lines().flat_map(|line| gather.line(line)).collect();
+        out.extend(gather.finish());
+        out
+    }
+
+    #[test]
+    fn a_statement_pasted_over_lines_is_one_statement() {
+        assert_eq!(
+            gathered("SELECT customer, total\n  FROM customers\n WHERE total > 200;\ntop 3"),
+            ["SELECT customer, total\n  FROM customers\n WHERE total > 200;", "top 3"]
+        );
+        assert_eq!(gathered("SELECT 1\nSELECT 2\nstats"), ["SELECT 1", "SELECT 2", "stats"]);
+        assert_eq!(gathered("SELECT 'a;\nb'\n;"), ["SELECT 'a;\nb'\n;"], "a ; in a string does not end it");
+        assert_eq!(gathered("SELECT *\nFROM customers"), ["SELECT *\nFROM customers"]);
+        assert_eq!(
+            gathered("SELECT customer FROM customers\nUNION\nSELECT category FROM categories;"),
+            ["SELECT customer FROM customers\nUNION\nSELECT category FROM categories;"],
+            "a line that starts with SELECT continues what does not parse yet"
+        );
+        assert_eq!(gathered("SELECT (1 +\n\nget Ali"), ["SELECT (1 +", "", "get Ali"], "a blank line ends it");
+        assert_eq!(gathered("help\nget Ali"), ["help", "get Ali"]);
     }
 }

@@ -101,20 +101,44 @@ impl Answering {
 
 /// Worker 0's thread, to wake it when a read request arrives: an idle worker parks for a
 /// millisecond, which would otherwise add to every answer's latency. (The other workers get
-/// their orders over timely's channels, which wake them.)
+/// their orders over timely's channels, which wake them.) And the other way: worker 0 says
+/// here when the time every view is complete through moves on, which reads that wait for
+/// input positions wait for (see [`crate::serve::bound`]).
 #[derive(Default)]
-pub struct Waker(OnceLock<Thread>);
+pub struct Waker {
+    thread: OnceLock<Thread>,
+    complete: std::sync::atomic::AtomicU64,
+    advanced: tokio::sync::Notify,
+}
 
 impl Waker {
     /// Called on worker 0's thread: the thread to wake.
     pub fn register(&self) {
-        let _ = self.0.set(std::thread::current());
+        let _ = self.thread.set(std::thread::current());
     }
 
     fn wake(&self) {
-        if let Some(thread) = self.0.get() {
+        if let Some(thread) = self.thread.get() {
             thread.unpark();
         }
+    }
+
+    /// Called by worker 0: every view is complete through `time`.
+    pub fn advanced(&self, time: Time) {
+        if self.complete.fetch_max(time, std::sync::atomic::Ordering::AcqRel) < time {
+            self.advanced.notify_waiters();
+        }
+    }
+
+    /// The latest time every view is known complete through.
+    pub fn complete(&self) -> Time {
+        self.complete.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves once [`Waker::advanced`] moves the time on (a future made before the move
+    /// sees it, even if it is polled after).
+    pub fn moved(&self) -> tokio::sync::futures::Notified<'_> {
+        self.advanced.notified()
     }
 }
 
@@ -124,6 +148,8 @@ pub struct Serving {
     requests: Sender<ReadRequest>,
     workers: usize,
     worker_0: Arc<Waker>,
+    /// The newest offsets read for waiting readers, shared by all of them.
+    pub(crate) positions: Arc<crate::serve::bound::Positions>,
     metrics: Arc<Metrics>,
     catalog: Arc<Mutex<crate::sql::catalog::Catalog>>,
     first: Arc<std::sync::OnceLock<Reading>>,
@@ -135,7 +161,8 @@ impl Serving {
     pub fn new(workers: usize, worker_0: Arc<Waker>, metrics: Arc<Metrics>) -> (Serving, Receiver<ReadRequest>) {
         let (requests, received) = channel();
         let (catalog, first) = (Arc::default(), Arc::default());
-        (Serving { requests, workers, worker_0, metrics, catalog, first }, received)
+        let positions = Arc::default();
+        (Serving { requests, workers, worker_0, positions, metrics, catalog, first }, received)
     }
 
     /// The first reading of every view since the start: the batch layer — the history (or
@@ -248,6 +275,11 @@ impl Serving {
         self.requests.send(ReadRequest { what, reply }).map_err(|_| ReadError::Stopped)?;
         self.worker_0.wake();
         Ok(())
+    }
+
+    /// Worker 0's side of the handle: where it says the views moved on.
+    pub fn worker_0(&self) -> &Waker {
+        &self.worker_0
     }
 
     /// How many workers answer reads.

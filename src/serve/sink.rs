@@ -1,14 +1,19 @@
 //! Kafka sinks: `--sink VIEW=TOPIC` hands a view to the next system as a compacted topic.
 //!
 //! Each sink follows its view's changefeed (see [`crate::serve::feed`]) and produces, for every
-//! key the changes touch, the key's row as an upsert — key = the view's key as text
-//! (customer, category, hour; the view's name for a view of one row), value = the row as JSON
-//! plus its logical `time` — or a tombstone (no value) when the key left the view:
+//! key the changes touch, the key's row as an upsert — key = the view's key column as a JSON
+//! object (`{"customer":"Ali"}`, `{"category":null}`; `{}` for a view of one row), value = the
+//! row as JSON plus its logical `time` — or a tombstone (no value) when the key left the view:
 //!
 //! ```text
-//! Ali    {"customer":"Ali","total":400,"count":3,...,"time":1764000000123}
-//! Sara   (tombstone)
+//! {"customer":"Ali"}   {"customer":"Ali","total":400,"count":3,...,"time":1764000000123}
+//! {"customer":"Sara"}  (tombstone)
 //! ```
+//!
+//! A key is JSON so that no two groups share one: the NULL category and a category named
+//! `null` are `{"category":null}` and `{"category":"null"}`. (A topic written with another
+//! key format, by an older build, is set right at start: its keys are not the view's, so they
+//! are tombstoned and the view's written anew.)
 //!
 //! Messages are produced in time order once a time is complete, by an idempotent producer.
 //! The contract is a compacted topic's: the last value of every key equals the view. At start
@@ -28,10 +33,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::config::Settings;
-use crate::serve::feed::{key_text, Event, Feeds, Row};
+use crate::serve::feed::{Event, Feeds, Row, SubscribeError};
 use crate::serve::Serving;
 
 /// How long to wait before trying again after an error.
@@ -78,6 +83,13 @@ pub fn start(settings: &Settings, serving: &Serving, feeds: &Feeds) -> anyhow::R
         .enable_all()
         .build()
         .context("cannot start the sinks' runtime")?;
+    // A sink of a view that is not there is a mistake in the command line: refused at start.
+    let engine = crate::sql::Engine::new(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
+    for spec in &specs {
+        if let Err(error) = engine.view_key(&spec.view) {
+            bail!("--sink {}={}: {} (see SHOW VIEWS)", spec.view, spec.topic, error.message);
+        }
+    }
     let brokers = settings.kafka.sink_brokers.clone().unwrap_or_else(|| settings.kafka.brokers.clone());
     for spec in specs {
         let producer = new_producer(&brokers)
@@ -89,6 +101,7 @@ pub fn start(settings: &Settings, serving: &Serving, feeds: &Feeds) -> anyhow::R
             producer,
             serving: serving.clone(),
             delivered: Mutex::default(),
+            logged: Mutex::default(),
         };
         tracing::info!(view = %sink.spec.view, topic = %sink.spec.topic, "sinking a view to Kafka");
         runtime.spawn(sink.run());
@@ -119,6 +132,20 @@ struct Sink {
     /// was deleted and created again, or the broker lost its data), so what the sink believes
     /// the topic holds is wrong.
     delivered: Mutex<HashMap<i32, i64>>,
+    /// The last error logged, and when: the same error is logged again at most every
+    /// [`LOG_AGAIN`].
+    logged: Mutex<Option<(String, Instant)>>,
+}
+
+/// How often a sink logs the same error again while it retries.
+const LOG_AGAIN: Duration = Duration::from_secs(60);
+
+/// Why a sink stopped following its view.
+enum Stop {
+    /// Something that passes (the broker, a refused message): try again.
+    Retry(String),
+    /// The view was dropped: the sink ends.
+    ViewGone(String),
 }
 
 /// Key → the row as JSON text (without `time`).
@@ -129,7 +156,16 @@ impl Sink {
         loop {
             let sent = self.read_back().await;
             let mut sent = sent;
-            let error = self.follow(&mut sent).await.expect_err("a sink follows its view until an error");
+            let error = match self.follow(&mut sent).await {
+                Ok(never) => match never {},
+                Err(Stop::Retry(error)) => error,
+                Err(Stop::ViewGone(error)) => {
+                    tracing::warn!(view = %self.spec.view, topic = %self.spec.topic, %error, "the sink's view is gone; the sink stops");
+                    let status = format!("stopped: {error}");
+                    self.serving.metrics().sink_progress(&self.spec.view, &self.spec.topic, None, 0, Some(status));
+                    return;
+                }
+            };
             self.failed(error);
             tokio::time::sleep(RETRY).await;
             if let Some((code, reason)) = self.producer.client().fatal_error() {
@@ -164,42 +200,59 @@ impl Sink {
     }
 
     fn failed(&self, error: String) {
-        tracing::warn!(view = %self.spec.view, topic = %self.spec.topic, %error, "the sink waits and tries again");
+        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        if logged.as_ref().is_none_or(|(last, at)| *last != error || at.elapsed() >= LOG_AGAIN) {
+            tracing::warn!(view = %self.spec.view, topic = %self.spec.topic, %error, "the sink waits and tries again");
+            *logged = Some((error.clone(), Instant::now()));
+        }
+        drop(logged);
         self.serving.metrics().sink_progress(&self.spec.view, &self.spec.topic, None, 0, Some(error));
     }
 
     /// Follows the view from its current rows until an error (the feed ended, the broker
     /// refused a message, the topic started again); `sent` is what the topic holds.
-    async fn follow(&self, sent: &mut Held) -> Result<std::convert::Infallible, String> {
-        let mut subscription = self.feeds.subscribe(&self.spec.view, None, None).await.map_err(|e| format!("{e:?}"))?;
+    async fn follow(&self, sent: &mut Held) -> Result<std::convert::Infallible, Stop> {
+        let gone = |error: &crate::sql::SqlError| error.code == "42P01";
+        let mut subscription = match self.feeds.subscribe(&self.spec.view, None, None).await {
+            Ok(subscription) => subscription,
+            Err(SubscribeError::View(error)) if gone(&error) => return Err(Stop::ViewGone(error.message)),
+            Err(other) => return Err(Stop::Retry(other.to_string())),
+        };
+        let column = subscription.key_column.clone();
+        let key = |row: &Row| Sink::key(row, column.as_deref());
         let mut current: HashMap<String, Arc<Row>> = HashMap::new();
         loop {
-            let event = subscription.next().await.ok_or("the feed closed")?;
+            let Some(event) = subscription.next().await else { return Err(Stop::Retry("the feed closed".into())) };
             let touched: BTreeSet<String> = match &*event {
                 Event::Snapshot { rows, .. } => {
-                    current = rows.iter().map(|row| (self.key(row), Arc::clone(row))).collect();
+                    current = rows.iter().map(|row| (key(row), Arc::clone(row))).collect();
                     current.keys().chain(sent.keys()).cloned().collect()
                 }
                 Event::Changes { changes, .. } => {
                     for change in changes.iter().filter(|c| c.diff < 0) {
-                        let key = self.key(&change.row);
+                        let key = key(&change.row);
                         if current.get(&key).is_some_and(|row| row.values == change.row.values) {
                             current.remove(&key);
                         }
                     }
                     for change in changes.iter().filter(|c| c.diff > 0) {
-                        current.insert(self.key(&change.row), Arc::clone(&change.row));
+                        current.insert(key(&change.row), Arc::clone(&change.row));
                     }
-                    changes.iter().map(|c| self.key(&c.row)).collect()
+                    changes.iter().map(|c| key(&c.row)).collect()
                 }
                 Event::Progress { time, .. } => {
                     self.serving.metrics().sink_progress(&self.spec.view, &self.spec.topic, Some(*time), 0, None);
                     continue;
                 }
-                Event::End { reason } => return Err(reason.clone()),
+                Event::End { reason } => {
+                    return Err(match self.feeds.engine().view_key(&self.spec.view) {
+                        Err(error) if gone(&error) => Stop::ViewGone(error.message),
+                        _ => Stop::Retry(reason.clone()),
+                    })
+                }
             };
             let time = event.time().expect("a snapshot or changes have a time");
-            self.deliver(sent, &current, touched, time).await?;
+            self.deliver(sent, &current, touched, time).await.map_err(Stop::Retry)?;
         }
     }
 
@@ -263,9 +316,14 @@ impl Sink {
         Ok(())
     }
 
-    /// A row's key as the topic's message key.
-    fn key(&self, row: &Row) -> String {
-        row.key.as_ref().map_or_else(|| self.spec.view.clone(), key_text)
+    /// A row's key as the topic's message key: a JSON object of the view's key column,
+    /// `{"customer":"Ali"}` — so that the NULL group (`{"category":null}`) and a group named
+    /// `null` (`{"category":"null"}`) are two keys — and `{}` for a view of one row.
+    fn key(row: &Row, column: Option<&str>) -> String {
+        match (&row.key, column) {
+            (Some(key), Some(column)) => json!({ column: key }).to_string(),
+            _ => "{}".to_owned(),
+        }
     }
 }
 

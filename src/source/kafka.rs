@@ -390,11 +390,8 @@ pub fn to_record(
 ) -> Record {
     let at = || format!("{topic}/{partition}/{offset}");
     let position = Position::in_partition(partition, offset);
-    let key = key.map(|k| match std::str::from_utf8(k) {
-        Ok(text) => text.to_owned(),
-        // A binary key still identifies its message: keep it exactly, as hex.
-        Err(_) => format!("0x{}", k.iter().map(|b| format!("{b:02x}")).collect::<String>()),
-    });
+    // A binary key still identifies its message, in a namespace of its own.
+    let key = key.map(crate::event::key_identity);
     let raw = payload.unwrap_or_default();
     let result = match payload {
         None => Ok(Event { id: None, change: Change::Delete }),
@@ -471,7 +468,15 @@ mod tests {
         assert_eq!(identity(record(Some(b"k1"), Some(body))), (Identity::Id("k1".into()), true));
         let with_id = br#"{"id":"t9","customer":"Ali","amount":80}"#;
         assert_eq!(identity(record(Some(b"k1"), Some(with_id))), (Identity::Id("t9".into()), true));
-        assert_eq!(identity(record(Some(&[0xff, 0x01]), Some(body))), (Identity::Id("0xff01".into()), true));
+        assert_eq!(identity(record(Some(&[0xff, 0x01]), Some(body))), (Identity::Id("\x000xff01".into()), true));
+        // The text that spells the binary key's hex is another transaction, and so is the text
+        // that spells its identity.
+        assert_eq!(identity(record(Some(b"0xff01"), Some(body))), (Identity::Id("0xff01".into()), true));
+        assert_eq!(identity(record(Some(b"\x000xff01"), Some(body))), (Identity::Id("\x00\x000xff01".into()), true));
+        let with_nul_id = br#"{"id":"\u00000xff01","customer":"Ali","amount":80}"#;
+        if let Record::Update(u) = record(None, Some(with_nul_id)) {
+            assert_ne!(u.identity, Identity::Id("\x000xff01".into()), "an id never names a binary key");
+        }
     }
 
     #[test]

@@ -17,6 +17,9 @@ use super::views::{next_id, register, FindView, ViewBody, ViewDef};
 #[derive(Debug, Default)]
 pub struct Catalog {
     views: BTreeMap<String, (ViewDef, u64)>,
+    /// Names being created (lowercase): held from the check that a name is free until the
+    /// view is added, so that of two `CREATE VIEW`s of one name (in any case) one fails.
+    pending: std::collections::BTreeSet<String>,
     /// Where the definitions are kept across restarts (the state directory), if anywhere.
     file: Option<std::path::PathBuf>,
 }
@@ -26,13 +29,14 @@ impl Catalog {
     pub fn open(dir: Option<&std::path::Path>) -> anyhow::Result<Catalog> {
         use anyhow::Context;
         let file = dir.map(|d| d.join("views.json"));
-        let mut catalog = Catalog { views: BTreeMap::new(), file: file.clone() };
+        let mut catalog = Catalog { views: BTreeMap::new(), pending: Default::default(), file: file.clone() };
         if let Some(file) = file.filter(|f| f.exists()) {
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let mut defs: Vec<ViewDef> =
                 serde_json::from_str(&text).with_context(|| format!("{} is not a list of views", file.display()))?;
             // In creation order: a view over a view comes after its base.
             defs.sort_by_key(|d| d.id);
+            let mut rewrite = false;
             for mut def in defs {
                 // The body is planned again from the statement, over the views restored so
                 // far: a damaged or hand-edited file is an error naming the view, never a
@@ -47,14 +51,37 @@ impl Catalog {
                     }
                 };
                 if catalog.get(&def.name).is_some() || catalog.views.values().any(|(d, _)| d.id == def.id) {
-                    anyhow::bail!("{}: view {:?} is defined twice", file.display(), def.name);
+                    // Only an older build wrote such a file (two creations of one name raced):
+                    // the first one created stays, and the file is written again without the other.
+                    tracing::warn!(
+                        "{}: view {:?} (id {}) is defined twice; the first one created is kept",
+                        file.display(),
+                        def.name,
+                        def.id
+                    );
+                    rewrite = true;
+                    continue;
                 }
                 register(&def);
                 next_id(def.id);
                 catalog.views.insert(def.name.clone(), (def, 0));
             }
+            if rewrite {
+                catalog.save()?;
+            }
         }
         Ok(catalog)
+    }
+
+    /// Holds `name` for a view being created: false when a view, or another creation, has it
+    /// (in any case).
+    pub fn reserve(&mut self, name: &str) -> bool {
+        self.get(name).is_none() && self.pending.insert(name.to_lowercase())
+    }
+
+    /// Lets go of a name [`Catalog::reserve`] held.
+    pub fn release(&mut self, name: &str) {
+        self.pending.remove(&name.to_lowercase());
     }
 
     /// The view named `name` (case-insensitive).

@@ -71,6 +71,21 @@ impl Answer {
     }
 }
 
+/// The longest name a created view may have, in bytes (Postgres' `NAMEDATALEN - 1`).
+pub const MAX_NAME_BYTES: usize = 63;
+
+/// A view name held in the catalog while its view is being created; let go when dropped.
+struct Reserved {
+    catalog: std::sync::Arc<std::sync::Mutex<catalog::Catalog>>,
+    name: String,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.catalog.lock().unwrap_or_else(|p| p.into_inner()).release(&self.name);
+    }
+}
+
 /// The SQL engine over a running pipeline.
 #[derive(Clone)]
 pub struct Engine {
@@ -183,6 +198,7 @@ impl Engine {
                     crate::output::as_of(&reading, &self.topic)
                 ),
             ),
+            error @ WaitError::NoSuchPartition { .. } => SqlError::new("22023", error.to_string()),
             WaitError::Read(error) => SqlError::from_read(error),
         }
     }
@@ -249,15 +265,21 @@ impl Engine {
         if_not_exists: bool,
     ) -> Result<Answer, SqlError> {
         let tag = |tag| Ok(Answer { columns: Vec::new(), rows: Vec::new(), reading: None, tag: Some(tag) });
-        if Relation::named(&name).is_some() || self.catalog().get(&name).is_some() {
+        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            return Err(SqlError::new("42602", format!("invalid view name \"{name}\": letters, digits and _ only")));
+        }
+        // Postgres' own bound on names; a view is also a file name in `--views-out`.
+        if name.len() > MAX_NAME_BYTES {
+            return Err(SqlError::new("42622", format!("view name \"{name}\" is longer than {MAX_NAME_BYTES} bytes")));
+        }
+        if Relation::named(&name).is_some() || !self.catalog().reserve(&name) {
             if if_not_exists {
                 return tag("CREATE VIEW");
             }
             return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
         }
-        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
-            return Err(SqlError::new("42602", format!("invalid view name \"{name}\": letters, digits and _ only")));
-        }
+        // Held until this creation ends, whichever way.
+        let _held = Reserved { catalog: std::sync::Arc::clone(self.serving.catalog()), name: name.clone() };
         let def = views::ViewDef { id: views::next_id(0), name: name.clone(), sql: text.trim().to_owned(), body };
         views::register(&def);
         let from = self.serving.install(def.clone(), self.limits.timeout).map_err(SqlError::from_read)?;

@@ -450,7 +450,8 @@ fn relation_rows(
             match &scan.seek {
                 // The id is an `id` (or a message key); a record's place also names it.
                 Seek::Key(Value::Text(id)) => {
-                    for identity in [Identity::Id((&**id).into()), Identity::At((&**id).into())] {
+                    let text = crate::event::text_identity((&**id).into());
+                    for identity in [Identity::Id(text), Identity::At((&**id).into())] {
                         versions.live_one_at(time, &identity, |t| {
                             fill(t, &mut row);
                             let _ = each(&row);

@@ -174,16 +174,19 @@ pub fn key_text(key: &Value) -> String {
 }
 
 /// Why a subscription was refused.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
     /// The view does not exist (or could not be read): the SQL error.
+    #[error("{}", .0.message)]
     View(SqlError),
     /// The time to resume from is no longer kept; the earliest that is.
+    #[error("the time to resume from is no longer kept; the earliest is {earliest}")]
     Gone {
         /// The earliest time one can resume from.
         earliest: Time,
     },
     /// The time to resume from is ahead of the views.
+    #[error("the time to resume from is ahead of the views (at {latest})")]
     Ahead {
         /// The latest time of the feed.
         latest: Time,
@@ -287,7 +290,11 @@ impl Feeds {
     /// (HTTP, the Postgres protocol, the sinks): one pump per view, however many watch it.
     pub fn of(settings: &crate::config::Settings, serving: &Serving) -> Self {
         let topic = settings.kafka.topic.clone();
-        let engine = Engine::new(serving.clone(), topic.clone(), settings.sql_limits());
+        // A pump holds its whole view anyway (the view's own size bounds it), and a keyed
+        // subscriber is sent one key of it: `--max-rows`, a bound on an answer, is not one on
+        // a feed.
+        let limits = crate::sql::Limits { max_rows: usize::MAX, ..settings.sql_limits() };
+        let engine = Engine::new(serving.clone(), topic.clone(), limits);
         Feeds::new(engine, serving.clone(), topic)
     }
 
@@ -302,6 +309,11 @@ impl Feeds {
             offsets: Arc::default(),
             rendered: Arc::default(),
         }
+    }
+
+    /// The SQL engine the pumps read through.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Subscribes to view `name`: from its current rows, or resuming after `after`.

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /v1/customers/{customer}` | one customer's row; 404 with a JSON error when unknown |
 //! | `GET /v1/customers?limit=&after=` | a page of customers in name order, and `next` |
-//! | `GET /v1/top?k=` | the `k` largest totals, ties by name |
+//! | `GET /v1/top?k=` | the `k` largest totals (`--top` by default), ties by name |
 //! | `GET /v1/categories` | totals by category |
 //! | `GET /v1/hourly?from=&to=` | totals by UTC hour of event time, within the bounds |
 //! | `GET /v1/views?k=` | every view at one time: customers, top `k`, categories, hourly, overall, and the created views (`created`: name, definition, columns, rows) |
@@ -52,9 +52,10 @@ use crate::serve::feed::Feeds;
 use crate::serve::metrics::{consumer_lag, KafkaState};
 use crate::serve::serving::{ReadError, Serving};
 
-/// The longest a request waits for the workers.
+mod guard;
 mod watch;
 
+/// The longest a request waits for the workers.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest page of customers.
 const MAX_PAGE: usize = 10_000;
@@ -66,6 +67,10 @@ struct Api {
     feeds: Feeds,
     /// Where `POST /v1/produce` sends, when the dashboard may produce.
     produce_to: Option<String>,
+    /// The `top` view's size (`--top`): `GET /v1/top` without `k`.
+    top: usize,
+    /// Whether requests must carry the secret (the dashboard then asks for it).
+    asks_secret: bool,
 }
 
 /// An error answer: a status and `{"error": "..."}`.
@@ -79,12 +84,21 @@ impl IntoResponse for ApiError {
 
 type Answer = Result<Json<Value>, ApiError>;
 
-/// The routes, over a running pipeline's serving handle.
-pub fn router(serving: Serving, settings: &crate::config::Settings, feeds: Feeds) -> Router {
+/// The routes, over a running pipeline's serving handle, behind the guard of `access` (see
+/// `http/guard.rs`); `loopback`: the server listens on loopback only.
+pub fn router(
+    serving: Serving,
+    settings: &crate::config::Settings,
+    feeds: Feeds,
+    access: crate::serve::access::Access,
+    loopback: bool,
+) -> Router {
+    let asks_secret = access.secret().is_some();
+    let guard = Arc::new(guard::Guard { access, loopback });
     let topic = settings.kafka.topic.clone();
     let sql = crate::sql::Engine::new(serving.clone(), topic.clone(), settings.sql_limits());
     let produce_to = settings.serve.dashboard_produce.then(|| settings.kafka.brokers.clone());
-    let api = Arc::new(Api { serving, topic, sql, feeds, produce_to });
+    let api = Arc::new(Api { serving, topic, sql, feeds, produce_to, top: settings.batch.top, asks_secret });
     Router::new()
         .route("/", get(watch::dashboard))
         .route("/v1/produce", axum::routing::post(watch::produce))
@@ -106,15 +120,20 @@ pub fn router(serving: Serving, settings: &crate::config::Settings, feeds: Feeds
         .route("/v1/sql", axum::routing::post(sql_statement))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&api), read_your_writes))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&api), timed))
-        .layer(middleware::map_response(json_errors))
+        .route("/v1/login", axum::routing::post(guard::login).with_state(Arc::clone(&guard)))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route; see /v1/status".into()) })
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(guard, guard::guard))
         .with_state(api)
 }
 
 /// Gives every error the JSON shape `{"error": ...}`, also those axum answers by itself
 /// before a handler runs (a path that does not decode, like `/v1/customers/%FF`, a bad
-/// query string), which are plain text.
-async fn json_errors(response: Response) -> Response {
+/// query string), which are plain text, and those it answers with no body at all (a method
+/// a route does not take).
+async fn json_errors(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let response = next.run(request).await;
     let status = response.status();
     let is_json = response
         .headers()
@@ -124,9 +143,11 @@ async fn json_errors(response: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
+    let reason = status.canonical_reason().unwrap_or("error");
     let text = match axum::body::to_bytes(response.into_body(), 64 << 10).await {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(_) => status.canonical_reason().unwrap_or("error").to_owned(),
+        Ok(bytes) if !bytes.trim_ascii().is_empty() => String::from_utf8_lossy(&bytes).into_owned(),
+        _ if status == StatusCode::METHOD_NOT_ALLOWED => format!("{reason}: {path} does not take {method}"),
+        _ => reason.to_owned(),
     };
     ApiError(status, text).into_response()
 }
@@ -138,16 +159,17 @@ async fn read_your_writes(State(api): State<Arc<Api>>, request: Request, next: N
     let Ok(Query(params)) = Query::<HashMap<String, String>>::try_from_uri(request.uri()) else {
         return next.run(request).await;
     };
-    let Some(text) = params.get("min_offsets") else { return next.run(request).await };
     let bad = |message: String| ApiError(StatusCode::BAD_REQUEST, message).into_response();
-    let bound = match MinOffsets::parse(text, &api.topic) {
-        Ok(bound) => bound,
-        Err(message) => return bad(message),
-    };
+    // A malformed wait is refused even without a bound to wait for: never ignored silently.
     let timeout = match params.get("timeout_ms").map(|t| bound::parse_timeout(t)) {
         None => bound::DEFAULT_TIMEOUT,
         Some(Ok(timeout)) => timeout,
         Some(Err(message)) => return bad(message),
+    };
+    let Some(text) = params.get("min_offsets") else { return next.run(request).await };
+    let bound = match MinOffsets::parse(text, &api.topic) {
+        Ok(bound) => bound,
+        Err(message) => return bad(message),
     };
     match api.serving.wait_for_async(&bound, timeout).await {
         Ok(()) => next.run(request).await,
@@ -160,6 +182,7 @@ async fn read_your_writes(State(api): State<Arc<Api>>, request: Request, next: N
             (StatusCode::GATEWAY_TIMEOUT, Json(json!({ "error": error, "as_of": as_of(&reading, &api.topic) })))
                 .into_response()
         }
+        Err(error @ WaitError::NoSuchPartition { .. }) => bad(error.to_string()),
         Err(WaitError::Read(error)) => read_error(error).into_response(),
     }
 }
@@ -178,19 +201,49 @@ pub fn start(
     settings: &crate::config::Settings,
     serving: &Serving,
     feeds: &Feeds,
+    access: &crate::serve::access::Access,
 ) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
     let Some((runtime, listener)) = crate::serve::listen(&settings.serve.http, "http", "HTTP")? else {
         return Ok(None);
     };
     let bound = listener.local_addr()?;
-    let app = router(serving.clone(), settings, feeds.clone());
-    runtime.spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "the HTTP server stopped");
-        }
-    });
+    let app = router(serving.clone(), settings, feeds.clone(), access.clone(), bound.ip().is_loopback());
+    runtime.spawn(serve(listener, app));
     tracing::info!(address = %bound, "serving HTTP");
     Ok(Some(runtime))
+}
+
+/// How long a client may take to send a request's headers (and an idle connection may stay
+/// open between requests): a client that sends them a byte at a time (slow-loris) holds a
+/// connection this long, no longer.
+const HEADERS_WITHIN: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener`: each connection with hyper's HTTP/1, headers read within
+/// [`HEADERS_WITHIN`]; an accept that fails (out of file descriptors) backs off.
+async fn serve(listener: tokio::net::TcpListener, app: Router) {
+    let mut backoff = crate::serve::Backoff::default();
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                backoff.wait(&error, "an HTTP connection").await;
+                continue;
+            }
+        };
+        backoff.reset();
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADERS_WITHIN)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+            if let Err(error) = served {
+                tracing::debug!(%error, "an HTTP connection ended with an error");
+            }
+        });
+    }
 }
 
 async fn read(api: &Arc<Api>, scope: ReadScope) -> Result<Reading, ApiError> {
@@ -238,7 +291,7 @@ async fn customers(State(api): State<Arc<Api>>, Query(params): Query<HashMap<Str
 }
 
 async fn top(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String, String>>) -> Answer {
-    let k = number(&params, "k", 10, MAX_PAGE)?;
+    let k = number(&params, "k", api.top.min(MAX_PAGE), MAX_PAGE)?;
     let reading = read(&api, ReadScope::Top { k }).await?;
     Ok(Json(json!({ "top": top_json(&reading), "as_of": as_of(&reading, &api.topic) })))
 }
@@ -285,7 +338,7 @@ pub fn views_json(reading: &Reading, topic: &str) -> Value {
 const MAX_TOP_OF_VIEWS: usize = 10_000_000;
 
 async fn views(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String, String>>) -> Answer {
-    let top_k = number(&params, "k", 10, MAX_TOP_OF_VIEWS)?;
+    let top_k = number(&params, "k", api.top, MAX_TOP_OF_VIEWS)?;
     let reading = api.serving.read_all_async(top_k, READ_TIMEOUT).await.map_err(read_error)?;
     Ok(Json(views_json(&reading, &api.topic)))
 }
@@ -424,16 +477,7 @@ async fn view_rows(
     name: &str,
     key: Option<&str>,
 ) -> Result<(crate::sql::Answer, Vec<serde_json::Map<String, Value>>), ApiError> {
-    let sql_error = |error: crate::sql::SqlError| {
-        let status = match error.code {
-            "42P01" | "42704" => StatusCode::NOT_FOUND,
-            "57014" => StatusCode::GATEWAY_TIMEOUT,
-            // A key that is not a value of the key's type.
-            code if code.starts_with("22") || code.starts_with("42") => StatusCode::BAD_REQUEST,
-            _ => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        ApiError(status, error.message)
-    };
+    let sql_error = |error: crate::sql::SqlError| ApiError(status_of(&error), error.message);
     let statement = api.sql.view_statement(name, key).map_err(sql_error)?;
     let answer = api.sql.execute_async(&statement).await.map_err(sql_error)?;
     let rows = answer
@@ -444,13 +488,44 @@ async fn view_rows(
     Ok((answer, rows))
 }
 
+/// The HTTP status of a SQL error met reading a view.
+fn status_of(error: &crate::sql::SqlError) -> StatusCode {
+    match error.code {
+        "42P01" | "42704" => StatusCode::NOT_FOUND,
+        "57014" => StatusCode::GATEWAY_TIMEOUT,
+        // Too large an answer (`--max-rows`), a key that is not a value of the key's type:
+        // the request's doing.
+        code if code.starts_with("22") || code.starts_with("42") || code == "54000" => StatusCode::BAD_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
 fn answer_as_of(api: &Api, answer: &crate::sql::Answer) -> Value {
     answer.reading.as_ref().map_or(Value::Null, |reading| as_of(reading, &api.topic))
 }
 
-/// `POST /v1/sql`: one statement, as the body.
-async fn sql_statement(State(api): State<Arc<Api>>, body: String) -> Response {
-    match api.sql.execute_async(&body).await {
+/// `POST /v1/sql`: one statement, as the body (`application/sql`), or `{"sql": "..."}`
+/// (`application/json`).
+async fn sql_statement(
+    State(api): State<Arc<Api>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let statement = match guard::body_type(&headers, &[guard::Body::Sql, guard::Body::Json]) {
+        Err(refused) => return refused.into_response(),
+        Ok(guard::Body::Json) => {
+            let value: Option<Value> = serde_json::from_slice(&body).ok();
+            match value.as_ref().and_then(|v| v.get("sql").or_else(|| v.get("query"))).and_then(Value::as_str) {
+                Some(statement) => statement.to_owned(),
+                None => return ApiError(StatusCode::BAD_REQUEST, "send {\"sql\": \"...\"}".into()).into_response(),
+            }
+        }
+        Ok(_) => match String::from_utf8(body.to_vec()) {
+            Ok(statement) => statement,
+            Err(_) => return ApiError(StatusCode::BAD_REQUEST, "the statement is not UTF-8".into()).into_response(),
+        },
+    };
+    match api.sql.execute_async(&statement).await {
         Ok(answer) => {
             let rows: Vec<Vec<Value>> =
                 answer.rows.iter().map(|r| r.iter().map(crate::sql::value::Value::to_json).collect()).collect();

@@ -68,7 +68,7 @@ pub(super) async fn subscribe(
         Err(SubscribeError::View(error)) if error.code == "42P01" => {
             return Err(ApiError(StatusCode::NOT_FOUND, error.message))
         }
-        Err(SubscribeError::View(error)) => return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, error.message)),
+        Err(SubscribeError::View(error)) => return Err(ApiError(super::status_of(&error), error.message)),
         Err(SubscribeError::Gone { earliest }) => {
             let error = format!(
                 "time {} is no longer kept; resume from {earliest} or later, or subscribe anew",
@@ -115,7 +115,7 @@ pub(super) async fn subscribe(
 
 /// `GET /`: the dashboard, one page embedded in the binary (see `dashboard.html`).
 pub(super) async fn dashboard(State(api): State<Arc<Api>>) -> Response {
-    let config = json!({ "topic": api.topic, "produce": api.produce_to.is_some() });
+    let config = json!({ "topic": api.topic, "produce": api.produce_to.is_some(), "secret": api.asks_secret });
     let page = include_str!("dashboard.html").replace("/*CONFIG*/null", &config.to_string());
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }
@@ -123,11 +123,21 @@ pub(super) async fn dashboard(State(api): State<Arc<Api>>) -> Response {
 /// `POST /v1/produce`: the body's lines (JSON events) to the topic, keyed by their `id` —
 /// the dashboard's form, only with `--dashboard-produce`. Answers how many and the
 /// read-your-writes bound of what was written.
-pub(super) async fn produce(State(api): State<Arc<Api>>, body: String) -> Answer {
+pub(super) async fn produce(
+    State(api): State<Arc<Api>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let Some(brokers) = api.produce_to.clone() else {
         let error = "producing from the dashboard is off; start lambda run with --dashboard-produce";
         return Err(ApiError(StatusCode::FORBIDDEN, error.into()));
     };
+    if let Err(refused) = super::guard::body_type(&headers, &[super::guard::Body::JsonLines, super::guard::Body::Json])
+    {
+        return Ok(refused.into_response());
+    }
+    let body = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "the body is not UTF-8".into()))?;
     let lines: Vec<String> = body.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     if lines.is_empty() {
         return Err(ApiError(StatusCode::BAD_REQUEST, "nothing to produce: give one JSON event per line".into()));
@@ -140,5 +150,5 @@ pub(super) async fn produce(State(api): State<Arc<Api>>, body: String) -> Answer
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?;
     let bound = MinOffsets(sent.next_offsets).display(&api.topic);
-    Ok(Json(json!({ "sent": sent.sent, "min_offsets": bound })))
+    Ok(Json(json!({ "sent": sent.sent, "min_offsets": bound })).into_response())
 }

@@ -3,7 +3,7 @@
 //! at least that position and must never answer stale. A bound the views cannot reach is a
 //! 504 (57014 over SQL) saying how far they got; a malformed one a 400.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::Stdio;

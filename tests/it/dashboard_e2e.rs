@@ -4,7 +4,7 @@
 //! teacher would) and the page must show Ali 320 → 400 in the serving layer, +80 in the
 //! speed layer, 320 still in the batch layer — without a reload, and with no console error.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

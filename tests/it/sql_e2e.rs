@@ -2,7 +2,7 @@
 //! clients — `psql` over the Postgres protocol, HTTP `POST /v1/sql`, and the prompt — for the
 //! workshop's exercises, at one logical time, and every class of error.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! `lambda batch` and `lambda gen` driven as a user would: the real binary, as a process.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

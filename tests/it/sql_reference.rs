@@ -3,7 +3,7 @@
 //! random inputs with corrections, deletes and bad records, for 1, 2 and 4 workers — and a
 //! seek answers what a scan answers.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

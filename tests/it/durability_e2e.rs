@@ -2,7 +2,7 @@
 //! restarted from its snapshots, and damaged snapshots, against a from-scratch
 //! recomputation of the whole history and stream.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

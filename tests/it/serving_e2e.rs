@@ -1,7 +1,7 @@
 //! The serving layer end to end: the real `lambda` binary's HTTP API, its prompt with piped
 //! commands, and `lambda verify`, with a Kafka-protocol broker on loopback.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

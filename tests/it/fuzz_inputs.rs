@@ -10,7 +10,7 @@
 //! `FUZZ_CASES` sets how many cases each target runs (default 600, what CI runs in a few
 //! seconds); for a longer session: `FUZZ_CASES=200000 cargo test --release --test fuzz_inputs`.
 
-mod common;
+use crate::common;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};

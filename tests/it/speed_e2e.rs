@@ -1,7 +1,7 @@
 //! The speed layer end to end: the real `lambda` binary as a process, a Kafka-protocol
 //! broker on loopback, and messages produced by real clients (kcat, librdkafka).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

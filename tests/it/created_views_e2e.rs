@@ -7,7 +7,7 @@
 //! `transactions` — read from the version table, not from the view's own dataflow — whose
 //! answers `sql_reference` checks against the oracle.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! inputs with corrections, deletes and redeliveries, for 1, 2 and 4 workers, filled from the version table a few identities per step or at once — and creating
 //! them changes nothing in the built-in views.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

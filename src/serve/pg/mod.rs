@@ -4,8 +4,10 @@
 //!
 //! Simple and extended queries are answered; columns are typed (`text`, `bigint`,
 //! `numeric`, `timestamptz`, `boolean`) and sent in text format; parameters (`$1`) of
-//! extended queries are bound as literals. Any user and database name is accepted: the
-//! server listens on loopback by default. Errors carry their SQLSTATE and, for syntax
+//! extended queries are bound as literals. Any user and database name is accepted; with a
+//! secret (see [`crate::serve::access`]) the password must be it (SCRAM-SHA-256, in
+//! `startup.rs`), else the server may listen on loopback only. A `CancelRequest` (psql's
+//! Ctrl-C) ends the connection's running statement or `SUBSCRIBE`. Errors carry their SQLSTATE and, for syntax
 //! errors, the position. `SHOW as_of` says which logical time and offsets the session's
 //! previous answer reflects. `SUBSCRIBE view` (or `COPY (SUBSCRIBE view) TO STDOUT`, as in
 //! Materialize) streams a view's changefeed as COPY text: `time, diff, columns...` per line.
@@ -16,24 +18,34 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::stream;
-use pgwire::api::auth::noop::NoopStartupHandler;
+use futures::{Sink, SinkExt};
 use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
-    CopyResponse, DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo,
-    QueryResponse, Response, Tag,
+    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo, QueryResponse, Response,
+    Tag,
 };
 use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, PgWireServerHandlers, Type as PgType};
+use pgwire::api::{ClientPortalStore, PgWireConnectionState};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::copy::CopyData;
+use pgwire::messages::response::ReadyForQuery;
+use pgwire::messages::simplequery::Query;
+use pgwire::messages::PgWireBackendMessage;
+use std::fmt::Debug;
 
 use crate::reading::Reading;
 use crate::serve::bound::Session;
-use crate::serve::feed::{Event, Feeds, Row, SubscribeError};
+use crate::serve::feed::Feeds;
 use crate::serve::Serving;
 use crate::sql::value::{Type, Value};
 use crate::sql::{Answer, Column, Engine, SqlError};
+
+mod startup;
+mod subscribe;
+
+use subscribe::{send_copy_out, subscribe_target};
 
 /// The backend every connection shares.
 pub struct Backend {
@@ -46,17 +58,28 @@ pub struct Backend {
     sessions: Mutex<HashMap<SocketAddr, Session>>,
     /// The changefeeds `SUBSCRIBE` follows.
     feeds: Feeds,
+    /// What ends a connection's `SUBSCRIBE` on a `CancelRequest`.
+    cancels: Arc<startup::Cancels>,
 }
 
 impl Backend {
     /// A backend over a running pipeline, whose `SUBSCRIBE`s follow `feeds`.
-    pub fn new(engine: Engine, feeds: Feeds, topic: impl Into<String>) -> Self {
+    fn new(engine: Engine, feeds: Feeds, topic: impl Into<String>, cancels: Arc<startup::Cancels>) -> Self {
         let topic = topic.into();
         let parser = Arc::new(NoopQueryParser::new());
-        Backend { engine, topic, parser, last: Mutex::default(), sessions: Mutex::default(), feeds }
+        Backend { engine, topic, parser, last: Mutex::default(), sessions: Mutex::default(), feeds, cancels }
     }
 
-    async fn answer(&self, client: SocketAddr, statement: &str) -> PgWireResult<Response> {
+    async fn answer<C: ClientInfo>(&self, client: &C, statement: &str) -> PgWireResult<Response> {
+        let address = client.socket_addr();
+        if let Some(view) = subscribe_target(statement) {
+            let cancelled = self.cancels.watch(client);
+            return self.subscribe(view, cancelled).await;
+        }
+        self.answer_at(address, statement).await
+    }
+
+    async fn answer_at(&self, client: SocketAddr, statement: &str) -> PgWireResult<Response> {
         tracing::debug!(%client, statement, "a SQL statement over the Postgres protocol");
         let words: Vec<String> =
             statement.trim().trim_end_matches(';').split_whitespace().map(str::to_ascii_lowercase).collect();
@@ -77,9 +100,6 @@ impl Backend {
                 return Ok(response(&answer));
             }
         }
-        if let Some(view) = subscribe_target(statement) {
-            return self.subscribe(view).await;
-        }
         let mut session =
             self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(&client).cloned().unwrap_or_default();
         let answer = self.engine.execute_in_async(&mut session, statement).await;
@@ -94,106 +114,12 @@ impl Backend {
         Ok(response(&answer))
     }
 
-    /// `SUBSCRIBE view` (or `COPY (SUBSCRIBE view) TO STDOUT`), as Materialize streams it: a
-    /// COPY in text format that never ends by itself, one line per row change —
-    /// `time, diff, the row's columns` — first the view's rows (diff 1), then every change.
-    async fn subscribe(&self, view: &str) -> PgWireResult<Response> {
-        let view = view.trim_matches('"');
-        let columns = self.engine.columns(&format!("SELECT * FROM \"{view}\"")).map_err(user_error)?;
-        let subscription = match self.feeds.subscribe(view, None, None).await {
-            Ok(subscription) => subscription,
-            Err(SubscribeError::View(error)) => return Err(user_error(error)),
-            Err(other) => return Err(user_error(SqlError::new("55000", format!("{other:?}")))),
-        };
-        let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
-        let width = names.len() + 2;
-        let lines = futures::StreamExt::flat_map(
-            stream::unfold(subscription, move |mut subscription| {
-                let names = names.clone();
-                async move {
-                    loop {
-                        let event = subscription.next().await?;
-                        // One message per line: pgwire hands them to the socket once 8 KiB are
-                        // waiting (it feeds copy data without flushing), so lines, not whole
-                        // snapshots, are what make that happen.
-                        let line = |time: u64, diff: i64, row: &Row| {
-                            Ok(CopyData::new(copy_line(time, diff, &row.values, &names).into()))
-                        };
-                        let lines: Vec<PgWireResult<CopyData>> = match &*event {
-                            Event::Snapshot { time, rows, .. } => rows.iter().map(|row| line(*time, 1, row)).collect(),
-                            Event::Changes { time, changes, .. } => {
-                                changes.iter().map(|c| line(*time, c.diff, &c.row)).collect()
-                            }
-                            Event::Progress { .. } => continue,
-                            Event::End { reason } => vec![Err(user_error(SqlError::new("57014", reason.clone())))],
-                        };
-                        if !lines.is_empty() {
-                            return Some((lines, subscription));
-                        }
-                    }
-                }
-            }),
-            stream::iter,
-        );
-        Ok(Response::CopyOut(CopyResponse::new(0, width, lines)))
-    }
-
     /// Forgets a closed session.
     fn forget(&self, client: SocketAddr) {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).remove(&client);
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&client);
+        self.cancels.forget(client);
     }
-}
-
-/// The view a `SUBSCRIBE [TO] view` or `COPY (SUBSCRIBE [TO] view) TO STDOUT` names, if the
-/// statement is one.
-fn subscribe_target(statement: &str) -> Option<&str> {
-    let mut text = statement.trim().trim_end_matches(';').trim();
-    let lower = text.to_ascii_lowercase();
-    let copy = lower.starts_with("copy");
-    if copy {
-        let open = text.find('(')?;
-        let close = text.rfind(')')?;
-        let tail = text[close + 1..].trim().to_ascii_lowercase();
-        if tail.split_whitespace().collect::<Vec<_>>() != ["to", "stdout"] {
-            return None;
-        }
-        text = text[open + 1..close].trim();
-    }
-    let mut words = text.split_whitespace();
-    if !words.next()?.eq_ignore_ascii_case("subscribe") {
-        return None;
-    }
-    let mut view = words.next()?;
-    if view.eq_ignore_ascii_case("to") {
-        view = words.next()?;
-    }
-    words.next().is_none().then_some(view)
-}
-
-/// One row change as a line of COPY's text format: time, diff, then the columns.
-fn copy_line(time: u64, diff: i64, row: &serde_json::Map<String, serde_json::Value>, names: &[String]) -> String {
-    let mut line = format!("{time}\t{diff}");
-    for name in names {
-        line.push('\t');
-        match row.get(name) {
-            None | Some(serde_json::Value::Null) => line.push_str("\\N"),
-            Some(serde_json::Value::String(text)) => {
-                for c in text.chars() {
-                    match c {
-                        '\\' => line.push_str("\\\\"),
-                        '\t' => line.push_str("\\t"),
-                        '\n' => line.push_str("\\n"),
-                        '\r' => line.push_str("\\r"),
-                        c => line.push(c),
-                    }
-                }
-            }
-            Some(other) => line.push_str(&other.to_string()),
-        }
-    }
-    line.push('\n');
-    line
 }
 
 fn pg_type(ty: Type) -> PgType {
@@ -260,17 +186,41 @@ fn statements(query: &str) -> Vec<&str> {
 }
 
 #[async_trait]
-impl NoopStartupHandler for Backend {}
-
-#[async_trait]
 impl SimpleQueryHandler for Backend {
+    /// A `SUBSCRIBE` is streamed here, as Postgres streams `COPY ... TO STDOUT`: a cancel (or the
+    /// feed's end) in the middle ends it with an `ErrorResponse`, which libpq takes during a
+    /// COPY — pgwire's own COPY sender would send a `CopyFail` first, which no client expects
+    /// from a server. Every other query goes pgwire's way.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(view) = subscribe_target(&query.query) else { return self._on_query(client, query).await };
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let cancelled = self.cancels.watch(client);
+        let Response::CopyOut(copy) = self.subscribe(view, cancelled).await? else {
+            unreachable!("a subscription answers a COPY")
+        };
+        send_copy_out(client, copy).await?;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        let status = client.transaction_status();
+        client.send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(status))).await?;
+        Ok(())
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
         let mut responses = Vec::new();
         for statement in statements(query) {
-            match self.answer(client.socket_addr(), statement).await {
+            match self.answer(client, statement).await {
                 Ok(response) => responses.push(response),
                 Err(PgWireError::UserError(info)) => {
                     // Postgres stops a multi-statement query at its first error.
@@ -386,7 +336,7 @@ impl ExtendedQueryHandler for Backend {
         if statement.trim().is_empty() {
             return Ok(Response::EmptyQuery);
         }
-        self.answer(client.socket_addr(), &statement).await
+        self.answer(client, &statement).await
     }
 
     async fn do_describe_statement<C>(
@@ -420,48 +370,66 @@ impl ExtendedQueryHandler for Backend {
     }
 }
 
-/// The handlers `pgwire` asks for.
-struct Handlers(Arc<Backend>);
+/// The handlers `pgwire` asks for, for one connection.
+struct Handlers {
+    backend: Arc<Backend>,
+    startup: Arc<startup::Startup>,
+    cancel: Arc<startup::Cancels>,
+}
 
 impl PgWireServerHandlers for Handlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::clone(&self.0)
+        Arc::clone(&self.backend)
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::clone(&self.0)
+        Arc::clone(&self.backend)
     }
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        Arc::clone(&self.0)
+        Arc::clone(&self.startup)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::clone(&self.cancel)
     }
 }
 
 /// Serves the Postgres protocol on the `serve.pg` address (`off`: none), on its own small
-/// runtime; it serves until the runtime is dropped. Its `SUBSCRIBE`s follow `feeds`.
+/// runtime, to those `access` lets in; it serves until the runtime is dropped. Its
+/// `SUBSCRIBE`s follow `feeds`.
 pub fn start(
     settings: &crate::config::Settings,
     serving: &Serving,
     feeds: &Feeds,
+    access: &crate::serve::access::Access,
 ) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
     let Some((runtime, listener)) = crate::serve::listen(&settings.serve.pg, "pg", "the Postgres protocol")? else {
         return Ok(None);
     };
     let bound = listener.local_addr()?;
     let engine = Engine::new(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
-    let backend = Arc::new(Backend::new(engine, feeds.clone(), settings.kafka.topic.clone()));
+    let starts = startup::Starts::new(access.secret());
+    let cancel = Arc::new(startup::Cancels::new(&starts));
+    let backend = Arc::new(Backend::new(engine, feeds.clone(), settings.kafka.topic.clone(), Arc::clone(&cancel)));
     runtime.spawn(async move {
+        let mut backoff = crate::serve::Backoff::default();
         loop {
             let (socket, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot accept a Postgres connection");
+                    backoff.wait(&error, "a Postgres connection").await;
                     continue;
                 }
             };
-            let backend = Arc::clone(&backend);
+            backoff.reset();
+            let handlers = Arc::new(Handlers {
+                backend: Arc::clone(&backend),
+                startup: Arc::new(starts.start()),
+                cancel: Arc::clone(&cancel),
+            });
             tokio::spawn(async move {
-                let handlers = Arc::new(Handlers(Arc::clone(&backend)));
+                let backend = Arc::clone(&handlers.backend);
                 if let Err(error) = pgwire::tokio::process_socket(socket, None, handlers).await {
                     tracing::debug!(%error, %peer, "a Postgres connection ended with an error");
                 }
@@ -469,31 +437,14 @@ pub fn start(
             });
         }
     });
-    tracing::info!(address = %bound, "serving SQL over the Postgres protocol (psql -h {} -p {} -U lambda lambda)", bound.ip(), bound.port());
+    let password = if access.secret().is_some() { " (password: the secret)" } else { "" };
+    tracing::info!(address = %bound, "serving SQL over the Postgres protocol (psql -h {} -p {} -U lambda lambda){password}", bound.ip(), bound.port());
     Ok(Some(runtime))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn subscribe_statements_name_their_view() {
-        assert_eq!(subscribe_target("SUBSCRIBE customers"), Some("customers"));
-        assert_eq!(subscribe_target("subscribe to big;"), Some("big"));
-        assert_eq!(subscribe_target("COPY (SUBSCRIBE customers) TO STDOUT"), Some("customers"));
-        assert_eq!(subscribe_target("COPY (SUBSCRIBE customers) TO '/tmp/x'"), None);
-        assert_eq!(subscribe_target("SELECT * FROM customers"), None);
-        assert_eq!(subscribe_target("SUBSCRIBE customers WITH (SNAPSHOT = false)"), None);
-    }
-
-    #[test]
-    fn copy_lines_escape_text_and_write_nulls() {
-        let row: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(r#"{"customer":"A\tb","total":400,"category":null}"#).unwrap();
-        let names = ["customer".to_owned(), "total".to_owned(), "category".to_owned()];
-        assert_eq!(copy_line(7, -1, &row, &names), "7\t-1\tA\\tb\t400\t\\N\n");
-    }
 
     #[test]
     fn semicolons_split_statements_outside_quotes() {

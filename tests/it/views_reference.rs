@@ -2,7 +2,7 @@
 //! for 1, 2 and 4 workers, random splits of the history over workers, and random batching
 //! of later updates — with corrections, deletes, duplicates and bad records throughout.
 
-mod common;
+use crate::common;
 
 use atelier_lambda::filter::{Filter, Kind};
 use atelier_lambda::oracle::differences;

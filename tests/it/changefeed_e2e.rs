@@ -4,7 +4,7 @@
 //! must give exactly the view — the oracle's, recomputed from scratch — at the time of the
 //! last event; resuming from a time seen must continue exactly.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

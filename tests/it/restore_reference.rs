@@ -7,7 +7,7 @@
 //! middle of the stream, while later times go on — the same workers put it back instead of
 //! computing the views from the versions, and the views then go on alike.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

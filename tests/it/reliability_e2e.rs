@@ -2,7 +2,7 @@
 //! (issue 10), driven through the real `lambda` binary: the input that lost data, the fault
 //! that hung a stop, the option that was accepted silently.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -116,7 +116,11 @@ pub fn http_get(address: &str, path: &str) -> (u16, serde_json::Value) {
 /// `POST /v1/sql` of `statement` to `address`: the status code and the JSON answer.
 pub fn post_sql(address: &str, statement: &str) -> (u16, serde_json::Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut response = agent.post(format!("http://{address}/v1/sql")).send(statement).expect("the HTTP API answers");
+    let mut response = agent
+        .post(format!("http://{address}/v1/sql"))
+        .header("Content-Type", "application/sql")
+        .send(statement)
+        .expect("the HTTP API answers");
     let status = response.status().as_u16();
     let body = response.body_mut().read_to_string().expect("a text body");
     (status, serde_json::from_str(&body).expect("a JSON answer"))
@@ -320,7 +324,7 @@ pub fn records(messages: &[Sent]) -> Vec<Record> {
 /// order decides, and each identity stays in one partition).
 pub fn expected_views(history_lines: &[String], label: &str, messages: &[Sent], dir: &Path) -> PathBuf {
     let out = dir.join("expected");
-    output::write_views(&out, &expected_reading(history_lines, label, messages, 10), None).unwrap();
+    output::write_views(&out, &expected_reading(history_lines, label, messages, 10), None, None).unwrap();
     out
 }
 
@@ -500,6 +504,30 @@ pub fn wait_for_kept_views(state: &Path, workers: usize, sections: usize) -> u64
             }
         }
         assert!(Instant::now() < deadline, "no views state kept beside the newest snapshot in {}", state.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One HTTP/1.1 request written as given — `head` is the request line and headers, without
+/// `Content-Length` or `Connection` — with `body`: the status and the whole answer (headers and
+/// body). For what a client library will not send: a foreign `Host`, any `Origin`.
+pub fn raw_http(address: &str, head: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("the HTTP API listens");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let request = format!("{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("an answer");
+    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer)
+}
+
+/// Waits until `address` accepts connections, or fails naming `what`.
+pub fn wait_listening(address: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < deadline, "{what} never listened on {address}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -2,7 +2,7 @@
 //! 127.0.0.1 (timely's cluster mode), against a single-process run and a from-scratch
 //! recomputation.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -110,7 +110,7 @@ fn two_processes_of_two_workers_answer_like_one_process_and_the_recomputation() 
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["customer"].as_str().unwrap().to_owned(), r.to_string()))
+        .map(|r| (serde_json::json!({ "customer": r["customer"] }).to_string(), r.to_string()))
         .collect();
     assert_eq!(kcat_view(&broker.address(), "cluster-customers"), rows, "the sink topic is the view");
 
