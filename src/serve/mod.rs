@@ -50,6 +50,25 @@ pub fn listen(
     Ok(Some((runtime, listener)))
 }
 
+/// Accepts connections on `listener` for ever, handing each to `serve`; an accept that fails
+/// (`what` names the connections in the log) backs off as [`Backoff`] says.
+pub async fn accept_each(
+    listener: tokio::net::TcpListener,
+    what: &'static str,
+    mut serve: impl FnMut(tokio::net::TcpStream, std::net::SocketAddr),
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                backoff.reset();
+                serve(stream, peer);
+            }
+            Err(error) => backoff.wait(&error, what).await,
+        }
+    }
+}
+
 /// How an accept loop waits after an error (out of file descriptors, most often): from 5 ms,
 /// doubling up to a second, so that it neither spins nor stops serving; and how it logs them —
 /// the first, then at most one line every ten seconds with the count.

@@ -221,16 +221,7 @@ const HEADERS_WITHIN: Duration = Duration::from_secs(10);
 /// Serves `app` on `listener`: each connection with hyper's HTTP/1, headers read within
 /// [`HEADERS_WITHIN`]; an accept that fails (out of file descriptors) backs off.
 async fn serve(listener: tokio::net::TcpListener, app: Router) {
-    let mut backoff = crate::serve::Backoff::default();
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                backoff.wait(&error, "an HTTP connection").await;
-                continue;
-            }
-        };
-        backoff.reset();
+    crate::serve::accept_each(listener, "an HTTP connection", move |stream, _| {
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
             let served = hyper::server::conn::http1::Builder::new()
@@ -243,7 +234,8 @@ async fn serve(listener: tokio::net::TcpListener, app: Router) {
                 tracing::debug!(%error, "an HTTP connection ended with an error");
             }
         });
-    }
+    })
+    .await
 }
 
 async fn read(api: &Arc<Api>, scope: ReadScope) -> Result<Reading, ApiError> {

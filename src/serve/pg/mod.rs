@@ -412,31 +412,20 @@ pub fn start(
     let starts = startup::Starts::new(access.secret());
     let cancel = Arc::new(startup::Cancels::new(&starts));
     let backend = Arc::new(Backend::new(engine, feeds.clone(), settings.kafka.topic.clone(), Arc::clone(&cancel)));
-    runtime.spawn(async move {
-        let mut backoff = crate::serve::Backoff::default();
-        loop {
-            let (socket, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    backoff.wait(&error, "a Postgres connection").await;
-                    continue;
-                }
-            };
-            backoff.reset();
-            let handlers = Arc::new(Handlers {
-                backend: Arc::clone(&backend),
-                startup: Arc::new(starts.start()),
-                cancel: Arc::clone(&cancel),
-            });
-            tokio::spawn(async move {
-                let backend = Arc::clone(&handlers.backend);
-                if let Err(error) = pgwire::tokio::process_socket(socket, None, handlers).await {
-                    tracing::debug!(%error, %peer, "a Postgres connection ended with an error");
-                }
-                backend.forget(peer);
-            });
-        }
-    });
+    runtime.spawn(crate::serve::accept_each(listener, "a Postgres connection", move |socket, peer| {
+        let handlers = Arc::new(Handlers {
+            backend: Arc::clone(&backend),
+            startup: Arc::new(starts.start()),
+            cancel: Arc::clone(&cancel),
+        });
+        tokio::spawn(async move {
+            let backend = Arc::clone(&handlers.backend);
+            if let Err(error) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                tracing::debug!(%error, %peer, "a Postgres connection ended with an error");
+            }
+            backend.forget(peer);
+        });
+    }));
     let password = if access.secret().is_some() { " (password: the secret)" } else { "" };
     tracing::info!(address = %bound, "serving SQL over the Postgres protocol (psql -h {} -p {} -U lambda lambda){password}", bound.ip(), bound.port());
     Ok(Some(runtime))
