@@ -255,7 +255,8 @@ with psycopg.connect("host=127.0.0.1 port={pg} user=lambda dbname=lambda", autoc
     print("the connection goes on")
 "#
     );
-    let out = Command::new("python3").arg("-c").arg(script).output().expect("python3 runs");
+    // `timeout`: a cancel that is not heard would hang the test, not fail it.
+    let out = Command::new("timeout").args(["60", "python3", "-c", &script]).output().expect("python3 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("cancelled after 3 rows"), "{stdout}");
@@ -304,7 +305,12 @@ fn a_sink_of_a_view_that_is_not_there_is_refused_at_start() {
 
 #[test]
 fn the_in_process_broker_refuses_a_topic_of_no_partition() {
-    let out = lambda().args(["broker", "--port", "0", "--partitions", "0"]).stdin(Stdio::null()).output().unwrap();
+    // `timeout`: a broker that starts anyway would serve for ever.
+    let out = Command::new("timeout")
+        .args(["20", env!("CARGO_BIN_EXE_lambda"), "broker", "--port", "0", "--partitions", "0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("partitions"), "{}", String::from_utf8_lossy(&out.stderr));
 }
