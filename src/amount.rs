@@ -123,6 +123,16 @@ fn parse_wide(text: &str, most: i128) -> Result<i128, AmountError> {
     }
 }
 
+/// `n / d` rounded half away from zero: the averages of the views (in cents).
+pub fn divide_rounded(n: i128, d: i128) -> i128 {
+    let (q, r) = (n / d, n % d);
+    if 2 * r.abs() >= d.abs() {
+        q + if (n < 0) != (d < 0) { -1 } else { 1 }
+    } else {
+        q
+    }
+}
+
 /// Formats cents as the shortest exact decimal: `40000` → `400`, `5025` → `50.25`, `5050` → `50.5`.
 pub fn format_cents(cents: impl Into<i128>) -> String {
     let cents: i128 = cents.into();

@@ -18,7 +18,7 @@ use crate::broker::Broker;
 use crate::config::Settings;
 use crate::output::{customers_table, show_table};
 use crate::produce::{produce, Pace};
-use crate::reading::Reading;
+use crate::reading::{ReadScope, Reading};
 use crate::run;
 use crate::source::kafka;
 
@@ -47,8 +47,8 @@ pub fn demo_and_serve(settings: &Settings, interrupted: &std::sync::atomic::Atom
     print!("{out}");
     let mut settings = settings.clone();
     settings.kafka.brokers = broker.address();
-    let feeds = crate::serve::feed::Feeds::of(&settings, &running.serving);
-    let _http = crate::serve::http::start(&settings, &running.serving, &feeds, &access)?
+    let feeds = crate::serve::feed::Feeds::of(&running.engine);
+    let _http = crate::serve::http::start(&settings, &running.engine, &feeds, &access)?
         .context("--serve needs an HTTP address: give --http 127.0.0.1:8080")?;
     println!(
         "\nthe dashboard: http://{}/   (Kafka at {}: lambda produce --brokers {} --input -)   Ctrl-C to stop",
@@ -77,7 +77,8 @@ fn workshop(settings: &Settings) -> anyhow::Result<(String, run::Running, Broker
     let mut out = String::new();
 
     let running = run::start(&settings)?;
-    let batch = running.serving.read_all(top, wait).context("the pipeline did not answer")?;
+    let everything = ReadScope::Everything { top_k: top };
+    let batch = running.serving.read(everything.clone(), wait).context("the pipeline did not answer")?;
     running.serving.keep_first(batch.clone());
     let files: Vec<String> = settings.input.files.iter().map(|f| f.display().to_string()).collect();
     writeln!(out, "== Batch layer: {} (the history, logical time 0) ==", files.join(", "))?;
@@ -94,10 +95,15 @@ fn workshop(settings: &Settings) -> anyhow::Result<(String, run::Running, Broker
     }
     produce(&settings.kafka.brokers, &topic, WORKSHOP_MESSAGES.iter().map(|m| m.to_string()), Pace::Flat, || false)?;
     let end = kafka::end_offsets(&settings.kafka.brokers, &topic, wait)?;
-    let serving = running
-        .serving
-        .read_until(top, wait, |r| end.iter().all(|(p, o)| r.offsets.iter().any(|(q, n)| q == p && n >= o)))
-        .context("the messages did not reach the views in time")?;
+    let deadline = std::time::Instant::now() + wait;
+    let serving = loop {
+        let reading = running.serving.read(everything.clone(), wait).context("the pipeline did not answer")?;
+        if end.iter().all(|(p, o)| reading.offsets.iter().any(|(q, n)| q == p && n >= o)) {
+            break reading;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the messages did not reach the views in time");
+        std::thread::sleep(Duration::from_millis(2));
+    };
     out.push_str(&deltas_table(&batch, &serving));
 
     let offsets: Vec<String> = serving.offsets.iter().map(|(p, o)| format!("{topic}/{p}: {o}")).collect();

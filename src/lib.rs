@@ -21,6 +21,7 @@ pub mod batch;
 pub mod broker;
 pub mod cli;
 pub mod cluster;
+pub mod compute;
 pub mod config;
 pub mod control;
 pub mod dataflow;

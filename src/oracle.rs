@@ -14,9 +14,9 @@ use crate::dataflow::Time;
 use crate::event::{Identity, Position, Reason, Txn, Update};
 use crate::filter::Filter;
 use crate::reading::{CreatedRows, Reading};
-use crate::sql::expr::divide_rounded;
-use crate::sql::relation::Relation;
-use crate::sql::value::Value;
+use crate::amount::divide_rounded;
+use crate::compute::columns::{schema, Cell, ColumnType, Columns, Owned};
+use crate::compute::relation::{Relation, BUILT_IN};
 
 /// What the oracle keys versions by. An `id` (or message key) names a transaction; a record
 /// without one is its own transaction, keyed here by its position in its source — not by
@@ -138,112 +138,96 @@ impl Oracle {
             dead_letters: self.refused.iter().map(|(r, n)| (*r, *n)).collect(),
             offsets: self.offsets.iter().map(|(p, o)| (*p, *o)).collect(),
             workers: Vec::new(),
-            rows: Vec::new(),
-            created_parts: Vec::new(),
             created: Vec::new(),
             changed: Vec::new(),
-            changed_keys: Vec::new(),
         }
     }
 
     /// The created views `views` (in creation order: a view over a view after its base),
-    /// recomputed from their statements over the live transactions and `reading` (the
-    /// oracle's own built-in views), with plain maps: each group's count, total, min and max
-    /// summed from scratch. Only the definitions' meaning is shared with the dataflow (the
-    /// plan of each statement: its filter, key, aggregates and columns), never its operators.
-    pub fn created_views(
-        &self,
-        views: &[CreatedRows],
-        reading: &Reading,
-        topic: &str,
-    ) -> Result<Vec<CreatedRows>, String> {
-        use crate::sql::catalog::Catalog;
-        use crate::sql::plan::{plan_in, Plan};
-        use crate::sql::views::{next_id, register, ViewBody, ViewDef};
-        let mut catalog = Catalog::default();
-        let mut computed: BTreeMap<String, Vec<Vec<Value>>> = BTreeMap::new();
-        let mut out = Vec::new();
-        for view in views {
-            let body = match plan_in(&view.definition, &catalog) {
-                Ok(Plan::CreateView { body, .. }) => body,
-                Ok(_) => return Err(format!("view {}: {:?} is not a CREATE VIEW", view.name, view.definition)),
-                Err(e) => return Err(format!("view {}: {}", view.name, e.message)),
-            };
-            let def = ViewDef { id: next_id(0), name: view.name.clone(), sql: view.definition.clone(), body };
-            register(&def);
-            let rows: Vec<Vec<Value>> = match &def.body {
-                ViewBody::Aggregate { filter, key, .. } => {
-                    let mut groups: BTreeMap<Value, CustomerRow> = BTreeMap::new();
-                    for (id, t) in self.live() {
-                        let row = vec![
-                            Value::Text(id.into()),
-                            Value::Text(t.customer.as_ref().into()),
-                            Value::Numeric(i128::from(t.cents)),
-                            t.category.as_deref().map_or(Value::Null, |c| Value::Text(c.into())),
-                            t.ts.map_or(Value::Null, Value::Timestamp),
-                        ];
-                        if filter.as_ref().is_some_and(|f| !f.accepts(&row)) {
-                            continue;
-                        }
-                        let group = groups.entry(key.of(&row)).or_insert(CustomerRow {
-                            total: 0,
-                            count: 0,
-                            min: t.cents,
-                            max: t.cents,
-                        });
-                        group.total += i128::from(t.cents);
-                        group.count += 1;
-                        group.min = group.min.min(t.cents);
-                        group.max = group.max.max(t.cents);
-                    }
-                    groups.iter().filter_map(|(k, g)| def.row(k, g)).collect()
-                }
-                ViewBody::Filter { base, filter, columns } => {
-                    let base_rows = match base {
-                        Relation::View(_) => computed.get(base.name()).cloned().unwrap_or_default(),
-                        builtin => builtin_rows(reading, *builtin, topic),
-                    };
-                    base_rows
+    /// recomputed from their statements: DataFusion runs each one over plain in-memory tables
+    /// of the live transactions and of `reading` (the oracle's own built-in views) — no
+    /// operator of the dataflow, no arrangement, no incremental step is involved.
+    pub fn created_views(&self, views: &[CreatedRows], reading: &Reading, topic: &str) -> Result<Vec<CreatedRows>, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let context = datafusion::execution::context::SessionContext::new_with_config(
+                datafusion::execution::context::SessionConfig::new().set_bool("datafusion.sql_parser.parse_float_as_decimal", true),
+            );
+            crate::sql::functions::register(&context);
+            for relation in BUILT_IN {
+                let rows = match relation {
+                    Relation::Transactions => self
+                        .live()
                         .into_iter()
-                        .filter(|row| filter.as_ref().is_none_or(|f| f.accepts(row)))
-                        .map(|row| columns.iter().map(|(_, i)| row[*i].clone()).collect())
-                        .collect()
-                }
-            };
-            out.push(CreatedRows {
-                name: def.name.clone(),
-                definition: def.sql.clone(),
-                columns: def.columns().into_iter().map(|(n, _)| n).collect(),
-                rows: rows.iter().map(|r| r.iter().map(Value::to_json).collect()).collect(),
-            });
-            computed.insert(def.name.clone(), rows);
-            catalog.add(def, 0).map_err(|e| e.to_string())?;
-        }
-        Ok(out)
+                        .map(|(id, t)| {
+                            vec![
+                                Owned::Text(id),
+                                Owned::Text(t.customer.to_string()),
+                                Owned::Cents(i128::from(t.cents)),
+                                t.category.as_deref().map_or(Owned::Null, |c| Owned::Text(c.to_owned())),
+                                t.ts.map_or(Owned::Null, Owned::Seconds),
+                            ]
+                        })
+                        .collect(),
+                    builtin => builtin_rows(reading, builtin, topic),
+                };
+                let columns: Vec<(&str, ColumnType)> = relation.columns().to_vec();
+                let table = memory_table(&columns, &rows).map_err(|e| e.to_string())?;
+                context.register_table(relation.name(), table).map_err(|e| e.to_string())?;
+            }
+            let mut out = Vec::new();
+            for view in views {
+                let fail = |e: datafusion::error::DataFusionError| format!("view {}: {e}", view.name);
+                context.sql(&view.definition).await.map_err(fail)?.collect().await.map_err(fail)?;
+                let frame = context.sql(&format!("SELECT * FROM \"{}\"", view.name.to_lowercase())).await.map_err(fail)?;
+                let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+                let batches = frame.collect().await.map_err(fail)?;
+                let answer = crate::sql::Answer { schema, batches, as_of: None, tag: None };
+                let mut rows = answer.rows();
+                rows.sort_by_key(|r| serde_json::Value::from(r.clone()).to_string());
+                out.push(CreatedRows {
+                    name: view.name.clone(),
+                    definition: view.definition.clone(),
+                    columns: answer.columns().into_iter().map(|(n, _)| n).collect(),
+                    rows,
+                });
+            }
+            Ok(out)
+        })
     }
 }
 
+/// A plain in-memory table of these rows.
+fn memory_table(
+    columns: &[(&str, ColumnType)],
+    rows: &[Vec<Owned>],
+) -> datafusion::error::Result<std::sync::Arc<datafusion::datasource::MemTable>> {
+    let schema = schema(columns);
+    let types: Vec<ColumnType> = columns.iter().map(|(_, t)| *t).collect();
+    let mut builder = Columns::new(&types);
+    for row in rows {
+        let cells: Vec<Cell<'_>> = row.iter().map(Owned::cell).collect();
+        builder.push(&cells);
+    }
+    let batch = builder.finish(schema.clone());
+    Ok(std::sync::Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
 /// A built-in view's rows as SQL shows them, from a reading.
-fn builtin_rows(reading: &Reading, relation: Relation, topic: &str) -> Vec<Vec<Value>> {
-    let avg = |cents: i128, count: i64| {
-        if count == 0 {
-            Value::Null
-        } else {
-            Value::Numeric(divide_rounded(cents, i128::from(count)))
-        }
-    };
-    let sums = |key: Value, s: &Stats| vec![key, Value::Numeric(s.cents), Value::Int(s.count), avg(s.cents, s.count)];
+fn builtin_rows(reading: &Reading, relation: Relation, topic: &str) -> Vec<Vec<Owned>> {
+    let avg = |cents: i128, count: i64| if count == 0 { Owned::Null } else { Owned::Cents(divide_rounded(cents, i128::from(count))) };
+    let sums = |key: Owned, s: &Stats| vec![key, Owned::Cents(s.cents), Owned::Int(s.count), avg(s.cents, s.count)];
     match relation {
         Relation::Customers => reading
             .customers
             .iter()
             .map(|(c, r)| {
                 vec![
-                    Value::Text(c.as_str().into()),
-                    Value::Numeric(r.total),
-                    Value::Int(r.count),
-                    Value::Numeric(i128::from(r.min)),
-                    Value::Numeric(i128::from(r.max)),
+                    Owned::Text(c.clone()),
+                    Owned::Cents(r.total),
+                    Owned::Int(r.count),
+                    Owned::Cents(i128::from(r.min)),
+                    Owned::Cents(i128::from(r.max)),
                     avg(r.total, r.count),
                 ]
             })
@@ -251,24 +235,24 @@ fn builtin_rows(reading: &Reading, relation: Relation, topic: &str) -> Vec<Vec<V
         Relation::Categories => reading
             .categories
             .iter()
-            .map(|(c, s)| sums(c.as_deref().map_or(Value::Null, |c| Value::Text(c.into())), s))
+            .map(|(c, s)| sums(c.as_ref().map_or(Owned::Null, |c| Owned::Text(c.clone())), s))
             .collect(),
-        Relation::Hourly => reading.hourly.iter().map(|(h, s)| sums(Value::Timestamp(h * 3600), s)).collect(),
+        Relation::Hourly => reading.hourly.iter().map(|(h, s)| sums(Owned::Seconds(h * 3600), s)).collect(),
         Relation::Overall => vec![vec![
-            Value::Numeric(reading.overall.cents),
-            Value::Int(reading.overall.count),
-            Value::Int(reading.customer_count),
+            Owned::Cents(reading.overall.cents),
+            Owned::Int(reading.overall.count),
+            Owned::Int(reading.customer_count),
             avg(reading.overall.cents, reading.overall.count),
         ]],
         Relation::DeadLetters => {
-            reading.dead_letters.iter().map(|(r, n)| vec![Value::Text(r.as_str().into()), Value::Int(*n)]).collect()
+            reading.dead_letters.iter().map(|(r, n)| vec![Owned::Text(r.as_str().into()), Owned::Int(*n)]).collect()
         }
         Relation::Offsets => reading
             .offsets
             .iter()
-            .map(|(p, o)| vec![Value::Text(topic.into()), Value::Int(i64::from(*p)), Value::Int(*o)])
+            .map(|(p, o)| vec![Owned::Text(topic.into()), Owned::Int(i64::from(*p)), Owned::Int(*o)])
             .collect(),
-        Relation::Transactions | Relation::View(_) => Vec::new(),
+        Relation::Transactions | Relation::Groups(_) => Vec::new(),
     }
 }
 

@@ -45,21 +45,13 @@ pub struct Reading {
     /// Each worker's process and partitions, with the partitions' high watermarks as last
     /// seen (in `Everything` and `Totals` reads; not part of the views, not at `time`).
     pub workers: Vec<WorkerProgress>,
-    /// A query's rows (in `Query` reads): the relation's rows, or partial groups.
-    pub rows: Vec<Vec<crate::sql::value::Value>>,
-    /// Each created view's part (in `Everything` reads, in the order the scope lists them):
-    /// rows or partial groups, as `rows` for a query.
-    pub created_parts: Vec<Vec<Vec<crate::sql::value::Value>>>,
-    /// The created views, once the parts are finished (see [`crate::serve::Serving::read_all`]).
+    /// The created views' rows (read through SQL at the same time: see
+    /// [`crate::sql::Engine::read_all`]).
     pub created: Vec<CreatedRows>,
     /// The customers whose rows changed after a time (in `CustomerChanges` reads; `customers`
     /// then holds those of them present), in name order once merged.
     #[serde(default)]
     pub changed: Vec<String>,
-    /// The keys whose rows changed after a time (in `ViewChanges` reads; `rows` then holds
-    /// the rows of those present).
-    #[serde(default)]
-    pub changed_keys: Vec<crate::sql::value::Value>,
 }
 
 /// A view created at run time, as a reading of every view shows it.
@@ -109,13 +101,10 @@ impl Reading {
 /// reflects.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadScope {
-    /// Every view, with the `top` view cut to this many customers.
+    /// Every built-in view, with the `top` view cut to this many customers.
     Everything {
         /// How many customers the `top` view shows.
         top_k: usize,
-        /// What each worker reads of each created view (`SELECT *`, planned by the serving
-        /// layer from its catalog).
-        created: Vec<crate::sql::plan::Scan>,
     },
     /// Only the time and the offsets (cheap).
     Offsets,
@@ -142,47 +131,9 @@ pub enum ReadScope {
         /// The time the reader's rows are at.
         since: Time,
     },
-    /// The keys of a view created at run time (kept per key) whose rows changed after time
-    /// `since` (a superset, as for `CustomerChanges`), with the rows of those present now —
-    /// what a changefeed of such a view reads instead of the whole view.
-    ViewChanges {
-        /// The view's id.
-        view: u64,
-        /// The time the reader's rows are at.
-        since: Time,
-    },
-    /// A SQL query's part in each worker (see [`crate::sql`]).
-    Query {
-        /// What each worker reads and computes.
-        scan: Box<crate::sql::plan::Scan>,
-        /// The topic, for the `offsets` relation.
-        topic: String,
-        /// The most rows a worker may send.
-        max_rows: usize,
-        /// The longest a worker may spend on it, in milliseconds.
-        budget_ms: u64,
-    },
 }
 
 impl ReadScope {
-    /// The views created at run time this scope reads (by id): a read waits only for those
-    /// being filled, never for others.
-    pub fn created_views(&self) -> Vec<u64> {
-        let scans: Vec<&crate::sql::plan::Scan> = match self {
-            ReadScope::Everything { created, .. } => created.iter().collect(),
-            ReadScope::Query { scan, .. } => vec![scan],
-            ReadScope::ViewChanges { view, .. } => return vec![*view],
-            _ => Vec::new(),
-        };
-        scans
-            .into_iter()
-            .filter_map(|scan| match scan.relation {
-                crate::sql::relation::Relation::View(id) => Some(id),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// What worker `worker` of `workers` reads for this scope. A customer's row lives on one
     /// worker ([`customer_owner`]); the others give only their offsets, which every answer
     /// needs for its `as_of`.
@@ -246,13 +197,7 @@ impl Reading {
             all.dead_letters.extend(part.dead_letters);
             all.offsets.extend(part.offsets);
             all.workers.extend(part.workers);
-            all.rows.extend(part.rows);
             all.changed.extend(part.changed);
-            all.changed_keys.extend(part.changed_keys);
-            all.created_parts.resize_with(part.created_parts.len().max(all.created_parts.len()), Vec::new);
-            for (all, part) in all.created_parts.iter_mut().zip(part.created_parts) {
-                all.extend(part);
-            }
         }
         all.workers.sort_by_key(|w| w.worker);
         all.customers.sort();

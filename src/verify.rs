@@ -234,9 +234,7 @@ pub fn reading_from_views(json: &serde_json::Value, topic: &str) -> anyhow::Resu
     };
     Ok(Reading {
         created,
-        created_parts: Vec::new(),
         changed: Vec::new(),
-        changed_keys: Vec::new(),
         time,
         customers: rows(json, "customers")?
             .iter()
@@ -270,7 +268,6 @@ pub fn reading_from_views(json: &serde_json::Value, topic: &str) -> anyhow::Resu
         dead_letters,
         offsets,
         workers: Vec::new(),
-        rows: Vec::new(),
     })
 }
 
@@ -303,11 +300,8 @@ mod tests {
             dead_letters: vec![(Reason::InvalidJson, 2), (Reason::BadAmount, 1)],
             offsets: vec![(0, 12), (1, 0), (2, 7)],
             workers: Vec::new(),
-            rows: Vec::new(),
             changed: Vec::new(),
-            changed_keys: Vec::new(),
-            created_parts: Vec::new(),
-            created: vec![crate::reading::CreatedRows {
+                    created: vec![crate::reading::CreatedRows {
                 name: "big".into(),
                 definition: "CREATE VIEW big AS SELECT * FROM customers WHERE total > 100".into(),
                 columns: vec!["customer".into(), "total".into()],

@@ -421,6 +421,7 @@ impl Settings {
         crate::sql::Limits {
             max_rows: self.serve.max_rows,
             timeout: std::time::Duration::from_millis(self.serve.query_timeout_ms),
+            ..crate::sql::Limits::default()
         }
     }
 

@@ -27,7 +27,6 @@ use super::in_order::Ordered;
 use super::rows::CustomerRow;
 use super::FastMap;
 use super::Time;
-use crate::sql::value::Value;
 
 /// The groups of one keyed view on one worker, and which records they reflect.
 pub struct Groups<K> {
@@ -66,7 +65,7 @@ pub struct Captured<K> {
     map: FastMap<K, Amounts>,
 }
 
-impl<K: GroupKey> Captured<K> {
+impl<K: KeyCodec> Captured<K> {
     /// Hands the groups' encoding to `sink` piece by piece, as [`Groups::encode_as_of`]
     /// writes it (a piece at a time: the writer streams it into the file).
     pub fn encode(&self, sink: &mut dyn FnMut(&[u8])) {
@@ -75,7 +74,7 @@ impl<K: GroupKey> Captured<K> {
 }
 
 /// Hands the number of groups, then each group's encoding, to `sink`.
-fn encode_groups<K: GroupKey>(map: &FastMap<K, Amounts>, sink: &mut dyn FnMut(&[u8])) {
+fn encode_groups<K: KeyCodec>(map: &FastMap<K, Amounts>, sink: &mut dyn FnMut(&[u8])) {
     sink(&(map.len() as u64).to_le_bytes());
     let (mut key, mut group) = (Vec::new(), Vec::new());
     for (k, amounts) in map {
@@ -91,14 +90,14 @@ fn encode_groups<K: GroupKey>(map: &FastMap<K, Amounts>, sink: &mut dyn FnMut(&[
 pub type SharedGroups<K> = Rc<RefCell<Groups<K>>>;
 
 /// A group key that can be written down and read back.
-pub trait GroupKey: Sized {
+pub trait KeyCodec: Sized {
     /// Appends the key's bytes.
     fn encode(&self, out: &mut Vec<u8>);
     /// The key `bytes` encode, if they encode one.
     fn decode(bytes: &[u8]) -> Option<Self>;
 }
 
-impl GroupKey for Arc<str> {
+impl KeyCodec for Arc<str> {
     fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.as_bytes());
     }
@@ -107,7 +106,7 @@ impl GroupKey for Arc<str> {
     }
 }
 
-impl GroupKey for Value {
+impl KeyCodec for super::created::GroupKey {
     fn encode(&self, out: &mut Vec<u8>) {
         serde_json::to_writer(out, self).expect("a value serializes into memory");
     }
@@ -121,7 +120,7 @@ impl GroupKey for Value {
 #[error("the groups' bytes are damaged: {0}")]
 pub struct DamagedGroups(&'static str);
 
-impl<K: GroupKey + std::hash::Hash + Eq> Groups<K> {
+impl<K: KeyCodec + std::hash::Hash + Eq> Groups<K> {
     /// Appends the groups as of `time` to `out`, if they hold exactly the records of the
     /// times up to `time`: every record before `time + 1` applied, none of a later time.
     /// Returns whether they did (and were written).

@@ -24,7 +24,7 @@
 
 use std::rc::Rc;
 
-use crate::dataflow::groups::{GroupKey, SharedGroups};
+use crate::dataflow::groups::{KeyCodec, SharedGroups};
 use crate::dataflow::{Dataflow, Time};
 use crate::state::kept;
 
@@ -56,7 +56,7 @@ trait Asked {
     fn cancel(&self);
 }
 
-impl<K: GroupKey + Clone + Send + 'static> Asked for SharedGroups<K> {
+impl<K: KeyCodec + Clone + Send + 'static> Asked for SharedGroups<K> {
     fn request(&self, time: Time) {
         self.borrow_mut().request_capture(time);
     }

@@ -22,10 +22,10 @@ use super::snapshots::Snapshots;
 use super::{Answer, Order};
 use crate::control::Control;
 use crate::dataflow::Time;
+use crate::compute::scan::{Outlets, ScanPart, Wire};
+use crate::dataflow::created::Maintained;
 use crate::reading::ReadScope;
 use crate::serve::serving::{Answering, ReadRequest, Reply, Request};
-use crate::sql::relation::Relation;
-use crate::sql::views::{ViewBody, ViewDef};
 
 /// How often the coordinator lets the traces compact.
 const COMPACT_EVERY: Duration = Duration::from_millis(100);
@@ -56,10 +56,21 @@ pub struct Coordinator {
     /// created, the time it is exact from in every worker.
     pub reads_from: Option<Time>,
     /// Views created at run time being installed: id → workers that have not filled their
-    /// part yet. Reads of those views wait; reads of every other view go on meanwhile.
+    /// part yet (a scan of one waits on each worker until its part is filled).
     installing: std::collections::BTreeMap<u64, usize>,
-    /// A view over a view's rows → that view: a read of it waits while its base fills.
-    bases: std::collections::BTreeMap<u64, u64>,
+    /// The times statements read at, pinned: time → how many. No trace compacts past the
+    /// earliest (see `sql/read.rs`).
+    pins: std::collections::BTreeMap<Time, usize>,
+    /// The shares of scans that workers of other processes send: the channel to the reader,
+    /// and the parts it had no room for yet.
+    remote: std::collections::HashMap<(u64, usize), Remote>,
+}
+
+/// A remote worker's share of a scan, on its way to the reader.
+struct Remote {
+    sender: Option<tokio::sync::mpsc::Sender<ScanPart>>,
+    queued: std::collections::VecDeque<ScanPart>,
+    ended: bool,
 }
 
 /// Worker 0's view of the snapshots.
@@ -112,7 +123,8 @@ impl Coordinator {
             partitions_taken: (0, 0),
             reads_from: None,
             installing: Default::default(),
-            bases: Default::default(),
+            pins: Default::default(),
+            remote: Default::default(),
         }
     }
 
@@ -126,31 +138,10 @@ impl Coordinator {
 
     /// Orders the install of views kept in the state directory (at start), each worker's
     /// time going to `reply`.
-    pub fn restore(&mut self, control: &mut Control<Order, Answer>, answering: &Answering, def: ViewDef, reply: Reply) {
+    pub fn restore(&mut self, control: &mut Control<Order, Answer>, answering: &Answering, def: Maintained, reply: Reply) {
         let id = self.next_request(answering, reply);
-        self.note_install(&def);
-        control.order(Order::Install { id, def: Box::new(def) });
-    }
-
-    /// Notes that `def` is being installed: every worker is to fill its part.
-    fn note_install(&mut self, def: &ViewDef) {
         self.installing.insert(def.id, self.workers);
-        if let ViewBody::Filter { base: Relation::View(base), .. } = def.body {
-            self.bases.insert(def.id, base);
-        }
-    }
-
-    /// Whether view `view`, or a view it shows the rows of, is being filled.
-    fn filling(&self, mut view: u64) -> bool {
-        loop {
-            if self.installing.contains_key(&view) {
-                return true;
-            }
-            match self.bases.get(&view) {
-                Some(base) => view = *base,
-                None => return false,
-            }
-        }
+        control.order(Order::Install { id, def: Box::new(def) });
     }
 
     /// Orders a read of `scope` at `time` from every worker; their parts go to `reply`.
@@ -175,7 +166,17 @@ impl Coordinator {
         control: &mut Control<Order, Answer>,
         answering: &Answering,
         snapshots: Option<&Snapshots>,
+        outlets: &Outlets,
     ) {
+        if let Answer::Scan { id, worker, .. } = &answer {
+            // The channel is taken out of the process's outlets when the first part comes.
+            let (id, worker) = (*id, *worker);
+            self.remote.entry((id, worker)).or_insert_with(|| Remote {
+                sender: outlets.take(id, worker),
+                queued: Default::default(),
+                ended: false,
+            });
+        }
         match answer {
             Answer::Registered { time } => {
                 let s = &mut self.schedule;
@@ -216,6 +217,7 @@ impl Coordinator {
                     tracing::warn!(id, "an answer to a read nobody waits for");
                 }
             }
+            Answer::Scan { id, worker, wire } => self.remote_part(id, worker, wire, control),
             Answer::StopAsked { worker } => {
                 tracing::info!(worker, "a worker's process was asked to stop; stopping every process");
                 self.order_stop(control);
@@ -285,43 +287,105 @@ impl Coordinator {
         self.order_read(control, answering, time, ReadScope::Totals, snapshots.totals_reply());
     }
 
-    /// Orders the waiting reads at `complete`, the latest time worker 0's views are complete
-    /// through, and every `COMPACT_EVERY` a compaction to it.
+    /// A part of a remote worker's share of scan `id`: queued for its reader.
+    fn remote_part(&mut self, id: u64, worker: usize, wire: Wire, control: &mut Control<Order, Answer>) {
+        let Some(remote) = self.remote.get_mut(&(id, worker)) else { return };
+        match wire {
+            Wire::Batch(bytes) => match crate::compute::scan::from_ipc(&bytes) {
+                Ok(batch) => remote.queued.push_back(ScanPart::Batch(batch)),
+                Err(error) => {
+                    tracing::error!(id, worker, %error, "a scan's batch did not decode");
+                    remote.queued.push_back(ScanPart::Failed(crate::reading::ReadError::Stopped));
+                }
+            },
+            Wire::Failed(error) => remote.queued.push_back(ScanPart::Failed(error)),
+            Wire::End => remote.ended = true,
+        }
+        self.forward(control);
+    }
+
+    /// Hands the remote workers' queued parts to their readers, as far as their channels take
+    /// them; orders a scan ended whose reader has gone.
+    pub fn forward(&mut self, control: &mut Control<Order, Answer>) {
+        let mut gone = Vec::new();
+        self.remote.retain(|(id, _), remote| {
+            while let Some(part) = remote.queued.pop_front() {
+                let Some(sender) = &remote.sender else { break };
+                match sender.try_send(part) {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(part)) => {
+                        remote.queued.push_front(part);
+                        return true;
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                        gone.push(*id);
+                        return false;
+                    }
+                }
+            }
+            let keep = !(remote.ended && remote.queued.is_empty()) && remote.sender.is_some();
+            if remote.sender.is_none() {
+                gone.push(*id);
+            }
+            keep
+        });
+        gone.sort_unstable();
+        gone.dedup();
+        for id in gone {
+            control.order(Order::EndScan(id));
+        }
+    }
+
+    /// Orders the waiting reads and pins at `complete`, the latest time worker 0's views are
+    /// complete through, and every `COMPACT_EVERY` a compaction to it — or to the earliest time
+    /// a statement has pinned, if earlier.
     pub fn tick(&mut self, complete: Option<Time>, control: &mut Control<Order, Answer>, answering: &Answering) {
-        // Installs and drops are ordered at once; reads wait for a complete time, and a read
-        // of a view being installed for every worker to have filled its part (the view
-        // answers from then on). A read of other views is not held up by a view filling.
+        // Installs, drops, scans and reads at pinned times are ordered at once; reads and
+        // pins wait for a complete time.
         for request in self.requests.try_iter().collect::<Vec<_>>() {
             match request.what {
                 Request::Install(def) => {
                     let id = self.next_request(answering, request.reply);
-                    self.note_install(&def);
+                    self.installing.insert(def.id, self.workers);
                     control.order(Order::Install { id, def });
                 }
                 Request::Drop(view) => {
                     // A view dropped while it fills: no worker will say it is filled.
                     self.installing.remove(&view);
-                    self.bases.remove(&view);
                     let id = self.next_request(answering, request.reply);
                     control.order(Order::DropView { id, view });
                 }
-                Request::Read(_) => self.waiting.push(request),
+                Request::Scan { id, time, spec, workers } => control.order(Order::Scan { id, time, spec, workers }),
+                Request::ReadAt(time, scope) => self.order_read(control, answering, time, scope, request.reply),
+                Request::Unpin(time) => {
+                    if let Some(count) = self.pins.get_mut(&time) {
+                        *count -= 1;
+                        if *count == 0 {
+                            self.pins.remove(&time);
+                        }
+                    }
+                }
+                Request::Read(_) | Request::Pin => self.waiting.push(request),
             }
         }
         let Some(complete) = complete else { return };
         if self.reads_from.is_some_and(|from| complete >= from) {
             for request in std::mem::take(&mut self.waiting) {
-                let Request::Read(scope) = request.what else { unreachable!("only reads wait") };
-                if scope.created_views().into_iter().any(|view| self.filling(view)) {
-                    self.waiting.push(ReadRequest { what: Request::Read(scope), reply: request.reply });
-                    continue;
-                }
+                let scope = match request.what {
+                    Request::Read(scope) => scope,
+                    Request::Pin => {
+                        *self.pins.entry(complete).or_default() += 1;
+                        ReadScope::Offsets
+                    }
+                    _ => unreachable!("only reads and pins wait"),
+                };
                 self.order_read(control, answering, complete, scope, request.reply);
             }
         }
-        if complete > self.compacted && self.last_compaction.elapsed() >= COMPACT_EVERY {
-            control.order(Order::Compact(complete));
-            self.compacted = complete;
+        let floor = self.pins.keys().next().map_or(complete, |pinned| complete.min(*pinned));
+        if floor > self.compacted && self.last_compaction.elapsed() >= COMPACT_EVERY {
+            control.order(Order::Compact(floor));
+            self.compacted = floor;
             self.last_compaction = Instant::now();
         }
     }
@@ -384,6 +448,7 @@ mod tests {
                 c
             });
             let progress = WorkerProgress::default();
+            let outlets = crate::compute::scan::Outlets::default();
             let mut pending = VecDeque::new();
             let mut time = 1;
             let mut last = std::time::Instant::now();
@@ -403,7 +468,7 @@ mod tests {
                 worker.step_or_park(Some(Duration::from_millis(1)));
                 if let Some(c) = coordinator.as_mut() {
                     for answer in control.answers() {
-                        c.receive(answer, &mut control, &answering, None);
+                        c.receive(answer, &mut control, &answering, None, &outlets);
                     }
                     c.tick(dataflow.complete_through(), &mut control, &answering);
                     extra(c, &mut control, &answering, dataflow.complete_through().unwrap_or(0));
@@ -525,54 +590,44 @@ mod tests {
     }
 
     #[test]
-    fn a_view_being_filled_holds_up_only_the_reads_of_that_view() {
-        use crate::sql::plan::view_body;
-        use crate::sql::plan::{plan, Plan, Scan, Seek};
-        let Plan::Select(select) = plan("SELECT customer, count(*) FROM transactions GROUP BY customer").unwrap()
-        else {
-            panic!("a select")
-        };
-        let def = ViewDef { id: 77, name: "filling".into(), sql: String::new(), body: view_body(&select).unwrap() };
-        let scan = Scan {
-            relation: Relation::View(77),
-            seek: Seek::Scan,
-            filter: None,
-            group: None,
-            keep: None,
-            needed: None,
-        };
-        let of_base_scan = scan.clone();
-        let of_view = ReadScope::Query { scan: Box::new(scan), topic: "t".into(), max_rows: 10, budget_ms: 1000 };
+    fn a_scan_of_a_view_being_filled_waits_and_holds_up_nothing_else() {
+        use crate::compute::scan::{ScanSpec, Seek};
+        use crate::dataflow::created::{Maintained, ViewKey};
+        let def = Maintained { id: 77, key: ViewKey::Customer, filter: None };
         two_workers(
             400,
             Duration::from_millis(2),
             |_, _, _, _| {},
             |serving| {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 // Some transactions first, so that a worker has more than one identity to fill.
                 while serving.read(ReadScope::Totals, Duration::from_secs(10)).expect("an answer").time < 20 {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                serving.install(def, Duration::from_secs(10)).expect("the install is answered at once");
+                runtime.block_on(serving.install(def, Duration::from_secs(10))).expect("the install is answered at once");
                 for _ in 0..3 {
                     let reading = serving.read(ReadScope::Totals, Duration::from_secs(10));
                     let reading = reading.expect("the other views answer while the view is being filled");
                     assert_eq!((reading.overall.count, reading.overall.cents), expected(reading.time.min(400)));
                 }
-                let held = serving.read(of_view, Duration::from_millis(300));
-                assert!(held.is_err(), "a read of the view waits until it is filled: {held:?}");
-                // A view over its rows is installed at once, but a read of it waits for its
-                // base — in the coordinator, not in the workers' order, where it would hold
-                // up every read after it.
-                let columns = vec![("customer".to_owned(), 0)];
-                let body = ViewBody::Filter { base: Relation::View(77), filter: None, columns };
-                let over = ViewDef { id: 78, name: "over".into(), sql: String::new(), body };
-                serving.install(over, Duration::from_secs(10)).expect("installed at once");
-                let scan = Scan { relation: Relation::View(78), ..of_base_scan.clone() };
-                let of_over =
-                    ReadScope::Query { scan: Box::new(scan), topic: "t".into(), max_rows: 10, budget_ms: 1000 };
-                assert!(serving.read(of_over, Duration::from_millis(300)).is_err(), "waits for its base");
+                let pinned = runtime.block_on(serving.pin(Duration::from_secs(10))).expect("a time is pinned");
+                let mut columns = vec![("key".to_owned(), crate::compute::columns::ColumnType::Text)];
+                columns.extend(crate::compute::relation::GROUP_STATS.iter().map(|(n, t)| (n.to_string(), *t)));
+                let spec = ScanSpec {
+                    relation: crate::compute::relation::Relation::Groups(77),
+                    columns,
+                    projection: vec![0, 1],
+                    seek: Seek::All,
+                    topic: "t".into(),
+                };
+                let mut receivers = serving.scan(pinned.time, spec, &[0, 1]).expect("the scan is asked");
+                let first = runtime.block_on(async {
+                    tokio::time::timeout(Duration::from_millis(300), receivers[0].recv()).await
+                });
+                assert!(first.is_err(), "a scan of the view waits until it is filled: {first:?}");
                 let after = serving.read(ReadScope::Totals, Duration::from_secs(10));
                 assert!(after.is_ok(), "reads after it are not held up: {after:?}");
+                serving.unpin(pinned.time);
             },
         );
     }

@@ -106,9 +106,23 @@ pub enum Order {
     Install {
         /// The request.
         id: u64,
-        /// The view.
-        def: Box<crate::sql::views::ViewDef>,
+        /// What to keep of the view.
+        def: Box<crate::dataflow::created::Maintained>,
     },
+    /// Open scan `id`: if you are one of `workers`, send your share of `spec` at `time` (once
+    /// your views are complete through it).
+    Scan {
+        /// The scan.
+        id: u64,
+        /// The statement's time, pinned.
+        time: Time,
+        /// What to read.
+        spec: Box<crate::compute::scan::ScanSpec>,
+        /// The workers whose shares are read.
+        workers: Vec<usize>,
+    },
+    /// Scan `id`'s reader has gone: stop it.
+    EndScan(u64),
     /// Remove a created view, and answer request `id`.
     DropView {
         /// The request.
@@ -156,6 +170,15 @@ pub enum Answer {
     },
     /// A worker of another process sends its encoded shard of a snapshot.
     Shard(EncodedShard),
+    /// A worker of another process sends a part of its share of scan `id`.
+    Scan {
+        /// The scan.
+        id: u64,
+        /// The worker.
+        worker: usize,
+        /// The part.
+        wire: crate::compute::scan::Wire,
+    },
 }
 
 /// Everything the workers of one process share.
@@ -180,9 +203,11 @@ struct Shared {
     /// Set when a worker failed: a stop then takes no last snapshot.
     failed: AtomicBool,
     /// Views created in an earlier run, to install again before any read.
-    restore: Mutex<Vec<crate::sql::views::ViewDef>>,
+    restore: Mutex<Vec<crate::dataflow::created::Maintained>>,
     /// The views created at run time (process 0's).
     catalog: Arc<Mutex<crate::sql::catalog::Catalog>>,
+    /// Where this process's workers send their shares of scans.
+    outlets: Arc<crate::compute::scan::Outlets>,
     /// When the workers move the logical time on.
     ticker: ticker::Ticker,
 }
@@ -240,6 +265,8 @@ impl Discovery {
 pub struct Running {
     /// Reads the views.
     pub serving: Serving,
+    /// Answers SQL over them.
+    pub engine: crate::sql::Engine,
     stop: Arc<AtomicBool>,
     /// The state directory, held for as long as the pipeline runs.
     _state: Option<crate::state::StateLock>,
@@ -346,13 +373,14 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     // too) and orders them installed at start; the other processes learn them by the orders.
     let dir = settings.state.dir.as_deref().filter(|_| settings.dataflow.process == 0);
     let catalog = Arc::new(Mutex::new(crate::sql::catalog::Catalog::open(dir)?));
-    let restore: Vec<crate::sql::views::ViewDef> =
-        catalog.lock().unwrap_or_else(|p| p.into_inner()).all().map(|(d, _)| d.clone()).collect();
+    let (serving, requests) = Serving::new(workers, Arc::clone(&worker_0), Arc::clone(&metrics));
+    // The SQL engine plans the views kept by an earlier run again: what the workers keep of
+    // them is installed at start.
+    let (engine, restore) =
+        crate::sql::Engine::new(serving.clone(), &settings.kafka.topic, settings.sql_limits(), Arc::clone(&catalog))?;
     if !restore.is_empty() {
         tracing::info!(views = restore.len(), "views created earlier are installed again");
     }
-    let (serving, requests) = Serving::new(workers, Arc::clone(&worker_0), Arc::clone(&metrics));
-    let serving = serving.with_catalog(Arc::clone(&catalog));
     let every = Duration::from_millis(settings.state.every_ms);
     let snapshots = match &settings.state.dir {
         None => None,
@@ -392,6 +420,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         failed: AtomicBool::new(false),
         restore: Mutex::new(restore),
         catalog,
+        outlets: Arc::clone(serving.outlets()),
         ticker: ticker::Ticker::new(settings.dataflow.processes > 1),
     });
     let guards = crate::cluster::execute(config, move |worker| {
@@ -405,7 +434,7 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
         result
     })
     .map_err(|e| anyhow::anyhow!("cannot start the workers: {e}"))?;
-    Ok(Running { serving, stop, _state: state_lock, guards: Some(guards) })
+    Ok(Running { serving, engine, stop, _state: state_lock, guards: Some(guards) })
 }
 
 /// The current Unix time in milliseconds: the logical time of what is admitted now.

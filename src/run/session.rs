@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use crate::config::Settings;
 use crate::output;
 use crate::reading::Reading;
-use crate::serve::Serving;
 
 /// How long the session waits for a reading it writes or logs.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,9 +44,10 @@ pub fn run(settings: &Settings, interrupted: Arc<AtomicBool>, prompt: bool) -> a
     // Reads are coordinated by worker 0, so process 0 serves for the whole cluster.
     let serves = settings.dataflow.process == 0;
     // One pump per watched view, whichever front ends watch it.
-    let feeds = crate::serve::feed::Feeds::of(settings, &running.serving);
-    let _http = if serves { crate::serve::http::start(settings, &running.serving, &feeds, &access)? } else { None };
-    let _pg = if serves { crate::serve::pg::start(settings, &running.serving, &feeds, &access)? } else { None };
+    let engine = &running.engine;
+    let feeds = crate::serve::feed::Feeds::of(engine);
+    let _http = if serves { crate::serve::http::start(settings, engine, &feeds, &access)? } else { None };
+    let _pg = if serves { crate::serve::pg::start(settings, engine, &feeds, &access)? } else { None };
     let _sinks = if serves { crate::serve::sink::start(settings, &running.serving, &feeds)? } else { None };
     if serves {
         tracing::info!("running; Ctrl-C to stop");
@@ -64,12 +64,12 @@ pub fn run(settings: &Settings, interrupted: Arc<AtomicBool>, prompt: bool) -> a
     if serves && prompt {
         // The prompt runs here; the views are still written and logged, by a thread.
         std::thread::scope(|scope| {
-            scope.spawn(|| keep_up(&running.serving, &views, &done));
-            crate::serve::repl::prompt(&running.serving, settings, done);
+            scope.spawn(|| keep_up(engine, &views, &done));
+            crate::serve::repl::prompt(engine, settings, done);
             interrupted.store(true, Ordering::SeqCst);
         });
     } else if serves {
-        keep_up(&running.serving, &views, &done);
+        keep_up(engine, &views, &done);
     } else {
         while !done() {
             std::thread::sleep(Duration::from_millis(10));
@@ -77,7 +77,7 @@ pub fn run(settings: &Settings, interrupted: Arc<AtomicBool>, prompt: bool) -> a
     }
     tracing::info!("stopping");
     if serves {
-        if let Ok(reading) = running.serving.read_all(settings.batch.top, READ_TIMEOUT) {
+        if let Ok(reading) = engine.read_all_blocking(settings.batch.top) {
             views.write(&reading);
         }
     }
@@ -91,19 +91,20 @@ pub fn run(settings: &Settings, interrupted: Arc<AtomicBool>, prompt: bool) -> a
 }
 
 /// Until `done`: writes the view files every period, and logs the views every ten seconds.
-fn keep_up(serving: &Serving, views: &ViewFiles, done: &dyn Fn() -> bool) {
+fn keep_up(engine: &crate::sql::Engine, views: &ViewFiles, done: &dyn Fn() -> bool) {
+    let serving = engine.serving();
     let mut last_report = Instant::now();
     let mut last_write: Option<Instant> = None;
     while !done() {
         std::thread::sleep(Duration::from_millis(10));
         if serving.first_reading().is_none() {
-            if let Ok(reading) = serving.read_all(views.top, READ_TIMEOUT) {
+            if let Ok(reading) = engine.read_all_blocking(views.top) {
                 serving.keep_first(reading);
             }
         }
         if views.due(last_write) {
             last_write = Some(Instant::now());
-            if let Ok(reading) = serving.read_all(views.top, READ_TIMEOUT) {
+            if let Ok(reading) = engine.read_all_blocking(views.top) {
                 views.write(&reading);
             }
         }

@@ -141,6 +141,8 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
     let mut stopping = false;
     // The views' state being captured for the last snapshot registered.
     let mut capturing: Option<ViewsCapture> = None;
+    // The statements' scans open on this worker.
+    let mut scans = crate::compute::scan::Scans::default();
     let mut stop_asked = false;
 
     loop {
@@ -217,8 +219,9 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         }
         if let Some(coordinator) = coordinator.as_mut() {
             for answer in control.answers() {
-                coordinator.receive(answer, &mut control, &shared.answering, shared.snapshots.as_ref());
+                coordinator.receive(answer, &mut control, &shared.answering, shared.snapshots.as_ref(), &shared.outlets);
             }
+            coordinator.forward(&mut control);
             let complete = pipeline.complete_through();
             coordinator.tick(complete, &mut control, &shared.answering);
             if let Some(complete) = complete {
@@ -252,6 +255,19 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         }
         pending.extend(control.orders());
         let told = carry_out(worker, &mut pending, &mut pipeline, &mut control, &shared.answering, &progress);
+        for (id, scan) in told.scans {
+            scans.open(id, index, scan.0, scan.1, &shared.outlets);
+        }
+        for id in told.ended {
+            scans.end(id);
+        }
+        // Statements' scans: a slice of this worker's time each turn, between its own steps.
+        if scans.any() {
+            for (id, wire) in scans.step(&mut pipeline, crate::compute::scan::SLICE) {
+                control.answer(Answer::Scan { id, worker: index, wire });
+            }
+            shared.ticker.keep_busy();
+        }
         if let Some(time) = told.snapshot {
             // Dead letters sent to Kafka before the snapshot are not read again after it.
             if let Some(topic) = &dead_letter_topic {
@@ -434,6 +450,10 @@ pub(super) struct Told {
     snapshot: Option<crate::dataflow::Time>,
     /// The topic's partitions, to start reading.
     partitions: Option<Vec<i32>>,
+    /// Scans to open on this worker: id → time and what to read.
+    scans: Vec<(u64, (crate::dataflow::Time, crate::compute::scan::ScanSpec))>,
+    /// Scans whose readers have gone.
+    ended: Vec<u64>,
 }
 
 /// Carries out the orders whose time has come, in order: a read waits until this worker's
@@ -449,11 +469,7 @@ pub(super) fn carry_out(
     let mut told = Told::default();
     while let Some(command) = pending.front() {
         match command {
-            Order::Read { time, scope, .. }
-                if pipeline.probe.less_equal(time) || pipeline.created.behind(*time, &scope.created_views()) =>
-            {
-                break
-            }
+            Order::Read { time, .. } if pipeline.probe.less_equal(time) => break,
             _ => {}
         }
         match pending.pop_front().expect("front exists") {
@@ -498,6 +514,12 @@ pub(super) fn carry_out(
                     control.answer(Answer::Installed { view, time: from });
                 }
             }
+            Order::Scan { id, time, spec, workers } => {
+                if workers.contains(&control.index()) {
+                    told.scans.push((id, (time, *spec)));
+                }
+            }
+            Order::EndScan(id) => told.ended.push(id),
             Order::DropView { id, view } => {
                 pipeline.created.remove(worker, view);
                 let part = Ok(Reading { time: pipeline.time(), ..Reading::default() });

@@ -14,7 +14,8 @@
 //! The bound names positions as `as_of.offsets` does — `topic/partition:offset`, the offset
 //! being the next one the answer must reflect — comma-separated. Over SQL (the Postgres
 //! protocol and the prompt) a session sets it with `SET min_offsets = '...'` (and the wait
-//! with `SET timeout_ms = ...`); every later read of the session waits for it.
+//! with `SET timeout_ms = ...`, see [`crate::sql::session`]); every later read of the session
+//! waits for it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -252,67 +253,6 @@ impl Serving {
     }
 }
 
-/// A session's setting, from a `SET` (or `RESET`) statement over SQL.
-#[derive(Debug, PartialEq)]
-pub enum Setting {
-    /// `SET min_offsets = '...'` (`None`: `RESET min_offsets`, `SET min_offsets = DEFAULT`).
-    MinOffsets(Option<MinOffsets>),
-    /// `SET timeout_ms = N`.
-    Timeout(Duration),
-}
-
-/// The read-your-writes setting a statement makes, if it is one; an error if it is one
-/// that is malformed.
-pub fn setting(statement: &str, topic: &str) -> Option<Result<Setting, String>> {
-    let text = statement.trim().trim_end_matches(';').trim();
-    let lower = text.to_ascii_lowercase();
-    if lower == "reset min_offsets" {
-        return Some(Ok(Setting::MinOffsets(None)));
-    }
-    let rest = lower.strip_prefix("set ")?.trim_start();
-    let (name, _) = rest.split_once(|c: char| c == '=' || c.is_whitespace())?;
-    if name != "min_offsets" && name != "timeout_ms" {
-        return None;
-    }
-    // The value, as written (topics are case-sensitive): after `=` or `TO`.
-    let after_name = text[text.len() - rest.len() + name.len()..].trim_start();
-    let value = after_name
-        .strip_prefix('=')
-        .or_else(|| after_name.get(..2).filter(|to| to.eq_ignore_ascii_case("to")).map(|_| &after_name[2..]))
-        .map(str::trim);
-    let Some(value) = value else { return Some(Err(format!("SET {name} = <value>"))) };
-    let value = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).unwrap_or(value);
-    Some(match name {
-        "min_offsets" if value.eq_ignore_ascii_case("default") => Ok(Setting::MinOffsets(None)),
-        "min_offsets" => MinOffsets::parse(value, topic).map(|b| Setting::MinOffsets(Some(b))),
-        _ => parse_timeout(value).map(Setting::Timeout),
-    })
-}
-
-/// A session's read-your-writes state, over SQL.
-#[derive(Clone, Debug, Default)]
-pub struct Session {
-    /// The bound every read waits for.
-    pub min_offsets: Option<MinOffsets>,
-    /// How long; [`DEFAULT_TIMEOUT`] unless set.
-    pub timeout: Option<Duration>,
-}
-
-impl Session {
-    /// Takes a setting.
-    pub fn set(&mut self, setting: Setting) {
-        match setting {
-            Setting::MinOffsets(bound) => self.min_offsets = bound,
-            Setting::Timeout(timeout) => self.timeout = Some(timeout),
-        }
-    }
-
-    /// The wait for the session's bound.
-    pub fn timeout(&self) -> Duration {
-        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,23 +286,5 @@ mod tests {
         assert!(bound.reached_by(&reading));
         reading.offsets.remove(0);
         assert!(!bound.reached_by(&reading), "a partition not read yet is not reached");
-    }
-
-    #[test]
-    fn sessions_set_and_reset_their_bound() {
-        let set = |s: &str| setting(s, TOPIC);
-        let bound = MinOffsets::parse("real-time-orders/1:3", TOPIC).unwrap();
-        assert_eq!(
-            set("SET min_offsets = 'real-time-orders/1:3';"),
-            Some(Ok(Setting::MinOffsets(Some(bound.clone()))))
-        );
-        assert_eq!(set("set MIN_OFFSETS to 'real-time-orders/1:3'"), Some(Ok(Setting::MinOffsets(Some(bound)))));
-        assert_eq!(set("RESET min_offsets"), Some(Ok(Setting::MinOffsets(None))));
-        assert_eq!(set("SET min_offsets = DEFAULT"), Some(Ok(Setting::MinOffsets(None))));
-        assert_eq!(set("SET timeout_ms = 250"), Some(Ok(Setting::Timeout(Duration::from_millis(250)))));
-        assert!(matches!(set("SET min_offsets = 'elsewhere/0:1'"), Some(Err(_))));
-        assert!(matches!(set("SET timeout_ms = forever"), Some(Err(_))));
-        assert_eq!(set("SET datestyle = 'ISO'"), None);
-        assert_eq!(set("SELECT 1"), None);
     }
 }

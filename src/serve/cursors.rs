@@ -130,7 +130,7 @@ where
 
 /// The value of the cursor's current key that is present at `time` (traces written by the
 /// views hold one value per key at any time).
-fn present_value<C, V>(cursor: &mut C, storage: &C::Storage, time: Time) -> Option<V>
+pub fn present_value<C, V>(cursor: &mut C, storage: &C::Storage, time: Time) -> Option<V>
 where
     C: for<'a> Cursor<Val<'a> = &'a V, TimeGat<'a> = &'a Time, DiffGat<'a> = &'a isize>,
     V: Clone + 'static,

@@ -23,25 +23,8 @@ pub fn read(
     (worker, workers): (usize, usize),
 ) -> Result<Reading, ReadError> {
     dataflow.views.check_readable(time).map_err(|why| ReadError::unreadable(why, time))?;
-    if let ReadScope::Query { scan, topic, max_rows, budget_ms } = scope {
-        let limits = crate::sql::scan::WorkerLimits { max_rows: *max_rows, budget_ms: *budget_ms };
-        let rows = crate::sql::scan::run(dataflow, time, scan, topic, (worker, workers), limits)?;
-        return Ok(Reading { rows, ..read_offsets(&mut dataflow.views, time) });
-    }
-    if let ReadScope::ViewChanges { view, since } = scope {
-        let (rows, changed_keys) = crate::sql::scan::view_changes(dataflow, time, *view, *since)?;
-        return Ok(Reading { rows, changed_keys, ..read_offsets(&mut dataflow.views, time) });
-    }
-    let mut reading = read_scope(&mut dataflow.views, time, scope);
-    if let ReadScope::Everything { created, .. } = scope {
-        // Whole views, written out or compared by `verify`: no row limit beyond memory.
-        let limits = crate::sql::scan::WorkerLimits { max_rows: usize::MAX, budget_ms: u64::MAX };
-        for scan in created {
-            let rows = crate::sql::scan::run(dataflow, time, scan, "", (worker, workers), limits)?;
-            reading.created_parts.push(rows);
-        }
-    }
-    Ok(reading)
+    let _ = (worker, workers);
+    Ok(read_scope(&mut dataflow.views, time, scope))
 }
 
 /// Reads this worker's share of what `scope` covers, as of `time`.
@@ -51,9 +34,7 @@ fn read_scope(views: &mut ViewTraces, time: Time, scope: &ReadScope) -> Reading 
     }
     let offsets = read_offsets(views, time);
     match scope {
-        ReadScope::Everything { .. } | ReadScope::Query { .. } | ReadScope::ViewChanges { .. } => {
-            unreachable!("answered above")
-        }
+        ReadScope::Everything { .. } => unreachable!("answered above"),
         ReadScope::Offsets => offsets,
         ReadScope::Customer(name) => Reading {
             customers: read_value_of(&mut views.customers, name, time)

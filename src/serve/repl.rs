@@ -19,7 +19,8 @@ use crate::config::Settings;
 use crate::event::{format_hour, parse_hour_bound};
 use crate::output::{as_of, show_table, CustomerOut};
 use crate::reading::{ReadScope, Reading};
-use crate::serve::bound::Session;
+use crate::sql::session::Session;
+use crate::sql::Engine;
 use crate::serve::metrics::consumer_lag;
 use crate::serve::Serving;
 
@@ -124,21 +125,22 @@ pub fn parse(line: &str) -> Result<PromptCommand, String> {
 
 /// Answers one command with text (an error is text too). Every read first waits for the
 /// session's read-your-writes bound (`SET min_offsets = '...'`).
-pub fn answer(serving: &Serving, settings: &Settings, session: &mut Session, command: &PromptCommand) -> String {
+pub fn answer(engine: &Engine, settings: &Settings, session: &mut Session, command: &PromptCommand) -> String {
     let topic = settings.kafka.topic.as_str();
+    let serving = engine.serving();
     if let PromptCommand::Sql(statement) = command {
-        return sql_answer(serving, settings, session, statement);
+        return sql_answer(engine, settings, session, statement);
     }
     if let Some(bound) = &session.min_offsets {
         if !matches!(command, PromptCommand::Help | PromptCommand::Quit | PromptCommand::Nothing) {
-            if let Err(error) = serving.wait_for(bound, session.timeout()) {
+            if let Err(error) = serving.wait_for(bound, session.wait()) {
                 return format!("{error}\n");
             }
         }
     }
-    let read = |scope| serving.read(scope, READ_TIMEOUT);
+    let read = |scope| serving.read(scope, READ_TIMEOUT).map_err(|e| e.to_string());
     let reading = match command {
-        PromptCommand::Verify => serving.read_all(10, READ_TIMEOUT),
+        PromptCommand::Verify => engine.read_all_blocking(10).map_err(|e| e.to_string()),
         PromptCommand::Get(name) => read(ReadScope::Customer(name.clone())),
         PromptCommand::Top(k) => read(ReadScope::Top { k: *k }),
         PromptCommand::Categories | PromptCommand::Hourly(..) | PromptCommand::Stats => read(ReadScope::Totals),
@@ -194,15 +196,16 @@ pub fn answer(serving: &Serving, settings: &Settings, session: &mut Session, com
 }
 
 /// A SQL statement's answer as a table, its row count and what it reflects; or its error.
-fn sql_answer(serving: &Serving, settings: &Settings, session: &mut Session, statement: &str) -> String {
-    let engine = crate::sql::Engine::new(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
-    match engine.execute_in(session, statement) {
-        Err(error) => format!("ERROR {}: {}\n", error.code, error.message),
+fn sql_answer(engine: &Engine, settings: &Settings, session: &mut Session, statement: &str) -> String {
+    match engine.execute_blocking(session, statement) {
+        Err(error) => format!("ERROR {}: {}\n", error.code(), error),
+        // A statement that answers no rows says what it did, as psql does.
+        Ok(answer) if answer.tag.is_some() => format!("{}\n", answer.tag.as_deref().unwrap_or_default()),
         Ok(answer) => {
-            let mut out = crate::sql::table(&answer);
-            let rows = answer.rows.len();
+            let mut out = answer.table();
+            let rows = answer.len();
             let _ = write!(out, "({rows} row{})", if rows == 1 { "" } else { "s" });
-            match &answer.reading {
+            match &answer.as_of {
                 Some(reading) => {
                     let _ = writeln!(out, " as of {}", as_of(reading, &settings.kafka.topic));
                 }
@@ -282,6 +285,7 @@ fn ends_statement(text: &str) -> bool {
 /// (`SELECT (1 +`, `... UNION`), so that the next line may go on with it. Whole statements,
 /// and those wrong before their end, are not.
 fn needs_more(text: &str) -> bool {
+    use datafusion::sql::sqlparser;
     let dialect = sqlparser::dialect::PostgreSqlDialect {};
     let parsed = sqlparser::parser::Parser::new(&dialect)
         .with_recursion_limit(64)
@@ -354,14 +358,14 @@ impl Gather {
 
 /// Reads commands until `quit` or the end of input: with line editing on a terminal, else
 /// line by line from standard input. Returns when the user is done.
-pub fn prompt(serving: &Serving, settings: &Settings, stop: impl Fn() -> bool) {
+pub fn prompt(engine: &Engine, settings: &Settings, stop: impl Fn() -> bool) {
     use std::io::{BufRead, IsTerminal, Write};
     let mut session = Session::default();
     let mut gather = Gather::default();
     let mut run = |command: &str| -> bool {
         let reply = match parse(command) {
             Ok(PromptCommand::Quit) => return false,
-            Ok(command) => answer(serving, settings, &mut session, &command),
+            Ok(command) => answer(engine, settings, &mut session, &command),
             Err(usage) => format!("{usage}\n"),
         };
         let mut stdout = std::io::stdout().lock();

@@ -17,13 +17,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use crate::compute::scan::{Outlets, ScanPart, ScanSpec};
+use crate::dataflow::created::Maintained;
 use crate::dataflow::Time;
 pub use crate::reading::ReadError;
-use crate::reading::{CreatedRows, ReadScope, Reading};
+use crate::reading::{ReadScope, Reading};
 use crate::serve::metrics::Metrics;
-use crate::sql::finish::{finish, Limits};
-use crate::sql::plan::Select;
-use crate::sql::views::ViewDef;
 
 /// One worker's share of a read, or why it has none.
 pub type Part = Result<Reading, ReadError>;
@@ -40,8 +39,27 @@ pub struct ReadRequest {
 pub enum Request {
     /// Read what the scope covers at the latest complete time.
     Read(ReadScope),
+    /// Read what the scope covers at a time a statement pinned.
+    ReadAt(Time, ReadScope),
+    /// Pin the latest complete time for a statement (no trace compacts past it until it is
+    /// unpinned), and read the offsets at it.
+    Pin,
+    /// Let a statement's time go.
+    Unpin(Time),
+    /// Scan a relation at a pinned time: every worker in `workers` sends its share to the
+    /// channels opened for scan `id`.
+    Scan {
+        /// The scan.
+        id: u64,
+        /// The statement's time.
+        time: Time,
+        /// What to read.
+        spec: Box<ScanSpec>,
+        /// The workers whose shares are read.
+        workers: Vec<usize>,
+    },
     /// Install a created view on every worker (each answers the time it is exact from).
-    Install(Box<crate::sql::views::ViewDef>),
+    Install(Box<Maintained>),
     /// Remove a created view from every worker.
     Drop(u64),
 }
@@ -151,8 +169,10 @@ pub struct Serving {
     /// The newest offsets read for waiting readers, shared by all of them.
     pub(crate) positions: Arc<crate::serve::bound::Positions>,
     metrics: Arc<Metrics>,
-    catalog: Arc<Mutex<crate::sql::catalog::Catalog>>,
     first: Arc<std::sync::OnceLock<Reading>>,
+    /// Where the workers of this process send their shares of scans.
+    outlets: Arc<Outlets>,
+    next_scan: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Serving {
@@ -160,9 +180,8 @@ impl Serving {
     /// Returns the receiving end, for worker 0.
     pub fn new(workers: usize, worker_0: Arc<Waker>, metrics: Arc<Metrics>) -> (Serving, Receiver<ReadRequest>) {
         let (requests, received) = channel();
-        let (catalog, first) = (Arc::default(), Arc::default());
-        let positions = Arc::default();
-        (Serving { requests, workers, worker_0, positions, metrics, catalog, first }, received)
+        let (first, positions, outlets, next_scan) = (Arc::default(), Arc::default(), Arc::default(), Arc::default());
+        (Serving { requests, workers, worker_0, positions, metrics, first, outlets, next_scan }, received)
     }
 
     /// The first reading of every view since the start: the batch layer — the history (or
@@ -176,50 +195,6 @@ impl Serving {
         let _ = self.first.set(reading);
     }
 
-    /// The same handle over `catalog`: the views created at run time.
-    pub fn with_catalog(mut self, catalog: Arc<Mutex<crate::sql::catalog::Catalog>>) -> Serving {
-        self.catalog = catalog;
-        self
-    }
-
-    /// The views created at run time.
-    pub fn catalog(&self) -> &Arc<Mutex<crate::sql::catalog::Catalog>> {
-        &self.catalog
-    }
-
-    /// Every view, the created ones included, at the latest time all of them are complete
-    /// through.
-    pub fn read_all(&self, top_k: usize, timeout: Duration) -> Result<Reading, ReadError> {
-        let (scope, selects) = self.everything(top_k);
-        let reading = self.read(scope, timeout)?;
-        Ok(finish_created(reading, &selects))
-    }
-
-    /// [`Serving::read_all`], from an async task.
-    pub async fn read_all_async(&self, top_k: usize, timeout: Duration) -> Result<Reading, ReadError> {
-        let (scope, selects) = self.everything(top_k);
-        let reading = self.read_async(scope, timeout).await?;
-        Ok(finish_created(reading, &selects))
-    }
-
-    /// The scope of a read of every view, and `SELECT *` of each created view (with its
-    /// definition) to finish their parts with.
-    fn everything(&self, top_k: usize) -> (ReadScope, Vec<(ViewDef, Select)>) {
-        let catalog = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
-        let selects: Vec<(ViewDef, Select)> = catalog
-            .all()
-            .filter_map(|(def, _)| {
-                let statement = format!("SELECT * FROM \"{}\"", def.name);
-                match crate::sql::plan::plan_in(&statement, &*catalog) {
-                    Ok(crate::sql::plan::Plan::Select(select)) => Some((def.clone(), *select)),
-                    _ => None,
-                }
-            })
-            .collect();
-        let created = selects.iter().map(|(_, s)| s.scan.clone()).collect();
-        (ReadScope::Everything { top_k, created }, selects)
-    }
-
     /// Reads what `scope` covers at the latest complete time.
     pub fn read(&self, scope: ReadScope, timeout: Duration) -> Result<Reading, ReadError> {
         let parts = self.ask(Request::Read(scope.clone()), timeout)?;
@@ -228,14 +203,67 @@ impl Serving {
 
     /// Installs a created view on every worker; returns the time it answers from (the
     /// latest of the workers').
-    pub fn install(&self, def: crate::sql::views::ViewDef, timeout: Duration) -> Result<Time, ReadError> {
-        let parts = self.ask(Request::Install(Box::new(def)), timeout)?;
+    pub async fn install(&self, def: Maintained, timeout: Duration) -> Result<Time, ReadError> {
+        let parts = self.ask_async(Request::Install(Box::new(def)), timeout).await?;
         Ok(parts.iter().map(|p| p.time).max().unwrap_or(0))
     }
 
     /// Removes a created view from every worker.
-    pub fn drop_view(&self, id: u64, timeout: Duration) -> Result<(), ReadError> {
-        self.ask(Request::Drop(id), timeout).map(drop)
+    pub async fn drop_view(&self, id: u64, timeout: Duration) -> Result<(), ReadError> {
+        self.ask_async(Request::Drop(id), timeout).await.map(drop)
+    }
+
+    /// Pins the latest time every view is complete through for a statement: until
+    /// [`Serving::unpin`], no trace compacts past it. Returns the offsets at that time (the
+    /// reading's time is the time pinned).
+    pub async fn pin(&self, timeout: Duration) -> Result<Reading, ReadError> {
+        let parts = self.ask_async(Request::Pin, timeout).await?;
+        Ok(Reading::merge_scope(parts, &ReadScope::Offsets))
+    }
+
+    /// Lets a pinned time go.
+    pub fn unpin(&self, time: Time) {
+        let _ = self.request(Request::Unpin(time), Reply::Call(Arc::new(drop)));
+    }
+
+    /// Reads what `scope` covers at `time`, which a statement has pinned.
+    pub async fn read_at(&self, time: Time, scope: ReadScope, timeout: Duration) -> Result<Reading, ReadError> {
+        let parts = self.ask_async(Request::ReadAt(time, scope.clone()), timeout).await?;
+        Ok(Reading::merge_scope(parts, &scope))
+    }
+
+    /// Asks `workers` for their shares of `spec` at `time` (pinned); the channels their
+    /// batches come by, in the order of `workers`.
+    pub fn scan(
+        &self,
+        time: Time,
+        spec: ScanSpec,
+        workers: &[usize],
+    ) -> Result<Vec<tokio::sync::mpsc::Receiver<ScanPart>>, ReadError> {
+        let id = self.next_scan.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let receivers = self.outlets.open(id, workers);
+        let request = Request::Scan { id, time, spec: Box::new(spec), workers: workers.to_vec() };
+        self.request(request, Reply::Call(Arc::new(drop)))?;
+        Ok(receivers)
+    }
+
+    /// Where the workers of this process send their shares of scans.
+    pub fn outlets(&self) -> &Arc<Outlets> {
+        &self.outlets
+    }
+
+    /// Hands `what` to the coordinator and gathers every worker's answer, from an async task.
+    async fn ask_async(&self, what: Request, timeout: Duration) -> Result<Vec<Reading>, ReadError> {
+        let (reply, mut replies) = tokio::sync::mpsc::unbounded_channel();
+        self.request(what, Reply::Task(reply))?;
+        let parts = async {
+            let mut parts = Vec::with_capacity(self.workers);
+            while parts.len() < self.workers {
+                parts.push(replies.recv().await.ok_or(ReadError::Stopped)??);
+            }
+            Ok(parts)
+        };
+        tokio::time::timeout(timeout, parts).await.map_err(|_| ReadError::Timeout)?
     }
 
     /// Hands `what` to the coordinator and gathers every worker's answer.
@@ -257,16 +285,7 @@ impl Serving {
 
     /// Reads what `scope` covers at the latest complete time, from an async task.
     pub async fn read_async(&self, scope: ReadScope, timeout: Duration) -> Result<Reading, ReadError> {
-        let (reply, mut replies) = tokio::sync::mpsc::unbounded_channel();
-        self.request(Request::Read(scope.clone()), Reply::Task(reply))?;
-        let parts = async {
-            let mut parts = Vec::with_capacity(self.workers);
-            while parts.len() < self.workers {
-                parts.push(replies.recv().await.ok_or(ReadError::Stopped)??);
-            }
-            Ok(parts)
-        };
-        let parts = tokio::time::timeout(timeout, parts).await.map_err(|_| ReadError::Timeout)??;
+        let parts = self.ask_async(Request::Read(scope.clone()), timeout).await?;
         Ok(Reading::merge_scope(parts, &scope))
     }
 
@@ -292,38 +311,4 @@ impl Serving {
         &self.metrics
     }
 
-    /// Reads until `done` accepts the reading (e.g. offsets reached a target), or times out.
-    pub fn read_until(
-        &self,
-        top_k: usize,
-        timeout: Duration,
-        done: impl Fn(&Reading) -> bool,
-    ) -> Result<Reading, ReadError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now()).ok_or(ReadError::Timeout)?;
-            let reading = self.read_all(top_k, left)?;
-            if done(&reading) {
-                return Ok(reading);
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-}
-
-/// Finishes each created view's parts (merged from the workers) into its rows.
-fn finish_created(mut reading: Reading, selects: &[(ViewDef, Select)]) -> Reading {
-    let parts = std::mem::take(&mut reading.created_parts);
-    let limits = Limits { max_rows: usize::MAX, timeout: Duration::MAX };
-    for ((def, select), parts) in selects.iter().zip(parts) {
-        // Without a row limit, finishing cannot fail.
-        let Ok((columns, rows)) = finish(select, parts, limits) else { continue };
-        reading.created.push(CreatedRows {
-            name: def.name.clone(),
-            definition: def.sql.clone(),
-            columns: columns.into_iter().map(|c| c.name).collect(),
-            rows: rows.iter().map(|r| r.iter().map(crate::sql::value::Value::to_json).collect()).collect(),
-        });
-    }
-    reading
 }

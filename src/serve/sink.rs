@@ -84,10 +84,9 @@ pub fn start(settings: &Settings, serving: &Serving, feeds: &Feeds) -> anyhow::R
         .build()
         .context("cannot start the sinks' runtime")?;
     // A sink of a view that is not there is a mistake in the command line: refused at start.
-    let engine = crate::sql::Engine::new(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
     for spec in &specs {
-        if let Err(error) = engine.view_key(&spec.view) {
-            bail!("--sink {}={}: {} (see SHOW VIEWS)", spec.view, spec.topic, error.message);
+        if let Err(error) = feeds.engine().view_key(&spec.view) {
+            bail!("--sink {}={}: {} (see SHOW VIEWS)", spec.view, spec.topic, error.to_string());
         }
     }
     let brokers = settings.kafka.sink_brokers.clone().unwrap_or_else(|| settings.kafka.brokers.clone());
@@ -212,10 +211,10 @@ impl Sink {
     /// Follows the view from its current rows until an error (the feed ended, the broker
     /// refused a message, the topic started again); `sent` is what the topic holds.
     async fn follow(&self, sent: &mut Held) -> Result<std::convert::Infallible, Stop> {
-        let gone = |error: &crate::sql::SqlError| error.code == "42P01";
+        let gone = |error: &crate::sql::SqlError| error.code() == "42P01";
         let mut subscription = match self.feeds.subscribe(&self.spec.view, None, None).await {
             Ok(subscription) => subscription,
-            Err(SubscribeError::View(error)) if gone(&error) => return Err(Stop::ViewGone(error.message)),
+            Err(SubscribeError::View(error)) if gone(&error) => return Err(Stop::ViewGone(error.to_string())),
             Err(other) => return Err(Stop::Retry(other.to_string())),
         };
         let column = subscription.key_column.clone();
@@ -246,7 +245,7 @@ impl Sink {
                 }
                 Event::End { reason } => {
                     return Err(match self.feeds.engine().view_key(&self.spec.view) {
-                        Err(error) if gone(&error) => Stop::ViewGone(error.message),
+                        Err(error) if gone(&error) => Stop::ViewGone(error.to_string()),
                         _ => Stop::Retry(reason.clone()),
                     })
                 }

@@ -1,58 +1,74 @@
-//! The created views of a pipeline, by name: what the planner finds a view's name in, kept
-//! in the state directory (`views.json`) so that a restart installs them again.
+//! The views created at run time, by name: the one place their definitions are kept — in the
+//! state directory (`views.json`), so that a restart installs them again — and from which they
+//! are registered with DataFusion, so that every statement, `information_schema` and
+//! `pg_catalog` (psql's `\dv`) find them.
 //!
 //! ```text
 //! CREATE VIEW spend AS SELECT customer, sum(amount) FROM transactions GROUP BY customer
-//! → views.json: [{"id": 1, "name": "spend", "sql": "CREATE VIEW spend AS ...", "body": ...}]
+//! → views.json: [{"id": 1, "name": "spend", "sql": "CREATE VIEW spend AS ...",
+//!                 "maintained": {"id": 1, "key": "Customer", "filter": null}, "reads": ["transactions"]}]
 //! restart → each statement planned again, in creation order, over the views before it
 //! ```
+//!
+//! Names are case-insensitive, as unquoted SQL names are: `spend` and `SPEND` are one view.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::plan::{plan_in, Plan};
-use super::relation::Relation;
-use super::views::{next_id, register, FindView, ViewBody, ViewDef};
+use serde::{Deserialize, Serialize};
 
-/// The created views of a pipeline, by name, with the logical time each answers from.
+use crate::dataflow::created::Maintained;
+
+/// A created view, as kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewDef {
+    /// Unique in this pipeline's life (and in its state directory).
+    pub id: u64,
+    /// Its name, as created.
+    pub name: String,
+    /// The statement that created it.
+    pub sql: String,
+    /// What the workers keep of it (none: a view over another relation's rows, read through).
+    #[serde(default)]
+    pub maintained: Option<Maintained>,
+    /// The relations its `SELECT` reads.
+    #[serde(default)]
+    pub reads: Vec<String>,
+    /// The column a row of it is named by (its group key, or its base's key), if it shows one:
+    /// found when it is planned.
+    #[serde(skip)]
+    pub key: Option<(usize, String)>,
+}
+
+/// The created views of a pipeline, with the logical time each answers from.
 #[derive(Debug, Default)]
 pub struct Catalog {
     views: BTreeMap<String, (ViewDef, u64)>,
     /// Names being created (lowercase): held from the check that a name is free until the
     /// view is added, so that of two `CREATE VIEW`s of one name (in any case) one fails.
-    pending: std::collections::BTreeSet<String>,
+    pending: BTreeSet<String>,
     /// Where the definitions are kept across restarts (the state directory), if anywhere.
     file: Option<std::path::PathBuf>,
+    /// The next id.
+    next: u64,
 }
 
 impl Catalog {
-    /// A catalog kept in `dir/views.json`, with the views kept there (ids preserved).
+    /// A catalog kept in `dir/views.json`, with the definitions kept there (in creation
+    /// order). Two views of one name (an older build let concurrent creations race) keep the
+    /// first one created; the file is written again without the other.
     pub fn open(dir: Option<&std::path::Path>) -> anyhow::Result<Catalog> {
         use anyhow::Context;
         let file = dir.map(|d| d.join("views.json"));
-        let mut catalog = Catalog { views: BTreeMap::new(), pending: Default::default(), file: file.clone() };
+        let mut catalog = Catalog { file: file.clone(), next: 1, ..Catalog::default() };
         if let Some(file) = file.filter(|f| f.exists()) {
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let mut defs: Vec<ViewDef> =
                 serde_json::from_str(&text).with_context(|| format!("{} is not a list of views", file.display()))?;
-            // In creation order: a view over a view comes after its base.
             defs.sort_by_key(|d| d.id);
             let mut rewrite = false;
-            for mut def in defs {
-                // The body is planned again from the statement, over the views restored so
-                // far: a damaged or hand-edited file is an error naming the view, never a
-                // body that reads columns that are not there.
-                def.body = match plan_in(&def.sql, &catalog) {
-                    Ok(Plan::CreateView { body, name, .. }) if name == def.name => body,
-                    Ok(_) => {
-                        anyhow::bail!("{}: the statement of view {:?} does not create it", file.display(), def.name)
-                    }
-                    Err(e) => {
-                        anyhow::bail!("{}: view {:?} cannot be restored: {}", file.display(), def.name, e.message)
-                    }
-                };
+            for def in defs {
+                catalog.next = catalog.next.max(def.id + 1);
                 if catalog.get(&def.name).is_some() || catalog.views.values().any(|(d, _)| d.id == def.id) {
-                    // Only an older build wrote such a file (two creations of one name raced):
-                    // the first one created stays, and the file is written again without the other.
                     tracing::warn!(
                         "{}: view {:?} (id {}) is defined twice; the first one created is kept",
                         file.display(),
@@ -62,15 +78,32 @@ impl Catalog {
                     rewrite = true;
                     continue;
                 }
-                register(&def);
-                next_id(def.id);
-                catalog.views.insert(def.name.clone(), (def, 0));
+                catalog.views.insert(def.name.to_lowercase(), (def, 0));
             }
             if rewrite {
                 catalog.save()?;
             }
         }
         Ok(catalog)
+    }
+
+    /// A new view id.
+    pub fn next_id(&mut self) -> u64 {
+        self.next += 1;
+        self.next - 1
+    }
+
+    /// The view named `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&ViewDef> {
+        self.views.get(&name.to_lowercase()).map(|(d, _)| d)
+    }
+
+    /// Every view, with the time it answers from (0 when not known yet), in creation order
+    /// (a view over a view after its base).
+    pub fn all(&self) -> Vec<(ViewDef, u64)> {
+        let mut all: Vec<(ViewDef, u64)> = self.views.values().cloned().collect();
+        all.sort_by_key(|(d, _)| d.id);
+        all
     }
 
     /// Holds `name` for a view being created: false when a view, or another creation, has it
@@ -84,23 +117,17 @@ impl Catalog {
         self.pending.remove(&name.to_lowercase());
     }
 
-    /// The view named `name` (case-insensitive).
-    pub fn get(&self, name: &str) -> Option<&ViewDef> {
-        self.views.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, (d, _))| d)
-    }
-
-    /// Every view, with the time it answers from (0 when not known yet), in creation order
-    /// (a view over a view after its base).
-    pub fn all(&self) -> impl Iterator<Item = (&ViewDef, u64)> {
-        let mut all: Vec<(&ViewDef, u64)> = self.views.values().map(|(d, t)| (d, *t)).collect();
-        all.sort_by_key(|(d, _)| d.id);
-        all.into_iter()
-    }
-
     /// Adds a view, created at `time`, and writes the definitions down.
     pub fn add(&mut self, def: ViewDef, time: u64) -> anyhow::Result<()> {
-        self.views.insert(def.name.clone(), (def, time));
+        self.views.insert(def.name.to_lowercase(), (def, time));
         self.save()
+    }
+
+    /// Replaces a view's definition as planned again at start (what it keeps), without writing.
+    pub fn planned(&mut self, def: ViewDef) {
+        if let Some((kept, _)) = self.views.get_mut(&def.name.to_lowercase()) {
+            *kept = def;
+        }
     }
 
     /// Notes the time a view answers from (for one restored at start).
@@ -112,26 +139,22 @@ impl Catalog {
 
     /// Removes a view and writes the definitions down.
     pub fn remove(&mut self, name: &str) -> anyhow::Result<Option<ViewDef>> {
-        let key = self.views.keys().find(|n| n.eq_ignore_ascii_case(name)).cloned();
-        let removed = key.and_then(|k| self.views.remove(&k)).map(|(d, _)| d);
+        let removed = self.views.remove(&name.to_lowercase()).map(|(d, _)| d);
         self.save()?;
         Ok(removed)
     }
 
-    /// The views whose definitions read `base` (they must go first).
-    pub fn dependents(&self, base: Relation) -> Vec<String> {
-        self.views
-            .values()
-            .filter(|(d, _)| matches!(&d.body, ViewBody::Filter { base: b, .. } if *b == base))
-            .map(|(d, _)| d.name.clone())
-            .collect()
+    /// The views that read relation `name` (they must go first).
+    pub fn dependents(&self, name: &str) -> Vec<String> {
+        let name = name.to_lowercase();
+        self.views.values().filter(|(d, _)| d.reads.iter().any(|r| r.to_lowercase() == name)).map(|(d, _)| d.name.clone()).collect()
     }
 
     /// Writes every definition to the state directory, atomically (a temporary file renamed).
     fn save(&self) -> anyhow::Result<()> {
         use anyhow::Context;
         let Some(file) = &self.file else { return Ok(()) };
-        let defs: Vec<&ViewDef> = self.all().map(|(d, _)| d).collect();
+        let defs: Vec<ViewDef> = self.all().into_iter().map(|(d, _)| d).collect();
         let temporary = file.with_extension("json.tmp");
         std::fs::write(&temporary, serde_json::to_vec_pretty(&defs).expect("views serialize"))
             .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
@@ -140,8 +163,43 @@ impl Catalog {
     }
 }
 
-impl FindView for Catalog {
-    fn find_view(&self, name: &str) -> Option<&ViewDef> {
-        self.get(name)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(id: u64, name: &str) -> ViewDef {
+        ViewDef {
+            id,
+            name: name.into(),
+            sql: format!("CREATE VIEW {name} AS SELECT 1"),
+            maintained: None,
+            reads: vec!["customers".into()],
+            key: None,
+        }
+    }
+
+    #[test]
+    fn names_are_held_in_any_case_until_let_go() {
+        let mut catalog = Catalog::default();
+        assert!(catalog.reserve("race"));
+        assert!(!catalog.reserve("RACE"), "held");
+        catalog.add(def(1, "race"), 5).unwrap();
+        catalog.release("race");
+        assert!(!catalog.reserve("Race"), "taken");
+        assert_eq!(catalog.get("RACE").map(|d| d.id), Some(1));
+        assert_eq!(catalog.dependents("Customers"), ["race"]);
+    }
+
+    #[test]
+    fn a_file_with_twins_keeps_the_first_and_is_written_again() {
+        let dir = std::env::temp_dir().join(format!("catalog-twins-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("views.json"), serde_json::to_vec(&[def(2, "RACE"), def(1, "race")]).unwrap()).unwrap();
+        let mut catalog = Catalog::open(Some(&dir)).unwrap();
+        assert_eq!(catalog.all().iter().map(|(d, _)| d.id).collect::<Vec<_>>(), [1]);
+        assert_eq!(catalog.next_id(), 3, "ids are never given twice");
+        let again = Catalog::open(Some(&dir)).unwrap();
+        assert_eq!(again.all().len(), 1, "the file was written without the twin");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,448 +1,471 @@
-//! SQL over the live views: one engine for the prompt, `POST /v1/sql` and the Postgres
-//! protocol, reading the same arrangements as every other answer, at one logical time.
-//!
-//! A statement is parsed with `sqlparser` and planned ([`plan`]) into a part every worker
-//! does on its share — seek or scan, filter, partial aggregates ([`scan`]) — and a part the
-//! reader does on the merged shares: the rest of the aggregation, `HAVING`, `ORDER BY`,
-//! `LIMIT` and the select list. The relations ([`relation`]) are the live transactions (the
-//! upsert's own version table, read as of the time) and the views.
+//! SQL over the live views: Apache DataFusion plans and runs every statement — for the
+//! prompt, `POST /v1/sql`, the Postgres protocol, the views' routes and the changefeeds —
+//! over table providers that read the arrangements, every relation of a statement at one
+//! logical time.
 //!
 //! ```text
-//! lambda> SELECT customer, total FROM customers WHERE total > 200 ORDER BY total DESC;
-//! customer | total
-//! Ali      | 400
-//! Mounir   | 350
-//! (2 rows, as of logical time 1795514695312, offsets real-time-orders/0: 1, ...)
+//! text ─► complexity check ─► parse (Postgres dialect; client catalog queries rewritten)
+//!      ─► SET / SHOW / BEGIN / CREATE VIEW / DROP VIEW / SHOW VIEWS: answered here
+//!      ─► any query: DataFusion's plan ─► table providers ─► each worker's share at time T
+//!         (T pinned on the first scan: see `read.rs`) ─► DataFusion's operators
+//!      ─► the answer, with the time and input positions it reflects (`as_of`)
 //! ```
 //!
-//! Errors carry Postgres' SQLSTATE codes: 42601 syntax, 42P01 unknown relation, 42703
-//! unknown column, 42803 grouping, 42804 and 42883 types, 0A000 unsupported, 54000 too many
-//! rows, 57014 timeout.
+//! | module | what |
+//! |---|---|
+//! | [`context`] | the DataFusion session: relations, `pg_catalog`, `information_schema`, functions, memory |
+//! | [`table`], [`exec`] | a relation as DataFusion reads it: projection and key seeks pushed to the workers |
+//! | [`read`] | the statement's one time, pinned |
+//! | [`session`] | `SET`, `SHOW`, read-your-writes, `statement_timeout` |
+//! | [`limits`] | what a statement may take: rows, bytes, time, memory, complexity |
+//! | [`catalog`], [`views`], [`ddl`] | created views: kept, planned, installed |
+//! | [`functions`] | exact `sum`, `version()`, the views' averages |
+//! | [`answer`], [`error`] | what a statement answers, or why not (with its SQLSTATE) |
+//!
+//! The statements run on a runtime of their own (one thread per core), so that a heavy query
+//! never holds up the front ends that accept new ones; the workers' part of a scan is sliced
+//! between their own steps (see [`crate::compute::scan`]), so that no query stops the stream.
 
+pub mod answer;
 pub mod catalog;
+pub mod context;
+mod ddl;
 pub mod error;
-pub mod explain;
-pub mod expr;
-pub mod finish;
-pub mod plan;
-pub mod relation;
-pub mod scan;
-mod translate;
-pub mod value;
+pub mod exec;
+pub mod functions;
+pub mod limits;
+pub mod read;
+pub mod session;
+pub mod table;
 pub mod views;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::dataflow::Time;
-use crate::reading::{ReadScope, Reading};
-use crate::serve::bound::{self, Session, WaitError};
-use crate::serve::serving::Serving;
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Statement, Value as SqlValue, VisitMut, VisitorMut};
+use futures::StreamExt;
+
+pub use answer::Answer;
 pub use error::SqlError;
-pub use finish::{finish, Column, Limits};
-use plan::{Plan, Select};
-use relation::Relation;
-use value::{Type, Value};
+pub use limits::Limits;
+use read::{Snapshot, STATEMENT};
+use session::{Said, Session};
 
-/// The column a row of `relation` is looked up by, if any.
-fn lookup_key(relation: Relation) -> Option<usize> {
-    match relation {
-        Relation::Categories | Relation::Hourly | Relation::DeadLetters => Some(0),
-        other => other.key(),
-    }
-}
+use crate::reading::Reading;
+use crate::serve::bound::WaitError;
+use crate::serve::Serving;
 
-/// What a statement answered.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Answer {
-    /// The columns.
-    pub columns: Vec<Column>,
-    /// The rows.
-    pub rows: Vec<Vec<Value>>,
-    /// The reading the rows come from (its time and offsets), when one was read.
-    pub reading: Option<Reading>,
-    /// For a statement that returns no rows (`BEGIN`, `SET`): its command tag.
-    pub tag: Option<&'static str>,
-}
-
-impl Answer {
-    /// The answer's logical time, if it read the views.
-    pub fn time(&self) -> Option<Time> {
-        self.reading.as_ref().map(|r| r.time)
-    }
-}
-
-/// The longest name a created view may have, in bytes (Postgres' `NAMEDATALEN - 1`).
-pub const MAX_NAME_BYTES: usize = 63;
-
-/// A view name held in the catalog while its view is being created; let go when dropped.
-struct Reserved {
-    catalog: std::sync::Arc<std::sync::Mutex<catalog::Catalog>>,
-    name: String,
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        self.catalog.lock().unwrap_or_else(|p| p.into_inner()).release(&self.name);
-    }
-}
-
-/// The SQL engine over a running pipeline.
+/// The SQL engine of a running pipeline: cheap to clone, shared by every front end.
 #[derive(Clone)]
 pub struct Engine {
-    serving: Serving,
-    topic: String,
+    shared: Arc<Shared>,
     limits: Limits,
 }
 
+struct Shared {
+    serving: Serving,
+    topic: String,
+    workers: usize,
+    context: SessionContext,
+    catalog: Arc<Mutex<catalog::Catalog>>,
+    parser: datafusion_pg_catalog::sql::PostgresCompatibilityParser,
+    /// Where statements run; shut down with the engine.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl Engine {
-    /// An engine reading through `serving`.
-    pub fn new(serving: Serving, topic: impl Into<String>, limits: Limits) -> Self {
-        Engine { serving, topic: topic.into(), limits }
+    /// An engine over the pipeline `serving` reads (`workers` workers, reading `topic`), whose
+    /// created views are kept in `catalog`. Returns it and what the workers are to keep of
+    /// the views created by an earlier run (planned again here, in creation order).
+    pub fn new(
+        serving: Serving,
+        topic: &str,
+        limits: Limits,
+        catalog: Arc<Mutex<catalog::Catalog>>,
+    ) -> anyhow::Result<(Engine, Vec<crate::dataflow::created::Maintained>)> {
+        let threads = crate::config::cores();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("sql")
+            // Planning recurses over the statement (bounded by `limits::check_complexity`).
+            .thread_stack_size(16 << 20)
+            .enable_all()
+            .build()?;
+        let workers = serving.workers();
+        let context = context::session(topic, workers, threads)?;
+        let shared = Arc::new(Shared {
+            serving,
+            topic: topic.to_owned(),
+            workers,
+            context,
+            catalog,
+            parser: datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
+            runtime: Some(runtime),
+        });
+        let engine = Engine { shared, limits };
+        let restored = engine.restore_views();
+        Ok((engine, restored))
     }
 
-    /// Answers one statement (blocking the calling thread).
-    pub fn execute(&self, text: &str) -> Result<Answer, SqlError> {
-        match self.plan(text)? {
-            Plan::CreateView { name, body, if_not_exists } => self.create_view(text, name, body, if_not_exists),
-            Plan::DropView { names, if_exists } => self.drop_views(&names, if_exists),
-            Plan::ShowViews => self.show_views(),
-            Plan::Select(select) => {
-                let reading =
-                    self.serving.read(self.scope(&select), self.limits.timeout).map_err(SqlError::from_read)?;
-                self.finish(&select, reading)
+    /// The same engine with other limits.
+    pub fn with_limits(&self, limits: Limits) -> Engine {
+        Engine { shared: Arc::clone(&self.shared), limits }
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The pipeline it reads.
+    pub fn serving(&self) -> &Serving {
+        &self.shared.serving
+    }
+
+    /// The topic the views read.
+    pub fn topic(&self) -> &str {
+        &self.shared.topic
+    }
+
+    /// The created views.
+    pub fn catalog(&self) -> &Arc<Mutex<catalog::Catalog>> {
+        &self.shared.catalog
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        self.shared.runtime.as_ref().expect("the runtime lives as long as the engine").handle()
+    }
+
+    /// Answers one statement (outside a session: its settings last for it alone).
+    pub async fn execute(&self, text: &str) -> Result<Answer, SqlError> {
+        self.execute_in(&mut Session::default(), text).await
+    }
+
+    /// Answers one statement of `session`, from any async task: it runs on the engine's own
+    /// runtime, within the statement's time limit.
+    pub async fn execute_in(&self, session: &mut Session, text: &str) -> Result<Answer, SqlError> {
+        let (engine, text, mut owned) = (self.clone(), text.to_owned(), std::mem::take(session));
+        let ran = self
+            .runtime()
+            .spawn(async move {
+                let answer = engine.run(&mut owned, &text).await;
+                (answer, owned)
+            })
+            .await;
+        match ran {
+            Ok((answer, back)) => {
+                *session = back;
+                answer
             }
-            Plan::ShowAsOf => {
-                let reading =
-                    self.serving.read(ReadScope::Offsets, self.limits.timeout).map_err(SqlError::from_read)?;
-                Ok(self.as_of_answer(reading))
-            }
-            other => Ok(self.describe(other)),
+            Err(error) => Err(SqlError::Internal(format!("the statement failed: {error}"))),
         }
     }
 
-    /// Answers one statement from an async task.
-    pub async fn execute_async(&self, text: &str) -> Result<Answer, SqlError> {
-        match self.plan(text)? {
-            // These wait on the workers several times: on a thread that may block.
-            Plan::CreateView { .. } | Plan::DropView { .. } | Plan::ShowViews => {
-                let (engine, text) = (self.clone(), text.to_owned());
-                tokio::task::spawn_blocking(move || engine.execute(&text))
+    /// [`Engine::execute_in`] from a thread that may block (the prompt).
+    pub fn execute_blocking(&self, session: &mut Session, text: &str) -> Result<Answer, SqlError> {
+        let (engine, text, mut owned) = (self.clone(), text.to_owned(), std::mem::take(session));
+        let (answer, back) = self.runtime().block_on(async move {
+            let answer = engine.run(&mut owned, &text).await;
+            (answer, owned)
+        });
+        *session = back;
+        answer
+    }
+
+    /// Parses `text` into one statement, client catalog queries rewritten.
+    fn parse(&self, text: &str) -> Result<Statement, SqlError> {
+        limits::check_complexity(text)?;
+        let mut statements = self.shared.parser.parse(text).map_err(|e| SqlError::parse(&e.to_string(), text))?;
+        match statements.len() {
+            0 => Err(SqlError::Syntax { message: "no statement".into(), position: None }),
+            1 => Ok(statements.remove(0)),
+            n => Err(SqlError::Syntax { message: format!("{n} statements: send one at a time"), position: None }),
+        }
+    }
+
+    /// Answers one statement, on this task, within its time limit.
+    async fn run(&self, session: &mut Session, text: &str) -> Result<Answer, SqlError> {
+        let timeout = session.statement_timeout.unwrap_or(self.limits.timeout);
+        match tokio::time::timeout(timeout, self.answer(session, text)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(SqlError::Canceled(format!("it took longer than {} ms (statement_timeout)", timeout.as_millis()))),
+        }
+    }
+
+    async fn answer(&self, session: &mut Session, text: &str) -> Result<Answer, SqlError> {
+        let mut statement = self.parse(text)?;
+        if let Some(said) = session.take(&statement, &self.shared.topic) {
+            return match said? {
+                Said::Set => Ok(Answer::tag("SET")),
+                Said::Shown(name, _) if name == "as_of" => Ok(self.as_of_answer(session.as_of.as_ref())),
+                Said::Shown(name, value) => one_text(&name, &value),
+            };
+        }
+        match &statement {
+            Statement::StartTransaction { .. } => return Ok(Answer::tag("BEGIN")),
+            Statement::Commit { .. } => return Ok(Answer::tag("COMMIT")),
+            Statement::Rollback { .. } => return Ok(Answer::tag("ROLLBACK")),
+            Statement::CreateView(_) | Statement::Drop { .. } => return ddl::run(self, &statement, text).await,
+            Statement::ShowViews { .. } => return ddl::show_views(self).await,
+            Statement::Query(_) | Statement::Explain { .. } | Statement::ShowTables { .. } | Statement::ShowColumns { .. } => {}
+            other => {
+                let what = other.to_string();
+                let what = what.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                return Err(SqlError::Unsupported(format!(
+                    "{what}: the pipeline's relations are read-only (the inputs are the history and Kafka)"
+                )));
+            }
+        }
+        // `current_setting('x')` is the session's value, as text.
+        let _ = statement.visit(&mut Settings { session, topic: &self.shared.topic });
+        if let Some(bound) = session.min_offsets.clone() {
+            self.shared.serving.wait_for_async(&bound, session.wait()).await.map_err(|e| self.not_reached(e, session))?;
+        }
+        let snapshot = Snapshot::new(self.shared.serving.clone(), self.limits.timeout);
+        let answer = STATEMENT.scope(Arc::clone(&snapshot), self.query(statement, text, None)).await;
+        let answer = answer.map(|mut answer| {
+            answer.as_of = snapshot.as_of();
+            answer
+        })?;
+        if answer.as_of.is_some() {
+            session.as_of = answer.as_of.clone();
+        }
+        Ok(answer)
+    }
+
+    /// Plans and runs a query (its `$n` parameters bound to `params`), its answer collected
+    /// within the row and byte limits.
+    async fn query(&self, statement: Statement, text: &str, params: Option<datafusion::common::ParamValues>) -> Result<Answer, SqlError> {
+        let fail = |e: datafusion::error::DataFusionError| SqlError::from_datafusion(e, text);
+        let state = self.shared.context.state();
+        let mut plan: LogicalPlan = state
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
+            .await
+            .map_err(fail)?;
+        if let Some(params) = params {
+            plan = plan.replace_params_with_values(&params).map_err(fail)?;
+        }
+        let frame = self.shared.context.execute_logical_plan(plan).await.map_err(fail)?;
+        let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+        let mut stream = frame.execute_stream().await.map_err(fail)?;
+        let (mut batches, mut rows, mut bytes) = (Vec::new(), 0usize, 0usize);
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(fail)?;
+            rows += batch.num_rows();
+            bytes += batch.get_array_memory_size();
+            if rows > self.limits.max_rows {
+                return Err(SqlError::TooLarge(format!(
+                    "the query would return more than {} rows; narrow it with WHERE or LIMIT",
+                    self.limits.max_rows
+                )));
+            }
+            if bytes > self.limits.max_bytes {
+                return Err(SqlError::TooLarge(format!(
+                    "the answer would take more than {} MiB; narrow it with WHERE, LIMIT or fewer columns",
+                    self.limits.max_bytes >> 20
+                )));
+            }
+            batches.push(batch);
+        }
+        Ok(Answer { schema, batches, as_of: None, tag: None })
+    }
+
+    /// Answers a query whose `$n` parameters are bound to typed values (never pasted into its
+    /// text), for the Postgres protocol's extended queries.
+    pub async fn execute_bound(
+        &self,
+        session: &mut Session,
+        text: &str,
+        params: datafusion::common::ParamValues,
+    ) -> Result<Answer, SqlError> {
+        let statement = self.parse(text)?;
+        if !matches!(statement, Statement::Query(_)) {
+            return self.execute_in(session, text).await;
+        }
+        if let Some(bound) = session.min_offsets.clone() {
+            self.shared.serving.wait_for_async(&bound, session.wait()).await.map_err(|e| self.not_reached(e, session))?;
+        }
+        let (engine, text, timeout) = (self.clone(), text.to_owned(), session.statement_timeout.unwrap_or(self.limits.timeout));
+        let snapshot = Snapshot::new(self.shared.serving.clone(), self.limits.timeout);
+        let scoped = Arc::clone(&snapshot);
+        let ran = self
+            .runtime()
+            .spawn(async move {
+                let query = STATEMENT.scope(scoped, engine.query(statement, &text, Some(params)));
+                tokio::time::timeout(timeout, query).await
+            })
+            .await
+            .map_err(|e| SqlError::Internal(e.to_string()))?;
+        let mut answer = match ran {
+            Ok(answer) => answer?,
+            Err(_) => return Err(SqlError::Canceled(format!("it took longer than {} ms (statement_timeout)", timeout.as_millis()))),
+        };
+        answer.as_of = snapshot.as_of();
+        if answer.as_of.is_some() {
+            session.as_of = answer.as_of.clone();
+        }
+        Ok(answer)
+    }
+
+    /// The types of a statement's `$n` parameters and its columns, without running it (the
+    /// Postgres protocol's Describe): `None` columns for a statement that answers no rows.
+    pub async fn describe(
+        &self,
+        text: &str,
+    ) -> Result<(Vec<Option<datafusion::arrow::datatypes::DataType>>, Option<datafusion::arrow::datatypes::SchemaRef>), SqlError> {
+        let statement = self.parse(text)?;
+        if !matches!(statement, Statement::Query(_) | Statement::Explain { .. } | Statement::ShowTables { .. } | Statement::ShowColumns { .. }) {
+            if let Statement::ShowVariable { variable } = &statement {
+                let name = variable.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join(" ");
+                let answer = if name.eq_ignore_ascii_case("as_of") { self.as_of_answer(None) } else { one_text(&name, "")? };
+                return Ok((Vec::new(), Some(answer.schema)));
+            }
+            return Ok((Vec::new(), None));
+        }
+        let (engine, text) = (self.clone(), text.to_owned());
+        self.runtime()
+            .spawn(async move {
+                let state = engine.shared.context.state();
+                let plan = state
+                    .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
                     .await
-                    .unwrap_or_else(|e| Err(SqlError::new("XX000", format!("the statement failed: {e}"))))
-            }
-            Plan::Select(select) => {
-                let reading = self
-                    .serving
-                    .read_async(self.scope(&select), self.limits.timeout)
-                    .await
-                    .map_err(SqlError::from_read)?;
-                self.finish(&select, reading)
-            }
-            Plan::ShowAsOf => {
-                let reading = self
-                    .serving
-                    .read_async(ReadScope::Offsets, self.limits.timeout)
-                    .await
-                    .map_err(SqlError::from_read)?;
-                Ok(self.as_of_answer(reading))
-            }
-            other => Ok(self.describe(other)),
-        }
+                    .map_err(|e| SqlError::from_datafusion(e, &text))?;
+                let types = plan.get_parameter_types().map_err(|e| SqlError::from_datafusion(e, &text))?;
+                let mut named: Vec<(usize, Option<datafusion::arrow::datatypes::DataType>)> = types
+                    .into_iter()
+                    .filter_map(|(name, ty)| Some((name.trim_start_matches('$').parse::<usize>().ok()?, ty)))
+                    .collect();
+                named.sort_by_key(|(n, _)| *n);
+                let count = named.last().map_or(0, |(n, _)| *n);
+                let mut params = vec![None; count];
+                for (n, ty) in named {
+                    params[n - 1] = ty;
+                }
+                Ok((params, Some(std::sync::Arc::new(plan.schema().as_arrow().clone()))))
+            })
+            .await
+            .map_err(|e| SqlError::Internal(e.to_string()))?
     }
 
-    /// Answers one statement of a session (the Postgres protocol's, the prompt's): a
-    /// read-your-writes setting (`SET min_offsets = '...'`, `SET timeout_ms = N`) is kept in
-    /// `session`, and every other statement first waits for the session's bound.
-    pub fn execute_in(&self, session: &mut Session, text: &str) -> Result<Answer, SqlError> {
-        if let Some(answer) = self.take_setting(session, text)? {
-            return Ok(answer);
-        }
-        if let Some(bound) = &session.min_offsets {
-            let result = self.serving.wait_for(bound, session.timeout());
-            result.map_err(|error| self.not_reached(error, bound, session.timeout()))?;
-        }
-        self.execute(text)
-    }
-
-    /// [`Engine::execute_in`] from an async task.
-    pub async fn execute_in_async(&self, session: &mut Session, text: &str) -> Result<Answer, SqlError> {
-        if let Some(answer) = self.take_setting(session, text)? {
-            return Ok(answer);
-        }
-        if let Some(bound) = &session.min_offsets {
-            let result = self.serving.wait_for_async(bound, session.timeout()).await;
-            result.map_err(|error| self.not_reached(error, bound, session.timeout()))?;
-        }
-        self.execute_async(text).await
-    }
-
-    fn take_setting(&self, session: &mut Session, text: &str) -> Result<Option<Answer>, SqlError> {
-        match bound::setting(text, &self.topic) {
-            None => Ok(None),
-            Some(Err(message)) => Err(SqlError::new("22023", message)),
-            Some(Ok(setting)) => {
-                session.set(setting);
-                Ok(Some(Answer { columns: Vec::new(), rows: Vec::new(), reading: None, tag: Some("SET") }))
-            }
-        }
-    }
-
-    fn not_reached(&self, error: WaitError, bound: &bound::MinOffsets, timeout: Duration) -> SqlError {
+    fn not_reached(&self, error: WaitError, session: &Session) -> SqlError {
+        let topic = &self.shared.topic;
         match error {
-            WaitError::NotReached(reading) => SqlError::new(
-                "57014",
-                format!(
-                    "the views did not reach min_offsets {} within {} ms; they reflect {}",
-                    bound.display(&self.topic),
-                    timeout.as_millis(),
-                    crate::output::as_of(&reading, &self.topic)
-                ),
-            ),
-            error @ WaitError::NoSuchPartition { .. } => SqlError::new("22023", error.to_string()),
+            WaitError::NotReached(reading) => SqlError::Canceled(format!(
+                "the views did not reach min_offsets {} within {} ms; they reflect {}",
+                session.min_offsets.as_ref().map_or(String::new(), |b| b.display(topic)),
+                session.wait().as_millis(),
+                crate::output::as_of(&reading, topic)
+            )),
+            error @ WaitError::NoSuchPartition { .. } => SqlError::InvalidParameter(error.to_string()),
             WaitError::Read(error) => SqlError::from_read(error),
         }
     }
 
-    /// The statement that reads view `name` (built-in or created), or the row of one `key`
-    /// of it: what `GET /v1/views/{name}[/{key}]` answers. 42P01 for an unknown view; 42704
-    /// for a key of a view that has none.
-    pub fn view_statement(&self, name: &str, key: Option<&str>) -> Result<String, SqlError> {
-        let relation = self.view_relation(name)?;
-        let name = relation.name();
-        let Some(key) = key else { return Ok(format!("SELECT * FROM \"{name}\"")) };
-        let column = lookup_key(relation)
-            .and_then(|c| relation.columns().get(c))
-            .ok_or_else(|| SqlError::new("42704", format!("view \"{name}\" has no key to look up")))?;
-        let literal = key.replace('\'', "''");
-        Ok(format!("SELECT * FROM \"{name}\" WHERE \"{}\" = '{literal}'", column.0))
+    /// `SHOW as_of`: the time and input positions of the session's previous answer.
+    fn as_of_answer(&self, reading: Option<&Reading>) -> Answer {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![Field::new("time", DataType::Int64, true), Field::new("offsets", DataType::Utf8, true)]));
+        let topic = &self.shared.topic;
+        let offsets = reading.map(|r| r.offsets.iter().map(|(p, o)| format!("{topic}/{p}:{o}")).collect::<Vec<_>>().join(","));
+        let batch = datafusion::arrow::record_batch::RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![reading.map(|r| r.time as i64)])),
+                Arc::new(StringArray::from(vec![offsets])),
+            ],
+        )
+        .expect("two columns of one row");
+        Answer { schema, batches: vec![batch], as_of: reading.cloned(), tag: None }
     }
 
-    /// The index of the column that names a row of view `name` (a customer, a category, an
-    /// hour, a created view's group key), if it has one; 42P01 for an unknown view.
-    pub fn view_key(&self, name: &str) -> Result<Option<usize>, SqlError> {
-        let relation = self.view_relation(name)?;
-        Ok(lookup_key(relation))
-    }
-
-    /// View `name`, built-in or created (not the `transactions` table); 42P01 if unknown.
-    fn view_relation(&self, name: &str) -> Result<Relation, SqlError> {
-        let unknown = || SqlError::new("42P01", format!("view \"{name}\" does not exist"));
-        let relation = match Relation::named(name) {
-            Some(Relation::Transactions) => return Err(unknown()),
-            Some(relation) => relation,
-            None => self.catalog().get(name).map(|def| Relation::View(def.id)).ok_or_else(unknown)?,
-        };
-        Ok(relation)
-    }
-
-    /// The columns a statement answers with, without reading (for a protocol's describe).
-    pub fn columns(&self, text: &str) -> Result<Vec<Column>, SqlError> {
-        Ok(match self.plan(text)? {
-            Plan::Select(select) => select.output.iter().map(|(n, _, t)| Column { name: n.clone(), ty: *t }).collect(),
-            Plan::CreateView { .. } | Plan::DropView { .. } => Vec::new(),
-            Plan::ShowViews => views_columns(),
-            other => self.describe(other).columns,
-        })
-    }
-
-    /// Plans `text` with the views created so far.
-    fn plan(&self, text: &str) -> Result<Plan, SqlError> {
-        let catalog = self.serving.catalog().lock().unwrap_or_else(|p| p.into_inner());
-        plan::plan_in(text, &*catalog)
-    }
-
-    fn catalog(&self) -> std::sync::MutexGuard<'_, catalog::Catalog> {
-        self.serving.catalog().lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// `CREATE VIEW`: installs the view on every worker, checks it is not too large, and keeps
-    /// its definition (in the state directory too).
-    fn create_view(
-        &self,
-        text: &str,
-        name: String,
-        body: views::ViewBody,
-        if_not_exists: bool,
-    ) -> Result<Answer, SqlError> {
-        let tag = |tag| Ok(Answer { columns: Vec::new(), rows: Vec::new(), reading: None, tag: Some(tag) });
-        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
-            return Err(SqlError::new("42602", format!("invalid view name \"{name}\": letters, digits and _ only")));
+    /// The name and index of the column a row of view `name` is named by (a customer, a
+    /// category, an hour, a reason, a created view's group key), if it has one; 42P01 for an
+    /// unknown view.
+    pub fn view_key(&self, name: &str) -> Result<Option<(usize, String)>, SqlError> {
+        use crate::compute::relation::Relation;
+        if let Some(relation) = Relation::named(name) {
+            return Ok(relation.key().map(|k| (k, relation.columns()[k].0.to_owned())));
         }
-        // Postgres' own bound on names; a view is also a file name in `--views-out`.
-        if name.len() > MAX_NAME_BYTES {
-            return Err(SqlError::new("42622", format!("view name \"{name}\" is longer than {MAX_NAME_BYTES} bytes")));
-        }
-        if Relation::named(&name).is_some() || !self.catalog().reserve(&name) {
-            if if_not_exists {
-                return tag("CREATE VIEW");
-            }
-            return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
-        }
-        // Held until this creation ends, whichever way.
-        let _held = Reserved { catalog: std::sync::Arc::clone(self.serving.catalog()), name: name.clone() };
-        let def = views::ViewDef { id: views::next_id(0), name: name.clone(), sql: text.trim().to_owned(), body };
-        views::register(&def);
-        let from = self.serving.install(def.clone(), self.limits.timeout).map_err(SqlError::from_read)?;
-        self.catalog().add(def, from).map_err(|e| {
-            SqlError::new("58030", format!("the view is installed but its definition could not be kept: {e:#}"))
-        })?;
-        // The same row limit as queries: a view too large to read is not kept.
-        let too_large = match self.execute(&format!("SELECT count(*) FROM {name}")) {
-            Ok(answer) => {
-                matches!(answer.rows.first().and_then(|r| r.first()), Some(Value::Int(n)) if *n as usize > self.limits.max_rows)
-            }
-            Err(error) => error.code == "54000",
-        };
-        if too_large {
-            let _ = self.drop_views(std::slice::from_ref(&name), true);
-            return Err(SqlError::new(
-                "54000",
-                format!(
-                    "view {name} would hold more than {} rows (--max-rows); it was not created",
-                    self.limits.max_rows
-                ),
-            ));
-        }
-        tag("CREATE VIEW")
+        let catalog = self.shared.catalog.lock().unwrap_or_else(|p| p.into_inner());
+        let def = catalog.get(name).ok_or_else(|| SqlError::UndefinedTable(format!("relation \"{name}\" does not exist")))?;
+        Ok(ddl::key_of(def))
     }
 
-    /// `DROP VIEW`: removes each view's dataflow from every worker, and its definition.
-    fn drop_views(&self, names: &[String], if_exists: bool) -> Result<Answer, SqlError> {
-        for name in names {
-            if Relation::named(name).is_some() {
-                return Err(SqlError::new(
-                    "42809",
-                    format!("\"{name}\" is a built-in view; only created views can be dropped"),
-                ));
-            }
-            let Some(def) = self.catalog().get(name).cloned() else {
-                if if_exists {
-                    continue;
-                }
-                return Err(SqlError::new("42P01", format!("view \"{name}\" does not exist")));
-            };
-            let dependents = self.catalog().dependents(Relation::View(def.id));
-            if !dependents.is_empty() {
-                return Err(SqlError::new(
-                    "2BP01",
-                    format!("cannot drop view {name}: {} read(s) it; drop them first", dependents.join(", ")),
-                ));
-            }
-            self.serving.drop_view(def.id, self.limits.timeout).map_err(SqlError::from_read)?;
-            self.catalog().remove(name).map_err(|e| {
-                SqlError::new("58030", format!("the view is dropped but its definition could not be removed: {e:#}"))
-            })?;
+    /// Every view at one time: the built-in ones as the HTTP API and the view files show them
+    /// (the `top` view cut to `top_k`), and the created ones' rows.
+    pub async fn read_all(&self, top_k: usize) -> Result<Reading, SqlError> {
+        let serving = self.shared.serving.clone();
+        let snapshot = Snapshot::new(serving.clone(), self.limits.timeout);
+        let time = snapshot.time().await?;
+        let scope = crate::reading::ReadScope::Everything { top_k };
+        let mut reading = serving.read_at(time, scope, self.limits.timeout).await.map_err(SqlError::from_read)?;
+        let views = self.shared.catalog.lock().unwrap_or_else(|p| p.into_inner()).all();
+        let unlimited = self.with_limits(Limits { max_rows: usize::MAX, max_bytes: usize::MAX, ..self.limits });
+        for (def, _) in views {
+            let statement = self.parse(&format!("SELECT * FROM \"{}\"", def.name))?;
+            let answer = STATEMENT.scope(Arc::clone(&snapshot), unlimited.query(statement, "", None)).await;
+            // A view dropped meanwhile is left out.
+            let Ok(answer) = answer else { continue };
+            reading.created.push(crate::reading::CreatedRows {
+                name: def.name.clone(),
+                definition: def.sql.clone(),
+                columns: answer.columns().into_iter().map(|(n, _)| n).collect(),
+                rows: answer.rows(),
+            });
         }
-        Ok(Answer { columns: Vec::new(), rows: Vec::new(), reading: None, tag: Some("DROP VIEW") })
+        Ok(reading)
     }
 
-    /// `SHOW VIEWS`: the built-in views and the created ones, with their definitions, the
-    /// time they answer from and how many rows they hold now.
-    fn show_views(&self) -> Result<Answer, SqlError> {
-        let mut rows = Vec::new();
-        let text = |t: &str| Value::Text(t.into());
-        for relation in Relation::ALL.into_iter().filter(|r| *r != Relation::Transactions) {
-            let count = self.count(relation.name())?;
-            rows.push(vec![text(relation.name()), text("built-in"), Value::Null, Value::Null, count]);
-        }
-        let created: Vec<(views::ViewDef, u64)> = self.catalog().all().map(|(d, t)| (d.clone(), t)).collect();
-        for (def, time) in created {
-            let count = self.count(&def.name)?;
-            rows.push(vec![text(&def.name), text("created"), text(&def.sql), Value::Int(time as i64), count]);
-        }
-        Ok(Answer { columns: views_columns(), rows, reading: None, tag: None })
-    }
-
-    fn count(&self, relation: &str) -> Result<Value, SqlError> {
-        let answer = self.execute(&format!("SELECT count(*) FROM {relation}"))?;
-        Ok(answer.rows.into_iter().next().and_then(|r| r.into_iter().next()).unwrap_or(Value::Null))
-    }
-
-    fn scope(&self, select: &Select) -> ReadScope {
-        ReadScope::Query {
-            scan: Box::new(select.scan.clone()),
-            topic: self.topic.clone(),
-            max_rows: self.limits.max_rows,
-            budget_ms: self.limits.timeout.as_millis() as u64,
-        }
-    }
-
-    /// Answers the statements that read nothing.
-    fn describe(&self, plan: Plan) -> Answer {
-        let text = |name: &str| Column { name: name.into(), ty: Type::Text };
-        let (columns, rows) = match plan {
-            Plan::ShowTables => (
-                vec![text("name"), text("kind")],
-                Relation::ALL
-                    .iter()
-                    .map(|r| {
-                        let kind = if *r == Relation::Transactions { "table" } else { "view" };
-                        vec![Value::Text(r.name().into()), Value::Text(kind.into())]
-                    })
-                    .collect(),
-            ),
-            Plan::ShowColumns(relation) => (
-                vec![text("name"), text("type")],
-                relation
-                    .columns()
-                    .iter()
-                    .map(|(n, t)| vec![Value::Text((*n).into()), Value::Text(t.name().into())])
-                    .collect(),
-            ),
-            Plan::Explain(select) => (
-                vec![text("QUERY PLAN")],
-                explain::explain(&select, self.serving.workers())
-                    .into_iter()
-                    .map(|l| vec![Value::Text(l.into())])
-                    .collect(),
-            ),
-            Plan::Nothing(tag) => {
-                return Answer { columns: Vec::new(), rows: Vec::new(), reading: None, tag: Some(tag) }
-            }
-            Plan::CreateView { .. } | Plan::DropView { .. } | Plan::ShowViews => {
-                unreachable!("answered by the workers")
-            }
-            Plan::Select(_) | Plan::ShowAsOf => unreachable!("answered by reading"),
-        };
-        Answer { columns, rows, reading: None, tag: None }
-    }
-
-    fn as_of_answer(&self, reading: Reading) -> Answer {
-        let text = |name: &str, ty| Column { name: name.into(), ty };
-        let offsets: Vec<String> = reading.offsets.iter().map(|(p, o)| format!("{}/{p}:{o}", self.topic)).collect();
-        Answer {
-            columns: vec![text("time", Type::BigInt), text("offsets", Type::Text)],
-            rows: vec![vec![Value::Int(reading.time as i64), Value::Text(offsets.join(",").into())]],
-            reading: Some(reading),
-            tag: None,
-        }
-    }
-
-    fn finish(&self, select: &Select, mut reading: Reading) -> Result<Answer, SqlError> {
-        let parts = std::mem::take(&mut reading.rows);
-        let (columns, rows) = finish(select, parts, self.limits)?;
-        Ok(Answer { columns, rows, reading: Some(reading), tag: None })
+    /// [`Engine::read_all`] from a thread that may block.
+    pub fn read_all_blocking(&self, top_k: usize) -> Result<Reading, SqlError> {
+        let engine = self.clone();
+        self.runtime().block_on(async move { engine.read_all(top_k).await })
     }
 }
 
-fn views_columns() -> Vec<Column> {
-    let column = |name: &str, ty| Column { name: name.into(), ty };
-    vec![
-        column("name", Type::Text),
-        column("kind", Type::Text),
-        column("definition", Type::Text),
-        column("created_at", Type::BigInt),
-        column("rows", Type::BigInt),
-    ]
+/// An answer of one text value in a column named `name`.
+fn one_text(name: &str, value: &str) -> Result<Answer, SqlError> {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, true)]));
+    let batch = datafusion::arrow::record_batch::RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])
+        .map_err(|e| SqlError::Internal(e.to_string()))?;
+    Ok(Answer { schema, batches: vec![batch], as_of: None, tag: None })
 }
 
-/// An answer as a text table, as the prompt shows it.
-pub fn table(answer: &Answer) -> String {
-    let header: Vec<&str> = answer.columns.iter().map(|c| c.name.as_str()).collect();
-    let rows: Vec<Vec<String>> = answer
-        .rows
-        .iter()
-        .map(|r| r.iter().map(|v| if v.is_null() { String::new() } else { v.to_string() }).collect())
-        .collect();
-    crate::output::show_table(&header, &rows, rows.len())
+/// Replaces `current_setting('name')` by the session's value of the setting, as text.
+struct Settings<'a> {
+    session: &'a Session,
+    topic: &'a str,
 }
+
+impl VisitorMut for Settings<'_> {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut SqlExpr) -> std::ops::ControlFlow<()> {
+        if let SqlExpr::Function(function) = expr {
+            let name = function.name.to_string().to_lowercase();
+            if name == "current_setting" || name == "pg_catalog.current_setting" {
+                let argument = function.args.to_string();
+                let setting = argument.trim_matches(|c| c == '(' || c == ')' || c == '\'' || c == ' ');
+                let value = self.session.get(setting, self.topic).unwrap_or_default();
+                *expr = SqlExpr::Value(SqlValue::SingleQuotedString(value).into());
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+/// How long a statement waits for the workers at most, beside its own limit.
+pub const READ_WAIT: Duration = Duration::from_secs(10);

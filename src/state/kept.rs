@@ -50,7 +50,7 @@ pub struct Header {
 /// views are computed through.
 pub fn build(filter: Option<&crate::filter::Filter>) -> String {
     use differential_dataflow::Hashable;
-    let probe = crate::sql::value::Value::Text("probe".into()).hashed();
+    let probe = crate::dataflow::created::GroupKey::Text("probe".into()).hashed();
     format!("{} {:x} {:x} filter {filter:?}", env!("CARGO_PKG_VERSION"), "probe".hashed(), probe)
 }
 

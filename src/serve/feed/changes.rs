@@ -20,55 +20,26 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use super::{add_row, Rows};
+use crate::compute::relation::Relation;
 use crate::dataflow::Time;
 use crate::reading::{ReadScope, Reading};
-use crate::serve::Serving;
-use crate::sql::relation::Relation;
-use crate::sql::scan::customer_row;
-use crate::sql::views::ViewBody;
 
-/// A view that can be read by its changes, and its columns.
+/// A view that can be read by its changes.
 pub(super) enum ByChanges {
     /// The `customers` view.
     Customers,
-    /// A view created at run time, kept per key: its id and its columns' names.
-    Created {
-        /// The view's id.
-        id: u64,
-        /// Its columns, in order.
-        columns: Vec<String>,
-    },
 }
 
 impl ByChanges {
     /// How view `name` can be read by its changes, if it can (other views are read whole).
-    pub fn of(serving: &Serving, name: &str) -> Option<ByChanges> {
-        if name == "customers" {
-            return Some(ByChanges::Customers);
-        }
-        let catalog = serving.catalog().lock().unwrap_or_else(|p| p.into_inner());
-        let def = catalog.get(name)?;
-        let keyed = matches!(def.body, ViewBody::Aggregate { .. }) && def.key_column().is_some();
-        keyed.then(|| ByChanges::Created { id: def.id, columns: def.columns().into_iter().map(|(n, _)| n).collect() })
-    }
-
-    /// Whether view `name` is still the one this was made of (not dropped, nor dropped and
-    /// created again under its name).
-    pub fn is_current(&self, serving: &Serving, name: &str) -> bool {
-        match self {
-            ByChanges::Customers => true,
-            ByChanges::Created { id, .. } => {
-                let catalog = serving.catalog().lock().unwrap_or_else(|p| p.into_inner());
-                catalog.get(name).is_some_and(|def| def.id == *id)
-            }
-        }
+    pub fn of(name: &str) -> Option<ByChanges> {
+        (name == "customers").then_some(ByChanges::Customers)
     }
 
     /// What the workers read: the changes after `since`.
     pub fn scope(&self, since: Time) -> ReadScope {
         match self {
             ByChanges::Customers => ReadScope::CustomerChanges { since },
-            ByChanges::Created { id, .. } => ReadScope::ViewChanges { view: *id, since },
         }
     }
 
@@ -76,18 +47,9 @@ impl ByChanges {
     /// keys, plus the rows present now (each with its key, column `key` of the row). The
     /// changes are taken out of `reading`, which keeps its time and offsets.
     pub fn apply(&self, reading: &mut Reading, rows: &Rows, key: Option<usize>) -> Rows {
-        let (changed, present, columns): (HashSet<String>, Vec<Vec<Value>>, Vec<&str>) = match self {
-            ByChanges::Customers => (
-                reading.changed.drain(..).map(|name| Value::String(name).to_string()).collect(),
-                reading.customers.drain(..).map(|(name, row)| json_row(&customer_row(&name, &row))).collect(),
-                Relation::Customers.columns().iter().map(|(n, _)| *n).collect(),
-            ),
-            ByChanges::Created { columns, .. } => (
-                reading.changed_keys.drain(..).map(|k| k.to_json().to_string()).collect(),
-                reading.rows.drain(..).map(|row| json_row(&row)).collect(),
-                columns.iter().map(String::as_str).collect(),
-            ),
-        };
+        let changed: HashSet<String> = reading.changed.drain(..).map(|name| Value::String(name).to_string()).collect();
+        let present: Vec<Vec<Value>> = reading.customers.drain(..).map(|(name, row)| customer_row(&name, &row)).collect();
+        let columns: Vec<&str> = Relation::Customers.columns().iter().map(|(n, _)| *n).collect();
         let mut rows = rows.clone();
         rows.retain(|_, (row, _)| !row.key.as_ref().is_some_and(|k| changed.contains(&k.to_string())));
         for cells in present {
@@ -97,7 +59,19 @@ impl ByChanges {
     }
 }
 
-/// A row's cells as JSON.
-fn json_row(row: &[crate::sql::value::Value]) -> Vec<Value> {
-    row.iter().map(crate::sql::value::Value::to_json).collect()
+/// A row of `customers` as JSON, as the SQL engine answers it (amounts exact and shortest).
+fn customer_row(name: &str, row: &crate::dataflow::rows::CustomerRow) -> Vec<Value> {
+    let money = |cents: i128| {
+        let text = crate::amount::format_cents(cents);
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    let avg = crate::amount::divide_rounded(row.total, i128::from(row.count.max(1)));
+    vec![
+        Value::String(name.to_owned()),
+        money(row.total),
+        row.count.into(),
+        money(i128::from(row.min)),
+        money(i128::from(row.max)),
+        money(avg),
+    ]
 }

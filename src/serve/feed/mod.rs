@@ -177,7 +177,7 @@ pub fn key_text(key: &Value) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
     /// The view does not exist (or could not be read): the SQL error.
-    #[error("{}", .0.message)]
+    #[error("{0}")]
     View(SqlError),
     /// The time to resume from is no longer kept; the earliest that is.
     #[error("the time to resume from is no longer kept; the earliest is {earliest}")]
@@ -288,14 +288,13 @@ struct PumpState {
 impl Feeds {
     /// The one set of feeds of a process, shared by every front end that watches views
     /// (HTTP, the Postgres protocol, the sinks): one pump per view, however many watch it.
-    pub fn of(settings: &crate::config::Settings, serving: &Serving) -> Self {
-        let topic = settings.kafka.topic.clone();
+    pub fn of(engine: &Engine) -> Self {
         // A pump holds its whole view anyway (the view's own size bounds it), and a keyed
         // subscriber is sent one key of it: `--max-rows`, a bound on an answer, is not one on
         // a feed.
-        let limits = crate::sql::Limits { max_rows: usize::MAX, ..settings.sql_limits() };
-        let engine = Engine::new(serving.clone(), topic.clone(), limits);
-        Feeds::new(engine, serving.clone(), topic)
+        let limits = crate::sql::Limits { max_rows: usize::MAX, max_bytes: usize::MAX, ..engine.limits() };
+        let topic = engine.topic().to_owned();
+        Feeds::new(engine.with_limits(limits), engine.serving().clone(), topic)
     }
 
     /// Feeds over the views `engine` reads; each pump runs on the tokio runtime of the
@@ -326,6 +325,8 @@ impl Feeds {
         min: Option<&MinOffsets>,
     ) -> Result<Subscription, SubscribeError> {
         let key = self.engine.view_key(name).map_err(SubscribeError::View)?;
+        let key_column = key.as_ref().map(|(_, name)| name.clone());
+        let key = key.map(|(k, _)| k);
         let pump = {
             let mut pumps = self.pumps.lock().await;
             match pumps.get(name) {
@@ -340,11 +341,6 @@ impl Feeds {
                 }
             }
         };
-        let key_column = self
-            .engine
-            .columns(&format!("SELECT * FROM \"{name}\""))
-            .ok()
-            .and_then(|columns| key.and_then(|k| columns.get(k).map(|c| c.name.clone())));
         if let Some(min) = min {
             let deadline = Instant::now() + READ_TIMEOUT;
             while !min.reached_by(&pump.state().positions) && Instant::now() < deadline {
@@ -405,14 +401,13 @@ impl Feeds {
 
     /// Reads view `name` now: its time, offsets and rows.
     async fn read(&self, name: &str, key: Option<usize>) -> Result<(Reading, Rows), SqlError> {
-        let statement = self.engine.view_statement(name, None)?;
-        let answer = self.engine.execute_async(&statement).await?;
-        let mut reading = answer.reading.clone().expect("a SELECT reads the views");
-        reading.rows.clear();
+        let answer = self.engine.execute(&format!("SELECT * FROM \"{name}\"")).await?;
+        let reading = answer.as_of.clone().ok_or_else(|| SqlError::Internal(format!("{name} read no relation")))?;
         let mut rows = Rows::new();
-        let columns: Vec<&str> = answer.columns.iter().map(|c| c.name.as_str()).collect();
-        for row in &answer.rows {
-            add_row(&mut rows, &columns, row.iter().map(crate::sql::value::Value::to_json).collect(), key);
+        let names: Vec<String> = answer.columns().into_iter().map(|(n, _)| n).collect();
+        let columns: Vec<&str> = names.iter().map(String::as_str).collect();
+        for row in answer.rows() {
+            add_row(&mut rows, &columns, row, key);
         }
         Ok((reading, rows))
     }
@@ -425,7 +420,7 @@ impl Feeds {
             .serving
             .read_async(by.scope(since), READ_TIMEOUT)
             .await
-            .map_err(|e| SqlError::new("55000", e.to_string()))?;
+            .map_err(SqlError::from_read)?;
         let rows = by.apply(&mut reading, &pump.state().rows, pump.key);
         Ok((reading, rows))
     }
@@ -442,7 +437,7 @@ impl Feeds {
         let mut interval = tokio::time::interval(POLL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A view dropped and created again under its name is a new pump: this one ends first.
-        let by_changes = ByChanges::of(&self.serving, &pump.view);
+        let by_changes = ByChanges::of(&pump.view);
         loop {
             interval.tick().await;
             if pump.sender.receiver_count() == 0 {
@@ -454,8 +449,7 @@ impl Feeds {
             } else {
                 unwatched_since = None;
             }
-            let gone = by_changes.as_ref().is_some_and(|by| !by.is_current(&self.serving, &pump.view));
-            if gone || self.engine.view_key(&pump.view).is_err() {
+            if self.engine.view_key(&pump.view).is_err() {
                 self.end(&pump, Some(format!("view {:?} was dropped", pump.view))).await;
                 return;
             }
@@ -496,7 +490,7 @@ impl Feeds {
                             last_sent = Instant::now();
                         }
                     }
-                    Err(error) if error.code == "42P01" => {
+                    Err(error) if error.code() == "42P01" => {
                         self.end(&pump, Some(format!("view {:?} was dropped", pump.view))).await;
                         return;
                     }

@@ -87,7 +87,7 @@ type Answer = Result<Json<Value>, ApiError>;
 /// The routes, over a running pipeline's serving handle, behind the guard of `access` (see
 /// `http/guard.rs`); `loopback`: the server listens on loopback only.
 pub fn router(
-    serving: Serving,
+    sql: crate::sql::Engine,
     settings: &crate::config::Settings,
     feeds: Feeds,
     access: crate::serve::access::Access,
@@ -96,7 +96,7 @@ pub fn router(
     let asks_secret = access.secret().is_some();
     let guard = Arc::new(guard::Guard { access, loopback });
     let topic = settings.kafka.topic.clone();
-    let sql = crate::sql::Engine::new(serving.clone(), topic.clone(), settings.sql_limits());
+    let serving = sql.serving().clone();
     let produce_to = settings.serve.dashboard_produce.then(|| settings.kafka.brokers.clone());
     let api = Arc::new(Api { serving, topic, sql, feeds, produce_to, top: settings.batch.top, asks_secret });
     Router::new()
@@ -199,7 +199,7 @@ async fn timed(State(api): State<Arc<Api>>, route: MatchedPath, request: Request
 /// serves until the runtime is dropped. Its changefeeds are `feeds`.
 pub fn start(
     settings: &crate::config::Settings,
-    serving: &Serving,
+    engine: &crate::sql::Engine,
     feeds: &Feeds,
     access: &crate::serve::access::Access,
 ) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
@@ -207,7 +207,7 @@ pub fn start(
         return Ok(None);
     };
     let bound = listener.local_addr()?;
-    let app = router(serving.clone(), settings, feeds.clone(), access.clone(), bound.ip().is_loopback());
+    let app = router(engine.clone(), settings, feeds.clone(), access.clone(), bound.ip().is_loopback());
     runtime.spawn(serve(listener, app));
     tracing::info!(address = %bound, "serving HTTP");
     Ok(Some(runtime))
@@ -331,7 +331,7 @@ const MAX_TOP_OF_VIEWS: usize = 10_000_000;
 
 async fn views(State(api): State<Arc<Api>>, Query(params): Query<HashMap<String, String>>) -> Answer {
     let top_k = number(&params, "k", api.top, MAX_TOP_OF_VIEWS)?;
-    let reading = api.serving.read_all_async(top_k, READ_TIMEOUT).await.map_err(read_error)?;
+    let reading = api.sql.read_all(top_k).await.map_err(|e| ApiError(status_of(&e), e.to_string()))?;
     Ok(Json(views_json(&reading, &api.topic)))
 }
 
@@ -450,39 +450,41 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
 }
 
 async fn view(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Answer {
-    let (answer, rows) = view_rows(&api, &name, None).await?;
-    let columns: Vec<&str> = answer.columns.iter().map(|c| c.name.as_str()).collect();
+    let answer = view_rows(&api, &name, None).await?;
+    let columns: Vec<String> = answer.columns().into_iter().map(|(n, _)| n).collect();
+    let rows = answer.objects();
     Ok(Json(json!({ "view": name, "columns": columns, "rows": rows, "as_of": answer_as_of(&api, &answer) })))
 }
 
 async fn view_key(State(api): State<Arc<Api>>, Path((name, key)): Path<(String, String)>) -> Answer {
-    let (answer, rows) = view_rows(&api, &name, Some(&key)).await?;
-    let Some(row) = rows.into_iter().next() else {
+    let answer = view_rows(&api, &name, Some(&key)).await?;
+    let Some(row) = answer.objects().into_iter().next() else {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("view {name:?} has no row for {key:?}")));
     };
     Ok(Json(json!({ "view": name, "row": row, "as_of": answer_as_of(&api, &answer) })))
 }
 
-/// Reads a view through the SQL engine (one way to read any view), its rows as JSON objects.
-async fn view_rows(
-    api: &Arc<Api>,
-    name: &str,
-    key: Option<&str>,
-) -> Result<(crate::sql::Answer, Vec<serde_json::Map<String, Value>>), ApiError> {
-    let sql_error = |error: crate::sql::SqlError| ApiError(status_of(&error), error.message);
-    let statement = api.sql.view_statement(name, key).map_err(sql_error)?;
-    let answer = api.sql.execute_async(&statement).await.map_err(sql_error)?;
-    let rows = answer
-        .rows
-        .iter()
-        .map(|row| answer.columns.iter().zip(row).map(|(c, v)| (c.name.clone(), v.to_json())).collect())
-        .collect();
-    Ok((answer, rows))
+/// Reads a view through the SQL engine (one way to read any view): all its rows, or those of
+/// one `key` (bound as a typed parameter, never pasted into the statement).
+async fn view_rows(api: &Arc<Api>, name: &str, key: Option<&str>) -> Result<crate::sql::Answer, ApiError> {
+    let sql_error = |error: crate::sql::SqlError| ApiError(status_of(&error), error.to_string());
+    let quoted = name.replace('"', "\"\"");
+    let Some(key) = key else {
+        return api.sql.execute(&format!("SELECT * FROM \"{quoted}\"")).await.map_err(sql_error);
+    };
+    let Some((_, column)) = api.sql.view_key(name).map_err(sql_error)? else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("view {name:?} has no key to look up")));
+    };
+    let value = if column == "hour" { "CAST($1 AS TIMESTAMP WITH TIME ZONE)" } else { "$1" };
+    let statement = format!("SELECT * FROM \"{quoted}\" WHERE \"{column}\" = {value}");
+    let params = datafusion::common::ParamValues::List(vec![datafusion::common::ScalarValue::Utf8(Some(key.to_owned())).into()]);
+    let mut session = crate::sql::session::Session::default();
+    api.sql.execute_bound(&mut session, &statement, params).await.map_err(sql_error)
 }
 
 /// The HTTP status of a SQL error met reading a view.
 fn status_of(error: &crate::sql::SqlError) -> StatusCode {
-    match error.code {
+    match error.code() {
         "42P01" | "42704" => StatusCode::NOT_FOUND,
         "57014" => StatusCode::GATEWAY_TIMEOUT,
         // Too large an answer (`--max-rows`), a key that is not a value of the key's type:
@@ -493,7 +495,7 @@ fn status_of(error: &crate::sql::SqlError) -> StatusCode {
 }
 
 fn answer_as_of(api: &Api, answer: &crate::sql::Answer) -> Value {
-    answer.reading.as_ref().map_or(Value::Null, |reading| as_of(reading, &api.topic))
+    answer.as_of.as_ref().map_or(Value::Null, |reading| as_of(reading, &api.topic))
 }
 
 /// `POST /v1/sql`: one statement, as the body (`application/sql`), or `{"sql": "..."}`
@@ -517,20 +519,23 @@ async fn sql_statement(
             Err(_) => return ApiError(StatusCode::BAD_REQUEST, "the statement is not UTF-8".into()).into_response(),
         },
     };
-    match api.sql.execute_async(&statement).await {
+    match api.sql.execute(&statement).await {
         Ok(answer) => {
-            let rows: Vec<Vec<Value>> =
-                answer.rows.iter().map(|r| r.iter().map(crate::sql::value::Value::to_json).collect()).collect();
-            let mut out = json!({ "columns": answer.columns, "rows": rows });
-            if let Some(reading) = &answer.reading {
+            let columns: Vec<Value> =
+                answer.columns().into_iter().map(|(name, ty)| json!({ "name": name, "type": ty })).collect();
+            let mut out = json!({ "columns": columns, "rows": answer.rows() });
+            if let Some(tag) = &answer.tag {
+                out["tag"] = tag.clone().into();
+            }
+            if let Some(reading) = &answer.as_of {
                 out["as_of"] = as_of(reading, &api.topic);
             }
             Json(out).into_response()
         }
         Err(error) => {
-            let status = if error.code == "57014" { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_REQUEST };
-            let mut body = json!({ "error": error.message, "code": error.code });
-            if let Some(position) = error.position {
+            let status = if error.code() == "57014" { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_REQUEST };
+            let mut body = json!({ "error": error.to_string(), "code": error.code() });
+            if let Some(position) = error.position() {
                 body["position"] = position.into();
             }
             (status, Json(body)).into_response()
@@ -540,15 +545,15 @@ async fn sql_statement(
 
 async fn metrics(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
     let names: Vec<String> = {
-        let catalog = api.serving.catalog().lock().unwrap_or_else(|p| p.into_inner());
-        catalog.all().map(|(d, _)| d.name.clone()).collect()
+        let catalog = api.sql.catalog().lock().unwrap_or_else(|p| p.into_inner());
+        catalog.all().into_iter().map(|(d, _)| d.name).collect()
     };
     let mut rows = Vec::with_capacity(names.len());
     for name in names {
         // A view dropped meanwhile is simply left out.
-        if let Ok(answer) = api.sql.execute_async(&format!("SELECT count(*) FROM \"{name}\"")).await {
-            if let Some(crate::sql::value::Value::Int(n)) = answer.rows.first().and_then(|r| r.first()) {
-                rows.push((name, *n));
+        if let Ok(answer) = api.sql.execute(&format!("SELECT count(*) FROM \"{name}\"")).await {
+            if let Some(n) = answer.rows().first().and_then(|r| r.first()).and_then(Value::as_i64) {
+                rows.push((name, n));
             }
         }
     }

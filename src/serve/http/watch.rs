@@ -65,10 +65,10 @@ pub(super) async fn subscribe(
     let min = params.get("min_offsets").and_then(|text| MinOffsets::parse(text, &api.topic).ok());
     let subscription = match api.feeds.subscribe(&view, after, min.as_ref()).await {
         Ok(subscription) => subscription,
-        Err(SubscribeError::View(error)) if error.code == "42P01" => {
-            return Err(ApiError(StatusCode::NOT_FOUND, error.message))
+        Err(SubscribeError::View(error)) if error.code() == "42P01" => {
+            return Err(ApiError(StatusCode::NOT_FOUND, error.to_string()))
         }
-        Err(SubscribeError::View(error)) => return Err(ApiError(super::status_of(&error), error.message)),
+        Err(SubscribeError::View(error)) => return Err(ApiError(super::status_of(&error), error.to_string())),
         Err(SubscribeError::Gone { earliest }) => {
             let error = format!(
                 "time {} is no longer kept; resume from {earliest} or later, or subscribe anew",

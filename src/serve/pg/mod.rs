@@ -2,9 +2,10 @@
 //! lambda`, `pgbench` with a custom script, and drivers (psycopg, JDBC) reach the same SQL
 //! engine as the prompt and `POST /v1/sql`.
 //!
-//! Simple and extended queries are answered; columns are typed (`text`, `bigint`,
-//! `numeric`, `timestamptz`, `boolean`) and sent in text format; parameters (`$1`) of
-//! extended queries are bound as literals. Any user and database name is accepted; with a
+//! Simple and extended queries are answered by the SQL engine ([`crate::sql`]); rows are
+//! encoded from its Arrow batches by `arrow-pg`, in text or binary per column as the client
+//! asks; parameters (`$1`) of extended queries are bound as typed values (never pasted into
+//! the statement). Any user and database name is accepted; with a
 //! secret (see [`crate::serve::access`]) the password must be it (SCRAM-SHA-256, in
 //! `startup.rs`), else the server may listen on loopback only. A `CancelRequest` (psql's
 //! Ctrl-C) ends the connection's running statement or `SUBSCRIBE`. Errors carry their SQLSTATE and, for syntax
@@ -13,19 +14,17 @@
 //! Materialize) streams a view's changefeed as COPY text: `time, diff, columns...` per line.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use futures::stream;
-use futures::{Sink, SinkExt};
-use pgwire::api::portal::Portal;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use futures::{stream, Sink, SinkExt};
+use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{
-    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo, QueryResponse, Response,
-    Tag,
-};
-use pgwire::api::stmt::{NoopQueryParser, StoredStatement};
+use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, PgWireServerHandlers, Type as PgType};
 use pgwire::api::{ClientPortalStore, PgWireConnectionState};
@@ -33,14 +32,10 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::response::ReadyForQuery;
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::PgWireBackendMessage;
-use std::fmt::Debug;
 
-use crate::reading::Reading;
-use crate::serve::bound::Session;
 use crate::serve::feed::Feeds;
-use crate::serve::Serving;
-use crate::sql::value::{Type, Value};
-use crate::sql::{Answer, Column, Engine, SqlError};
+use crate::sql::session::Session;
+use crate::sql::{Answer, Engine, SqlError};
 
 mod startup;
 mod subscribe;
@@ -50,11 +45,8 @@ use subscribe::{send_copy_out, subscribe_target};
 /// The backend every connection shares.
 pub struct Backend {
     engine: Engine,
-    topic: String,
-    parser: Arc<NoopQueryParser>,
-    /// What each session's previous answer reflected, for `SHOW as_of`.
-    last: Mutex<HashMap<SocketAddr, Reading>>,
-    /// Each session's read-your-writes bound (`SET min_offsets = '...'`).
+    parser: Arc<Parser>,
+    /// Each session's settings (`SET`), and what its previous answer reflected.
     sessions: Mutex<HashMap<SocketAddr, Session>>,
     /// The changefeeds `SUBSCRIBE` follows.
     feeds: Feeds,
@@ -62,119 +54,136 @@ pub struct Backend {
     cancels: Arc<startup::Cancels>,
 }
 
+/// A statement as the extended protocol keeps it: its text, its parameters' types and its
+/// columns, as DataFusion planned them when it was parsed.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    text: String,
+    parameters: Vec<Option<DataType>>,
+    columns: Option<SchemaRef>,
+}
+
+/// Plans statements for the extended protocol (Parse), with the engine.
+pub struct Parser {
+    engine: Engine,
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<PgType>]) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        if sql.trim().trim_matches(';').trim().is_empty() {
+            return Ok(None);
+        }
+        let (parameters, columns) = if subscribe_target(sql).is_some() {
+            (Vec::new(), None)
+        } else {
+            self.engine.describe(sql).await.map_err(user_error)?
+        };
+        Ok(Some(Prepared { text: sql.to_owned(), parameters, columns }))
+    }
+
+    fn get_parameter_types(&self, statement: &Prepared) -> PgWireResult<Vec<PgType>> {
+        Ok(statement
+            .parameters
+            .iter()
+            .map(|ty| ty.as_ref().and_then(|t| arrow_pg::datatypes::into_pg_type(t).ok()).unwrap_or(PgType::UNKNOWN))
+            .collect())
+    }
+
+    fn get_result_schema(&self, statement: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        match &statement.columns {
+            None => Ok(Vec::new()),
+            Some(schema) => arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format.unwrap_or(&Format::UnifiedText), None),
+        }
+    }
+}
+
 impl Backend {
     /// A backend over a running pipeline, whose `SUBSCRIBE`s follow `feeds`.
-    fn new(engine: Engine, feeds: Feeds, topic: impl Into<String>, cancels: Arc<startup::Cancels>) -> Self {
-        let topic = topic.into();
-        let parser = Arc::new(NoopQueryParser::new());
-        Backend { engine, topic, parser, last: Mutex::default(), sessions: Mutex::default(), feeds, cancels }
+    fn new(engine: Engine, feeds: Feeds, cancels: Arc<startup::Cancels>) -> Self {
+        let parser = Arc::new(Parser { engine: engine.clone() });
+        Backend { engine, parser, sessions: Mutex::default(), feeds, cancels }
+    }
+
+    /// Takes `client`'s session out (its settings), for one statement.
+    fn session(&self, client: SocketAddr) -> Session {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&client).unwrap_or_default()
+    }
+
+    /// Puts `client`'s session back.
+    fn keep(&self, client: SocketAddr, session: Session) {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(client, session);
     }
 
     async fn answer<C: ClientInfo>(&self, client: &C, statement: &str) -> PgWireResult<Response> {
-        let address = client.socket_addr();
         if let Some(view) = subscribe_target(statement) {
             let cancelled = self.cancels.watch(client);
             return self.subscribe(view, cancelled).await;
         }
-        self.answer_at(address, statement).await
-    }
-
-    async fn answer_at(&self, client: SocketAddr, statement: &str) -> PgWireResult<Response> {
-        tracing::debug!(%client, statement, "a SQL statement over the Postgres protocol");
-        let words: Vec<String> =
-            statement.trim().trim_end_matches(';').split_whitespace().map(str::to_ascii_lowercase).collect();
-        if words == ["show", "as_of"] {
-            let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).get(&client).cloned();
-            if let Some(reading) = last {
-                let offsets: Vec<String> =
-                    reading.offsets.iter().map(|(p, o)| format!("{}/{p}:{o}", self.topic)).collect();
-                let answer = Answer {
-                    columns: vec![
-                        Column { name: "time".into(), ty: Type::BigInt },
-                        Column { name: "offsets".into(), ty: Type::Text },
-                    ],
-                    rows: vec![vec![Value::Int(reading.time as i64), Value::Text(offsets.join(",").into())]],
-                    reading: None,
-                    tag: None,
-                };
-                return Ok(response(&answer));
-            }
-        }
-        let mut session =
-            self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(&client).cloned().unwrap_or_default();
-        let answer = self.engine.execute_in_async(&mut session, statement).await;
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(client, session);
-        let answer = answer.map_err(user_error)?;
-        if let Some(reading) = &answer.reading {
-            let mut kept = reading.clone();
-            kept.rows.clear();
-            kept.customers.clear();
-            self.last.lock().unwrap_or_else(|p| p.into_inner()).insert(client, kept);
-        }
-        Ok(response(&answer))
+        let address = client.socket_addr();
+        tracing::debug!(client = %address, statement, "a SQL statement over the Postgres protocol");
+        let mut session = self.session(address);
+        let answer = self.engine.execute_in(&mut session, statement).await;
+        self.keep(address, session);
+        response(answer.map_err(user_error)?, &Format::UnifiedText)
     }
 
     /// Forgets a closed session.
     fn forget(&self, client: SocketAddr) {
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).remove(&client);
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&client);
         self.cancels.forget(client);
     }
 }
 
-fn pg_type(ty: Type) -> PgType {
-    match ty {
-        Type::Text => PgType::TEXT,
-        Type::BigInt => PgType::INT8,
-        Type::Numeric => PgType::NUMERIC,
-        Type::Timestamp => PgType::TIMESTAMPTZ,
-        Type::Bool => PgType::BOOL,
-    }
-}
-
-fn fields(columns: &[Column]) -> Vec<FieldInfo> {
-    columns.iter().map(|c| FieldInfo::new(c.name.clone(), None, None, pg_type(c.ty), FieldFormat::Text)).collect()
-}
-
-/// An answer as rows of text values, or a statement's tag.
-fn response(answer: &Answer) -> Response {
-    match answer.tag {
-        Some("BEGIN") => return Response::TransactionStart(Tag::new("BEGIN")),
-        Some(tag @ ("COMMIT" | "ROLLBACK")) => return Response::TransactionEnd(Tag::new(tag)),
-        Some(tag) => return Response::Execution(Tag::new(tag)),
+/// An answer as pgwire sends it: its rows encoded by `arrow-pg` in `format` (text or
+/// binary, per column), or its command tag.
+fn response(answer: Answer, format: &Format) -> PgWireResult<Response> {
+    match answer.tag.as_deref() {
+        Some("BEGIN") => return Ok(Response::TransactionStart(Tag::new("BEGIN"))),
+        Some(tag @ ("COMMIT" | "ROLLBACK")) => return Ok(Response::TransactionEnd(Tag::new(tag))),
+        Some(tag) => return Ok(Response::Execution(Tag::new(tag))),
         None => {}
     }
-    let schema = Arc::new(fields(&answer.columns));
-    let rows: Vec<Vec<Option<String>>> =
-        answer.rows.iter().map(|r| r.iter().map(Value::to_pg_text).collect()).collect();
-    let mut encoder = DataRowEncoder::new(Arc::clone(&schema));
-    let encoded: Vec<PgWireResult<_>> = rows
-        .into_iter()
-        .map(|row| {
-            for value in &row {
-                encoder.encode_field(value)?;
+    let fields = Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(&answer.schema, format, None)?);
+    let mut rows = Vec::with_capacity(answer.len());
+    for batch in answer.batches {
+        for row in arrow_pg::datatypes::encode_recordbatch(Arc::clone(&fields), batch) {
+            // A value that does not encode ends the answer there (the encoder would give the
+            // same error for ever).
+            let failed = row.is_err();
+            rows.push(row);
+            if failed {
+                return Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))));
             }
-            Ok(encoder.take_row())
-        })
-        .collect();
-    Response::Query(QueryResponse::new(schema, stream::iter(encoded)))
+        }
+    }
+    Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
 }
 
 fn user_error(error: SqlError) -> PgWireError {
-    let mut info = ErrorInfo::new("ERROR".to_owned(), error.code.to_owned(), error.message);
-    info.position = error.position.map(|p| p.to_string());
+    let mut info = ErrorInfo::new("ERROR".to_owned(), error.code().to_owned(), error.to_string());
+    info.position = error.position().map(|p| p.to_string());
     PgWireError::UserError(Box::new(info))
 }
 
-/// Statements of one simple query, split at semicolons outside quotes.
+/// Statements of one simple query, split at semicolons outside quotes and comments.
 fn statements(query: &str) -> Vec<&str> {
     let mut out = Vec::new();
-    let (mut start, mut quote) = (0, None::<char>);
-    for (i, c) in query.char_indices() {
-        match (quote, c) {
-            (None, '\'' | '"') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, ';') => {
+    let (mut start, mut quote, mut comment) = (0, None::<char>, false);
+    let mut chars = query.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match (quote, comment, c) {
+            (_, true, '\n') => comment = false,
+            (_, true, _) => {}
+            (None, false, '-') if chars.peek().map(|(_, n)| *n) == Some('-') => comment = true,
+            (None, false, '\'' | '"') => quote = Some(c),
+            (Some(q), false, c) if c == q => quote = None,
+            (None, false, ';') => {
                 out.push(&query[start..i]);
                 start = i + 1;
             }
@@ -216,7 +225,10 @@ impl SimpleQueryHandler for Backend {
 
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let mut responses = Vec::new();
         for statement in statements(query) {
@@ -234,139 +246,74 @@ impl SimpleQueryHandler for Backend {
     }
 }
 
-/// A bound parameter as a SQL literal: numbers as they are, everything else quoted. Text and
-/// binary formats are both read (psycopg sends integers in binary), by the declared type.
-fn literal(portal: &Portal<String>, n: usize) -> PgWireResult<String> {
-    let i = n - 1;
-    if portal.parameters.get(i).is_none_or(Option::is_none) {
-        return Ok("NULL".into());
-    }
-    let declared = portal.statement.parameter_types.get(i).cloned().flatten().unwrap_or(PgType::UNKNOWN);
-    let quoted = |text: String| format!("'{}'", text.replace('\'', "''"));
-    let number = |text: String| text;
-    Ok(match declared {
-        t if t == PgType::INT2 => number(portal.parameter::<i16>(i, &t)?.unwrap_or_default().to_string()),
-        t if t == PgType::INT4 => number(portal.parameter::<i32>(i, &t)?.unwrap_or_default().to_string()),
-        t if t == PgType::INT8 => number(portal.parameter::<i64>(i, &t)?.unwrap_or_default().to_string()),
-        t if t == PgType::FLOAT4 => number(portal.parameter::<f32>(i, &t)?.unwrap_or_default().to_string()),
-        t if t == PgType::FLOAT8 => number(portal.parameter::<f64>(i, &t)?.unwrap_or_default().to_string()),
-        t if t == PgType::BOOL => portal.parameter::<bool>(i, &t)?.unwrap_or_default().to_string(),
-        t if portal.parameter_format.is_binary(i) && t != PgType::TEXT && t != PgType::VARCHAR => {
-            return Err(user_error(SqlError::unsupported(format!(
-                "a parameter of type {} in binary format (send it as text)",
-                t.name()
-            ))))
-        }
-        _ => {
-            let bytes = portal.parameters[i].as_ref().expect("checked above");
-            let text = String::from_utf8_lossy(bytes).into_owned();
-            if declared == PgType::NUMERIC || (declared == PgType::UNKNOWN && text.parse::<f64>().is_ok()) {
-                number(text)
-            } else {
-                quoted(text)
-            }
-        }
-    })
-}
-
-/// A statement with its `$n` parameters replaced by the bound values, as literals.
-fn bind(portal: &Portal<String>) -> PgWireResult<String> {
-    let statement = &portal.statement.statement;
-    let mut out = String::with_capacity(statement.len());
-    let mut chars = statement.chars().peekable();
-    let mut quote = None::<char>;
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, '\'' | '"') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, '$') => {
-                let mut digits = String::new();
-                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-                    digits.push(*d);
-                    chars.next();
-                }
-                match digits.parse::<usize>() {
-                    Ok(n) if n > 0 => out.push_str(&literal(portal, n)?),
-                    _ => {
-                        out.push('$');
-                        out.push_str(&digits);
-                    }
-                }
-                continue;
-            }
-            _ => {}
-        }
-        out.push(c);
-    }
-    Ok(out)
-}
-
-/// How many parameters (`$n`) a statement takes.
-fn parameters(statement: &str) -> usize {
-    let mut most = 0;
-    let bytes = statement.as_bytes();
-    for (i, b) in bytes.iter().enumerate() {
-        if *b == b'$' {
-            let digits: String = bytes[i + 1..].iter().take_while(|d| d.is_ascii_digit()).map(|d| *d as char).collect();
-            most = most.max(digits.parse().unwrap_or(0));
-        }
-    }
-    most
-}
-
 #[async_trait]
 impl ExtendedQueryHandler for Backend {
-    type Statement = String;
-    type QueryParser = NoopQueryParser;
+    type Statement = Prepared;
+    type QueryParser = Parser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         Arc::clone(&self.parser)
     }
 
-    async fn do_query<C>(
-        &self,
-        client: &mut C,
-        portal: &Portal<Self::Statement>,
-        _max_rows: usize,
-    ) -> PgWireResult<Response>
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statement = bind(portal)?;
-        if statement.trim().is_empty() {
-            return Ok(Response::EmptyQuery);
+        let prepared = &portal.statement.statement;
+        if prepared.parameters.is_empty() && portal.parameters.is_empty() {
+            return match self.answer(client, &prepared.text).await? {
+                Response::Query(_) => {
+                    // Again, in the portal's formats (binary columns for a driver that asks).
+                    let address = client.socket_addr();
+                    let mut session = self.session(address);
+                    let answer = self.engine.execute_in(&mut session, &prepared.text).await;
+                    self.keep(address, session);
+                    response(answer.map_err(user_error)?, &portal.result_column_format)
+                }
+                other => Ok(other),
+            };
         }
-        self.answer(client, &statement).await
+        // Parameters are bound as typed values: the client's types where it gave them, else
+        // those DataFusion inferred — never pasted into the statement's text.
+        let types: Vec<Option<&DataType>> = prepared.parameters.iter().map(Option::as_ref).collect();
+        let params = arrow_pg::datatypes::df::deserialize_parameters(portal, &types)?;
+        let address = client.socket_addr();
+        let mut session = self.session(address);
+        let answer = self.engine.execute_bound(&mut session, &prepared.text, params).await;
+        self.keep(address, session);
+        response(answer.map_err(user_error)?, &portal.result_column_format)
     }
 
-    async fn do_describe_statement<C>(
-        &self,
-        _client: &mut C,
-        statement: &StoredStatement<Self::Statement>,
-    ) -> PgWireResult<DescribeStatementResponse>
+    async fn do_describe_statement<C>(&self, _client: &mut C, target: &StoredStatement<Prepared>) -> PgWireResult<DescribeStatementResponse>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let count = parameters(&statement.statement);
-        let types: Vec<PgType> = (0..count)
-            .map(|i| statement.parameter_types.get(i).cloned().flatten().unwrap_or(PgType::UNKNOWN))
-            .collect();
-        // The columns do not depend on the parameters' values: the planner reads an unbound
-        // `$n` as NULL.
-        let columns = self.engine.columns(&statement.statement).map_err(user_error)?;
-        Ok(DescribeStatementResponse::new(types, fields(&columns)))
+        let prepared = &target.statement;
+        let mut types = self.parser.get_parameter_types(prepared)?;
+        for (i, given) in target.parameter_types.iter().enumerate() {
+            if let (Some(ty), Some(given)) = (types.get_mut(i), given) {
+                *ty = given.clone();
+            }
+        }
+        let fields = self.parser.get_result_schema(prepared, None)?;
+        Ok(DescribeStatementResponse::new(types, fields))
     }
 
-    async fn do_describe_portal<C>(
-        &self,
-        _client: &mut C,
-        portal: &Portal<Self::Statement>,
-    ) -> PgWireResult<DescribePortalResponse>
+    async fn do_describe_portal<C>(&self, _client: &mut C, target: &Portal<Prepared>) -> PgWireResult<DescribePortalResponse>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let columns = self.engine.columns(&bind(portal)?).map_err(user_error)?;
-        Ok(DescribePortalResponse::new(fields(&columns)))
+        let fields = self.parser.get_result_schema(&target.statement.statement, Some(&target.result_column_format))?;
+        Ok(DescribePortalResponse::new(fields))
     }
 }
 
@@ -400,7 +347,7 @@ impl PgWireServerHandlers for Handlers {
 /// `SUBSCRIBE`s follow `feeds`.
 pub fn start(
     settings: &crate::config::Settings,
-    serving: &Serving,
+    engine: &Engine,
     feeds: &Feeds,
     access: &crate::serve::access::Access,
 ) -> anyhow::Result<Option<tokio::runtime::Runtime>> {
@@ -408,10 +355,9 @@ pub fn start(
         return Ok(None);
     };
     let bound = listener.local_addr()?;
-    let engine = Engine::new(serving.clone(), settings.kafka.topic.clone(), settings.sql_limits());
     let starts = startup::Starts::new(access.secret());
     let cancel = Arc::new(startup::Cancels::new(&starts));
-    let backend = Arc::new(Backend::new(engine, feeds.clone(), settings.kafka.topic.clone(), Arc::clone(&cancel)));
+    let backend = Arc::new(Backend::new(engine.clone(), feeds.clone(), Arc::clone(&cancel)));
     runtime.spawn(crate::serve::accept_each(listener, "a Postgres connection", move |socket, peer| {
         let handlers = Arc::new(Handlers {
             backend: Arc::clone(&backend),
@@ -438,6 +384,6 @@ mod tests {
     #[test]
     fn semicolons_split_statements_outside_quotes() {
         assert_eq!(statements("select 1; select ';' ;"), vec!["select 1", " select ';' "]);
-        assert_eq!(parameters("select * from customers where customer = $1 and total > $2"), 2);
+        assert_eq!(statements("select 1 -- a ; comment\n; select 2"), vec!["select 1 -- a ; comment\n", " select 2"]);
     }
 }

@@ -36,13 +36,14 @@ impl Backend {
         mut cancelled: tokio::sync::watch::Receiver<()>,
     ) -> PgWireResult<Response> {
         let view = view.trim_matches('"');
-        let columns = self.engine.columns(&format!("SELECT * FROM \"{view}\"")).map_err(user_error)?;
+        let (_, columns) = self.engine.describe(&format!("SELECT * FROM \"{view}\"")).await.map_err(user_error)?;
+        let names: Vec<String> =
+            columns.map(|schema| schema.fields().iter().map(|f| f.name().clone()).collect()).unwrap_or_default();
         let subscription = match self.feeds.subscribe(view, None, None).await {
             Ok(subscription) => subscription,
             Err(SubscribeError::View(error)) => return Err(user_error(error)),
-            Err(other) => return Err(user_error(SqlError::new("55000", format!("{other:?}")))),
+            Err(other) => return Err(user_error(SqlError::Unavailable(other.to_string()))),
         };
-        let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
         let width = names.len() + 2;
         let lines = futures::StreamExt::flat_map(
             stream::unfold(subscription, move |mut subscription| {
@@ -62,7 +63,7 @@ impl Backend {
                                 changes.iter().map(|c| line(*time, c.diff, &c.row)).collect()
                             }
                             Event::Progress { .. } => continue,
-                            Event::End { reason } => vec![Err(user_error(SqlError::new("57014", reason.clone())))],
+                            Event::End { reason } => vec![Err(user_error(SqlError::Canceled(reason.clone())))],
                         };
                         if !lines.is_empty() {
                             return Some((lines, subscription));
@@ -78,7 +79,7 @@ impl Backend {
             if cancelled.changed().await.is_err() {
                 futures::future::pending::<()>().await;
             }
-            Err(user_error(SqlError::new("57014", "canceling statement due to user request")))
+            Err(user_error(SqlError::Canceled("due to user request".into())))
         };
         Ok(Response::CopyOut(CopyResponse::new(0, width, until_cancelled(lines, cancel))))
     }

@@ -1,0 +1,17 @@
+//! The compute side: what a worker reads of its arrangements for a SQL statement.
+//!
+//! The SQL engine ([`crate::sql`]) plans a statement with Apache DataFusion over table
+//! providers; when it runs, each provider's scan asks every worker for its share of a
+//! relation at the statement's one logical time. Here is the worker's side of that:
+//!
+//! - [`relation`]: the relations and their columns, in one place;
+//! - [`columns`]: the four column types and the Arrow arrays a worker builds;
+//! - [`filter`]: a created view's `WHERE`, evaluated over batches of transactions;
+//! - [`scan`]: a worker's open scans, each read a slice at a time between the dataflow's own
+//!   steps, so that a scan of millions of rows never stops the stream; and the channels their
+//!   batches reach the reader by.
+
+pub mod columns;
+pub mod filter;
+pub mod relation;
+pub mod scan;

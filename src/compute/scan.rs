@@ -1,0 +1,703 @@
+//! A worker's share of a relation for a statement: its rows at the statement's time, as Arrow
+//! record batches, made a slice at a time between the dataflow's own steps.
+//!
+//! A scan is opened by an order of the coordinator (`Order::Scan`) at a time every worker's
+//! views are complete through and that the coordinator keeps readable (its compaction stays
+//! at or below the times of the statements under way). It then holds what it reads from: a
+//! cursor over the trace's batches as they were when it opened (differential's batches are
+//! immutable and shared, so the trace may merge and compact meanwhile), or a position in the
+//! version table (which keeps an undo log for the times readers hold). Each turn of the
+//! worker's loop moves every open scan on for at most a slice of time:
+//!
+//! ```text
+//! Scan { id 12, time T, transactions, columns [amount, category] }
+//! worker turn: admit messages · step the dataflow · [scan 12: 8,192 rows → a batch] · …
+//! worker turn: admit messages · step the dataflow · [scan 12: 8,192 rows → a batch] · …
+//! worker turn: …                                  · [scan 12: the last 1,210 rows, end]
+//! ```
+//!
+//! Batches go to the reader through a bounded channel (an outlet, [`Outlets`]); while it is
+//! full the scan waits, so a slow client holds at most a few batches. A reader that goes away
+//! (the statement ended, was cancelled or timed out) closes the channel, and the scan ends at
+//! the worker's next turn. Workers of another process send their batches to worker 0 as Arrow
+//! IPC bytes, which it hands on.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use differential_dataflow::trace::cursor::{cursor_list, Cursor, CursorList, Navigable};
+use differential_dataflow::trace::TraceReader;
+use serde::{Deserialize, Serialize};
+use timely::progress::Antichain;
+
+use super::columns::{schema, Cell, ColumnType, Columns, Owned};
+use super::relation::Relation;
+use crate::dataflow::rows::{CustomerRow, Dimension};
+use crate::dataflow::views::ViewTraces;
+use crate::dataflow::{Dataflow, Time};
+use crate::event::Identity;
+use crate::reading::ReadError;
+
+/// The rows a scan sends in one batch, at most.
+pub const BATCH_ROWS: usize = 8192;
+/// How long a worker spends on its open scans in one turn of its loop, at most.
+pub const SLICE: Duration = Duration::from_millis(2);
+/// Batches waiting in a scan's channel before the scan waits for the reader.
+pub const OUTLET_BATCHES: usize = 4;
+
+/// What a scan reads: a relation's columns, all of its rows or those of some keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScanSpec {
+    /// The relation.
+    pub relation: Relation,
+    /// Its columns' names and types, in order (a created view's groups: given by the view).
+    pub columns: Vec<(String, ColumnType)>,
+    /// The columns sent, by index into `columns`.
+    pub projection: Vec<usize>,
+    /// Which rows.
+    pub seek: Seek,
+    /// The topic the `offsets` relation names.
+    pub topic: String,
+}
+
+impl ScanSpec {
+    /// The schema of the batches sent: the projected columns.
+    pub fn schema(&self) -> SchemaRef {
+        let columns: Vec<(&str, ColumnType)> =
+            self.projection.iter().map(|i| (self.columns[*i].0.as_str(), self.columns[*i].1)).collect();
+        schema(&columns)
+    }
+}
+
+/// The rows of a scan, by the relation's key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Seek {
+    /// Every row.
+    All,
+    /// The rows whose key is one of these (a cursor seek for each).
+    Keys(Vec<Owned>),
+    /// The rows whose key is in a range (a cursor seek to its start).
+    Range {
+        /// The least key, and whether it is included.
+        from: Option<(Owned, bool)>,
+        /// The greatest key, and whether it is included.
+        to: Option<(Owned, bool)>,
+    },
+}
+
+impl Seek {
+    /// Whether `key` is one of the rows sought.
+    pub fn admits(&self, key: &Owned) -> bool {
+        match self {
+            Seek::All => true,
+            Seek::Keys(keys) => keys.contains(key),
+            Seek::Range { from, to } => {
+                let above = from.as_ref().is_none_or(|(f, inclusive)| if *inclusive { key >= f } else { key > f });
+                let below = to.as_ref().is_none_or(|(t, inclusive)| if *inclusive { key <= t } else { key < t });
+                *key != Owned::Null && above && below
+            }
+        }
+    }
+}
+
+/// What a reader receives of one worker's share: batches, then the end (the channel
+/// closes) or an error.
+#[derive(Debug)]
+pub enum ScanPart {
+    /// Rows.
+    Batch(RecordBatch),
+    /// The share cannot be read.
+    Failed(ReadError),
+}
+
+/// A worker's share as it crosses from another process: a batch as Arrow IPC bytes, the end,
+/// or an error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Wire {
+    /// A batch, in Arrow's IPC stream format.
+    Batch(Vec<u8>),
+    /// The end of the share.
+    End,
+    /// The share cannot be read.
+    Failed(ReadError),
+}
+
+/// A batch as Arrow IPC bytes.
+pub fn to_ipc(batch: &RecordBatch) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut writer = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &batch.schema())
+        .expect("a schema encodes into memory");
+    writer.write(batch).expect("a batch encodes into memory");
+    writer.finish().expect("a stream ends in memory");
+    drop(writer);
+    bytes
+}
+
+/// The batch of IPC bytes [`to_ipc`] made.
+pub fn from_ipc(bytes: &[u8]) -> Result<RecordBatch, String> {
+    let mut reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| e.to_string())?;
+    match reader.next() {
+        Some(batch) => batch.map_err(|e| e.to_string()),
+        None => Err("no batch in the bytes".into()),
+    }
+}
+
+/// Where the workers of this process send their shares of each scan: one bounded channel per
+/// (scan, worker), made by the reader before it asks for the scan.
+#[derive(Default)]
+pub struct Outlets(Mutex<HashMap<(u64, usize), tokio::sync::mpsc::Sender<ScanPart>>>);
+
+impl Outlets {
+    /// Channels for scan `id` from each of `workers`; the receivers, in worker order.
+    pub fn open(&self, id: u64, workers: &[usize]) -> Vec<tokio::sync::mpsc::Receiver<ScanPart>> {
+        let mut outlets = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        workers
+            .iter()
+            .map(|w| {
+                let (sender, receiver) = tokio::sync::mpsc::channel(OUTLET_BATCHES);
+                outlets.insert((id, *w), sender);
+                receiver
+            })
+            .collect()
+    }
+
+    /// The channel of scan `id` from `worker`, taken out (a worker of this process takes its
+    /// own when the scan opens; worker 0 those of the other processes' workers).
+    pub fn take(&self, id: u64, worker: usize) -> Option<tokio::sync::mpsc::Sender<ScanPart>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&(id, worker))
+    }
+
+    /// Drops every channel of scan `id` still here (its reader has gone).
+    pub fn close(&self, id: u64) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|(scan, _), _| *scan != id);
+    }
+}
+
+/// Where one open scan's batches go.
+enum Outlet {
+    /// A reader in this process.
+    Local(tokio::sync::mpsc::Sender<ScanPart>),
+    /// Worker 0, over the control plane.
+    Remote,
+}
+
+/// The rows a scan reads next.
+enum Source {
+    /// Not started: the worker's views are not complete through the time yet.
+    Waiting,
+    /// The version table, from a position on.
+    Versions(Option<usize>),
+    /// Some identities of the version table.
+    Ids(VecDeque<Owned>),
+    /// The `customers` trace.
+    Customers(ValWalk<String, ValCursor<String, CustomerRow>>),
+    /// A created view's groups.
+    Groups(ValWalk<crate::dataflow::created::GroupKey, ValCursor<crate::dataflow::created::GroupKey, CustomerRow>>),
+    /// Rows read whole at once (the small relations).
+    Rows(std::vec::IntoIter<Vec<Owned>>),
+    /// Read through.
+    Done,
+}
+
+/// One open scan on this worker.
+struct Open {
+    id: u64,
+    time: Time,
+    spec: ScanSpec,
+    schema: SchemaRef,
+    source: Source,
+    columns: Columns,
+    /// A batch the reader's channel was too full for.
+    pending: Option<RecordBatch>,
+    outlet: Outlet,
+}
+
+/// The scans open on one worker.
+#[derive(Default)]
+pub struct Scans {
+    open: Vec<Open>,
+}
+
+/// What a worker's turn over its scans gives to send: parts for worker 0 (from a worker of
+/// another process), by scan.
+pub type Sends = Vec<(u64, Wire)>;
+
+impl Scans {
+    /// Opens scan `id` of `spec` at `time`; its batches go to the channel this process's
+    /// `outlets` hold for it, or (none: the reader is in another process) to worker 0.
+    pub fn open(&mut self, id: u64, worker: usize, time: Time, spec: ScanSpec, outlets: &Outlets) {
+        let outlet = match outlets.take(id, worker) {
+            Some(sender) => Outlet::Local(sender),
+            None => Outlet::Remote,
+        };
+        let types: Vec<ColumnType> = spec.projection.iter().map(|i| spec.columns[*i].1).collect();
+        let schema = spec.schema();
+        self.open.push(Open {
+            id,
+            time,
+            spec,
+            schema,
+            source: Source::Waiting,
+            columns: Columns::new(&types),
+            pending: None,
+            outlet,
+        });
+    }
+
+    /// Ends scan `id` here (its reader has gone).
+    pub fn end(&mut self, id: u64) {
+        self.open.retain(|s| s.id != id);
+    }
+
+    /// Whether a scan is open.
+    pub fn any(&self) -> bool {
+        !self.open.is_empty()
+    }
+
+    /// Moves the open scans on for at most `slice`, each once its time is complete here (the
+    /// views have passed it; a created view's groups, also its own). Returns the parts for
+    /// worker 0.
+    pub fn step(&mut self, dataflow: &mut Dataflow, slice: Duration) -> Sends {
+        let started = Instant::now();
+        let mut sends = Sends::new();
+        let mut done = Vec::new();
+        for (at, scan) in self.open.iter_mut().enumerate() {
+            if started.elapsed() >= slice {
+                break;
+            }
+            if let Source::Waiting = scan.source {
+                let behind = match scan.spec.relation {
+                    Relation::Groups(id) => dataflow.created.behind(scan.time, &[id]),
+                    _ => false,
+                };
+                if dataflow.probe.less_equal(&scan.time) || behind {
+                    continue;
+                }
+                scan.source = match start(dataflow, scan.time, &scan.spec) {
+                    Ok(source) => source,
+                    Err(error) => {
+                        scan.deliver(ScanPart::Failed(error), &mut sends);
+                        done.push(at);
+                        continue;
+                    }
+                };
+            }
+            if scan.advance(dataflow, started, slice, &mut sends) {
+                done.push(at);
+            }
+        }
+        for at in done.into_iter().rev() {
+            let scan = self.open.remove(at);
+            if let Outlet::Remote = scan.outlet {
+                sends.push((scan.id, Wire::End));
+            }
+            // A local channel closes as its sender drops: the reader sees the end.
+        }
+        sends
+    }
+}
+
+impl Open {
+    /// Sends a part: to the local reader (false if it is full or gone), or to worker 0.
+    fn deliver(&mut self, part: ScanPart, sends: &mut Sends) -> Delivered {
+        match &self.outlet {
+            Outlet::Local(sender) => match sender.try_send(part) {
+                Ok(()) => Delivered::Yes,
+                Err(tokio::sync::mpsc::error::TrySendError::Full(ScanPart::Batch(batch))) => {
+                    self.pending = Some(batch);
+                    Delivered::Full
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => Delivered::Full,
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Delivered::Gone,
+            },
+            Outlet::Remote => {
+                sends.push((
+                    self.id,
+                    match part {
+                        ScanPart::Batch(batch) => Wire::Batch(to_ipc(&batch)),
+                        ScanPart::Failed(error) => Wire::Failed(error),
+                    },
+                ));
+                Delivered::Yes
+            }
+        }
+    }
+
+    /// Makes and sends batches until the slice is spent, the reader's channel is full, or the
+    /// share is read through and sent; returns whether the scan is over (all sent, or its
+    /// reader gone).
+    fn advance(&mut self, dataflow: &mut Dataflow, started: Instant, slice: Duration, sends: &mut Sends) -> bool {
+        loop {
+            if let Some(batch) = self.pending.take() {
+                match self.deliver(ScanPart::Batch(batch), sends) {
+                    Delivered::Yes => {}
+                    Delivered::Full => return false,
+                    Delivered::Gone => return true,
+                }
+            }
+            if matches!(self.source, Source::Done) {
+                return true;
+            }
+            if started.elapsed() >= slice {
+                return false;
+            }
+            fill(dataflow, self.time, &self.spec, &mut self.source, &mut self.columns, started, slice);
+            if self.columns.rows() > 0 {
+                self.pending = Some(self.columns.finish(self.schema.clone()));
+            }
+        }
+    }
+}
+
+/// What became of a part handed to a reader.
+enum Delivered {
+    Yes,
+    Full,
+    Gone,
+}
+
+/// Checks that the relation can be read exactly at `time` here, and where its rows start.
+fn start(dataflow: &mut Dataflow, time: Time, spec: &ScanSpec) -> Result<Source, ReadError> {
+    dataflow.views.check_readable(time).map_err(|why| ReadError::unreadable(why, time))?;
+    let views = &mut dataflow.views;
+    let rows = |rows: Vec<Vec<Owned>>| {
+        let kept: Vec<Vec<Owned>> = match spec.relation.key() {
+            Some(key) => rows.into_iter().filter(|r| spec.seek.admits(&r[key])).collect(),
+            None => rows,
+        };
+        Source::Rows(kept.into_iter())
+    };
+    Ok(match spec.relation {
+        Relation::Transactions => match &spec.seek {
+            Seek::Keys(keys) => Source::Ids(keys.iter().cloned().collect()),
+            _ => Source::Versions(Some(0)),
+        },
+        Relation::Customers => Source::Customers(walk(&mut views.customers, &spec.seek)),
+        Relation::Groups(id) => {
+            let gone = || ReadError::Compacted { view: format!("view {id}"), time, since: Time::MAX };
+            let view = dataflow.created.get_mut(id).ok_or_else(gone)?;
+            let kept = view.kept.as_mut().ok_or_else(gone)?;
+            crate::dataflow::created::check_readable(&mut kept.trace, time)
+                .map_err(|why| ReadError::unreadable(why, time))?;
+            Source::Groups(walk(&mut kept.trace, &spec.seek))
+        }
+        Relation::Categories => rows(totals(views, time, |d| match d {
+            Dimension::Category(c) => Some(c.as_deref().map_or(Owned::Null, |c| Owned::Text(c.to_owned()))),
+            _ => None,
+        })),
+        Relation::Hourly => rows(totals(views, time, |d| match d {
+            Dimension::Hour(h) => Some(Owned::Seconds(h * 3600)),
+            _ => None,
+        })),
+        Relation::Overall => {
+            use crate::serve::cursors::read_sums;
+            let all = read_sums(&mut views.totals, time).into_iter().find(|(d, _)| *d == Dimension::All);
+            let (cents, count) = all.map_or((0, 0), |(_, s)| (s.cents, s.count));
+            let customers: isize = read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n).sum();
+            // A part of the one row: the reader adds the workers' parts, then the average.
+            rows(vec![vec![Owned::Cents(cents), Owned::Int(count), Owned::Int(customers as i64), Owned::Null]])
+        }
+        Relation::DeadLetters => {
+            let counts = crate::serve::cursors::read_sums(&mut views.dead_letters, time);
+            rows(counts.into_iter().map(|(r, n)| vec![Owned::Text(r.as_str().to_owned()), Owned::Int(n as i64)]).collect())
+        }
+        Relation::Offsets => {
+            let offsets = crate::serve::cursors::read_values(&mut views.offsets, time);
+            let topic = &spec.topic;
+            rows(offsets
+                .into_iter()
+                .map(|(p, o)| vec![Owned::Text(topic.clone()), Owned::Int(i64::from(p)), Owned::Int(o)])
+                .collect())
+        }
+    })
+}
+
+/// The rows of the totals whose dimension `key` names: key, total, count, average.
+fn totals(views: &mut ViewTraces, time: Time, key: impl Fn(&Dimension) -> Option<Owned>) -> Vec<Vec<Owned>> {
+    let sums = crate::serve::cursors::read_sums(&mut views.totals, time);
+    sums.into_iter()
+        .filter(|(_, s)| s.count != 0)
+        .filter_map(|(d, s)| {
+            let avg = crate::amount::divide_rounded(s.cents, i128::from(s.count));
+            Some(vec![key(&d)?, Owned::Cents(s.cents), Owned::Int(s.count), Owned::Cents(avg)])
+        })
+        .collect()
+}
+
+/// Appends the next rows of `source` to `columns`: until a batch is full, the slice is spent
+/// (looked at every few hundred rows) or the share is read through (`source` is then done).
+fn fill(
+    dataflow: &mut Dataflow,
+    time: Time,
+    spec: &ScanSpec,
+    source: &mut Source,
+    columns: &mut Columns,
+    started: Instant,
+    slice: Duration,
+) {
+    let projection = &spec.projection;
+    let push = |columns: &mut Columns, row: &[Cell<'_>]| columns.push_some(row, projection.iter().copied());
+    match source {
+        Source::Waiting | Source::Done => {}
+        Source::Versions(position) => {
+            let versions = dataflow.latest.borrow();
+            while let Some(from) = *position {
+                let room = BATCH_ROWS - columns.rows();
+                *position = versions.live_at_from(time, from, room.min(1024), |t| {
+                    push(columns, &transaction_cells(&t));
+                    std::ops::ControlFlow::Continue(())
+                });
+                if columns.rows() >= BATCH_ROWS || started.elapsed() >= slice {
+                    break;
+                }
+            }
+            if position.is_none() {
+                *source = Source::Done;
+            }
+        }
+        Source::Ids(ids) => {
+            let versions = dataflow.latest.borrow();
+            while let Some(id) = ids.pop_front() {
+                let Owned::Text(text) = id else { continue };
+                let escaped = crate::event::text_identity(text.as_str().into());
+                for identity in [Identity::Id(escaped), Identity::At(text.as_str().into())] {
+                    versions.live_one_at(time, &identity, |t| push(columns, &transaction_cells(&t)));
+                }
+            }
+            *source = Source::Done;
+        }
+        Source::Customers(walk) => {
+            while columns.rows() < BATCH_ROWS {
+                let Some((name, row)) = walk.next(time) else {
+                    *source = Source::Done;
+                    return;
+                };
+                let avg = crate::amount::divide_rounded(row.total, i128::from(row.count.max(1)));
+                let cells = [
+                    Cell::Text(&name),
+                    Cell::Cents(row.total),
+                    Cell::Int(row.count),
+                    Cell::Cents(i128::from(row.min)),
+                    Cell::Cents(i128::from(row.max)),
+                    Cell::Cents(avg),
+                ];
+                push(columns, &cells);
+                if columns.rows() % 512 == 0 && started.elapsed() >= slice {
+                    return;
+                }
+            }
+        }
+        Source::Groups(walk) => {
+            let keyed = spec.columns.len() > super::relation::GROUP_STATS.len();
+            while columns.rows() < BATCH_ROWS {
+                let Some((key, row)) = walk.next(time) else {
+                    *source = Source::Done;
+                    return;
+                };
+                let stats = [
+                    Cell::Int(row.count),
+                    Cell::Cents(row.total),
+                    Cell::Cents(i128::from(row.min)),
+                    Cell::Cents(i128::from(row.max)),
+                ];
+                if keyed {
+                    let cells = [key.cell(), stats[0], stats[1], stats[2], stats[3]];
+                    push(columns, &cells);
+                } else {
+                    push(columns, &stats);
+                }
+                if columns.rows() % 512 == 0 && started.elapsed() >= slice {
+                    return;
+                }
+            }
+        }
+        Source::Rows(rows) => {
+            while columns.rows() < BATCH_ROWS {
+                let Some(row) = rows.next() else {
+                    *source = Source::Done;
+                    return;
+                };
+                let cells: Vec<Cell<'_>> = row.iter().map(Owned::cell).collect();
+                push(columns, &cells);
+            }
+        }
+    }
+}
+
+/// A live transaction as a row of `transactions`: id, customer, amount, category, ts.
+fn transaction_cells<'a>(t: &crate::dataflow::versions::LiveTxn<'a>) -> [Cell<'a>; 5] {
+    let id = match t.identity {
+        crate::event::IdRef::Id(text) | crate::event::IdRef::At(text) => text,
+    };
+    [
+        Cell::Text(id),
+        Cell::Text(t.customer),
+        Cell::Cents(i128::from(t.cents)),
+        t.category.map_or(Cell::Null, |c| Cell::Text(c)),
+        t.ts.map_or(Cell::Null, Cell::Seconds),
+    ]
+}
+
+/// A key of an arrangement as a scan names it.
+pub trait ScanKey: Ord + Clone + 'static {
+    /// The key a sought value names, if it is one of this type.
+    fn from_owned(value: &Owned) -> Option<Self>;
+    /// The key as a cell.
+    fn cell(&self) -> Cell<'_>;
+    /// Whether the key is NULL (in no range).
+    fn is_null(&self) -> bool {
+        false
+    }
+}
+
+impl ScanKey for crate::dataflow::created::GroupKey {
+    fn from_owned(value: &Owned) -> Option<Self> {
+        use crate::dataflow::created::GroupKey;
+        match value {
+            Owned::Null => Some(GroupKey::Null),
+            Owned::Text(t) => Some(GroupKey::Text(t.as_str().into())),
+            Owned::Seconds(s) => Some(GroupKey::Timestamp(*s)),
+            Owned::Cents(_) | Owned::Int(_) => None,
+        }
+    }
+    fn cell(&self) -> Cell<'_> {
+        use crate::dataflow::created::GroupKey;
+        match self {
+            GroupKey::Null => Cell::Null,
+            GroupKey::Text(t) => Cell::Text(t),
+            GroupKey::Timestamp(s) => Cell::Seconds(*s),
+        }
+    }
+    fn is_null(&self) -> bool {
+        matches!(self, crate::dataflow::created::GroupKey::Null)
+    }
+}
+
+impl ScanKey for String {
+    fn from_owned(value: &Owned) -> Option<Self> {
+        match value {
+            Owned::Text(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+    fn cell(&self) -> Cell<'_> {
+        Cell::Text(self)
+    }
+}
+
+type ValTrace<K, V> =
+    differential_dataflow::operators::arrange::TraceAgent<differential_dataflow::trace::implementations::ValSpine<K, V, Time, isize>>;
+type ValBatch<K, V> = <ValTrace<K, V> as TraceReader>::Batch;
+/// The cursor over a list of batches of a trace of one value per key.
+type ValCursor<K, V> = CursorList<<ValBatch<K, V> as Navigable>::Cursor>;
+
+/// Opens a walk over the batches `trace` holds now.
+fn walk<K: ScanKey, V: Ord + Clone + 'static>(trace: &mut ValTrace<K, V>, seek: &Seek) -> ValWalk<K, ValCursor<K, V>> {
+    let batches =
+        trace.batches_through(Antichain::new().borrow()).expect("a trace can always be read through the empty frontier");
+    let (cursor, storage) = cursor_list(batches);
+    ValWalk::new(cursor, storage, seek)
+}
+
+/// A walk through a trace of one value per key (customer → row, group → row), over the
+/// trace's batches as they were when it started: the keys sought, or every key of a range,
+/// in order, each with its value at a time.
+pub struct ValWalk<K, C: Cursor> {
+    cursor: C,
+    storage: C::Storage,
+    /// The keys sought, in order (none: a range).
+    keys: Option<VecDeque<K>>,
+    /// The range's start (and whether it is included), before the first step.
+    from: Option<(K, bool)>,
+    /// The range's end, and whether it is included.
+    to: Option<(K, bool)>,
+}
+
+impl<K, V, C> ValWalk<K, C>
+where
+    K: ScanKey,
+    V: Clone + 'static,
+    C: for<'a> Cursor<Key<'a> = &'a K, Val<'a> = &'a V, TimeGat<'a> = &'a Time, DiffGat<'a> = &'a isize>,
+{
+    fn new(mut cursor: C, storage: C::Storage, seek: &Seek) -> Self {
+        let typed = |bound: &Option<(Owned, bool)>| bound.as_ref().and_then(|(k, i)| Some((K::from_owned(k)?, *i)));
+        let (keys, from, to) = match seek {
+            Seek::All => (None, None, None),
+            Seek::Keys(keys) => {
+                let mut keys: Vec<K> = keys.iter().filter_map(K::from_owned).collect();
+                keys.sort();
+                keys.dedup();
+                (Some(keys.into_iter().collect()), None, None)
+            }
+            Seek::Range { from, to } => (None, typed(from), typed(to)),
+        };
+        if let Some((from, _)) = &from {
+            cursor.seek_key(&storage, from);
+        }
+        ValWalk { cursor, storage, keys, from, to }
+    }
+
+    /// The next key with a value at `time`, and the value.
+    fn next(&mut self, time: Time) -> Option<(K, V)> {
+        loop {
+            if let Some(keys) = &mut self.keys {
+                let key = keys.pop_front()?;
+                self.cursor.seek_key(&self.storage, &key);
+                if self.cursor.get_key(&self.storage) != Some(&key) {
+                    continue;
+                }
+                if let Some(value) = crate::serve::cursors::present_value(&mut self.cursor, &self.storage, time) {
+                    return Some((key, value));
+                }
+                continue;
+            }
+            let key = self.cursor.get_key(&self.storage)?.clone();
+            if let Some((to, inclusive)) = &self.to {
+                if key > *to || (key == *to && !inclusive) {
+                    return None;
+                }
+            }
+            let value = crate::serve::cursors::present_value(&mut self.cursor, &self.storage, time);
+            self.cursor.step_key(&self.storage);
+            if self.from.as_ref().is_some_and(|(from, inclusive)| key == *from && !inclusive) {
+                continue;
+            }
+            if (self.from.is_some() || self.to.is_some()) && key.is_null() {
+                continue;
+            }
+            if let Some(value) = value {
+                return Some((key, value));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeks_admit_their_keys() {
+        let text = |t: &str| Owned::Text(t.into());
+        assert!(Seek::All.admits(&Owned::Null));
+        let keys = Seek::Keys(vec![text("Ali"), Owned::Null]);
+        assert!(keys.admits(&text("Ali")) && keys.admits(&Owned::Null) && !keys.admits(&text("Sara")));
+        let range = Seek::Range { from: Some((text("B"), true)), to: Some((text("M"), false)) };
+        assert!(range.admits(&text("B")) && range.admits(&text("Lu")) && !range.admits(&text("M")));
+        assert!(!range.admits(&text("A")) && !range.admits(&Owned::Null), "NULL is in no range");
+    }
+
+    #[test]
+    fn batches_cross_processes_as_ipc_bytes() {
+        let schema = schema(&[("customer", ColumnType::Text), ("total", ColumnType::Money)]);
+        let mut columns = Columns::new(&[ColumnType::Text, ColumnType::Money]);
+        columns.push(&[Cell::Text("Ali"), Cell::Cents(40_000)]);
+        let batch = columns.finish(schema);
+        assert_eq!(from_ipc(&to_ipc(&batch)).unwrap(), batch);
+        assert!(from_ipc(b"not arrow").is_err());
+    }
+}

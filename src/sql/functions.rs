@@ -1,0 +1,218 @@
+//! The functions this engine adds to DataFusion's, or means otherwise:
+//!
+//! | function | why |
+//! |---|---|
+//! | `sum` of integers | Postgres' `numeric`, not a 64-bit integer: `sum(9223372036854775807)` over five rows is exact, never wrapped |
+//! | `version()` | `PostgreSQL 16.6 …` first, the shape SQLAlchemy and other clients parse |
+//! | `lambda_avg(total, count)` | a created view's `avg(amount)` from its groups' total and count, computed as DataFusion's `avg` computes it, so that the view and an ad-hoc query agree to the last digit |
+//!
+//! `pg_catalog`'s functions (`current_schema()`, `pg_get_userbyid()`, `format_type()`, …) come
+//! from `datafusion-pg-catalog`; `current_setting()` is answered from the session before
+//! planning (see `sql/session.rs`).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Decimal128Array, Int64Array};
+use datafusion::arrow::datatypes::{DataType, FieldRef};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, GroupsAccumulator, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
+};
+
+/// The scale of an average of amounts (cents, scale 2), as DataFusion's `avg` gives it.
+pub const AVG_SCALE: i8 = 6;
+
+/// Registers the functions on `context`.
+pub fn register(context: &datafusion::execution::context::SessionContext) {
+    context.register_udaf(AggregateUDF::from(ExactSum::default()));
+    context.register_udf(ScalarUDF::from(Version::default()));
+    context.register_udf(lambda_avg().as_ref().clone());
+}
+
+/// `lambda_avg(total, count)` (see the module's documentation).
+pub fn lambda_avg() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::from(LambdaAvg::default()))
+}
+
+/// `sum`, with integers summed as `Decimal128(38, 0)` (Postgres' `numeric`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ExactSum {
+    inner: datafusion::functions_aggregate::sum::Sum,
+    signature: Signature,
+}
+
+impl Default for ExactSum {
+    fn default() -> Self {
+        ExactSum { inner: Default::default(), signature: Signature::user_defined(Volatility::Immutable) }
+    }
+}
+
+impl AggregateUDFImpl for ExactSum {
+    fn name(&self) -> &str {
+        "sum"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let [arg] = arg_types else {
+            return datafusion::common::plan_err!("sum takes one argument, not {}", arg_types.len());
+        };
+        Ok(vec![match arg {
+            t if t.is_integer() => DataType::Decimal128(38, 0),
+            DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::Decimal32(..) | DataType::Decimal64(..) => {
+                arg.clone()
+            }
+            DataType::Null => DataType::Decimal128(38, 0),
+            t if t.is_floating() => DataType::Float64,
+            DataType::Duration(_) | DataType::Interval(_) => arg.clone(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                return datafusion::common::plan_err!("No function matches the given name and argument types 'sum({arg})'")
+            }
+            other => other.clone(),
+        }])
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        self.inner.accumulator(args)
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        self.inner.state_fields(args)
+    }
+
+    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
+        self.inner.groups_accumulator_supported(args)
+    }
+
+    fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+        self.inner.create_groups_accumulator(args)
+    }
+
+    fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        self.inner.create_sliding_accumulator(args)
+    }
+
+    fn reverse_expr(&self) -> datafusion::logical_expr::ReversedUDAF {
+        datafusion::logical_expr::ReversedUDAF::Identical
+    }
+
+    fn default_value(&self, data_type: &DataType) -> Result<ScalarValue> {
+        self.inner.default_value(data_type)
+    }
+}
+
+/// `version()`: Postgres' shape first.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Version {
+    signature: Signature,
+}
+
+impl Default for Version {
+    fn default() -> Self {
+        Version { signature: Signature::exact(vec![], Volatility::Stable) }
+    }
+}
+
+/// What `version()` answers.
+pub fn version() -> String {
+    format!(
+        "PostgreSQL 16.6 on {} (atelier-lambda {}, Apache DataFusion {})",
+        std::env::consts::ARCH,
+        env!("CARGO_PKG_VERSION"),
+        datafusion::DATAFUSION_VERSION
+    )
+}
+
+impl ScalarUDFImpl for Version {
+    fn name(&self) -> &str {
+        "version"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(version()))))
+    }
+}
+
+/// `lambda_avg(total, count)`: `total * 10^4 / count` (toward zero) at scale 6 — what
+/// DataFusion's `avg` of amounts (scale 2) gives; NULL for no row.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LambdaAvg {
+    signature: Signature,
+}
+
+impl Default for LambdaAvg {
+    fn default() -> Self {
+        let money = DataType::Decimal128(38, 2);
+        LambdaAvg { signature: Signature::exact(vec![money, DataType::Int64], Volatility::Immutable) }
+    }
+}
+
+/// The average of `count` amounts that add up to `total` cents, at [`AVG_SCALE`].
+pub fn average(total: i128, count: i64) -> Option<i128> {
+    (count != 0).then(|| total.saturating_mul(10i128.pow((AVG_SCALE - 2) as u32)) / i128::from(count))
+}
+
+impl ScalarUDFImpl for LambdaAvg {
+    fn name(&self) -> &str {
+        "lambda_avg"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Decimal128(38, AVG_SCALE))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let totals = arrays[0].as_any().downcast_ref::<Decimal128Array>().expect("coerced to money");
+        let counts = arrays[1].as_any().downcast_ref::<Int64Array>().expect("coerced to a count");
+        let averages: Decimal128Array = (0..rows)
+            .map(|i| {
+                if totals.is_null(i) || counts.is_null(i) {
+                    None
+                } else {
+                    average(totals.value(i), counts.value(i))
+                }
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(averages.with_precision_and_scale(38, AVG_SCALE)?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn averages_truncate_as_datafusion_does() {
+        assert_eq!(average(40_000, 3), Some(133_333_333), "133.333333");
+        assert_eq!(average(-100, 3), Some(-333_333), "toward zero");
+        assert_eq!(average(5, 0), None);
+    }
+
+    #[test]
+    fn version_starts_the_postgres_way() {
+        assert!(version().starts_with("PostgreSQL 16.6 on "));
+    }
+}

@@ -1,0 +1,86 @@
+//! The one logical time a statement reads every relation at.
+//!
+//! A statement's scans (a join's two sides, a subquery's, each partition of each) all read at
+//! the same time `T`, chosen once — when the first scan starts — as the latest time every
+//! view is complete through, and **pinned**: until the statement ends, the coordinator lets
+//! no trace compact past `T`, so that every scan, however late it starts or long it runs,
+//! reads exactly `T`. The read invariant is checked once per relation and worker, where the
+//! scan opens (`since ≤ T < upper`, see [`crate::compute::scan`]).
+//!
+//! ```text
+//! SELECT c.customer, count(*) FROM customers c JOIN transactions t ON …
+//!   first scan ── pin ──► coordinator: T = complete time; compaction held ≤ T;
+//!                         the offsets at T (what the answer reflects: its `as_of`)
+//!   scan customers at T ┐
+//!   scan transactions at T ┘ … statement ends ── unpin T ──► compaction goes on
+//! ```
+//!
+//! The statement's snapshot is set for the task that plans it ([`STATEMENT`]); the table
+//! providers take it into the scans they plan.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dataflow::Time;
+use crate::reading::Reading;
+use crate::serve::Serving;
+
+use super::SqlError;
+
+tokio::task_local! {
+    /// The snapshot of the statement being planned on this task.
+    pub static STATEMENT: Arc<Snapshot>;
+}
+
+/// The time a statement reads at, pinned on its first scan.
+pub struct Snapshot {
+    serving: Serving,
+    timeout: Duration,
+    pinned: tokio::sync::OnceCell<Result<Pinned, SqlError>>,
+}
+
+/// A pinned time and the input positions the views reflect at it; unpinned when dropped.
+struct Pinned {
+    reading: Reading,
+    serving: Serving,
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.serving.unpin(self.reading.time);
+    }
+}
+
+impl Snapshot {
+    /// A snapshot not pinned yet, of the pipeline `serving` reads; pinning waits at most
+    /// `timeout`.
+    pub fn new(serving: Serving, timeout: Duration) -> Arc<Snapshot> {
+        Arc::new(Snapshot { serving, timeout, pinned: tokio::sync::OnceCell::new() })
+    }
+
+    /// The statement's time: pinned now if it is the first scan's.
+    pub async fn time(&self) -> Result<Time, SqlError> {
+        let pinned = self
+            .pinned
+            .get_or_init(|| async {
+                let reading = self.serving.pin(self.timeout).await.map_err(SqlError::from_read)?;
+                Ok(Pinned { reading, serving: self.serving.clone() })
+            })
+            .await;
+        pinned.as_ref().map(|p| p.reading.time).map_err(Clone::clone)
+    }
+
+    /// What the statement read reflects: its time and the input positions then; `None` when
+    /// it read no relation.
+    pub fn as_of(&self) -> Option<Reading> {
+        match self.pinned.get() {
+            Some(Ok(pinned)) => Some(pinned.reading.clone()),
+            _ => None,
+        }
+    }
+
+    /// The pipeline read.
+    pub fn serving(&self) -> &Serving {
+        &self.serving
+    }
+}
