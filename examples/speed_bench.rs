@@ -219,7 +219,7 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             let secs = started.elapsed().as_secs_f64();
-            let full = running.serving.read_all(10, Duration::from_secs(30)).unwrap();
+            let full = running.engine.read_all_blocking(10).unwrap();
             let admitted = full.overall.count + full.dead_letters.iter().map(|(_, n)| n).sum::<i64>();
             println!("views at that time: {} live transactions, {admitted} including dead letters", full.overall.count);
             println!(

@@ -8,15 +8,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::amount::divide_rounded;
+use crate::compute::columns::{schema, Cell, ColumnType, Columns, Owned};
+use crate::compute::relation::{Relation, BUILT_IN};
 use crate::dataflow::rows::CustomerRow;
 use crate::dataflow::stats::Stats;
 use crate::dataflow::Time;
 use crate::event::{Identity, Position, Reason, Txn, Update};
 use crate::filter::Filter;
 use crate::reading::{CreatedRows, Reading};
-use crate::amount::divide_rounded;
-use crate::compute::columns::{schema, Cell, ColumnType, Columns, Owned};
-use crate::compute::relation::{Relation, BUILT_IN};
 
 /// What the oracle keys versions by. An `id` (or message key) names a transaction; a record
 /// without one is its own transaction, keyed here by its position in its source — not by
@@ -147,11 +147,17 @@ impl Oracle {
     /// recomputed from their statements: DataFusion runs each one over plain in-memory tables
     /// of the live transactions and of `reading` (the oracle's own built-in views) — no
     /// operator of the dataflow, no arrangement, no incremental step is involved.
-    pub fn created_views(&self, views: &[CreatedRows], reading: &Reading, topic: &str) -> Result<Vec<CreatedRows>, String> {
+    pub fn created_views(
+        &self,
+        views: &[CreatedRows],
+        reading: &Reading,
+        topic: &str,
+    ) -> Result<Vec<CreatedRows>, String> {
         let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
         runtime.block_on(async {
             let context = datafusion::execution::context::SessionContext::new_with_config(
-                datafusion::execution::context::SessionConfig::new().set_bool("datafusion.sql_parser.parse_float_as_decimal", true),
+                datafusion::execution::context::SessionConfig::new()
+                    .set_bool("datafusion.sql_parser.parse_float_as_decimal", true),
             );
             crate::sql::functions::register(&context);
             for relation in BUILT_IN {
@@ -178,8 +184,16 @@ impl Oracle {
             let mut out = Vec::new();
             for view in views {
                 let fail = |e: datafusion::error::DataFusionError| format!("view {}: {e}", view.name);
-                context.sql(&view.definition).await.map_err(fail)?.collect().await.map_err(fail)?;
-                let frame = context.sql(&format!("SELECT * FROM \"{}\"", view.name.to_lowercase())).await.map_err(fail)?;
+                // Its columns named as Postgres names them, as the engine names them.
+                let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+                let parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, &view.definition);
+                let parsed = parsed.map_err(|e| format!("view {}: {e}", view.name))?;
+                let mut statement =
+                    parsed.into_iter().next().ok_or_else(|| format!("view {}: no statement", view.name))?;
+                crate::sql::names::postgres_names(&mut statement);
+                context.sql(&statement.to_string()).await.map_err(fail)?.collect().await.map_err(fail)?;
+                let frame =
+                    context.sql(&format!("SELECT * FROM \"{}\"", view.name.to_lowercase())).await.map_err(fail)?;
                 let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
                 let batches = frame.collect().await.map_err(fail)?;
                 let answer = crate::sql::Answer { schema, batches, as_of: None, tag: None };
@@ -215,7 +229,13 @@ fn memory_table(
 
 /// A built-in view's rows as SQL shows them, from a reading.
 fn builtin_rows(reading: &Reading, relation: Relation, topic: &str) -> Vec<Vec<Owned>> {
-    let avg = |cents: i128, count: i64| if count == 0 { Owned::Null } else { Owned::Cents(divide_rounded(cents, i128::from(count))) };
+    let avg = |cents: i128, count: i64| {
+        if count == 0 {
+            Owned::Null
+        } else {
+            Owned::Cents(divide_rounded(cents, i128::from(count)))
+        }
+    };
     let sums = |key: Owned, s: &Stats| vec![key, Owned::Cents(s.cents), Owned::Int(s.count), avg(s.cents, s.count)];
     match relation {
         Relation::Customers => reading

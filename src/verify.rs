@@ -301,7 +301,7 @@ mod tests {
             offsets: vec![(0, 12), (1, 0), (2, 7)],
             workers: Vec::new(),
             changed: Vec::new(),
-                    created: vec![crate::reading::CreatedRows {
+            created: vec![crate::reading::CreatedRows {
                 name: "big".into(),
                 definition: "CREATE VIEW big AS SELECT * FROM customers WHERE total > 100".into(),
                 columns: vec!["customer".into(), "total".into()],

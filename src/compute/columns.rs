@@ -95,6 +95,22 @@ pub enum Owned {
     Seconds(i64),
 }
 
+/// As an SQL literal: `NULL`, `'Ali'`, `12.50`, `7`, `TIMESTAMP '2025-01-01 09:00:00+00'`.
+impl std::fmt::Display for Owned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owned::Null => write!(f, "NULL"),
+            Owned::Text(t) => write!(f, "'{}'", t.replace('\'', "''")),
+            Owned::Cents(c) => write!(f, "{}", crate::amount::format_cents(*c)),
+            Owned::Int(n) => write!(f, "{n}"),
+            Owned::Seconds(s) => match chrono::DateTime::from_timestamp(*s, 0) {
+                Some(t) => write!(f, "TIMESTAMP '{}'", t.format("%Y-%m-%d %H:%M:%S+00")),
+                None => write!(f, "TO_TIMESTAMP({s})"),
+            },
+        }
+    }
+}
+
 impl Owned {
     /// Borrowed as a cell.
     pub fn cell(&self) -> Cell<'_> {
@@ -128,9 +144,7 @@ impl Columns {
             .iter()
             .map(|t| match t {
                 ColumnType::Text => Builder::Text(StringBuilder::new()),
-                ColumnType::Money => {
-                    Builder::Money(Decimal128Builder::new().with_data_type(ColumnType::Money.arrow()))
-                }
+                ColumnType::Money => Builder::Money(Decimal128Builder::new().with_data_type(ColumnType::Money.arrow())),
                 ColumnType::Int => Builder::Int(Int64Builder::new()),
                 ColumnType::Time => Builder::Time(TimestampMicrosecondBuilder::new().with_timezone(TIME_ZONE)),
             })

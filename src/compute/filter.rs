@@ -70,7 +70,9 @@ impl TxnFilter {
             .ok()
             .and_then(|array| array.as_any().downcast_ref::<datafusion::arrow::array::BooleanArray>().cloned());
         match passed {
-            Some(passed) => (0..rows).map(|i| datafusion::arrow::array::Array::is_valid(&passed, i) && passed.value(i)).collect(),
+            Some(passed) => {
+                (0..rows).map(|i| datafusion::arrow::array::Array::is_valid(&passed, i) && passed.value(i)).collect()
+            }
             None => {
                 tracing::warn!("a view's filter could not be evaluated; its transactions are left out");
                 vec![false; rows]

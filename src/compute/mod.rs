@@ -9,9 +9,11 @@
 //! - [`filter`]: a created view's `WHERE`, evaluated over batches of transactions;
 //! - [`scan`]: a worker's open scans, each read a slice at a time between the dataflow's own
 //!   steps, so that a scan of millions of rows never stops the stream; and the channels their
-//!   batches reach the reader by.
+//!   batches reach the reader by;
+//! - [`walk`]: a cursor's walk over an arrangement's keys, for a scan.
 
 pub mod columns;
 pub mod filter;
 pub mod relation;
 pub mod scan;
+pub mod walk;

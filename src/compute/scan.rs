@@ -28,13 +28,11 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use differential_dataflow::trace::cursor::{cursor_list, Cursor, CursorList, Navigable};
-use differential_dataflow::trace::TraceReader;
 use serde::{Deserialize, Serialize};
-use timely::progress::Antichain;
 
 use super::columns::{schema, Cell, ColumnType, Columns, Owned};
 use super::relation::Relation;
+use super::walk::{walk, ScanKey, ValCursor, ValWalk};
 use crate::dataflow::rows::{CustomerRow, Dimension};
 use crate::dataflow::views::ViewTraces;
 use crate::dataflow::{Dataflow, Time};
@@ -72,36 +70,7 @@ impl ScanSpec {
     }
 }
 
-/// The rows of a scan, by the relation's key.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Seek {
-    /// Every row.
-    All,
-    /// The rows whose key is one of these (a cursor seek for each).
-    Keys(Vec<Owned>),
-    /// The rows whose key is in a range (a cursor seek to its start).
-    Range {
-        /// The least key, and whether it is included.
-        from: Option<(Owned, bool)>,
-        /// The greatest key, and whether it is included.
-        to: Option<(Owned, bool)>,
-    },
-}
-
-impl Seek {
-    /// Whether `key` is one of the rows sought.
-    pub fn admits(&self, key: &Owned) -> bool {
-        match self {
-            Seek::All => true,
-            Seek::Keys(keys) => keys.contains(key),
-            Seek::Range { from, to } => {
-                let above = from.as_ref().is_none_or(|(f, inclusive)| if *inclusive { key >= f } else { key > f });
-                let below = to.as_ref().is_none_or(|(t, inclusive)| if *inclusive { key <= t } else { key < t });
-                *key != Owned::Null && above && below
-            }
-        }
-    }
-}
+pub use super::walk::Seek;
 
 /// What a reader receives of one worker's share: batches, then the end (the channel
 /// closes) or an error.
@@ -403,15 +372,22 @@ fn start(dataflow: &mut Dataflow, time: Time, spec: &ScanSpec) -> Result<Source,
         }
         Relation::DeadLetters => {
             let counts = crate::serve::cursors::read_sums(&mut views.dead_letters, time);
-            rows(counts.into_iter().map(|(r, n)| vec![Owned::Text(r.as_str().to_owned()), Owned::Int(n as i64)]).collect())
+            rows(
+                counts
+                    .into_iter()
+                    .map(|(r, n)| vec![Owned::Text(r.as_str().to_owned()), Owned::Int(n as i64)])
+                    .collect(),
+            )
         }
         Relation::Offsets => {
             let offsets = crate::serve::cursors::read_values(&mut views.offsets, time);
             let topic = &spec.topic;
-            rows(offsets
-                .into_iter()
-                .map(|(p, o)| vec![Owned::Text(topic.clone()), Owned::Int(i64::from(p)), Owned::Int(o)])
-                .collect())
+            rows(
+                offsets
+                    .into_iter()
+                    .map(|(p, o)| vec![Owned::Text(topic.clone()), Owned::Int(i64::from(p)), Owned::Int(o)])
+                    .collect(),
+            )
         }
     })
 }
@@ -486,7 +462,7 @@ fn fill(
                     Cell::Cents(avg),
                 ];
                 push(columns, &cells);
-                if columns.rows() % 512 == 0 && started.elapsed() >= slice {
+                if columns.rows().is_multiple_of(512) && started.elapsed() >= slice {
                     return;
                 }
             }
@@ -510,7 +486,7 @@ fn fill(
                 } else {
                     push(columns, &stats);
                 }
-                if columns.rows() % 512 == 0 && started.elapsed() >= slice {
+                if columns.rows().is_multiple_of(512) && started.elapsed() >= slice {
                     return;
                 }
             }
@@ -540,140 +516,6 @@ fn transaction_cells<'a>(t: &crate::dataflow::versions::LiveTxn<'a>) -> [Cell<'a
         t.category.map_or(Cell::Null, |c| Cell::Text(c)),
         t.ts.map_or(Cell::Null, Cell::Seconds),
     ]
-}
-
-/// A key of an arrangement as a scan names it.
-pub trait ScanKey: Ord + Clone + 'static {
-    /// The key a sought value names, if it is one of this type.
-    fn from_owned(value: &Owned) -> Option<Self>;
-    /// The key as a cell.
-    fn cell(&self) -> Cell<'_>;
-    /// Whether the key is NULL (in no range).
-    fn is_null(&self) -> bool {
-        false
-    }
-}
-
-impl ScanKey for crate::dataflow::created::GroupKey {
-    fn from_owned(value: &Owned) -> Option<Self> {
-        use crate::dataflow::created::GroupKey;
-        match value {
-            Owned::Null => Some(GroupKey::Null),
-            Owned::Text(t) => Some(GroupKey::Text(t.as_str().into())),
-            Owned::Seconds(s) => Some(GroupKey::Timestamp(*s)),
-            Owned::Cents(_) | Owned::Int(_) => None,
-        }
-    }
-    fn cell(&self) -> Cell<'_> {
-        use crate::dataflow::created::GroupKey;
-        match self {
-            GroupKey::Null => Cell::Null,
-            GroupKey::Text(t) => Cell::Text(t),
-            GroupKey::Timestamp(s) => Cell::Seconds(*s),
-        }
-    }
-    fn is_null(&self) -> bool {
-        matches!(self, crate::dataflow::created::GroupKey::Null)
-    }
-}
-
-impl ScanKey for String {
-    fn from_owned(value: &Owned) -> Option<Self> {
-        match value {
-            Owned::Text(t) => Some(t.clone()),
-            _ => None,
-        }
-    }
-    fn cell(&self) -> Cell<'_> {
-        Cell::Text(self)
-    }
-}
-
-type ValTrace<K, V> =
-    differential_dataflow::operators::arrange::TraceAgent<differential_dataflow::trace::implementations::ValSpine<K, V, Time, isize>>;
-type ValBatch<K, V> = <ValTrace<K, V> as TraceReader>::Batch;
-/// The cursor over a list of batches of a trace of one value per key.
-type ValCursor<K, V> = CursorList<<ValBatch<K, V> as Navigable>::Cursor>;
-
-/// Opens a walk over the batches `trace` holds now.
-fn walk<K: ScanKey, V: Ord + Clone + 'static>(trace: &mut ValTrace<K, V>, seek: &Seek) -> ValWalk<K, ValCursor<K, V>> {
-    let batches =
-        trace.batches_through(Antichain::new().borrow()).expect("a trace can always be read through the empty frontier");
-    let (cursor, storage) = cursor_list(batches);
-    ValWalk::new(cursor, storage, seek)
-}
-
-/// A walk through a trace of one value per key (customer → row, group → row), over the
-/// trace's batches as they were when it started: the keys sought, or every key of a range,
-/// in order, each with its value at a time.
-pub struct ValWalk<K, C: Cursor> {
-    cursor: C,
-    storage: C::Storage,
-    /// The keys sought, in order (none: a range).
-    keys: Option<VecDeque<K>>,
-    /// The range's start (and whether it is included), before the first step.
-    from: Option<(K, bool)>,
-    /// The range's end, and whether it is included.
-    to: Option<(K, bool)>,
-}
-
-impl<K, V, C> ValWalk<K, C>
-where
-    K: ScanKey,
-    V: Clone + 'static,
-    C: for<'a> Cursor<Key<'a> = &'a K, Val<'a> = &'a V, TimeGat<'a> = &'a Time, DiffGat<'a> = &'a isize>,
-{
-    fn new(mut cursor: C, storage: C::Storage, seek: &Seek) -> Self {
-        let typed = |bound: &Option<(Owned, bool)>| bound.as_ref().and_then(|(k, i)| Some((K::from_owned(k)?, *i)));
-        let (keys, from, to) = match seek {
-            Seek::All => (None, None, None),
-            Seek::Keys(keys) => {
-                let mut keys: Vec<K> = keys.iter().filter_map(K::from_owned).collect();
-                keys.sort();
-                keys.dedup();
-                (Some(keys.into_iter().collect()), None, None)
-            }
-            Seek::Range { from, to } => (None, typed(from), typed(to)),
-        };
-        if let Some((from, _)) = &from {
-            cursor.seek_key(&storage, from);
-        }
-        ValWalk { cursor, storage, keys, from, to }
-    }
-
-    /// The next key with a value at `time`, and the value.
-    fn next(&mut self, time: Time) -> Option<(K, V)> {
-        loop {
-            if let Some(keys) = &mut self.keys {
-                let key = keys.pop_front()?;
-                self.cursor.seek_key(&self.storage, &key);
-                if self.cursor.get_key(&self.storage) != Some(&key) {
-                    continue;
-                }
-                if let Some(value) = crate::serve::cursors::present_value(&mut self.cursor, &self.storage, time) {
-                    return Some((key, value));
-                }
-                continue;
-            }
-            let key = self.cursor.get_key(&self.storage)?.clone();
-            if let Some((to, inclusive)) = &self.to {
-                if key > *to || (key == *to && !inclusive) {
-                    return None;
-                }
-            }
-            let value = crate::serve::cursors::present_value(&mut self.cursor, &self.storage, time);
-            self.cursor.step_key(&self.storage);
-            if self.from.as_ref().is_some_and(|(from, inclusive)| key == *from && !inclusive) {
-                continue;
-            }
-            if (self.from.is_some() || self.to.is_some()) && key.is_null() {
-                continue;
-            }
-            if let Some(value) = value {
-                return Some((key, value));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -81,7 +81,9 @@ impl ViewKey {
         match self {
             ViewKey::Nothing => GroupKey::Null,
             ViewKey::Customer => GroupKey::Text(std::sync::Arc::clone(&txn.customer)),
-            ViewKey::Category => txn.category.as_ref().map_or(GroupKey::Null, |c| GroupKey::Text(std::sync::Arc::clone(c))),
+            ViewKey::Category => {
+                txn.category.as_ref().map_or(GroupKey::Null, |c| GroupKey::Text(std::sync::Arc::clone(c)))
+            }
             ViewKey::Hour => truncate(3600),
             ViewKey::Day => truncate(86_400),
         }
@@ -97,6 +99,16 @@ pub enum GroupKey {
     Text(std::sync::Arc<str>),
     /// An hour or a day, in seconds since the epoch.
     Timestamp(i64),
+}
+
+/// A group key as the snapshots write it (JSON).
+impl super::groups::KeyCodec for GroupKey {
+    fn encode(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, self).expect("a value serializes into memory");
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
 }
 
 /// What a worker maintains of a created view: the groups, by key, of the live transactions
@@ -427,7 +439,10 @@ pub fn check_readable(trace: &mut ViewTrace, time: Time) -> Result<(), super::vi
     let mut upper = timely::progress::Antichain::new();
     trace.read_upper(&mut upper);
     if upper.less_equal(&time) {
-        return Err(super::views::Unreadable::Incomplete { view: "created", upper: upper.first().copied().unwrap_or(Time::MAX) });
+        return Err(super::views::Unreadable::Incomplete {
+            view: "created",
+            upper: upper.first().copied().unwrap_or(Time::MAX),
+        });
     }
     Ok(())
 }

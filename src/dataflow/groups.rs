@@ -106,15 +106,6 @@ impl KeyCodec for Arc<str> {
     }
 }
 
-impl KeyCodec for super::created::GroupKey {
-    fn encode(&self, out: &mut Vec<u8>) {
-        serde_json::to_writer(out, self).expect("a value serializes into memory");
-    }
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice(bytes).ok()
-    }
-}
-
 /// Why encoded groups were refused.
 #[derive(Debug, thiserror::Error)]
 #[error("the groups' bytes are damaged: {0}")]

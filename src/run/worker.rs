@@ -219,7 +219,13 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         }
         if let Some(coordinator) = coordinator.as_mut() {
             for answer in control.answers() {
-                coordinator.receive(answer, &mut control, &shared.answering, shared.snapshots.as_ref(), &shared.outlets);
+                coordinator.receive(
+                    answer,
+                    &mut control,
+                    &shared.answering,
+                    shared.snapshots.as_ref(),
+                    &shared.outlets,
+                );
             }
             coordinator.forward(&mut control);
             let complete = pipeline.complete_through();

@@ -19,10 +19,10 @@ use crate::config::Settings;
 use crate::event::{format_hour, parse_hour_bound};
 use crate::output::{as_of, show_table, CustomerOut};
 use crate::reading::{ReadScope, Reading};
-use crate::sql::session::Session;
-use crate::sql::Engine;
 use crate::serve::metrics::consumer_lag;
 use crate::serve::Serving;
+use crate::sql::session::Session;
+use crate::sql::Engine;
 
 /// What the prompt answers to `help`.
 pub const HELP: &str = "commands:

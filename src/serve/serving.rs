@@ -310,5 +310,4 @@ impl Serving {
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
-
 }

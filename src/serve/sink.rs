@@ -86,7 +86,7 @@ pub fn start(settings: &Settings, serving: &Serving, feeds: &Feeds) -> anyhow::R
     // A sink of a view that is not there is a mistake in the command line: refused at start.
     for spec in &specs {
         if let Err(error) = feeds.engine().view_key(&spec.view) {
-            bail!("--sink {}={}: {} (see SHOW VIEWS)", spec.view, spec.topic, error.to_string());
+            bail!("--sink {}={}: {} (see SHOW VIEWS)", spec.view, spec.topic, error);
         }
     }
     let brokers = settings.kafka.sink_brokers.clone().unwrap_or_else(|| settings.kafka.brokers.clone());

@@ -30,7 +30,12 @@ pub struct Answer {
 impl Answer {
     /// An answer of no rows, with a command tag.
     pub fn tag(tag: &str) -> Answer {
-        Answer { schema: std::sync::Arc::new(datafusion::arrow::datatypes::Schema::empty()), batches: Vec::new(), as_of: None, tag: Some(tag.to_owned()) }
+        Answer {
+            schema: std::sync::Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+            batches: Vec::new(),
+            as_of: None,
+            tag: Some(tag.to_owned()),
+        }
     }
 
     /// How many rows.
@@ -94,7 +99,9 @@ pub fn type_name(ty: &DataType) -> &'static str {
         DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => "bigint",
         DataType::Float16 | DataType::Float32 => "real",
         DataType::Float64 => "double precision",
-        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) => "numeric",
+        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) => {
+            "numeric"
+        }
         DataType::Boolean => "boolean",
         DataType::Timestamp(_, Some(_)) => "timestamptz",
         DataType::Timestamp(_, None) => "timestamp",
@@ -138,10 +145,20 @@ pub fn json(column: &ArrayRef, row: usize) -> Value {
         }
         DataType::Timestamp(unit, _) => {
             let v = match unit {
-                TimeUnit::Second => column.as_primitive::<datafusion::arrow::datatypes::TimestampSecondType>().value(row).saturating_mul(1_000_000),
-                TimeUnit::Millisecond => column.as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>().value(row).saturating_mul(1000),
-                TimeUnit::Microsecond => column.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>().value(row),
-                TimeUnit::Nanosecond => column.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>().value(row) / 1000,
+                TimeUnit::Second => column
+                    .as_primitive::<datafusion::arrow::datatypes::TimestampSecondType>()
+                    .value(row)
+                    .saturating_mul(1_000_000),
+                TimeUnit::Millisecond => column
+                    .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>()
+                    .value(row)
+                    .saturating_mul(1000),
+                TimeUnit::Microsecond => {
+                    column.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>().value(row)
+                }
+                TimeUnit::Nanosecond => {
+                    column.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>().value(row) / 1000
+                }
             };
             match chrono::DateTime::from_timestamp_micros(v) {
                 Some(t) if v % 1_000_000 == 0 => t.format("%Y-%m-%dT%H:%M:%SZ").to_string().into(),

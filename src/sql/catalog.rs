@@ -147,7 +147,11 @@ impl Catalog {
     /// The views that read relation `name` (they must go first).
     pub fn dependents(&self, name: &str) -> Vec<String> {
         let name = name.to_lowercase();
-        self.views.values().filter(|(d, _)| d.reads.iter().any(|r| r.to_lowercase() == name)).map(|(d, _)| d.name.clone()).collect()
+        self.views
+            .values()
+            .filter(|(d, _)| d.reads.iter().any(|r| r.to_lowercase() == name))
+            .map(|(d, _)| d.name.clone())
+            .collect()
     }
 
     /// Writes every definition to the state directory, atomically (a temporary file renamed).

@@ -70,7 +70,8 @@ async fn create_view(
     if name.len() > MAX_NAME_BYTES {
         return Err(SqlError::NameTooLong(format!("view name \"{name}\" is longer than {MAX_NAME_BYTES} bytes")));
     }
-    let taken = Relation::named(name).is_some() || !engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).reserve(name);
+    let taken =
+        Relation::named(name).is_some() || !engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).reserve(name);
     if taken {
         if if_not_exists {
             return Ok(Answer::tag("CREATE VIEW"));
@@ -91,7 +92,9 @@ async fn create_view(
     };
     let serving = engine.serving();
     let time = match &planned.maintained {
-        Some(maintained) => serving.install(maintained.clone(), engine.limits().timeout).await.map_err(SqlError::from_read)?,
+        Some(maintained) => {
+            serving.install(maintained.clone(), engine.limits().timeout).await.map_err(SqlError::from_read)?
+        }
         None => 0,
     };
     let registered = register(engine, &def, planned.read);
@@ -117,7 +120,19 @@ async fn plan(
     let state = engine.shared.context.state();
     let statement = datafusion::sql::parser::Statement::Statement(Box::new(Statement::Query(Box::new(query.clone()))));
     let plan = state.statement_to_plan(statement).await.map_err(|e| SqlError::from_datafusion(e, text))?;
-    super::views::plan(id, plan, engine.shared.workers)
+    let mut planned = super::views::plan(id, plan, engine.shared.workers)?;
+    // The relations it names, as written: DataFusion's plan has the views it reads inlined.
+    let mut reads = Vec::new();
+    let _ = datafusion::sql::sqlparser::ast::visit_relations(query, |name| {
+        if let Some(last) = name.0.last().and_then(|part| part.as_ident()) {
+            reads.push(last.value.to_lowercase());
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    reads.sort();
+    reads.dedup();
+    planned.reads = reads;
+    Ok(planned)
 }
 
 /// Registers a view with DataFusion under its name, read by `read`.
@@ -158,9 +173,12 @@ async fn drop_views(engine: &Engine, names: &[String], if_exists: bool) -> Resul
             engine.serving().drop_view(def.id, engine.limits().timeout).await.map_err(SqlError::from_read)?;
         }
         let _ = engine.shared.context.deregister_table(def.name.to_lowercase());
-        engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).remove(name).map_err(|e| {
-            SqlError::Io(format!("the view is dropped but its definition could not be removed: {e:#}"))
-        })?;
+        engine
+            .catalog()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .map_err(|e| SqlError::Io(format!("the view is dropped but its definition could not be removed: {e:#}")))?;
     }
     Ok(Answer::tag("DROP VIEW"))
 }
@@ -170,7 +188,9 @@ async fn drop_views(engine: &Engine, names: &[String], if_exists: bool) -> Resul
 pub(super) async fn show_views(engine: &Engine) -> Result<Answer, SqlError> {
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    let mut rows: Vec<(String, &str, Option<String>, Option<i64>, Option<i64>)> = Vec::new();
+    /// name, kind, definition, created at, rows.
+    type Row<'a> = (String, &'a str, Option<String>, Option<i64>, Option<i64>);
+    let mut rows: Vec<Row<'_>> = Vec::new();
     for relation in crate::compute::relation::BUILT_IN.into_iter().filter(|r| *r != Relation::Transactions) {
         let count = count(engine, relation.name()).await?;
         rows.push((relation.name().to_owned(), "built-in", None, None, count));
@@ -178,8 +198,7 @@ pub(super) async fn show_views(engine: &Engine) -> Result<Answer, SqlError> {
     let created = engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).all();
     for (def, time) in created {
         let count = count(engine, &def.name).await?;
-        let kind = if def.maintained.is_some() { "created" } else { "created (read through)" };
-        rows.push((def.name.clone(), kind, Some(def.sql.clone()), Some(time as i64), count));
+        rows.push((def.name.clone(), "created", Some(def.sql.clone()), Some(time as i64), count));
     }
     let schema = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, true),
@@ -203,7 +222,9 @@ pub(super) async fn show_views(engine: &Engine) -> Result<Answer, SqlError> {
 }
 
 async fn count(engine: &Engine, relation: &str) -> Result<Option<i64>, SqlError> {
-    let answer = Box::pin(engine.answer(&mut super::Session::default(), &format!("SELECT count(*) FROM \"{relation}\""))).await?;
+    let answer =
+        Box::pin(engine.answer(&mut super::Session::default(), &format!("SELECT count(*) FROM \"{relation}\"")))
+            .await?;
     Ok(answer.rows().first().and_then(|r| r.first()).and_then(serde_json::Value::as_i64))
 }
 

@@ -203,7 +203,9 @@ impl SqlError {
             E::NotImplemented(_) => SqlError::Unsupported(message),
             E::ResourcesExhausted(_) => SqlError::OutOfMemory(message),
             E::Plan(_) => plan_error(message),
-            E::Execution(m) if m.contains("Divide by zero") || m.contains("division by zero") => SqlError::DivisionByZero,
+            E::Execution(m) if m.contains("Divide by zero") || m.contains("division by zero") => {
+                SqlError::DivisionByZero
+            }
             E::Execution(m) if m.contains("verflow") => SqlError::Overflow(message),
             E::Execution(_) => SqlError::InvalidValue(message),
             E::Configuration(_) => SqlError::InvalidParameter(message),
@@ -216,10 +218,14 @@ impl SqlError {
 fn plan_error(message: String) -> SqlError {
     let lower = message.to_ascii_lowercase();
     if lower.contains("table '") && lower.contains("not found") {
-        SqlError::UndefinedTable(message)
-    } else if lower.contains("invalid function") || lower.contains("no function matches") {
-        SqlError::UndefinedFunction(message)
-    } else if lower.contains("cannot coerce") || lower.contains("failed to coerce") || lower.contains("cannot infer") {
+        // `table 'lambda.public.nope' not found` is Postgres' `relation "nope" does not exist`.
+        let named = message.split('\'').nth(1).unwrap_or_default();
+        let name = named.rsplit('.').next().unwrap_or(named);
+        SqlError::UndefinedTable(format!("relation \"{name}\" does not exist"))
+    } else if ["invalid function", "no function matches", "cannot coerce", "failed to coerce", "cannot infer"]
+        .iter()
+        .any(|m| lower.contains(m))
+    {
         SqlError::UndefinedFunction(message)
     } else if lower.contains("group by") || lower.contains("aggregate") && lower.contains("must appear") {
         SqlError::Grouping(message)
@@ -236,8 +242,13 @@ mod tests {
 
     #[test]
     fn every_kind_has_its_sqlstate() {
-        assert_eq!(SqlError::parse("Expected: an SQL statement, found: SELEC at Line: 1, Column: 1", "SELEC 1").code(), "42601");
+        assert_eq!(
+            SqlError::parse("Expected: an SQL statement, found: SELEC at Line: 1, Column: 1", "SELEC 1").code(),
+            "42601"
+        );
         assert_eq!(SqlError::UndefinedTable("x".into()).code(), "42P01");
+        let missing = plan_error("table 'lambda.public.nope' not found".into());
+        assert_eq!((missing.code(), missing.to_string()), ("42P01", "relation \"nope\" does not exist".into()));
         assert_eq!(SqlError::Canceled("x".into()).code(), "57014");
         assert_eq!(SqlError::DivisionByZero.code(), "22012");
         assert_eq!(SqlError::from_read(ReadError::Timeout).code(), "57014");

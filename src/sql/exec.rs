@@ -87,9 +87,10 @@ impl LiveScanExec {
         let result = opened
             .get_or_init(|| async {
                 let time = snapshot.time().await.map_err(|e| DataFusionError::External(Box::new(e)))?;
-                let receivers = snapshot.serving().scan(time, spec, &workers).map_err(|e| {
-                    DataFusionError::External(Box::new(super::SqlError::from_read(e)))
-                })?;
+                let receivers = snapshot
+                    .serving()
+                    .scan(time, spec, &workers)
+                    .map_err(|e| DataFusionError::External(Box::new(super::SqlError::from_read(e))))?;
                 Ok(Mutex::new(receivers.into_iter().map(Some).collect()))
             })
             .await;
@@ -115,10 +116,19 @@ impl DisplayAs for LiveScanExec {
         match &self.spec.seek {
             Seek::All => write!(f, ", every row")?,
             Seek::Keys(keys) => {
-                let keys: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
-                write!(f, ", seek {key} in [{}]", keys.join(", "))?
+                let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+                write!(f, ", seek {key} in ({})", keys.join(", "))?
             }
-            Seek::Range { from, to } => write!(f, ", seek {key} from {from:?} to {to:?}")?,
+            Seek::Range { from, to } => {
+                let mut bounds = Vec::new();
+                if let Some((k, inclusive)) = from {
+                    bounds.push(format!("{key} {} {k}", if *inclusive { ">=" } else { ">" }));
+                }
+                if let Some((k, inclusive)) = to {
+                    bounds.push(format!("{key} {} {k}", if *inclusive { "<=" } else { "<" }));
+                }
+                write!(f, ", seek {}", bounds.join(" AND "))?
+            }
         }
         if self.workers.len() == self.of {
             write!(f, ", {} worker{}", self.of, if self.of == 1 { "" } else { "s" })
@@ -154,7 +164,11 @@ impl ExecutionPlan for LiveScanExec {
         Ok(self)
     }
 
-    fn execute(&self, partition: usize, _context: Arc<TaskContext>) -> Result<datafusion::execution::SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<datafusion::execution::SendableRecordBatchStream> {
         let (snapshot, spec, workers, opened) =
             (Arc::clone(&self.snapshot), self.spec.clone(), self.workers.clone(), Arc::clone(&self.opened));
         let split = self.spec.relation.split_over_workers();
@@ -221,7 +235,8 @@ fn merge_overall(parts: &[RecordBatch], projection: &[usize], schema: SchemaRef)
             customers += heads.value(row);
         }
     }
-    let avg = if count == 0 { Cell::Null } else { Cell::Cents(crate::amount::divide_rounded(total, i128::from(count))) };
+    let avg =
+        if count == 0 { Cell::Null } else { Cell::Cents(crate::amount::divide_rounded(total, i128::from(count))) };
     let row = [Cell::Cents(total), Cell::Int(count), Cell::Int(customers), avg];
     let types: Vec<ColumnType> = projection.iter().map(|i| Relation::Overall.columns()[*i].1).collect();
     let mut columns = Columns::new(&types);

@@ -71,7 +71,9 @@ impl AggregateUDFImpl for ExactSum {
             t if t.is_floating() => DataType::Float64,
             DataType::Duration(_) | DataType::Interval(_) => arg.clone(),
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                return datafusion::common::plan_err!("No function matches the given name and argument types 'sum({arg})'")
+                return datafusion::common::plan_err!(
+                    "No function matches the given name and argument types 'sum({arg})'"
+                )
             }
             other => other.clone(),
         }])
@@ -187,15 +189,16 @@ impl ScalarUDFImpl for LambdaAvg {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let totals = arrays[0].as_any().downcast_ref::<Decimal128Array>().expect("coerced to money");
         let counts = arrays[1].as_any().downcast_ref::<Int64Array>().expect("coerced to a count");
-        let averages: Decimal128Array = (0..rows)
-            .map(|i| {
-                if totals.is_null(i) || counts.is_null(i) {
-                    None
-                } else {
-                    average(totals.value(i), counts.value(i))
-                }
-            })
-            .collect();
+        let averages: Decimal128Array =
+            (0..rows)
+                .map(|i| {
+                    if totals.is_null(i) || counts.is_null(i) {
+                        None
+                    } else {
+                        average(totals.value(i), counts.value(i))
+                    }
+                })
+                .collect();
         Ok(ColumnarValue::Array(Arc::new(averages.with_precision_and_scale(38, AVG_SCALE)?)))
     }
 }

@@ -18,6 +18,7 @@
 //! | [`read`] | the statement's one time, pinned |
 //! | [`session`] | `SET`, `SHOW`, read-your-writes, `statement_timeout` |
 //! | [`limits`] | what a statement may take: rows, bytes, time, memory, complexity |
+//! | `names` | the names Postgres gives unnamed columns (`sum(amount)` is `sum`) |
 //! | [`catalog`], [`views`], [`ddl`] | created views: kept, planned, installed |
 //! | [`functions`] | exact `sum`, `version()`, the views' averages |
 //! | [`answer`], [`error`] | what a statement answers, or why not (with its SQLSTATE) |
@@ -34,6 +35,7 @@ pub mod error;
 pub mod exec;
 pub mod functions;
 pub mod limits;
+pub mod names;
 pub mod read;
 pub mod session;
 pub mod table;
@@ -93,7 +95,7 @@ impl Engine {
         limits: Limits,
         catalog: Arc<Mutex<catalog::Catalog>>,
     ) -> anyhow::Result<(Engine, Vec<crate::dataflow::created::Maintained>)> {
-        let threads = crate::config::cores();
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("sql")
@@ -185,10 +187,24 @@ impl Engine {
     /// Parses `text` into one statement, client catalog queries rewritten.
     fn parse(&self, text: &str) -> Result<Statement, SqlError> {
         limits::check_complexity(text)?;
-        let mut statements = self.shared.parser.parse(text).map_err(|e| SqlError::parse(&e.to_string(), text))?;
+        let mut statements = self.shared.parser.parse(text).map_err(|e| {
+            // Its errors lose the line and column; sqlparser's own say where.
+            use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
+            let located = Parser::new(&PostgreSqlDialect {})
+                .with_recursion_limit(64)
+                .try_with_sql(text)
+                .and_then(|mut p| p.parse_statements())
+                .err()
+                .map(|e| e.to_string());
+            SqlError::parse(&located.unwrap_or_else(|| e.to_string()), text)
+        })?;
         match statements.len() {
             0 => Err(SqlError::Syntax { message: "no statement".into(), position: None }),
-            1 => Ok(statements.remove(0)),
+            1 => {
+                let mut statement = statements.remove(0);
+                names::postgres_names(&mut statement);
+                Ok(statement)
+            }
             n => Err(SqlError::Syntax { message: format!("{n} statements: send one at a time"), position: None }),
         }
     }
@@ -198,7 +214,9 @@ impl Engine {
         let timeout = session.statement_timeout.unwrap_or(self.limits.timeout);
         match tokio::time::timeout(timeout, self.answer(session, text)).await {
             Ok(answer) => answer,
-            Err(_) => Err(SqlError::Canceled(format!("it took longer than {} ms (statement_timeout)", timeout.as_millis()))),
+            Err(_) => {
+                Err(SqlError::Canceled(format!("it took longer than {} ms (statement_timeout)", timeout.as_millis())))
+            }
         }
     }
 
@@ -217,7 +235,10 @@ impl Engine {
             Statement::Rollback { .. } => return Ok(Answer::tag("ROLLBACK")),
             Statement::CreateView(_) | Statement::Drop { .. } => return ddl::run(self, &statement, text).await,
             Statement::ShowViews { .. } => return ddl::show_views(self).await,
-            Statement::Query(_) | Statement::Explain { .. } | Statement::ShowTables { .. } | Statement::ShowColumns { .. } => {}
+            Statement::Query(_)
+            | Statement::Explain { .. }
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. } => {}
             other => {
                 let what = other.to_string();
                 let what = what.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
@@ -229,7 +250,11 @@ impl Engine {
         // `current_setting('x')` is the session's value, as text.
         let _ = statement.visit(&mut Settings { session, topic: &self.shared.topic });
         if let Some(bound) = session.min_offsets.clone() {
-            self.shared.serving.wait_for_async(&bound, session.wait()).await.map_err(|e| self.not_reached(e, session))?;
+            self.shared
+                .serving
+                .wait_for_async(&bound, session.wait())
+                .await
+                .map_err(|e| self.not_reached(e, session))?;
         }
         let snapshot = Snapshot::new(self.shared.serving.clone(), self.limits.timeout);
         let answer = STATEMENT.scope(Arc::clone(&snapshot), self.query(statement, text, None)).await;
@@ -245,7 +270,12 @@ impl Engine {
 
     /// Plans and runs a query (its `$n` parameters bound to `params`), its answer collected
     /// within the row and byte limits.
-    async fn query(&self, statement: Statement, text: &str, params: Option<datafusion::common::ParamValues>) -> Result<Answer, SqlError> {
+    async fn query(
+        &self,
+        statement: Statement,
+        text: &str,
+        params: Option<datafusion::common::ParamValues>,
+    ) -> Result<Answer, SqlError> {
         let fail = |e: datafusion::error::DataFusionError| SqlError::from_datafusion(e, text);
         let state = self.shared.context.state();
         let mut plan: LogicalPlan = state
@@ -293,9 +323,14 @@ impl Engine {
             return self.execute_in(session, text).await;
         }
         if let Some(bound) = session.min_offsets.clone() {
-            self.shared.serving.wait_for_async(&bound, session.wait()).await.map_err(|e| self.not_reached(e, session))?;
+            self.shared
+                .serving
+                .wait_for_async(&bound, session.wait())
+                .await
+                .map_err(|e| self.not_reached(e, session))?;
         }
-        let (engine, text, timeout) = (self.clone(), text.to_owned(), session.statement_timeout.unwrap_or(self.limits.timeout));
+        let (engine, text, timeout) =
+            (self.clone(), text.to_owned(), session.statement_timeout.unwrap_or(self.limits.timeout));
         let snapshot = Snapshot::new(self.shared.serving.clone(), self.limits.timeout);
         let scoped = Arc::clone(&snapshot);
         let ran = self
@@ -308,7 +343,12 @@ impl Engine {
             .map_err(|e| SqlError::Internal(e.to_string()))?;
         let mut answer = match ran {
             Ok(answer) => answer?,
-            Err(_) => return Err(SqlError::Canceled(format!("it took longer than {} ms (statement_timeout)", timeout.as_millis()))),
+            Err(_) => {
+                return Err(SqlError::Canceled(format!(
+                    "it took longer than {} ms (statement_timeout)",
+                    timeout.as_millis()
+                )))
+            }
         };
         answer.as_of = snapshot.as_of();
         if answer.as_of.is_some() {
@@ -322,12 +362,22 @@ impl Engine {
     pub async fn describe(
         &self,
         text: &str,
-    ) -> Result<(Vec<Option<datafusion::arrow::datatypes::DataType>>, Option<datafusion::arrow::datatypes::SchemaRef>), SqlError> {
+    ) -> Result<
+        (Vec<Option<datafusion::arrow::datatypes::DataType>>, Option<datafusion::arrow::datatypes::SchemaRef>),
+        SqlError,
+    > {
         let statement = self.parse(text)?;
-        if !matches!(statement, Statement::Query(_) | Statement::Explain { .. } | Statement::ShowTables { .. } | Statement::ShowColumns { .. }) {
+        if !matches!(
+            statement,
+            Statement::Query(_)
+                | Statement::Explain { .. }
+                | Statement::ShowTables { .. }
+                | Statement::ShowColumns { .. }
+        ) {
             if let Statement::ShowVariable { variable } = &statement {
                 let name = variable.iter().map(|i| i.value.clone()).collect::<Vec<_>>().join(" ");
-                let answer = if name.eq_ignore_ascii_case("as_of") { self.as_of_answer(None) } else { one_text(&name, "")? };
+                let answer =
+                    if name.eq_ignore_ascii_case("as_of") { self.as_of_answer(None) } else { one_text(&name, "")? };
                 return Ok((Vec::new(), Some(answer.schema)));
             }
             return Ok((Vec::new(), None));
@@ -375,9 +425,13 @@ impl Engine {
     fn as_of_answer(&self, reading: Option<&Reading>) -> Answer {
         use datafusion::arrow::array::{Int64Array, StringArray};
         use datafusion::arrow::datatypes::{DataType, Field, Schema};
-        let schema = Arc::new(Schema::new(vec![Field::new("time", DataType::Int64, true), Field::new("offsets", DataType::Utf8, true)]));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("time", DataType::Int64, true),
+            Field::new("offsets", DataType::Utf8, true),
+        ]));
         let topic = &self.shared.topic;
-        let offsets = reading.map(|r| r.offsets.iter().map(|(p, o)| format!("{topic}/{p}:{o}")).collect::<Vec<_>>().join(","));
+        let offsets =
+            reading.map(|r| r.offsets.iter().map(|(p, o)| format!("{topic}/{p}:{o}")).collect::<Vec<_>>().join(","));
         let batch = datafusion::arrow::record_batch::RecordBatch::try_new(
             schema.clone(),
             vec![
@@ -398,7 +452,8 @@ impl Engine {
             return Ok(relation.key().map(|k| (k, relation.columns()[k].0.to_owned())));
         }
         let catalog = self.shared.catalog.lock().unwrap_or_else(|p| p.into_inner());
-        let def = catalog.get(name).ok_or_else(|| SqlError::UndefinedTable(format!("relation \"{name}\" does not exist")))?;
+        let def =
+            catalog.get(name).ok_or_else(|| SqlError::UndefinedTable(format!("relation \"{name}\" does not exist")))?;
         Ok(ddl::key_of(def))
     }
 
@@ -439,8 +494,11 @@ fn one_text(name: &str, value: &str) -> Result<Answer, SqlError> {
     use datafusion::arrow::array::StringArray;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, true)]));
-    let batch = datafusion::arrow::record_batch::RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])
-        .map_err(|e| SqlError::Internal(e.to_string()))?;
+    let batch = datafusion::arrow::record_batch::RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(StringArray::from(vec![value]))],
+    )
+    .map_err(|e| SqlError::Internal(e.to_string()))?;
     Ok(Answer { schema, batches: vec![batch], as_of: None, tag: None })
 }
 

@@ -75,7 +75,11 @@ impl Session {
             "statement_timeout" => Some(self.statement_timeout.map_or("0".into(), |t| format!("{}ms", t.as_millis()))),
             "as_of" => Some(self.as_of.as_ref().map_or(String::new(), |r| as_of_text(r, topic))),
             "transaction isolation level" => Some("read committed".into()),
-            _ => self.vars.get(&name).cloned().or_else(|| DEFAULTS.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())),
+            _ => self
+                .vars
+                .get(&name)
+                .cloned()
+                .or_else(|| DEFAULTS.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())),
         }
     }
 
@@ -91,7 +95,9 @@ impl Session {
             }
             Statement::Set(Set::MultipleAssignments { assignments }) => {
                 for assignment in assignments {
-                    if let Err(error) = self.set(&name_of(&assignment.name), std::slice::from_ref(&assignment.value), topic) {
+                    if let Err(error) =
+                        self.set(&name_of(&assignment.name), std::slice::from_ref(&assignment.value), topic)
+                    {
                         return Some(Err(error));
                     }
                 }
@@ -162,7 +168,12 @@ pub fn as_of_text(reading: &Reading, topic: &str) -> String {
 
 /// A setting's name as SQL wrote it, lowercase.
 fn name_of(name: &ObjectName) -> String {
-    name.0.iter().map(|p| p.as_ident().map_or_else(|| p.to_string(), |i: &Ident| i.value.clone())).collect::<Vec<_>>().join(".").to_lowercase()
+    name.0
+        .iter()
+        .map(|p| p.as_ident().map_or_else(|| p.to_string(), |i: &Ident| i.value.clone()))
+        .collect::<Vec<_>>()
+        .join(".")
+        .to_lowercase()
 }
 
 /// A value of `SET` as text: a string's contents, a number or a word as written.
@@ -189,7 +200,7 @@ fn duration(text: &str) -> Option<Duration> {
         "h" => number * 3600e3,
         _ => return None,
     };
-    (ms >= 0.0 && ms < 1e12).then(|| Duration::from_millis(ms as u64))
+    (0.0..1e12).contains(&ms).then(|| Duration::from_millis(ms as u64))
 }
 
 #[cfg(test)]

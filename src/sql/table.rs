@@ -96,10 +96,18 @@ fn seek_of(filter: &Expr, key: &str, ranges: bool) -> Option<Seek> {
                 (Operator::Eq, None) => Some(Seek::Keys(Vec::new())),
                 (Operator::Eq, Some(t)) => Some(Seek::Keys(vec![Owned::Text(t)])),
                 (_, None) if ranges => Some(Seek::Keys(Vec::new())),
-                (Operator::Gt, Some(t)) if ranges => Some(Seek::Range { from: Some((Owned::Text(t), false)), to: None }),
-                (Operator::GtEq, Some(t)) if ranges => Some(Seek::Range { from: Some((Owned::Text(t), true)), to: None }),
-                (Operator::Lt, Some(t)) if ranges => Some(Seek::Range { from: None, to: Some((Owned::Text(t), false)) }),
-                (Operator::LtEq, Some(t)) if ranges => Some(Seek::Range { from: None, to: Some((Owned::Text(t), true)) }),
+                (Operator::Gt, Some(t)) if ranges => {
+                    Some(Seek::Range { from: Some((Owned::Text(t), false)), to: None })
+                }
+                (Operator::GtEq, Some(t)) if ranges => {
+                    Some(Seek::Range { from: Some((Owned::Text(t), true)), to: None })
+                }
+                (Operator::Lt, Some(t)) if ranges => {
+                    Some(Seek::Range { from: None, to: Some((Owned::Text(t), false)) })
+                }
+                (Operator::LtEq, Some(t)) if ranges => {
+                    Some(Seek::Range { from: None, to: Some((Owned::Text(t), true)) })
+                }
                 _ => None,
             }
         }
@@ -114,7 +122,9 @@ fn seek_of(filter: &Expr, key: &str, ranges: bool) -> Option<Seek> {
 /// A text literal: `Some(text)`, `None` for a NULL one; nothing for anything else.
 fn text(expr: &Expr) -> Option<Option<String>> {
     match expr {
-        Expr::Literal(ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v), _) => Some(v.clone()),
+        Expr::Literal(ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v), _) => {
+            Some(v.clone())
+        }
         _ => None,
     }
 }
@@ -188,7 +198,13 @@ impl TableProvider for LiveTable {
             }
             _ => (0..self.workers).collect(),
         };
-        let spec = ScanSpec { relation: self.relation, columns: self.columns.clone(), projection, seek, topic: self.topic.clone() };
+        let spec = ScanSpec {
+            relation: self.relation,
+            columns: self.columns.clone(),
+            projection,
+            seek,
+            topic: self.topic.clone(),
+        };
         Ok(Arc::new(LiveScanExec::new(snapshot, spec, workers, self.workers)))
     }
 }
@@ -207,7 +223,10 @@ mod tests {
         let seek = |e: Expr| seek_of(&e, "customer", true);
         assert_eq!(seek(col("customer").eq(lit("Ali"))), Some(Seek::Keys(vec![text("Ali")])));
         assert_eq!(seek(lit("Ali").eq(col("customer"))), Some(Seek::Keys(vec![text("Ali")])));
-        assert_eq!(seek(col("customer").in_list(vec![lit("a"), lit("b")], false)), Some(Seek::Keys(vec![text("a"), text("b")])));
+        assert_eq!(
+            seek(col("customer").in_list(vec![lit("a"), lit("b")], false)),
+            Some(Seek::Keys(vec![text("a"), text("b")]))
+        );
         assert_eq!(seek(col("customer").in_list(vec![lit("a")], true)), None, "NOT IN is no seek");
         assert_eq!(seek(col("customer").gt(lit("M"))), Some(Seek::Range { from: Some((text("M"), false)), to: None }));
         assert_eq!(seek(lit("M").gt(col("customer"))), Some(Seek::Range { from: None, to: Some((text("M"), false)) }));

@@ -204,6 +204,15 @@ fn maintained(
     for aggregate_expr in &aggregate.aggr_expr {
         exprs.push(from_groups(aggregate_expr)?);
     }
+    // Each under the name (and relation) the aggregation gave it, which the plan above reads.
+    let exprs: Vec<Expr> = exprs
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let (qualifier, field) = aggregate.schema.qualified_field(i);
+            e.alias_qualified(qualifier.cloned(), field.name())
+        })
+        .collect();
     let projection = Projection::try_new_with_schema(exprs, Arc::new(scan), Arc::clone(&aggregate.schema))
         .map_err(|e| SqlError::Internal(e.to_string()))?;
     Ok((Maintained { id, key, filter }, LogicalPlan::Projection(projection)))
@@ -215,11 +224,13 @@ fn view_key(group: &Expr) -> Result<ViewKey, SqlError> {
         Expr::Column(c) if c.name == "customer" => Ok(ViewKey::Customer),
         Expr::Column(c) if c.name == "category" => Ok(ViewKey::Category),
         Expr::ScalarFunction(f) if f.name() == "date_trunc" => match f.args.as_slice() {
-            [Expr::Literal(unit, _), Expr::Column(c)] if c.name == "ts" => match unit.to_string().to_lowercase().as_str() {
-                "hour" => Ok(ViewKey::Hour),
-                "day" => Ok(ViewKey::Day),
-                other => Err(SqlError::Unsupported(format!("a view grouped by date_trunc('{other}', ts)"))),
-            },
+            [Expr::Literal(unit, _), Expr::Column(c)] if c.name == "ts" => {
+                match unit.to_string().to_lowercase().as_str() {
+                    "hour" => Ok(ViewKey::Hour),
+                    "day" => Ok(ViewKey::Day),
+                    other => Err(SqlError::Unsupported(format!("a view grouped by date_trunc('{other}', ts)"))),
+                }
+            }
             _ => Err(SqlError::Unsupported(format!("a view grouped by {group}"))),
         },
         other => Err(SqlError::Unsupported(format!(

@@ -48,7 +48,8 @@ impl ByChanges {
     /// changes are taken out of `reading`, which keeps its time and offsets.
     pub fn apply(&self, reading: &mut Reading, rows: &Rows, key: Option<usize>) -> Rows {
         let changed: HashSet<String> = reading.changed.drain(..).map(|name| Value::String(name).to_string()).collect();
-        let present: Vec<Vec<Value>> = reading.customers.drain(..).map(|(name, row)| customer_row(&name, &row)).collect();
+        let present: Vec<Vec<Value>> =
+            reading.customers.drain(..).map(|(name, row)| customer_row(&name, &row)).collect();
         let columns: Vec<&str> = Relation::Customers.columns().iter().map(|(n, _)| *n).collect();
         let mut rows = rows.clone();
         rows.retain(|_, (row, _)| !row.key.as_ref().is_some_and(|k| changed.contains(&k.to_string())));

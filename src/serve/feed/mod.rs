@@ -416,11 +416,7 @@ impl Feeds {
     /// time (see [`changes`]).
     async fn read_changes(&self, pump: &Pump, by: &ByChanges) -> Result<(Reading, Rows), SqlError> {
         let since = pump.state().time;
-        let mut reading = self
-            .serving
-            .read_async(by.scope(since), READ_TIMEOUT)
-            .await
-            .map_err(SqlError::from_read)?;
+        let mut reading = self.serving.read_async(by.scope(since), READ_TIMEOUT).await.map_err(SqlError::from_read)?;
         let rows = by.apply(&mut reading, &pump.state().rows, pump.key);
         Ok((reading, rows))
     }

@@ -477,7 +477,8 @@ async fn view_rows(api: &Arc<Api>, name: &str, key: Option<&str>) -> Result<crat
     };
     let value = if column == "hour" { "CAST($1 AS TIMESTAMP WITH TIME ZONE)" } else { "$1" };
     let statement = format!("SELECT * FROM \"{quoted}\" WHERE \"{column}\" = {value}");
-    let params = datafusion::common::ParamValues::List(vec![datafusion::common::ScalarValue::Utf8(Some(key.to_owned())).into()]);
+    let params =
+        datafusion::common::ParamValues::List(vec![datafusion::common::ScalarValue::Utf8(Some(key.to_owned())).into()]);
     let mut session = crate::sql::session::Session::default();
     api.sql.execute_bound(&mut session, &statement, params).await.map_err(sql_error)
 }

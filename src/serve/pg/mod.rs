@@ -23,7 +23,9 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use futures::{stream, Sink, SinkExt};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{
+    DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
+};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, PgWireServerHandlers, Type as PgType};
@@ -98,7 +100,9 @@ impl QueryParser for Parser {
     fn get_result_schema(&self, statement: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
         match &statement.columns {
             None => Ok(Vec::new()),
-            Some(schema) => arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format.unwrap_or(&Format::UnifiedText), None),
+            Some(schema) => {
+                arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format.unwrap_or(&Format::UnifiedText), None)
+            }
         }
     }
 }
@@ -278,8 +282,7 @@ impl ExtendedQueryHandler for Backend {
         }
         // Parameters are bound as typed values: the client's types where it gave them, else
         // those DataFusion inferred — never pasted into the statement's text.
-        let types: Vec<Option<&DataType>> = prepared.parameters.iter().map(Option::as_ref).collect();
-        let params = arrow_pg::datatypes::df::deserialize_parameters(portal, &types)?;
+        let params = bind_parameters(portal)?;
         let address = client.socket_addr();
         let mut session = self.session(address);
         let answer = self.engine.execute_bound(&mut session, &prepared.text, params).await;
@@ -287,7 +290,11 @@ impl ExtendedQueryHandler for Backend {
         response(answer.map_err(user_error)?, &portal.result_column_format)
     }
 
-    async fn do_describe_statement<C>(&self, _client: &mut C, target: &StoredStatement<Prepared>) -> PgWireResult<DescribeStatementResponse>
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Prepared>,
+    ) -> PgWireResult<DescribeStatementResponse>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Prepared>,
@@ -305,7 +312,11 @@ impl ExtendedQueryHandler for Backend {
         Ok(DescribeStatementResponse::new(types, fields))
     }
 
-    async fn do_describe_portal<C>(&self, _client: &mut C, target: &Portal<Prepared>) -> PgWireResult<DescribePortalResponse>
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        target: &Portal<Prepared>,
+    ) -> PgWireResult<DescribePortalResponse>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Prepared>,
@@ -375,6 +386,47 @@ pub fn start(
     let password = if access.secret().is_some() { " (password: the secret)" } else { "" };
     tracing::info!(address = %bound, "serving SQL over the Postgres protocol (psql -h {} -p {} -U lambda lambda){password}", bound.ip(), bound.port());
     Ok(Some(runtime))
+}
+
+/// The portal's parameters as typed values for the statement's `$n`: decoded by arrow-pg
+/// from the client's types (or those DataFusion inferred), then cast exactly to the type
+/// the statement wants where the client sent another (an `int8` for a `numeric` column:
+/// `total > $1` with `100`).
+fn bind_parameters(portal: &Portal<Prepared>) -> PgWireResult<datafusion::common::ParamValues> {
+    use datafusion::common::ParamValues;
+    let wanted = &portal.statement.statement.parameters;
+    let given = &portal.statement.parameter_types;
+    let integer = |i: usize| {
+        matches!(
+            given.get(i).cloned().flatten(),
+            Some(pgwire::api::Type::INT2 | pgwire::api::Type::INT4 | pgwire::api::Type::INT8)
+        )
+    };
+    // arrow-pg casts integers to integer types only: it decodes those as `Int64` here.
+    let decode: Vec<Option<&DataType>> = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, ty)| match ty {
+            Some(DataType::Decimal128(..) | DataType::Decimal256(..)) if integer(i) => Some(&DataType::Int64),
+            other => other.as_ref(),
+        })
+        .collect();
+    let decoded = arrow_pg::datatypes::df::deserialize_parameters(portal, &decode)?;
+    let ParamValues::List(mut values) = decoded else { return Ok(decoded) };
+    for (value, wanted) in values.iter_mut().zip(wanted) {
+        if let Some(wanted) = wanted {
+            if value.value.data_type() != *wanted && !value.value.is_null() {
+                value.value = value.value.cast_to(wanted).map_err(|e| {
+                    PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
+                        "ERROR".into(),
+                        "22003".into(),
+                        format!("parameter {} does not fit {wanted}: {e}", value.value),
+                    )))
+                })?;
+            }
+        }
+    }
+    Ok(ParamValues::List(values))
 }
 
 #[cfg(test)]

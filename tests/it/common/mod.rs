@@ -1,6 +1,7 @@
 //! Shared test machinery: random inputs, and running them through the real dataflow.
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod feed;
 pub mod live;
 
@@ -72,6 +73,21 @@ pub fn line() -> impl Strategy<Value = String> {
 pub fn message(workers: usize) -> impl Strategy<Value = Message> {
     (0..3i32, prop::option::weighted(0.3, (0..12u32).prop_map(|i| format!("t{i}"))), line(), 0..workers)
         .prop_map(|(partition, key, body, worker)| Message { partition, key, body, worker })
+}
+
+/// A stream message as a producer partitioning by identity sends it: every message naming an
+/// identity (its `id`, else its key) goes to that identity's partition, so that the changes
+/// of one transaction keep their order — Kafka orders nothing across partitions. Messages
+/// without identity keep their random partition.
+pub fn routed_message(workers: usize) -> impl Strategy<Value = Message> {
+    message(workers).prop_map(|mut m| {
+        let body: Option<serde_json::Value> = serde_json::from_str(&m.body).ok();
+        let id = body.as_ref().and_then(|b| b.get("id")).and_then(|id| id.as_str()).map(str::to_owned);
+        if let Some(identity) = id.or_else(|| m.key.clone()) {
+            m.partition = (identity.bytes().map(u32::from).sum::<u32>() % 3) as i32;
+        }
+        m
+    })
 }
 
 /// Parses a stream message the way a Kafka source does.
@@ -253,121 +269,6 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Answers of [`run_dataflow_sql`]: `answers[time][query]`.
-pub type SqlAnswers = Vec<Vec<Result<Vec<Vec<atelier_lambda::sql::value::Value>>, atelier_lambda::sql::SqlError>>>;
-
-/// Runs the same input as [`run_dataflow`] and answers each of `queries` with the SQL
-/// engine's worker and reader parts at every logical time: `answers[time][query]`.
-pub fn run_dataflow_sql(
-    history: &Path,
-    batches: &[Vec<Message>],
-    steps: &[u8],
-    workers: usize,
-    queries: &[String],
-) -> SqlAnswers {
-    let chunk = atelier_lambda::dataflow::created::CreatedViews::CHUNK;
-    run_dataflow_views(history, batches, steps, workers, &[], queries, chunk).0
-}
-
-/// As [`run_dataflow_sql`], with views created at run time: `views[i] = (batch, statement)`
-/// creates a view once `batch` batches are in (0: right after the history). Also returns the
-/// time each view answers from (the latest of the workers' install times). A view being
-/// filled reads `chunk` identities of the version table per step.
-pub fn run_dataflow_views(
-    history: &Path,
-    batches: &[Vec<Message>],
-    steps: &[u8],
-    workers: usize,
-    views: &[(usize, String)],
-    queries: &[String],
-    chunk: usize,
-) -> (SqlAnswers, Vec<Time>) {
-    use atelier_lambda::sql::catalog::Catalog;
-    use atelier_lambda::sql::plan::{plan_in, Plan};
-    use atelier_lambda::sql::value::Value;
-    use atelier_lambda::sql::views::{next_id, register, ViewDef};
-    let mut catalog = Catalog::default();
-    let mut defs = Vec::new();
-    for (batch, statement) in views {
-        let Plan::CreateView { name, body, .. } = plan_in(statement, &catalog).unwrap() else { panic!("{statement}") };
-        let def = ViewDef { id: next_id(0), name, sql: statement.clone(), body };
-        register(&def);
-        catalog.add(def.clone(), 0).unwrap();
-        defs.push((*batch, def));
-    }
-    let selects: Vec<Result<_, atelier_lambda::sql::SqlError>> = queries
-        .iter()
-        .map(|q| match plan_in(q, &catalog)? {
-            Plan::Select(select) => Ok(*select),
-            other => panic!("not a query: {other:?}"),
-        })
-        .collect();
-    let steps = steps.to_vec();
-    let (settings, files, dead, shared) = history_load(history);
-    let batches = batches.to_vec();
-    // Per worker: per time, per query, its part; and each view's install time.
-    type Parts = Vec<Vec<Result<Vec<Vec<Value>>, atelier_lambda::serve::ReadError>>>;
-    type WorkerResults = Arc<Mutex<Vec<(Parts, Vec<Time>)>>>;
-    let results: WorkerResults = Arc::default();
-    let results_in = Arc::clone(&results);
-    let scans: Vec<Option<atelier_lambda::sql::plan::Scan>> =
-        selects.iter().map(|s| s.as_ref().ok().map(|s| s.scan.clone())).collect();
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let mut pipeline = Dataflow::build(worker, None);
-        pipeline.created.set_chunk(chunk);
-        load_history(worker, &mut pipeline, &files, &settings, &dead, &shared).unwrap();
-        let mut installed = vec![0; defs.len()];
-        let end = feed_with(worker, &mut pipeline, &batches, &steps, &mut |worker, pipeline, batch| {
-            for (v, (_, def)) in defs.iter().enumerate().filter(|(_, (b, _))| *b == batch) {
-                let frontier = pipeline.upsert_frontier().unwrap_or(pipeline.time());
-                let versions = pipeline.latest.borrow();
-                installed[v] = pipeline.created.install(worker, def.clone(), &versions, frontier);
-            }
-        });
-        let at = (worker.index(), worker.peers());
-        let limits = atelier_lambda::sql::scan::WorkerLimits { max_rows: 100_000, budget_ms: 60_000 };
-        let parts: Parts = (0..end)
-            .map(|t| {
-                scans
-                    .iter()
-                    .map(|scan| match scan {
-                        Some(scan) => {
-                            atelier_lambda::sql::scan::run(&mut pipeline, t, scan, "real-time-orders", at, limits)
-                        }
-                        None => Ok(Vec::new()),
-                    })
-                    .collect()
-            })
-            .collect();
-        results_in.lock().unwrap().push((parts, installed));
-    })
-    .unwrap()
-    .join();
-    let per_worker = std::mem::take(&mut *results.lock().unwrap());
-    let times = per_worker[0].0.len();
-    let answers = (0..times)
-        .map(|t| {
-            selects
-                .iter()
-                .enumerate()
-                .map(|(q, select)| {
-                    let select = select.clone()?;
-                    let mut parts = Vec::new();
-                    for (w, _) in &per_worker {
-                        parts.extend(
-                            w[t][q].clone().map_err(|e| atelier_lambda::sql::SqlError::new("XX000", e.to_string()))?,
-                        );
-                    }
-                    atelier_lambda::sql::finish(&select, parts, atelier_lambda::sql::Limits::default())
-                        .map(|(_, rows)| rows)
-                })
-                .collect()
-        })
-        .collect();
-    let from = (0..views.len()).map(|v| per_worker.iter().map(|(_, i)| i[v]).max().unwrap()).collect();
-    (answers, from)
 }
 
 /// The oracle's live transactions at every logical time (0 = history) of the same input.
