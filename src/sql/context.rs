@@ -1,5 +1,5 @@
 //! The DataFusion session every statement is planned in: the relations under `lambda.public`,
-//! `information_schema`, `pg_catalog` (from `datafusion-pg-catalog`: what psql's `\d`,
+//! `information_schema` (Postgres' shape: [`super::information_schema`]), `pg_catalog` (from `datafusion-pg-catalog`: what psql's `\d`,
 //! SQLAlchemy, DBeaver and Grafana ask when they connect), this engine's functions
 //! ([`super::functions`]), exact decimal literals (`1.5` is `numeric`, as in Postgres), and
 //! one pool of memory for all the statements together.
@@ -27,7 +27,7 @@ pub fn session(topic: &str, workers: usize, partitions: usize) -> anyhow::Result
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_create_default_catalog_and_schema(true)
-        .with_information_schema(true)
+        .with_information_schema(false)
         .with_target_partitions(partitions.max(1));
     let options = config.options_mut();
     options.sql_parser.parse_float_as_decimal = true;
@@ -51,6 +51,14 @@ pub fn session(topic: &str, workers: usize, partitions: usize) -> anyhow::Result
         datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
     )
     .map_err(|e| anyhow::anyhow!("cannot set up pg_catalog: {e}"))?;
+    // Postgres' `information_schema`, in place of DataFusion's (see `information_schema.rs`).
+    let catalog = context.catalog(CATALOG).ok_or_else(|| anyhow::anyhow!("no catalog {CATALOG}"))?;
+    let schema = super::information_schema::PgInformationSchema::new(context.state().catalog_list());
+    catalog
+        .register_schema(super::information_schema::NAME, Arc::new(schema))
+        .map_err(|e| anyhow::anyhow!("cannot set up information_schema: {e}"))?;
+    // Integer arithmetic that fails on overflow (see `checked.rs`).
+    context.add_analyzer_rule(Arc::new(super::checked::CheckedArithmetic::new()));
     // Ours, over pg_catalog's and DataFusion's of the same names.
     super::functions::register(&context);
     Ok(context)

@@ -187,7 +187,9 @@ impl SqlError {
                 }
             }
             E::SchemaError(schema, _) => match schema.as_ref() {
-                SchemaError::FieldNotFound { .. } => SqlError::UndefinedColumn(message),
+                SchemaError::FieldNotFound { field, .. } => {
+                    SqlError::UndefinedColumn(format!("column \"{}\" does not exist", field.name))
+                }
                 SchemaError::AmbiguousReference { .. } => SqlError::AmbiguousColumn(message),
                 _ => SqlError::Datatype(message),
             },
@@ -222,6 +224,8 @@ fn plan_error(message: String) -> SqlError {
         let named = message.split('\'').nth(1).unwrap_or_default();
         let name = named.rsplit('.').next().unwrap_or(named);
         SqlError::UndefinedTable(format!("relation \"{name}\" does not exist"))
+    } else if let Some(name) = lower.strip_prefix("invalid function '").and_then(|rest| rest.split('\'').next()) {
+        SqlError::UndefinedFunction(format!("function {name} does not exist"))
     } else if ["invalid function", "no function matches", "cannot coerce", "failed to coerce", "cannot infer"]
         .iter()
         .any(|m| lower.contains(m))

@@ -20,6 +20,8 @@
 //! | [`limits`] | what a statement may take: rows, bytes, time, memory, complexity |
 //! | `names` | the names Postgres gives unnamed columns (`sum(amount)` is `sum`) |
 //! | [`catalog`], [`views`], [`ddl`] | created views: kept, planned, installed |
+//! | [`information_schema`] | Postgres' `information_schema`, for the clients that browse with it |
+//! | [`checked`] | integer arithmetic that fails on overflow (22003), as Postgres' does |
 //! | [`functions`] | exact `sum`, `version()`, the views' averages |
 //! | [`answer`], [`error`] | what a statement answers, or why not (with its SQLSTATE) |
 //!
@@ -29,11 +31,13 @@
 
 pub mod answer;
 pub mod catalog;
+pub mod checked;
 pub mod context;
 mod ddl;
 pub mod error;
 pub mod exec;
 pub mod functions;
+pub mod information_schema;
 pub mod limits;
 pub mod names;
 pub mod read;

@@ -3,7 +3,7 @@
 //!
 //! - the fast tier: `house` (the house rules), the reference tests (`*_reference`: the dataflow
 //!   and the SQL engine against the plain recomputation over random inputs), the readers and
-//!   event rules, the fuzzed inputs;
+//!   event rules, the fuzzed inputs, the SQL corpus (`sql_logic`, `tests/sql/*.slt`);
 //! - the end-to-end tier (`*_e2e`, `batch_cli`, `compose`): the real `lambda` binary driven as a
 //!   process, with a real broker on loopback and real clients (`kcat`, `psql`, psycopg, Chromium).
 //!
@@ -33,5 +33,6 @@ mod serving_e2e;
 mod sink_e2e;
 mod speed_e2e;
 mod sql_e2e;
+mod sql_logic;
 mod sql_reference;
 mod views_reference;
