@@ -40,11 +40,17 @@ pub struct CheckedArithmetic {
     mul: Arc<ScalarUDF>,
 }
 
+impl Default for CheckedArithmetic {
+    fn default() -> Self {
+        let udf = |op| Arc::new(ScalarUDF::from(Checked::new(op)));
+        CheckedArithmetic { add: udf(Op::Add), sub: udf(Op::Sub), mul: udf(Op::Mul) }
+    }
+}
+
 impl CheckedArithmetic {
     /// The rule, with its three functions.
     pub fn new() -> CheckedArithmetic {
-        let udf = |op| Arc::new(ScalarUDF::from(Checked::new(op)));
-        CheckedArithmetic { add: udf(Op::Add), sub: udf(Op::Sub), mul: udf(Op::Mul) }
+        CheckedArithmetic::default()
     }
 
     fn rewrite(&self, expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
