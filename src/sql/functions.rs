@@ -3,6 +3,9 @@
 //! | function | why |
 //! |---|---|
 //! | `sum` of integers | Postgres' `numeric`, not a 64-bit integer: `sum(9223372036854775807)` over five rows is exact, never wrapped |
+//! | `col_description()`, `obj_description()`, `pg_get_viewdef()` | NULL: no object has a comment; definitions are in `information_schema.views` (psql's `\d+`) |
+//! | `prefix_each()` | what psql's `\d+` asks as `array(SELECT 'toast.' \|\| x FROM unnest(a) x)` |
+//! | `pg_type_is_visible()`, `pg_function_is_visible()` | true: what SQLAlchemy's `inspect` asks of `pg_catalog`'s types |
 //! | `version()` | `PostgreSQL 16.6 …` first, the shape SQLAlchemy and other clients parse |
 //! | `lambda_avg(total, count)` | a created view's `avg(amount)` from its groups' total and count, computed as DataFusion's `avg` computes it, so that the view and an ad-hoc query agree to the last digit |
 //!
@@ -29,6 +32,123 @@ pub fn register(context: &datafusion::execution::context::SessionContext) {
     context.register_udaf(AggregateUDF::from(ExactSum::default()));
     context.register_udf(ScalarUDF::from(Version::default()));
     context.register_udf(lambda_avg().as_ref().clone());
+    context.register_udf(ScalarUDF::from(PrefixEach { signature: Signature::any(2, Volatility::Immutable) }));
+    for name in ["col_description", "obj_description", "shobj_description", "pg_get_viewdef"] {
+        context.register_udf(ScalarUDF::from(NoDescription {
+            name,
+            signature: Signature::variadic_any(Volatility::Stable),
+        }));
+    }
+    for name in ["pg_type_is_visible", "pg_function_is_visible"] {
+        context.register_udf(ScalarUDF::from(Visible { name, signature: Signature::any(1, Volatility::Stable) }));
+    }
+}
+
+/// `prefix_each(prefix, array)`: each element of a text array with `prefix` before it, what
+/// psql's `\d+` asks as `array(SELECT 'toast.' || x FROM unnest(a) x)` (see `compat.rs`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PrefixEach {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for PrefixEach {
+    fn name(&self) -> &str {
+        "prefix_each"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, true))))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::{AsArray, ListBuilder, StringBuilder};
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let prefixes = datafusion::arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
+        let prefixes = prefixes.as_string::<i32>();
+        let lists = datafusion::arrow::compute::cast(
+            &arrays[1],
+            &DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, true))),
+        )?;
+        let lists = lists.as_list::<i32>();
+        let mut out = ListBuilder::new(StringBuilder::new());
+        for row in 0..args.number_rows {
+            if lists.is_null(row) {
+                out.append_null();
+                continue;
+            }
+            let prefix = if prefixes.is_null(row) { "" } else { prefixes.value(row) };
+            let elements = lists.value(row);
+            let elements = elements.as_string::<i32>();
+            for i in 0..elements.len() {
+                if elements.is_null(i) {
+                    out.values().append_null();
+                } else {
+                    out.values().append_value(format!("{prefix}{}", elements.value(i)));
+                }
+            }
+            out.append(true);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// `col_description()`, `obj_description()`, `shobj_description()`: NULL — no object has a
+/// comment (`COMMENT ON` is not a statement here); psql's `\d+` shows the column empty.
+/// `pg_get_viewdef()`: NULL too (a created view's definition is in `SHOW VIEWS` and
+/// `information_schema.views`; the catalog's oids do not name it).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NoDescription {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for NoDescription {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Array(datafusion::arrow::array::new_null_array(&DataType::Utf8, args.number_rows)))
+    }
+}
+
+/// `pg_type_is_visible(oid)`, `pg_function_is_visible(oid)`: true — every type and function of
+/// `pg_catalog` is on the search path (SQLAlchemy's `inspect` asks, for domains and enums).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Visible {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Visible {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let visible: datafusion::arrow::array::BooleanArray = (0..args.number_rows).map(|_| Some(true)).collect();
+        Ok(ColumnarValue::Array(Arc::new(visible)))
+    }
 }
 
 /// `lambda_avg(total, count)` (see the module's documentation).

@@ -18,6 +18,7 @@
 //! | [`read`] | the statement's one time, pinned |
 //! | [`session`] | `SET`, `SHOW`, read-your-writes, `statement_timeout` |
 //! | [`limits`] | what a statement may take: rows, bytes, time, memory, complexity |
+//! | `compat` | parsing: the user's queries as written, the clients' catalog queries through pg-catalog's rewrites |
 //! | `names` | the names Postgres gives unnamed columns (`sum(amount)` is `sum`) |
 //! | [`catalog`], [`views`], [`ddl`] | created views: kept, planned, installed |
 //! | [`information_schema`] | Postgres' `information_schema`, for the clients that browse with it |
@@ -32,6 +33,7 @@
 pub mod answer;
 pub mod catalog;
 pub mod checked;
+mod compat;
 pub mod context;
 mod ddl;
 pub mod error;
@@ -76,7 +78,7 @@ struct Shared {
     workers: usize,
     context: SessionContext,
     catalog: Arc<Mutex<catalog::Catalog>>,
-    parser: datafusion_pg_catalog::sql::PostgresCompatibilityParser,
+    parsers: compat::Parsers,
     /// Where statements run; shut down with the engine.
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -115,7 +117,7 @@ impl Engine {
             workers,
             context,
             catalog,
-            parser: datafusion_pg_catalog::sql::PostgresCompatibilityParser::new(),
+            parsers: compat::Parsers::default(),
             runtime: Some(runtime),
         });
         let engine = Engine { shared, limits };
@@ -191,17 +193,7 @@ impl Engine {
     /// Parses `text` into one statement, client catalog queries rewritten.
     fn parse(&self, text: &str) -> Result<Statement, SqlError> {
         limits::check_complexity(text)?;
-        let mut statements = self.shared.parser.parse(text).map_err(|e| {
-            // Its errors lose the line and column; sqlparser's own say where.
-            use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
-            let located = Parser::new(&PostgreSqlDialect {})
-                .with_recursion_limit(64)
-                .try_with_sql(text)
-                .and_then(|mut p| p.parse_statements())
-                .err()
-                .map(|e| e.to_string());
-            SqlError::parse(&located.unwrap_or_else(|| e.to_string()), text)
-        })?;
+        let mut statements = self.shared.parsers.parse(text).map_err(|e| SqlError::parse(&e, text))?;
         match statements.len() {
             0 => Err(SqlError::Syntax { message: "no statement".into(), position: None }),
             1 => {
@@ -237,6 +229,9 @@ impl Engine {
             Statement::StartTransaction { .. } => return Ok(Answer::tag("BEGIN")),
             Statement::Commit { .. } => return Ok(Answer::tag("COMMIT")),
             Statement::Rollback { .. } => return Ok(Answer::tag("ROLLBACK")),
+            // Drivers wrap reads in savepoints (SQLAlchemy's nested transactions): nothing to undo.
+            Statement::Savepoint { .. } => return Ok(Answer::tag("SAVEPOINT")),
+            Statement::ReleaseSavepoint { .. } => return Ok(Answer::tag("RELEASE")),
             Statement::CreateView(_) | Statement::Drop { .. } => return ddl::run(self, &statement, text).await,
             Statement::ShowViews { .. } => return ddl::show_views(self).await,
             Statement::Query(_)

@@ -5,7 +5,7 @@
 //!   and the SQL engine against the plain recomputation over random inputs), the readers and
 //!   event rules, the fuzzed inputs, the SQL corpus (`sql_logic`, `tests/sql/*.slt`);
 //! - the end-to-end tier (`*_e2e`, `batch_cli`, `compose`): the real `lambda` binary driven as a
-//!   process, with a real broker on loopback and real clients (`kcat`, `psql`, psycopg, Chromium).
+//!   process, with a real broker on loopback and real clients (`kcat`, `psql`, psycopg, SQLAlchemy, pandas, Chromium).
 //!
 //! `cargo test --test it -- reference` runs one tier's files by name, `cargo test --test it --
 //! speed_e2e` one file.
@@ -15,6 +15,7 @@ mod common;
 mod access_e2e;
 mod batch_cli;
 mod changefeed_e2e;
+mod clients_e2e;
 mod cluster_e2e;
 mod compose;
 mod created_views_e2e;
