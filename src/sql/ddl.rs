@@ -42,11 +42,12 @@ pub(super) async fn run(engine: &Engine, statement: &Statement, text: &str) -> R
             if create.or_replace || create.or_alter || !create.columns.is_empty() {
                 return Err(SqlError::Unsupported("OR REPLACE and column lists in CREATE VIEW".into()));
             }
-            let name = create.name.to_string().trim_matches('"').to_owned();
+            // Names are case-insensitive, kept as Postgres folds an unquoted name: lowercase.
+            let name = create.name.to_string().trim_matches('"').to_lowercase();
             create_view(engine, &name, &create.query, create.if_not_exists, text).await
         }
         Statement::Drop { object_type: ObjectType::View | ObjectType::MaterializedView, if_exists, names, .. } => {
-            let names: Vec<String> = names.iter().map(|n| n.to_string().trim_matches('"').to_owned()).collect();
+            let names: Vec<String> = names.iter().map(|n| n.to_string().trim_matches('"').to_lowercase()).collect();
             drop_views(engine, &names, *if_exists).await
         }
         Statement::Drop { object_type, .. } => {
@@ -197,7 +198,7 @@ pub(super) async fn show_views(engine: &Engine) -> Result<Answer, SqlError> {
     }
     let created = engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).all();
     for (def, time) in created {
-        let count = count(engine, &def.name).await?;
+        let count = count(engine, &def.name.to_lowercase()).await?;
         rows.push((def.name.clone(), "created", Some(def.sql.clone()), Some(time as i64), count));
     }
     let schema = Arc::new(Schema::new(vec![

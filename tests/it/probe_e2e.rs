@@ -121,7 +121,12 @@ fn of_concurrent_creations_of_one_name_in_any_case_exactly_one_succeeds_and_rest
     });
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "exactly one creation succeeds: {statuses:?}");
     let (_, shown) = post_sql(&run.http, "SHOW VIEWS");
-    let created = shown["rows"].as_array().unwrap().iter().filter(|r| r[1] == "created").count();
+    let created = shown["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("SHOW VIEWS: {shown}"))
+        .iter()
+        .filter(|r| r[1] == "created")
+        .count();
     assert_eq!(created, 1, "{shown}");
     run.stop();
     // The state directory it wrote starts again.
