@@ -36,8 +36,13 @@ pub fn session(topic: &str, workers: usize, partitions: usize) -> anyhow::Result
         .with_memory_limit(MEMORY_BYTES, 1.0)
         .build_arc()
         .map_err(|e| anyhow::anyhow!("cannot set up the SQL engine's memory: {e}"))?;
-    let state =
-        SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        // After DataFusion's own rules: joins yield (see `cooperative.rs`).
+        .with_physical_optimizer_rule(Arc::new(super::cooperative::JoinsYield))
+        .build();
     let context = SessionContext::new_with_state(state);
     for relation in BUILT_IN {
         context

@@ -23,10 +23,11 @@
 //! | [`catalog`], [`views`], [`ddl`] | created views: kept, planned, installed |
 //! | [`information_schema`] | Postgres' `information_schema`, for the clients that browse with it |
 //! | [`checked`] | integer arithmetic that fails on overflow (22003), as Postgres' does |
+//! | [`cooperative`] | joins yield, so a timeout, a cancel or a stop reaches a statement |
 //! | [`functions`] | exact `sum`, `version()`, the views' averages |
 //! | [`answer`], [`error`] | what a statement answers, or why not (with its SQLSTATE) |
 //!
-//! The statements run on a runtime of their own (one thread per core), so that a heavy query
+//! The statements run on a runtime of their own (two threads per core), so that a heavy query
 //! never holds up the front ends that accept new ones; the workers' part of a scan is sliced
 //! between their own steps (see [`crate::compute::scan`]), so that no query stops the stream.
 
@@ -35,6 +36,7 @@ pub mod catalog;
 pub mod checked;
 mod compat;
 pub mod context;
+pub mod cooperative;
 mod ddl;
 pub mod error;
 pub mod exec;
@@ -102,8 +104,12 @@ impl Engine {
         catalog: Arc<Mutex<catalog::Catalog>>,
     ) -> anyhow::Result<(Engine, Vec<crate::dataflow::created::Maintained>)> {
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        // More threads than cores: a statement that plans for long (a 50,000-value IN list)
+        // holds a thread without yielding, and the kernel's time slices keep the others,
+        // point lookups among them, answering meanwhile. Each statement's parallelism stays
+        // the cores'.
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
+            .worker_threads((2 * threads).max(4))
             .thread_name("sql")
             // Planning recurses over the statement (bounded by `limits::check_complexity`).
             .thread_stack_size(16 << 20)
@@ -162,21 +168,33 @@ impl Engine {
     /// Answers one statement of `session`, from any async task: it runs on the engine's own
     /// runtime, within the statement's time limit.
     pub async fn execute_in(&self, session: &mut Session, text: &str) -> Result<Answer, SqlError> {
-        let (engine, text, mut owned) = (self.clone(), text.to_owned(), std::mem::take(session));
-        let ran = self
-            .runtime()
-            .spawn(async move {
+        let (engine, text, mut owned) = (self.clone(), text.to_owned(), session.clone());
+        let (answer, back) = self
+            .on_runtime(async move {
                 let answer = engine.run(&mut owned, &text).await;
                 (answer, owned)
             })
-            .await;
-        match ran {
-            Ok((answer, back)) => {
-                *session = back;
-                answer
+            .await?;
+        *session = back;
+        answer
+    }
+
+    /// Runs `work` on the engine's runtime. Dropping the returned future (a client gone, a
+    /// `CancelRequest`) aborts the work: no statement goes on computing for nobody.
+    async fn on_runtime<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, SqlError> {
+        /// Aborts its task when dropped; a no-op once the task has ended.
+        struct AbortOnDrop(tokio::task::AbortHandle);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                self.0.abort();
             }
-            Err(error) => Err(SqlError::Internal(format!("the statement failed: {error}"))),
         }
+        let task = self.runtime().spawn(work);
+        let _abort = AbortOnDrop(task.abort_handle());
+        task.await.map_err(|e| SqlError::Internal(format!("the statement failed: {e}")))
     }
 
     /// [`Engine::execute_in`] from a thread that may block (the prompt).
@@ -333,13 +351,11 @@ impl Engine {
         let snapshot = Snapshot::new(self.shared.serving.clone(), self.limits.timeout);
         let scoped = Arc::clone(&snapshot);
         let ran = self
-            .runtime()
-            .spawn(async move {
+            .on_runtime(async move {
                 let query = STATEMENT.scope(scoped, engine.query(statement, &text, Some(params)));
                 tokio::time::timeout(timeout, query).await
             })
-            .await
-            .map_err(|e| SqlError::Internal(e.to_string()))?;
+            .await?;
         let mut answer = match ran {
             Ok(answer) => answer?,
             Err(_) => {
@@ -382,28 +398,26 @@ impl Engine {
             return Ok((Vec::new(), None));
         }
         let (engine, text) = (self.clone(), text.to_owned());
-        self.runtime()
-            .spawn(async move {
-                let state = engine.shared.context.state();
-                let plan = state
-                    .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
-                    .await
-                    .map_err(|e| SqlError::from_datafusion(e, &text))?;
-                let types = plan.get_parameter_types().map_err(|e| SqlError::from_datafusion(e, &text))?;
-                let mut named: Vec<(usize, Option<datafusion::arrow::datatypes::DataType>)> = types
-                    .into_iter()
-                    .filter_map(|(name, ty)| Some((name.trim_start_matches('$').parse::<usize>().ok()?, ty)))
-                    .collect();
-                named.sort_by_key(|(n, _)| *n);
-                let count = named.last().map_or(0, |(n, _)| *n);
-                let mut params = vec![None; count];
-                for (n, ty) in named {
-                    params[n - 1] = ty;
-                }
-                Ok((params, Some(std::sync::Arc::new(plan.schema().as_arrow().clone()))))
-            })
-            .await
-            .map_err(|e| SqlError::Internal(e.to_string()))?
+        self.on_runtime(async move {
+            let state = engine.shared.context.state();
+            let plan = state
+                .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
+                .await
+                .map_err(|e| SqlError::from_datafusion(e, &text))?;
+            let types = plan.get_parameter_types().map_err(|e| SqlError::from_datafusion(e, &text))?;
+            let mut named: Vec<(usize, Option<datafusion::arrow::datatypes::DataType>)> = types
+                .into_iter()
+                .filter_map(|(name, ty)| Some((name.trim_start_matches('$').parse::<usize>().ok()?, ty)))
+                .collect();
+            named.sort_by_key(|(n, _)| *n);
+            let count = named.last().map_or(0, |(n, _)| *n);
+            let mut params = vec![None; count];
+            for (n, ty) in named {
+                params[n - 1] = ty;
+            }
+            Ok((params, Some(std::sync::Arc::new(plan.schema().as_arrow().clone()))))
+        })
+        .await?
     }
 
     fn not_reached(&self, error: WaitError, session: &Session) -> SqlError {

@@ -35,5 +35,6 @@ mod sink_e2e;
 mod speed_e2e;
 mod sql_e2e;
 mod sql_logic;
+mod sql_probe_e2e;
 mod sql_reference;
 mod views_reference;

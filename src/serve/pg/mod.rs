@@ -114,9 +114,10 @@ impl Backend {
         Backend { engine, parser, sessions: Mutex::default(), feeds, cancels }
     }
 
-    /// Takes `client`'s session out (its settings), for one statement.
+    /// A copy of `client`'s session (its settings), for one statement: kept as it was if the
+    /// statement is cancelled.
     fn session(&self, client: SocketAddr) -> Session {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&client).unwrap_or_default()
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).get(&client).cloned().unwrap_or_default()
     }
 
     /// Puts `client`'s session back.
