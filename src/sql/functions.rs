@@ -2,7 +2,7 @@
 //!
 //! | function | why |
 //! |---|---|
-//! | `sum` of integers | Postgres' `numeric`, not a 64-bit integer: `sum(9223372036854775807)` over five rows is exact, never wrapped |
+//! | `sum` | exact or an error (22003), never wrapped (see `exact_sum.rs`) |
 //! | `col_description()`, `obj_description()`, `pg_get_viewdef()` | NULL: no object has a comment; definitions are in `information_schema.views` (psql's `\d+`) |
 //! | `prefix_each()` | what psql's `\d+` asks as `array(SELECT 'toast.' \|\| x FROM unnest(a) x)` |
 //! | `pg_type_is_visible()`, `pg_function_is_visible()` | true: what SQLAlchemy's `inspect` asks of `pg_catalog`'s types |
@@ -16,12 +16,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, Decimal128Array, Int64Array};
-use datafusion::arrow::datatypes::{DataType, FieldRef};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, GroupsAccumulator, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, Volatility,
+    AggregateUDF, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
 /// The scale of an average of amounts (cents, scale 2), as DataFusion's `avg` gives it.
@@ -29,7 +27,7 @@ pub const AVG_SCALE: i8 = 6;
 
 /// Registers the functions on `context`.
 pub fn register(context: &datafusion::execution::context::SessionContext) {
-    context.register_udaf(AggregateUDF::from(ExactSum::default()));
+    context.register_udaf(AggregateUDF::from(super::exact_sum::ExactSum::default()));
     context.register_udf(ScalarUDF::from(Version::default()));
     context.register_udf(lambda_avg().as_ref().clone());
     context.register_udf(ScalarUDF::from(PrefixEach { signature: Signature::any(2, Volatility::Immutable) }));
@@ -154,82 +152,6 @@ impl ScalarUDFImpl for Visible {
 /// `lambda_avg(total, count)` (see the module's documentation).
 pub fn lambda_avg() -> Arc<ScalarUDF> {
     Arc::new(ScalarUDF::from(LambdaAvg::default()))
-}
-
-/// `sum`, with integers summed as `Decimal128(38, 0)` (Postgres' `numeric`).
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct ExactSum {
-    inner: datafusion::functions_aggregate::sum::Sum,
-    signature: Signature,
-}
-
-impl Default for ExactSum {
-    fn default() -> Self {
-        ExactSum { inner: Default::default(), signature: Signature::user_defined(Volatility::Immutable) }
-    }
-}
-
-impl AggregateUDFImpl for ExactSum {
-    fn name(&self) -> &str {
-        "sum"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        let [arg] = arg_types else {
-            return datafusion::common::plan_err!("sum takes one argument, not {}", arg_types.len());
-        };
-        Ok(vec![match arg {
-            t if t.is_integer() => DataType::Decimal128(38, 0),
-            DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::Decimal32(..) | DataType::Decimal64(..) => {
-                arg.clone()
-            }
-            DataType::Null => DataType::Decimal128(38, 0),
-            t if t.is_floating() => DataType::Float64,
-            DataType::Duration(_) | DataType::Interval(_) => arg.clone(),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                return datafusion::common::plan_err!(
-                    "No function matches the given name and argument types 'sum({arg})'"
-                )
-            }
-            other => other.clone(),
-        }])
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner.return_type(arg_types)
-    }
-
-    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        self.inner.accumulator(args)
-    }
-
-    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        self.inner.state_fields(args)
-    }
-
-    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
-        self.inner.groups_accumulator_supported(args)
-    }
-
-    fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
-        self.inner.create_groups_accumulator(args)
-    }
-
-    fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        self.inner.create_sliding_accumulator(args)
-    }
-
-    fn reverse_expr(&self) -> datafusion::logical_expr::ReversedUDAF {
-        datafusion::logical_expr::ReversedUDAF::Identical
-    }
-
-    fn default_value(&self, data_type: &DataType) -> Result<ScalarValue> {
-        self.inner.default_value(data_type)
-    }
 }
 
 /// `version()`: Postgres' shape first.

@@ -24,7 +24,8 @@
 //! | [`information_schema`] | Postgres' `information_schema`, for the clients that browse with it |
 //! | [`checked`] | integer arithmetic that fails on overflow (22003), as Postgres' does |
 //! | [`cooperative`] | joins yield, so a timeout, a cancel or a stop reaches a statement |
-//! | [`functions`] | exact `sum`, `version()`, the views' averages |
+//! | `exact_sum` | `sum` exact or 22003, never wrapped |
+//! | [`functions`] | `version()`, the views' averages, catalog functions clients call |
 //! | [`answer`], [`error`] | what a statement answers, or why not (with its SQLSTATE) |
 //!
 //! The statements run on a runtime of their own (two threads per core), so that a heavy query
@@ -39,6 +40,7 @@ pub mod context;
 pub mod cooperative;
 mod ddl;
 pub mod error;
+mod exact_sum;
 pub mod exec;
 pub mod functions;
 pub mod information_schema;
