@@ -155,48 +155,14 @@ impl Oracle {
     ) -> Result<Vec<CreatedRows>, String> {
         let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
         runtime.block_on(async {
-            let context = datafusion::execution::context::SessionContext::new_with_config(
-                datafusion::execution::context::SessionConfig::new()
-                    .set_bool("datafusion.sql_parser.parse_float_as_decimal", true),
-            );
-            crate::sql::functions::register(&context);
-            for relation in BUILT_IN {
-                let rows = match relation {
-                    Relation::Transactions => self
-                        .live()
-                        .into_iter()
-                        .map(|(id, t)| {
-                            vec![
-                                Owned::Text(id),
-                                Owned::Text(t.customer.to_string()),
-                                Owned::Cents(i128::from(t.cents)),
-                                t.category.as_deref().map_or(Owned::Null, |c| Owned::Text(c.to_owned())),
-                                t.ts.map_or(Owned::Null, Owned::Seconds),
-                            ]
-                        })
-                        .collect(),
-                    builtin => builtin_rows(reading, builtin, topic),
-                };
-                let columns: Vec<(&str, ColumnType)> = relation.columns().to_vec();
-                let table = memory_table(&columns, &rows).map_err(|e| e.to_string())?;
-                context.register_table(relation.name(), table).map_err(|e| e.to_string())?;
-            }
+            let context = self.sql_context(reading, topic)?;
             let mut out = Vec::new();
             for view in views {
-                let fail = |e: datafusion::error::DataFusionError| format!("view {}: {e}", view.name);
-                // Its columns named as Postgres names them, as the engine names them.
-                let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-                let parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, &view.definition);
-                let parsed = parsed.map_err(|e| format!("view {}: {e}", view.name))?;
-                let mut statement =
-                    parsed.into_iter().next().ok_or_else(|| format!("view {}: no statement", view.name))?;
-                crate::sql::names::postgres_names(&mut statement);
-                context.sql(&statement.to_string()).await.map_err(fail)?.collect().await.map_err(fail)?;
-                let frame =
-                    context.sql(&format!("SELECT * FROM \"{}\"", view.name.to_lowercase())).await.map_err(fail)?;
-                let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-                let batches = frame.collect().await.map_err(fail)?;
-                let answer = crate::sql::Answer { schema, batches, as_of: None, tag: None };
+                let fail = |e: String| format!("view {}: {e}", view.name);
+                run_sql(&context, &view.definition).await.map_err(fail)?;
+                let answer = run_sql(&context, &format!("SELECT * FROM \"{}\"", view.name.to_lowercase()))
+                    .await
+                    .map_err(fail)?;
                 let mut rows = answer.rows();
                 rows.sort_by_key(|r| serde_json::Value::from(r.clone()).to_string());
                 out.push(CreatedRows {
@@ -209,6 +175,69 @@ impl Oracle {
             Ok(out)
         })
     }
+
+    /// The answer of `sql` (one query) over plain in-memory tables of the live transactions
+    /// and of `reading`, computed by DataFusion with this engine's functions: what the live
+    /// engine must answer at the same time.
+    pub fn answer_sql(&self, reading: &Reading, topic: &str, sql: &str) -> Result<crate::sql::Answer, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let context = self.sql_context(reading, topic)?;
+            run_sql(&context, sql).await
+        })
+    }
+
+    /// A DataFusion session whose relations are in-memory tables of the live transactions and
+    /// of `reading`'s views, with this engine's functions.
+    fn sql_context(
+        &self,
+        reading: &Reading,
+        topic: &str,
+    ) -> Result<datafusion::execution::context::SessionContext, String> {
+        let context = datafusion::execution::context::SessionContext::new_with_config(
+            datafusion::execution::context::SessionConfig::new()
+                .set_bool("datafusion.sql_parser.parse_float_as_decimal", true),
+        );
+        crate::sql::functions::register(&context);
+        for relation in BUILT_IN {
+            let rows = match relation {
+                Relation::Transactions => self
+                    .live()
+                    .into_iter()
+                    .map(|(id, t)| {
+                        vec![
+                            Owned::Text(id),
+                            Owned::Text(t.customer.to_string()),
+                            Owned::Cents(i128::from(t.cents)),
+                            t.category.as_deref().map_or(Owned::Null, |c| Owned::Text(c.to_owned())),
+                            t.ts.map_or(Owned::Null, Owned::Seconds),
+                        ]
+                    })
+                    .collect(),
+                builtin => builtin_rows(reading, builtin, topic),
+            };
+            let columns: Vec<(&str, ColumnType)> = relation.columns().to_vec();
+            let table = memory_table(&columns, &rows).map_err(|e| e.to_string())?;
+            context.register_table(relation.name(), table).map_err(|e| e.to_string())?;
+        }
+        Ok(context)
+    }
+}
+
+/// Runs one statement in `context`, its unnamed columns named as Postgres (and the engine)
+/// names them.
+async fn run_sql(
+    context: &datafusion::execution::context::SessionContext,
+    sql: &str,
+) -> Result<crate::sql::Answer, String> {
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql).map_err(|e| e.to_string())?;
+    let mut statement = parsed.into_iter().next().ok_or("no statement")?;
+    crate::sql::names::postgres_names(&mut statement);
+    let frame = context.sql(&statement.to_string()).await.map_err(|e| e.to_string())?;
+    let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await.map_err(|e| e.to_string())?;
+    Ok(crate::sql::Answer { schema, batches, as_of: None, tag: None })
 }
 
 /// A plain in-memory table of these rows.

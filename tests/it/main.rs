@@ -33,6 +33,7 @@ mod restore_reference;
 mod serving_e2e;
 mod sink_e2e;
 mod speed_e2e;
+mod sql_differential;
 mod sql_e2e;
 mod sql_logic;
 mod sql_probe_e2e;
