@@ -98,6 +98,9 @@ fn query() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A query's column names and canonical rows, or its error.
+type Answered = Result<(Vec<String>, Vec<String>), String>;
+
 /// Rows as comparable text, in a canonical order: a query's rows are a multiset (the queries
 /// with `ORDER BY … LIMIT` order totally, so their set is one too).
 fn canonical(answer: &atelier_lambda::sql::Answer) -> Vec<String> {
@@ -115,7 +118,7 @@ fn check(
     let dir = temp_dir("sql-differential");
     let path = write_history(&dir, &history);
     // What DataFusion answers over the oracle's rows, at every time.
-    let mut expected: Vec<Vec<Result<(Vec<String>, Vec<String>), String>>> = Vec::new();
+    let mut expected: Vec<Vec<Answered>> = Vec::new();
     replay(&history, &path.display().to_string(), &batches, |time, oracle| {
         let reading = oracle.reading(time, None, 1000);
         expected.push(
