@@ -20,7 +20,8 @@ use crate::reading::Reading;
 use crate::serve::bound::{self, MinOffsets};
 
 /// The settings a client sees before it sets any, as a Postgres 16 server shows them.
-const DEFAULTS: [(&str, &str); 14] = [
+const DEFAULTS: [(&str, &str); 15] = [
+    ("client_min_messages", "notice"),
     ("server_version", "16.6"),
     ("server_version_num", "160006"),
     ("server_encoding", "UTF8"),
@@ -64,6 +65,15 @@ impl Session {
     /// How long a read waits for the session's positions.
     pub fn wait(&self) -> Duration {
         self.wait.unwrap_or(bound::DEFAULT_TIMEOUT)
+    }
+
+    /// Whether the client takes NOTICE messages (`client_min_messages` at NOTICE or below).
+    pub fn notices(&self) -> bool {
+        let level = self.vars.get("client_min_messages").map_or("notice", String::as_str);
+        matches!(
+            level.to_lowercase().as_str(),
+            "notice" | "log" | "info" | "debug" | "debug1" | "debug2" | "debug3" | "debug4" | "debug5"
+        )
     }
 
     /// The value of setting `name` (case-insensitive), if it has one.

@@ -87,6 +87,13 @@ fn psql_http_and_the_prompt_answer_the_workshop_exercises() {
     // The pipeline goes on after errors.
     let (out, _, ok) = psql(pg, &["SELECT count(*) FROM customers"]);
     assert!(ok && out.trim() == "3", "{out}");
+    // A NOTICE says what an answer reflects, as `SHOW as_of` does; `client_min_messages`
+    // above NOTICE silences it.
+    let (out, err, _) = psql(pg, &["SELECT count(*) FROM customers", "SHOW as_of"]);
+    let (time, offsets) = out.lines().nth(1).and_then(|l| l.split_once('|')).expect("SHOW as_of: time|offsets");
+    assert!(err.contains(&format!("NOTICE:  as_of: time {time}, offsets {offsets}")), "{out}\n{err}");
+    let (_, err, _) = psql(pg, &["SET client_min_messages = warning", "SELECT count(*) FROM customers"]);
+    assert!(!err.contains("NOTICE"), "{err}");
     run.stop();
 }
 

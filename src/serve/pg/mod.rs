@@ -9,8 +9,9 @@
 //! secret (see [`crate::serve::access`]) the password must be it (SCRAM-SHA-256, in
 //! `startup.rs`), else the server may listen on loopback only. A `CancelRequest` (psql's
 //! Ctrl-C) ends the connection's running statement or `SUBSCRIBE`. Errors carry their SQLSTATE and, for syntax
-//! errors, the position. `SHOW as_of` says which logical time and offsets the session's
-//! previous answer reflects. `SUBSCRIBE view` (or `COPY (SUBSCRIBE view) TO STDOUT`, as in
+//! errors, the position. Each answer is preceded by a NOTICE saying which logical time and
+//! offsets it reflects (`as_of: time …, offsets …`; silenced by `SET client_min_messages =
+//! warning`), and `SHOW as_of` says it again. `SUBSCRIBE view` (or `COPY (SUBSCRIBE view) TO STDOUT`, as in
 //! Materialize) streams a view's changefeed as COPY text: `time, diff, columns...` per line.
 
 use std::collections::HashMap;
@@ -125,7 +126,14 @@ impl Backend {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(client, session);
     }
 
-    async fn answer<C: ClientInfo>(&self, client: &C, statement: &str) -> PgWireResult<Response> {
+    /// Answers one statement in `format`; a query's answer is preceded by a NOTICE saying
+    /// the time and offsets it reflects (as `SHOW as_of` does), unless the session's
+    /// `client_min_messages` is above NOTICE.
+    async fn answer<C>(&self, client: &mut C, statement: &str, format: &Format) -> PgWireResult<Response>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         if let Some(view) = subscribe_target(statement) {
             let cancelled = self.cancels.watch(client);
             return self.subscribe(view, cancelled).await;
@@ -134,8 +142,25 @@ impl Backend {
         tracing::debug!(client = %address, statement, "a SQL statement over the Postgres protocol");
         let mut session = self.session(address);
         let answer = self.engine.execute_in(&mut session, statement).await;
+        self.notice_as_of(client, &session, answer.as_ref().ok()).await?;
         self.keep(address, session);
-        response(answer.map_err(user_error)?, &Format::UnifiedText)
+        response(answer.map_err(user_error)?, format)
+    }
+
+    /// The NOTICE of what `answer` reflects (see [`Backend::answer`]).
+    async fn notice_as_of<C>(&self, client: &mut C, session: &Session, answer: Option<&Answer>) -> PgWireResult<()>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(as_of) = answer.and_then(|a| a.as_of.as_ref()) else { return Ok(()) };
+        if !session.notices() {
+            return Ok(());
+        }
+        let text = crate::sql::session::as_of_text(as_of, self.engine.topic());
+        let notice = ErrorInfo::new("NOTICE".into(), "00000".into(), format!("as_of: {text}"));
+        client.send(PgWireBackendMessage::NoticeResponse(notice.into())).await?;
+        Ok(())
     }
 
     /// Forgets a closed session.
@@ -237,7 +262,7 @@ impl SimpleQueryHandler for Backend {
     {
         let mut responses = Vec::new();
         for statement in statements(query) {
-            match self.answer(client, statement).await {
+            match self.answer(client, statement, &Format::UnifiedText).await {
                 Ok(response) => responses.push(response),
                 Err(PgWireError::UserError(info)) => {
                     // Postgres stops a multi-statement query at its first error.
@@ -269,17 +294,8 @@ impl ExtendedQueryHandler for Backend {
     {
         let prepared = &portal.statement.statement;
         if prepared.parameters.is_empty() && portal.parameters.is_empty() {
-            return match self.answer(client, &prepared.text).await? {
-                Response::Query(_) => {
-                    // Again, in the portal's formats (binary columns for a driver that asks).
-                    let address = client.socket_addr();
-                    let mut session = self.session(address);
-                    let answer = self.engine.execute_in(&mut session, &prepared.text).await;
-                    self.keep(address, session);
-                    response(answer.map_err(user_error)?, &portal.result_column_format)
-                }
-                other => Ok(other),
-            };
+            // In the portal's formats (binary columns for a driver that asks).
+            return self.answer(client, &prepared.text, &portal.result_column_format).await;
         }
         // Parameters are bound as typed values: the client's types where it gave them, else
         // those DataFusion inferred — never pasted into the statement's text.
@@ -287,6 +303,7 @@ impl ExtendedQueryHandler for Backend {
         let address = client.socket_addr();
         let mut session = self.session(address);
         let answer = self.engine.execute_bound(&mut session, &prepared.text, params).await;
+        self.notice_as_of(client, &session, answer.as_ref().ok()).await?;
         self.keep(address, session);
         response(answer.map_err(user_error)?, &portal.result_column_format)
     }
