@@ -1,7 +1,9 @@
 //! The users' own tools against the real `lambda run`, over the Postgres protocol: psql's
 //! meta-commands, SQLAlchemy's `connect()` and `inspect()`, pandas' `read_sql`, psycopg's
 //! typed parameters, and the catalog queries Grafana, DBeaver and Metabase send when they
-//! connect and browse (`tests/clients/clients.py` drives the Python ones).
+//! connect and browse (`tests/clients/clients.py` drives the Python ones); and the 18 everyday
+//! queries of a new user answered as DuckDB answers them over the same live rows
+//! (`tests/clients/duckdb_compare.py`).
 
 use crate::common;
 
@@ -118,5 +120,53 @@ fn psql_sqlalchemy_pandas_and_the_bi_tools_connect_and_browse() {
     assert_eq!(psycopg["injection"], 0, "a quote in a parameter is data");
     assert_eq!(psycopg["nan"], "error 22023", "NaN is no amount");
     assert_eq!(psycopg["inf"], "error 22023", "infinity is no amount");
+    run.stop();
+}
+
+#[test]
+fn everyday_queries_answer_what_duckdb_answers_on_the_same_live_rows() {
+    let dir = temp_dir("clients-duckdb");
+    let broker = TestBroker::mock();
+    // A history with corrections, deletes and bad records, then corrections and deletes on the
+    // stream: the live rows are what both engines read.
+    let history = dir.join("history.jsonl");
+    let made = lambda()
+        .args(["gen", "--rows", "3000", "--customers", "40", "--corrections", "0.1", "--bad", "0.01", "--out"])
+        .arg(&history)
+        .status()
+        .expect("lambda gen runs");
+    assert!(made.success());
+    let pg = free_port();
+    let mut run = Run::start(&broker.address(), &history, 2, &dir, &["--pg", &format!("127.0.0.1:{pg}")]);
+    run.views_at(&std::collections::BTreeMap::new());
+    let messages: Vec<Sent> = (0..60)
+        .map(|i| {
+            let payload = if i % 5 == 0 {
+                format!(r#"{{"id":"t{i}","op":"delete"}}"#)
+            } else {
+                format!(
+                    r#"{{"id":"t{}","customer":"customer-{:06}","amount":{}.25,"ts":"2025-05-0{}T10:00:00Z","category":"books"}}"#,
+                    i * 7,
+                    i % 45,
+                    i * 13,
+                    1 + i % 9
+                )
+            };
+            Sent { partition: i % 3, key: None, payload: Some(payload) }
+        })
+        .collect();
+    let producer = producer(&broker.address());
+    send_all(&producer, &messages);
+    rdkafka::producer::Producer::flush(&producer, std::time::Duration::from_secs(30)).expect("the broker took them");
+    run.views_at(&end_offsets(&messages));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/duckdb_compare.py");
+    let out = Command::new("python3").arg(&script).arg(pg.to_string()).output().expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{} (./test installs duckdb and psycopg)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("18 of 18 agree"), "{stdout}");
     run.stop();
 }
