@@ -3,7 +3,7 @@
 //! | function | why |
 //! |---|---|
 //! | `sum` | exact or an error (22003), never wrapped (see `exact_sum.rs`) |
-//! | `col_description()`, `obj_description()`, `pg_get_viewdef()` | NULL: no object has a comment; definitions are in `information_schema.views` (psql's `\d+`) |
+//! | `col_description()`, `obj_description()`, `pg_get_viewdef()`, `pg_get_function_result()`, `pg_get_function_arguments()` | NULL: no object has a comment; definitions are in `information_schema.views` (psql's `\d+`); no function of ours is in `pg_proc` (psql's `\df`) |
 //! | `prefix_each()` | what psql's `\d+` asks as `array(SELECT 'toast.' \|\| x FROM unnest(a) x)` |
 //! | `pg_type_is_visible()`, `pg_function_is_visible()` | true: what SQLAlchemy's `inspect` asks of `pg_catalog`'s types |
 //! | `version()` | `PostgreSQL 16.6 …` first, the shape SQLAlchemy and other clients parse |
@@ -31,7 +31,14 @@ pub fn register(context: &datafusion::execution::context::SessionContext) {
     context.register_udf(ScalarUDF::from(Version::default()));
     context.register_udf(lambda_avg().as_ref().clone());
     context.register_udf(ScalarUDF::from(PrefixEach { signature: Signature::any(2, Volatility::Immutable) }));
-    for name in ["col_description", "obj_description", "shobj_description", "pg_get_viewdef"] {
+    for name in [
+        "col_description",
+        "obj_description",
+        "shobj_description",
+        "pg_get_viewdef",
+        "pg_get_function_result",
+        "pg_get_function_arguments",
+    ] {
         context.register_udf(ScalarUDF::from(NoDescription {
             name,
             signature: Signature::variadic_any(Volatility::Stable),

@@ -53,6 +53,10 @@ fn psql_sqlalchemy_pandas_and_the_bi_tools_connect_and_browse() {
     assert!(d.lines().any(|l| l.contains("ts") && l.contains("timestamp with time zone")), "{d}{err}");
     let (d_plus, err) = psql_shown(pg, "\\d+ customers");
     assert!(d_plus.contains("Storage") && d_plus.contains("numeric"), "\\d+ customers: {d_plus}{err}");
+    let (d_plus, err) = psql_shown(pg, "\\d+ transactions");
+    assert!(d_plus.contains("Storage") && d_plus.contains("timestamp with time zone"), "{d_plus}{err}");
+    let (df, err) = psql_shown(pg, "\\df");
+    assert!(df.contains("List of functions") && err.is_empty(), "\\df: {df}{err}");
     let (d_all, err) = psql_shown(pg, "\\d");
     assert!(d_all.contains("transactions") && d_all.contains("spenders"), "\\d: {d_all}{err}");
 
