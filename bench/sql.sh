@@ -27,6 +27,7 @@ PG_PORT=$(free_port)
 
 "$LAMBDA" gen --rows 1000000 --customers 100000 --corrections 0.1 --seed 1 --out "$WORK/history.jsonl"
 "$LAMBDA" broker --port "$BROKER_PORT" --partitions 3 >"$WORK/broker.log" 2>&1 &
+BROKER=$!
 sleep 1
 "$LAMBDA" run --workers 2 --http "$HTTP" --pg "127.0.0.1:$PG_PORT" --brokers "127.0.0.1:$BROKER_PORT" \
   --input "$WORK/history.jsonl" --dead-letters "$WORK/dead.jsonl" </dev/null >"$WORK/run.log" 2>&1 &
@@ -53,6 +54,7 @@ pgbench_run simple "idle"
 pgbench_run prepared "idle"
 "$LAMBDA" produce --brokers "127.0.0.1:$BROKER_PORT" --rate 10000 --duration $((SECONDS_RUN + 10)) \
   --customers 100000 --corrections 0.1 --seed 2 >"$WORK/produce.log" 2>&1 &
+PRODUCE=$!
 sleep 3
 pgbench_run simple "while producing 10k messages/s"
 echo "== status after the load"
@@ -61,6 +63,11 @@ kill "$RUN"; wait "$RUN" 2>/dev/null || true
 
 echo "== ad-hoc GROUP BY over $ROWS live transactions"
 "$LAMBDA" gen --rows "$ROWS" --customers 10000 --corrections 0.1 --seed 3 --out "$WORK/big.jsonl"
+# A fresh broker: the first part's messages must not be read into this run.
+kill "$BROKER" "$PRODUCE" 2>/dev/null || true; wait "$BROKER" "$PRODUCE" 2>/dev/null || true
+BROKER_PORT=$(free_port)
+"$LAMBDA" broker --port "$BROKER_PORT" --partitions 3 >"$WORK/broker-big.log" 2>&1 &
+sleep 1
 "$LAMBDA" run --workers 2 --http "$HTTP" --pg "127.0.0.1:$PG_PORT" --brokers "127.0.0.1:$BROKER_PORT" \
   --input "$WORK/big.jsonl" --dead-letters "$WORK/dead-big.jsonl" </dev/null >"$WORK/run-big.log" 2>&1 &
 RUN=$!

@@ -25,6 +25,7 @@
 //! | [`checked`] | integer arithmetic that fails on overflow (22003), as Postgres' does |
 //! | [`cooperative`] | joins yield, so a timeout, a cancel or a stop reaches a statement |
 //! | `exact_sum` | `sum` exact or 22003, never wrapped |
+//! | [`point`] | a point lookup on a key, answered without planning |
 //! | [`functions`] | `version()`, the views' averages, catalog functions clients call |
 //! | [`answer`], [`error`] | what a statement answers, or why not (with its SQLSTATE) |
 //!
@@ -46,6 +47,7 @@ pub mod functions;
 pub mod information_schema;
 pub mod limits;
 pub mod names;
+pub mod point;
 pub mod read;
 pub mod session;
 pub mod table;
@@ -83,6 +85,8 @@ struct Shared {
     context: SessionContext,
     catalog: Arc<Mutex<catalog::Catalog>>,
     parsers: compat::Parsers,
+    /// A session state made once, for the scans of point lookups (see `point.rs`).
+    point_state: datafusion::execution::session_state::SessionState,
     /// Where statements run; shut down with the engine.
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -123,6 +127,7 @@ impl Engine {
             serving,
             topic: topic.to_owned(),
             workers,
+            point_state: context.state(),
             context,
             catalog,
             parsers: compat::Parsers::default(),
@@ -276,7 +281,10 @@ impl Engine {
                 .map_err(|e| self.not_reached(e, session))?;
         }
         let snapshot = Snapshot::new(self.shared.serving.clone(), self.limits.timeout);
-        let answer = STATEMENT.scope(Arc::clone(&snapshot), self.query(statement, text, None)).await;
+        let answer = match point::recognize(&statement).and_then(|p| Some((p.key(None)?, p))) {
+            Some((key, point)) => STATEMENT.scope(Arc::clone(&snapshot), point.answer(self, key)).await,
+            None => STATEMENT.scope(Arc::clone(&snapshot), self.query(statement, text, None)).await,
+        };
         let answer = answer.map(|mut answer| {
             answer.as_of = snapshot.as_of();
             answer
@@ -354,8 +362,14 @@ impl Engine {
         let scoped = Arc::clone(&snapshot);
         let ran = self
             .on_runtime(async move {
-                let query = STATEMENT.scope(scoped, engine.query(statement, &text, Some(params)));
-                tokio::time::timeout(timeout, query).await
+                let point = point::recognize(&statement).and_then(|p| Some((p.key(Some(&params))?, p)));
+                let query = async {
+                    match point {
+                        Some((key, point)) => point.answer(&engine, key).await,
+                        None => engine.query(statement, &text, Some(params)).await,
+                    }
+                };
+                tokio::time::timeout(timeout, STATEMENT.scope(scoped, query)).await
             })
             .await?;
         let mut answer = match ran {

@@ -172,3 +172,68 @@ proptest! {
         check(history, batches, workers, queries)?;
     }
 }
+
+/// A point lookup the fast path takes (see `src/sql/point.rs`), and the same lookup written
+/// so that it does not (its condition in parentheses), for DataFusion to plan.
+fn point_lookup() -> impl Strategy<Value = (String, String)> {
+    let relation = prop::sample::select(vec![
+        ("customers", "customer", vec!["customer", "total", "count", "min", "max", "avg"]),
+        ("transactions", "id", vec!["id", "customer", "amount", "category", "ts"]),
+        ("categories", "category", vec!["category", "total", "count", "avg"]),
+    ]);
+    let key = prop::sample::select(vec!["Ali", "Sara", "Zoé", "Nobody", "t1", "t7", "t11", "books", "games", ""]);
+    (relation, key, prop::collection::vec(0usize..6, 0..4), any::<bool>()).prop_map(
+        |((table, column, columns), key, picked, concatenated)| {
+            let list = if picked.is_empty() {
+                "*".to_owned()
+            } else {
+                let mut names: Vec<&str> = picked.iter().map(|i| columns[i % columns.len()]).collect();
+                names.dedup();
+                names.sort_unstable();
+                names.dedup();
+                names.join(", ")
+            };
+            let value = match (concatenated, key.split_at(key.len().min(1))) {
+                (true, (head, tail)) => format!("'{head}' || '{tail}'"),
+                (false, _) => format!("'{key}'"),
+            };
+            (
+                format!("SELECT {list} FROM {table} WHERE {column} = {value}"),
+                format!("SELECT {list} FROM {table} WHERE ({column} = {value})"),
+            )
+        },
+    )
+}
+
+fn columns_and_rows(answer: &atelier_lambda::sql::Answer) -> (Vec<(String, &'static str)>, Vec<String>) {
+    (answer.columns(), canonical(answer))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_point_lookup_answers_without_planning_what_datafusion_answers(
+        history in prop::collection::vec(line(), 0..40),
+        batches in prop::collection::vec(prop::collection::vec(routed_message(2), 0..12), 0..3),
+        workers in prop::sample::select(vec![1usize, 2]),
+        lookups in prop::collection::vec(point_lookup(), 1..8),
+    ) {
+        let dir = temp_dir("sql-point");
+        let path = write_history(&dir, &history);
+        let mut live = Live::start(&path, workers, &dir, 1000);
+        for time in 0..=batches.len() {
+            if time > 0 {
+                live.send(&batches[time - 1]);
+            }
+            for (fast, planned) in &lookups {
+                let a = live.sql(fast).map(|a| columns_and_rows(&a)).map_err(|e| e.to_string());
+                let b = live.sql(planned).map(|a| columns_and_rows(&a)).map_err(|e| e.to_string());
+                prop_assert!(a.is_ok(), "{}: {:?}", fast, a);
+                prop_assert_eq!(a, b, "{} workers, after batch {}: {}", workers, time, fast);
+            }
+        }
+        drop(live);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
