@@ -320,21 +320,27 @@ impl Engine {
             let batch = batch.map_err(fail)?;
             rows += batch.num_rows();
             bytes += batch.get_array_memory_size();
-            if rows > self.limits.max_rows {
-                return Err(SqlError::TooLarge(format!(
-                    "the query would return more than {} rows; narrow it with WHERE or LIMIT",
-                    self.limits.max_rows
-                )));
-            }
-            if bytes > self.limits.max_bytes {
-                return Err(SqlError::TooLarge(format!(
-                    "the answer would take more than {} MiB; narrow it with WHERE, LIMIT or fewer columns",
-                    self.limits.max_bytes >> 20
-                )));
-            }
+            self.within_limits(rows, bytes)?;
             batches.push(batch);
         }
         Ok(Answer { schema, batches, as_of: None, tag: None })
+    }
+
+    /// An answer of `rows` rows taking `bytes` bytes, if the limits allow it (54000 otherwise).
+    fn within_limits(&self, rows: usize, bytes: usize) -> Result<(), SqlError> {
+        if rows > self.limits.max_rows {
+            return Err(SqlError::TooLarge(format!(
+                "the query would return more than {} rows; narrow it with WHERE or LIMIT",
+                self.limits.max_rows
+            )));
+        }
+        if bytes > self.limits.max_bytes {
+            return Err(SqlError::TooLarge(format!(
+                "the answer would take more than {} MiB; narrow it with WHERE, LIMIT or fewer columns",
+                self.limits.max_bytes >> 20
+            )));
+        }
+        Ok(())
     }
 
     /// Answers a query whose `$n` parameters are bound to typed values (never pasted into its

@@ -176,13 +176,9 @@ impl Point {
             .map(|b| datafusion::arrow::record_batch::RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| SqlError::Internal(e.to_string()))?;
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        if rows > engine.limits.max_rows {
-            return Err(SqlError::TooLarge(format!(
-                "the query would return more than {} rows; narrow it with WHERE or LIMIT",
-                engine.limits.max_rows
-            )));
-        }
+        let rows = batches.iter().map(|b| b.num_rows()).sum();
+        let bytes = batches.iter().map(|b| b.get_array_memory_size()).sum();
+        engine.within_limits(rows, bytes)?;
         Ok(Answer { schema, batches, as_of: None, tag: None })
     }
 }
