@@ -96,31 +96,67 @@ pub struct ProduceArgs {
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// JSON lines to send; "-" for standard input. Without it, generated load is sent.
+    /// JSON lines to send; "-" for standard input. Without it: standard input when it is
+    /// not a terminal (`cat orders.jsonl | lambda produce`), else generated load.
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
+    /// Send generated load, even when standard input is not a terminal (any of the
+    /// generator's options below says the same).
+    #[arg(long, conflicts_with = "input")]
+    pub generate: bool,
     /// Messages per second (default: as fast as possible for a file, 1000 when generating).
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Seconds of generated load.
-    #[arg(long, default_value_t = 10.0)]
-    pub duration: f64,
-    /// Generated load: distinct customers.
-    #[arg(long, default_value_t = 10_000)]
-    pub customers: u64,
-    /// Generated load: fraction of messages that correct an earlier id.
-    #[arg(long, default_value_t = 0.0)]
-    pub corrections: f64,
-    /// Generated load: random seed.
-    #[arg(long, default_value_t = 2)]
-    pub seed: u64,
-    /// Generated load: id prefix (different from the history's, so ids do not collide).
-    #[arg(long, default_value = "s")]
-    pub id_prefix: String,
+    /// Seconds of generated load [default: 10].
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Generated load: distinct customers [default: 10000].
+    #[arg(long)]
+    pub customers: Option<u64>,
+    /// Generated load: fraction of messages that correct an earlier id [default: 0].
+    #[arg(long)]
+    pub corrections: Option<f64>,
+    /// Generated load: random seed [default: 2].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Generated load: id prefix (different from the history's, so ids do not collide)
+    /// [default: s].
+    #[arg(long)]
+    pub id_prefix: Option<String>,
     /// Generated load: at most this many distinct ids; once issued, every message corrects
     /// or deletes one of them (a bounded key set, for long runs).
     #[arg(long)]
     pub ids: Option<u64>,
+}
+
+/// What `lambda produce` sends.
+#[derive(Debug, PartialEq)]
+pub enum ProduceSource {
+    /// The lines of a file, or of standard input (`-`).
+    Lines(PathBuf),
+    /// Generated load.
+    Generated,
+}
+
+impl ProduceArgs {
+    /// Where the messages come from: `--input`; else generated load when asked for (by
+    /// `--generate` or a generator option) or when standard input is a terminal (nothing
+    /// would ever be typed there as JSON lines); else standard input — `printf ... | lambda
+    /// produce` sends what is piped, not 10,000 generated messages.
+    pub fn source(&self, stdin_is_terminal: bool) -> ProduceSource {
+        let asked_to_generate = self.generate
+            || self.duration.is_some()
+            || self.customers.is_some()
+            || self.corrections.is_some()
+            || self.seed.is_some()
+            || self.id_prefix.is_some()
+            || self.ids.is_some();
+        match &self.input {
+            Some(path) => ProduceSource::Lines(path.clone()),
+            None if asked_to_generate || stdin_is_terminal => ProduceSource::Generated,
+            None => ProduceSource::Lines(PathBuf::from("-")),
+        }
+    }
 }
 
 /// Options shared by the commands that take settings; the settings' own flags are added to

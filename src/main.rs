@@ -160,29 +160,41 @@ fn run_produce(args: &ProduceArgs, settings: &Settings) -> anyhow::Result<()> {
     let interrupted = interrupted()?;
     let stop = || interrupted.load(Ordering::SeqCst);
     let (brokers, topic) = (&settings.kafka.brokers, &settings.kafka.topic);
-    let sent = match &args.input {
-        Some(path) => {
+    let source = args.source(std::io::IsTerminal::is_terminal(&std::io::stdin()));
+    let sent = match source {
+        cli::ProduceSource::Lines(path) => {
             let pace = args.rate.map_or(Pace::Flat, Pace::PerSecond);
             let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+                if args.input.is_none() {
+                    eprintln!(
+                        "reading JSON lines from standard input (it is not a terminal); \
+                         --generate sends generated load instead"
+                    );
+                }
                 Box::new(std::io::stdin().lock())
             } else {
-                let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+                let file = std::fs::File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
                 Box::new(std::io::BufReader::new(file))
             };
             let lines = reader.lines().map_while(Result::ok).filter(|l| !l.trim().is_empty());
             produce(brokers, topic, lines, pace, stop)?
         }
-        None => {
+        cli::ProduceSource::Generated => {
             let rate = args.rate.unwrap_or(1000.0);
+            let defaults = gen::GenOptions::default();
             let options = gen::GenOptions {
-                rows: (rate * args.duration).ceil() as u64,
-                customers: args.customers,
-                corrections: args.corrections,
-                seed: args.seed,
-                id_prefix: args.id_prefix.clone(),
+                rows: (rate * args.duration.unwrap_or(10.0)).ceil() as u64,
+                customers: args.customers.unwrap_or(10_000),
+                corrections: args.corrections.unwrap_or(0.0),
+                seed: args.seed.unwrap_or(2),
+                id_prefix: args.id_prefix.clone().unwrap_or_else(|| "s".to_owned()),
                 ids: args.ids,
-                ..gen::GenOptions::default()
+                ..defaults
             };
+            eprintln!(
+                "sending {} generated messages ({} customers) at {rate}/s; give --input FILE or pipe JSON lines to send yours",
+                options.rows, options.customers
+            );
             produce(brokers, topic, gen::Generator::new(&options), Pace::PerSecond(rate), stop)?
         }
     };

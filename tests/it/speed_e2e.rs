@@ -84,9 +84,24 @@ fn the_workshop_through_tansu_and_lambda_produce() {
     let mut run = Run::start(&broker.address(), &workshop, 2, &dir, &[]);
     run.wait_for(&BTreeMap::new());
     let messages = dir.join("messages.jsonl");
-    std::fs::write(&messages, atelier_lambda::demo::WORKSHOP_MESSAGES.join("\n")).unwrap();
+    let (first, last) = atelier_lambda::demo::WORKSHOP_MESSAGES.split_at(2);
+    std::fs::write(&messages, first.join("\n")).unwrap();
     let sent = lambda().args(["produce", "--brokers", &broker.address(), "--input"]).arg(&messages).output().unwrap();
     assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    // The last one piped, without --input: standard input is not a terminal, so it is read
+    // (not 10,000 generated messages sent instead).
+    let mut piped = lambda()
+        .args(["produce", "--brokers", &broker.address()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut piped.stdin.take().unwrap(), format!("{}\n", last[0]).as_bytes()).unwrap();
+    let sent = piped.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&sent.stderr);
+    assert!(sent.status.success(), "{said}");
+    assert!(said.contains("reading JSON lines from standard input") && said.contains("sent 1 messages"), "{said}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !view(&run.views, "customers.csv").contains("Ali,400,3") {
         assert!(Instant::now() < deadline, "no serving view on tansu: {}", view(&run.views, "customers.csv"));

@@ -522,7 +522,7 @@ impl Feeds {
 
     /// The offsets the views reflect now: read at most once per [`POLL`] for all the pumps
     /// (each read asks every worker), `None` when they cannot be read.
-    async fn offsets(&self) -> Option<Reading> {
+    pub async fn offsets(&self) -> Option<Reading> {
         let mut latest = self.offsets.lock().await;
         if let Some((at, reading)) = latest.as_ref() {
             if at.elapsed() < POLL {

@@ -67,7 +67,9 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
     }
     if let Some(secret) = guard.access.secret() {
         let path = request.uri().path();
-        let open = matches!((request.method(), path), (&Method::GET, "/healthz" | "/") | (&Method::POST, "/v1/login"));
+        // The page, its embedded library (public code) and the login are open; no data is.
+        let open = matches!((request.method(), path), (&Method::GET, "/healthz" | "/") | (&Method::POST, "/v1/login"))
+            || (request.method() == Method::GET && path.starts_with("/assets/"));
         if !open {
             let bearer = bearer(headers).is_some_and(|token| secret.matches(token.as_bytes()));
             let cookie = cookie(headers, COOKIE).is_some_and(|token| guard.access.is_session(token));

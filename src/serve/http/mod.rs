@@ -14,9 +14,12 @@
 //! | `GET /v1/status` | totals, customers, dead letters by reason, records read, lag per partition, processes, each worker's process and partitions, and each Kafka sink's time, `lag_ms`, messages and last error |
 //! | `GET /metrics` | Prometheus text (see [`crate::serve::metrics`]) |
 //! | `POST /v1/sql` | the statement in the body → `{"columns", "rows", "as_of"}`; errors 400 `{"error", "code"}` |
-//! | `GET /` | the dashboard: one page, embedded, live from the changefeeds |
+//! | `GET /` | the dashboard: one page, embedded, live from `/v1/progress` and the pages it reads |
+//! | `GET /assets/{file}` | what the dashboard embeds: uPlot (MIT), its style and license |
 //! | `GET /v1/status/events` | the status as Server-Sent Events, one a second |
 //! | `GET /v1/batch` | the batch layer: every view as first read after the start, with its `as_of` |
+//! | `GET /v1/layers/{batch,speed,serving}?sort=&desc=&limit=&offset=&q=` | a page of one of the three layers of `customers`, sorted, with `rows_total`; `q` finds a customer by name (see `http/layers.rs`) |
+//! | `GET /v1/progress?every_ms=` | Server-Sent Events: `progress` (`{"time", "offsets"}`) when the views moved, at most one every `every_ms` (250) |
 //! | `POST /v1/produce` | the body's JSON lines to the topic, keyed by `id` (only with `--dashboard-produce`; else 403): `{"sent", "min_offsets"}` |
 //! | `GET /healthz` | `{"status": "ok", "kafka": ...}`: the process answers (liveness) |
 //! | `GET /readyz` | 200 once the topic is being read; 503 with the reason while Kafka cannot be reached |
@@ -53,6 +56,7 @@ use crate::serve::metrics::{consumer_lag, KafkaState};
 use crate::serve::serving::{ReadError, Serving};
 
 mod guard;
+mod layers;
 mod watch;
 
 /// The longest a request waits for the workers.
@@ -101,6 +105,7 @@ pub fn router(
     let api = Arc::new(Api { serving, topic, sql, feeds, produce_to, top: settings.batch.top, asks_secret });
     Router::new()
         .route("/", get(watch::dashboard))
+        .route("/assets/{file}", get(watch::asset))
         .route("/v1/produce", axum::routing::post(watch::produce))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -116,6 +121,8 @@ pub fn router(
         .route("/v1/status", get(status))
         .route("/v1/status/events", get(watch::status_events))
         .route("/v1/batch", get(watch::batch))
+        .route("/v1/layers/{layer}", get(layers::layer))
+        .route("/v1/progress", get(watch::progress))
         .route("/metrics", get(metrics))
         .route("/v1/sql", axum::routing::post(sql_statement))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&api), read_your_writes))

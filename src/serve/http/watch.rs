@@ -11,7 +11,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{status_json, views_json, Answer, Api, ApiError};
 use crate::serve::bound::MinOffsets;
@@ -32,6 +32,42 @@ pub(super) async fn status_events(State(api): State<Arc<Api>>) -> Response {
         Some((Ok::<_, std::convert::Infallible>(event), (api, false)))
     });
     axum::response::Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// `GET /v1/progress?every_ms=N`: Server-Sent Events saying that the views moved — a
+/// `progress` event (`{"time", "offsets"}`) when the input offsets the views reflect have
+/// changed since the last one, at most one every `every_ms` (250 by default, 50 at least):
+/// however fast messages arrive, a watcher hears of them a few times a second and reads what
+/// it shows then (the dashboard reads the rows it displays, not every change). The first
+/// event comes at once; a quiet pipeline sends nothing but keep-alives.
+pub(super) async fn progress(
+    State(api): State<Arc<Api>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    let every = match params.get("every_ms") {
+        None => 250,
+        Some(text) => match text.parse::<u64>() {
+            Ok(ms) if (50..=60_000).contains(&ms) => ms,
+            _ => return Err(ApiError(StatusCode::BAD_REQUEST, format!("every_ms must be 50 to 60000, not {text:?}"))),
+        },
+    };
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(every));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stream = futures::stream::unfold((api, ticks, None::<Value>), |(api, mut ticks, mut last)| async move {
+        loop {
+            ticks.tick().await;
+            let Some(reading) = api.feeds.offsets().await else { continue };
+            let as_of = crate::output::as_of(&reading, &api.topic);
+            if last.as_ref() == Some(&as_of["offsets"]) {
+                continue;
+            }
+            last = Some(as_of["offsets"].clone());
+            let event = Sse::default().event("progress").id(reading.time.to_string()).data(as_of.to_string());
+            return Some((Ok::<_, std::convert::Infallible>(event), (api, ticks, last)));
+        }
+    });
+    Ok(axum::response::Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
 /// `GET /v1/batch`: the batch layer — every view as first read after the start (the history,
@@ -118,6 +154,18 @@ pub(super) async fn dashboard(State(api): State<Arc<Api>>) -> Response {
     let config = json!({ "topic": api.topic, "produce": api.produce_to.is_some(), "secret": api.asks_secret });
     let page = include_str!("dashboard.html").replace("/*CONFIG*/null", &config.to_string());
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+/// `GET /assets/{file}`: what the dashboard embeds (see `assets/README.md`): uPlot, its
+/// style and its license, from the binary.
+pub(super) async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "uPlot.iife.min.js" => (include_str!("assets/uPlot.iife.min.js"), "text/javascript; charset=utf-8"),
+        "uPlot.min.css" => (include_str!("assets/uPlot.min.css"), "text/css; charset=utf-8"),
+        "uPlot.LICENSE" => (include_str!("assets/uPlot.LICENSE"), "text/plain; charset=utf-8"),
+        _ => return ApiError(StatusCode::NOT_FOUND, format!("no asset {file:?}")).into_response(),
+    };
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "public, max-age=86400")], body).into_response()
 }
 
 /// `POST /v1/produce`: the body's lines (JSON events) to the topic, keyed by their `id` —
