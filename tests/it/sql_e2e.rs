@@ -103,7 +103,7 @@ fn the_prompt_answers_sql_beside_its_commands() {
     let broker = TestBroker::mock();
     let workshop = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/transactions.json");
     let mut child = prompt(&broker, &workshop, &dir);
-    let commands = "SELECT * FROM customers WHERE total > 200;\nget Sara\nEXPLAIN SELECT * FROM customers WHERE customer = 'Ali'\nSELECT * FROM nope\nSHOW TABLES\nquit\n";
+    let commands = "SELECT * FROM customers WHERE total > 200;\nget Sara\nEXPLAIN SELECT * FROM customers WHERE customer = 'Ali'\nSELECT * FROM nope\nSHOW TABLES\nCREATE VIEW few AS SELECT customer, count(*) AS n FROM transactions GROUP BY customer;\nDROP VIEW few;\nquit\n";
     std::io::Write::write_all(child.0.stdin.as_mut().unwrap(), commands.as_bytes()).unwrap();
     let mut out = String::new();
     std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
@@ -115,6 +115,9 @@ fn the_prompt_answers_sql_beside_its_commands() {
         "LiveScan: customers [customer, total, count, min, max, avg], seek customer in ('Ali')",
         "ERROR 42P01: relation \"nope\" does not exist",
         "transactions",
+        // A statement without rows says what it did, as psql does (not an empty table).
+        "\nCREATE VIEW\n",
+        "\nDROP VIEW\n",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }

@@ -32,8 +32,8 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{number, read, Answer, Api, ApiError, MAX_PAGE};
-use crate::dataflow::rows::CustomerRow;
 use crate::amount::average_cents;
+use crate::dataflow::rows::CustomerRow;
 use crate::output::{as_of, Money};
 use crate::reading::{ReadScope, Reading};
 
