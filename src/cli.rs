@@ -96,8 +96,8 @@ pub struct ProduceArgs {
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// JSON lines to send; "-" for standard input. Without it: standard input when it is
-    /// not a terminal (`cat orders.jsonl | lambda produce`), else generated load.
+    /// JSON lines to send; "-" for standard input. Without it: standard input when it is a
+    /// pipe or a file (`cat orders.jsonl | lambda produce`), else generated load.
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
     /// Send generated load, even when standard input is not a terminal (any of the
@@ -140,10 +140,11 @@ pub enum ProduceSource {
 
 impl ProduceArgs {
     /// Where the messages come from: `--input`; else generated load when asked for (by
-    /// `--generate` or a generator option) or when standard input is a terminal (nothing
-    /// would ever be typed there as JSON lines); else standard input — `printf ... | lambda
-    /// produce` sends what is piped, not 10,000 generated messages.
-    pub fn source(&self, stdin_is_terminal: bool) -> ProduceSource {
+    /// `--generate` or a generator option); else standard input when something is piped or
+    /// redirected into it — `printf ... | lambda produce` sends what is piped, not 10,000
+    /// generated messages; else (a terminal, or `/dev/null` as a background job in a script
+    /// or a container without `-i` has) generated load.
+    pub fn source(&self, stdin: StdinKind) -> ProduceSource {
         let asked_to_generate = self.generate
             || self.duration.is_some()
             || self.customers.is_some()
@@ -153,9 +154,59 @@ impl ProduceArgs {
             || self.ids.is_some();
         match &self.input {
             Some(path) => ProduceSource::Lines(path.clone()),
-            None if asked_to_generate || stdin_is_terminal => ProduceSource::Generated,
+            None if asked_to_generate || stdin == StdinKind::Other => ProduceSource::Generated,
             None => ProduceSource::Lines(PathBuf::from("-")),
         }
+    }
+}
+
+/// What standard input is, as far as `lambda produce` cares.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StdinKind {
+    /// A pipe, a file or a socket: lines someone means to send.
+    Fed,
+    /// A terminal, `/dev/null`, or unknown.
+    Other,
+}
+
+impl StdinKind {
+    /// This process's standard input.
+    pub fn of_this_process() -> StdinKind {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::FileTypeExt;
+        let file = std::io::stdin().as_fd().try_clone_to_owned().map(std::fs::File::from);
+        match file.and_then(|f| f.metadata()).map(|m| m.file_type()) {
+            Ok(kind) if kind.is_fifo() || kind.is_file() || kind.is_socket() => StdinKind::Fed,
+            _ => StdinKind::Other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn produce(args: &[&str]) -> ProduceArgs {
+        let cli = Cli::try_parse_from([&["lambda", "produce"], args].concat()).unwrap();
+        match cli.command {
+            Command::Produce(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn produce_reads_what_is_piped_and_generates_otherwise() {
+        use ProduceSource::*;
+        use StdinKind::*;
+        let stdin = || Lines(PathBuf::from("-"));
+        assert_eq!(produce(&[]).source(Fed), stdin());
+        assert_eq!(produce(&["--rate", "100"]).source(Fed), stdin(), "--rate paces a pipe too");
+        assert_eq!(produce(&[]).source(Other), Generated, "a terminal or /dev/null");
+        assert_eq!(produce(&["--generate"]).source(Fed), Generated);
+        assert_eq!(produce(&["--duration", "3"]).source(Fed), Generated);
+        assert_eq!(produce(&["--input", "f.jsonl"]).source(Other), Lines(PathBuf::from("f.jsonl")));
+        assert!(Cli::try_parse_from(["lambda", "produce", "--generate", "--input", "f"]).is_err());
     }
 }
 

@@ -160,14 +160,14 @@ fn run_produce(args: &ProduceArgs, settings: &Settings) -> anyhow::Result<()> {
     let interrupted = interrupted()?;
     let stop = || interrupted.load(Ordering::SeqCst);
     let (brokers, topic) = (&settings.kafka.brokers, &settings.kafka.topic);
-    let source = args.source(std::io::IsTerminal::is_terminal(&std::io::stdin()));
+    let source = args.source(cli::StdinKind::of_this_process());
     let sent = match source {
         cli::ProduceSource::Lines(path) => {
             let pace = args.rate.map_or(Pace::Flat, Pace::PerSecond);
             let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
                 if args.input.is_none() {
                     eprintln!(
-                        "reading JSON lines from standard input (it is not a terminal); \
+                        "reading JSON lines from standard input (a pipe or a file); \
                          --generate sends generated load instead"
                     );
                 }

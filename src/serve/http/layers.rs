@@ -12,9 +12,9 @@
 //!
 //! A page is `limit` rows (default 20) from `offset`, sorted by `sort` (a column; `total` by
 //! default) descending unless `desc=false`, ties by name; `rows_total` says how many rows the
-//! layer has, so that the page can say how many it hides. `q` finds customers by name instead:
-//! the one named `q` (a seek in the worker that holds it) or, if none is, those whose names
-//! start with `q` (a range read in name order from `q`).
+//! layer has, so that the page can say how many it hides. `q` keeps the customers whose names
+//! start with `q` (the one named `q` among them): one range read in name order from `q`, at
+//! most 10,000 names (`searched_through` then says the last name the rows cover).
 //!
 //! ```text
 //! GET /v1/layers/speed?limit=2
@@ -72,7 +72,7 @@ impl<'a> Line<'a> {
             "total" => self.total.cmp(&other.total),
             "count" => self.count.cmp(&other.count),
             "avg" => self.avg.cmp(&other.avg),
-            _ => Ordering::Equal,
+            _ => self.customer.cmp(other.customer),
         }
     }
 }
@@ -113,22 +113,21 @@ pub(super) async fn layer(
     let Some(batch) = api.serving.first_reading() else {
         return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the history is still being loaded".into()));
     };
-    // The batch layer never moves: only its offsets are read again, for the answer's `as_of`.
-    let now = match (layer, search) {
-        (Layer::Batch, _) => batch.clone(),
-        (_, None) => read(&api, ReadScope::Customers { after: None, limit: usize::MAX }).await?,
+    // The batch layer never moves: it is the reading kept at the start.
+    let (now, searched) = match (layer, search) {
+        (Layer::Batch, _) => (batch.clone(), search.map(|q| Searched { prefix: q, through: None })),
+        (_, None) => (read(&api, ReadScope::Customers { after: None, limit: usize::MAX }).await?, None),
         (_, Some(q)) => {
-            let exact = read(&api, ReadScope::Customer(q.to_owned())).await?;
-            if exact.customers.is_empty() {
-                let mut from = read(&api, ReadScope::Customers { after: Some(q.to_owned()), limit: MAX_PAGE }).await?;
-                from.customers.retain(|(name, _)| name.starts_with(q));
-                from
-            } else {
-                exact
-            }
+            // One range read in name order, from just before `q`: the names that start with
+            // it are together there, at one time.
+            let mut from = read(&api, ReadScope::Customers { after: Some(just_before(q)), limit: MAX_PAGE }).await?;
+            let full = from.customers.len() == MAX_PAGE && from.customers.last().is_some_and(|(n, _)| n.starts_with(q));
+            from.customers.retain(|(name, _)| name.starts_with(q));
+            let through = full.then(|| from.customers.last().map(|(n, _)| n.clone())).flatten();
+            (from, Some(Searched { prefix: q, through }))
         }
     };
-    let mut lines = lines(layer, batch, &now, search);
+    let mut lines = lines(layer, batch, &now, searched.as_ref());
     let rows_total = lines.len();
     lines.sort_by(|a, b| {
         let by = a.compare(b, sort);
@@ -136,7 +135,7 @@ pub(super) async fn layer(
         by.then_with(|| a.customer.cmp(b.customer))
     });
     let rows: Vec<Value> = lines.iter().skip(offset).take(limit).map(Line::cells).collect();
-    Ok(Json(json!({
+    let mut answer = json!({
         "layer": name,
         "columns": columns,
         "rows": rows,
@@ -144,21 +143,53 @@ pub(super) async fn layer(
         "offset": offset,
         "as_of": as_of(&now, &api.topic),
         "batch_as_of": as_of(batch, &api.topic),
-    })))
+    });
+    if let Some(through) = searched.and_then(|s| s.through) {
+        // More names start with `q` than one read takes: the rows are of those up to here.
+        answer["searched_through"] = through.into();
+    }
+    Ok(Json(answer))
+}
+
+/// A search by name: the customers whose names start with `prefix` — those up to `through`
+/// when more of them exist than one read takes.
+struct Searched<'q> {
+    prefix: &'q str,
+    through: Option<String>,
+}
+
+impl Searched<'_> {
+    fn matches(&self, name: &str) -> bool {
+        name.starts_with(self.prefix) && self.through.as_deref().is_none_or(|last| name <= last)
+    }
+}
+
+/// A string below `q` with no realistic name between them (`"Alh\u{10FFFF}"` for `"Ali"`): a
+/// range read after it starts at `q`. (A name in between would be read and left out by the
+/// prefix test: the answer stays right.)
+fn just_before(q: &str) -> String {
+    let mut chars: Vec<char> = q.chars().collect();
+    let Some(last) = chars.pop() else { return String::new() };
+    let mut before: String = chars.into_iter().collect();
+    let lower = (0..last as u32).rev().find_map(char::from_u32);
+    if let Some(lower) = lower {
+        before.push(lower);
+        before.push(char::MAX);
+    }
+    before
 }
 
 /// The layer's customers: `now`'s (serving), the batch's, or their differences (speed). With
-/// a search, only the customers `now` holds that match it (and for speed, their batch rows).
-fn lines<'a>(layer: Layer, batch: &'a Reading, now: &'a Reading, search: Option<&str>) -> Vec<Line<'a>> {
-    let matches = |name: &str| search.is_none_or(|q| name == q || name.starts_with(q));
+/// a search, `now` holds only the customers that match it; the batch's are tested here.
+fn lines<'a>(layer: Layer, batch: &'a Reading, now: &'a Reading, search: Option<&Searched>) -> Vec<Line<'a>> {
+    let matches = |name: &str| search.is_none_or(|s| s.matches(name));
     match layer {
         Layer::Batch => batch.customers.iter().filter(|(c, _)| matches(c)).map(|(c, r)| Line::of(c, r)).collect(),
         Layer::Serving => now.customers.iter().map(|(c, r)| Line::of(c, r)).collect(),
         Layer::Speed => {
             let before: HashMap<&str, &CustomerRow> = batch.customers.iter().map(|(c, r)| (c.as_str(), r)).collect();
             let after: HashMap<&str, &CustomerRow> = now.customers.iter().map(|(c, r)| (c.as_str(), r)).collect();
-            // Customers gone since the batch (every transaction deleted) are in the batch only;
-            // without a search, every batch customer is a candidate.
+            // Customers gone since the batch (every transaction deleted) are in the batch only.
             let gone = batch.customers.iter().map(|(c, _)| c.as_str()).filter(|c| matches(c) && !after.contains_key(c));
             let names = now.customers.iter().map(|(c, _)| c.as_str()).chain(gone);
             names
@@ -170,5 +201,53 @@ fn lines<'a>(layer: Layer, batch: &'a Reading, now: &'a Reading, search: Option<
                 })
                 .collect()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_read_after_just_before_q_starts_at_q() {
+        for q in ["Ali", "a", "customer-0042", "é", "x\u{e000}", "x\0"] {
+            let before = just_before(q);
+            assert!(before.as_str() < q, "{before:?} < {q:?}");
+            // Names that start with q, or come before it, are not skipped or let in wrongly.
+            assert!(!q.starts_with(before.as_str()) || before.len() < q.len() || before.is_empty());
+        }
+        assert_eq!(just_before("Ali"), "Alh\u{10FFFF}");
+        assert_eq!(just_before("a"), "`\u{10FFFF}");
+        assert_eq!(just_before("x\u{e000}"), "x\u{d7ff}\u{10FFFF}");
+    }
+
+    #[test]
+    fn the_speed_layer_is_serving_minus_batch_and_a_search_keeps_to_its_names() {
+        let row = |total: i128, count: i64| CustomerRow { total, count, min: 0, max: 0 };
+        let batch = Reading {
+            customers: vec![("Ali".into(), row(320, 2)), ("Alice".into(), row(50, 1)), ("Sara".into(), row(10, 1))],
+            ..Reading::default()
+        };
+        // Alice's only transaction deleted; Ali corrected; Sara unchanged; Zoe new.
+        let now = Reading {
+            customers: vec![("Ali".into(), row(400, 3)), ("Sara".into(), row(10, 1)), ("Zoe".into(), row(7, 1))],
+            ..Reading::default()
+        };
+        let speed = |search: Option<&Searched>, now: &Reading| -> Vec<(String, i128, i64)> {
+            let mut lines: Vec<_> = lines(Layer::Speed, &batch, now, search)
+                .iter()
+                .map(|l| (l.customer.to_owned(), l.total, l.count))
+                .collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(speed(None, &now), vec![("Ali".into(), 80, 1), ("Alice".into(), -50, -1), ("Zoe".into(), 7, 1)]);
+        // "Ali" finds Ali and Alice (gone), from a read of the names that start with it.
+        let found = Reading { customers: vec![("Ali".into(), row(400, 3))], ..Reading::default() };
+        let search = Searched { prefix: "Ali", through: None };
+        assert_eq!(speed(Some(&search), &found), vec![("Ali".into(), 80, 1), ("Alice".into(), -50, -1)]);
+        // A read cut at "Ali": Alice is beyond it, not reported as gone.
+        let search = Searched { prefix: "Ali", through: Some("Ali".into()) };
+        assert_eq!(speed(Some(&search), &found), vec![("Ali".into(), 80, 1)]);
     }
 }
