@@ -32,6 +32,14 @@ const percentile = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length -
   const firstRender = Date.now() - opened;
   await page.evaluate(() => { window.longTasks.length = 0; window.longFrames.length = 0; window.renders = 0;
     new MutationObserver(() => window.renders++).observe(document.querySelector("#serving tbody"), { subtree: true, characterData: true, childList: true }); });
+  // The main thread's own work (Chrome's task, script, layout and style times), apart from
+  // the wall-clock length of its tasks, which the machine's other processes stretch.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Performance.enable");
+  const busy = async () => Object.fromEntries((await cdp.send("Performance.getMetrics")).metrics
+    .filter((m) => ["TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration"].includes(m.name))
+    .map((m) => [m.name, m.value]));
+  const busyBefore = await busy();
   const producer = spawn(command, args, { stdio: ["ignore", fs.openSync(out, "w"), "ignore"] });
   const produced = new Promise((resolve) => producer.on("exit", resolve));
   const trips = [];
@@ -44,12 +52,15 @@ const percentile = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length -
     tallest = Math.max(tallest, height);
     await new Promise((r) => setTimeout(r, 100));
   }
+  const busyAfter = await busy();
   const code = await produced;
   if (code !== 0) { console.log(`lambda produce exited with ${code}`); process.exit(1); }
   const { longTasks, longFrames, renders } = await page.evaluate(() =>
     ({ longTasks: window.longTasks, longFrames: window.longFrames, renders: window.renders }));
   console.log(`first render ${firstRender} ms; page height at most ${tallest} px`);
   console.log(`round trips to the page: ${trips.length}, p50 ${percentile(trips, 0.5)} ms, p99 ${percentile(trips, 0.99)} ms, max ${Math.max(...trips)} ms`);
+  const spent = Object.entries(busyAfter).map(([k, v]) => `${k.replace("Duration", "")} ${((v - busyBefore[k]) * 1000).toFixed(0)} ms`).join(", ");
+  console.log(`the page's main thread in ${seconds} s: ${spent}`);
   console.log(`long tasks (> 50 ms) in ${seconds} s: ${longTasks.length}, longest ${Math.round(Math.max(0, ...longTasks))} ms`);
   longFrames.filter((f) => f.blocking > 0).forEach((f) => console.log("  long frame", JSON.stringify(f)));
   console.log(`serving-table mutations: ${renders} (${(renders / Number(seconds)).toFixed(1)}/s); console errors: ${errors.length}`);
