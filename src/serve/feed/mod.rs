@@ -242,14 +242,14 @@ pub struct Feeds {
     pumps: Arc<tokio::sync::Mutex<HashMap<String, Arc<Pump>>>>,
     /// The latest read of the offsets alone, and when: one read serves every pump.
     offsets: Arc<tokio::sync::Mutex<Option<(Instant, Reading)>>>,
-    /// The latest events as JSON text, made once for all their unfiltered subscribers.
+    /// The latest events as their subscribers receive them, made once for all of them.
     rendered: Arc<Mutex<VecDeque<Rendered>>>,
 }
 
-/// An event and its JSON text.
-type Rendered = (std::sync::Weak<Event>, Arc<str>);
+/// An event and its text (for `GET /v1/subscribe`, one Server-Sent Events frame).
+type Rendered = (std::sync::Weak<Event>, bytes::Bytes);
 
-/// How many events keep their JSON text.
+/// How many events keep their text.
 const RENDERED: usize = 64;
 
 struct Pump {
@@ -502,21 +502,21 @@ impl Feeds {
         }
     }
 
-    /// `event` of view `view` as JSON text (every row): serialized once, however many
-    /// subscribers send it — an event of a busy second can carry thousands of rows.
-    pub fn rendered(&self, view: &str, event: &Arc<Event>) -> Arc<str> {
+    /// `event` as `render` makes it, made once however many subscribers send it (an event of
+    /// a busy second can carry thousands of rows): the text is shared, not copied, by each.
+    pub fn rendered(&self, event: &Arc<Event>, render: impl FnOnce(&Event) -> bytes::Bytes) -> bytes::Bytes {
         let weak = Arc::downgrade(event);
         let mut rendered = self.rendered.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, text)) = rendered.iter().find(|(e, _)| e.ptr_eq(&weak)) {
-            return Arc::clone(text);
+            return text.clone();
         }
-        let text: Arc<str> = event.to_json(view, None).to_string().into();
+        let text = render(event);
         // An event no longer alive cannot be asked for again (its address may be reused).
         rendered.retain(|(e, _)| e.strong_count() > 0);
         if rendered.len() >= RENDERED {
             rendered.pop_front();
         }
-        rendered.push_back((weak, Arc::clone(&text)));
+        rendered.push_back((weak, text.clone()));
         text
     }
 

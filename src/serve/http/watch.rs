@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -85,7 +86,6 @@ pub(super) async fn subscribe(
     Query(params): Query<HashMap<String, String>>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    use axum::response::sse::{Event as Sse, KeepAlive};
     let bad = |message: String| ApiError(StatusCode::BAD_REQUEST, message);
     let view = params.get("view").ok_or_else(|| bad("view= is required: the view to follow".into()))?.clone();
     let only = params.get("key").cloned();
@@ -120,33 +120,67 @@ pub(super) async fn subscribe(
         return Err(bad(format!("view {view:?} has no key to follow {key:?} by")));
     }
     let feeds = api.feeds.clone();
-    let sse = move |event: &Arc<Event>| {
-        let out = if only.is_none() {
-            // The same text for every subscriber of the view: made once.
-            Sse::default().event(event.kind()).data(&*feeds.rendered(&view, event))
+    let sse = move |event: &Arc<Event>| -> Bytes {
+        let time = event.time();
+        if only.is_none() {
+            // The same frame for every subscriber of the view: made once, shared (no copy).
+            feeds.rendered(event, |event| frame(event.kind(), time, &event.to_json(&view, None).to_string()))
         } else if event.concerns(only.as_deref()) {
-            Sse::default().event(event.kind()).data(event.to_json(&view, only.as_deref()).to_string())
+            frame(event.kind(), time, &event.to_json(&view, only.as_deref()).to_string())
         } else {
             // A change of other keys: the subscriber's time moves on all the same.
             let progress = match &**event {
                 Event::Changes { time, offsets, .. } => Event::Progress { time: *time, offsets: offsets.clone() },
                 other => other.clone(),
             };
-            Sse::default().event(progress.kind()).data(progress.to_json(&view, None).to_string())
-        };
-        match event.time() {
-            Some(time) => out.id(time.to_string()),
-            None => out,
+            frame(progress.kind(), time, &progress.to_json(&view, None).to_string())
         }
     };
     let stream = futures::stream::unfold(subscription, move |mut subscription| {
         let sse = sse.clone();
         async move {
-            let event = subscription.next().await?;
-            Some((Ok::<_, std::convert::Infallible>(sse(&event)), subscription))
+            // A comment line when nothing was sent for a while, as proxies expect (the feed
+            // itself sends progress every second while its view is quiet).
+            let chunk = match tokio::time::timeout(KEEP_ALIVE, subscription.next()).await {
+                Ok(Some(event)) => sse(&event),
+                Ok(None) => return None,
+                Err(_) => Bytes::from_static(b":\n\n"),
+            };
+            Some((Ok::<_, std::convert::Infallible>(chunk), subscription))
         }
     });
-    Ok(axum::response::Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    let headers = [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")];
+    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
+}
+
+/// How long a changefeed stays silent before a keep-alive comment.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// An event as one Server-Sent Events frame: its kind, its time as the `id` (what a client
+/// resumes from), and its JSON on one `data:` line.
+///
+/// ```text
+/// event: changes
+/// id: 1796591761153
+/// data: {"changes":[{"diff":-1,"key":"Ali",...}],"offsets":{...},"time":1796591761153,"view":"customers"}
+///
+/// ```
+fn frame(kind: &str, time: Option<crate::dataflow::Time>, json: &str) -> Bytes {
+    // Compact JSON has no line break (serde_json escapes them in strings): one data line.
+    debug_assert!(!json.contains('\n'));
+    let mut out = String::with_capacity(json.len() + 48);
+    out.push_str("event: ");
+    out.push_str(kind);
+    out.push('\n');
+    if let Some(time) = time {
+        out.push_str("id: ");
+        out.push_str(&time.to_string());
+        out.push('\n');
+    }
+    out.push_str("data: ");
+    out.push_str(json);
+    out.push_str("\n\n");
+    Bytes::from(out)
 }
 
 /// `GET /`: the dashboard, one page embedded in the binary (see `dashboard.html`).
