@@ -175,6 +175,11 @@ fn the_dashboard_shows_the_workshop(processes: usize) {
         page.eval(&set);
         page.eval("document.querySelector('#produce').requestSubmit()");
         page.wait_for("document.querySelector('#produced').textContent.startsWith('sent 1')", json!(true));
+        // Produce → visible, as read-your-writes answers it.
+        page.wait_for(
+            "/ · in the views [0-9,]+ ms after sending$/.test(document.querySelector('#produced').textContent)",
+            json!(true),
+        );
         page.eval("document.querySelector('#produced').textContent = ''");
     }
     page.wait_for(&cell("serving", "Ali", 1), json!("400.00"));
