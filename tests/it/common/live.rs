@@ -106,11 +106,16 @@ impl TestBroker {
 /// `GET path` from `address` with a real HTTP client: the status code and the body as JSON
 /// (or as a JSON string when it is not JSON).
 pub fn http_get(address: &str, path: &str) -> (u16, serde_json::Value) {
+    try_http_get(address, path).expect("the HTTP API answers")
+}
+
+/// [`http_get`], or the error when no answer came (no server, a connection reset).
+pub fn try_http_get(address: &str, path: &str) -> Result<(u16, serde_json::Value), ureq::Error> {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut response = agent.get(format!("http://{address}{path}")).call().expect("the HTTP API answers");
+    let mut response = agent.get(format!("http://{address}{path}")).call()?;
     let status = response.status().as_u16();
-    let body = response.body_mut().with_config().limit(1 << 30).read_to_string().expect("a text body");
-    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
+    let body = response.body_mut().with_config().limit(1 << 30).read_to_string()?;
+    Ok((status, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body))))
 }
 
 /// `POST /v1/sql` of `statement` to `address`: the status code and the JSON answer.
@@ -176,7 +181,12 @@ impl Run {
                 panic!("lambda run exited early: {status}: {}", self.stderr());
             }
             if std::net::TcpStream::connect(&self.http).is_ok() {
-                let (code, views) = self.get("/v1/views?k=10");
+                // While it comes up, a connection can end without an answer (a process that
+                // fails at start drops it: the next turn reports its exit and why).
+                let Ok((code, views)) = try_http_get(&self.http, "/v1/views?k=10") else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
                 if code == 200 {
                     let reading = atelier_lambda::verify::reading_from_views(&views, TOPIC).expect("views");
                     let reached = offsets.iter().all(|(p, o)| reading.offsets.contains(&(*p, *o)));
