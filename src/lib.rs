@@ -7,7 +7,7 @@
 //!
 //! | layer | modules |
 //! |---|---|
-//! | input | [`event`] (rules), [`amount`] (exact cents), [`source`] (files), [`deadletter`] |
+//! | input | [`event`] (rules), [`amount`] (exact cents), [`source`] (files), [`table`] (tables declared in SQL), [`deadletter`] |
 //! | batch + speed | [`dataflow`] (upsert and views), [`batch`] (loading the history) |
 //! | serving | [`serve`] (reading arrangements), [`reading`] (what a read returns), [`output`] (tables and files) |
 //! | running | [`run`] (`lambda run`: workers, coordinator, snapshots), [`control`] (orders between workers), [`state`] (snapshot files) |
@@ -39,4 +39,5 @@ pub mod serve;
 pub mod source;
 pub mod sql;
 pub mod state;
+pub mod table;
 pub mod verify;

@@ -82,6 +82,9 @@ pub struct WorkerProgress {
     pub skipped: Vec<(i32, i64)>,
     /// The Kafka error its reader last met, until reading resumed.
     pub kafka_error: Option<String>,
+    /// The tables it feeds (worker 0: every table's file and topic).
+    #[serde(default)]
+    pub tables: Vec<crate::table::feed::TableProgress>,
 }
 
 impl Reading {

@@ -13,6 +13,7 @@
 //! | `dead_letters` | reason, count | `reason` | the refused records, by reason |
 //! | `offsets` | topic, partition, next_offset | | each worker's partitions |
 //! | a created view | its own | its group key, if shown first | its maintained groups |
+//! | a table | as declared | its primary key, when one text column | each worker's share of its arrangement |
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,8 @@ pub enum Relation {
     /// The maintained groups of a view created at run time, by id: its key (if any), then
     /// `count`, `total`, `min`, `max` of the amounts of the transactions it keeps.
     Groups(u64),
+    /// A table created at run time, by id: its columns, as declared.
+    Table(u64),
 }
 
 /// The built-in relations, in `SHOW TABLES` order.
@@ -69,6 +72,7 @@ impl Relation {
             Relation::DeadLetters => "dead_letters",
             Relation::Offsets => "offsets",
             Relation::Groups(_) => "groups",
+            Relation::Table(_) => "table",
         }
     }
 
@@ -86,7 +90,7 @@ impl Relation {
             Relation::Overall => &[("total", Money), ("count", Int), ("customers", Int), ("avg", Money)],
             Relation::DeadLetters => &[("reason", Text), ("count", Int)],
             Relation::Offsets => &[("topic", Text), ("partition", Int), ("next_offset", Int)],
-            Relation::Groups(_) => &[],
+            Relation::Groups(_) | Relation::Table(_) => &[],
         }
     }
 
@@ -96,7 +100,7 @@ impl Relation {
         match self {
             Relation::Transactions | Relation::Customers | Relation::Categories | Relation::Hourly => Some(0),
             Relation::DeadLetters => Some(0),
-            Relation::Overall | Relation::Offsets | Relation::Groups(_) => None,
+            Relation::Overall | Relation::Offsets | Relation::Groups(_) | Relation::Table(_) => None,
         }
     }
 

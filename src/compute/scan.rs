@@ -166,6 +166,8 @@ enum Source {
     Customers(ValWalk<String, ValCursor<String, CustomerRow>>),
     /// A created view's groups.
     Groups(ValWalk<crate::dataflow::created::GroupKey, ValCursor<crate::dataflow::created::GroupKey, CustomerRow>>),
+    /// A table's rows.
+    Table(ValWalk<crate::table::Row, ValCursor<crate::table::Row, crate::table::Row>>),
     /// Rows read whole at once (the small relations).
     Rows(std::vec::IntoIter<Vec<Owned>>),
     /// Read through.
@@ -241,6 +243,7 @@ impl Scans {
             if let Source::Waiting = scan.source {
                 let behind = match scan.spec.relation {
                     Relation::Groups(id) => dataflow.created.behind(scan.time, &[id]),
+                    Relation::Table(id) => dataflow.tables.behind(scan.time, id),
                     _ => false,
                 };
                 if dataflow.probe.less_equal(&scan.time) || behind {
@@ -353,6 +356,12 @@ fn start(dataflow: &mut Dataflow, time: Time, spec: &ScanSpec) -> Result<Source,
             crate::dataflow::created::check_readable(&mut kept.trace, time)
                 .map_err(|why| ReadError::unreadable(why, time))?;
             Source::Groups(walk(&mut kept.trace, &spec.seek))
+        }
+        Relation::Table(id) => {
+            let gone = || ReadError::Compacted { view: format!("table {id}"), time, since: Time::MAX };
+            let table = dataflow.tables.get_mut(id).ok_or_else(gone)?;
+            table.check_readable(time).map_err(|why| ReadError::unreadable(why, time))?;
+            Source::Table(walk(&mut table.trace, &spec.seek))
         }
         Relation::Categories => rows(totals(views, time, |d| match d {
             Dimension::Category(c) => Some(c.as_deref().map_or(Owned::Null, |c| Owned::Text(c.to_owned()))),
@@ -486,6 +495,19 @@ fn fill(
                 } else {
                     push(columns, &stats);
                 }
+                if columns.rows().is_multiple_of(512) && started.elapsed() >= slice {
+                    return;
+                }
+            }
+        }
+        Source::Table(walk) => {
+            while columns.rows() < BATCH_ROWS {
+                let Some((_, row)) = walk.next(time) else {
+                    *source = Source::Done;
+                    return;
+                };
+                let cells: Vec<Cell<'_>> = row.iter().map(Owned::cell).collect();
+                push(columns, &cells);
                 if columns.rows().is_multiple_of(512) && started.elapsed() >= slice {
                     return;
                 }

@@ -85,6 +85,19 @@ impl ScanKey for crate::dataflow::created::GroupKey {
     }
 }
 
+/// A table's primary key: a scan seeks a key of one column.
+impl ScanKey for Vec<Owned> {
+    fn from_owned(value: &Owned) -> Option<Self> {
+        Some(vec![value.clone()])
+    }
+    fn cell(&self) -> Cell<'_> {
+        self.first().map_or(Cell::Null, Owned::cell)
+    }
+    fn is_null(&self) -> bool {
+        self.first().is_none_or(|k| *k == Owned::Null)
+    }
+}
+
 impl ScanKey for String {
     fn from_owned(value: &Owned) -> Option<Self> {
         match value {

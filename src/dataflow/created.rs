@@ -431,20 +431,7 @@ impl CreatedViews {
 /// Whether a created view's trace can be read exactly at `time`: its compaction is at or below
 /// it (the view was installed by then) and its upper beyond it.
 pub fn check_readable(trace: &mut ViewTrace, time: Time) -> Result<(), super::views::Unreadable> {
-    let compaction = trace.get_logical_compaction();
-    if !compaction.less_equal(&time) {
-        let since = compaction.first().copied().unwrap_or(Time::MAX);
-        return Err(super::views::Unreadable::Compacted { view: "created", since });
-    }
-    let mut upper = timely::progress::Antichain::new();
-    trace.read_upper(&mut upper);
-    if upper.less_equal(&time) {
-        return Err(super::views::Unreadable::Incomplete {
-            view: "created",
-            upper: upper.first().copied().unwrap_or(Time::MAX),
-        });
-    }
-    Ok(())
+    super::views::check_trace("created", trace, time)
 }
 
 #[cfg(test)]

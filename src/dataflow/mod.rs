@@ -27,6 +27,7 @@ pub mod in_order;
 pub mod rows;
 pub mod snapshot;
 pub mod stats;
+pub mod table;
 pub mod upsert;
 pub mod versions;
 pub mod views;
@@ -73,6 +74,8 @@ pub struct Dataflow {
     pub upserted: ProbeHandle<Time>,
     /// Views created at run time, each a dataflow of its own fed the upsert's changes.
     pub created: created::CreatedViews,
+    /// Tables created at run time, each a dataflow of its own.
+    pub tables: table::Tables,
     /// Live transactions of a snapshot restored straight into the version table (see
     /// [`Dataflow::restored`]), entering the views beside the upsert's changes.
     restored: InputHandleVec<Time, (Txn, Time, isize)>,
@@ -104,7 +107,22 @@ impl Dataflow {
             (refused_input, offsets_input, views::define(txns, refused, offsets, &probe, &state), latest)
         });
         let created = created::CreatedViews::new(Rc::clone(&tap));
-        Dataflow { updates, refused, offsets, views, probe, latest, snapshots, upserted, created, restored, tap, state }
+        let tables = table::Tables::default();
+        Dataflow {
+            updates,
+            refused,
+            offsets,
+            views,
+            probe,
+            latest,
+            snapshots,
+            upserted,
+            created,
+            tables,
+            restored,
+            tap,
+            state,
+        }
     }
 
     /// Lets the dataflow run once while loading, and hands the views created at run time
@@ -134,6 +152,7 @@ impl Dataflow {
         self.refused.flush();
         self.offsets.advance_to(time);
         self.offsets.flush();
+        self.tables.advance_to(time);
     }
 
     /// Admits a refused record's reason at the current time (the dead letter itself is the
@@ -177,6 +196,7 @@ impl Dataflow {
         self.restored.close();
         self.refused.close();
         self.offsets.close();
+        self.tables.close();
         (self.views, self.probe, self.created)
     }
 }

@@ -73,6 +73,24 @@ pub enum Unreadable {
     },
 }
 
+/// Whether `trace` can be read exactly at `time` — the read invariant `since ≤ time < upper`:
+/// its logical compaction is at or below `time` (the times up to `time` are still told
+/// apart) and its upper is beyond `time` (nothing at `time` or before is still on its way).
+/// `name` says which trace in the answer.
+pub fn check_trace<Tr: TraceReader<Time = Time>>(name: &'static str, trace: &mut Tr, time: Time) -> Result<(), Unreadable> {
+    let compaction = trace.get_logical_compaction();
+    if !compaction.less_equal(&time) {
+        let since = compaction.first().copied().unwrap_or(Time::MAX);
+        return Err(Unreadable::Compacted { view: name, since });
+    }
+    let mut upper = timely::progress::Antichain::new();
+    trace.read_upper(&mut upper);
+    if upper.less_equal(&time) {
+        return Err(Unreadable::Incomplete { view: name, upper: upper.first().copied().unwrap_or(Time::MAX) });
+    }
+    Ok(())
+}
+
 /// The `offsets` trace: partition → next offset.
 pub type OffsetsTrace = TraceAgent<ValSpine<i32, i64, Time, isize>>;
 
@@ -95,29 +113,12 @@ impl ViewTraces {
     /// `time` (nothing at `time` or before is still on its way). Answers the first trace that
     /// cannot, and why.
     pub fn check_readable(&mut self, time: Time) -> Result<(), Unreadable> {
-        fn check<Tr: TraceReader<Time = Time>>(
-            name: &'static str,
-            trace: &mut Tr,
-            time: Time,
-        ) -> Result<(), Unreadable> {
-            let compaction = trace.get_logical_compaction();
-            if !compaction.less_equal(&time) {
-                let since = compaction.first().copied().unwrap_or(Time::MAX);
-                return Err(Unreadable::Compacted { view: name, since });
-            }
-            let mut upper = timely::progress::Antichain::new();
-            trace.read_upper(&mut upper);
-            if upper.less_equal(&time) {
-                return Err(Unreadable::Incomplete { view: name, upper: upper.first().copied().unwrap_or(Time::MAX) });
-            }
-            Ok(())
-        }
-        check("customers", &mut self.customers, time)?;
-        check("top", &mut self.top, time)?;
-        check("totals", &mut self.totals, time)?;
-        check("customer count", &mut self.customer_count, time)?;
-        check("dead letters", &mut self.dead_letters, time)?;
-        check("offsets", &mut self.offsets, time)
+        check_trace("customers", &mut self.customers, time)?;
+        check_trace("top", &mut self.top, time)?;
+        check_trace("totals", &mut self.totals, time)?;
+        check_trace("customer count", &mut self.customer_count, time)?;
+        check_trace("dead letters", &mut self.dead_letters, time)?;
+        check_trace("offsets", &mut self.offsets, time)
     }
 
     /// Lets every trace merge its batches as it likes. Readers here take all of a trace's

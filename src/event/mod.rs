@@ -241,11 +241,15 @@ pub enum Reason {
     DeleteWithoutId,
     /// The record is larger than the configured limit.
     Oversized,
+    /// A table's record without its primary key (or with a NULL in it).
+    MissingKey,
+    /// A table's record with a value that does not fit its column's type.
+    BadColumn,
 }
 
 impl Reason {
     /// Every reason, in a stable order.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 20] = [
         Reason::InvalidUtf8,
         Reason::InvalidJson,
         Reason::InvalidCsv,
@@ -264,6 +268,8 @@ impl Reason {
         Reason::BadCategory,
         Reason::DeleteWithoutId,
         Reason::Oversized,
+        Reason::MissingKey,
+        Reason::BadColumn,
     ];
 
     /// The reason's name in counts, dead letters and metrics.
@@ -287,6 +293,8 @@ impl Reason {
             Reason::BadCategory => "bad_category",
             Reason::DeleteWithoutId => "delete_without_id",
             Reason::Oversized => "oversized",
+            Reason::MissingKey => "missing_key",
+            Reason::BadColumn => "bad_column",
         }
     }
 }

@@ -150,6 +150,19 @@ impl Coordinator {
         control.order(Order::Install { id, def: Box::new(def) });
     }
 
+    /// Orders the install of a table kept in the state directory (at start, after the start
+    /// order: its file and topic are read again).
+    pub fn restore_table(
+        &mut self,
+        control: &mut Control<Order, Answer>,
+        answering: &Answering,
+        def: crate::table::TableDef,
+        reply: Reply,
+    ) {
+        let id = self.next_request(answering, reply);
+        control.order(Order::CreateTable { id, def: Box::new(def) });
+    }
+
     /// Orders a read of `scope` at `time` from every worker; their parts go to `reply`.
     pub fn order_read(
         &mut self,
@@ -354,6 +367,14 @@ impl Coordinator {
                     let id = self.next_request(answering, request.reply);
                     self.installing.insert(def.id, self.workers);
                     control.order(Order::Install { id, def });
+                }
+                Request::CreateTable(def) => {
+                    let id = self.next_request(answering, request.reply);
+                    control.order(Order::CreateTable { id, def });
+                }
+                Request::DropTable(table) => {
+                    let id = self.next_request(answering, request.reply);
+                    control.order(Order::DropTable { id, table });
                 }
                 Request::Drop(view) => {
                     // A view dropped while it fills: no worker will say it is filled.

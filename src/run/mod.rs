@@ -123,6 +123,21 @@ pub enum Order {
     },
     /// Scan `id`'s reader has gone: stop it.
     EndScan(u64),
+    /// Install a table (worker 0 also starts feeding it), and answer request `id` with the
+    /// time it answers from.
+    CreateTable {
+        /// The request.
+        id: u64,
+        /// The table.
+        def: Box<crate::table::TableDef>,
+    },
+    /// Remove a table, and answer request `id`.
+    DropTable {
+        /// The request.
+        id: u64,
+        /// The table's id.
+        table: u64,
+    },
     /// Remove a created view, and answer request `id`.
     DropView {
         /// The request.
@@ -203,7 +218,7 @@ struct Shared {
     /// Set when a worker failed: a stop then takes no last snapshot.
     failed: AtomicBool,
     /// Views created in an earlier run, to install again before any read.
-    restore: Mutex<Vec<crate::dataflow::created::Maintained>>,
+    restore: Mutex<crate::sql::Restored>,
     /// The views created at run time (process 0's).
     catalog: Arc<Mutex<crate::sql::catalog::Catalog>>,
     /// Where this process's workers send their shares of scans.
@@ -378,8 +393,9 @@ pub fn start(settings: &Settings) -> anyhow::Result<Running> {
     // them is installed at start.
     let (engine, restore) =
         crate::sql::Engine::new(serving.clone(), &settings.kafka.topic, settings.sql_limits(), Arc::clone(&catalog))?;
-    if !restore.is_empty() {
-        tracing::info!(views = restore.len(), "views created earlier are installed again");
+    if !restore.views.is_empty() || !restore.tables.is_empty() {
+        let (views, tables) = (restore.views.len(), restore.tables.len());
+        tracing::info!(views, tables, "views and tables created earlier are installed again");
     }
     let every = Duration::from_millis(settings.state.every_ms);
     let snapshots = match &settings.state.dir {

@@ -54,7 +54,8 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         // Views of an earlier run are installed again before the history (or the snapshot)
         // is loaded: empty then, they take in the load as it flows, in the same steps as the
         // other views, instead of replaying every live transaction after it.
-        for def in std::mem::take(&mut *shared.restore.lock().unwrap_or_else(|p| p.into_inner())) {
+        let restored = std::mem::take(&mut *shared.restore.lock().unwrap_or_else(|p| p.into_inner()));
+        for def in restored.views {
             let (catalog, id) = (Arc::clone(&shared.catalog), def.id);
             let reply = Reply::Call(Arc::new(move |part: Part| {
                 if let Ok(part) = part {
@@ -66,7 +67,22 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         // Where the cluster starts: worker 0's first order after those.
         let offsets = shared.resume.as_ref().map(|s| s.meta.offsets.clone()).unwrap_or_default();
         control.order(Order::Start { snapshot: shared.resume.is_some(), offsets });
+        // Tables after it: their files and topics are read again whole, into the running views.
+        for def in restored.tables {
+            let ignore = Reply::Call(Arc::new(drop));
+            coordinator.restore_table(&mut control, &shared.answering, def, ignore);
+        }
         coordinator
+    });
+    // Worker 0 feeds the tables: their files and topics.
+    let mut feeds = (index == 0).then(|| {
+        crate::table::feed::TableFeeds::new(crate::table::feed::FeedSettings {
+            brokers: settings.kafka.brokers.clone(),
+            group: settings.kafka.group.clone(),
+            max_record_bytes: settings.input.max_record_bytes,
+            fetch_wait_ms: settings.kafka.fetch_wait_ms,
+            dead_letters: Arc::clone(&shared.dead_letters),
+        })
     });
     let (from_snapshot, start_offsets) = loop {
         control.send();
@@ -78,7 +94,8 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         // Only installs (of the views restored above) come before the start.
         let start = pending.iter().position(|o| matches!(o, Order::Start { .. })).unwrap_or(pending.len());
         let mut before: VecDeque<Order> = pending.drain(..start).collect();
-        carry_out(worker, &mut before, &mut pipeline, &mut control, &shared.answering, &WorkerProgress::default());
+        let progress = WorkerProgress::default();
+        carry_out(worker, &mut before, &mut pipeline, &mut control, &shared.answering, &progress, feeds.as_mut());
         if let Some(Order::Start { snapshot, offsets }) = pending.pop_front() {
             break (snapshot, offsets);
         }
@@ -201,6 +218,12 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
             }
             progress.records.1 = report.messages;
         }
+        if let Some(feeds) = feeds.as_mut().filter(|_| !stopping) {
+            if feeds.poll(&mut pipeline) > 0 {
+                shared.ticker.admitted(pipeline.time());
+            }
+            progress.tables = feeds.progress();
+        }
         let now = now_ms();
         let held = coordinator.as_ref().is_some_and(|c| c.schedule.hold.is_some());
         let ticking = shared.ticker.ticking(pipeline.time(), last_advance);
@@ -260,7 +283,8 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
             }
         }
         pending.extend(control.orders());
-        let told = carry_out(worker, &mut pending, &mut pipeline, &mut control, &shared.answering, &progress);
+        let told =
+            carry_out(worker, &mut pending, &mut pipeline, &mut control, &shared.answering, &progress, feeds.as_mut());
         for (id, scan) in told.scans {
             scans.open(id, index, scan.0, scan.1, &shared.outlets);
         }
@@ -471,6 +495,7 @@ pub(super) fn carry_out(
     control: &mut Control<Order, Answer>,
     answering: &Answering,
     progress: &WorkerProgress,
+    mut feeds: Option<&mut crate::table::feed::TableFeeds>,
 ) -> Told {
     let mut told = Told::default();
     while let Some(command) = pending.front() {
@@ -492,6 +517,7 @@ pub(super) fn carry_out(
             Order::Compact(time) => {
                 pipeline.views.compact_to(time);
                 pipeline.created.compact_to(time);
+                pipeline.tables.compact_to(time);
                 // A view being filled reads the table as of its start: its undo must stay.
                 let keep = pipeline.created.filling_since().map_or(time, |since| since.min(time));
                 pipeline.latest.borrow_mut().forget_before(keep);
@@ -526,6 +552,30 @@ pub(super) fn carry_out(
                 }
             }
             Order::EndScan(id) => told.ended.push(id),
+            Order::CreateTable { id, def } => {
+                // Installed at the worker's time; worker 0 reads its file now, at that time:
+                // the table answers with the whole file from then on.
+                let (time, table) = (pipeline.time(), def.id);
+                pipeline.tables.install(worker, (*def).clone(), time);
+                if let Some(feeds) = feeds.as_deref_mut() {
+                    feeds.open(*def, pipeline);
+                }
+                let part = Ok(Reading { time, ..Reading::default() });
+                if let Some(part) = answering.deliver(id, part, control.peers()) {
+                    control.answer(Answer::Read { id, part: part.map(Box::new) });
+                }
+                control.answer(Answer::Installed { view: table, time });
+            }
+            Order::DropTable { id, table } => {
+                if let Some(feeds) = feeds.as_deref_mut() {
+                    feeds.close(table);
+                }
+                pipeline.tables.remove(worker, table);
+                let part = Ok(Reading { time: pipeline.time(), ..Reading::default() });
+                if let Some(part) = answering.deliver(id, part, control.peers()) {
+                    control.answer(Answer::Read { id, part: part.map(Box::new) });
+                }
+            }
             Order::DropView { id, view } => {
                 pipeline.created.remove(worker, view);
                 let part = Ok(Reading { time: pipeline.time(), ..Reading::default() });

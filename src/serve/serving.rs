@@ -62,6 +62,10 @@ pub enum Request {
     Install(Box<Maintained>),
     /// Remove a created view from every worker.
     Drop(u64),
+    /// Install a table on every worker (each answers the time it answers from).
+    CreateTable(Box<crate::table::TableDef>),
+    /// Remove a table from every worker.
+    DropTable(u64),
 }
 
 /// Where the workers send their shares of a read: a thread waiting on a channel (the
@@ -206,6 +210,18 @@ impl Serving {
     pub async fn install(&self, def: Maintained, timeout: Duration) -> Result<Time, ReadError> {
         let parts = self.ask_async(Request::Install(Box::new(def)), timeout).await?;
         Ok(parts.iter().map(|p| p.time).max().unwrap_or(0))
+    }
+
+    /// Installs a table on every worker (worker 0 reads its file first); returns the time it
+    /// answers from.
+    pub async fn create_table(&self, def: crate::table::TableDef, timeout: Duration) -> Result<Time, ReadError> {
+        let parts = self.ask_async(Request::CreateTable(Box::new(def)), timeout).await?;
+        Ok(parts.iter().map(|p| p.time).max().unwrap_or(0))
+    }
+
+    /// Removes a table from every worker.
+    pub async fn drop_table(&self, id: u64, timeout: Duration) -> Result<(), ReadError> {
+        self.ask_async(Request::DropTable(id), timeout).await.map(drop)
     }
 
     /// Removes a created view from every worker.

@@ -280,13 +280,38 @@ impl PartitionReader {
         self.last_error.as_deref()
     }
 
-    /// Hands every message available now (at most `max`) to `emit`, waiting up to `wait`
-    /// for the first. Returns how many messages were read, or why reading cannot go on.
+    /// Hands every message available now (at most `max`) to `emit` as a record, waiting up to
+    /// `wait` for the first. Returns how many messages were read, or why reading cannot go on.
     pub fn poll(
         &mut self,
         wait: Duration,
         max: usize,
         emit: &mut dyn FnMut(Record),
+    ) -> Result<usize, KafkaSourceError> {
+        let (topic, max_record_bytes) = (self.topic.clone(), self.max_record_bytes);
+        let mut names = std::mem::take(&mut self.names);
+        let read = self.poll_messages(wait, max, &mut |message| {
+            emit(to_record(
+                &topic,
+                message.partition,
+                message.offset,
+                message.key,
+                message.payload,
+                max_record_bytes,
+                &mut names,
+            ))
+        });
+        self.names = names;
+        read
+    }
+
+    /// Hands every message available now (at most `max`) to `emit` as it came, waiting up to
+    /// `wait` for the first. Returns how many messages were read, or why reading cannot go on.
+    pub fn poll_messages(
+        &mut self,
+        wait: Duration,
+        max: usize,
+        emit: &mut dyn FnMut(RawMessage<'_>),
     ) -> Result<usize, KafkaSourceError> {
         let mut read = 0;
         let mut timeout = wait;
@@ -296,17 +321,8 @@ impl PartitionReader {
             match result {
                 Ok(message) => {
                     let (partition, offset) = (message.partition(), message.offset());
-                    let record = to_record(
-                        &self.topic,
-                        partition,
-                        offset,
-                        message.key(),
-                        message.payload(),
-                        self.max_record_bytes,
-                        &mut self.names,
-                    );
+                    emit(RawMessage { partition, offset, key: message.key(), payload: message.payload() });
                     self.next.insert(partition, offset + 1);
-                    emit(record);
                     read += 1;
                     if self.last_error.take().is_some() {
                         tracing::info!(topic = %self.topic, "Kafka reachable again; reading resumed");
@@ -376,6 +392,18 @@ impl PartitionReader {
             tracing::debug!(%error, "offset commit failed; the next one will carry the same offsets");
         }
     }
+}
+
+/// A message as read: where it is, its key and its body (none: a tombstone).
+pub struct RawMessage<'a> {
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<&'a [u8]>,
+    /// Its body.
+    pub payload: Option<&'a [u8]>,
 }
 
 /// Turns one Kafka message into a record.

@@ -10,6 +10,9 @@
 //! restart → each statement planned again, in creation order, over the views before it
 //! ```
 //!
+//! Tables ([`crate::table`]) are kept beside them (`tables.json`), by the same names: a name
+//! is a table's or a view's, not both.
+//!
 //! Names are case-insensitive, as unquoted SQL names are: `spend` and `SPEND` are one view.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::dataflow::created::Maintained;
+use crate::table::TableDef;
 
 /// A created view, as kept.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +47,7 @@ pub struct ViewDef {
 #[derive(Debug, Default)]
 pub struct Catalog {
     views: BTreeMap<String, (ViewDef, u64)>,
+    tables: BTreeMap<String, TableDef>,
     /// Names being created (lowercase): held from the check that a name is free until the
     /// view is added, so that of two `CREATE VIEW`s of one name (in any case) one fails.
     pending: BTreeSet<String>,
@@ -84,6 +89,15 @@ impl Catalog {
                 catalog.save()?;
             }
         }
+        if let Some(file) = dir.map(|d| d.join("tables.json")).filter(|f| f.exists()) {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let defs: Vec<TableDef> =
+                serde_json::from_str(&text).with_context(|| format!("{} is not a list of tables", file.display()))?;
+            for def in defs {
+                catalog.next = catalog.next.max(def.id + 1);
+                catalog.tables.insert(def.name.to_lowercase(), def);
+            }
+        }
         Ok(catalog)
     }
 
@@ -106,10 +120,35 @@ impl Catalog {
         all
     }
 
-    /// Holds `name` for a view being created: false when a view, or another creation, has it
-    /// (in any case).
+    /// Holds `name` for a view or table being created: false when a view, a table, or another
+    /// creation, has it (in any case).
     pub fn reserve(&mut self, name: &str) -> bool {
-        self.get(name).is_none() && self.pending.insert(name.to_lowercase())
+        self.get(name).is_none() && self.table(name).is_none() && self.pending.insert(name.to_lowercase())
+    }
+
+    /// The table named `name` (case-insensitive).
+    pub fn table(&self, name: &str) -> Option<&TableDef> {
+        self.tables.get(&name.to_lowercase())
+    }
+
+    /// Every table, in creation order.
+    pub fn tables(&self) -> Vec<TableDef> {
+        let mut all: Vec<TableDef> = self.tables.values().cloned().collect();
+        all.sort_by_key(|d| d.id);
+        all
+    }
+
+    /// Adds a table and writes the definitions down.
+    pub fn add_table(&mut self, def: TableDef) -> anyhow::Result<()> {
+        self.tables.insert(def.name.to_lowercase(), def);
+        self.save()
+    }
+
+    /// Removes a table and writes the definitions down.
+    pub fn remove_table(&mut self, name: &str) -> anyhow::Result<Option<TableDef>> {
+        let removed = self.tables.remove(&name.to_lowercase());
+        self.save()?;
+        Ok(removed)
     }
 
     /// Lets go of a name [`Catalog::reserve`] held.
@@ -156,15 +195,25 @@ impl Catalog {
 
     /// Writes every definition to the state directory, atomically (a temporary file renamed).
     fn save(&self) -> anyhow::Result<()> {
-        use anyhow::Context;
         let Some(file) = &self.file else { return Ok(()) };
         let defs: Vec<ViewDef> = self.all().into_iter().map(|(d, _)| d).collect();
-        let temporary = file.with_extension("json.tmp");
-        std::fs::write(&temporary, serde_json::to_vec_pretty(&defs).expect("views serialize"))
-            .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
-            .and_then(|()| std::fs::rename(&temporary, file))
-            .with_context(|| format!("cannot write {}", file.display()))
+        write_atomically(file, &serde_json::to_vec_pretty(&defs).expect("views serialize"))?;
+        let tables = file.with_file_name("tables.json");
+        if self.tables.is_empty() && !tables.exists() {
+            return Ok(());
+        }
+        write_atomically(&tables, &serde_json::to_vec_pretty(&self.tables()).expect("tables serialize"))
     }
+}
+
+/// Writes `bytes` to `file` through a temporary file renamed over it.
+fn write_atomically(file: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let temporary = file.with_extension("json.tmp");
+    std::fs::write(&temporary, bytes)
+        .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, file))
+        .with_context(|| format!("cannot write {}", file.display()))
 }
 
 #[cfg(test)]

@@ -23,10 +23,10 @@ use crate::dataflow::created::Maintained;
 /// The longest name a created view may have, in bytes (Postgres' `NAMEDATALEN - 1`).
 pub const MAX_NAME_BYTES: usize = 63;
 
-/// A view name held in the catalog while its view is being created; let go when dropped.
-struct Reserved<'a> {
-    engine: &'a Engine,
-    name: String,
+/// A name held in the catalog while its view or table is being created; let go when dropped.
+pub(super) struct Reserved<'a> {
+    pub(super) engine: &'a Engine,
+    pub(super) name: String,
 }
 
 impl Drop for Reserved<'_> {
@@ -50,6 +50,11 @@ pub(super) async fn run(engine: &Engine, statement: &Statement, text: &str) -> R
             let names: Vec<String> = names.iter().map(|n| n.to_string().trim_matches('"').to_lowercase()).collect();
             drop_views(engine, &names, *if_exists).await
         }
+        Statement::CreateTable(create) => super::create_table::create(engine, create, text).await,
+        Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
+            let names: Vec<String> = names.iter().map(|n| n.to_string().trim_matches('"').to_lowercase()).collect();
+            super::create_table::drop_tables(engine, &names, *if_exists).await
+        }
         Statement::Drop { object_type, .. } => {
             Err(SqlError::Unsupported(format!("DROP {object_type}: the pipeline's relations are read-only")))
         }
@@ -64,13 +69,7 @@ async fn create_view(
     if_not_exists: bool,
     text: &str,
 ) -> Result<Answer, SqlError> {
-    if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
-        return Err(SqlError::InvalidName(format!("invalid view name \"{name}\": letters, digits and _ only")));
-    }
-    // Postgres' own bound on names; a view is also a file name in `--views-out`.
-    if name.len() > MAX_NAME_BYTES {
-        return Err(SqlError::NameTooLong(format!("view name \"{name}\" is longer than {MAX_NAME_BYTES} bytes")));
-    }
+    check_name(name)?;
     let taken =
         Relation::named(name).is_some() || !engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).reserve(name);
     if taken {
@@ -109,6 +108,18 @@ async fn create_view(
     let kept = engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).add(def, time);
     kept.map_err(|e| SqlError::Io(format!("the view is installed but its definition could not be kept: {e:#}")))?;
     Ok(Answer::tag("CREATE VIEW"))
+}
+
+/// Checks the name of a view or table being created.
+pub(super) fn check_name(name: &str) -> Result<(), SqlError> {
+    if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return Err(SqlError::InvalidName(format!("invalid name \"{name}\": letters, digits and _ only")));
+    }
+    // Postgres' own bound on names; a view is also a file name in `--views-out`.
+    if name.len() > MAX_NAME_BYTES {
+        return Err(SqlError::NameTooLong(format!("name \"{name}\" is longer than {MAX_NAME_BYTES} bytes")));
+    }
+    Ok(())
 }
 
 /// Plans a view's `SELECT` (see [`super::views`]).
@@ -159,6 +170,9 @@ async fn drop_views(engine: &Engine, names: &[String], if_exists: bool) -> Resul
             (catalog.get(name).cloned(), catalog.dependents(name))
         };
         let Some(def) = def else {
+            if catalog_has_table(engine, name) {
+                return Err(SqlError::WrongObjectType(format!("\"{name}\" is a table: DROP TABLE {name}")));
+            }
             if if_exists {
                 continue;
             }
@@ -182,6 +196,10 @@ async fn drop_views(engine: &Engine, names: &[String], if_exists: bool) -> Resul
             .map_err(|e| SqlError::Io(format!("the view is dropped but its definition could not be removed: {e:#}")))?;
     }
     Ok(Answer::tag("DROP VIEW"))
+}
+
+fn catalog_has_table(engine: &Engine, name: &str) -> bool {
+    engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).table(name).is_some()
 }
 
 /// `SHOW VIEWS`: the built-in views and the created ones, with their definitions, the time

@@ -105,6 +105,7 @@ impl DisplayAs for LiveScanExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self.spec.relation {
             Relation::Groups(id) => format!("view {id}'s groups"),
+            Relation::Table(id) => format!("table {id}"),
             other => other.name().to_owned(),
         };
         let columns: Vec<&str> = self.output.iter().map(|i| self.spec.columns[*i].0.as_str()).collect();

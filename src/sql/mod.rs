@@ -20,7 +20,7 @@
 //! | [`limits`] | what a statement may take: rows, bytes, time, memory, complexity |
 //! | `compat` | parsing: the user's queries as written, the clients' catalog queries through pg-catalog's rewrites |
 //! | `names` | the names Postgres gives unnamed columns (`sum(amount)` is `sum`) |
-//! | [`catalog`], [`views`], [`ddl`] | created views: kept, planned, installed |
+//! | [`catalog`], [`views`], `ddl`, `create_table` | created views and tables: kept, planned, installed |
 //! | [`information_schema`] | Postgres' `information_schema`, for the clients that browse with it |
 //! | [`checked`] | integer arithmetic that fails on overflow (22003), as Postgres' does |
 //! | [`cooperative`] | joins yield, so a timeout, a cancel or a stop reaches a statement |
@@ -39,6 +39,7 @@ pub mod checked;
 mod compat;
 pub mod context;
 pub mod cooperative;
+mod create_table;
 mod ddl;
 pub mod error;
 mod exact_sum;
@@ -70,6 +71,15 @@ use session::{Said, Session};
 use crate::reading::Reading;
 use crate::serve::bound::WaitError;
 use crate::serve::Serving;
+
+/// What an earlier run created, planned and registered again, for the workers to install.
+#[derive(Default)]
+pub struct Restored {
+    /// Its tables, in creation order.
+    pub tables: Vec<crate::table::TableDef>,
+    /// What the workers keep of its views, in creation order.
+    pub views: Vec<crate::dataflow::created::Maintained>,
+}
 
 /// The SQL engine of a running pipeline: cheap to clone, shared by every front end.
 #[derive(Clone)]
@@ -108,7 +118,7 @@ impl Engine {
         topic: &str,
         limits: Limits,
         catalog: Arc<Mutex<catalog::Catalog>>,
-    ) -> anyhow::Result<(Engine, Vec<crate::dataflow::created::Maintained>)> {
+    ) -> anyhow::Result<(Engine, Restored)> {
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         // More threads than cores: a statement that plans for long (a 50,000-value IN list)
         // holds a thread without yielding, and the kernel's time slices keep the others,
@@ -134,8 +144,10 @@ impl Engine {
             runtime: Some(runtime),
         });
         let engine = Engine { shared, limits };
-        let restored = engine.restore_views();
-        Ok((engine, restored))
+        // Tables first: a view may read one.
+        let tables = engine.restore_tables();
+        let views = engine.restore_views();
+        Ok((engine, Restored { tables, views }))
     }
 
     /// The same engine with other limits.
@@ -257,7 +269,9 @@ impl Engine {
             // Drivers wrap reads in savepoints (SQLAlchemy's nested transactions): nothing to undo.
             Statement::Savepoint { .. } => return Ok(Answer::tag("SAVEPOINT")),
             Statement::ReleaseSavepoint { .. } => return Ok(Answer::tag("RELEASE")),
-            Statement::CreateView(_) | Statement::Drop { .. } => return ddl::run(self, &statement, text).await,
+            Statement::CreateView(_) | Statement::CreateTable(_) | Statement::Drop { .. } => {
+                return ddl::run(self, &statement, text).await
+            }
             Statement::ShowViews { .. } => return ddl::show_views(self).await,
             Statement::Query(_)
             | Statement::Explain { .. }

@@ -57,6 +57,15 @@ impl LiveTable {
         LiveTable::new(Relation::Groups(id), columns, key, "", workers, TableType::Temporary)
     }
 
+    /// A table, read from `workers` workers (its primary key sought when it is one text column).
+    pub fn table(def: &crate::table::TableDef, workers: usize) -> LiveTable {
+        let key = match def.key.as_slice() {
+            [k] if def.columns[*k].1 == ColumnType::Text => Some(*k),
+            _ => None,
+        };
+        LiveTable::new(Relation::Table(def.id), def.columns.clone(), key, "", workers, TableType::Base)
+    }
+
     fn new(
         relation: Relation,
         columns: Vec<(String, ColumnType)>,

@@ -414,7 +414,24 @@ async fn status_json(api: &Arc<Api>) -> Result<Value, ApiError> {
         "processes": processes.len(),
         "workers": workers,
         "sinks": sinks,
+        "tables": tables_json(&reading),
     }))
+}
+
+/// Each table's feed: records taken in and refused, its topic's next offsets, and why its
+/// topic is not being read while it is not (`waiting`).
+fn tables_json(reading: &Reading) -> Value {
+    let tables: Vec<Value> = reading
+        .workers
+        .iter()
+        .flat_map(|w| &w.tables)
+        .map(|t| {
+            let offsets: serde_json::Map<String, Value> =
+                t.offsets.iter().map(|(p, o)| (p.to_string(), json!(o))).collect();
+            json!({ "name": t.name, "records": t.records, "refused": t.refused, "offsets": offsets, "waiting": t.waiting })
+        })
+        .collect();
+    Value::Array(tables)
 }
 
 /// Where reading Kafka stands: `reading`, `unreachable` (with the error; the history is
