@@ -77,7 +77,11 @@ pub enum Unreadable {
 /// its logical compaction is at or below `time` (the times up to `time` are still told
 /// apart) and its upper is beyond `time` (nothing at `time` or before is still on its way).
 /// `name` says which trace in the answer.
-pub fn check_trace<Tr: TraceReader<Time = Time>>(name: &'static str, trace: &mut Tr, time: Time) -> Result<(), Unreadable> {
+pub fn check_trace<Tr: TraceReader<Time = Time>>(
+    name: &'static str,
+    trace: &mut Tr,
+    time: Time,
+) -> Result<(), Unreadable> {
     let compaction = trace.get_logical_compaction();
     if !compaction.less_equal(&time) {
         let since = compaction.first().copied().unwrap_or(Time::MAX);

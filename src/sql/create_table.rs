@@ -19,7 +19,9 @@
 
 use std::sync::Arc;
 
-use datafusion::sql::sqlparser::ast::{ColumnOption, CreateTable, CreateTableOptions, Expr, SqlOption, TableConstraint};
+use datafusion::sql::sqlparser::ast::{
+    ColumnOption, CreateTable, CreateTableOptions, Expr, SqlOption, TableConstraint,
+};
 
 use super::{Answer, Engine, SqlError};
 use crate::compute::columns::ColumnType;
@@ -78,7 +80,9 @@ pub(super) async fn drop_tables(engine: &Engine, names: &[String], if_exists: bo
         engine.serving().drop_table(def.id, engine.limits().timeout).await.map_err(SqlError::from_read)?;
         let _ = engine.shared.context.deregister_table(def.name.as_str());
         let removed = engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).remove_table(name);
-        removed.map_err(|e| SqlError::Io(format!("the table is dropped but its definition could not be removed: {e:#}")))?;
+        removed.map_err(|e| {
+            SqlError::Io(format!("the table is dropped but its definition could not be removed: {e:#}"))
+        })?;
     }
     Ok(Answer::tag("DROP TABLE"))
 }
@@ -113,7 +117,9 @@ impl Engine {
 /// The definition `CREATE TABLE` gives (its id left to the caller).
 fn definition(create: &CreateTable, id: u64, name: &str, sql: String) -> Result<TableDef, SqlError> {
     if create.query.is_some() || create.like.is_some() || create.clone.is_some() {
-        return Err(SqlError::Unsupported("CREATE TABLE … AS, LIKE or CLONE: a table is fed by a file or a topic".into()));
+        return Err(SqlError::Unsupported(
+            "CREATE TABLE … AS, LIKE or CLONE: a table is fed by a file or a topic".into(),
+        ));
     }
     if create.or_replace {
         return Err(SqlError::Unsupported("CREATE OR REPLACE TABLE".into()));
@@ -221,7 +227,8 @@ fn source(create: &CreateTable, name: &str) -> Result<(Option<String>, Option<St
     }
     if connector.as_deref() == Some("file") && topic.is_some() {
         return Err(SqlError::InvalidParameter(
-            "connector 'file' reads no topic: use connector = 'kafka' with topic and path for history then stream".into(),
+            "connector 'file' reads no topic: use connector = 'kafka' with topic and path for history then stream"
+                .into(),
         ));
     }
     if topic.is_none() && path.is_none() {
@@ -281,9 +288,10 @@ mod tests {
 
     #[test]
     fn a_table_has_typed_columns_a_key_and_a_source() {
-        let t = def("CREATE TABLE t (Customer text, city varchar(20), lim numeric(10,2), n bigint, since timestamptz, \
+        let t =
+            def("CREATE TABLE t (Customer text, city varchar(20), lim numeric(10,2), n bigint, since timestamptz, \
                      PRIMARY KEY (customer)) WITH (connector = 'kafka', topic = 'customer-info')")
-        .unwrap();
+            .unwrap();
         let types: Vec<ColumnType> = t.columns.iter().map(|c| c.1).collect();
         use ColumnType::*;
         assert_eq!(types, [Text, Text, Money, Int, Time]);

@@ -67,7 +67,8 @@ pub fn object(def: &TableDef, value: &serde_json::Value) -> Result<Upsert, Rejec
 
 /// A CSV record whose columns are named by `headers`.
 pub fn csv(def: &TableDef, headers: &[String], record: &csv::StringRecord) -> Result<Upsert, Rejection> {
-    let cell = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name)).and_then(|i| record.get(i));
+    let cell =
+        |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name)).and_then(|i| record.get(i));
     let delete = match cell("op").map(str::trim) {
         None | Some("") => false,
         Some(op) if op.eq_ignore_ascii_case("upsert") => false,
@@ -144,7 +145,12 @@ fn bad(def: &TableDef, column: &str, ty: ColumnType, got: impl std::fmt::Display
 }
 
 /// A JSON field as the column's value.
-fn json_value(def: &TableDef, name: &str, ty: ColumnType, value: Option<&serde_json::Value>) -> Result<Owned, Rejection> {
+fn json_value(
+    def: &TableDef,
+    name: &str,
+    ty: ColumnType,
+    value: Option<&serde_json::Value>,
+) -> Result<Owned, Rejection> {
     use serde_json::Value;
     match value {
         None | Some(Value::Null) => Ok(Owned::Null),
@@ -213,7 +219,10 @@ mod tests {
         let body = br#"{"Customer":"Ali","limit":"12.5","visits":3,"since":"2025-01-01T00:00:00Z","x":[1]}"#;
         let upsert = json(&def(), Some(body), None).unwrap();
         assert_eq!(upsert.key, vec![text("Ali")]);
-        assert_eq!(upsert.row, Some(vec![text("Ali"), Owned::Cents(1250), Owned::Int(3), Owned::Seconds(1_735_689_600)]));
+        assert_eq!(
+            upsert.row,
+            Some(vec![text("Ali"), Owned::Cents(1250), Owned::Int(3), Owned::Seconds(1_735_689_600)])
+        );
         let sparse = json(&def(), Some(br#"{"customer":"Li"}"#), None).unwrap();
         assert_eq!(sparse.row, Some(vec![text("Li"), Owned::Null, Owned::Null, Owned::Null]));
     }

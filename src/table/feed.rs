@@ -10,7 +10,8 @@
 //! ```
 //!
 //! A record that does not fit the table is a dead letter whose source names the table
-//! (`table customer_info: customer-info/0/17`), counted by reason in `dead_letters`. At every
+//! (`table customer_info: customer-info/0/17`), counted by the table's feed in `/v1/status`
+//! (not in the `dead_letters` relation, whose counts the snapshots keep). At every
 //! start the file and the topic are read again whole: a table's rows are not in the
 //! snapshots, so its letters of an earlier run are dropped from the dead-letter file rather
 //! than written twice.
@@ -131,11 +132,21 @@ impl TableFeeds {
 
     /// Admits every table's new messages at the dataflow's time; returns how many were read.
     pub fn poll(&mut self, dataflow: &mut Dataflow) -> usize {
-        let mut read = 0;
+        let (mut read, refused) = (0, self.refused());
         for feed in self.feeds.values_mut() {
             read += feed.poll(&self.settings, dataflow);
         }
+        // So that a table's dead letters are in the file when its count shows them.
+        if self.refused() > refused {
+            if let Err(error) = self.settings.dead_letters.flush() {
+                tracing::error!(%error, "cannot write the dead-letter file");
+            }
+        }
         read
+    }
+
+    fn refused(&self) -> u64 {
+        self.feeds.values().map(|f| f.progress.refused).sum()
     }
 
     /// Every table's progress.
@@ -230,7 +241,8 @@ fn take(
         }
         Err(rejection) => {
             let letter = DeadLetter::new(format!("{LETTER_PREFIX}{}: {place}", def.name), position, rejection, raw);
-            dataflow.refuse(&letter);
+            // Counted by the table's feed (`/v1/status`), not in `dead_letters`: those counts
+            // are kept in snapshots, and a table's records are read again at every start.
             if let Err(error) = dead_letters.write(&letter) {
                 tracing::error!(%error, "cannot write a dead letter to the file");
             }

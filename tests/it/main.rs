@@ -38,4 +38,5 @@ mod sql_e2e;
 mod sql_logic;
 mod sql_probe_e2e;
 mod sql_reference;
+mod tables_e2e;
 mod views_reference;

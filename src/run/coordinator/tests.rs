@@ -81,7 +81,15 @@ fn two_workers(
                 extra(c, &mut control, &answering, dataflow.complete_through().unwrap_or(0));
             }
             pending.extend(control.orders());
-            super::super::worker::carry_out(worker, &mut pending, &mut dataflow, &mut control, &answering, &progress, None);
+            super::super::worker::carry_out(
+                worker,
+                &mut pending,
+                &mut dataflow,
+                &mut control,
+                &answering,
+                &progress,
+                None,
+            );
             control.send();
         }
     })

@@ -1,0 +1,196 @@
+//! Tables end to end: `CREATE TABLE` from a CSV file then a Kafka topic, through the real
+//! `lambda run` (two workers) and a Kafka-protocol broker on loopback — keyed upserts, a
+//! tombstone, `"op":"delete"`, bad records dead-lettered with the table's name, a topic that
+//! does not exist yet, a join with `transactions` while both sides change, a restart from the
+//! state directory, and `DROP TABLE` refused while a view reads the table.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use common::live::*;
+use common::temp_dir;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+const CREATE: &str = "CREATE TABLE customer_info (customer text, city text, segment text, PRIMARY KEY (customer)) \
+                      WITH (connector = 'kafka', topic = 'customer-info', path = '{path}')";
+const BY_CITY: &str = "SELECT i.city, sum(t.amount) AS total, count(*) AS n FROM transactions t \
+                       JOIN customer_info i ON t.customer = i.customer GROUP BY i.city ORDER BY 1";
+
+/// The rows a statement answers over HTTP, as compact JSON text (it must succeed).
+fn rows(run: &Run, statement: &str) -> String {
+    let (status, answer) = post_sql(&run.http, statement);
+    assert_eq!(status, 200, "{statement}: {answer}");
+    answer["rows"].to_string()
+}
+
+/// Waits until `statement` answers `expected`.
+fn eventually(run: &Run, statement: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = rows(run, statement);
+        if got == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{statement}: {got}, expected {expected}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn send(producer: &BaseProducer, topic: &str, partition: i32, key: Option<&str>, payload: Option<&str>) {
+    let mut record = BaseRecord::<str, str>::to(topic).partition(partition);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(payload) = payload {
+        record = record.payload(payload);
+    }
+    producer.send(record).expect("queued");
+    producer.flush(Duration::from_secs(10)).expect("the broker takes the messages");
+}
+
+#[test]
+fn a_table_from_a_file_then_a_topic_joins_the_transactions_exactly_and_survives_a_restart() {
+    let dir = temp_dir("tables-e2e");
+    let broker = TestBroker::mock();
+    let lines: Vec<String> = [
+        r#"{"id":"t1","customer":"Ali","amount":10}"#,
+        r#"{"id":"t2","customer":"Ali","amount":5.50}"#,
+        r#"{"id":"t3","customer":"Li","amount":7}"#,
+        r#"{"id":"t4","customer":"Sam","amount":1}"#,
+        r#"{"id":"t5","customer":"Zed","amount":2}"#,
+    ]
+    .map(String::from)
+    .to_vec();
+    let history = history(&dir, &lines);
+    let csv = dir.join("customers.csv");
+    std::fs::write(&csv, "customer,city,segment\nAli,Lyon,retail\nLi,Oslo,pro\n,Nowhere,none\n").unwrap();
+    let state = dir.join("state");
+    let state_arg = state.display().to_string();
+    let mut run = Run::start(&broker.address(), &history, 2, &dir, &["--state-dir", &state_arg]);
+    run.views_at(&Default::default());
+
+    // The topic does not exist yet: the file is read, and the status says what it waits for.
+    let create = CREATE.replace("{path}", &csv.display().to_string());
+    let (status, answer) = post_sql(&run.http, &create);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        rows(&run, "SELECT * FROM customer_info ORDER BY customer"),
+        r#"[["Ali","Lyon","retail"],["Li","Oslo","pro"]]"#,
+        "the file, at once"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, status) = run.get("/v1/status");
+        let waiting = status["tables"][0]["waiting"].as_str().unwrap_or_default().to_owned();
+        if waiting.contains("does not exist") {
+            assert_eq!(status["tables"][0]["name"], "customer_info", "{status}");
+            assert_eq!(status["tables"][0]["refused"], 1, "the CSV row without a key: {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the status never said the topic is missing: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eventually(&run, BY_CITY, r#"[["Lyon",15.5,2],["Oslo",7,1]]"#);
+
+    // The topic comes: Ali moves, Li is deleted by tombstone, Sam arrives, Zed's delete of a
+    // row that never was changes nothing, and a record without the key is a dead letter.
+    broker.create_topic("customer-info", 1);
+    let producer = producer(&broker.address());
+    send(&producer, "customer-info", 0, Some("Ali"), Some(r#"{"customer":"Ali","city":"Nice","segment":"retail"}"#));
+    send(&producer, "customer-info", 0, Some("Li"), None);
+    send(&producer, "customer-info", 0, None, Some(r#"{"customer":"Sam","city":"Rome","segment":"pro"}"#));
+    send(&producer, "customer-info", 0, None, Some(r#"{"customer":"Zed","op":"delete"}"#));
+    send(&producer, "customer-info", 0, None, Some(r#"{"city":"Paris"}"#));
+    // A transaction corrected meanwhile.
+    send(&producer, TOPIC, 0, None, Some(r#"{"id":"t1","customer":"Ali","amount":20}"#));
+    eventually(
+        &run,
+        "SELECT * FROM customer_info ORDER BY customer",
+        r#"[["Ali","Nice","retail"],["Sam","Rome","pro"]]"#,
+    );
+    eventually(&run, BY_CITY, r#"[["Nice",25.5,2],["Rome",1,1]]"#);
+    let refused = |run: &Run| run.get("/v1/status").1["tables"][0]["refused"].as_u64();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refused(&run) != Some(2) {
+        assert!(Instant::now() < deadline, "the status never counted two refused records");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dead = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap_or_default();
+    assert!(dead.contains("table customer_info: customer-info/0/4"), "{dead}");
+    // A key seek on the table's primary key, and its columns as clients see them.
+    assert_eq!(rows(&run, "SELECT city FROM customer_info WHERE customer = 'Sam'"), r#"[["Rome"]]"#);
+    assert_eq!(
+        rows(
+            &run,
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'customer_info' \
+             ORDER BY ordinal_position"
+        ),
+        r#"[["customer","text"],["city","text"],["segment","text"]]"#
+    );
+
+    // A restart reads the file and the topic again: the same rows, the same join.
+    run.stop();
+    let run = Run::start(&broker.address(), &history, 2, &dir, &["--state-dir", &state_arg]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&run.http).is_err() {
+        assert!(Instant::now() < deadline, "lambda run did not come back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eventually(
+        &run,
+        "SELECT * FROM customer_info ORDER BY customer",
+        r#"[["Ali","Nice","retail"],["Sam","Rome","pro"]]"#,
+    );
+    eventually(&run, BY_CITY, r#"[["Nice",25.5,2],["Rome",1,1]]"#);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refused(&run) != Some(2) {
+        assert!(Instant::now() < deadline, "the status never counted two refused records");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dead = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap_or_default();
+    assert_eq!(dead.matches("\"source\":\"table customer_info").count(), 2, "read again, not written twice: {dead}");
+
+    // Dropping: refused while a view reads the table, then done.
+    let (status, answer) =
+        post_sql(&run.http, "CREATE VIEW in_nice AS SELECT customer FROM customer_info WHERE city = 'Nice'");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(rows(&run, "SELECT * FROM in_nice"), r#"[["Ali"]]"#);
+    let (status, answer) = post_sql(&run.http, "DROP TABLE customer_info");
+    assert_eq!((status, answer["code"].as_str()), (400, Some("2BP01")), "{answer}");
+    let (status, answer) = post_sql(&run.http, "DROP VIEW customer_info");
+    assert_eq!((status, answer["code"].as_str()), (400, Some("42809")), "{answer}");
+    assert_eq!(post_sql(&run.http, "DROP VIEW in_nice").0, 200);
+    assert_eq!(post_sql(&run.http, "DROP TABLE customer_info").0, 200);
+    let (status, answer) = post_sql(&run.http, "SELECT * FROM customer_info");
+    assert_eq!((status, answer["code"].as_str()), (400, Some("42P01")), "{answer}");
+    let (status, answer) = post_sql(&run.http, "DROP TABLE transactions");
+    assert_eq!((status, answer["code"].as_str()), (400, Some("42809")), "{answer}");
+    run.stop();
+}
+
+#[test]
+fn a_statement_that_cannot_make_a_table_is_refused_and_changes_nothing() {
+    let dir = temp_dir("tables-refused");
+    let broker = TestBroker::mock();
+    let history = history(&dir, &[r#"{"id":"t1","customer":"Ali","amount":10}"#.to_owned()]);
+    let mut run = Run::start(&broker.address(), &history, 1, &dir, &[]);
+    run.views_at(&Default::default());
+    for (statement, code) in [
+        ("CREATE TABLE t (a text, b text) WITH (topic = 'x')", "22023"),
+        ("CREATE TABLE t (a text PRIMARY KEY, b boolean) WITH (topic = 'x')", "0A000"),
+        ("CREATE TABLE t (a text PRIMARY KEY) WITH (path = '/no/such.csv')", "22023"),
+        ("CREATE TABLE customers (a text PRIMARY KEY) WITH (topic = 'x')", "42P07"),
+        ("CREATE TABLE \"a b\" (a text PRIMARY KEY) WITH (topic = 'x')", "42602"),
+    ] {
+        let (status, answer) = post_sql(&run.http, statement);
+        assert_eq!((status, answer["code"].as_str()), (400, Some(code)), "{statement}: {answer}");
+    }
+    let (status, answer) = post_sql(&run.http, "CREATE TABLE t (a text PRIMARY KEY) WITH (topic = 'x')");
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = post_sql(&run.http, "CREATE TABLE T (a text PRIMARY KEY) WITH (topic = 'y')");
+    assert_eq!((status, answer["code"].as_str()), (400, Some("42P07")), "{answer}");
+    assert_eq!(post_sql(&run.http, "CREATE TABLE IF NOT EXISTS t (a text PRIMARY KEY) WITH (topic = 'x')").0, 200);
+    assert_eq!(rows(&run, "SELECT count(*) FROM t"), "[[0]]");
+    run.stop();
+}
