@@ -301,7 +301,7 @@ fn builtin_rows(reading: &Reading, relation: Relation, topic: &str) -> Vec<Vec<O
             .iter()
             .map(|(p, o)| vec![Owned::Text(topic.into()), Owned::Int(i64::from(*p)), Owned::Int(*o)])
             .collect(),
-        Relation::Transactions | Relation::Groups(_) | Relation::Table(_) => Vec::new(),
+        Relation::Transactions | Relation::Groups(_) | Relation::Table(_) | Relation::Rows(_) => Vec::new(),
     }
 }
 

@@ -14,6 +14,7 @@
 
 pub mod columns;
 pub mod filter;
+pub mod plan;
 pub mod relation;
 pub mod scan;
 pub mod walk;

@@ -13,6 +13,7 @@
 //! | `dead_letters` | reason, count | `reason` | the refused records, by reason |
 //! | `offsets` | topic, partition, next_offset | | each worker's partitions |
 //! | a created view | its own | its group key, if shown first | its maintained groups |
+//! | a compiled view | its own | | each worker's share of its rows' arrangement |
 //! | a table | as declared | its primary key, when one text column | each worker's share of its arrangement |
 
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,8 @@ pub enum Relation {
     Groups(u64),
     /// A table created at run time, by id: its columns, as declared.
     Table(u64),
+    /// A view compiled from its plan, by id: its rows, its columns given by the view.
+    Rows(u64),
 }
 
 /// The built-in relations, in `SHOW TABLES` order.
@@ -73,6 +76,7 @@ impl Relation {
             Relation::Offsets => "offsets",
             Relation::Groups(_) => "groups",
             Relation::Table(_) => "table",
+            Relation::Rows(_) => "rows",
         }
     }
 
@@ -90,7 +94,7 @@ impl Relation {
             Relation::Overall => &[("total", Money), ("count", Int), ("customers", Int), ("avg", Money)],
             Relation::DeadLetters => &[("reason", Text), ("count", Int)],
             Relation::Offsets => &[("topic", Text), ("partition", Int), ("next_offset", Int)],
-            Relation::Groups(_) | Relation::Table(_) => &[],
+            Relation::Groups(_) | Relation::Table(_) | Relation::Rows(_) => &[],
         }
     }
 
@@ -100,7 +104,9 @@ impl Relation {
         match self {
             Relation::Transactions | Relation::Customers | Relation::Categories | Relation::Hourly => Some(0),
             Relation::DeadLetters => Some(0),
-            Relation::Overall | Relation::Offsets | Relation::Groups(_) | Relation::Table(_) => None,
+            Relation::Overall | Relation::Offsets | Relation::Groups(_) | Relation::Table(_) | Relation::Rows(_) => {
+                None
+            }
         }
     }
 

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::columns::{schema, Cell, ColumnType, Columns, Owned};
 use super::relation::Relation;
 use super::walk::{walk, ScanKey, ValCursor, ValWalk};
+use crate::dataflow::created::Output;
 use crate::dataflow::rows::{CustomerRow, Dimension};
 use crate::dataflow::views::ViewTraces;
 use crate::dataflow::{Dataflow, Time};
@@ -166,6 +167,8 @@ enum Source {
     Customers(ValWalk<String, ValCursor<String, CustomerRow>>),
     /// A created view's groups.
     Groups(ValWalk<crate::dataflow::created::GroupKey, ValCursor<crate::dataflow::created::GroupKey, CustomerRow>>),
+    /// A compiled view's rows.
+    Multiset(super::walk::RowsWalk),
     /// A table's rows.
     Table(ValWalk<crate::table::Row, ValCursor<crate::table::Row, crate::table::Row>>),
     /// Rows read whole at once (the small relations).
@@ -242,7 +245,7 @@ impl Scans {
             }
             if let Source::Waiting = scan.source {
                 let behind = match scan.spec.relation {
-                    Relation::Groups(id) => dataflow.created.behind(scan.time, &[id]),
+                    Relation::Groups(id) | Relation::Rows(id) => dataflow.created.behind(scan.time, &[id]),
                     Relation::Table(id) => dataflow.tables.behind(scan.time, id),
                     _ => false,
                 };
@@ -353,9 +356,21 @@ fn start(dataflow: &mut Dataflow, time: Time, spec: &ScanSpec) -> Result<Source,
             let gone = || ReadError::Compacted { view: format!("view {id}"), time, since: Time::MAX };
             let view = dataflow.created.get_mut(id).ok_or_else(gone)?;
             let kept = view.kept.as_mut().ok_or_else(gone)?;
-            crate::dataflow::created::check_readable(&mut kept.trace, time)
-                .map_err(|why| ReadError::unreadable(why, time))?;
-            Source::Groups(walk(&mut kept.trace, &spec.seek))
+            kept.output.check_readable(time).map_err(|why| ReadError::unreadable(why, time))?;
+            match &mut kept.output {
+                Output::Groups(trace) => Source::Groups(walk(trace, &spec.seek)),
+                Output::Rows(_) => return Err(gone()),
+            }
+        }
+        Relation::Rows(id) => {
+            let gone = || ReadError::Compacted { view: format!("view {id}"), time, since: Time::MAX };
+            let view = dataflow.created.get_mut(id).ok_or_else(gone)?;
+            let kept = view.kept.as_mut().ok_or_else(gone)?;
+            kept.output.check_readable(time).map_err(|why| ReadError::unreadable(why, time))?;
+            match &mut kept.output {
+                Output::Rows(trace) => Source::Multiset(super::walk::RowsWalk::new(trace)),
+                Output::Groups(_) => return Err(gone()),
+            }
         }
         Relation::Table(id) => {
             let gone = || ReadError::Compacted { view: format!("table {id}"), time, since: Time::MAX };
@@ -495,6 +510,19 @@ fn fill(
                 } else {
                     push(columns, &stats);
                 }
+                if columns.rows().is_multiple_of(512) && started.elapsed() >= slice {
+                    return;
+                }
+            }
+        }
+        Source::Multiset(walk) => {
+            while columns.rows() < BATCH_ROWS {
+                let Some(row) = walk.next(time) else {
+                    *source = Source::Done;
+                    return;
+                };
+                let cells: Vec<Cell<'_>> = row.iter().map(Owned::cell).collect();
+                push(columns, &cells);
                 if columns.rows().is_multiple_of(512) && started.elapsed() >= slice {
                     return;
                 }

@@ -201,3 +201,53 @@ where
         }
     }
 }
+
+type RowsBatch = <crate::dataflow::render::RowsTrace as TraceReader>::Batch;
+type RowsCursor = CursorList<<RowsBatch as Navigable>::Cursor>;
+
+/// A walk through a compiled view's rows at a time, each as often as it is there, over the
+/// trace's batches as they were when it started.
+pub struct RowsWalk {
+    cursor: RowsCursor,
+    storage: <RowsCursor as Cursor>::Storage,
+    /// The row being given, and how many more times.
+    repeat: Option<(crate::table::Row, isize)>,
+}
+
+impl RowsWalk {
+    /// Opens a walk over the batches `trace` holds now.
+    pub fn new(trace: &mut crate::dataflow::render::RowsTrace) -> RowsWalk {
+        let batches = trace
+            .batches_through(Antichain::new().borrow())
+            .expect("a trace can always be read through the empty frontier");
+        let (cursor, storage) = cursor_list(batches);
+        RowsWalk { cursor, storage, repeat: None }
+    }
+
+    /// The next row at `time`.
+    pub fn next(&mut self, time: Time) -> Option<crate::table::Row> {
+        loop {
+            if let Some((row, left)) = &mut self.repeat {
+                if *left > 0 {
+                    *left -= 1;
+                    return Some(row.clone());
+                }
+                self.repeat = None;
+            }
+            let row = self.cursor.get_key(&self.storage)?.clone();
+            let mut count = 0isize;
+            while self.cursor.get_val(&self.storage).is_some() {
+                self.cursor.map_times(&self.storage, |t, d| {
+                    if *t <= time {
+                        count += *d;
+                    }
+                });
+                self.cursor.step_val(&self.storage);
+            }
+            self.cursor.step_key(&self.storage);
+            if count > 0 {
+                self.repeat = Some((row, count));
+            }
+        }
+    }
+}

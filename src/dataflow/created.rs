@@ -121,6 +121,9 @@ pub struct Maintained {
     pub key: ViewKey,
     /// The transactions kept: a SQL predicate over the columns of `transactions` (its `WHERE`).
     pub filter: Option<String>,
+    /// A view compiled from its plan ([`super::render`]): its rows, instead of groups by `key`.
+    #[serde(default)]
+    pub plan: Option<crate::compute::plan::RowPlan>,
 }
 
 /// A view installed on this worker.
@@ -131,13 +134,54 @@ pub struct Installed {
     pub kept: Option<Kept>,
 }
 
+/// A maintained view's arrangement: groups by key, or a compiled view's rows.
+pub enum Output {
+    /// Key → count, total, min, max.
+    Groups(ViewTrace),
+    /// Each row, with its multiplicity.
+    Rows(super::render::RowsTrace),
+}
+
+impl Output {
+    /// Forgets the distinctions between times before `time` (a compiled view's rows may be
+    /// imported by another view: physically only up to what they hold).
+    fn compact_to(&mut self, time: Time) {
+        match self {
+            Output::Groups(trace) => trace.set_logical_compaction(AntichainRef::new(&[time])),
+            Output::Rows(trace) => super::views::compact_shared(trace, time),
+        }
+    }
+
+    /// Starts at `since`.
+    fn start_at(&mut self, since: Time) {
+        match self {
+            Output::Groups(trace) => {
+                trace.set_logical_compaction(AntichainRef::new(&[since]));
+                trace.set_physical_compaction(AntichainRef::new(&[]));
+            }
+            Output::Rows(trace) => {
+                trace.set_logical_compaction(AntichainRef::new(&[since]));
+                trace.set_physical_compaction(AntichainRef::new(&[0]));
+            }
+        }
+    }
+
+    /// Whether it can be read exactly at `time`.
+    pub fn check_readable(&mut self, time: Time) -> Result<(), super::views::Unreadable> {
+        match self {
+            Output::Groups(trace) => super::views::check_trace("created", trace, time),
+            Output::Rows(trace) => super::views::check_trace("created", trace, time),
+        }
+    }
+}
+
 /// The dataflow of a maintained view.
 pub struct Kept {
     input: InputSession<Time, Txn, isize>,
     /// The transactions it is fed (none: all).
     filter: Option<TxnFilter>,
     /// Its arrangement.
-    pub trace: ViewTrace,
+    pub output: Output,
     probe: ProbeHandle<Time>,
     dataflow: usize,
     /// The first time it is exact at.
@@ -273,8 +317,18 @@ impl CreatedViews {
     /// Every view's groups with its id, or `None` while a view is being filled (it holds only
     /// part of its rows then).
     pub fn kept_groups(&self) -> Option<Vec<(u64, SharedGroups<GroupKey>)>> {
+        // A compiled view keeps no groups: it is filled again at a restart.
+        if self.any_compiled() {
+            return None;
+        }
         let kept = self.installed.iter().filter_map(|(id, v)| Some((*id, v.kept.as_ref()?)));
         kept.map(|(id, k)| k.filling.is_none().then(|| (id, Rc::clone(&k.groups)))).collect()
+    }
+
+    /// Whether a compiled view is installed (the views' state is then not kept beside the
+    /// snapshots: a restart loads the snapshot's transactions, which fill it).
+    pub fn any_compiled(&self) -> bool {
+        self.installed.values().any(|v| v.def.plan.is_some())
     }
 
     /// The view with this id, if installed.
@@ -287,7 +341,14 @@ impl CreatedViews {
     /// as of the last time before `frontier`, the upsert's ([`CreatedViews::fill`] goes on
     /// between turns of the worker's loop, so that a large table is not queued at once).
     /// Returns the first time the view is exact at here.
-    pub fn install(&mut self, worker: &mut Worker, def: Maintained, versions: &VersionStore, frontier: Time) -> Time {
+    pub fn install(
+        &mut self,
+        worker: &mut Worker,
+        def: Maintained,
+        versions: &VersionStore,
+        frontier: Time,
+        tables: &mut super::table::Tables,
+    ) -> Time {
         self.feed(Some(frontier));
         // Planned again on every worker from its text; a definition the catalog accepted plans.
         let filter = def.filter.as_deref().map(TxnFilter::new).transpose().unwrap_or_else(|error| {
@@ -299,17 +360,51 @@ impl CreatedViews {
         let probe = ProbeHandle::new();
         let groups = SharedGroups::default();
         let kept_groups = Rc::clone(&groups);
-        let (mut input, mut trace) = worker.dataflow::<Time, _, _>(|scope| {
+        // A compiled view imports the arrangements of the tables and views it reads.
+        let (table_ids, view_ids) = def.plan.as_ref().map(|p| p.inputs()).unwrap_or_default();
+        let mut table_traces: Vec<(u64, super::table::TableTrace, Vec<usize>)> = table_ids
+            .iter()
+            .filter_map(|id| tables.get_mut(*id).map(|t| (*id, t.trace.clone(), t.def.key.clone())))
+            .collect();
+        let mut view_traces: Vec<(u64, super::render::RowsTrace)> = view_ids
+            .iter()
+            .filter_map(|id| match self.installed.get(id)?.kept.as_ref()?.output {
+                Output::Rows(ref trace) => Some((*id, trace.clone())),
+                Output::Groups(_) => None,
+            })
+            .collect();
+        let plan = def.plan.clone();
+        let reads_transactions = plan.as_ref().is_none_or(|p| p.reads_transactions());
+        let (mut input, mut output) = worker.dataflow::<Time, _, _>(|scope| {
             let (input, txns) = scope.new_collection::<Txn, isize>();
-            let rows = super::aggregate::keyed_rows(txns, move |txn: &Txn| Some(key.of_txn(txn)), kept_groups);
-            let arranged = arrange_core::<_, _, _, ValSpine<GroupKey, CustomerRow, Time, isize>>(
-                rows.inner,
-                Pipeline,
-                "CreatedView",
-                ValBatcher::new,
-            );
-            arranged.stream.clone().probe_with(&probe);
-            (input, arranged.trace)
+            let output = match &plan {
+                None => {
+                    let rows = super::aggregate::keyed_rows(txns, move |txn: &Txn| Some(key.of_txn(txn)), kept_groups);
+                    let arranged = arrange_core::<_, _, _, ValSpine<GroupKey, CustomerRow, Time, isize>>(
+                        rows.inner,
+                        Pipeline,
+                        "CreatedView",
+                        ValBatcher::new,
+                    );
+                    arranged.stream.clone().probe_with(&probe);
+                    Output::Groups(arranged.trace)
+                }
+                Some(plan) => {
+                    let inputs = super::render::Inputs {
+                        transactions: txns,
+                        tables: table_traces
+                            .iter_mut()
+                            .map(|(id, trace, key)| (*id, (trace.import(scope), key.clone())))
+                            .collect(),
+                        views: view_traces.iter_mut().map(|(id, trace)| (*id, trace.import(scope))).collect(),
+                    };
+                    let arranged =
+                        super::render::render(plan, &inputs).map(|row| (row, ())).arrange_by_key_named("CompiledView");
+                    arranged.stream.clone().probe_with(&probe);
+                    Output::Rows(arranged.trace)
+                }
+            };
+            (input, output)
         });
         // Reads before the install are refused, not answered empty.
         // Filled as of the last time the upsert has completed, `frontier - 1`: every
@@ -321,11 +416,12 @@ impl CreatedViews {
             Some(complete) => (complete, self.chunk),
             None => (0, usize::MAX),
         };
-        trace.set_logical_compaction(AntichainRef::new(&[since]));
-        trace.set_physical_compaction(AntichainRef::new(&[]));
+        output.start_at(since);
         input.advance_to(since);
         input.flush();
-        let mut kept = Kept { input, filter, trace, probe, dataflow: index, since, filling: Some(0), groups };
+        // A view that reads no transaction has nothing to fill.
+        let filling = reads_transactions.then_some(0);
+        let mut kept = Kept { input, filter, output, probe, dataflow: index, since, filling, groups };
         kept.fill(versions, count);
         self.installed.insert(def.id, Installed { def, kept: Some(kept) });
         self.tap.borrow_mut().on = !self.installed.is_empty();
@@ -376,9 +472,11 @@ impl CreatedViews {
         installed
             .into_iter()
             .filter_map(|(id, view)| {
+                let compiled = view.def.plan.is_some();
                 let Kept { input, groups, probe, filling, .. } = view.kept?;
                 input.close();
-                Some(ClosedView { id, groups, probe, filled: filling.is_none() })
+                // A compiled view has no groups to keep: as if it were not filled.
+                Some(ClosedView { id, groups, probe, filled: filling.is_none() && !compiled })
             })
             .collect()
     }
@@ -397,8 +495,8 @@ impl CreatedViews {
     /// Removes a view: its dataflow is dropped and its arrangement freed.
     pub fn remove(&mut self, worker: &mut Worker, id: u64) {
         if let Some(Installed { kept: Some(kept), .. }) = self.installed.remove(&id) {
-            let Kept { input, trace, dataflow, .. } = kept;
-            drop((input, trace));
+            let Kept { input, output, dataflow, .. } = kept;
+            drop((input, output));
             worker.drop_dataflow(dataflow);
         }
         self.tap.borrow_mut().on = self.installed.values().any(|v| v.kept.is_some());
@@ -422,16 +520,10 @@ impl CreatedViews {
     pub fn compact_to(&mut self, time: Time) {
         for kept in self.installed.values_mut().filter_map(|v| v.kept.as_mut()) {
             if time > kept.since {
-                kept.trace.set_logical_compaction(AntichainRef::new(&[time]));
+                kept.output.compact_to(time);
             }
         }
     }
-}
-
-/// Whether a created view's trace can be read exactly at `time`: its compaction is at or below
-/// it (the view was installed by then) and its upper beyond it.
-pub fn check_readable(trace: &mut ViewTrace, time: Time) -> Result<(), super::views::Unreadable> {
-    super::views::check_trace("created", trace, time)
 }
 
 #[cfg(test)]
@@ -441,7 +533,7 @@ mod tests {
 
     /// A view `id` of one group over every transaction.
     fn view(id: u64) -> Maintained {
-        Maintained { id, key: ViewKey::Nothing, filter: None }
+        Maintained { id, key: ViewKey::Nothing, filter: None, plan: None }
     }
 
     #[test]
@@ -452,7 +544,7 @@ mod tests {
             dataflow.advance_to(1);
             let frontier = dataflow.upsert_frontier().unwrap();
             let versions = dataflow.latest.borrow();
-            let from = dataflow.created.install(worker, def, &versions, frontier);
+            let from = dataflow.created.install(worker, def, &versions, frontier, &mut dataflow.tables);
             drop(versions);
             dataflow.advance_to(2);
             dataflow.updates.send(Update {
@@ -467,7 +559,7 @@ mod tests {
                 dataflow.created.feed(upserted);
             }
             let view = dataflow.created.get_mut(9_001).unwrap();
-            let trace = &mut view.kept.as_mut().unwrap().trace;
+            let Output::Groups(trace) = &mut view.kept.as_mut().unwrap().output else { panic!("groups") };
             let mut rows = vec![from];
             for t in 0..3 {
                 let mut n = 0;
@@ -496,13 +588,13 @@ mod tests {
 
     #[test]
     fn a_filtered_view_takes_only_the_transactions_that_pass() {
-        let def = Maintained { id: 9_003, key: ViewKey::Customer, filter: Some("amount >= 100".into()) };
+        let def = Maintained { id: 9_003, key: ViewKey::Customer, filter: Some("amount >= 100".into()), plan: None };
         let counts = timely::execute_directly(move |worker| {
             let mut dataflow = crate::dataflow::Dataflow::build(worker, None);
             dataflow.advance_to(1);
             let frontier = dataflow.upsert_frontier().unwrap();
             let versions = dataflow.latest.borrow();
-            dataflow.created.install(worker, def, &versions, frontier);
+            dataflow.created.install(worker, def, &versions, frontier, &mut dataflow.tables);
             drop(versions);
             for (i, cents) in [5_000, 20_000, 12_000].into_iter().enumerate() {
                 dataflow.updates.send(Update {
@@ -517,7 +609,8 @@ mod tests {
                 let upserted = dataflow.upsert_frontier();
                 dataflow.created.feed(upserted);
             }
-            let trace = &mut dataflow.created.get_mut(9_003).unwrap().kept.as_mut().unwrap().trace;
+            let kept = dataflow.created.get_mut(9_003).unwrap().kept.as_mut().unwrap();
+            let Output::Groups(trace) = &mut kept.output else { panic!("groups") };
             let mut rows = Vec::new();
             crate::serve::cursors::for_each_value_from(trace, None, 1, |k, r| {
                 rows.push((k.clone(), r.count, r.total));
@@ -547,7 +640,7 @@ mod tests {
                 worker.step();
             }
             let versions = dataflow.latest.borrow();
-            dataflow.created.install(worker, def, &versions, 2);
+            dataflow.created.install(worker, def, &versions, 2, &mut dataflow.tables);
             drop(versions);
             let (_, probe, created) = dataflow.close();
             worker.step_while(|| !probe.done());

@@ -24,6 +24,7 @@ pub mod created;
 pub mod groups;
 pub mod id_table;
 pub mod in_order;
+pub mod render;
 pub mod rows;
 pub mod snapshot;
 pub mod stats;

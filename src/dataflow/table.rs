@@ -77,7 +77,7 @@ impl Tables {
         });
         input.advance_to(time);
         trace.set_logical_compaction(AntichainRef::new(&[time]));
-        trace.set_physical_compaction(AntichainRef::new(&[]));
+        trace.set_physical_compaction(AntichainRef::new(&[0]));
         let table = Table { def, input, trace, probe, dataflow: index, admitted: FastMap::default(), since: time };
         self.installed.insert(table.def.id, table);
     }
@@ -131,7 +131,7 @@ impl Tables {
     pub fn compact_to(&mut self, time: Time) {
         for table in self.installed.values_mut() {
             if time > table.since {
-                table.trace.set_logical_compaction(AntichainRef::new(&[time]));
+                super::views::compact_shared(&mut table.trace, time);
             }
         }
     }

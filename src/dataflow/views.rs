@@ -95,6 +95,17 @@ pub fn check_trace<Tr: TraceReader<Time = Time>>(
     Ok(())
 }
 
+/// Lets an arrangement that other dataflows may import forget the distinctions between times
+/// before `time`: logically, and physically up to what it holds (a join that imports it
+/// needs the physical compaction at or before the trace's upper when it starts).
+pub fn compact_shared<Tr: TraceReader<Time = Time>>(trace: &mut Tr, time: Time) {
+    trace.set_logical_compaction(AntichainRef::new(&[time]));
+    let mut upper = timely::progress::Antichain::new();
+    trace.read_upper(&mut upper);
+    let physical = upper.first().map_or(time, |u| time.min(*u));
+    trace.set_physical_compaction(AntichainRef::new(&[physical]));
+}
+
 /// The `offsets` trace: partition → next offset.
 pub type OffsetsTrace = TraceAgent<ValSpine<i32, i64, Time, isize>>;
 

@@ -55,6 +55,12 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         // is loaded: empty then, they take in the load as it flows, in the same steps as the
         // other views, instead of replaying every live transaction after it.
         let restored = std::mem::take(&mut *shared.restore.lock().unwrap_or_else(|p| p.into_inner()));
+        // Tables first: a view may read one. Their files are read once the run has started
+        // (`TableFeeds::start`), their topics from the first offset.
+        for def in restored.tables {
+            let ignore = Reply::Call(Arc::new(drop));
+            coordinator.restore_table(&mut control, &shared.answering, def, ignore);
+        }
         for def in restored.views {
             let (catalog, id) = (Arc::clone(&shared.catalog), def.id);
             let reply = Reply::Call(Arc::new(move |part: Part| {
@@ -67,11 +73,6 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         // Where the cluster starts: worker 0's first order after those.
         let offsets = shared.resume.as_ref().map(|s| s.meta.offsets.clone()).unwrap_or_default();
         control.order(Order::Start { snapshot: shared.resume.is_some(), offsets });
-        // Tables after it: their files and topics are read again whole, into the running views.
-        for def in restored.tables {
-            let ignore = Reply::Call(Arc::new(drop));
-            coordinator.restore_table(&mut control, &shared.answering, def, ignore);
-        }
         coordinator
     });
     // Worker 0 feeds the tables: their files and topics.
@@ -91,7 +92,7 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
         let upserted = pipeline.upsert_frontier();
         pipeline.created.feed(upserted);
         pending.extend(control.orders());
-        // Only installs (of the views restored above) come before the start.
+        // Only installs (of the tables and views restored above) come before the start.
         let start = pending.iter().position(|o| matches!(o, Order::Start { .. })).unwrap_or(pending.len());
         let mut before: VecDeque<Order> = pending.drain(..start).collect();
         let progress = WorkerProgress::default();
@@ -129,6 +130,11 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
     shared.metrics.records_read(Source::History).inc_by(history_read);
     let messages_read = shared.metrics.records_read(Source::Kafka);
     pipeline.advance_to(now_ms().max(1));
+    // The tables installed before the start read their files now (their dead letters after
+    // the file was prepared).
+    if let Some(feeds) = feeds.as_mut() {
+        feeds.start(&mut pipeline);
+    }
 
     let k = &settings.kafka;
     // The partitions this worker will read are known once Kafka answers (a `Partitions`
@@ -534,7 +540,7 @@ pub(super) fn carry_out(
                 let frontier = pipeline.upsert_frontier().unwrap_or(pipeline.time());
                 let versions = pipeline.latest.borrow();
                 let view = def.id;
-                let from = pipeline.created.install(worker, *def, &versions, frontier);
+                let from = pipeline.created.install(worker, *def, &versions, frontier, &mut pipeline.tables);
                 drop(versions);
                 let part = Ok(Reading { time: from, ..Reading::default() });
                 if let Some(part) = answering.deliver(id, part, control.peers()) {

@@ -132,7 +132,8 @@ async fn plan(
     let state = engine.shared.context.state();
     let statement = datafusion::sql::parser::Statement::Statement(Box::new(Statement::Query(Box::new(query.clone()))));
     let plan = state.statement_to_plan(statement).await.map_err(|e| SqlError::from_datafusion(e, text))?;
-    let mut planned = super::views::plan(id, plan, engine.shared.workers)?;
+    let optimized = state.optimize(&plan).map_err(|e| SqlError::from_datafusion(e, text))?;
+    let mut planned = super::views::plan(id, plan, &optimized, engine.shared.workers)?;
     // The relations it names, as written: DataFusion's plan has the views it reads inlined.
     let mut reads = Vec::new();
     let _ = datafusion::sql::sqlparser::ast::visit_relations(query, |name| {

@@ -106,6 +106,7 @@ impl DisplayAs for LiveScanExec {
         let name = match self.spec.relation {
             Relation::Groups(id) => format!("view {id}'s groups"),
             Relation::Table(id) => format!("table {id}"),
+            Relation::Rows(id) => format!("view {id}'s rows"),
             other => other.name().to_owned(),
         };
         let columns: Vec<&str> = self.output.iter().map(|i| self.spec.columns[*i].0.as_str()).collect();

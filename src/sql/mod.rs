@@ -37,6 +37,7 @@ pub mod answer;
 pub mod catalog;
 pub mod checked;
 mod compat;
+pub mod compile;
 pub mod context;
 pub mod cooperative;
 mod create_table;

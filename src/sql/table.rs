@@ -66,6 +66,21 @@ impl LiveTable {
         LiveTable::new(Relation::Table(def.id), def.columns.clone(), key, "", workers, TableType::Base)
     }
 
+    /// A compiled view's rows, with these columns.
+    pub fn rows(id: u64, columns: Vec<(String, ColumnType)>, workers: usize) -> LiveTable {
+        LiveTable::new(Relation::Rows(id), columns, None, "", workers, TableType::Temporary)
+    }
+
+    /// The relation it reads.
+    pub fn relation(&self) -> Relation {
+        self.relation
+    }
+
+    /// Its columns.
+    pub fn columns(&self) -> &[(String, ColumnType)] {
+        &self.columns
+    }
+
     fn new(
         relation: Relation,
         columns: Vec<(String, ColumnType)>,

@@ -9,9 +9,9 @@
 //!
 //! The key is `customer`, `category`, `date_trunc('hour' \| 'day', ts)` or nothing; the
 //! aggregates are `count(*)` (or `count` of a column that is never NULL) and `sum`, `min`,
-//! `max`, `avg` of `amount`. Anything else is refused (0A000) naming what: the next step of
-//! the view model (joins, other aggregates) compiles more of DataFusion's plans into dataflow
-//! operators.
+//! `max`, `avg` of `amount`. Any other view — joins, tables, more keys or aggregates — is
+//! compiled from DataFusion's optimized plan into dataflow operators ([`super::compile`]),
+//! or refused (0A000) naming what it cannot keep.
 //!
 //! A maintained view's read plan is its own plan with the aggregation replaced by a scan of its
 //! groups, so that a read of the view is exactly a read of its groups at the statement's time:
@@ -50,9 +50,24 @@ pub struct Planned {
     pub key: Option<(usize, String)>,
 }
 
-/// Plans the view `id` whose `SELECT` DataFusion planned as `plan`; its groups, if it keeps
-/// any, are read from `workers` workers.
-pub fn plan(id: u64, plan: LogicalPlan, workers: usize) -> Result<Planned, SqlError> {
+/// Plans the view `id` whose `SELECT` DataFusion planned as `plan` (and optimized as
+/// `optimized`); what it keeps is read from `workers` workers. A view of the two shapes above
+/// is kept so; any other is compiled from its optimized plan ([`super::compile`]): joins,
+/// tables, views over compiled views, more keys and aggregates.
+pub fn plan(id: u64, plan: LogicalPlan, optimized: &LogicalPlan, workers: usize) -> Result<Planned, SqlError> {
+    let reads = read_relations(&plan)?;
+    match plan_groups(id, plan, workers) {
+        Err(SqlError::Unsupported(_)) => {
+            let compiled = super::compile::compile(id, optimized, workers)?;
+            let maintained = Maintained { id, key: ViewKey::Nothing, filter: None, plan: Some(compiled.plan) };
+            Ok(Planned { maintained: Some(maintained), read: compiled.read, reads, key: None })
+        }
+        other => other,
+    }
+}
+
+/// The relations a plan scans, by name.
+fn read_relations(plan: &LogicalPlan) -> Result<Vec<String>, SqlError> {
     let mut reads = Vec::new();
     plan.apply(|node| {
         if let LogicalPlan::TableScan(scan) = node {
@@ -63,6 +78,12 @@ pub fn plan(id: u64, plan: LogicalPlan, workers: usize) -> Result<Planned, SqlEr
     .map_err(|e| SqlError::Internal(e.to_string()))?;
     reads.sort();
     reads.dedup();
+    Ok(reads)
+}
+
+/// Plans a view of the two shapes above.
+fn plan_groups(id: u64, plan: LogicalPlan, workers: usize) -> Result<Planned, SqlError> {
+    let reads = read_relations(&plan)?;
     refuse_unkept(&plan)?;
     let mut aggregates = Vec::new();
     plan.apply(|node| {
@@ -215,7 +236,7 @@ fn maintained(
         .collect();
     let projection = Projection::try_new_with_schema(exprs, Arc::new(scan), Arc::clone(&aggregate.schema))
         .map_err(|e| SqlError::Internal(e.to_string()))?;
-    Ok((Maintained { id, key, filter }, LogicalPlan::Projection(projection)))
+    Ok((Maintained { id, key, filter, plan: None }, LogicalPlan::Projection(projection)))
 }
 
 /// The key of a view's `GROUP BY`.

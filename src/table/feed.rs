@@ -71,6 +71,9 @@ pub struct FeedSettings {
 pub struct TableFeeds {
     settings: FeedSettings,
     feeds: BTreeMap<u64, Feed>,
+    /// Whether the run has started: until then files wait (their dead letters would go to a
+    /// file not yet prepared).
+    started: bool,
 }
 
 struct Feed {
@@ -95,19 +98,21 @@ struct Looked {
 impl TableFeeds {
     /// No feed yet.
     pub fn new(settings: FeedSettings) -> Self {
-        TableFeeds { settings, feeds: BTreeMap::new() }
+        TableFeeds { settings, feeds: BTreeMap::new(), started: false }
+    }
+
+    /// The run has started: the files of the tables installed before are read now.
+    pub fn start(&mut self, dataflow: &mut Dataflow) {
+        self.started = true;
+        for feed in self.feeds.values_mut() {
+            feed.load(&self.settings, dataflow);
+        }
     }
 
     /// Starts feeding the table `def`, installed in `dataflow`: reads its file now, at the
     /// dataflow's time, and starts looking for its topic.
     pub fn open(&mut self, def: TableDef, dataflow: &mut Dataflow) {
-        let mut progress = TableProgress { name: def.name.clone(), ..TableProgress::default() };
-        if let Some(path) = &def.path {
-            if let Err(error) = load_file(&def, path, dataflow, &mut progress, &self.settings.dead_letters) {
-                tracing::error!(table = %def.name, path, %error, "cannot read the table's file");
-                progress.waiting = Some(format!("cannot read {path}: {error}"));
-            }
-        }
+        let progress = TableProgress { name: def.name.clone(), ..TableProgress::default() };
         let topic = def.topic.clone().map(|topic| {
             let found = Arc::new(Mutex::new(Looked::default()));
             let stop = Arc::new(AtomicBool::new(false));
@@ -120,7 +125,11 @@ impl TableFeeds {
             }
             TopicFeed::Looking { found, stop }
         });
-        self.feeds.insert(def.id, Feed { def, progress, topic });
+        let mut feed = Feed { def, progress, topic };
+        if self.started {
+            feed.load(&self.settings, dataflow);
+        }
+        self.feeds.insert(feed.def.id, feed);
     }
 
     /// Stops feeding table `id`.
@@ -156,6 +165,15 @@ impl TableFeeds {
 }
 
 impl Feed {
+    /// Reads the table's file, if it has one.
+    fn load(&mut self, settings: &FeedSettings, dataflow: &mut Dataflow) {
+        let Some(path) = &self.def.path else { return };
+        if let Err(error) = load_file(&self.def, path, dataflow, &mut self.progress, &settings.dead_letters) {
+            tracing::error!(table = %self.def.name, path, %error, "cannot read the table's file");
+            self.progress.waiting = Some(format!("cannot read {path}: {error}"));
+        }
+    }
+
     fn poll(&mut self, settings: &FeedSettings, dataflow: &mut Dataflow) -> usize {
         let Some(topic) = &mut self.topic else { return 0 };
         if let TopicFeed::Looking { found, .. } = topic {

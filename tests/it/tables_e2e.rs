@@ -49,6 +49,39 @@ fn send(producer: &BaseProducer, topic: &str, partition: i32, key: Option<&str>,
     producer.flush(Duration::from_secs(10)).expect("the broker takes the messages");
 }
 
+/// Each compiled view answers what the same query answers ad hoc (DataFusion over the
+/// table's and the transactions' rows at the same time).
+fn assert_views_exact(run: &Run, when: &str) {
+    for (view, adhoc) in [
+        (
+            "SELECT * FROM spend_by_city ORDER BY city",
+            "SELECT i.city, sum(t.amount), count(*), avg(t.amount) FROM transactions t \
+             JOIN customer_info i ON t.customer = i.customer GROUP BY i.city ORDER BY 1",
+        ),
+        (
+            "SELECT * FROM with_city ORDER BY customer, amount",
+            "SELECT t.customer, t.amount, i.city FROM transactions t LEFT JOIN customer_info i \
+             ON t.customer = i.customer ORDER BY 1, 2",
+        ),
+        (
+            "SELECT * FROM big_cities ORDER BY city",
+            "SELECT i.city, sum(t.amount) FROM transactions t JOIN customer_info i ON t.customer = i.customer \
+             GROUP BY i.city HAVING sum(t.amount) > 5 ORDER BY 1",
+        ),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // Read one after the other: equal once no change comes between them.
+            let (view_rows, adhoc_rows) = (rows(run, view), rows(run, adhoc));
+            if view_rows == adhoc_rows {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{when}: {view} = {view_rows}, ad hoc {adhoc_rows}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 #[test]
 fn a_table_from_a_file_then_a_topic_joins_the_transactions_exactly_and_survives_a_restart() {
     let dir = temp_dir("tables-e2e");
@@ -118,6 +151,24 @@ fn a_table_from_a_file_then_a_topic_joins_the_transactions_exactly_and_survives_
     }
     let dead = std::fs::read_to_string(dir.join("dead.jsonl")).unwrap_or_default();
     assert!(dead.contains("table customer_info: customer-info/0/4"), "{dead}");
+    // Views compiled into the dataflow: the join kept as the table and the transactions
+    // change, a left join, and a view over a view.
+    for view in [
+        "CREATE VIEW spend_by_city AS SELECT i.city, sum(t.amount) AS total, count(*) AS n, avg(t.amount) AS mean \
+         FROM transactions t JOIN customer_info i ON t.customer = i.customer GROUP BY i.city",
+        "CREATE VIEW with_city AS SELECT t.customer, t.amount, i.city FROM transactions t \
+         LEFT JOIN customer_info i ON t.customer = i.customer",
+        "CREATE VIEW big_cities AS SELECT city, total FROM spend_by_city WHERE total > 5",
+    ] {
+        let (status, answer) = post_sql(&run.http, view);
+        assert_eq!(status, 200, "{view}: {answer}");
+    }
+    assert_views_exact(&run, "after CREATE VIEW");
+    send(&producer, "customer-info", 0, None, Some(r#"{"customer":"Zed","city":"Rome","segment":"pro"}"#));
+    send(&producer, TOPIC, 1, None, Some(r#"{"id":"t4","customer":"Sam","amount":9}"#));
+    send(&producer, "customer-info", 0, Some("Ali"), Some(r#"{"customer":"Ali","city":"Rome","segment":"retail"}"#));
+    eventually(&run, BY_CITY, r#"[["Rome",36.5,4]]"#);
+    assert_views_exact(&run, "after the stream");
     // A key seek on the table's primary key, and its columns as clients see them.
     assert_eq!(rows(&run, "SELECT city FROM customer_info WHERE customer = 'Sam'"), r#"[["Rome"]]"#);
     assert_eq!(
@@ -140,9 +191,10 @@ fn a_table_from_a_file_then_a_topic_joins_the_transactions_exactly_and_survives_
     eventually(
         &run,
         "SELECT * FROM customer_info ORDER BY customer",
-        r#"[["Ali","Nice","retail"],["Sam","Rome","pro"]]"#,
+        r#"[["Ali","Rome","retail"],["Sam","Rome","pro"],["Zed","Rome","pro"]]"#,
     );
-    eventually(&run, BY_CITY, r#"[["Nice",25.5,2],["Rome",1,1]]"#);
+    eventually(&run, BY_CITY, r#"[["Rome",36.5,4]]"#);
+    assert_views_exact(&run, "after a restart");
     let deadline = Instant::now() + Duration::from_secs(10);
     while refused(&run) != Some(2) {
         assert!(Instant::now() < deadline, "the status never counted two refused records");
@@ -152,15 +204,20 @@ fn a_table_from_a_file_then_a_topic_joins_the_transactions_exactly_and_survives_
     assert_eq!(dead.matches("\"source\":\"table customer_info").count(), 2, "read again, not written twice: {dead}");
 
     // Dropping: refused while a view reads the table, then done.
+    let (status, answer) = post_sql(&run.http, "DROP TABLE customer_info");
+    assert_eq!((status, answer["code"].as_str()), (400, Some("2BP01")), "{answer}");
+    for view in ["big_cities", "spend_by_city", "with_city"] {
+        assert_eq!(post_sql(&run.http, &format!("DROP VIEW {view}")).0, 200);
+    }
     let (status, answer) =
-        post_sql(&run.http, "CREATE VIEW in_nice AS SELECT customer FROM customer_info WHERE city = 'Nice'");
+        post_sql(&run.http, "CREATE VIEW in_rome AS SELECT customer FROM customer_info WHERE city = 'Rome'");
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(rows(&run, "SELECT * FROM in_nice"), r#"[["Ali"]]"#);
+    assert_eq!(rows(&run, "SELECT * FROM in_rome ORDER BY 1"), r#"[["Ali"],["Sam"],["Zed"]]"#);
     let (status, answer) = post_sql(&run.http, "DROP TABLE customer_info");
     assert_eq!((status, answer["code"].as_str()), (400, Some("2BP01")), "{answer}");
     let (status, answer) = post_sql(&run.http, "DROP VIEW customer_info");
     assert_eq!((status, answer["code"].as_str()), (400, Some("42809")), "{answer}");
-    assert_eq!(post_sql(&run.http, "DROP VIEW in_nice").0, 200);
+    assert_eq!(post_sql(&run.http, "DROP VIEW in_rome").0, 200);
     assert_eq!(post_sql(&run.http, "DROP TABLE customer_info").0, 200);
     let (status, answer) = post_sql(&run.http, "SELECT * FROM customer_info");
     assert_eq!((status, answer["code"].as_str()), (400, Some("42P01")), "{answer}");

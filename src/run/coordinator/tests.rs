@@ -201,7 +201,7 @@ fn a_read_waits_until_the_views_have_passed_its_time() {
 fn a_scan_of_a_view_being_filled_waits_and_holds_up_nothing_else() {
     use crate::compute::scan::{ScanSpec, Seek};
     use crate::dataflow::created::{Maintained, ViewKey};
-    let def = Maintained { id: 77, key: ViewKey::Customer, filter: None };
+    let def = Maintained { id: 77, key: ViewKey::Customer, filter: None, plan: None };
     two_workers(
         400,
         Duration::from_millis(2),

@@ -1,0 +1,330 @@
+//! What a worker builds a view's dataflow from: a plan over rows, serializable, so that the
+//! SQL side (process 0) plans once and every worker of every process builds the same
+//! operators ([`crate::dataflow::render`]). The SQL side compiles DataFusion's optimized
+//! logical plan into it ([`crate::sql::compile`]); each node says what rows it makes from its
+//! inputs' rows, each column by index:
+//!
+//! ```text
+//! CREATE VIEW spend_by_city AS SELECT i.city, sum(t.amount) AS total, count(*) AS n
+//!   FROM transactions t JOIN customer_info i ON t.customer = i.customer GROUP BY i.city
+//!
+//! Reduce { keys: [#3], aggregates: [sum(#1), count(*)] }       rows: city, total, n
+//!   Join { left keys: [#0], right keys: [#0], inner }           rows: customer, amount, customer, city
+//!     Transactions { columns: [customer, amount] }
+//!     Table { id: 4, columns: [customer, city] }                (imported: arranged by its key)
+//! ```
+//!
+//! Values are the relations' own ([`Owned`]); a predicate is true, false or unknown (NULL),
+//! as SQL's three-valued logic has it, and only a true one keeps a row.
+
+use serde::{Deserialize, Serialize};
+
+use super::columns::Owned;
+
+/// A relation a view's dataflow computes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RowPlan {
+    /// The live transactions, as rows of these columns of `transactions` (by index into
+    /// `id, customer, amount, category, ts`; `id` is not among them).
+    Transactions {
+        /// The columns.
+        columns: Vec<usize>,
+    },
+    /// A table's rows, as these of its columns.
+    Table {
+        /// The table's id.
+        id: u64,
+        /// The columns, by index into the table's.
+        columns: Vec<usize>,
+    },
+    /// A compiled view's rows, as these of its columns.
+    View {
+        /// The view's id.
+        id: u64,
+        /// The columns, by index into the view's.
+        columns: Vec<usize>,
+    },
+    /// The rows for which `predicate` is true.
+    Filter {
+        /// The rows.
+        input: Box<RowPlan>,
+        /// The predicate.
+        predicate: Scalar,
+    },
+    /// Each row made into `exprs`' values.
+    Map {
+        /// The rows.
+        input: Box<RowPlan>,
+        /// One expression per output column.
+        exprs: Vec<Scalar>,
+    },
+    /// An equi-join: each pair whose keys are equal (and not NULL), the left row's columns
+    /// then the right's; a left join keeps a left row without a match, the right's columns NULL.
+    Join {
+        /// The left rows.
+        left: Box<RowPlan>,
+        /// The right rows.
+        right: Box<RowPlan>,
+        /// The left row's key.
+        left_keys: Vec<Scalar>,
+        /// The right row's key.
+        right_keys: Vec<Scalar>,
+        /// Whether a left row without a match is kept.
+        left_outer: bool,
+        /// How many columns a right row has.
+        right_width: usize,
+    },
+    /// One row per group: its key's values, then each aggregate's.
+    Reduce {
+        /// The rows.
+        input: Box<RowPlan>,
+        /// The group's key.
+        keys: Vec<Scalar>,
+        /// The aggregates.
+        aggregates: Vec<Aggregate>,
+    },
+    /// Every input's rows (`UNION ALL`).
+    Union(Vec<RowPlan>),
+    /// Each row once.
+    Distinct(Box<RowPlan>),
+}
+
+impl RowPlan {
+    /// Whether it reads the live transactions.
+    pub fn reads_transactions(&self) -> bool {
+        let mut reads = false;
+        self.visit(&mut |p| reads |= matches!(p, RowPlan::Transactions { .. }));
+        reads
+    }
+
+    /// The tables and the views it reads, by id: (tables, views).
+    pub fn inputs(&self) -> (Vec<u64>, Vec<u64>) {
+        let (mut tables, mut views) = (Vec::new(), Vec::new());
+        self.visit(&mut |p| match p {
+            RowPlan::Table { id, .. } => tables.push(*id),
+            RowPlan::View { id, .. } => views.push(*id),
+            _ => {}
+        });
+        (tables, views)
+    }
+
+    fn visit(&self, each: &mut impl FnMut(&RowPlan)) {
+        each(self);
+        match self {
+            RowPlan::Transactions { .. } | RowPlan::Table { .. } | RowPlan::View { .. } => {}
+            RowPlan::Filter { input, .. } | RowPlan::Map { input, .. } | RowPlan::Reduce { input, .. } => {
+                input.visit(each)
+            }
+            RowPlan::Distinct(input) => input.visit(each),
+            RowPlan::Join { left, right, .. } => {
+                left.visit(each);
+                right.visit(each);
+            }
+            RowPlan::Union(inputs) => inputs.iter().for_each(|i| i.visit(each)),
+        }
+    }
+}
+
+/// A value computed from a row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scalar {
+    /// A column of the row.
+    Column(usize),
+    /// A constant.
+    Literal(Owned),
+    /// A comparison (true, false, or NULL when either side is).
+    Compare(Comparison, Box<Scalar>, Box<Scalar>),
+    /// Both true.
+    And(Box<Scalar>, Box<Scalar>),
+    /// Either true.
+    Or(Box<Scalar>, Box<Scalar>),
+    /// Not true.
+    Not(Box<Scalar>),
+    /// Whether the value is NULL.
+    IsNull(Box<Scalar>),
+    /// An instant truncated to a multiple of this many seconds since the epoch (hours, days).
+    Truncate(i64, Box<Scalar>),
+    /// An integer as an amount (`CAST(n AS numeric)`).
+    IntToMoney(Box<Scalar>),
+}
+
+/// A comparison operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Comparison {
+    /// `=`
+    Eq,
+    /// `<>`
+    NotEq,
+    /// `<`
+    Lt,
+    /// `<=`
+    LtEq,
+    /// `>`
+    Gt,
+    /// `>=`
+    GtEq,
+}
+
+impl Scalar {
+    /// Its value in `row`.
+    pub fn eval(&self, row: &[Owned]) -> Owned {
+        match self {
+            Scalar::Column(i) => row[*i].clone(),
+            Scalar::Literal(value) => value.clone(),
+            Scalar::Truncate(step, arg) => match arg.eval(row) {
+                Owned::Seconds(s) => Owned::Seconds(s.div_euclid(*step) * step),
+                _ => Owned::Null,
+            },
+            Scalar::IntToMoney(arg) => match arg.eval(row) {
+                Owned::Int(n) => Owned::Cents(i128::from(n) * 100),
+                other => other,
+            },
+            predicate => match predicate.test(row) {
+                // Predicates have no column of their own: a view's columns are never boolean.
+                Some(true) => Owned::Int(1),
+                Some(false) => Owned::Int(0),
+                None => Owned::Null,
+            },
+        }
+    }
+
+    /// Its truth in `row`: `None` is SQL's unknown.
+    pub fn test(&self, row: &[Owned]) -> Option<bool> {
+        match self {
+            Scalar::Compare(op, left, right) => {
+                let (left, right) = (left.eval(row), right.eval(row));
+                if left == Owned::Null || right == Owned::Null {
+                    return None;
+                }
+                let order = left.cmp(&right);
+                Some(match op {
+                    Comparison::Eq => order.is_eq(),
+                    Comparison::NotEq => order.is_ne(),
+                    Comparison::Lt => order.is_lt(),
+                    Comparison::LtEq => order.is_le(),
+                    Comparison::Gt => order.is_gt(),
+                    Comparison::GtEq => order.is_ge(),
+                })
+            }
+            Scalar::And(a, b) => match (a.test(row), b.test(row)) {
+                (Some(false), _) | (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            },
+            Scalar::Or(a, b) => match (a.test(row), b.test(row)) {
+                (Some(true), _) | (_, Some(true)) => Some(true),
+                (Some(false), Some(false)) => Some(false),
+                _ => None,
+            },
+            Scalar::Not(a) => a.test(row).map(|t| !t),
+            Scalar::IsNull(a) => Some(a.eval(row) == Owned::Null),
+            Scalar::Literal(Owned::Null) => None,
+            other => match other.eval(row) {
+                Owned::Null => None,
+                Owned::Int(n) => Some(n != 0),
+                _ => Some(true),
+            },
+        }
+    }
+}
+
+/// An aggregate of a group's rows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// Which.
+    pub func: AggregateFunc,
+    /// Of what (none: `count(*)`).
+    pub arg: Option<Scalar>,
+}
+
+/// An aggregate function, exact under retractions (the group's rows are kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AggregateFunc {
+    /// `count(*)`, or `count(x)`: the rows where `x` is not NULL.
+    Count,
+    /// `count(DISTINCT x)`
+    CountDistinct,
+    /// `sum(x)` of integers or amounts (NULL when none is not NULL).
+    Sum,
+    /// `min(x)`
+    Min,
+    /// `max(x)`
+    Max,
+}
+
+impl Aggregate {
+    /// Its value over a group's rows, each with its multiplicity (positive).
+    pub fn over(&self, rows: &[(&crate::table::Row, isize)]) -> Owned {
+        let values = rows.iter().map(|(row, n)| (self.arg.as_ref().map_or(Owned::Int(1), |a| a.eval(row)), *n));
+        let present = values.filter(|(v, _)| *v != Owned::Null);
+        match self.func {
+            AggregateFunc::Count => Owned::Int(present.map(|(_, n)| n as i64).sum()),
+            AggregateFunc::CountDistinct => {
+                let mut distinct: Vec<Owned> = present.map(|(v, _)| v).collect();
+                distinct.sort();
+                distinct.dedup();
+                Owned::Int(distinct.len() as i64)
+            }
+            AggregateFunc::Sum => {
+                // One type per column: amounts sum exactly in 128 bits; integers in 64, or NULL
+                // past them (a view cannot fail a row).
+                let (mut sum, mut money, mut any) = (0i128, false, false);
+                for (value, n) in present {
+                    any = true;
+                    match value {
+                        Owned::Cents(c) => {
+                            money = true;
+                            sum += c * n as i128;
+                        }
+                        Owned::Int(i) => sum += i128::from(i) * n as i128,
+                        _ => {}
+                    }
+                }
+                match (any, money) {
+                    (false, _) => Owned::Null,
+                    (true, true) => Owned::Cents(sum),
+                    (true, false) => i64::try_from(sum).map_or(Owned::Null, Owned::Int),
+                }
+            }
+            AggregateFunc::Min => present.map(|(v, _)| v).min().unwrap_or(Owned::Null),
+            AggregateFunc::Max => present.map(|(v, _)| v).max().unwrap_or(Owned::Null),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(i: usize) -> Box<Scalar> {
+        Box::new(Scalar::Column(i))
+    }
+
+    #[test]
+    fn predicates_follow_three_valued_logic() {
+        let row = vec![Owned::Int(3), Owned::Null];
+        let gt = Scalar::Compare(Comparison::Gt, col(0), Box::new(Scalar::Literal(Owned::Int(2))));
+        let null_eq = Scalar::Compare(Comparison::Eq, col(1), Box::new(Scalar::Literal(Owned::Int(2))));
+        assert_eq!(gt.test(&row), Some(true));
+        assert_eq!(null_eq.test(&row), None);
+        assert_eq!(Scalar::And(Box::new(gt.clone()), Box::new(null_eq.clone())).test(&row), None);
+        assert_eq!(Scalar::Or(Box::new(gt.clone()), Box::new(null_eq.clone())).test(&row), Some(true));
+        assert_eq!(Scalar::Not(Box::new(null_eq)).test(&row), None);
+        assert_eq!(Scalar::IsNull(col(1)).test(&row), Some(true));
+    }
+
+    #[test]
+    fn aggregates_count_each_row_as_often_as_it_is_there() {
+        let (a, b, n) = (vec![Owned::Cents(150)], vec![Owned::Cents(50)], vec![Owned::Null]);
+        let rows = [(&a, 2), (&b, 1), (&n, 1)];
+        let agg = |func, arg: Option<Scalar>| Aggregate { func, arg }.over(&rows);
+        assert_eq!(agg(AggregateFunc::Count, None), Owned::Int(4));
+        assert_eq!(agg(AggregateFunc::Count, Some(Scalar::Column(0))), Owned::Int(3));
+        assert_eq!(agg(AggregateFunc::CountDistinct, Some(Scalar::Column(0))), Owned::Int(2));
+        assert_eq!(agg(AggregateFunc::Sum, Some(Scalar::Column(0))), Owned::Cents(350));
+        assert_eq!(agg(AggregateFunc::Min, Some(Scalar::Column(0))), Owned::Cents(50));
+        assert_eq!(agg(AggregateFunc::Max, Some(Scalar::Column(0))), Owned::Cents(150));
+        let nulls = [(&n, 3)];
+        assert_eq!(Aggregate { func: AggregateFunc::Sum, arg: Some(Scalar::Column(0)) }.over(&nulls), Owned::Null);
+    }
+}

@@ -1,0 +1,164 @@
+//! A view's plan ([`RowPlan`]) made into differential operators, in the view's own dataflow:
+//! the live transactions come from the view's input (filled and fed as every created view's
+//! is, see [`super::created`]); tables and other compiled views are **imported** — their
+//! arrangements shared, not copied ([`TraceAgent::import`]).
+//!
+//! | plan | operators |
+//! |---|---|
+//! | `Transactions`, `Table`, `View` | the input mapped to rows; an imported arrangement as a collection |
+//! | `Filter`, `Map` | `filter`, `map` |
+//! | `Join` | both sides keyed and joined (`join_map`); a table side joined on its primary key is its own arrangement, imported (`join_core`); a left join adds the left rows whose key the right side lacks (`antijoin`) |
+//! | `Reduce` | `reduce`: each group's aggregates from its rows |
+//! | `Union`, `Distinct` | `concatenate`, `distinct` |
+//!
+//! The view's rows are arranged by the whole row (a row may be there more than once: its
+//! count is the multiplicity), which reads, the changefeed and views over it use.
+
+use std::collections::BTreeMap;
+
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::VecCollection;
+
+use super::table::TableTrace;
+use super::Time;
+use crate::compute::columns::Owned;
+use crate::compute::plan::{RowPlan, Scalar};
+use crate::event::Txn;
+use crate::table::Row;
+
+/// A compiled view's arrangement: each row (with its multiplicity as its count).
+pub type RowsTrace = TraceAgent<ValSpine<Row, (), Time, isize>>;
+
+/// What a view's operators read, in its dataflow.
+pub struct Inputs<'scope> {
+    /// The live transactions.
+    pub transactions: VecCollection<'scope, Time, Txn, isize>,
+    /// The tables it reads, imported, with their primary keys' columns.
+    pub tables: BTreeMap<u64, (Arranged<'scope, TableTrace>, Vec<usize>)>,
+    /// The compiled views it reads, imported.
+    pub views: BTreeMap<u64, Arranged<'scope, RowsTrace>>,
+}
+
+/// The rows of `plan`.
+pub fn render<'scope>(plan: &RowPlan, inputs: &Inputs<'scope>) -> VecCollection<'scope, Time, Row, isize> {
+    match plan {
+        RowPlan::Transactions { columns } => {
+            let columns = columns.clone();
+            inputs.transactions.clone().map(move |txn| columns.iter().map(|c| transaction_value(&txn, *c)).collect())
+        }
+        RowPlan::Table { id, columns } => {
+            let columns = columns.clone();
+            let (table, _) = &inputs.tables[id];
+            table.clone().as_collection(move |_, row: &Row| columns.iter().map(|c| row[*c].clone()).collect())
+        }
+        RowPlan::View { id, columns } => {
+            let columns = columns.clone();
+            inputs.views[id]
+                .clone()
+                .as_collection(move |row: &Row, _| columns.iter().map(|c| row[*c].clone()).collect())
+        }
+        RowPlan::Filter { input, predicate } => {
+            let predicate = predicate.clone();
+            render(input, inputs).filter(move |row| predicate.test(row) == Some(true))
+        }
+        RowPlan::Map { input, exprs } => {
+            let exprs = exprs.clone();
+            render(input, inputs).map(move |row| exprs.iter().map(|e| e.eval(&row)).collect())
+        }
+        RowPlan::Join { left, right, left_keys, right_keys, left_outer, right_width } => {
+            let left_rows = render(left, inputs);
+            let keyed_left = keyed(left_rows.clone(), left_keys.clone());
+            let (joined, right_keys_present) = match on_primary_key(right, right_keys, inputs) {
+                // The table's own arrangement: nothing of the table is arranged again.
+                Some((table, columns)) => {
+                    let projected = columns.clone();
+                    let joined =
+                        keyed_left.clone().arrange_by_key().join_core(table.clone(), move |_, l: &Row, r: &Row| {
+                            Some(l.iter().cloned().chain(projected.iter().map(|c| r[*c].clone())).collect::<Row>())
+                        });
+                    let present = table.clone().as_collection(|k: &Row, _| k.clone());
+                    (joined, present)
+                }
+                None => {
+                    let keyed_right = keyed(render(right, inputs), right_keys.clone());
+                    let present = keyed_right.clone().map(|(k, _)| k).distinct();
+                    let joined = keyed_left
+                        .clone()
+                        .join_map(keyed_right, |_, l: &Row, r: &Row| l.iter().chain(r).cloned().collect::<Row>());
+                    (joined, present)
+                }
+            };
+            if !*left_outer {
+                return joined;
+            }
+            let width = *right_width;
+            let pad = move |row: Row| row.into_iter().chain(std::iter::repeat_n(Owned::Null, width)).collect::<Row>();
+            let unmatched = keyed_left.antijoin(right_keys_present).map(move |(_, row)| pad(row));
+            // A left row whose key has a NULL matches nothing.
+            let keys = left_keys.clone();
+            let null_keyed = left_rows
+                .filter(move |row| keys.iter().any(|k| k.eval(row) == Owned::Null))
+                .map(move |row| row.into_iter().chain(std::iter::repeat_n(Owned::Null, width)).collect::<Row>());
+            joined.concat(unmatched).concat(null_keyed)
+        }
+        RowPlan::Reduce { input, keys, aggregates } => {
+            let (keys, aggregates) = (keys.clone(), aggregates.clone());
+            render(input, inputs)
+                .map(move |row| (keys.iter().map(|k| k.eval(&row)).collect::<Row>(), row))
+                .reduce(move |key: &Row, rows: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
+                    let values = aggregates.iter().map(|a| a.over(rows));
+                    out.push((key.iter().cloned().chain(values).collect(), 1));
+                })
+                .map(|(_, row)| row)
+        }
+        RowPlan::Union(plans) => {
+            let mut rendered = plans.iter().map(|p| render(p, inputs));
+            let first = rendered.next().expect("a union has inputs");
+            rendered.fold(first, |all, next| all.concat(next))
+        }
+        RowPlan::Distinct(input) => render(input, inputs).distinct(),
+    }
+}
+
+/// Rows keyed by `keys`, those whose key has a NULL left out (equality never holds for them).
+fn keyed<'scope>(
+    rows: VecCollection<'scope, Time, Row, isize>,
+    keys: Vec<Scalar>,
+) -> VecCollection<'scope, Time, (Row, Row), isize> {
+    rows.flat_map(move |row| {
+        let key: Row = keys.iter().map(|k| k.eval(&row)).collect();
+        (!key.contains(&Owned::Null)).then_some((key, row))
+    })
+}
+
+/// The imported table and the columns `right` shows of it, when `right` is a table's rows
+/// joined on exactly its primary key.
+fn on_primary_key<'a, 'scope>(
+    right: &'a RowPlan,
+    right_keys: &[Scalar],
+    inputs: &'a Inputs<'scope>,
+) -> Option<(&'a Arranged<'scope, TableTrace>, &'a Vec<usize>)> {
+    let RowPlan::Table { id, columns } = right else { return None };
+    let (table, key) = inputs.tables.get(id)?;
+    let joined_on: Vec<usize> = right_keys
+        .iter()
+        .map(|k| match k {
+            Scalar::Column(i) => Some(columns[*i]),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    (joined_on == *key).then_some((table, columns))
+}
+
+/// Column `column` of `transactions` (`id, customer, amount, category, ts`) of a live
+/// transaction (its id is not carried: plans do not read it).
+pub fn transaction_value(txn: &Txn, column: usize) -> Owned {
+    match column {
+        1 => Owned::Text(txn.customer.to_string()),
+        2 => Owned::Cents(i128::from(txn.cents)),
+        3 => txn.category.as_ref().map_or(Owned::Null, |c| Owned::Text(c.to_string())),
+        4 => txn.ts.map_or(Owned::Null, Owned::Seconds),
+        _ => Owned::Null,
+    }
+}
