@@ -23,6 +23,10 @@ use crate::event::{Position, Reason, Rejection};
 /// The most raw bytes kept for one dead letter (the rest of an oversized record is cut).
 pub const MAX_RAW_BYTES: usize = 64 * 1024;
 
+/// How the source of a table's dead letter begins (`table NAME: PLACE`): a table's file and
+/// topic are read again whole at every start.
+pub const TABLE_LETTER_PREFIX: &str = "table ";
+
 /// One refused record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -129,8 +133,8 @@ impl DeadLetterFile {
                 source: std::borrow::Cow<'a, str>,
             }
             let Ok(Source { source }) = serde_json::from_slice::<Source>(line) else { return false };
-            // A table's file and topic are read again whole at every start (crate::table::feed).
-            if source.starts_with(crate::table::feed::LETTER_PREFIX) {
+            // A table's file and topic are read again whole at every start.
+            if source.starts_with(TABLE_LETTER_PREFIX) {
                 return true;
             }
             let Some((partition, offset)) = kafka_place(&source, topic) else { return false };

@@ -146,20 +146,28 @@ impl Oracle {
     /// The created views `views` (in creation order: a view over a view after its base),
     /// recomputed from their statements: DataFusion runs each one over plain in-memory tables
     /// of the live transactions and of `reading` (the oracle's own built-in views) — no
-    /// operator of the dataflow, no arrangement, no incremental step is involved.
+    /// operator of the dataflow, no arrangement, no incremental step is involved. A view that
+    /// reads a relation the oracle does not hold (a table: its file and topic are not
+    /// recomputed here) is not recomputed: its name comes back in the second list.
     pub fn created_views(
         &self,
         views: &[CreatedRows],
         reading: &Reading,
         topic: &str,
-    ) -> Result<Vec<CreatedRows>, String> {
+    ) -> Result<(Vec<CreatedRows>, Vec<String>), String> {
         let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
         runtime.block_on(async {
             let context = self.sql_context(reading, topic)?;
-            let mut out = Vec::new();
+            let (mut out, mut skipped) = (Vec::new(), Vec::new());
             for view in views {
                 let fail = |e: String| format!("view {}: {e}", view.name);
-                run_sql(&context, &view.definition).await.map_err(fail)?;
+                if let Err(error) = run_sql(&context, &view.definition).await {
+                    if error.contains("not found") {
+                        skipped.push(view.name.clone());
+                        continue;
+                    }
+                    return Err(fail(error));
+                }
                 let answer = run_sql(&context, &format!("SELECT * FROM \"{}\"", view.name.to_lowercase()))
                     .await
                     .map_err(fail)?;
@@ -172,7 +180,7 @@ impl Oracle {
                     rows,
                 });
             }
-            Ok(out)
+            Ok((out, skipped))
         })
     }
 
@@ -180,9 +188,25 @@ impl Oracle {
     /// and of `reading`, computed by DataFusion with this engine's functions: what the live
     /// engine must answer at the same time.
     pub fn answer_sql(&self, reading: &Reading, topic: &str, sql: &str) -> Result<crate::sql::Answer, String> {
+        self.answer_sql_with(reading, topic, &[], sql)
+    }
+
+    /// [`Oracle::answer_sql`] with more relations: tables, by name, with their columns and rows.
+    pub fn answer_sql_with(
+        &self,
+        reading: &Reading,
+        topic: &str,
+        tables: &[PlainTable],
+        sql: &str,
+    ) -> Result<crate::sql::Answer, String> {
         let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
         runtime.block_on(async {
             let context = self.sql_context(reading, topic)?;
+            for table in tables {
+                let columns: Vec<(&str, ColumnType)> = table.columns.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+                let provider = memory_table(&columns, &table.rows).map_err(|e| e.to_string())?;
+                context.register_table(table.name.as_str(), provider).map_err(|e| e.to_string())?;
+            }
             run_sql(&context, sql).await
         })
     }
@@ -222,6 +246,16 @@ impl Oracle {
         }
         Ok(context)
     }
+}
+
+/// A relation given whole, for [`Oracle::answer_sql_with`]: a table's expected rows.
+pub struct PlainTable {
+    /// Its name.
+    pub name: String,
+    /// Its columns.
+    pub columns: Vec<(String, ColumnType)>,
+    /// Its rows.
+    pub rows: Vec<Vec<Owned>>,
 }
 
 /// Runs one statement in `context`, its unnamed columns named as Postgres (and the engine)
@@ -420,7 +454,7 @@ mod tests {
             ),
             view("richer", "CREATE VIEW richer AS SELECT customer FROM big WHERE m > 100", vec![vec!["Sara".into()]]),
         ];
-        let expected = oracle.created_views(&live, &oracle.reading(0, None, 10), "t").unwrap();
+        let (expected, _) = oracle.created_views(&live, &oracle.reading(0, None, 10), "t").unwrap();
         assert_eq!(expected[0].columns, ["customer", "m"]);
         assert_eq!(expected[0].rows, live[0].rows);
         assert_eq!(expected[1].rows, vec![vec![serde_json::Value::from("Ali")]]);

@@ -84,7 +84,7 @@ pub struct WorkerProgress {
     pub kafka_error: Option<String>,
     /// The tables it feeds (worker 0: every table's file and topic).
     #[serde(default)]
-    pub tables: Vec<crate::table::feed::TableProgress>,
+    pub tables: Vec<crate::table::TableProgress>,
 }
 
 impl Reading {

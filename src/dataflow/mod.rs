@@ -21,6 +21,7 @@
 pub mod aggregate;
 pub mod amounts;
 pub mod created;
+pub mod group_key;
 pub mod groups;
 pub mod id_table;
 pub mod in_order;

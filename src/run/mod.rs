@@ -46,6 +46,7 @@
 
 pub mod capture;
 pub mod coordinator;
+pub mod feeds;
 pub mod session;
 pub mod snapshots;
 mod ticker;

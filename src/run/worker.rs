@@ -77,7 +77,7 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
     });
     // Worker 0 feeds the tables: their files and topics.
     let mut feeds = (index == 0).then(|| {
-        crate::table::feed::TableFeeds::new(crate::table::feed::FeedSettings {
+        super::feeds::TableFeeds::new(super::feeds::FeedSettings {
             brokers: settings.kafka.brokers.clone(),
             group: settings.kafka.group.clone(),
             max_record_bytes: settings.input.max_record_bytes,
@@ -501,7 +501,7 @@ pub(super) fn carry_out(
     control: &mut Control<Order, Answer>,
     answering: &Answering,
     progress: &WorkerProgress,
-    mut feeds: Option<&mut crate::table::feed::TableFeeds>,
+    mut feeds: Option<&mut super::feeds::TableFeeds>,
 ) -> Told {
     let mut told = Told::default();
     while let Some(command) = pending.front() {

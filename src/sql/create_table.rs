@@ -23,6 +23,7 @@ use datafusion::sql::sqlparser::ast::{
     ColumnOption, CreateTable, CreateTableOptions, Expr, SqlOption, TableConstraint,
 };
 
+use super::ddl::{check_name, Reserved};
 use super::{Answer, Engine, SqlError};
 use crate::compute::columns::ColumnType;
 use crate::compute::relation::Relation;
@@ -31,7 +32,7 @@ use crate::table::TableDef;
 /// Answers `CREATE TABLE`.
 pub(super) async fn create(engine: &Engine, create: &CreateTable, text: &str) -> Result<Answer, SqlError> {
     let name = create.name.to_string().trim_matches('"').to_lowercase();
-    super::ddl::check_name(&name)?;
+    check_name(&name)?;
     let sql = text.trim().trim_end_matches(';').to_owned();
     // Read whole before the name is held: a statement that is wrong changes nothing.
     let mut def = definition(create, 0, &name, sql)?;
@@ -43,7 +44,7 @@ pub(super) async fn create(engine: &Engine, create: &CreateTable, text: &str) ->
         }
         return Err(SqlError::DuplicateRelation(format!("relation \"{name}\" already exists")));
     }
-    let _held = super::ddl::Reserved { engine, name: name.clone() };
+    let _held = Reserved { engine, name: name.clone() };
     def.id = engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).next_id();
     let serving = engine.serving();
     serving.create_table(def.clone(), engine.limits().timeout).await.map_err(SqlError::from_read)?;

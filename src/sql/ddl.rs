@@ -50,11 +50,6 @@ pub(super) async fn run(engine: &Engine, statement: &Statement, text: &str) -> R
             let names: Vec<String> = names.iter().map(|n| n.to_string().trim_matches('"').to_lowercase()).collect();
             drop_views(engine, &names, *if_exists).await
         }
-        Statement::CreateTable(create) => super::create_table::create(engine, create, text).await,
-        Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
-            let names: Vec<String> = names.iter().map(|n| n.to_string().trim_matches('"').to_lowercase()).collect();
-            super::create_table::drop_tables(engine, &names, *if_exists).await
-        }
         Statement::Drop { object_type, .. } => {
             Err(SqlError::Unsupported(format!("DROP {object_type}: the pipeline's relations are read-only")))
         }

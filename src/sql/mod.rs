@@ -270,9 +270,17 @@ impl Engine {
             // Drivers wrap reads in savepoints (SQLAlchemy's nested transactions): nothing to undo.
             Statement::Savepoint { .. } => return Ok(Answer::tag("SAVEPOINT")),
             Statement::ReleaseSavepoint { .. } => return Ok(Answer::tag("RELEASE")),
-            Statement::CreateView(_) | Statement::CreateTable(_) | Statement::Drop { .. } => {
-                return ddl::run(self, &statement, text).await
+            Statement::CreateTable(create) => return create_table::create(self, create, text).await,
+            Statement::Drop {
+                object_type: datafusion::sql::sqlparser::ast::ObjectType::Table,
+                if_exists,
+                names,
+                ..
+            } => {
+                let names: Vec<String> = names.iter().map(|n| n.to_string().trim_matches('"').to_lowercase()).collect();
+                return create_table::drop_tables(self, &names, *if_exists).await;
             }
+            Statement::CreateView(_) | Statement::Drop { .. } => return ddl::run(self, &statement, text).await,
             Statement::ShowViews { .. } => return ddl::show_views(self).await,
             Statement::Query(_)
             | Statement::Explain { .. }

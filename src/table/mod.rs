@@ -20,7 +20,7 @@
 //! A table is a dataflow on every worker ([`crate::dataflow::table`]): the rows, arranged by
 //! key, spread over the workers by the key's hash, read by SQL at the statement's one time
 //! like every view, and readable by views. One worker (global worker 0) reads the file and the
-//! topic ([`feed`]); the records it takes in at one logical time are folded per key (the last
+//! topic ([`crate::run::feeds`]); the records it takes in at one logical time are folded per key (the last
 //! one wins) before they enter, so that the dataflow sees one change per key and time.
 //!
 //! Column types are those of every relation ([`ColumnType`]): `text` (`varchar`, `char`),
@@ -28,7 +28,8 @@
 //! exact) and `timestamp` (`timestamptz`; RFC 3339 text or seconds since the epoch).
 
 pub mod decode;
-pub mod feed;
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -90,4 +91,20 @@ pub fn column_type(sql_type: &str) -> Option<ColumnType> {
         }
         _ => None,
     }
+}
+
+/// What a table's feed has done, for `/v1/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableProgress {
+    /// The table.
+    pub name: String,
+    /// Records taken in (file and topic).
+    pub records: u64,
+    /// Records refused (dead letters).
+    pub refused: u64,
+    /// Why its topic is not being read, while it is not: it does not exist yet, the brokers
+    /// cannot be reached.
+    pub waiting: Option<String>,
+    /// The next offset of each partition of its topic.
+    pub offsets: BTreeMap<i32, i64>,
 }

@@ -245,7 +245,7 @@ fn check(
             rows: vec![],
         })
         .collect();
-    let recomputed = last.created_views(&created, reading, "t").map_err(TestCaseError::fail)?;
+    let (recomputed, _) = last.created_views(&created, reading, "t").map_err(TestCaseError::fail)?;
     let sorted = |rows: Vec<Vec<serde_json::Value>>| {
         let mut rows: Vec<String> = rows.into_iter().map(|r| serde_json::Value::from(r).to_string()).collect();
         rows.sort();

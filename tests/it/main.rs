@@ -17,6 +17,7 @@ mod batch_cli;
 mod changefeed_e2e;
 mod clients_e2e;
 mod cluster_e2e;
+mod compiled_views_reference;
 mod compose;
 mod created_views_e2e;
 mod created_views_reference;

@@ -146,6 +146,25 @@ impl Live {
         running.engine.execute_blocking(&mut self.session, text)
     }
 
+    /// Creates `topic` with one partition on the broker.
+    pub fn create_topic(&self, topic: &str) {
+        self._broker.create_topic(topic, 1).expect("the broker creates the topic");
+    }
+
+    /// Sends one message to partition 0 of `topic` (no body: a tombstone) and waits until the
+    /// broker has it.
+    pub fn send_to(&mut self, topic: &str, key: Option<&str>, body: Option<&str>) {
+        let mut record = BaseRecord::<str, str>::to(topic).partition(0);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(body) = body {
+            record = record.payload(body);
+        }
+        self.producer.send(record).expect("queued");
+        self.producer.flush(Duration::from_secs(30)).expect("the broker took the message");
+    }
+
     /// [`Live::sql`], which must answer.
     pub fn rows(&mut self, text: &str) -> Vec<Vec<V>> {
         match self.sql(text) {

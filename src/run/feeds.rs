@@ -21,36 +21,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::{decode, TableDef, Upsert};
 use crate::dataflow::Dataflow;
-use crate::deadletter::{DeadLetter, DeadLetterFile};
+use crate::deadletter::{DeadLetter, DeadLetterFile, TABLE_LETTER_PREFIX as LETTER_PREFIX};
 use crate::event::{Position, Reason, Rejection};
 use crate::source::kafka::{self, Lookup, PartitionReader};
+use crate::table::{decode, TableDef, TableProgress, Upsert};
 
-/// How a dead letter of a table begins (its source: `table NAME: PLACE`).
-pub const LETTER_PREFIX: &str = "table ";
 /// The most messages of one table's topic admitted in one turn of the worker's loop.
 const POLL_MAX: usize = 50_000;
 /// How often a table whose topic is missing looks for it again.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
-
-/// What a table's feed has done, for `/v1/status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableProgress {
-    /// The table.
-    pub name: String,
-    /// Records taken in (file and topic).
-    pub records: u64,
-    /// Records refused (dead letters).
-    pub refused: u64,
-    /// Why its topic is not being read, while it is not: it does not exist yet, the brokers
-    /// cannot be reached.
-    pub waiting: Option<String>,
-    /// The next offset of each partition of its topic.
-    pub offsets: BTreeMap<i32, i64>,
-}
 
 /// What [`TableFeeds`] needs to read topics and write dead letters.
 #[derive(Clone)]
