@@ -251,3 +251,41 @@ fn a_statement_that_cannot_make_a_table_is_refused_and_changes_nothing() {
     assert_eq!(rows(&run, "SELECT count(*) FROM t"), "[[0]]");
     run.stop();
 }
+
+#[test]
+fn a_table_and_a_view_joining_it_are_exact_over_two_processes() {
+    let dir = temp_dir("tables-cluster");
+    let broker = TestBroker::mock();
+    let lines = random_history(60);
+    let history = history(&dir, &lines);
+    let csv = dir.join("customers.csv");
+    std::fs::write(&csv, "customer,city,segment\nAli,Lyon,retail\nSara,Oslo,pro\nMounir,Lyon,pro\n").unwrap();
+    let hosts = hostfile(&dir);
+    let mut cluster = start_cluster(&broker, &history, &dir, &hosts).into_iter();
+    let (mut first, second) = (cluster.next().unwrap(), cluster.next().unwrap());
+    first.views_at(&Default::default());
+    broker.create_topic("customer-info", 3);
+    let create = CREATE.replace("{path}", &csv.display().to_string());
+    assert_eq!(post_sql(&first.http, &create).0, 200);
+    let view = "CREATE VIEW spend_by_city AS SELECT i.city, sum(t.amount) AS total, count(*) AS n \
+                FROM transactions t JOIN customer_info i ON t.customer = i.customer GROUP BY i.city";
+    assert_eq!(post_sql(&first.http, view).0, 200);
+    let messages = random_messages(5, 150);
+    let producer = producer(&broker.address());
+    send_all(&producer, &messages);
+    for (partition, (customer, city)) in [("Li", "Rome"), ("Sara", "Lyon"), ("Zoé", "Oslo")].into_iter().enumerate() {
+        let body = format!(r#"{{"customer":"{customer}","city":"{city}"}}"#);
+        send(&producer, "customer-info", partition as i32, Some(customer), Some(&body));
+    }
+    send(&producer, "customer-info", 0, Some("Mounir"), None);
+    first.views_at(&end_offsets(&messages));
+    eventually(
+        &first,
+        "SELECT customer, city FROM customer_info ORDER BY 1",
+        r#"[["Ali","Lyon"],["Li","Rome"],["Sara","Lyon"],["Zoé","Oslo"]]"#,
+    );
+    let adhoc = rows(&first, BY_CITY);
+    assert_ne!(adhoc, "[]", "the join has rows");
+    eventually(&first, "SELECT * FROM spend_by_city ORDER BY 1", &adhoc);
+    drop(second);
+}
