@@ -2,10 +2,14 @@
 //! the pipeline runs, filled from the version table and then fed every change the upsert
 //! makes ([`super::upsert::Tap`]).
 //!
-//! Timely cannot add operators to a running dataflow, so a created view cannot read the live
-//! transactions' stream directly. Instead the worker loop fills it from the version table, a
-//! part per turn, then hands it the upsert's changes, time by time, and advances its input to
-//! the upsert's frontier — none is missed and none is sent twice:
+//! Timely cannot add operators to a running dataflow; differential's answer is to import an
+//! arrangement into a new one ([`TraceAgent::import`]), which is how a compiled view reads
+//! tables and other compiled views ([`super::render`]). The live transactions have no
+//! arrangement of their own to import — the upsert keeps them in its version table, one copy,
+//! not an arrangement (an arrangement of every live transaction would double the memory of
+//! the batch layer) — so the worker loop fills a view from the version table, a part per
+//! turn, then hands it the upsert's changes, time by time, and advances its input to the
+//! upsert's frontier — none is missed and none is sent twice:
 //!
 //! ```text
 //! install, upsert frontier F, S = F - 1 (the last complete time):

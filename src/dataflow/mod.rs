@@ -17,6 +17,11 @@
 //! views' state was kept beside that snapshot, not at all: the views' groups and
 //! totals are put back and emitted at time 0 ([`groups`], [`Dataflow::state`]). See [`views`]
 //! for the view definitions and [`upsert`] for how corrections and deletes become retractions.
+//!
+//! Beside it, each in a dataflow of its own installed while the pipeline runs: the tables
+//! ([`table`], keyed rows arranged by primary key) and the created views ([`created`]: kept
+//! as groups, or compiled from their SQL plan by [`render`], importing the tables' and other
+//! views' arrangements).
 
 pub mod aggregate;
 pub mod amounts;

@@ -41,6 +41,7 @@
 //! | `mod.rs` | [`start`]: opening the inputs, the state directory and the threads; [`Running`] |
 //! | `worker.rs` | one worker's loop: load, poll Kafka, carry out the orders, stop |
 //! | `coordinator.rs` | worker 0's duties: read times, compaction, snapshots, the stop |
+//! | `feeds.rs` | worker 0 reads the tables' files and topics |
 //! | `snapshots.rs` | the snapshot writer and the other processes' shard encoders |
 //! | `session.rs` | `lambda run` as a command: HTTP, the prompt, view files, the stop |
 
