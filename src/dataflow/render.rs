@@ -49,14 +49,21 @@ pub fn render<'scope>(plan: &RowPlan, inputs: &Inputs<'scope>) -> VecCollection<
         }
         RowPlan::Table { id, columns } => {
             let columns = columns.clone();
-            let (table, _) = &inputs.tables[id];
-            table.clone().as_collection(move |_, row: &Row| columns.iter().map(|c| row[*c].clone()).collect())
+            match inputs.tables.get(id) {
+                Some((table, _)) => {
+                    table.clone().as_collection(move |_, row: &Row| columns.iter().map(|c| row[*c].clone()).collect())
+                }
+                None => missing(inputs, "table", *id),
+            }
         }
         RowPlan::View { id, columns } => {
             let columns = columns.clone();
-            inputs.views[id]
-                .clone()
-                .as_collection(move |row: &Row, _| columns.iter().map(|c| row[*c].clone()).collect())
+            match inputs.views.get(id) {
+                Some(view) => {
+                    view.clone().as_collection(move |row: &Row, _| columns.iter().map(|c| row[*c].clone()).collect())
+                }
+                None => missing(inputs, "view", *id),
+            }
         }
         RowPlan::Filter { input, predicate } => {
             let predicate = predicate.clone();
@@ -119,6 +126,13 @@ pub fn render<'scope>(plan: &RowPlan, inputs: &Inputs<'scope>) -> VecCollection<
         }
         RowPlan::Distinct(input) => render(input, inputs).distinct(),
     }
+}
+
+/// No rows, for an input that is not installed on this worker (the catalog keeps a view from
+/// outliving what it reads; a worker never fails a view for it).
+fn missing<'scope>(inputs: &Inputs<'scope>, what: &str, id: u64) -> VecCollection<'scope, Time, Row, isize> {
+    tracing::error!(what, id, "a compiled view reads what is not installed here; it reads no rows of it");
+    inputs.transactions.clone().flat_map(|_| None::<Row>)
 }
 
 /// Rows keyed by `keys`, those whose key has a NULL left out (equality never holds for them).

@@ -257,6 +257,10 @@ fn load_file(
     progress: &mut TableProgress,
     dead_letters: &DeadLetterFile,
 ) -> std::io::Result<()> {
+    let size = std::fs::metadata(path)?.len();
+    if size > crate::table::MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!("{size} bytes, at most {}", crate::table::MAX_FILE_BYTES)));
+    }
     let bytes = std::fs::read(path)?;
     // Files are not partitions: their positions are numbered apart from Kafka's.
     let position = |line: usize| Position::in_file(u32::MAX >> 1, line as u64);

@@ -262,8 +262,17 @@ fn source(create: &CreateTable, name: &str) -> Result<(Option<String>, Option<St
             // Kept absolute: a restart may start elsewhere.
             let absolute = std::fs::canonicalize(&path)
                 .map_err(|e| SqlError::InvalidParameter(format!("cannot read the table's file {path}: {e}")))?;
-            if !absolute.is_file() {
+            let metadata = std::fs::metadata(&absolute)
+                .map_err(|e| SqlError::InvalidParameter(format!("cannot read the table's file {path}: {e}")))?;
+            if !metadata.is_file() {
                 return Err(SqlError::InvalidParameter(format!("the table's file {path} is not a file")));
+            }
+            if metadata.len() > crate::table::MAX_FILE_BYTES {
+                return Err(SqlError::InvalidParameter(format!(
+                    "the table's file {path} is {} bytes, at most {} (stream more through its topic)",
+                    metadata.len(),
+                    crate::table::MAX_FILE_BYTES
+                )));
             }
             Some(absolute.to_string_lossy().into_owned())
         }

@@ -98,6 +98,9 @@ struct Shared {
     parsers: compat::Parsers,
     /// A session state made once, for the scans of point lookups (see `point.rs`).
     point_state: datafusion::execution::session_state::SessionState,
+    /// Held by a statement that changes the catalog, from its checks to its end: a view is
+    /// never created over a table being dropped, nor a table dropped under a view being made.
+    ddl: tokio::sync::Mutex<()>,
     /// Where statements run; shut down with the engine.
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -142,6 +145,7 @@ impl Engine {
             context,
             catalog,
             parsers: compat::Parsers::default(),
+            ddl: tokio::sync::Mutex::new(()),
             runtime: Some(runtime),
         });
         let engine = Engine { shared, limits };
@@ -270,7 +274,10 @@ impl Engine {
             // Drivers wrap reads in savepoints (SQLAlchemy's nested transactions): nothing to undo.
             Statement::Savepoint { .. } => return Ok(Answer::tag("SAVEPOINT")),
             Statement::ReleaseSavepoint { .. } => return Ok(Answer::tag("RELEASE")),
-            Statement::CreateTable(create) => return create_table::create(self, create, text).await,
+            Statement::CreateTable(create) => {
+                let _ddl = self.shared.ddl.lock().await;
+                return create_table::create(self, create, text).await;
+            }
             Statement::Drop {
                 object_type: datafusion::sql::sqlparser::ast::ObjectType::Table,
                 if_exists,
@@ -278,9 +285,13 @@ impl Engine {
                 ..
             } => {
                 let names: Vec<String> = names.iter().map(|n| n.to_string().trim_matches('"').to_lowercase()).collect();
+                let _ddl = self.shared.ddl.lock().await;
                 return create_table::drop_tables(self, &names, *if_exists).await;
             }
-            Statement::CreateView(_) | Statement::Drop { .. } => return ddl::run(self, &statement, text).await,
+            Statement::CreateView(_) | Statement::Drop { .. } => {
+                let _ddl = self.shared.ddl.lock().await;
+                return ddl::run(self, &statement, text).await;
+            }
             Statement::ShowViews { .. } => return ddl::show_views(self).await,
             Statement::Query(_)
             | Statement::Explain { .. }

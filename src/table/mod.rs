@@ -35,6 +35,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::compute::columns::{ColumnType, Owned};
 
+/// The largest file a table loads (read whole into memory on one worker): larger data is
+/// streamed through the table's topic.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
 /// A table's row: one value per column, in the table's column order.
 pub type Row = Vec<Owned>;
 
