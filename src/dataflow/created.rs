@@ -40,13 +40,10 @@ use std::rc::Rc;
 
 use differential_dataflow::input::{Input, InputSession};
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
-use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::implementations::{ValBatcher, ValSpine};
-use differential_dataflow::trace::TraceReader;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
-use timely::progress::frontier::AntichainRef;
 use timely::worker::Worker;
 
 use serde::{Deserialize, Serialize};
@@ -56,12 +53,10 @@ use super::groups::SharedGroups;
 use super::rows::CustomerRow;
 use super::upsert::Tap;
 use super::versions::VersionStore;
+pub use super::view_output::{Output, ViewTrace};
 use super::Time;
 use crate::compute::filter::TxnFilter;
 use crate::event::Txn;
-
-/// A created view's trace: group key → count, total, min, max.
-pub type ViewTrace = TraceAgent<ValSpine<GroupKey, CustomerRow, Time, isize>>;
 
 /// What a worker maintains of a created view: the groups, by key, of the live transactions
 /// that pass its filter — count, total, min and max of their amounts.
@@ -86,47 +81,6 @@ pub struct Installed {
     pub kept: Option<Kept>,
 }
 
-/// A maintained view's arrangement: groups by key, or a compiled view's rows.
-pub enum Output {
-    /// Key → count, total, min, max.
-    Groups(ViewTrace),
-    /// Each row, with its multiplicity.
-    Rows(super::render::RowsTrace),
-}
-
-impl Output {
-    /// Forgets the distinctions between times before `time` (a compiled view's rows may be
-    /// imported by another view: physically only up to what they hold).
-    fn compact_to(&mut self, time: Time) {
-        match self {
-            Output::Groups(trace) => trace.set_logical_compaction(AntichainRef::new(&[time])),
-            Output::Rows(trace) => super::views::compact_shared(trace, time),
-        }
-    }
-
-    /// Starts at `since`.
-    fn start_at(&mut self, since: Time) {
-        match self {
-            Output::Groups(trace) => {
-                trace.set_logical_compaction(AntichainRef::new(&[since]));
-                trace.set_physical_compaction(AntichainRef::new(&[]));
-            }
-            Output::Rows(trace) => {
-                trace.set_logical_compaction(AntichainRef::new(&[since]));
-                trace.set_physical_compaction(AntichainRef::new(&[0]));
-            }
-        }
-    }
-
-    /// Whether it can be read exactly at `time`.
-    pub fn check_readable(&mut self, time: Time) -> Result<(), super::views::Unreadable> {
-        match self {
-            Output::Groups(trace) => super::views::check_trace("created", trace, time),
-            Output::Rows(trace) => super::views::check_trace("created", trace, time),
-        }
-    }
-}
-
 /// The dataflow of a maintained view.
 pub struct Kept {
     input: InputSession<Time, Txn, isize>,
@@ -142,6 +96,9 @@ pub struct Kept {
     filling: Option<usize>,
     /// Its groups (kept beside each snapshot, put back at a restart).
     pub groups: SharedGroups<GroupKey>,
+    /// Whether it reads the live transactions (a compiled view of tables alone does not: its
+    /// input only keeps time).
+    reads_transactions: bool,
 }
 
 impl Kept {
@@ -199,6 +156,12 @@ impl Kept {
     /// Sends the upsert's changes (in the order it made them) and advances the input to
     /// `frontier`.
     fn take(&mut self, changes: Vec<(Txn, Time, isize)>, frontier: Option<Time>) {
+        if !self.reads_transactions {
+            if let Some(frontier) = frontier {
+                move_to(&mut self.input, frontier);
+            }
+            return;
+        }
         let keeps = self.keeps(changes.iter().map(|(t, _, _)| t));
         // The tap holds changes in the order the upsert made them, so in time order.
         for ((txn, time, diff), keep) in changes.into_iter().zip(keeps) {
@@ -275,6 +238,12 @@ impl CreatedViews {
         }
         let kept = self.installed.iter().filter_map(|(id, v)| Some((*id, v.kept.as_ref()?)));
         kept.map(|(id, k)| k.filling.is_none().then(|| (id, Rc::clone(&k.groups)))).collect()
+    }
+
+    /// Whether a view installed here reads the live transactions (the upsert's tap is on
+    /// only then).
+    fn reads_transactions(&self) -> bool {
+        self.installed.values().filter_map(|v| v.kept.as_ref()).any(|k| k.reads_transactions)
     }
 
     /// Whether a compiled view is installed (the views' state is then not kept beside the
@@ -373,10 +342,11 @@ impl CreatedViews {
         input.flush();
         // A view that reads no transaction has nothing to fill.
         let filling = reads_transactions.then_some(0);
-        let mut kept = Kept { input, filter, output, probe, dataflow: index, since, filling, groups };
+        let mut kept =
+            Kept { input, filter, output, probe, dataflow: index, since, filling, groups, reads_transactions };
         kept.fill(versions, count);
         self.installed.insert(def.id, Installed { def, kept: Some(kept) });
-        self.tap.borrow_mut().on = !self.installed.is_empty();
+        self.tap.borrow_mut().on = self.reads_transactions();
         since
     }
 
@@ -451,7 +421,7 @@ impl CreatedViews {
             drop((input, output));
             worker.drop_dataflow(dataflow);
         }
-        self.tap.borrow_mut().on = self.installed.values().any(|v| v.kept.is_some());
+        self.tap.borrow_mut().on = self.reads_transactions();
     }
 
     /// Whether one of the views `ids` (or, for a view over a view, its base) is not complete

@@ -37,6 +37,7 @@ pub mod stats;
 pub mod table;
 pub mod upsert;
 pub mod versions;
+pub mod view_output;
 pub mod views;
 
 use std::rc::Rc;
