@@ -97,6 +97,20 @@ impl RowPlan {
         reads
     }
 
+    /// How many columns its rows have.
+    pub fn width(&self) -> usize {
+        match self {
+            RowPlan::Transactions { columns } | RowPlan::Table { columns, .. } | RowPlan::View { columns, .. } => {
+                columns.len()
+            }
+            RowPlan::Filter { input, .. } | RowPlan::Distinct(input) => input.width(),
+            RowPlan::Map { exprs, .. } => exprs.len(),
+            RowPlan::Join { left, right_width, .. } => left.width() + right_width,
+            RowPlan::Reduce { keys, aggregates, .. } => keys.len() + aggregates.len(),
+            RowPlan::Union(inputs) => inputs.first().map_or(0, RowPlan::width),
+        }
+    }
+
     /// The tables and the views it reads, by id: (tables, views).
     pub fn inputs(&self) -> (Vec<u64>, Vec<u64>) {
         let (mut tables, mut views) = (Vec::new(), Vec::new());
@@ -166,6 +180,32 @@ pub enum Comparison {
 }
 
 impl Scalar {
+    /// The same expression over other columns: column `i` becomes `to(i)`.
+    pub fn map_columns(&self, to: &impl Fn(usize) -> usize) -> Scalar {
+        let boxed = |s: &Scalar| Box::new(s.map_columns(to));
+        match self {
+            Scalar::Column(i) => Scalar::Column(to(*i)),
+            Scalar::Literal(value) => Scalar::Literal(value.clone()),
+            Scalar::Compare(op, a, b) => Scalar::Compare(*op, boxed(a), boxed(b)),
+            Scalar::And(a, b) => Scalar::And(boxed(a), boxed(b)),
+            Scalar::Or(a, b) => Scalar::Or(boxed(a), boxed(b)),
+            Scalar::Not(a) => Scalar::Not(boxed(a)),
+            Scalar::IsNull(a) => Scalar::IsNull(boxed(a)),
+            Scalar::Truncate(step, a) => Scalar::Truncate(*step, boxed(a)),
+            Scalar::IntToMoney(a) => Scalar::IntToMoney(boxed(a)),
+        }
+    }
+
+    /// The columns it reads.
+    pub fn columns(&self) -> Vec<usize> {
+        let columns = std::cell::RefCell::new(Vec::new());
+        self.map_columns(&|i| {
+            columns.borrow_mut().push(i);
+            i
+        });
+        columns.into_inner()
+    }
+
     /// Its value in `row`.
     pub fn eval(&self, row: &[Owned]) -> Owned {
         match self {
