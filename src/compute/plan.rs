@@ -212,7 +212,8 @@ impl Scalar {
             Scalar::Column(i) => row[*i].clone(),
             Scalar::Literal(value) => value.clone(),
             Scalar::Truncate(step, arg) => match arg.eval(row) {
-                Owned::Seconds(s) => Owned::Seconds(s.div_euclid(*step) * step),
+                // An instant too far from the epoch to truncate has no truncation.
+                Owned::Seconds(s) => s.div_euclid(*step).checked_mul(*step).map_or(Owned::Null, Owned::Seconds),
                 _ => Owned::Null,
             },
             Scalar::IntToMoney(arg) => match arg.eval(row) {
@@ -351,6 +352,13 @@ mod tests {
         assert_eq!(Scalar::Or(Box::new(gt.clone()), Box::new(null_eq.clone())).test(&row), Some(true));
         assert_eq!(Scalar::Not(Box::new(null_eq)).test(&row), None);
         assert_eq!(Scalar::IsNull(col(1)).test(&row), Some(true));
+    }
+
+    #[test]
+    fn an_instant_too_far_to_truncate_has_no_truncation() {
+        let day = Scalar::Truncate(86_400, col(0));
+        assert_eq!(day.eval(&[Owned::Seconds(i64::MIN)]), Owned::Null);
+        assert_eq!(day.eval(&[Owned::Seconds(86_401)]), Owned::Seconds(86_400));
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub enum Source {
     History,
     /// A Kafka message.
     Kafka,
+    /// A record of a table (its file or its topic).
+    Table,
 }
 
 /// Where reading Kafka stands, as the process that looks up the topic sees it.
@@ -178,6 +180,7 @@ impl Metrics {
         let name = match source {
             Source::History => "history",
             Source::Kafka => "kafka",
+            Source::Table => "table",
         };
         self.records_read.get_or_create(&vec![("source", name.to_owned())]).clone()
     }

@@ -49,7 +49,9 @@ pub fn object(def: &TableDef, value: &serde_json::Value) -> Result<Upsert, Rejec
         return Err(Rejection::new(Reason::NotAnObject, format!("table {}: a record is a JSON object", def.name)));
     };
     let field = |name: &str| fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v);
-    let delete = match field("op") {
+    // `op` is the change's kind unless the table has a column of that name.
+    let has_op = def.columns.iter().any(|(n, _)| n.eq_ignore_ascii_case("op"));
+    let delete = match field("op").filter(|_| !has_op) {
         None | Some(serde_json::Value::Null) => false,
         Some(serde_json::Value::String(op)) if op.eq_ignore_ascii_case("upsert") => false,
         Some(serde_json::Value::String(op)) if op.eq_ignore_ascii_case("delete") => true,
@@ -59,7 +61,6 @@ pub fn object(def: &TableDef, value: &serde_json::Value) -> Result<Upsert, Rejec
     };
     let mut row = Vec::with_capacity(def.columns.len());
     for (name, ty) in &def.columns {
-        // `op` is the change's kind unless the table has a column of that name.
         row.push(json_value(def, name, *ty, field(name))?);
     }
     finish(def, row, delete)
@@ -69,7 +70,8 @@ pub fn object(def: &TableDef, value: &serde_json::Value) -> Result<Upsert, Rejec
 pub fn csv(def: &TableDef, headers: &[String], record: &csv::StringRecord) -> Result<Upsert, Rejection> {
     let cell =
         |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name)).and_then(|i| record.get(i));
-    let delete = match cell("op").map(str::trim) {
+    let has_op = def.columns.iter().any(|(n, _)| n.eq_ignore_ascii_case("op"));
+    let delete = match cell("op").filter(|_| !has_op).map(str::trim) {
         None | Some("") => false,
         Some(op) if op.eq_ignore_ascii_case("upsert") => false,
         Some(op) if op.eq_ignore_ascii_case("delete") => true,
@@ -175,16 +177,25 @@ fn text_value(def: &TableDef, name: &str, ty: ColumnType, text: &str) -> Result<
             .map_err(|_| bad(def, name, ty, quoted())),
         ColumnType::Time => {
             let text = text.trim();
+            // Years 1 to 9999: what every client shows (and truncates) without overflow.
+            let within = |seconds: i64| {
+                if (-62_135_596_800..=253_402_300_799).contains(&seconds) {
+                    Ok(Owned::Seconds(seconds))
+                } else {
+                    Err(bad(def, name, ty, quoted()))
+                }
+            };
             if let Ok(seconds) = text.parse::<i64>() {
-                return Ok(Owned::Seconds(seconds));
+                return within(seconds);
             }
             if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-                return Ok(Owned::Seconds(t.timestamp()));
+                return within(t.timestamp());
             }
             // Postgres' own form, without a zone: UTC.
-            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
-                .map(|t| Owned::Seconds(t.and_utc().timestamp()))
-                .map_err(|_| bad(def, name, ty, quoted()))
+            match chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S") {
+                Ok(t) => within(t.and_utc().timestamp()),
+                Err(_) => Err(bad(def, name, ty, quoted())),
+            }
         }
     }
 }
@@ -246,6 +257,8 @@ mod tests {
         assert_eq!(reason(br#"{"customer":"Ali","visits":"many"}"#), Reason::BadColumn);
         assert_eq!(reason(br#"{"customer":"Ali","limit":1.234}"#), Reason::BadColumn);
         assert_eq!(reason(br#"{"customer":"Ali","since":"yesterday"}"#), Reason::BadColumn);
+        assert_eq!(reason(br#"{"customer":"Ali","since":-9223372036854775808}"#), Reason::BadColumn);
+        assert_eq!(reason(br#"{"customer":"Ali","since":"+275760-09-13T00:00:00Z"}"#), Reason::BadColumn);
         assert_eq!(reason(br#"{"customer":{"a":1}}"#), Reason::BadColumn);
         assert_eq!(reason(br#"{"customer":"Ali","op":"merge"}"#), Reason::BadOp);
         assert_eq!(reason(b"[1]"), Reason::NotAnObject);
@@ -253,6 +266,14 @@ mod tests {
         assert_eq!(reason(b"\xff"), Reason::InvalidUtf8);
         let message = json(&def(), Some(br#"{"customer":"Ali","visits":"many"}"#), None).unwrap_err().detail;
         assert!(message.contains("table info") && message.contains("visits"), "{message}");
+    }
+
+    #[test]
+    fn a_column_named_op_is_a_column() {
+        let mut def = def();
+        def.columns.push(("op".into(), ColumnType::Text));
+        let upsert = json(&def, Some(br#"{"customer":"Ali","op":"delete"}"#), None).unwrap();
+        assert_eq!(upsert.row.map(|r| r[4].clone()), Some(text("delete")));
     }
 
     #[test]

@@ -429,6 +429,10 @@ impl Feeds {
         // to move (an atomic, where a read of the offsets asks every worker).
         let kafka = self.serving.metrics().records_read(crate::serve::metrics::Source::Kafka);
         let (mut count, mut active_until, mut last_check) = (kafka.get(), Instant::now() + ACTIVE, Instant::now());
+        // A table's records move the views without moving the topic's offsets: for ACTIVE
+        // after the last one, the view is read whether the offsets moved or not.
+        let tables = self.serving.metrics().records_read(crate::serve::metrics::Source::Table);
+        let (mut table_count, mut tables_until) = (tables.get(), Instant::now());
         let (mut last_read, mut read_cost) = (Instant::now(), Duration::ZERO);
         let mut interval = tokio::time::interval(POLL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -456,6 +460,9 @@ impl Feeds {
             if kafka.get() != count {
                 (count, active_until) = (kafka.get(), now + ACTIVE);
             }
+            if tables.get() != table_count {
+                (table_count, tables_until, active_until) = (tables.get(), now + ACTIVE, now + ACTIVE);
+            }
             if now >= active_until && now - last_check < SLOW_POLL {
                 continue;
             }
@@ -465,7 +472,8 @@ impl Feeds {
             let Some(offsets) = self.offsets().await else { continue };
             let (moved, time) = {
                 let state = pump.state();
-                (as_of(&offsets, &self.topic)["offsets"] != state.offsets, offsets.time)
+                let moved = as_of(&offsets, &self.topic)["offsets"] != state.offsets || now < tables_until;
+                (moved, offsets.time)
             };
             // A reading of the whole view costs the workers and this runtime in proportion to
             // its rows: at most a quarter of the time goes to them (busy views are read less
