@@ -378,6 +378,17 @@ fn rows(plan: &LogicalPlan) -> Result<(RowPlan, Vec<ColumnType>), SqlError> {
             if join.null_equality != datafusion::common::NullEquality::NullEqualsNothing {
                 return Err(SqlError::Unsupported("a join where NULL equals NULL in a view".into()));
             }
+            // A join meets at most one row of one side per key: its rows are never more than
+            // the other side's (no join of two sides with many rows per key, which grows as
+            // their product).
+            let (left_on, right_on): (Vec<Expr>, Vec<Expr>) = join.on.iter().cloned().unzip();
+            if !unique_on(&join.right, &right_on) && !unique_on(&join.left, &left_on) {
+                return Err(SqlError::Unsupported(
+                    "a join in a view whose two sides may each hold many rows of one key (its rows would grow as \
+                     their product): join a table on its primary key, or a view grouped by the join's columns"
+                        .into(),
+                ));
+            }
             let (left, left_types) = rows(&join.left)?;
             let (right, right_types) = rows(&join.right)?;
             let (mut left_keys, mut right_keys) = (Vec::new(), Vec::new());
@@ -449,6 +460,59 @@ fn rows(plan: &LogicalPlan) -> Result<(RowPlan, Vec<ColumnType>), SqlError> {
             "{} in a view",
             other.display().to_string().split([':', ' ']).next().unwrap_or("an operator")
         ))),
+    }
+}
+
+/// Whether `plan` holds at most one row for each value of `exprs` (columns of its output): a
+/// table joined on (at least) its primary key, a grouping joined on (at least) its keys, or
+/// `DISTINCT` joined on every column — seen through aliases, filters and projections of columns.
+fn unique_on(plan: &LogicalPlan, exprs: &[Expr]) -> bool {
+    let names: Option<Vec<String>> = exprs
+        .iter()
+        .map(|e| match e {
+            Expr::Column(c) => Some(c.name.clone()),
+            _ => None,
+        })
+        .collect();
+    names.is_some_and(|names| unique_by_names(plan, &names))
+}
+
+fn unique_by_names(plan: &LogicalPlan, names: &[String]) -> bool {
+    match plan {
+        LogicalPlan::SubqueryAlias(alias) => unique_by_names(&alias.input, names),
+        LogicalPlan::Filter(filter) => unique_by_names(&filter.input, names),
+        LogicalPlan::Projection(projection) => {
+            // Each name as the column of the input it shows.
+            let below: Option<Vec<String>> = names
+                .iter()
+                .map(|name| {
+                    let i = projection.schema.fields().iter().position(|f| f.name() == name)?;
+                    match projection.expr.get(i)? {
+                        Expr::Column(c) => Some(c.name.clone()),
+                        Expr::Alias(alias) => match alias.expr.as_ref() {
+                            Expr::Column(c) => Some(c.name.clone()),
+                            _ => None,
+                        },
+                        _ => None,
+                    }
+                })
+                .collect();
+            below.is_some_and(|below| unique_by_names(&projection.input, &below))
+        }
+        LogicalPlan::TableScan(scan) => {
+            let Ok(provider) = source_as_provider(&scan.source) else { return false };
+            let Some(table) = provider.as_ref().downcast_ref::<LiveTable>() else { return false };
+            let key = table.primary_key();
+            !key.is_empty() && key.iter().all(|k| names.contains(k))
+        }
+        LogicalPlan::Aggregate(aggregate) => {
+            let schema = aggregate.schema.fields();
+            (0..aggregate.group_expr.len()).all(|i| schema.get(i).is_some_and(|f| names.contains(f.name())))
+        }
+        LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(input)) => {
+            input.schema().fields().iter().all(|f| names.contains(f.name()))
+        }
+        _ => false,
     }
 }
 

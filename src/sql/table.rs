@@ -40,6 +40,8 @@ pub struct LiveTable {
     topic: String,
     workers: usize,
     kind: TableType,
+    /// A table's primary key, by column name (empty for the other relations).
+    primary_key: Vec<String>,
 }
 
 impl LiveTable {
@@ -63,7 +65,14 @@ impl LiveTable {
             [k] if def.columns[*k].1 == ColumnType::Text => Some(*k),
             _ => None,
         };
-        LiveTable::new(Relation::Table(def.id), def.columns.clone(), key, "", workers, TableType::Base)
+        let mut table = LiveTable::new(Relation::Table(def.id), def.columns.clone(), key, "", workers, TableType::Base);
+        table.primary_key = def.key_names().into_iter().map(String::from).collect();
+        table
+    }
+
+    /// A table's primary key, by column name (empty for the other relations).
+    pub fn primary_key(&self) -> &[String] {
+        &self.primary_key
     }
 
     /// A compiled view's rows, with these columns.
@@ -91,7 +100,7 @@ impl LiveTable {
     ) -> LiveTable {
         let named: Vec<(&str, ColumnType)> = columns.iter().map(|(n, t)| (n.as_str(), *t)).collect();
         let schema = schema(&named);
-        LiveTable { relation, columns, key, schema, topic: topic.to_owned(), workers, kind }
+        LiveTable { relation, columns, key, schema, topic: topic.to_owned(), workers, kind, primary_key: Vec::new() }
     }
 
     /// The seek a filter on the key means, if it is one this relation can seek.

@@ -270,6 +270,10 @@ fn a_statement_that_cannot_make_a_table_is_refused_and_changes_nothing() {
         ("CREATE VIEW v AS SELECT x.customer FROM transactions x FULL JOIN t ON x.customer = t.a", "JOIN"),
         ("CREATE VIEW v AS SELECT customer, row_number() OVER () FROM transactions", "Window"),
         ("CREATE VIEW v AS SELECT x.id, t.a FROM transactions x JOIN t ON x.customer = t.a", "transactions.id"),
+        (
+            "CREATE VIEW v AS SELECT x.customer FROM transactions x JOIN transactions y ON x.customer = y.customer",
+            "product",
+        ),
     ] {
         let (status, answer) = post_sql(&run.http, statement);
         assert_eq!((status, answer["code"].as_str()), (400, Some("0A000")), "{statement}: {answer}");
