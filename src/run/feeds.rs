@@ -25,6 +25,9 @@ use crate::dataflow::Dataflow;
 use crate::deadletter::{DeadLetter, DeadLetterFile, TABLE_LETTER_PREFIX as LETTER_PREFIX};
 use crate::event::{Position, Reason, Rejection};
 use crate::source::kafka::{self, Lookup, PartitionReader};
+use std::sync::mpsc::Receiver;
+
+use crate::table::file::Decoded;
 use crate::table::{decode, TableDef, TableProgress, Upsert};
 
 /// The most messages of one table's topic admitted in one turn of the worker's loop.
@@ -60,6 +63,30 @@ struct Feed {
     def: TableDef,
     progress: TableProgress,
     topic: Option<TopicFeed>,
+    /// Its file while it is being read: the thread's parts, and the request that waits for
+    /// the whole file (`CREATE TABLE` answers once it is in).
+    file: Option<(Receiver<FilePart>, Option<u64>)>,
+}
+
+/// What the thread reading a table's file sends.
+enum FilePart {
+    /// The next records.
+    Records(Vec<Decoded>),
+    /// The file is read through (or why not).
+    Done(Result<(), String>),
+}
+
+/// Records of a file sent at once by its reading thread.
+const FILE_PART: usize = 8_192;
+/// Parts of a file admitted in one turn of the worker's loop, at most.
+const FILE_PARTS_PER_TURN: usize = 4;
+
+/// A table whose file is now in (with the request that waited for it).
+pub struct Loaded {
+    /// The table.
+    pub table: u64,
+    /// The request to answer.
+    pub reply: Option<u64>,
 }
 
 enum TopicFeed {
@@ -82,16 +109,17 @@ impl TableFeeds {
     }
 
     /// The run has started: the files of the tables installed before are read now.
-    pub fn start(&mut self, dataflow: &mut Dataflow) {
+    pub fn start(&mut self) {
         self.started = true;
         for feed in self.feeds.values_mut() {
-            feed.load(&self.settings, dataflow);
+            feed.load(&self.settings, None);
         }
     }
 
-    /// Starts feeding the table `def`, installed in `dataflow`: reads its file now, at the
-    /// dataflow's time, and starts looking for its topic.
-    pub fn open(&mut self, def: TableDef, dataflow: &mut Dataflow) {
+    /// Starts feeding the table `def`: reads its file (on a thread of its own; request
+    /// `reply` is answered once it is in) and looks for its topic, read after the file.
+    /// Returns whether a file is being read (the request is answered later).
+    pub fn open(&mut self, def: TableDef, reply: Option<u64>) -> bool {
         let progress = TableProgress { name: def.name.clone(), ..TableProgress::default() };
         let topic = def.topic.clone().map(|topic| {
             let found = Arc::new(Mutex::new(Looked::default()));
@@ -105,11 +133,13 @@ impl TableFeeds {
             }
             TopicFeed::Looking { found, stop }
         });
-        let mut feed = Feed { def, progress, topic };
+        let mut feed = Feed { def, progress, topic, file: None };
         if self.started {
-            feed.load(&self.settings, dataflow);
+            feed.load(&self.settings, reply);
         }
+        let loading = feed.file.is_some();
         self.feeds.insert(feed.def.id, feed);
+        loading
     }
 
     /// Stops feeding table `id`.
@@ -119,11 +149,13 @@ impl TableFeeds {
         }
     }
 
-    /// Admits every table's new messages at the dataflow's time; returns how many were read.
-    pub fn poll(&mut self, dataflow: &mut Dataflow) -> usize {
+    /// Admits every table's next records (of its file, then of its topic) at the dataflow's
+    /// time; returns how many were read, and the tables whose file came in whole.
+    pub fn poll(&mut self, dataflow: &mut Dataflow) -> (usize, Vec<Loaded>) {
         let (mut read, refused) = (0, self.refused());
+        let mut loaded = Vec::new();
         for feed in self.feeds.values_mut() {
-            read += feed.poll(&self.settings, dataflow);
+            read += feed.poll(&self.settings, dataflow, &mut loaded);
         }
         // So that a table's dead letters are in the file when its count shows them.
         if self.refused() > refused {
@@ -131,11 +163,46 @@ impl TableFeeds {
                 tracing::error!(%error, "cannot write the dead-letter file");
             }
         }
-        read
+        (read, loaded)
     }
 
     fn refused(&self) -> u64 {
         self.feeds.values().map(|f| f.progress.refused).sum()
+    }
+
+    /// One turn of the worker's loop: admits the tables' next records, answers the requests
+    /// that waited for a table's file, and returns every table's progress.
+    pub(super) fn turn(
+        &mut self,
+        pipeline: &mut Dataflow,
+        control: &mut crate::control::Control<super::Order, super::Answer>,
+        shared: &super::Shared,
+    ) -> Vec<TableProgress> {
+        let (read, loaded) = self.poll(pipeline);
+        if read > 0 {
+            shared.metrics.records_read(crate::serve::metrics::Source::Table).inc_by(read as u64);
+            shared.ticker.admitted(pipeline.time());
+        }
+        // A table whose file is in answers from now on (its last records enter at this time).
+        for Loaded { table, reply } in loaded {
+            let time = pipeline.time();
+            if let Some(id) = reply {
+                let part = Ok(crate::reading::Reading { time, ..Default::default() });
+                if let Some(part) = shared.answering.deliver(id, part, control.peers()) {
+                    control.answer(super::Answer::Read { id, part: part.map(Box::new) });
+                }
+            }
+            control.answer(super::Answer::Installed { view: table, time });
+        }
+        if self.loading() {
+            shared.ticker.keep_busy();
+        }
+        self.progress()
+    }
+
+    /// Whether a table's file is being read.
+    pub fn loading(&self) -> bool {
+        self.feeds.values().any(|f| f.file.is_some())
     }
 
     /// Every table's progress.
@@ -145,16 +212,70 @@ impl TableFeeds {
 }
 
 impl Feed {
-    /// Reads the table's file, if it has one.
-    fn load(&mut self, settings: &FeedSettings, dataflow: &mut Dataflow) {
-        let Some(path) = &self.def.path else { return };
-        if let Err(error) = load_file(&self.def, path, dataflow, &mut self.progress, &settings.dead_letters) {
-            tracing::error!(table = %self.def.name, path, %error, "cannot read the table's file");
-            self.progress.waiting = Some(format!("cannot read {path}: {error}"));
+    /// Starts reading the table's file, if it has one, on a thread of its own (a file that
+    /// blocks holds that thread, not the worker); `reply` waits for it.
+    fn load(&mut self, settings: &FeedSettings, reply: Option<u64>) {
+        let Some(path) = self.def.path.clone() else { return };
+        let (parts, receiver) = std::sync::mpsc::sync_channel(FILE_PARTS_PER_TURN);
+        let (def, max_record_bytes) = (self.def.clone(), settings.max_record_bytes);
+        let spawned = std::thread::Builder::new().name(format!("table-file-{}", def.name)).spawn(move || {
+            let mut part = Vec::with_capacity(FILE_PART);
+            let read = crate::table::file::read(&def, &path, max_record_bytes, &mut |decoded| {
+                part.push(decoded);
+                // A send fails once the table is dropped: the reading stops.
+                part.len() < FILE_PART || parts.send(FilePart::Records(std::mem::take(&mut part))).is_ok()
+            });
+            let _ = parts.send(FilePart::Records(part));
+            let _ = parts.send(FilePart::Done(read.map_err(|e| format!("cannot read {path}: {e}"))));
+        });
+        match spawned {
+            Ok(_) => self.file = Some((receiver, reply)),
+            Err(error) => self.progress.waiting = Some(format!("cannot read the file: {error}")),
         }
     }
 
-    fn poll(&mut self, settings: &FeedSettings, dataflow: &mut Dataflow) -> usize {
+    fn poll(&mut self, settings: &FeedSettings, dataflow: &mut Dataflow, loaded: &mut Vec<Loaded>) -> usize {
+        // The file first, whole: a topic's change of a key comes after the file's row of it.
+        if let Some((parts, reply)) = &self.file {
+            let mut read = 0;
+            for _ in 0..FILE_PARTS_PER_TURN {
+                let part = match parts.try_recv() {
+                    Ok(part) => part,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return read,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        FilePart::Done(Err("the file's reader stopped".into()))
+                    }
+                };
+                match part {
+                    FilePart::Records(records) => {
+                        read += records.len();
+                        for d in records {
+                            let (def, progress) = (&self.def, &mut self.progress);
+                            take(
+                                def,
+                                d.change,
+                                &d.place,
+                                d.position,
+                                &d.raw,
+                                dataflow,
+                                progress,
+                                &settings.dead_letters,
+                            );
+                        }
+                    }
+                    FilePart::Done(result) => {
+                        if let Err(error) = result {
+                            tracing::error!(table = %self.def.name, %error, "cannot read the table's file");
+                            self.progress.waiting = Some(error);
+                        }
+                        loaded.push(Loaded { table: self.def.id, reply: *reply });
+                        self.file = None;
+                        return read;
+                    }
+                }
+            }
+            return read;
+        }
         let Some(topic) = &mut self.topic else { return 0 };
         if let TopicFeed::Looking { found, .. } = topic {
             let partitions = {
@@ -247,64 +368,6 @@ fn take(
             progress.refused += 1;
         }
     }
-}
-
-/// Reads the table's file: CSV with a header (`.csv`), a JSON array, or JSON lines.
-fn load_file(
-    def: &TableDef,
-    path: &str,
-    dataflow: &mut Dataflow,
-    progress: &mut TableProgress,
-    dead_letters: &DeadLetterFile,
-) -> std::io::Result<()> {
-    let size = std::fs::metadata(path)?.len();
-    if size > crate::table::MAX_FILE_BYTES {
-        return Err(std::io::Error::other(format!("{size} bytes, at most {}", crate::table::MAX_FILE_BYTES)));
-    }
-    let bytes = std::fs::read(path)?;
-    // Files are not partitions: their positions are numbered apart from Kafka's.
-    let position = |line: usize| Position::in_file(u32::MAX >> 1, line as u64);
-    if path.to_lowercase().ends_with(".csv") {
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes.as_slice());
-        let headers: Vec<String> = reader.headers().map_err(std::io::Error::other)?.iter().map(String::from).collect();
-        for (i, record) in reader.records().enumerate() {
-            let line = i + 2;
-            let (decoded, raw) = match record {
-                Ok(record) => {
-                    let raw = record.iter().collect::<Vec<_>>().join(",").into_bytes();
-                    (decode::csv(def, &headers, &record), raw)
-                }
-                Err(error) => (Err(Rejection::new(Reason::InvalidCsv, error.to_string())), Vec::new()),
-            };
-            take(def, decoded, &format!("{path}:{line}"), position(line), &raw, dataflow, progress, dead_letters);
-        }
-        return Ok(());
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    if text.trim_start().starts_with('[') {
-        match serde_json::from_str::<Vec<serde_json::Value>>(&text) {
-            Ok(values) => {
-                for (i, value) in values.iter().enumerate() {
-                    let raw = value.to_string().into_bytes();
-                    let place = format!("{path}[{i}]");
-                    take(def, decode::object(def, value), &place, position(i), &raw, dataflow, progress, dead_letters);
-                }
-            }
-            Err(error) => {
-                let rejection = Err(Rejection::new(Reason::InvalidJson, format!("not a JSON array: {error}")));
-                take(def, rejection, path, position(0), &[], dataflow, progress, dead_letters);
-            }
-        }
-        return Ok(());
-    }
-    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let decoded = decode::json(def, Some(line), None);
-        take(def, decoded, &format!("{path}:{}", i + 1), position(i + 1), line, dataflow, progress, dead_letters);
-    }
-    Ok(())
 }
 
 /// Looks for `topic`'s partitions until it finds them or is stopped, saying meanwhile why not.

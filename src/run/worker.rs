@@ -133,7 +133,7 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
     // The tables installed before the start read their files now (their dead letters after
     // the file was prepared).
     if let Some(feeds) = feeds.as_mut() {
-        feeds.start(&mut pipeline);
+        feeds.start();
     }
 
     let k = &settings.kafka;
@@ -225,10 +225,7 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
             progress.records.1 = report.messages;
         }
         if let Some(feeds) = feeds.as_mut().filter(|_| !stopping) {
-            if feeds.poll(&mut pipeline) > 0 {
-                shared.ticker.admitted(pipeline.time());
-            }
-            progress.tables = feeds.progress();
+            progress.tables = feeds.turn(&mut pipeline, &mut control, shared);
         }
         let now = now_ms();
         let held = coordinator.as_ref().is_some_and(|c| c.schedule.hold.is_some());
@@ -563,14 +560,15 @@ pub(super) fn carry_out(
                 // the table answers with the whole file from then on.
                 let (time, table) = (pipeline.time(), def.id);
                 pipeline.tables.install(worker, (*def).clone(), time);
-                if let Some(feeds) = feeds.as_deref_mut() {
-                    feeds.open(*def, pipeline);
+                // Worker 0 answers once the table's file is in (read on a thread of its own).
+                let later = feeds.as_deref_mut().is_some_and(|feeds| feeds.open(*def, Some(id)));
+                if !later {
+                    let part = Ok(Reading { time, ..Reading::default() });
+                    if let Some(part) = answering.deliver(id, part, control.peers()) {
+                        control.answer(Answer::Read { id, part: part.map(Box::new) });
+                    }
+                    control.answer(Answer::Installed { view: table, time });
                 }
-                let part = Ok(Reading { time, ..Reading::default() });
-                if let Some(part) = answering.deliver(id, part, control.peers()) {
-                    control.answer(Answer::Read { id, part: part.map(Box::new) });
-                }
-                control.answer(Answer::Installed { view: table, time });
             }
             Order::DropTable { id, table } => {
                 if let Some(feeds) = feeds.as_deref_mut() {

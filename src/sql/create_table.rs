@@ -262,6 +262,10 @@ fn source(create: &CreateTable, name: &str) -> Result<(Option<String>, Option<St
             // Kept absolute: a restart may start elsewhere.
             let absolute = std::fs::canonicalize(&path)
                 .map_err(|e| SqlError::InvalidParameter(format!("cannot read the table's file {path}: {e}")))?;
+            // Kernel and device files are not data: reading one may block or never end.
+            if ["/proc/", "/sys/", "/dev/"].iter().any(|p| absolute.starts_with(p)) {
+                return Err(SqlError::InvalidParameter(format!("{path} is a system file, not a table's data")));
+            }
             let metadata = std::fs::metadata(&absolute)
                 .map_err(|e| SqlError::InvalidParameter(format!("cannot read the table's file {path}: {e}")))?;
             if !metadata.is_file() {

@@ -21,6 +21,7 @@
 //! | `compat` | parsing: the user's queries as written, the clients' catalog queries through pg-catalog's rewrites |
 //! | `names` | the names Postgres gives unnamed columns (`sum(amount)` is `sum`) |
 //! | [`catalog`], [`views`], `ddl`, `create_table` | created views and tables: kept, planned, installed |
+//! | [`compile`], `joins` | a view's plan compiled into the dataflow's; which joins it keeps |
 //! | [`information_schema`] | Postgres' `information_schema`, for the clients that browse with it |
 //! | [`checked`] | integer arithmetic that fails on overflow (22003), as Postgres' does |
 //! | [`cooperative`] | joins yield, so a timeout, a cancel or a stop reaches a statement |
@@ -47,6 +48,7 @@ mod exact_sum;
 pub mod exec;
 pub mod functions;
 pub mod information_schema;
+mod joins;
 pub mod limits;
 pub mod names;
 pub mod point;

@@ -28,6 +28,7 @@
 //! exact) and `timestamp` (`timestamptz`; RFC 3339 text or seconds since the epoch).
 
 pub mod decode;
+pub mod file;
 
 use std::collections::BTreeMap;
 
