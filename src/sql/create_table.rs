@@ -56,6 +56,8 @@ pub(super) async fn create(engine: &Engine, create: &CreateTable, text: &str) ->
 
 /// Answers `DROP TABLE`.
 pub(super) async fn drop_tables(engine: &Engine, names: &[String], if_exists: bool) -> Result<Answer, SqlError> {
+    // Each checked first: a statement that cannot drop them all drops none.
+    let mut defs: Vec<TableDef> = Vec::new();
     for name in names {
         if Relation::named(name).is_some() {
             return Err(SqlError::WrongObjectType(format!(
@@ -78,9 +80,14 @@ pub(super) async fn drop_tables(engine: &Engine, names: &[String], if_exists: bo
                 dependents.join(", ")
             )));
         }
+        if !defs.iter().any(|d| d.id == def.id) {
+            defs.push(def);
+        }
+    }
+    for def in defs {
         engine.serving().drop_table(def.id, engine.limits().timeout).await.map_err(SqlError::from_read)?;
         let _ = engine.shared.context.deregister_table(def.name.as_str());
-        let removed = engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).remove_table(name);
+        let removed = engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).remove_table(&def.name);
         removed.map_err(|e| {
             SqlError::Io(format!("the table is dropped but its definition could not be removed: {e:#}"))
         })?;

@@ -154,7 +154,10 @@ fn register(engine: &Engine, def: &ViewDef, read: datafusion::logical_expr::Logi
         .map_err(|e| SqlError::Internal(format!("cannot register view {}: {e}", def.name)))
 }
 
+/// Drops the views `names`: each is checked first (a statement that cannot drop them all
+/// drops none), then they go, a view before the views it reads.
 async fn drop_views(engine: &Engine, names: &[String], if_exists: bool) -> Result<Answer, SqlError> {
+    let mut defs = Vec::new();
     for name in names {
         if Relation::named(name).is_some() {
             return Err(SqlError::WrongObjectType(format!(
@@ -174,12 +177,20 @@ async fn drop_views(engine: &Engine, names: &[String], if_exists: bool) -> Resul
             }
             return Err(SqlError::UndefinedTable(format!("view \"{name}\" does not exist")));
         };
-        if !dependents.is_empty() {
+        let others: Vec<String> = dependents.into_iter().filter(|d| !names.contains(&d.to_lowercase())).collect();
+        if !others.is_empty() {
             return Err(SqlError::Dependents(format!(
                 "cannot drop view {name}: {} read(s) it; drop them first",
-                dependents.join(", ")
+                others.join(", ")
             )));
         }
+        if !defs.iter().any(|d: &super::catalog::ViewDef| d.id == def.id) {
+            defs.push(def);
+        }
+    }
+    // Created later first: a view over a view was created after it.
+    defs.sort_by_key(|d| std::cmp::Reverse(d.id));
+    for def in defs {
         if def.maintained.is_some() {
             engine.serving().drop_view(def.id, engine.limits().timeout).await.map_err(SqlError::from_read)?;
         }
@@ -188,7 +199,7 @@ async fn drop_views(engine: &Engine, names: &[String], if_exists: bool) -> Resul
             .catalog()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
+            .remove(&def.name)
             .map_err(|e| SqlError::Io(format!("the view is dropped but its definition could not be removed: {e:#}")))?;
     }
     Ok(Answer::tag("DROP VIEW"))
