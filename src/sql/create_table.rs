@@ -47,7 +47,10 @@ pub(super) async fn create(engine: &Engine, create: &CreateTable, text: &str) ->
     let _held = Reserved { engine, name: name.clone() };
     def.id = engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).next_id();
     let serving = engine.serving();
-    serving.create_table(def.clone(), engine.limits().timeout).await.map_err(SqlError::from_read)?;
+    let time = serving.create_table(def.clone(), engine.limits().timeout).await.map_err(SqlError::from_read)?;
+    if let Err(error) = super::ddl::complete_through(engine, time).await {
+        tracing::warn!(table = %name, %error, "a created table's first time is not complete yet");
+    }
     register(engine, &def)?;
     let kept = engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).add_table(def);
     kept.map_err(|e| SqlError::Io(format!("the table is created but its definition could not be kept: {e:#}")))?;

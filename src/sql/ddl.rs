@@ -88,7 +88,12 @@ async fn create_view(
     let serving = engine.serving();
     let time = match &planned.maintained {
         Some(maintained) => {
-            serving.install(maintained.clone(), engine.limits().timeout).await.map_err(SqlError::from_read)?
+            let time =
+                serving.install(maintained.clone(), engine.limits().timeout).await.map_err(SqlError::from_read)?;
+            if let Err(error) = complete_through(engine, time).await {
+                tracing::warn!(view = %name, %error, "a created view's first time is not complete yet");
+            }
+            time
         }
         None => 0,
     };
@@ -103,6 +108,29 @@ async fn create_view(
     let kept = engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).add(def, time);
     kept.map_err(|e| SqlError::Io(format!("the view is installed but its definition could not be kept: {e:#}")))?;
     Ok(Answer::tag("CREATE VIEW"))
+}
+
+/// Returns once the pipeline is complete through `time` (a new view's or table's first time
+/// on every worker): every statement after this one is then read at or after it — one ordered
+/// meanwhile could be pinned at an earlier complete time, before the coordinator heard from
+/// every worker, and find the new relation compacted beyond it.
+pub(super) async fn complete_through(engine: &Engine, time: u64) -> Result<(), SqlError> {
+    let serving = engine.serving();
+    let timeout = engine.limits().timeout;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let pinned = serving.pin(timeout).await.map_err(SqlError::from_read)?;
+        serving.unpin(pinned.time);
+        if pinned.time >= time {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(SqlError::Unavailable(format!(
+                "created, but the pipeline is not complete through its time {time} yet"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }
 
 /// Checks the name of a view or table being created.
