@@ -87,6 +87,102 @@ pub enum RowPlan {
     Union(Vec<RowPlan>),
     /// Each row once.
     Distinct(Box<RowPlan>),
+    /// The first rows of each group in an order (`ORDER BY … LIMIT k`, or `row_number()` over
+    /// a partition bounded by a filter), each followed by its position when `rank` is set.
+    TopK {
+        /// The rows.
+        input: Box<RowPlan>,
+        /// The group's key (none: one group of every row).
+        keys: Vec<Scalar>,
+        /// The order: each key, first to last.
+        order: Vec<SortKey>,
+        /// Rows skipped first.
+        offset: usize,
+        /// Rows kept after them.
+        limit: usize,
+        /// Whether each row is followed by its position in its group, from 1 (`row_number()`).
+        rank: bool,
+    },
+}
+
+/// One key of an order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SortKey {
+    /// The value ordered by.
+    pub expr: Scalar,
+    /// Largest first.
+    pub descending: bool,
+    /// NULL before every value.
+    pub nulls_first: bool,
+}
+
+impl SortKey {
+    /// How two rows compare by this key.
+    pub fn compare(&self, a: &[Owned], b: &[Owned]) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        match (self.expr.eval(a), self.expr.eval(b)) {
+            (Owned::Null, Owned::Null) => Ordering::Equal,
+            (Owned::Null, _) => {
+                if self.nulls_first {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                }
+            }
+            (_, Owned::Null) => {
+                if self.nulls_first {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                }
+            }
+            (x, y) if self.descending => y.cmp(&x),
+            (x, y) => x.cmp(&y),
+        }
+    }
+}
+
+/// The first `offset + limit` rows of a group in `order` (ties by the whole row, so the choice
+/// is the same on every worker and every run), less the first `offset`, each as often as it is
+/// there, with its position when `rank` is set.
+pub fn top_k(
+    rows: &[(&crate::table::Row, isize)],
+    order: &[SortKey],
+    offset: usize,
+    limit: usize,
+    rank: bool,
+) -> Vec<(crate::table::Row, isize)> {
+    let mut sorted: Vec<(&crate::table::Row, isize)> = rows.iter().filter(|(_, n)| *n > 0).copied().collect();
+    let compare = |a: &(&crate::table::Row, isize), b: &(&crate::table::Row, isize)| {
+        order.iter().map(|k| k.compare(a.0, b.0)).find(|o| o.is_ne()).unwrap_or_else(|| a.0.cmp(b.0))
+    };
+    let wanted = offset.saturating_add(limit);
+    if wanted < sorted.len() {
+        sorted.select_nth_unstable_by(wanted, compare);
+        sorted.truncate(wanted);
+    }
+    sorted.sort_by(compare);
+    let mut out: Vec<(crate::table::Row, isize)> = Vec::new();
+    let mut position = 0usize;
+    for (row, n) in sorted {
+        let n = n as usize;
+        // The copies of this row at positions offset+1 ..= offset+limit.
+        let (first, last) = (position.max(offset), (position + n).min(wanted));
+        position += n;
+        if first >= last {
+            continue;
+        }
+        if rank {
+            for p in first..last {
+                let mut ranked = row.clone();
+                ranked.push(Owned::Int(p as i64 - offset as i64 + 1));
+                out.push((ranked, 1));
+            }
+        } else {
+            out.push((row.clone(), (last - first) as isize));
+        }
+    }
+    out
 }
 
 impl RowPlan {
@@ -108,6 +204,7 @@ impl RowPlan {
             RowPlan::Join { left, right_width, .. } => left.width() + right_width,
             RowPlan::Reduce { keys, aggregates, .. } => keys.len() + aggregates.len(),
             RowPlan::Union(inputs) => inputs.first().map_or(0, RowPlan::width),
+            RowPlan::TopK { input, rank, .. } => input.width() + usize::from(*rank),
         }
     }
 
@@ -126,9 +223,10 @@ impl RowPlan {
         each(self);
         match self {
             RowPlan::Transactions { .. } | RowPlan::Table { .. } | RowPlan::View { .. } => {}
-            RowPlan::Filter { input, .. } | RowPlan::Map { input, .. } | RowPlan::Reduce { input, .. } => {
-                input.visit(each)
-            }
+            RowPlan::Filter { input, .. }
+            | RowPlan::Map { input, .. }
+            | RowPlan::Reduce { input, .. }
+            | RowPlan::TopK { input, .. } => input.visit(each),
             RowPlan::Distinct(input) => input.visit(each),
             RowPlan::Join { left, right, .. } => {
                 left.visit(each);
@@ -156,10 +254,61 @@ pub enum Scalar {
     Not(Box<Scalar>),
     /// Whether the value is NULL.
     IsNull(Box<Scalar>),
-    /// An instant truncated to a multiple of this many seconds since the epoch (hours, days).
-    Truncate(i64, Box<Scalar>),
+    /// An instant put in its bin: the start of the `step`-second interval, counted from
+    /// `origin` (seconds since the epoch), that holds it (`date_trunc`, `date_bin`).
+    Bin {
+        /// The bins' width in seconds.
+        step: i64,
+        /// The start of one bin.
+        origin: i64,
+        /// The instant.
+        arg: Box<Scalar>,
+    },
     /// An integer as an amount (`CAST(n AS numeric)`).
     IntToMoney(Box<Scalar>),
+    /// Arithmetic on integers or amounts; NULL when either side is, or past 64 bits (integers)
+    /// or 128 (cents), or for a division by zero (a view cannot fail a row).
+    Arith(Arith, Box<Scalar>, Box<Scalar>),
+}
+
+/// An arithmetic operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Arith {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*` (of two integers, or an amount and an integer)
+    Mul,
+    /// `/` of integers, truncated toward zero
+    Div,
+    /// `%` of integers, the sign of the dividend
+    Rem,
+}
+
+impl Arith {
+    fn apply(self, a: Owned, b: Owned) -> Owned {
+        let ints = |x: i64, y: i64| match self {
+            Arith::Add => x.checked_add(y),
+            Arith::Sub => x.checked_sub(y),
+            Arith::Mul => x.checked_mul(y),
+            Arith::Div => x.checked_div(y),
+            Arith::Rem => x.checked_rem(y),
+        };
+        let cents = |x: i128, y: i128| match self {
+            Arith::Add => x.checked_add(y),
+            Arith::Sub => x.checked_sub(y),
+            _ => None,
+        };
+        match (a, b) {
+            (Owned::Int(x), Owned::Int(y)) => ints(x, y).map_or(Owned::Null, Owned::Int),
+            (Owned::Cents(x), Owned::Cents(y)) => cents(x, y).map_or(Owned::Null, Owned::Cents),
+            (Owned::Cents(c), Owned::Int(n)) | (Owned::Int(n), Owned::Cents(c)) if self == Arith::Mul => {
+                c.checked_mul(i128::from(n)).map_or(Owned::Null, Owned::Cents)
+            }
+            _ => Owned::Null,
+        }
+    }
 }
 
 /// A comparison operator.
@@ -191,8 +340,9 @@ impl Scalar {
             Scalar::Or(a, b) => Scalar::Or(boxed(a), boxed(b)),
             Scalar::Not(a) => Scalar::Not(boxed(a)),
             Scalar::IsNull(a) => Scalar::IsNull(boxed(a)),
-            Scalar::Truncate(step, a) => Scalar::Truncate(*step, boxed(a)),
+            Scalar::Bin { step, origin, arg } => Scalar::Bin { step: *step, origin: *origin, arg: boxed(arg) },
             Scalar::IntToMoney(a) => Scalar::IntToMoney(boxed(a)),
+            Scalar::Arith(op, a, b) => Scalar::Arith(*op, boxed(a), boxed(b)),
         }
     }
 
@@ -211,11 +361,16 @@ impl Scalar {
         match self {
             Scalar::Column(i) => row[*i].clone(),
             Scalar::Literal(value) => value.clone(),
-            Scalar::Truncate(step, arg) => match arg.eval(row) {
-                // An instant too far from the epoch to truncate has no truncation.
-                Owned::Seconds(s) => s.div_euclid(*step).checked_mul(*step).map_or(Owned::Null, Owned::Seconds),
+            Scalar::Bin { step, origin, arg } => match arg.eval(row) {
+                // An instant too far from the origin to put in a bin has none.
+                Owned::Seconds(s) => s
+                    .checked_sub(*origin)
+                    .and_then(|since| since.div_euclid(*step).checked_mul(*step))
+                    .and_then(|start| start.checked_add(*origin))
+                    .map_or(Owned::Null, Owned::Seconds),
                 _ => Owned::Null,
             },
+            Scalar::Arith(op, a, b) => op.apply(a.eval(row), b.eval(row)),
             Scalar::IntToMoney(arg) => match arg.eval(row) {
                 Owned::Int(n) => Owned::Cents(i128::from(n) * 100),
                 other => other,
@@ -356,9 +511,53 @@ mod tests {
 
     #[test]
     fn an_instant_too_far_to_truncate_has_no_truncation() {
-        let day = Scalar::Truncate(86_400, col(0));
+        let day = Scalar::Bin { step: 86_400, origin: 0, arg: col(0) };
         assert_eq!(day.eval(&[Owned::Seconds(i64::MIN)]), Owned::Null);
         assert_eq!(day.eval(&[Owned::Seconds(86_401)]), Owned::Seconds(86_400));
+        assert_eq!(day.eval(&[Owned::Seconds(-1)]), Owned::Seconds(-86_400));
+        // Fifteen-minute bins from 00:05.
+        let bins = Scalar::Bin { step: 900, origin: 300, arg: col(0) };
+        assert_eq!(bins.eval(&[Owned::Seconds(299)]), Owned::Seconds(-600));
+        assert_eq!(bins.eval(&[Owned::Seconds(1_250)]), Owned::Seconds(1_200));
+    }
+
+    #[test]
+    fn arithmetic_is_null_where_sql_would_fail_a_row() {
+        let op = |op, a, b| Scalar::Arith(op, Box::new(Scalar::Literal(a)), Box::new(Scalar::Literal(b))).eval(&[]);
+        assert_eq!(op(Arith::Add, Owned::Int(2), Owned::Int(3)), Owned::Int(5));
+        assert_eq!(op(Arith::Mul, Owned::Cents(250), Owned::Int(3)), Owned::Cents(750));
+        assert_eq!(op(Arith::Sub, Owned::Cents(250), Owned::Cents(300)), Owned::Cents(-50));
+        assert_eq!(op(Arith::Div, Owned::Int(-7), Owned::Int(2)), Owned::Int(-3));
+        assert_eq!(op(Arith::Rem, Owned::Int(-7), Owned::Int(2)), Owned::Int(-1));
+        assert_eq!(op(Arith::Div, Owned::Int(1), Owned::Int(0)), Owned::Null);
+        assert_eq!(op(Arith::Add, Owned::Int(i64::MAX), Owned::Int(1)), Owned::Null);
+        assert_eq!(op(Arith::Add, Owned::Null, Owned::Int(1)), Owned::Null);
+    }
+
+    #[test]
+    fn top_k_keeps_the_first_rows_of_an_order_each_as_often_as_it_is_there() {
+        let rows: Vec<crate::table::Row> =
+            [300, 100, 200, 200].iter().map(|c| vec![Owned::Cents(*c)]).chain([vec![Owned::Null]]).collect();
+        let counted: Vec<(&crate::table::Row, isize)> =
+            vec![(&rows[0], 1), (&rows[1], 1), (&rows[2], 2), (&rows[4], 1)];
+        let desc = [SortKey { expr: Scalar::Column(0), descending: true, nulls_first: true }];
+        let cents = |out: Vec<(crate::table::Row, isize)>| -> Vec<(Vec<Owned>, isize)> { out };
+        // NULL first, then 300, then 200 twice: the limit cuts between the two copies.
+        assert_eq!(
+            cents(top_k(&counted, &desc, 0, 3, false)),
+            vec![(vec![Owned::Null], 1), (vec![Owned::Cents(300)], 1), (vec![Owned::Cents(200)], 1)]
+        );
+        assert_eq!(
+            top_k(&counted, &desc, 2, 10, true),
+            vec![
+                (vec![Owned::Cents(200), Owned::Int(1)], 1),
+                (vec![Owned::Cents(200), Owned::Int(2)], 1),
+                (vec![Owned::Cents(100), Owned::Int(3)], 1)
+            ]
+        );
+        let asc_nulls_last = [SortKey { expr: Scalar::Column(0), descending: false, nulls_first: false }];
+        assert_eq!(top_k(&counted, &asc_nulls_last, 0, 1, true), vec![(vec![Owned::Cents(100), Owned::Int(1)], 1)]);
+        assert!(top_k(&counted, &asc_nulls_last, 5, 3, false).is_empty());
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! | `Filter`, `Map` | `filter`, `map` |
 //! | `Join` | both sides keyed and joined (`join_map`); a table side joined on its primary key is its own arrangement, imported (`join_core`); a left join adds the left rows whose key the right side lacks (`antijoin`) |
 //! | `Reduce` | `reduce`: each group's aggregates from its rows |
+//! | `Reduce` without groups | the same, plus the row of no rows (`count` 0) while the reduction has none |
+//! | `TopK` | `reduce` per group keeping its first rows in order; one group of every row first through 65,536 then 256 groups by hash |
 //! | `Union`, `Distinct` | `concatenate`, `distinct` |
 //!
 //! The view's rows are arranged by the whole row (a row may be there more than once: its
@@ -18,12 +20,13 @@ use std::collections::BTreeMap;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::ValSpine;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::operators::vec::ToStream;
 
 use super::table::TableTrace;
 use super::Time;
 use crate::compute::columns::Owned;
-use crate::compute::plan::{RowPlan, Scalar};
+use crate::compute::plan::{top_k, RowPlan, Scalar};
 use crate::event::Txn;
 use crate::table::Row;
 
@@ -110,12 +113,51 @@ pub fn render<'scope>(plan: &RowPlan, inputs: &Inputs<'scope>) -> VecCollection<
             joined.concat(unmatched).concat(null_keyed)
         }
         RowPlan::Reduce { input, keys, aggregates } => {
+            let global = keys.is_empty();
             let (keys, aggregates) = (keys.clone(), aggregates.clone());
-            render(input, inputs)
+            let empty: Row = aggregates.iter().map(|a| a.over(&[])).collect();
+            let reduced = render(input, inputs)
                 .map(move |row| (keys.iter().map(|k| k.eval(&row)).collect::<Row>(), row))
                 .reduce(move |key: &Row, rows: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
                     let values = aggregates.iter().map(|a| a.over(rows));
                     out.push((key.iter().cloned().chain(values).collect(), 1));
+                })
+                .map(|(_, row)| row);
+            if !global {
+                return reduced;
+            }
+            // An aggregation without groups has one row even over no rows (`count` 0, `sum`
+            // NULL), as SQL has it: that row, less itself whenever the reduction has one.
+            let scope = reduced.inner.scope();
+            let once = if scope.index() == 0 { vec![(empty.clone(), Time::default(), 1isize)] } else { Vec::new() };
+            let empty_row = once.to_stream(scope).as_collection();
+            let present = reduced.clone().map(move |_| empty.clone()).negate();
+            reduced.concat(empty_row).concat(present)
+        }
+        RowPlan::TopK { input, keys, order, offset, limit, rank } => {
+            let rows = render(input, inputs);
+            let (keys, order, offset, limit, rank) = (keys.clone(), order.clone(), *offset, *limit, *rank);
+            let wanted = offset.saturating_add(limit);
+            let global = keys.is_empty();
+            let mut keyed =
+                rows.map(move |row| ((keys.iter().map(|k| k.eval(&row)).collect::<Row>(), bucket(&row)), row));
+            // One group of every row would be sorted whole at every change: first the first
+            // rows of each of 65,536 then 256 buckets by the row's hash, each a small group,
+            // then of the group (Materialize's top-k is built in stages the same way).
+            if global {
+                for buckets in [1u64 << 16, 1 << 8] {
+                    let order = order.clone();
+                    keyed = keyed.map(move |((key, hash), row)| ((key, hash % buckets), row)).reduce(
+                        move |_, rows: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
+                            out.extend(top_k(rows, &order, 0, wanted, false));
+                        },
+                    );
+                }
+            }
+            keyed
+                .map(|((key, _), row)| (key, row))
+                .reduce(move |_, rows: &[(&Row, isize)], out: &mut Vec<(Row, isize)>| {
+                    out.extend(top_k(rows, &order, offset, limit, rank));
                 })
                 .map(|(_, row)| row)
         }
@@ -163,6 +205,15 @@ fn on_primary_key<'a, 'scope>(
         })
         .collect::<Option<_>>()?;
     (joined_on == *key).then_some((table, columns))
+}
+
+/// A row's hash: the same on every worker of every process (a row and its retraction fall in
+/// the same bucket wherever they are made).
+fn bucket(row: &Row) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    row.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Column `column` of `transactions` (`id, customer, amount, category, ts`) of a live

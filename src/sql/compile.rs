@@ -21,7 +21,9 @@
 //! | `Join` on equalities, inner or left (a left join without other conditions) | `Join` |
 //! | `Aggregate` with `count`, `count(DISTINCT)`, `sum`, `min`, `max` (and `avg` at the top) | `Reduce` |
 //! | `Union` (`UNION ALL`), `Distinct` | `Union`, `Distinct` |
-//! | expressions: columns, constants, comparisons, `AND`/`OR`/`NOT`, `IS [NOT] NULL`, `BETWEEN`, `IN (…)`, `date_trunc('minute' \| 'hour' \| 'day', ts)`, casts between the same types | `Scalar` |
+//! | `Sort` with a fetch, `Limit` over a `Sort` (`ORDER BY … LIMIT k OFFSET n`) | `TopK` of one group |
+//! | `Window` of `row_number() OVER (PARTITION BY … ORDER BY …)` under a filter bounding it (`WHERE rn <= k`) | `TopK` per partition, with the rank |
+//! | expressions: columns, constants, comparisons, `AND`/`OR`/`NOT`, `IS [NOT] NULL`, `BETWEEN`, `IN (…)`, `+ - * / %` of integers and amounts, `date_trunc('second' \| 'minute' \| 'hour' \| 'day' \| 'week', ts)`, `date_bin(interval, ts[, origin])`, casts between the same types | `Scalar` |
 //!
 //! Anything else is refused (0A000), naming it; a join without an equality (which would keep
 //! every pair) is refused with that reason.
@@ -34,14 +36,14 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
-    col, BinaryExpr, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Projection,
+    col, BinaryExpr, Expr, FetchType, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Projection, SkipType,
 };
 
 use super::joins::{reduce, unique_on};
 use super::table::LiveTable;
 use super::SqlError;
 use crate::compute::columns::{ColumnType, Owned};
-use crate::compute::plan::{Aggregate, AggregateFunc, Comparison, RowPlan, Scalar};
+use crate::compute::plan::{Aggregate, AggregateFunc, Arith, Comparison, RowPlan, Scalar, SortKey};
 use crate::compute::relation::Relation;
 
 /// A view compiled: what the workers maintain, and what a read of it runs.
@@ -226,6 +228,15 @@ fn aggregate_of(
 
 /// The rows of `plan` as the dataflow computes them, and their columns' types.
 fn rows(plan: &LogicalPlan) -> Result<(RowPlan, Vec<ColumnType>), SqlError> {
+    rows_bounded(plan, None)
+}
+
+/// A column of a plan's output (by name) that a filter above bounds: only rows where it is at
+/// most the number are kept. A `row_number()` so bounded is a top-k.
+type RankBound = Option<(String, usize)>;
+
+/// The rows of `plan`, with what a filter above says of one of its columns.
+fn rows_bounded(plan: &LogicalPlan, bound: RankBound) -> Result<(RowPlan, Vec<ColumnType>), SqlError> {
     match plan {
         LogicalPlan::TableScan(scan) => {
             if scan.fetch.is_some() {
@@ -268,14 +279,22 @@ fn rows(plan: &LogicalPlan) -> Result<(RowPlan, Vec<ColumnType>), SqlError> {
                 }
             }
         }
-        LogicalPlan::SubqueryAlias(alias) => rows(&alias.input),
+        LogicalPlan::SubqueryAlias(alias) => rows_bounded(&alias.input, bound),
         LogicalPlan::Filter(filter) => {
-            let (input, types) = rows(&filter.input)?;
+            let (input, types) = rows_bounded(&filter.input, rank_bound(&filter.predicate).or(bound))?;
             let (predicate, _) = scalar(&filter.predicate, filter.input.schema(), &types)?;
             Ok((RowPlan::Filter { input: Box::new(input), predicate }, types))
         }
         LogicalPlan::Projection(projection) => {
-            let (input, input_types) = rows(&projection.input)?;
+            // The bounded column, as the input's column it shows.
+            let below = bound.and_then(|(name, k)| {
+                let i = projection.schema.fields().iter().position(|f| *f.name() == name)?;
+                match projection.expr.get(i)?.clone().unalias() {
+                    Expr::Column(c) => Some((c.name, k)),
+                    _ => None,
+                }
+            });
+            let (input, input_types) = rows_bounded(&projection.input, below)?;
             let schema = projection.input.schema();
             let mut exprs = Vec::new();
             let mut types = Vec::new();
@@ -381,10 +400,139 @@ fn rows(plan: &LogicalPlan) -> Result<(RowPlan, Vec<ColumnType>), SqlError> {
             let (input, types) = rows(input)?;
             Ok((RowPlan::Distinct(Box::new(input)), types))
         }
+        // The order of a view's rows is not kept (a read orders them); what a limit keeps is.
+        LogicalPlan::Sort(sort) => match sort.fetch {
+            None => rows(&sort.input),
+            Some(limit) => top_k(sort, 0, limit),
+        },
+        LogicalPlan::Limit(limit) => {
+            let (Ok(SkipType::Literal(offset)), Ok(FetchType::Literal(fetch))) =
+                (limit.get_skip_type(), limit.get_fetch_type())
+            else {
+                return Err(SqlError::Unsupported("a LIMIT or OFFSET that is not a constant in a view".into()));
+            };
+            let LogicalPlan::Sort(sort) = limit.input.as_ref() else {
+                return Err(SqlError::Unsupported(
+                    "LIMIT without ORDER BY in a view (which rows it keeps would be arbitrary)".into(),
+                ));
+            };
+            top_k(sort, offset, fetch.unwrap_or(usize::MAX))
+        }
+        LogicalPlan::Window(window) => {
+            let refused = || {
+                SqlError::Unsupported(
+                    "a window function in a view: row_number() OVER (PARTITION BY … ORDER BY …) bounded by a \
+                     filter above it (WHERE rn <= k) is maintained, as a top-k per partition"
+                        .into(),
+                )
+            };
+            let input_width = window.input.schema().fields().len();
+            let (Some((name, limit)), [expr]) = (bound, window.window_expr.as_slice()) else { return Err(refused()) };
+            if window.schema.fields().get(input_width).is_none_or(|f| *f.name() != name) {
+                return Err(refused());
+            }
+            let Expr::WindowFunction(function) = expr.clone().unalias() else { return Err(refused()) };
+            let params = &function.params;
+            if function.fun.name() != "row_number" || !params.args.is_empty() || params.filter.is_some() {
+                return Err(refused());
+            }
+            let (input, mut types) = rows(&window.input)?;
+            let schema = window.input.schema();
+            let keys = params
+                .partition_by
+                .iter()
+                .map(|e| Ok(scalar(e, schema, &types)?.0))
+                .collect::<Result<Vec<_>, SqlError>>()?;
+            let order = sort_keys(&params.order_by, schema, &types)?;
+            types.push(ColumnType::Int);
+            Ok((RowPlan::TopK { input: Box::new(input), keys, order, offset: 0, limit, rank: true }, types))
+        }
         other => Err(SqlError::Unsupported(format!(
             "{} in a view",
             other.display().to_string().split([':', ' ']).next().unwrap_or("an operator")
         ))),
+    }
+}
+
+/// The first rows of `sort`'s input in its order: `limit` of them after `offset`.
+fn top_k(
+    sort: &datafusion::logical_expr::Sort,
+    offset: usize,
+    limit: usize,
+) -> Result<(RowPlan, Vec<ColumnType>), SqlError> {
+    let (input, types) = rows(&sort.input)?;
+    let order = sort_keys(&sort.expr, sort.input.schema(), &types)?;
+    let limit = limit.min(usize::MAX - offset);
+    Ok((RowPlan::TopK { input: Box::new(input), keys: Vec::new(), order, offset, limit, rank: false }, types))
+}
+
+/// An order's keys over rows of `schema`.
+fn sort_keys(
+    exprs: &[datafusion::logical_expr::SortExpr],
+    schema: &DFSchema,
+    types: &[ColumnType],
+) -> Result<Vec<SortKey>, SqlError> {
+    exprs
+        .iter()
+        .map(|s| {
+            let (expr, _) = scalar(&s.expr, schema, types)?;
+            Ok(SortKey { expr, descending: !s.asc, nulls_first: s.nulls_first })
+        })
+        .collect()
+}
+
+/// The bound a predicate puts on a column (`rn <= 3`, `rn < 4`, `rn = 1`, `3 >= rn`, in a
+/// conjunction: the least), if any.
+fn rank_bound(predicate: &Expr) -> RankBound {
+    let mut bound: RankBound = None;
+    for conjunct in datafusion::logical_expr::utils::split_conjunction(predicate) {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = conjunct else { continue };
+        let (column, op, value) = match (bare_column(left), bare_column(right)) {
+            (Some(c), None) => (c, *op, right.as_ref()),
+            (None, Some(c)) => (c, op.swap().unwrap_or(*op), left.as_ref()),
+            _ => continue,
+        };
+        let Some(n) = constant(value) else { continue };
+        let at_most = match op {
+            Operator::LtEq | Operator::Eq => n,
+            Operator::Lt => n.saturating_sub(1),
+            _ => continue,
+        };
+        let Ok(at_most) = usize::try_from(at_most.max(0)) else { continue };
+        if bound.as_ref().is_none_or(|(_, k)| at_most < *k) {
+            bound = Some((column, at_most));
+        }
+    }
+    bound
+}
+
+/// The column an expression is, seen through casts.
+fn bare_column(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Column(c) => Some(c.name.clone()),
+        Expr::Cast(cast) => bare_column(&cast.expr),
+        Expr::TryCast(cast) => bare_column(&cast.expr),
+        _ => None,
+    }
+}
+
+/// An integer constant, seen through casts.
+fn constant(expr: &Expr) -> Option<i128> {
+    match expr {
+        Expr::Literal(value, _) => match value {
+            ScalarValue::Int8(Some(n)) => Some((*n).into()),
+            ScalarValue::Int16(Some(n)) => Some((*n).into()),
+            ScalarValue::Int32(Some(n)) => Some((*n).into()),
+            ScalarValue::Int64(Some(n)) => Some((*n).into()),
+            ScalarValue::UInt8(Some(n)) => Some((*n).into()),
+            ScalarValue::UInt16(Some(n)) => Some((*n).into()),
+            ScalarValue::UInt32(Some(n)) => Some((*n).into()),
+            ScalarValue::UInt64(Some(n)) => Some((*n).into()),
+            _ => None,
+        },
+        Expr::Cast(cast) => constant(&cast.expr),
+        Expr::TryCast(cast) => constant(&cast.expr),
+        _ => None,
     }
 }
 
@@ -407,8 +555,37 @@ fn scalar(expr: &Expr, schema: &DFSchema, types: &[ColumnType]) -> Result<(Scala
             Ok((Scalar::Literal(value), ty))
         }
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-            let (l, lt) = scalar(left, schema, types)?;
-            let (r, _) = scalar(right, schema, types)?;
+            let (mut l, mut lt) = scalar(left, schema, types)?;
+            let (mut r, mut rt) = scalar(right, schema, types)?;
+            // An integer beside an amount (a constant or a column DataFusion left as an
+            // integer-valued decimal) is compared and added as an amount; multiplied, as is.
+            if *op != Operator::Multiply {
+                match (lt, rt) {
+                    (ColumnType::Money, ColumnType::Int) => {
+                        (r, rt) = (Scalar::IntToMoney(Box::new(r)), ColumnType::Money)
+                    }
+                    (ColumnType::Int, ColumnType::Money) => {
+                        (l, lt) = (Scalar::IntToMoney(Box::new(l)), ColumnType::Money)
+                    }
+                    _ => {}
+                }
+            }
+            let arith = |a, ty| Ok((Scalar::Arith(a, Box::new(l.clone()), Box::new(r.clone())), ty));
+            match (op, lt, rt) {
+                (Operator::Plus, ColumnType::Int | ColumnType::Money, _) if lt == rt => return arith(Arith::Add, lt),
+                (Operator::Minus, ColumnType::Int | ColumnType::Money, _) if lt == rt => return arith(Arith::Sub, lt),
+                (Operator::Multiply, ColumnType::Int, ColumnType::Int) => return arith(Arith::Mul, ColumnType::Int),
+                (Operator::Multiply, ColumnType::Money, ColumnType::Int)
+                | (Operator::Multiply, ColumnType::Int, ColumnType::Money) => return arith(Arith::Mul, ColumnType::Money),
+                (Operator::Divide, ColumnType::Int, ColumnType::Int) => return arith(Arith::Div, ColumnType::Int),
+                (Operator::Modulo, ColumnType::Int, ColumnType::Int) => return arith(Arith::Rem, ColumnType::Int),
+                (Operator::Plus | Operator::Minus | Operator::Multiply | Operator::Divide | Operator::Modulo, _, _) => {
+                    return Err(SqlError::Unsupported(format!(
+                        "{expr} in a view (+, - of integers or amounts; * of integers, or an amount by an integer; / and % of integers)"
+                    )))
+                }
+                _ => {}
+            }
             let compare = |c| Ok((Scalar::Compare(c, Box::new(l.clone()), Box::new(r.clone())), lt));
             match op {
                 Operator::Eq => compare(Comparison::Eq),
@@ -463,6 +640,13 @@ fn scalar(expr: &Expr, schema: &DFSchema, types: &[ColumnType]) -> Result<(Scala
             let (inner, from) = scalar(inner, schema, types)?;
             match (from, column_type(field.data_type())) {
                 (from, Some(to)) if from == to => Ok((inner, to)),
+                // An integer as a decimal without a fraction (how DataFusion sums integers and
+                // multiplies an amount by one) is the same integer.
+                (ColumnType::Int, None)
+                    if matches!(field.data_type(), DataType::Decimal128(_, 0) | DataType::Decimal256(_, 0)) =>
+                {
+                    Ok((inner, ColumnType::Int))
+                }
                 (ColumnType::Int, Some(ColumnType::Money)) => {
                     Ok((Scalar::IntToMoney(Box::new(inner)), ColumnType::Money))
                 }
@@ -471,23 +655,67 @@ fn scalar(expr: &Expr, schema: &DFSchema, types: &[ColumnType]) -> Result<(Scala
         }
         Expr::ScalarFunction(function) if function.name() == "date_trunc" => match function.args.as_slice() {
             [Expr::Literal(unit, _), ts] => {
-                let step = match unit.to_string().trim_matches('\'').to_lowercase().as_str() {
-                    "second" => 1,
-                    "minute" => 60,
-                    "hour" => 3_600,
-                    "day" => 86_400,
+                // Weeks start on Mondays, as in Postgres: 1970-01-05 was one.
+                let (step, origin) = match unit.to_string().trim_matches('\'').to_lowercase().as_str() {
+                    "second" => (1, 0),
+                    "minute" => (60, 0),
+                    "hour" => (3_600, 0),
+                    "day" => (86_400, 0),
+                    "week" => (7 * 86_400, 4 * 86_400),
                     _ => return Err(unsupported()),
                 };
                 let (ts, ty) = scalar(ts, schema, types)?;
                 if ty != ColumnType::Time {
                     return Err(unsupported());
                 }
-                Ok((Scalar::Truncate(step, Box::new(ts)), ColumnType::Time))
+                Ok((Scalar::Bin { step, origin, arg: Box::new(ts) }, ColumnType::Time))
             }
             _ => Err(unsupported()),
         },
+        Expr::ScalarFunction(function) if function.name() == "date_bin" => {
+            let (step, ts, origin) = match function.args.as_slice() {
+                [Expr::Literal(step, _), ts] => (step, ts, 0),
+                [Expr::Literal(step, _), ts, Expr::Literal(origin, _)] => {
+                    (step, ts, whole_seconds(origin).ok_or_else(unsupported)?)
+                }
+                _ => return Err(unsupported()),
+            };
+            let step = interval_seconds(step).filter(|s| *s > 0).ok_or_else(|| {
+                SqlError::Unsupported(format!("{expr} in a view (a constant interval of whole seconds, days at most)"))
+            })?;
+            let (ts, ty) = scalar(ts, schema, types)?;
+            if ty != ColumnType::Time {
+                return Err(unsupported());
+            }
+            Ok((Scalar::Bin { step, origin, arg: Box::new(ts) }, ColumnType::Time))
+        }
         _ => Err(unsupported()),
     }
+}
+
+/// An interval of whole seconds (no months: their length varies), in seconds.
+fn interval_seconds(value: &ScalarValue) -> Option<i64> {
+    match value {
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 && v.nanoseconds % 1_000_000_000 == 0 => {
+            i64::from(v.days).checked_mul(86_400)?.checked_add(v.nanoseconds / 1_000_000_000)
+        }
+        ScalarValue::IntervalDayTime(Some(v)) if v.milliseconds % 1_000 == 0 => {
+            i64::from(v.days).checked_mul(86_400)?.checked_add(i64::from(v.milliseconds / 1_000))
+        }
+        _ => None,
+    }
+}
+
+/// An instant of whole seconds, in seconds since the epoch.
+fn whole_seconds(value: &ScalarValue) -> Option<i64> {
+    let (ticks, per_second) = match value {
+        ScalarValue::TimestampSecond(Some(t), _) => (*t, 1),
+        ScalarValue::TimestampMillisecond(Some(t), _) => (*t, 1_000),
+        ScalarValue::TimestampMicrosecond(Some(t), _) => (*t, 1_000_000),
+        ScalarValue::TimestampNanosecond(Some(t), _) => (*t, 1_000_000_000),
+        _ => return None,
+    };
+    (ticks % per_second == 0).then_some(ticks / per_second)
 }
 
 /// A constant as a value of the relations, with its type.
@@ -500,6 +728,18 @@ fn literal(value: &ScalarValue) -> Option<(Owned, ColumnType)> {
         ScalarValue::Int16(v) => (v.map_or(Owned::Null, |n| Owned::Int(n.into())), ColumnType::Int),
         ScalarValue::Int32(v) => (v.map_or(Owned::Null, |n| Owned::Int(n.into())), ColumnType::Int),
         ScalarValue::Int64(v) => (v.map_or(Owned::Null, Owned::Int), ColumnType::Int),
+        ScalarValue::UInt8(v) => (v.map_or(Owned::Null, |n| Owned::Int(n.into())), ColumnType::Int),
+        ScalarValue::UInt16(v) => (v.map_or(Owned::Null, |n| Owned::Int(n.into())), ColumnType::Int),
+        ScalarValue::UInt32(v) => (v.map_or(Owned::Null, |n| Owned::Int(n.into())), ColumnType::Int),
+        ScalarValue::UInt64(v) => match v {
+            None => (Owned::Null, ColumnType::Int),
+            Some(n) => (Owned::Int(i64::try_from(*n).ok()?), ColumnType::Int),
+        },
+        // A decimal without a fraction: an integer (DataFusion's for an integer beside a decimal).
+        ScalarValue::Decimal128(v, _, 0) => match v {
+            None => (Owned::Null, ColumnType::Int),
+            Some(v) => (Owned::Int(i64::try_from(*v).ok()?), ColumnType::Int),
+        },
         ScalarValue::Decimal128(v, _, scale) => {
             let cents = match v {
                 None => None,

@@ -215,6 +215,7 @@ fn maintained(
     columns.extend(GROUP_STATS.iter().map(|(n, t)| (n.to_string(), *t)));
     let table = LiveTable::groups(id, columns, keyed, workers);
     let scan = LogicalPlanBuilder::scan(format!("view_{id}_groups"), provider_as_source(Arc::new(table)), None)
+        .and_then(|scan| if keyed { Ok(scan) } else { one_row(scan) })
         .and_then(LogicalPlanBuilder::build)
         .map_err(|e| SqlError::Internal(e.to_string()))?;
     // The aggregation's columns, from the groups: the key, then each aggregate.
@@ -237,6 +238,30 @@ fn maintained(
     let projection = Projection::try_new_with_schema(exprs, Arc::new(scan), Arc::clone(&aggregate.schema))
         .map_err(|e| SqlError::Internal(e.to_string()))?;
     Ok((Maintained { id, key, filter, plan: None }, LogicalPlan::Projection(projection)))
+}
+
+/// The one group of an aggregation without `GROUP BY`, as one row even when the workers keep
+/// none (no transaction passes the filter): `count` 0, the others NULL, as SQL has it.
+fn one_row(groups: LogicalPlanBuilder) -> datafusion::common::Result<LogicalPlanBuilder> {
+    use datafusion::functions_aggregate::expr_fn::{max, min};
+    use datafusion::logical_expr::{lit, when};
+    // Over at most one row, its own values.
+    groups
+        .aggregate(
+            Vec::<Expr>::new(),
+            vec![
+                min(col("count")).alias("count"),
+                min(col("total")).alias("total"),
+                min(col("min")).alias("min"),
+                max(col("max")).alias("max"),
+            ],
+        )?
+        .project(vec![
+            when(col("count").is_null(), lit(0i64)).otherwise(col("count"))?.alias("count"),
+            col("total"),
+            col("min"),
+            col("max"),
+        ])
 }
 
 /// The key of a view's `GROUP BY`.

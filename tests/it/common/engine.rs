@@ -20,7 +20,9 @@ use atelier_lambda::serve::bound::MinOffsets;
 use atelier_lambda::sql::session::Session;
 use atelier_lambda::sql::{Answer, SqlError};
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Decimal128Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Decimal128Type, Int64Type, TimeUnit, TimestampMicrosecondType, TimestampNanosecondType, UInt64Type,
+};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use super::live::{producer, TOPIC};
@@ -88,9 +90,13 @@ fn value(column: &dyn Array, row: usize) -> V {
         DataType::Utf8View => V::Text(column.as_string_view().value(row).to_owned()),
         DataType::LargeUtf8 => V::Text(column.as_string::<i64>().value(row).to_owned()),
         DataType::Int64 => V::Int(column.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt64 => V::Int(column.as_primitive::<UInt64Type>().value(row) as i64),
         DataType::Decimal128(_, scale) => V::Num(column.as_primitive::<Decimal128Type>().value(row), *scale),
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
             V::Ts(column.as_primitive::<TimestampMicrosecondType>().value(row).div_euclid(1_000_000))
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            V::Ts(column.as_primitive::<TimestampNanosecondType>().value(row).div_euclid(1_000_000_000))
         }
         other => panic!("a column of type {other} in a test's answer"),
     }
