@@ -523,6 +523,13 @@ impl Engine {
             return Ok(relation.key().map(|k| (k, relation.columns()[k].0.to_owned())));
         }
         let catalog = self.shared.catalog.lock().unwrap_or_else(|p| p.into_inner());
+        // A table is watched like a view: its rows named by its key, when that is one column.
+        if let Some(table) = catalog.table(name) {
+            return Ok(match table.key.as_slice() {
+                [k] => Some((*k, table.columns[*k].0.clone())),
+                _ => None,
+            });
+        }
         let def =
             catalog.get(name).ok_or_else(|| SqlError::UndefinedTable(format!("relation \"{name}\" does not exist")))?;
         Ok(ddl::key_of(def))

@@ -125,6 +125,16 @@ fn a_table_from_a_file_then_a_topic_joins_the_transactions_exactly_and_survives_
         std::thread::sleep(Duration::from_millis(50));
     }
     eventually(&run, BY_CITY, r#"[["Lyon",15.5,2],["Oslo",7,1]]"#);
+    // A table is watched like a view: its rows, then its changes as its topic moves it.
+    let watched = common::feed::Subscriber::open(&run.http, "/v1/subscribe?view=customer_info", &[]);
+    assert_eq!(watched.status, 200, "{}", watched.error);
+    let mut folded = common::feed::Folded::default();
+    let (kind, _, data) = watched.next(Duration::from_secs(10));
+    assert_eq!(kind, "snapshot", "{data}");
+    folded.apply(&kind, &data);
+    assert_eq!(folded.rows().len(), 2, "{data}");
+    let (_, one) = run.get("/v1/views/customer_info/Li");
+    assert_eq!(one["row"]["city"], "Oslo", "a table's row by its key: {one}");
 
     // The topic comes: Ali moves, Li is deleted by tombstone, Sam arrives, Zed's delete of a
     // row that never was changes nothing, and a record without the key is a dead letter.
@@ -143,6 +153,17 @@ fn a_table_from_a_file_then_a_topic_joins_the_transactions_exactly_and_survives_
         r#"[["Ali","Nice","retail"],["Sam","Rome","pro"]]"#,
     );
     eventually(&run, BY_CITY, r#"[["Nice",25.5,2],["Rome",1,1]]"#);
+    let want = [
+        r#"{"city":"Nice","customer":"Ali","segment":"retail"}"#,
+        r#"{"city":"Rome","customer":"Sam","segment":"pro"}"#,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while folded.rows() != want {
+        assert!(Instant::now() < deadline, "the table's changefeed folds to {:?}", folded.rows());
+        let (kind, _, data) = watched.next(Duration::from_secs(10));
+        folded.apply(&kind, &data);
+    }
+    drop(watched);
     let refused = |run: &Run| run.get("/v1/status").1["tables"][0]["refused"].as_u64();
     let deadline = Instant::now() + Duration::from_secs(10);
     while refused(&run) != Some(2) {
