@@ -59,6 +59,9 @@ pub enum SqlError {
     /// A name already taken (42P07).
     #[error("{0}")]
     DuplicateRelation(String),
+    /// Two columns of a view with one name (42701).
+    #[error("{0}")]
+    DuplicateColumn(String),
     /// A name that cannot be one (42602).
     #[error("{0}")]
     InvalidName(String),
@@ -117,6 +120,7 @@ impl SqlError {
             SqlError::Grouping(_) => "42803",
             SqlError::Unsupported(_) => "0A000",
             SqlError::DuplicateRelation(_) => "42P07",
+            SqlError::DuplicateColumn(_) => "42701",
             SqlError::InvalidName(_) => "42602",
             SqlError::NameTooLong(_) => "42622",
             SqlError::Dependents(_) => "2BP01",
