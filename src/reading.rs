@@ -85,6 +85,9 @@ pub struct WorkerProgress {
     /// The tables it feeds (worker 0: every table's file and topic).
     #[serde(default)]
     pub tables: Vec<crate::table::TableProgress>,
+    /// View id → the updates its arrangements hold on this worker (views created at run time).
+    #[serde(default)]
+    pub arranged: Vec<(u64, i64)>,
 }
 
 impl Reading {

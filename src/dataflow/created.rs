@@ -90,6 +90,8 @@ pub struct Kept {
     pub output: Output,
     probe: ProbeHandle<Time>,
     dataflow: usize,
+    /// The ids its dataflow's operators took (its arrangements are counted by them).
+    operators: std::ops::Range<usize>,
     /// The first time it is exact at.
     pub since: Time,
     /// While it is being filled: the position in the version table to go on from.
@@ -208,6 +210,8 @@ pub struct CreatedViews {
     tap: Tap,
     /// How many identities a view being filled reads per turn of the worker's loop.
     chunk: usize,
+    /// The updates the views' arrangements hold, when counted ([`CreatedViews::count_arranged`]).
+    arranged: Option<super::arranged::ArrangedRecords>,
 }
 
 impl CreatedViews {
@@ -216,7 +220,20 @@ impl CreatedViews {
 
     /// No view yet; `tap` is the upsert's.
     pub fn new(tap: Tap) -> Self {
-        CreatedViews { installed: BTreeMap::new(), tap, chunk: Self::CHUNK }
+        CreatedViews { installed: BTreeMap::new(), tap, chunk: Self::CHUNK, arranged: None }
+    }
+
+    /// Counts the updates held by the arrangements of every view installed from now on
+    /// (`lambda run`: what `SHOW VIEWS` reports).
+    pub fn count_arranged(&mut self, worker: &mut Worker) {
+        self.arranged = Some(super::arranged::ArrangedRecords::register(worker));
+    }
+
+    /// Each installed view's arranged updates on this worker, by id, when counted.
+    pub fn arranged(&self, worker: &Worker) -> Vec<(u64, i64)> {
+        let Some(records) = &self.arranged else { return Vec::new() };
+        super::arranged::ArrangedRecords::flush(worker);
+        self.installed.iter().filter_map(|(id, v)| Some((*id, records.within(&v.kept.as_ref()?.operators)))).collect()
     }
 
     /// Fills views `chunk` identities per turn (at least one).
@@ -296,6 +313,7 @@ impl CreatedViews {
             .collect();
         let plan = def.plan.clone();
         let reads_transactions = plan.as_ref().is_none_or(|p| p.reads_transactions());
+        let first_operator = worker.peek_identifier();
         let (mut input, mut output) = worker.dataflow::<Time, _, _>(|scope| {
             let (input, txns) = scope.new_collection::<Txn, isize>();
             let output = match &plan {
@@ -327,6 +345,7 @@ impl CreatedViews {
             };
             (input, output)
         });
+        let operators = first_operator..worker.peek_identifier();
         // Reads before the install are refused, not answered empty.
         // Filled as of the last time the upsert has completed, `frontier - 1`: every
         // change after it is in the undo log, whenever the fill reads the table —
@@ -342,8 +361,18 @@ impl CreatedViews {
         input.flush();
         // A view that reads no transaction has nothing to fill.
         let filling = reads_transactions.then_some(0);
-        let mut kept =
-            Kept { input, filter, output, probe, dataflow: index, since, filling, groups, reads_transactions };
+        let mut kept = Kept {
+            input,
+            filter,
+            output,
+            probe,
+            dataflow: index,
+            operators,
+            since,
+            filling,
+            groups,
+            reads_transactions,
+        };
         kept.fill(versions, count);
         self.installed.insert(def.id, Installed { def, kept: Some(kept) });
         self.tap.borrow_mut().on = self.reads_transactions();

@@ -25,6 +25,7 @@
 
 pub mod aggregate;
 pub mod amounts;
+pub mod arranged;
 pub mod created;
 pub mod group_key;
 pub mod groups;

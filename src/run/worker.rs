@@ -43,6 +43,7 @@ pub(super) fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result
     }
     shared.ticker.register();
     let mut pipeline = Dataflow::build(worker, shared.event_filter.clone());
+    pipeline.created.count_arranged(worker);
     pipeline.created.set_chunk(settings.dataflow.backfill_chunk);
     let mut control = Control::<Order, Answer>::build(worker);
     let mut pending: VecDeque<Order> = VecDeque::new();
@@ -508,10 +509,14 @@ pub(super) fn carry_out(
         }
         match pending.pop_front().expect("front exists") {
             Order::Read { id, time, scope } => {
+                let arranged = match scope {
+                    ReadScope::Everything { .. } | ReadScope::Totals => pipeline.created.arranged(worker),
+                    _ => Vec::new(),
+                };
                 let (worker, workers) = (control.index(), control.peers());
                 let mut part = query::read(pipeline, time, &scope.share(worker, workers), (worker, workers));
                 if let (Ok(part), ReadScope::Everything { .. } | ReadScope::Totals) = (&mut part, &scope) {
-                    part.workers = vec![progress.clone()];
+                    part.workers = vec![WorkerProgress { arranged, ..progress.clone() }];
                 }
                 if let Some(part) = answering.deliver(id, part, workers) {
                     control.answer(Answer::Read { id, part: part.map(Box::new) });

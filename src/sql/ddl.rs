@@ -246,21 +246,33 @@ fn catalog_has_table(engine: &Engine, name: &str) -> bool {
 }
 
 /// `SHOW VIEWS`: the built-in views and the created ones, with their definitions, the time
-/// they answer from and how many rows they hold now.
+/// they answer from, how many rows they hold now, and — for a created view the dataflow
+/// keeps — how many updates its arrangements hold over every worker (its memory, counted as
+/// [`crate::dataflow::arranged`] says).
 pub(super) async fn show_views(engine: &Engine) -> Result<Answer, SqlError> {
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    /// name, kind, definition, created at, rows.
-    type Row<'a> = (String, &'a str, Option<String>, Option<i64>, Option<i64>);
+    /// name, kind, definition, created at, rows, arranged records.
+    type Row<'a> = (String, &'a str, Option<String>, Option<i64>, Option<i64>, Option<i64>);
     let mut rows: Vec<Row<'_>> = Vec::new();
     for relation in crate::compute::relation::BUILT_IN.into_iter().filter(|r| *r != Relation::Transactions) {
         let count = count(engine, relation.name()).await?;
-        rows.push((relation.name().to_owned(), "built-in", None, None, count));
+        rows.push((relation.name().to_owned(), "built-in", None, None, count, None));
+    }
+    let reading = engine
+        .serving()
+        .read_async(crate::reading::ReadScope::Totals, engine.limits().timeout)
+        .await
+        .map_err(SqlError::from_read)?;
+    let mut arranged: std::collections::HashMap<u64, i64> = std::collections::HashMap::new();
+    for (id, records) in reading.workers.iter().flat_map(|w| &w.arranged) {
+        *arranged.entry(*id).or_default() += records;
     }
     let created = engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).all();
     for (def, time) in created {
         let count = count(engine, &def.name.to_lowercase()).await?;
-        rows.push((def.name.clone(), "created", Some(def.sql.clone()), Some(time as i64), count));
+        let records = def.maintained.as_ref().map(|_| arranged.get(&def.id).copied().unwrap_or(0));
+        rows.push((def.name.clone(), "created", Some(def.sql.clone()), Some(time as i64), count, records));
     }
     let schema = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, true),
@@ -268,6 +280,7 @@ pub(super) async fn show_views(engine: &Engine) -> Result<Answer, SqlError> {
         Field::new("definition", DataType::Utf8, true),
         Field::new("created_at", DataType::Int64, true),
         Field::new("rows", DataType::Int64, true),
+        Field::new("arranged_records", DataType::Int64, true),
     ]));
     let batch = datafusion::arrow::record_batch::RecordBatch::try_new(
         schema.clone(),
@@ -277,6 +290,7 @@ pub(super) async fn show_views(engine: &Engine) -> Result<Answer, SqlError> {
             Arc::new(StringArray::from(rows.iter().map(|r| r.2.clone()).collect::<Vec<_>>())),
             Arc::new(Int64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
             Arc::new(Int64Array::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.5).collect::<Vec<_>>())),
         ],
     )
     .map_err(|e| SqlError::Internal(e.to_string()))?;

@@ -205,6 +205,21 @@ fn a_table_from_a_file_then_a_topic_joins_the_transactions_exactly_and_survives_
         assert_eq!(status, 200, "{view}: {answer}");
     }
     assert_views_exact(&run, "after CREATE VIEW");
+    // What each view's arrangements hold, over both workers: the join's (its partial sums by
+    // customer, the table imported, not counted again, its groups) and the top-k's stages.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = rows(&run, "SHOW VIEWS");
+        let shown: Vec<Vec<serde_json::Value>> = serde_json::from_str(&shown).unwrap();
+        let held = |name: &str| shown.iter().find(|r| r[0] == name).and_then(|r| r[5].as_i64());
+        let (join, top) = (held("spend_by_city"), held(TOP.0));
+        if join.is_some_and(|n| n > 0) && top.is_some_and(|n| n > 0) {
+            assert!(shown.iter().filter(|r| r[1] == "built-in").all(|r| r[5].is_null()), "{shown:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "SHOW VIEWS never counted the views' arrangements: {shown:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     send(&producer, "customer-info", 0, None, Some(r#"{"customer":"Zed","city":"Rome","segment":"pro"}"#));
     send(&producer, TOPIC, 1, None, Some(r#"{"id":"t4","customer":"Sam","amount":9}"#));
     send(&producer, "customer-info", 0, Some("Ali"), Some(r#"{"customer":"Ali","city":"Rome","segment":"retail"}"#));
