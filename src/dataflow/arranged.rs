@@ -83,36 +83,43 @@ mod tests {
     use timely::dataflow::operators::Probe;
 
     #[test]
-    fn a_dataflow_counts_the_updates_its_arrangements_hold() {
+    fn a_dataflow_counts_the_updates_its_arrangements_hold_until_it_is_dropped() {
         timely::execute_directly(|worker| {
             let records = ArrangedRecords::register(worker);
             let first = worker.peek_identifier();
-            let (mut input, probe, _trace) = worker.dataflow::<u64, _, _>(|scope| {
+            let index = worker.next_dataflow_index();
+            let (mut input, probe, trace) = worker.dataflow::<u64, _, _>(|scope| {
                 let (input, data) = scope.new_collection::<(u64, u64), isize>();
                 let arranged = data.arrange_by_key();
                 let (probe, _) = arranged.stream.probe();
                 (input, probe, arranged.trace)
             });
             let operators = first..worker.peek_identifier();
-            for i in 0..1_000u64 {
-                input.insert((i % 10, i));
-            }
-            input.advance_to(1);
-            input.flush();
-            worker.step_while(|| probe.less_than(input.time()));
-            ArrangedRecords::flush(worker);
-            assert_eq!(records.within(&operators), 1_000);
-            // The same updates retracted: once merged, nothing is held.
-            for i in 0..1_000u64 {
-                input.remove((i % 10, i));
-            }
-            input.advance_to(2);
-            input.flush();
-            worker.step_while(|| probe.less_than(input.time()));
-            ArrangedRecords::flush(worker);
-            let held = records.within(&operators);
-            assert!(held <= 2_000, "{held}");
+            // Each round: 1,000 updates at time `round`, then the dataflow run through it.
+            let mut round = |worker: &mut timely::worker::Worker, insert: bool| {
+                for i in 0..1_000u64 {
+                    if insert {
+                        input.insert((i % 10, i))
+                    } else {
+                        input.remove((i % 10, i))
+                    }
+                }
+                let next = input.time() + 1;
+                input.advance_to(next);
+                input.flush();
+                worker.step_while(|| probe.less_than(input.time()));
+                ArrangedRecords::flush(worker);
+                records.within(&operators)
+            };
+            assert_eq!(round(worker, true), 1_000);
+            // Retracted: held until merged with what they cancel.
+            assert!(round(worker, false) <= 2_000);
             assert_eq!(records.within(&(0..first)), 0, "other dataflows hold nothing of it");
+            drop(trace);
+            worker.drop_dataflow(index);
+            worker.step();
+            ArrangedRecords::flush(worker);
+            assert_eq!(records.within(&operators), 0, "a dropped dataflow holds nothing");
         });
     }
 }
