@@ -442,6 +442,8 @@ pub enum AggregateFunc {
     CountDistinct,
     /// `sum(x)` of integers or amounts (NULL when none is not NULL).
     Sum,
+    /// The sum of partial counts (a `count` computed in parts below a join): 0 over none.
+    SumOfCounts,
     /// `min(x)`
     Min,
     /// `max(x)`
@@ -461,25 +463,27 @@ impl Aggregate {
                 distinct.dedup();
                 Owned::Int(distinct.len() as i64)
             }
-            AggregateFunc::Sum => {
+            AggregateFunc::Sum | AggregateFunc::SumOfCounts => {
                 // One type per column: amounts sum exactly in 128 bits; integers in 64, or NULL
                 // past them (a view cannot fail a row).
-                let (mut sum, mut money, mut any) = (0i128, false, false);
+                let (mut sum, mut money, mut any) = (Some(0i128), false, false);
                 for (value, n) in present {
                     any = true;
-                    match value {
+                    let term = match value {
                         Owned::Cents(c) => {
                             money = true;
-                            sum += c * n as i128;
+                            c.checked_mul(n as i128)
                         }
-                        Owned::Int(i) => sum += i128::from(i) * n as i128,
-                        _ => {}
-                    }
+                        Owned::Int(i) => i128::from(i).checked_mul(n as i128),
+                        _ => Some(0),
+                    };
+                    sum = sum.zip(term).and_then(|(s, t)| s.checked_add(t));
                 }
-                match (any, money) {
-                    (false, _) => Owned::Null,
-                    (true, true) => Owned::Cents(sum),
-                    (true, false) => i64::try_from(sum).map_or(Owned::Null, Owned::Int),
+                match (any, money, sum) {
+                    (false, _, _) if self.func == AggregateFunc::SumOfCounts => Owned::Int(0),
+                    (false, _, _) | (true, _, None) => Owned::Null,
+                    (true, true, Some(sum)) => Owned::Cents(sum),
+                    (true, false, Some(sum)) => i64::try_from(sum).map_or(Owned::Null, Owned::Int),
                 }
             }
             AggregateFunc::Min => present.map(|(v, _)| v).min().unwrap_or(Owned::Null),
@@ -573,5 +577,13 @@ mod tests {
         assert_eq!(agg(AggregateFunc::Max, Some(Scalar::Column(0))), Owned::Cents(150));
         let nulls = [(&n, 3)];
         assert_eq!(Aggregate { func: AggregateFunc::Sum, arg: Some(Scalar::Column(0)) }.over(&nulls), Owned::Null);
+        assert_eq!(
+            Aggregate { func: AggregateFunc::SumOfCounts, arg: Some(Scalar::Column(0)) }.over(&[]),
+            Owned::Int(0)
+        );
+        // Past 128 bits of cents: no sum, rather than a wrong one.
+        let huge = vec![Owned::Cents(i128::MAX / 2 + 1)];
+        let twice = [(&huge, 2)];
+        assert_eq!(Aggregate { func: AggregateFunc::Sum, arg: Some(Scalar::Column(0)) }.over(&twice), Owned::Null);
     }
 }

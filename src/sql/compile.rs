@@ -228,12 +228,12 @@ fn aggregate_of(
 
 /// The rows of `plan` as the dataflow computes them, and their columns' types.
 fn rows(plan: &LogicalPlan) -> Result<(RowPlan, Vec<ColumnType>), SqlError> {
-    rows_bounded(plan, None)
+    rows_bounded(plan, Vec::new())
 }
 
-/// A column of a plan's output (by name) that a filter above bounds: only rows where it is at
-/// most the number are kept. A `row_number()` so bounded is a top-k.
-type RankBound = Option<(String, usize)>;
+/// Columns of a plan's output (by name) that a filter above bounds: only rows where each is at
+/// most its number are kept. A `row_number()` so bounded is a top-k.
+type RankBound = Vec<(String, usize)>;
 
 /// The rows of `plan`, with what a filter above says of one of its columns.
 fn rows_bounded(plan: &LogicalPlan, bound: RankBound) -> Result<(RowPlan, Vec<ColumnType>), SqlError> {
@@ -281,19 +281,23 @@ fn rows_bounded(plan: &LogicalPlan, bound: RankBound) -> Result<(RowPlan, Vec<Co
         }
         LogicalPlan::SubqueryAlias(alias) => rows_bounded(&alias.input, bound),
         LogicalPlan::Filter(filter) => {
-            let (input, types) = rows_bounded(&filter.input, rank_bound(&filter.predicate).or(bound))?;
+            let bounds = rank_bound(&filter.predicate).into_iter().chain(bound).collect();
+            let (input, types) = rows_bounded(&filter.input, bounds)?;
             let (predicate, _) = scalar(&filter.predicate, filter.input.schema(), &types)?;
             Ok((RowPlan::Filter { input: Box::new(input), predicate }, types))
         }
         LogicalPlan::Projection(projection) => {
-            // The bounded column, as the input's column it shows.
-            let below = bound.and_then(|(name, k)| {
-                let i = projection.schema.fields().iter().position(|f| *f.name() == name)?;
-                match projection.expr.get(i)?.clone().unalias() {
-                    Expr::Column(c) => Some((c.name, k)),
-                    _ => None,
-                }
-            });
+            // The bounded columns, as the input's columns they show.
+            let below = bound
+                .into_iter()
+                .filter_map(|(name, k)| {
+                    let i = projection.schema.fields().iter().position(|f| *f.name() == name)?;
+                    match projection.expr.get(i)?.clone().unalias() {
+                        Expr::Column(c) => Some((c.name, k)),
+                        _ => None,
+                    }
+                })
+                .collect();
             let (input, input_types) = rows_bounded(&projection.input, below)?;
             let schema = projection.input.schema();
             let mut exprs = Vec::new();
@@ -427,10 +431,13 @@ fn rows_bounded(plan: &LogicalPlan, bound: RankBound) -> Result<(RowPlan, Vec<Co
                 )
             };
             let input_width = window.input.schema().fields().len();
-            let (Some((name, limit)), [expr]) = (bound, window.window_expr.as_slice()) else { return Err(refused()) };
-            if window.schema.fields().get(input_width).is_none_or(|f| *f.name() != name) {
+            let [expr] = window.window_expr.as_slice() else { return Err(refused()) };
+            let Some(ranked) = window.schema.fields().get(input_width).map(|f| f.name().clone()) else {
                 return Err(refused());
-            }
+            };
+            let Some(limit) = bound.iter().filter(|(name, _)| *name == ranked).map(|(_, k)| *k).min() else {
+                return Err(refused());
+            };
             let Expr::WindowFunction(function) = expr.clone().unalias() else { return Err(refused()) };
             let params = &function.params;
             if function.fun.name() != "row_number" || !params.args.is_empty() || params.filter.is_some() {
@@ -481,10 +488,10 @@ fn sort_keys(
         .collect()
 }
 
-/// The bound a predicate puts on a column (`rn <= 3`, `rn < 4`, `rn = 1`, `3 >= rn`, in a
-/// conjunction: the least), if any.
+/// The bounds a predicate puts on columns (`rn <= 3`, `rn < 4`, `rn = 1`, `3 >= rn`, in a
+/// conjunction).
 fn rank_bound(predicate: &Expr) -> RankBound {
-    let mut bound: RankBound = None;
+    let mut bounds: RankBound = Vec::new();
     for conjunct in datafusion::logical_expr::utils::split_conjunction(predicate) {
         let Expr::BinaryExpr(BinaryExpr { left, op, right }) = conjunct else { continue };
         let (column, op, value) = match (bare_column(left), bare_column(right)) {
@@ -499,11 +506,9 @@ fn rank_bound(predicate: &Expr) -> RankBound {
             _ => continue,
         };
         let Ok(at_most) = usize::try_from(at_most.max(0)) else { continue };
-        if bound.as_ref().is_none_or(|(_, k)| at_most < *k) {
-            bound = Some((column, at_most));
-        }
+        bounds.push((column, at_most));
     }
-    bound
+    bounds
 }
 
 /// The column an expression is, seen through casts.
@@ -559,7 +564,19 @@ fn scalar(expr: &Expr, schema: &DFSchema, types: &[ColumnType]) -> Result<(Scala
             let (mut r, mut rt) = scalar(right, schema, types)?;
             // An integer beside an amount (a constant or a column DataFusion left as an
             // integer-valued decimal) is compared and added as an amount; multiplied, as is.
-            if *op != Operator::Multiply {
+            // (Not the sides of AND and OR: predicates, whatever their operands' types.)
+            let promoted = matches!(
+                op,
+                Operator::Plus
+                    | Operator::Minus
+                    | Operator::Eq
+                    | Operator::NotEq
+                    | Operator::Lt
+                    | Operator::LtEq
+                    | Operator::Gt
+                    | Operator::GtEq
+            );
+            if promoted {
                 match (lt, rt) {
                     (ColumnType::Money, ColumnType::Int) => {
                         (r, rt) = (Scalar::IntToMoney(Box::new(r)), ColumnType::Money)
@@ -577,8 +594,14 @@ fn scalar(expr: &Expr, schema: &DFSchema, types: &[ColumnType]) -> Result<(Scala
                 (Operator::Multiply, ColumnType::Int, ColumnType::Int) => return arith(Arith::Mul, ColumnType::Int),
                 (Operator::Multiply, ColumnType::Money, ColumnType::Int)
                 | (Operator::Multiply, ColumnType::Int, ColumnType::Money) => return arith(Arith::Mul, ColumnType::Money),
-                (Operator::Divide, ColumnType::Int, ColumnType::Int) => return arith(Arith::Div, ColumnType::Int),
-                (Operator::Modulo, ColumnType::Int, ColumnType::Int) => return arith(Arith::Rem, ColumnType::Int),
+                // Of integers only: a decimal without a fraction (taken as an integer) divides
+                // into one with a fraction.
+                (Operator::Divide, ColumnType::Int, ColumnType::Int) if integers(left, right, schema) => {
+                    return arith(Arith::Div, ColumnType::Int)
+                }
+                (Operator::Modulo, ColumnType::Int, ColumnType::Int) if integers(left, right, schema) => {
+                    return arith(Arith::Rem, ColumnType::Int)
+                }
                 (Operator::Plus | Operator::Minus | Operator::Multiply | Operator::Divide | Operator::Modulo, _, _) => {
                     return Err(SqlError::Unsupported(format!(
                         "{expr} in a view (+, - of integers or amounts; * of integers, or an amount by an integer; / and % of integers)"
@@ -716,6 +739,12 @@ fn whole_seconds(value: &ScalarValue) -> Option<i64> {
         _ => return None,
     };
     (ticks % per_second == 0).then_some(ticks / per_second)
+}
+
+/// Whether both sides are integers in DataFusion's plan (not decimals).
+fn integers(left: &Expr, right: &Expr, schema: &DFSchema) -> bool {
+    use datafusion::logical_expr::ExprSchemable;
+    [left, right].iter().all(|e| e.get_type(schema).is_ok_and(|t| t.is_integer()))
 }
 
 /// A constant as a value of the relations, with its type.

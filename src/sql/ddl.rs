@@ -77,6 +77,14 @@ async fn create_view(
     let _held = Reserved { engine, name: name.to_owned() };
     let id = engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).next_id();
     let planned = plan(engine, id, query, text).await?;
+    // A view is read by its columns' names alone: two of one name (`t.customer, i.customer`)
+    // could never be read apart. (A view of an earlier run is planned again as it was.)
+    let mut names = std::collections::HashSet::new();
+    if let Some(twice) = planned.read.schema().fields().iter().map(|f| f.name()).find(|n| !names.insert(*n)) {
+        return Err(SqlError::DuplicateColumn(format!(
+            "column \"{twice}\" specified more than once (name the view's columns apart with AS)"
+        )));
+    }
     let mut def = ViewDef {
         id,
         name: name.to_owned(),
@@ -155,14 +163,6 @@ async fn plan(
     let state = engine.shared.context.state();
     let statement = datafusion::sql::parser::Statement::Statement(Box::new(Statement::Query(Box::new(query.clone()))));
     let plan = state.statement_to_plan(statement).await.map_err(|e| SqlError::from_datafusion(e, text))?;
-    // A view is read by its columns' names alone: two of one name (`t.customer, i.customer`)
-    // could never be read apart.
-    let mut names = std::collections::HashSet::new();
-    if let Some(twice) = plan.schema().fields().iter().map(|f| f.name()).find(|n| !names.insert(*n)) {
-        return Err(SqlError::DuplicateColumn(format!(
-            "column \"{twice}\" specified more than once (name the view's columns apart with AS)"
-        )));
-    }
     let optimized = state.optimize(&plan).map_err(|e| SqlError::from_datafusion(e, text))?;
     let mut planned = super::views::plan(id, plan, &optimized, engine.shared.workers)?;
     // The relations it names, as written: DataFusion's plan has the views it reads inlined.

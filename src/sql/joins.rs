@@ -133,7 +133,8 @@ pub(super) fn reduce(input: RowPlan, keys: Vec<Scalar>, aggregates: Vec<Aggregat
         .enumerate()
         .map(|(i, a)| Aggregate {
             func: match a.func {
-                AggregateFunc::Count | AggregateFunc::Sum => AggregateFunc::Sum,
+                // A count is the sum of its parts, and 0 over none (a sum would be NULL).
+                AggregateFunc::Count | AggregateFunc::SumOfCounts => AggregateFunc::SumOfCounts,
                 other => other,
             },
             arg: Some(Scalar::Column(key_count + i)),

@@ -499,7 +499,9 @@ async fn view_rows(api: &Arc<Api>, name: &str, key: Option<&str>) -> Result<crat
     let Some((_, column)) = api.sql.view_key(name).map_err(sql_error)? else {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("view {name:?} has no key to look up")));
     };
-    let value = if column == "hour" { "CAST($1 AS TIMESTAMP WITH TIME ZONE)" } else { "$1" };
+    // The one view keyed by a time: a key given as text is read as one.
+    let value = if name == "hourly" { "CAST($1 AS TIMESTAMP WITH TIME ZONE)" } else { "$1" };
+    let column = column.replace('"', "\"\"");
     let statement = format!("SELECT * FROM \"{quoted}\" WHERE \"{column}\" = {value}");
     let params =
         datafusion::common::ParamValues::List(vec![datafusion::common::ScalarValue::Utf8(Some(key.to_owned())).into()]);
