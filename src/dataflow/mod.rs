@@ -21,7 +21,7 @@
 //! Beside it, each in a dataflow of its own installed while the pipeline runs: the tables
 //! ([`table`], keyed rows arranged by primary key) and the created views ([`created`]: kept
 //! as groups, or compiled from their SQL plan by [`render`], importing the tables' and other
-//! views' arrangements).
+//! views' arrangements); what their arrangements hold is counted by [`arranged`].
 
 pub mod aggregate;
 pub mod amounts;

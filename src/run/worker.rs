@@ -509,14 +509,11 @@ pub(super) fn carry_out(
         }
         match pending.pop_front().expect("front exists") {
             Order::Read { id, time, scope } => {
-                let arranged = match scope {
-                    ReadScope::Everything { .. } | ReadScope::Totals => pipeline.created.arranged(worker),
-                    _ => Vec::new(),
-                };
-                let (worker, workers) = (control.index(), control.peers());
-                let mut part = query::read(pipeline, time, &scope.share(worker, workers), (worker, workers));
+                let (me, workers) = (control.index(), control.peers());
+                let mut part = query::read(pipeline, time, &scope.share(me, workers), (me, workers));
                 if let (Ok(part), ReadScope::Everything { .. } | ReadScope::Totals) = (&mut part, &scope) {
-                    part.workers = vec![WorkerProgress { arranged, ..progress.clone() }];
+                    part.workers =
+                        vec![WorkerProgress { arranged: pipeline.created.arranged(worker), ..progress.clone() }];
                 }
                 if let Some(part) = answering.deliver(id, part, workers) {
                     control.answer(Answer::Read { id, part: part.map(Box::new) });

@@ -76,15 +76,7 @@ async fn create_view(
     // Held until this creation ends, whichever way.
     let _held = Reserved { engine, name: name.to_owned() };
     let id = engine.catalog().lock().unwrap_or_else(|p| p.into_inner()).next_id();
-    let planned = plan(engine, id, query, text).await?;
-    // A view is read by its columns' names alone: two of one name (`t.customer, i.customer`)
-    // could never be read apart. (A view of an earlier run is planned again as it was.)
-    let mut names = std::collections::HashSet::new();
-    if let Some(twice) = planned.read.schema().fields().iter().map(|f| f.name()).find(|n| !names.insert(*n)) {
-        return Err(SqlError::DuplicateColumn(format!(
-            "column \"{twice}\" specified more than once (name the view's columns apart with AS)"
-        )));
-    }
+    let planned = plan(engine, id, query, text, Fresh::Yes).await?;
     let mut def = ViewDef {
         id,
         name: name.to_owned(),
@@ -154,15 +146,32 @@ pub(super) fn check_name(name: &str) -> Result<(), SqlError> {
 }
 
 /// Plans a view's `SELECT` (see [`super::views`]).
+/// Whether a view is being created (checked as new), or planned again at a restart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fresh {
+    Yes,
+    Restored,
+}
+
 async fn plan(
     engine: &Engine,
     id: u64,
     query: &datafusion::sql::sqlparser::ast::Query,
     text: &str,
+    fresh: Fresh,
 ) -> Result<super::views::Planned, SqlError> {
     let state = engine.shared.context.state();
     let statement = datafusion::sql::parser::Statement::Statement(Box::new(Statement::Query(Box::new(query.clone()))));
     let plan = state.statement_to_plan(statement).await.map_err(|e| SqlError::from_datafusion(e, text))?;
+    // A view is read by its columns' names alone: two of one name (`t.customer, i.customer`)
+    // could never be read apart. (A view of an earlier run is planned again as it was.)
+    let mut names = std::collections::HashSet::new();
+    let twice = plan.schema().fields().iter().map(|f| f.name()).find(|n| !names.insert(*n));
+    if let (Some(twice), Fresh::Yes) = (twice, fresh) {
+        return Err(SqlError::DuplicateColumn(format!(
+            "column \"{twice}\" specified more than once (name the view's columns apart with AS)"
+        )));
+    }
     let optimized = state.optimize(&plan).map_err(|e| SqlError::from_datafusion(e, text))?;
     let mut planned = super::views::plan(id, plan, &optimized, engine.shared.workers)?;
     // The relations it names, as written: DataFusion's plan has the views it reads inlined.
@@ -310,6 +319,27 @@ pub(super) fn key_of(def: &ViewDef) -> Option<(usize, String)> {
 }
 
 impl Engine {
+    /// The name and index of the column a row of view `name` is named by (a customer, a
+    /// category, an hour, a reason, a created view's group key), if it has one; 42P01 for an
+    /// unknown view.
+    pub fn view_key(&self, name: &str) -> Result<Option<(usize, String)>, SqlError> {
+        use crate::compute::relation::Relation;
+        if let Some(relation) = Relation::named(name) {
+            return Ok(relation.key().map(|k| (k, relation.columns()[k].0.to_owned())));
+        }
+        let catalog = self.shared.catalog.lock().unwrap_or_else(|p| p.into_inner());
+        // A table is watched like a view: its rows named by its key, when that is one column.
+        if let Some(table) = catalog.table(name) {
+            return Ok(match table.key.as_slice() {
+                [k] => Some((*k, table.columns[*k].0.clone())),
+                _ => None,
+            });
+        }
+        let def =
+            catalog.get(name).ok_or_else(|| SqlError::UndefinedTable(format!("relation \"{name}\" does not exist")))?;
+        Ok(key_of(def))
+    }
+
     /// Plans the views of an earlier run again, in creation order, and registers them;
     /// returns what the workers are to keep of them. A view that no longer plans is left
     /// out, with an error in the log (its definition stays in the state directory).
@@ -324,7 +354,7 @@ impl Engine {
                 let Statement::CreateView(create) = statement else {
                     return Err(SqlError::Unsupported("a kept view whose statement does not create it".into()));
                 };
-                plan(&engine, def.id, &create.query, &sql).await
+                plan(&engine, def.id, &create.query, &sql, Fresh::Restored).await
             });
             let planned = match planned {
                 Ok(planned) => planned,

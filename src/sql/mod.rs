@@ -21,7 +21,7 @@
 //! | `compat` | parsing: the user's queries as written, the clients' catalog queries through pg-catalog's rewrites |
 //! | `names` | the names Postgres gives unnamed columns (`sum(amount)` is `sum`) |
 //! | [`catalog`], [`views`], `ddl`, `create_table` | created views and tables: kept, planned, installed |
-//! | [`compile`], `joins` | a view's plan compiled into the dataflow's; which joins it keeps |
+//! | [`compile`], `joins`, `scalars`, `top_k` | a view's plan compiled into the dataflow's; which joins it keeps; its expressions; its rankings kept as top-k |
 //! | [`information_schema`] | Postgres' `information_schema`, for the clients that browse with it |
 //! | [`checked`] | integer arithmetic that fails on overflow (22003), as Postgres' does |
 //! | [`cooperative`] | joins yield, so a timeout, a cancel or a stop reaches a statement |
@@ -53,8 +53,10 @@ pub mod limits;
 pub mod names;
 pub mod point;
 pub mod read;
+mod scalars;
 pub mod session;
 pub mod table;
+mod top_k;
 pub mod views;
 
 use std::sync::{Arc, Mutex};
@@ -512,27 +514,6 @@ impl Engine {
         )
         .expect("two columns of one row");
         Answer { schema, batches: vec![batch], as_of: reading.cloned(), tag: None }
-    }
-
-    /// The name and index of the column a row of view `name` is named by (a customer, a
-    /// category, an hour, a reason, a created view's group key), if it has one; 42P01 for an
-    /// unknown view.
-    pub fn view_key(&self, name: &str) -> Result<Option<(usize, String)>, SqlError> {
-        use crate::compute::relation::Relation;
-        if let Some(relation) = Relation::named(name) {
-            return Ok(relation.key().map(|k| (k, relation.columns()[k].0.to_owned())));
-        }
-        let catalog = self.shared.catalog.lock().unwrap_or_else(|p| p.into_inner());
-        // A table is watched like a view: its rows named by its key, when that is one column.
-        if let Some(table) = catalog.table(name) {
-            return Ok(match table.key.as_slice() {
-                [k] => Some((*k, table.columns[*k].0.clone())),
-                _ => None,
-            });
-        }
-        let def =
-            catalog.get(name).ok_or_else(|| SqlError::UndefinedTable(format!("relation \"{name}\" does not exist")))?;
-        Ok(ddl::key_of(def))
     }
 
     /// Every view at one time: the built-in ones as the HTTP API and the view files show them
