@@ -352,24 +352,16 @@ fn start(dataflow: &mut Dataflow, time: Time, spec: &ScanSpec) -> Result<Source,
             _ => Source::Versions(Some(0)),
         },
         Relation::Customers => Source::Customers(walk(&mut views.customers, &spec.seek)),
-        Relation::Groups(id) => {
+        // A created view's output, as the relation names it (groups, or a compiled view's rows).
+        Relation::Groups(id) | Relation::Rows(id) => {
             let gone = || ReadError::Compacted { view: format!("view {id}"), time, since: Time::MAX };
             let view = dataflow.created.get_mut(id).ok_or_else(gone)?;
             let kept = view.kept.as_mut().ok_or_else(gone)?;
             kept.output.check_readable(time).map_err(|why| ReadError::unreadable(why, time))?;
-            match &mut kept.output {
-                Output::Groups(trace) => Source::Groups(walk(trace, &spec.seek)),
-                Output::Rows(_) => return Err(gone()),
-            }
-        }
-        Relation::Rows(id) => {
-            let gone = || ReadError::Compacted { view: format!("view {id}"), time, since: Time::MAX };
-            let view = dataflow.created.get_mut(id).ok_or_else(gone)?;
-            let kept = view.kept.as_mut().ok_or_else(gone)?;
-            kept.output.check_readable(time).map_err(|why| ReadError::unreadable(why, time))?;
-            match &mut kept.output {
-                Output::Rows(trace) => Source::Multiset(super::walk::RowsWalk::new(trace)),
-                Output::Groups(_) => return Err(gone()),
+            match (spec.relation, &mut kept.output) {
+                (Relation::Groups(_), Output::Groups(trace)) => Source::Groups(walk(trace, &spec.seek)),
+                (Relation::Rows(_), Output::Rows(trace)) => Source::Multiset(super::walk::RowsWalk::new(trace)),
+                _ => return Err(gone()),
             }
         }
         Relation::Table(id) => {

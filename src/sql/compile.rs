@@ -69,7 +69,7 @@ pub fn compile(id: u64, plan: &LogicalPlan, workers: usize) -> Result<Compiled, 
         }
     }
     if let LogicalPlan::Aggregate(aggregate) = top {
-        let (kept, columns, exprs) = top_aggregate(aggregate)?;
+        let (kept, columns, exprs) = aggregation(aggregate, true)?;
         let scan = rows_scan(id, &columns, workers)?;
         let exprs: Vec<Expr> = exprs
             .into_iter()
@@ -134,9 +134,9 @@ fn rows_scan(id: u64, columns: &[(String, ColumnType)], workers: usize) -> Resul
 /// The rows kept for the topmost aggregation, their columns, and its columns over them.
 type TopAggregate = (RowPlan, Vec<(String, ColumnType)>, Vec<Expr>);
 
-/// The topmost aggregation: the rows kept (its keys, then each aggregate — `avg` as a sum and
-/// a count), their columns, and the aggregation's columns as expressions over them.
-fn top_aggregate(aggregate: &datafusion::logical_expr::Aggregate) -> Result<TopAggregate, SqlError> {
+/// An aggregation: the rows kept (its keys, then each aggregate — `avg`, at the `top` only, as
+/// a sum and a count), their columns, and the aggregation's columns as expressions over them.
+fn aggregation(aggregate: &datafusion::logical_expr::Aggregate, top: bool) -> Result<TopAggregate, SqlError> {
     let (input, input_types) = rows(&aggregate.input)?;
     let schema = aggregate.input.schema();
     let mut columns: Vec<(String, ColumnType)> = Vec::new();
@@ -153,6 +153,9 @@ fn top_aggregate(aggregate: &datafusion::logical_expr::Aggregate) -> Result<TopA
     for expr in &aggregate.aggr_expr {
         let (func, arg, ty) = aggregate_of(expr, schema, &input_types)?;
         if func == "avg" {
+            if !top {
+                return Err(SqlError::Unsupported(format!("{expr} below a view's last aggregation")));
+            }
             if ty != ColumnType::Money {
                 return Err(SqlError::Unsupported(format!("{expr} in a view: avg of amounts only")));
             }
@@ -362,26 +365,8 @@ fn rows_bounded(plan: &LogicalPlan, bound: RankBound) -> Result<(RowPlan, Vec<Co
             }
         }
         LogicalPlan::Aggregate(aggregate) => {
-            let (input, input_types) = rows(&aggregate.input)?;
-            let schema = aggregate.input.schema();
-            let mut keys = Vec::new();
-            let mut types = Vec::new();
-            for group in &aggregate.group_expr {
-                let (key, ty) = scalar(group, schema, &input_types)?;
-                keys.push(key);
-                types.push(ty);
-            }
-            let mut aggregates = Vec::new();
-            for expr in &aggregate.aggr_expr {
-                let (func, arg, ty) = aggregate_of(expr, schema, &input_types)?;
-                if func == "avg" {
-                    return Err(SqlError::Unsupported(format!("{expr} below a view's last aggregation")));
-                }
-                let (func, ty) = simple_aggregate(&func, ty, expr)?;
-                aggregates.push(Aggregate { func, arg });
-                types.push(ty);
-            }
-            Ok((reduce(input, keys, aggregates), types))
+            let (kept, columns, _) = aggregation(aggregate, false)?;
+            Ok((kept, columns.into_iter().map(|(_, ty)| ty).collect()))
         }
         LogicalPlan::Union(union) => {
             let mut inputs = Vec::new();
