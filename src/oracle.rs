@@ -139,7 +139,6 @@ impl Oracle {
             offsets: self.offsets.iter().map(|(p, o)| (*p, *o)).collect(),
             workers: Vec::new(),
             created: Vec::new(),
-            changed: Vec::new(),
         }
     }
 

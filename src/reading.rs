@@ -48,10 +48,6 @@ pub struct Reading {
     /// The created views' rows (read through SQL at the same time: see
     /// [`crate::sql::Engine::read_all`]).
     pub created: Vec<CreatedRows>,
-    /// The customers whose rows changed after a time (in `CustomerChanges` reads; `customers`
-    /// then holds those of them present), in name order once merged.
-    #[serde(default)]
-    pub changed: Vec<String>,
 }
 
 /// A view created at run time, as a reading of every view shows it.
@@ -130,13 +126,6 @@ pub enum ReadScope {
     },
     /// The `overall`, `categories` and `hourly` views, the customer count and dead letters.
     Totals,
-    /// The customers whose rows changed after time `since` (a superset: a compacted trace may
-    /// name a few more), with their rows now — what a changefeed of `customers` reads instead
-    /// of the whole view.
-    CustomerChanges {
-        /// The time the reader's rows are at.
-        since: Time,
-    },
 }
 
 impl ReadScope {
@@ -203,7 +192,6 @@ impl Reading {
             all.dead_letters.extend(part.dead_letters);
             all.offsets.extend(part.offsets);
             all.workers.extend(part.workers);
-            all.changed.extend(part.changed);
         }
         all.workers.sort_by_key(|w| w.worker);
         all.customers.sort();
@@ -213,7 +201,6 @@ impl Reading {
         all.hourly.sort();
         all.dead_letters.sort();
         all.offsets.sort();
-        all.changed.sort();
         all
     }
 
@@ -259,6 +246,12 @@ pub enum ReadError {
     TooManyRows {
         /// The most rows a query may return.
         limit: usize,
+    },
+    /// A relation whose changes between two times cannot be read (only its rows at one).
+    #[error("the {relation} relation cannot be read by its changes")]
+    NoChanges {
+        /// The relation.
+        relation: String,
     },
     /// A view was not complete through the read's time.
     #[error("the {view} view is not complete at time {time} (only below {upper})")]

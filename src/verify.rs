@@ -245,7 +245,6 @@ pub fn reading_from_views(json: &serde_json::Value, topic: &str) -> anyhow::Resu
     };
     Ok(Reading {
         created,
-        changed: Vec::new(),
         time,
         customers: rows(json, "customers")?
             .iter()
@@ -311,7 +310,6 @@ mod tests {
             dead_letters: vec![(Reason::InvalidJson, 2), (Reason::BadAmount, 1)],
             offsets: vec![(0, 12), (1, 0), (2, 7)],
             workers: Vec::new(),
-            changed: Vec::new(),
             created: vec![crate::reading::CreatedRows {
                 name: "big".into(),
                 definition: "CREATE VIEW big AS SELECT * FROM customers WHERE total > 100".into(),

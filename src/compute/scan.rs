@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::columns::{schema, Cell, ColumnType, Columns, Owned};
 use super::relation::Relation;
-use super::walk::{walk, ScanKey, ValCursor, ValWalk};
+use super::walk::{walk, ChangesWalk, ScanKey, ValCursor, ValWalk};
 use crate::dataflow::created::Output;
 use crate::dataflow::rows::{CustomerRow, Dimension};
 use crate::dataflow::views::ViewTraces;
@@ -60,13 +60,25 @@ pub struct ScanSpec {
     pub seek: Seek,
     /// The topic the `offsets` relation names.
     pub topic: String,
+    /// Set: not the rows at the scan's time but their changes since this earlier time, each
+    /// row with how many more (or fewer) times it is there, in the column [`DIFF`] (the
+    /// index after the relation's columns in `projection`).
+    #[serde(default)]
+    pub since: Option<Time>,
 }
 
+/// The column of a scan of changes that says how many more (or fewer) times a row is there.
+pub const DIFF: &str = "__diff";
+
 impl ScanSpec {
+    /// Column `i`: one of the relation's, or (the index after them) [`DIFF`].
+    pub fn column(&self, i: usize) -> (&str, ColumnType) {
+        self.columns.get(i).map_or((DIFF, ColumnType::Int), |(name, kind)| (name.as_str(), *kind))
+    }
+
     /// The schema of the batches sent: the projected columns.
     pub fn schema(&self) -> SchemaRef {
-        let columns: Vec<(&str, ColumnType)> =
-            self.projection.iter().map(|i| (self.columns[*i].0.as_str(), self.columns[*i].1)).collect();
+        let columns: Vec<(&str, ColumnType)> = self.projection.iter().map(|i| self.column(*i)).collect();
         schema(&columns)
     }
 }
@@ -173,8 +185,18 @@ enum Source {
     Table(ValWalk<crate::table::Row, ValCursor<crate::table::Row, crate::table::Row>>),
     /// Rows read whole at once (the small relations).
     Rows(std::vec::IntoIter<Vec<Owned>>),
+    /// The changes of `customers`, of a created view's groups or rows, or of a table.
+    Changes(Changes),
     /// Read through.
     Done,
+}
+
+/// The changes a scan reads, by the kind of arrangement.
+enum Changes {
+    Customers(ChangesWalk<String, CustomerRow>),
+    Groups(ChangesWalk<crate::dataflow::created::GroupKey, CustomerRow>),
+    Rows(ChangesWalk<crate::table::Row, ()>),
+    Table(ChangesWalk<crate::table::Row, crate::table::Row>),
 }
 
 /// One open scan on this worker.
@@ -208,7 +230,7 @@ impl Scans {
             Some(sender) => Outlet::Local(sender),
             None => Outlet::Remote,
         };
-        let types: Vec<ColumnType> = spec.projection.iter().map(|i| spec.columns[*i].1).collect();
+        let types: Vec<ColumnType> = spec.projection.iter().map(|i| spec.column(*i).1).collect();
         let schema = spec.schema();
         self.open.push(Open {
             id,
@@ -338,6 +360,9 @@ enum Delivered {
 /// Checks that the relation can be read exactly at `time` here, and where its rows start.
 fn start(dataflow: &mut Dataflow, time: Time, spec: &ScanSpec) -> Result<Source, ReadError> {
     dataflow.views.check_readable(time).map_err(|why| ReadError::unreadable(why, time))?;
+    if let Some(since) = spec.since {
+        return start_changes(dataflow, since, time, spec.relation);
+    }
     let views = &mut dataflow.views;
     let rows = |rows: Vec<Vec<Owned>>| {
         let kept: Vec<Vec<Owned>> = match spec.relation.key() {
@@ -408,6 +433,45 @@ fn start(dataflow: &mut Dataflow, time: Time, spec: &ScanSpec) -> Result<Source,
     })
 }
 
+/// Checks that the relation can be read exactly at `since` and at `time` here, and opens the
+/// walk through its changes between them.
+fn start_changes(dataflow: &mut Dataflow, since: Time, time: Time, relation: Relation) -> Result<Source, ReadError> {
+    let at = |why, t| ReadError::unreadable(why, t);
+    Ok(Source::Changes(match relation {
+        Relation::Customers => {
+            dataflow.views.check_readable(since).map_err(|why| at(why, since))?;
+            Changes::Customers(ChangesWalk::new(&mut dataflow.views.customers, since, time))
+        }
+        Relation::Groups(id) | Relation::Rows(id) => {
+            let gone = || ReadError::Compacted { view: format!("view {id}"), time, since: Time::MAX };
+            let view = dataflow.created.get_mut(id).ok_or_else(gone)?;
+            let kept = view.kept.as_mut().ok_or_else(gone)?;
+            for t in [since, time] {
+                kept.output.check_readable(t).map_err(|why| at(why, t))?;
+            }
+            match (relation, &mut kept.output) {
+                (Relation::Groups(_), Output::Groups(trace)) => Changes::Groups(ChangesWalk::new(trace, since, time)),
+                (Relation::Rows(_), Output::Rows(trace)) => Changes::Rows(ChangesWalk::new(trace, since, time)),
+                _ => return Err(gone()),
+            }
+        }
+        Relation::Table(id) => {
+            let gone = || ReadError::Compacted { view: format!("table {id}"), time, since: Time::MAX };
+            let table = dataflow.tables.get_mut(id).ok_or_else(gone)?;
+            for t in [since, time] {
+                table.check_readable(t).map_err(|why| at(why, t))?;
+            }
+            Changes::Table(ChangesWalk::new(&mut table.trace, since, time))
+        }
+        other => return Err(ReadError::NoChanges { relation: other.name().to_owned() }),
+    }))
+}
+
+/// Whether a relation can be read by its changes ([`ScanSpec::since`]).
+pub fn has_changes(relation: Relation) -> bool {
+    matches!(relation, Relation::Customers | Relation::Groups(_) | Relation::Rows(_) | Relation::Table(_))
+}
+
 /// The rows of the totals whose dimension `key` names: key, total, count, average.
 fn totals(views: &mut ViewTraces, time: Time, key: impl Fn(&Dimension) -> Option<Owned>) -> Vec<Vec<Owned>> {
     let sums = crate::serve::cursors::read_sums(&mut views.totals, time);
@@ -468,16 +532,7 @@ fn fill(
                     *source = Source::Done;
                     return;
                 };
-                let avg = crate::amount::divide_rounded(row.total, i128::from(row.count.max(1)));
-                let cells = [
-                    Cell::Text(&name),
-                    Cell::Cents(row.total),
-                    Cell::Int(row.count),
-                    Cell::Cents(i128::from(row.min)),
-                    Cell::Cents(i128::from(row.max)),
-                    Cell::Cents(avg),
-                ];
-                push(columns, &cells);
+                push(columns, &customer_cells(&name, &row));
                 if columns.rows().is_multiple_of(512) && started.elapsed() >= slice {
                     return;
                 }
@@ -490,18 +545,7 @@ fn fill(
                     *source = Source::Done;
                     return;
                 };
-                let stats = [
-                    Cell::Int(row.count),
-                    Cell::Cents(row.total),
-                    Cell::Cents(i128::from(row.min)),
-                    Cell::Cents(i128::from(row.max)),
-                ];
-                if keyed {
-                    let cells = [key.cell(), stats[0], stats[1], stats[2], stats[3]];
-                    push(columns, &cells);
-                } else {
-                    push(columns, &stats);
-                }
+                push(columns, &group_cells(keyed.then_some(&key), &row));
                 if columns.rows().is_multiple_of(512) && started.elapsed() >= slice {
                     return;
                 }
@@ -543,7 +587,62 @@ fn fill(
                 push(columns, &cells);
             }
         }
+        Source::Changes(changes) => {
+            let keyed = spec.columns.len() > super::relation::GROUP_STATS.len();
+            // A row's cells, then its difference: the index after the relation's columns.
+            let push = |columns: &mut Columns, cells: &mut Vec<Cell<'_>>, diff: isize| {
+                cells.push(Cell::Int(diff as i64));
+                columns.push_some(cells, projection.iter().copied());
+            };
+            while columns.rows() < BATCH_ROWS {
+                let done = match changes {
+                    Changes::Customers(walk) => walk.next().map(|(name, row, diff)| {
+                        push(columns, &mut customer_cells(&name, &row).to_vec(), diff);
+                    }),
+                    Changes::Groups(walk) => walk.next().map(|(key, row, diff)| {
+                        push(columns, &mut group_cells(keyed.then_some(&key), &row), diff);
+                    }),
+                    Changes::Rows(walk) => walk.next().map(|(row, (), diff)| {
+                        push(columns, &mut row.iter().map(Owned::cell).collect(), diff);
+                    }),
+                    Changes::Table(walk) => walk.next().map(|(_, row, diff)| {
+                        push(columns, &mut row.iter().map(Owned::cell).collect(), diff);
+                    }),
+                };
+                if done.is_none() {
+                    *source = Source::Done;
+                    return;
+                }
+                if columns.rows().is_multiple_of(512) && started.elapsed() >= slice {
+                    return;
+                }
+            }
+        }
     }
+}
+
+/// A row of `customers`: customer, total, count, min, max, avg.
+fn customer_cells<'a>(name: &'a str, row: &CustomerRow) -> [Cell<'a>; 6] {
+    let avg = crate::amount::divide_rounded(row.total, i128::from(row.count.max(1)));
+    [
+        Cell::Text(name),
+        Cell::Cents(row.total),
+        Cell::Int(row.count),
+        Cell::Cents(i128::from(row.min)),
+        Cell::Cents(i128::from(row.max)),
+        Cell::Cents(avg),
+    ]
+}
+
+/// A row of a created view's groups: its key (if it has one), count, total, min, max.
+fn group_cells<'a>(key: Option<&'a crate::dataflow::created::GroupKey>, row: &CustomerRow) -> Vec<Cell<'a>> {
+    let stats = [
+        Cell::Int(row.count),
+        Cell::Cents(row.total),
+        Cell::Cents(i128::from(row.min)),
+        Cell::Cents(i128::from(row.max)),
+    ];
+    key.map(ScanKey::cell).into_iter().chain(stats).collect()
 }
 
 /// A live transaction as a row of `transactions`: id, customer, amount, category, ts.

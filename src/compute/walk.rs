@@ -202,6 +202,97 @@ where
     }
 }
 
+/// The changes of a trace of values by key between two times: each value whose count at
+/// `time` differs from its count at `since`, with the difference, key by key in order. The
+/// keys looked at are those with an update in `(since, time]`, found in the batches that can
+/// hold such times (the trace's recent batches: a step costs what changed, not the trace):
+///
+/// ```text
+/// Ali: (320, t3, +1) (320, t8, -1) (400, t8, +1)      since 5, time 9
+/// changes: (Ali, 320, -1) (Ali, 400, +1)
+/// ```
+///
+/// Exact only if the trace still tells `since` from later times (its logical compaction at or
+/// below `since`: a changefeed holds its last time, see `sql/changes.rs`).
+pub struct ChangesWalk<K: Ord + Clone + 'static, V: Ord + Clone + 'static> {
+    cursor: ValCursor<K, V>,
+    storage: <ValCursor<K, V> as Cursor>::Storage,
+    keys: VecDeque<K>,
+    ready: VecDeque<(K, V, isize)>,
+    since: Time,
+    time: Time,
+}
+
+impl<K: Ord + Clone + 'static, V: Ord + Clone + 'static> ChangesWalk<K, V> {
+    /// Opens the walk over the batches `trace` holds now.
+    pub fn new(trace: &mut ValTrace<K, V>, since: Time, time: Time) -> Self {
+        let keys = changed_keys(trace, since, time).into();
+        let batches = trace
+            .batches_through(Antichain::new().borrow())
+            .expect("a trace can always be read through the empty frontier");
+        let (cursor, storage) = cursor_list(batches);
+        ChangesWalk { cursor, storage, keys, ready: VecDeque::new(), since, time }
+    }
+
+    /// The next change: a key, a value, and how many more (or fewer) times it is there.
+    pub fn next(&mut self) -> Option<(K, V, isize)> {
+        loop {
+            if let Some(change) = self.ready.pop_front() {
+                return Some(change);
+            }
+            let key = self.keys.pop_front()?;
+            self.cursor.seek_key(&self.storage, &key);
+            if self.cursor.get_key(&self.storage) != Some(&key) {
+                continue;
+            }
+            while let Some(value) = self.cursor.get_val(&self.storage) {
+                let (mut before, mut after) = (0isize, 0isize);
+                self.cursor.map_times(&self.storage, |t, d| {
+                    if *t <= self.since {
+                        before += *d;
+                    }
+                    if *t <= self.time {
+                        after += *d;
+                    }
+                });
+                if after != before {
+                    self.ready.push_back((key.clone(), value.clone(), after - before));
+                }
+                self.cursor.step_val(&self.storage);
+            }
+        }
+    }
+}
+
+/// The keys with an update at a time after `since` and at or before `time`, in order, from
+/// the batches that can hold such times. A superset when the trace has compacted past
+/// `since` (an earlier update advanced to the compaction frontier looks recent).
+fn changed_keys<K, V>(trace: &mut ValTrace<K, V>, since: Time, time: Time) -> Vec<K>
+where
+    K: Ord + Clone + 'static,
+    V: Ord + Clone + 'static,
+{
+    let spans =
+        trace.spans_through(Antichain::new().borrow()).expect("a trace can always be read through the empty frontier");
+    // A span whose upper is at or below `since + 1` holds only times at or before `since`.
+    let recent: Vec<_> =
+        spans.into_iter().filter(|s| !s.upper().less_equal(&(since + 1))).filter_map(|s| s.inner).collect();
+    let (mut cursor, storage) = cursor_list(recent);
+    let mut keys = Vec::new();
+    while let Some(key) = cursor.get_key(&storage) {
+        let mut changed = false;
+        while cursor.get_val(&storage).is_some() {
+            cursor.map_times(&storage, |t, _| changed |= *t > since && *t <= time);
+            cursor.step_val(&storage);
+        }
+        if changed {
+            keys.push(key.clone());
+        }
+        cursor.step_key(&storage);
+    }
+    keys
+}
+
 type RowsBatch = <crate::dataflow::render::RowsTrace as TraceReader>::Batch;
 type RowsCursor = CursorList<<RowsBatch as Navigable>::Cursor>;
 

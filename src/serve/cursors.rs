@@ -82,52 +82,6 @@ where
     present_value(&mut cursor, &storage, time)
 }
 
-/// The keys with an update at a time after `since` and at or before `time`, from the batches
-/// that can hold such times. A superset when the trace has compacted past `since` (an
-/// earlier update advanced to the compaction frontier looks recent): a reader reads those
-/// keys again for nothing, never misses one.
-pub fn changed_keys<K, V>(trace: &mut TraceAgent<ValSpine<K, V, Time, isize>>, since: Time, time: Time) -> Vec<K>
-where
-    K: Ord + Clone + 'static,
-    V: Ord + Clone + 'static,
-{
-    let spans =
-        trace.spans_through(Antichain::new().borrow()).expect("a trace can always be read through the empty frontier");
-    // A span whose upper is at or below `since + 1` holds only times at or before `since`.
-    let recent: Vec<_> =
-        spans.into_iter().filter(|s| !s.upper().less_equal(&(since + 1))).filter_map(|s| s.inner).collect();
-    let (mut cursor, storage) = cursor_list(recent);
-    let mut keys = Vec::new();
-    while let Some(key) = cursor.get_key(&storage) {
-        let mut changed = false;
-        while cursor.get_val(&storage).is_some() {
-            cursor.map_times(&storage, |t, _| changed |= *t > since && *t <= time);
-            cursor.step_val(&storage);
-        }
-        if changed {
-            keys.push(key.clone());
-        }
-        cursor.step_key(&storage);
-    }
-    keys
-}
-
-/// The keys changed after `since` (see [`changed_keys`]) and the values at `time` of those
-/// present then.
-pub fn changed_values<K, V>(
-    trace: &mut TraceAgent<ValSpine<K, V, Time, isize>>,
-    since: Time,
-    time: Time,
-) -> (Vec<K>, Vec<(K, V)>)
-where
-    K: Ord + Clone + 'static,
-    V: Ord + Clone + 'static,
-{
-    let changed = changed_keys(trace, since, time);
-    let present = changed.iter().filter_map(|k| read_value_of(trace, k, time).map(|v| (k.clone(), v))).collect();
-    (changed, present)
-}
-
 /// The value of the cursor's current key that is present at `time` (traces written by the
 /// views hold one value per key at any time).
 pub fn present_value<C, V>(cursor: &mut C, storage: &C::Storage, time: Time) -> Option<V>

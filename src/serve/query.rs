@@ -11,7 +11,7 @@ use crate::dataflow::Dataflow;
 use crate::dataflow::Time;
 use crate::reading::ReadError;
 use crate::reading::{ReadScope, Reading};
-use crate::serve::cursors::{changed_values, read_sums, read_top, read_value_of, read_values, read_values_after};
+use crate::serve::cursors::{read_sums, read_top, read_value_of, read_values, read_values_after};
 
 /// Reads this worker's share of what `scope` covers, as of `time`, once sure the read is
 /// exact (see the module docs). `versions` are this worker's live versions (for the
@@ -47,10 +47,6 @@ fn read_scope(views: &mut ViewTraces, time: Time, scope: &ReadScope) -> Reading 
             Reading { customers: read_values_after(&mut views.customers, after.as_ref(), *limit, time), ..offsets }
         }
         ReadScope::Top { k } => Reading { top: read_top(&mut views.top, time, *k), ..offsets },
-        ReadScope::CustomerChanges { since } => {
-            let (changed, customers) = changed_values(&mut views.customers, *since, time);
-            Reading { customers, changed, ..offsets }
-        }
         ReadScope::Totals => Reading {
             customer_count: read_sums(&mut views.customer_count, time).into_iter().map(|(_, n)| n as i64).sum(),
             dead_letters: read_sums(&mut views.dead_letters, time).into_iter().map(|(r, n)| (r, n as i64)).collect(),

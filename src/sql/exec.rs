@@ -109,7 +109,7 @@ impl DisplayAs for LiveScanExec {
             Relation::Rows(id) => format!("view {id}'s rows"),
             other => other.name().to_owned(),
         };
-        let columns: Vec<&str> = self.output.iter().map(|i| self.spec.columns[*i].0.as_str()).collect();
+        let columns: Vec<&str> = self.output.iter().map(|i| self.spec.column(*i).0).collect();
         write!(f, "LiveScan: {name} [{}]", columns.join(", "))?;
         let key = match self.spec.relation {
             Relation::Groups(_) => self.spec.columns.first().map_or("key", |c| c.0.as_str()),

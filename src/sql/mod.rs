@@ -36,6 +36,7 @@
 
 pub mod answer;
 pub mod catalog;
+mod changes;
 pub mod checked;
 mod compat;
 pub mod compile;

@@ -36,18 +36,39 @@ tokio::task_local! {
 pub struct Snapshot {
     serving: Serving,
     timeout: Duration,
-    pinned: tokio::sync::OnceCell<Result<Pinned, SqlError>>,
+    pinned: tokio::sync::OnceCell<Result<Arc<Hold>, SqlError>>,
 }
 
-/// A pinned time and the input positions the views reflect at it; unpinned when dropped.
-struct Pinned {
+/// A pinned time and the input positions the views reflect at it: no trace compacts past it
+/// while the hold lives; unpinned when dropped. A statement holds its time so; a changefeed
+/// holds the time of its last event, from which it reads the next one's changes
+/// ([`super::changes`]).
+pub struct Hold {
     reading: Reading,
     serving: Serving,
 }
 
-impl Drop for Pinned {
+impl Drop for Hold {
     fn drop(&mut self) {
         self.serving.unpin(self.reading.time);
+    }
+}
+
+impl Hold {
+    /// Pins the latest time every view is complete through (waiting at most `timeout`).
+    pub async fn new(serving: &Serving, timeout: Duration) -> Result<Hold, SqlError> {
+        let reading = serving.pin(timeout).await.map_err(SqlError::from_read)?;
+        Ok(Hold { reading, serving: serving.clone() })
+    }
+
+    /// The time held, and the input positions the views reflect at it.
+    pub fn reading(&self) -> &Reading {
+        &self.reading
+    }
+
+    /// The time held.
+    pub fn time(&self) -> Time {
+        self.reading.time
     }
 }
 
@@ -58,16 +79,17 @@ impl Snapshot {
         Arc::new(Snapshot { serving, timeout, pinned: tokio::sync::OnceCell::new() })
     }
 
+    /// A snapshot at a time already held.
+    pub fn held(hold: Arc<Hold>) -> Arc<Snapshot> {
+        let serving = hold.serving.clone();
+        Arc::new(Snapshot { serving, timeout: Duration::ZERO, pinned: tokio::sync::OnceCell::new_with(Some(Ok(hold))) })
+    }
+
     /// The statement's time: pinned now if it is the first scan's.
     pub async fn time(&self) -> Result<Time, SqlError> {
-        let pinned = self
-            .pinned
-            .get_or_init(|| async {
-                let reading = self.serving.pin(self.timeout).await.map_err(SqlError::from_read)?;
-                Ok(Pinned { reading, serving: self.serving.clone() })
-            })
-            .await;
-        pinned.as_ref().map(|p| p.reading.time).map_err(Clone::clone)
+        let pinned =
+            self.pinned.get_or_init(|| async { Hold::new(&self.serving, self.timeout).await.map(Arc::new) }).await;
+        pinned.as_ref().map(|p| p.time()).map_err(Clone::clone)
     }
 
     /// What the statement read reflects: its time and the input positions then; `None` when

@@ -28,6 +28,7 @@ use super::read::STATEMENT;
 use crate::compute::columns::{schema, ColumnType, Owned};
 use crate::compute::relation::Relation;
 use crate::compute::scan::{ScanSpec, Seek};
+use crate::dataflow::Time;
 
 /// A relation of the pipeline, readable by DataFusion.
 #[derive(Debug)]
@@ -210,11 +211,20 @@ impl TableProvider for LiveTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let seek = filters.iter().filter_map(|f| self.seek_of(f)).fold(Seek::All, both);
+        let projection = projection.cloned().unwrap_or_else(|| (0..self.columns.len()).collect());
+        self.plan_scan(projection, seek, None)
+    }
+}
+
+impl LiveTable {
+    /// The scan of `projection` (indices into the columns; with a scan of changes, the index
+    /// after them is the difference) of the rows `seek` names — or their changes since
+    /// `since` — at the statement's time.
+    pub fn plan_scan(&self, projection: Vec<usize>, seek: Seek, since: Option<Time>) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = STATEMENT
             .try_with(Arc::clone)
             .map_err(|_| DataFusionError::Internal("a relation is scanned outside a statement".into()))?;
-        let seek = filters.iter().filter_map(|f| self.seek_of(f)).fold(Seek::All, both);
-        let projection = projection.cloned().unwrap_or_else(|| (0..self.columns.len()).collect());
         let workers: Vec<usize> = match (&seek, self.relation) {
             // A customer lives on the worker its name hashes to.
             (Seek::Keys(keys), Relation::Customers) => {
@@ -237,6 +247,7 @@ impl TableProvider for LiveTable {
             projection,
             seek,
             topic: self.topic.clone(),
+            since,
         };
         Ok(Arc::new(LiveScanExec::new(snapshot, spec, workers, self.workers)))
     }

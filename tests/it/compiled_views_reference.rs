@@ -231,6 +231,9 @@ fn check(
     };
     let (first, second): (Vec<usize>, Vec<usize>) = views.iter().partition(|v| **v == 0 || **v % 2 == 1);
     create_views(&mut live, &mut created, &first)?;
+    // The time of the previous batch, held as a changefeed holds its last event's, and the
+    // views created then.
+    let mut previous: Option<(std::sync::Arc<atelier_lambda::sql::read::Hold>, Vec<usize>)> = None;
     for time in 0..=batches.len() {
         if time > 0 {
             let (messages, changes) = &batches[time - 1];
@@ -265,10 +268,61 @@ fn check(
             let got = live.rows(&format!("SELECT * FROM {name} ORDER BY {}", order_by(columns)));
             prop_assert_eq!(&got, &expected[time][v], "{} workers, after batch {}: view {}", workers, time, name);
         }
+        // What a changefeed reads from one batch to the next is the difference of the rows.
+        let hold = live.hold();
+        if let Some((since, views)) = &previous {
+            for &v in views {
+                let name = VIEWS[v].0;
+                let (before, after) = (live.rows_at(name, since), live.rows_at(name, &hold));
+                // A view kept as groups with one row even over none (a read-time union) is read
+                // whole by its feeds; every other here by its changes.
+                let Some(changes) = live.changes(name, since, &hold) else {
+                    prop_assert!(WHOLE.contains(&name), "view {} has no changes to read", name);
+                    continue;
+                };
+                prop_assert_eq!(
+                    folded(&before, &changes),
+                    counted(&after, 1),
+                    "{} workers, batch {}: view {}'s changes {:?} from {:?}",
+                    workers,
+                    time,
+                    name,
+                    changes,
+                    before
+                );
+            }
+        }
+        previous = Some((hold, created.clone()));
     }
+    drop(previous);
     drop(live);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The views whose feeds read them whole: not linear over what they keep.
+const WHOLE: [&str; 1] = ["everything_large"];
+
+/// Rows as a multiset: each row → how many times it is there (`n` each).
+fn counted(rows: &[Vec<V>], n: i64) -> BTreeMap<Vec<V>, i64> {
+    let mut counts = BTreeMap::new();
+    for row in rows {
+        *counts.entry(row.clone()).or_insert(0) += n;
+    }
+    counts.retain(|_, c| *c != 0);
+    counts
+}
+
+/// `rows` with `changes` (each row with its difference last) applied.
+fn folded(rows: &[Vec<V>], changes: &[Vec<V>]) -> BTreeMap<Vec<V>, i64> {
+    let mut counts = counted(rows, 1);
+    for change in changes {
+        let (row, diff) = change.split_at(change.len() - 1);
+        let V::Int(diff) = diff[0] else { panic!("a difference that is no integer: {change:?}") };
+        *counts.entry(row.to_vec()).or_insert(0) += diff;
+    }
+    counts.retain(|_, c| *c != 0);
+    counts
 }
 
 /// A table's rows as an answer (sorted by customer), to compare with what SQL reads.

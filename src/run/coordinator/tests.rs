@@ -227,6 +227,7 @@ fn a_scan_of_a_view_being_filled_waits_and_holds_up_nothing_else() {
                 projection: vec![0, 1],
                 seek: Seek::All,
                 topic: "t".into(),
+                since: None,
             };
             let mut receivers = serving.scan(pinned.time, spec, &[0, 1]).expect("the scan is asked");
             let first =

@@ -24,8 +24,6 @@
 //! dropped with a final event saying so, rather than buffered without bound: the pipeline
 //! never waits for a reader.
 
-mod changes;
-
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,8 +36,8 @@ use crate::output::as_of;
 use crate::reading::{ReadScope, Reading};
 use crate::serve::bound::MinOffsets;
 use crate::serve::Serving;
-use crate::sql::{Engine, SqlError};
-use changes::ByChanges;
+use crate::sql::read::Hold;
+use crate::sql::{Answer, Engine, SqlError};
 
 /// How often a pump asks whether the offsets moved.
 const POLL: Duration = Duration::from_millis(2);
@@ -262,12 +260,26 @@ struct Pump {
 /// A view's rows: the row as JSON text → (the row, how many times it is there).
 type Rows = BTreeMap<String, (Arc<Row>, i64)>;
 
-/// Adds a row (its cells as JSON, named by `columns`; its key the cell `key`) to `rows`.
-fn add_row(rows: &mut Rows, columns: &[&str], cells: Vec<Value>, key: Option<usize>) {
+/// Adds `n` of a row (its cells as JSON, named by `columns`; its key the cell `key`) to
+/// `rows` (takes them away, `n` negative).
+fn add_row(rows: &mut Rows, columns: &[&str], cells: Vec<Value>, key: Option<usize>, n: i64) {
     let key = key.and_then(|k| cells.get(k)).cloned();
     let values: Map<String, Value> = columns.iter().map(|c| (*c).to_owned()).zip(cells).collect();
     let text = Value::Object(values.clone()).to_string();
-    rows.entry(text).or_insert_with(|| (Arc::new(Row { key, values }), 0)).1 += 1;
+    rows.entry(text).or_insert_with(|| (Arc::new(Row { key, values }), 0)).1 += n;
+}
+
+/// An answer's rows, each with its count: 1 each, or (`diffs`) the last column's.
+fn rows_of(answer: &Answer, key: Option<usize>, diffs: bool) -> Rows {
+    let names: Vec<String> = answer.columns().into_iter().map(|(n, _)| n).collect();
+    let columns: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut rows = Rows::new();
+    for mut cells in answer.rows() {
+        let n = if diffs { cells.pop().and_then(|d| d.as_i64()).unwrap_or(0) } else { 1 };
+        add_row(&mut rows, &columns[..cells.len()], cells, key, n);
+    }
+    rows.retain(|_, (_, n)| *n != 0);
+    rows
 }
 
 struct PumpState {
@@ -277,6 +289,8 @@ struct PumpState {
     positions: Reading,
     /// The view's rows: the row as JSON text → (the row, how many times it is there).
     rows: Rows,
+    /// The time of `rows`, held while the view is read by its changes (none: read whole).
+    hold: Option<Arc<Hold>>,
     /// The latest change events, oldest first, with when they were made.
     retained: VecDeque<(Arc<Event>, Instant)>,
     /// The time of the rows before the oldest retained event.
@@ -385,16 +399,20 @@ impl Feeds {
                 offsets: Value::Null,
                 positions: Reading::default(),
                 rows: BTreeMap::new(),
+                hold: None,
                 retained: VecDeque::new(),
                 base: 0,
                 ended: false,
             }),
         };
-        let (positions, rows) = self.read(name, key).await?;
+        // The rows at a time held, from which the next event's changes are read.
+        let hold = self.engine.hold().await?;
+        let rows = rows_of(&self.engine.rows_at(name, &hold).await?, key, false);
+        let positions = hold.reading().clone();
         let mut state = pump.state();
         (state.time, state.base) = (positions.time, positions.time);
         state.offsets = as_of(&positions, &self.topic)["offsets"].clone();
-        (state.positions, state.rows) = (positions, rows);
+        (state.positions, state.rows, state.hold) = (positions, rows, Some(hold));
         drop(state);
         Ok(pump)
     }
@@ -403,22 +421,25 @@ impl Feeds {
     async fn read(&self, name: &str, key: Option<usize>) -> Result<(Reading, Rows), SqlError> {
         let answer = self.engine.execute(&format!("SELECT * FROM \"{name}\"")).await?;
         let reading = answer.as_of.clone().ok_or_else(|| SqlError::Internal(format!("{name} read no relation")))?;
-        let mut rows = Rows::new();
-        let names: Vec<String> = answer.columns().into_iter().map(|(n, _)| n).collect();
-        let columns: Vec<&str> = names.iter().map(String::as_str).collect();
-        for row in answer.rows() {
-            add_row(&mut rows, &columns, row, key);
-        }
-        Ok((reading, rows))
+        Ok((reading, rows_of(&answer, key, false)))
     }
 
-    /// The view now, from the pump's rows and a read of only the keys changed since their
-    /// time (see [`changes`]).
-    async fn read_changes(&self, pump: &Pump, by: &ByChanges) -> Result<(Reading, Rows), SqlError> {
-        let since = pump.state().time;
-        let mut reading = self.serving.read_async(by.scope(since), READ_TIMEOUT).await.map_err(SqlError::from_read)?;
-        let rows = by.apply(&mut reading, &pump.state().rows, pump.key);
-        Ok((reading, rows))
+    /// The view's changes from the time its rows are at (held) to the latest: `None` when the
+    /// view has no changes to read (see [`crate::sql::Engine::changes`]; it is read whole from
+    /// then on).
+    async fn read_changes(&self, pump: &Pump) -> Result<Option<(Arc<Hold>, Rows)>, SqlError> {
+        let Some(since) = pump.state().hold.clone() else { return Ok(None) };
+        let at = self.engine.hold().await?;
+        if at.time() <= since.time() {
+            return Ok(Some((since, Rows::new())));
+        }
+        match self.engine.changes(&pump.view, &since, &at).await? {
+            Some(answer) => Ok(Some((at, rows_of(&answer, pump.key, true)))),
+            None => {
+                pump.state().hold = None;
+                Ok(None)
+            }
+        }
     }
 
     /// Watches one view until it is gone or nobody has subscribed for [`RETAIN`].
@@ -436,8 +457,6 @@ impl Feeds {
         let (mut last_read, mut read_cost) = (Instant::now(), Duration::ZERO);
         let mut interval = tokio::time::interval(POLL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // A view dropped and created again under its name is a new pump: this one ends first.
-        let by_changes = ByChanges::of(&pump.view);
         loop {
             interval.tick().await;
             if pump.sender.receiver_count() == 0 {
@@ -449,6 +468,7 @@ impl Feeds {
             } else {
                 unwatched_since = None;
             }
+            // A view dropped and created again under its name is a new pump: this one ends first.
             if self.engine.view_key(&pump.view).is_err() {
                 self.end(&pump, Some(format!("view {:?} was dropped", pump.view))).await;
                 return;
@@ -470,27 +490,37 @@ impl Feeds {
             // Only the offsets move the views (the history is loaded before any read): a
             // cheap read says whether a full one is worth it.
             let Some(offsets) = self.offsets().await else { continue };
-            let (moved, time) = {
+            let (moved, time, by_changes) = {
                 let state = pump.state();
                 let moved = as_of(&offsets, &self.topic)["offsets"] != state.offsets || now < tables_until;
-                (moved, offsets.time)
+                (moved, offsets.time, state.hold.is_some())
             };
-            // A reading of the whole view costs the workers and this runtime in proportion to
-            // its rows: at most a quarter of the time goes to them (busy views are read less
-            // often, their changes coalesced into fewer events). A view kept per key is read
-            // by its changes only, whose cost is mostly waiting for the time to complete.
-            let pause = if by_changes.is_some() { read_cost } else { read_cost * 3 };
-            if moved && last_read.elapsed() >= pause {
+            // A view read by its changes costs what changed; one read whole costs the workers
+            // and this runtime in proportion to its rows: at most a quarter of the time goes
+            // to those (busy views are read less often, their changes coalesced into fewer
+            // events). A view read by its changes is also read for each progress event, so
+            // that the event is exact and its time held moves on.
+            let due = last_sent.elapsed() >= PROGRESS_EVERY;
+            let pause = if by_changes { read_cost } else { read_cost * 3 };
+            if (moved && last_read.elapsed() >= pause) || (due && by_changes) {
                 let started = Instant::now();
-                let read = match &by_changes {
-                    Some(by) => self.read_changes(&pump, by).await,
-                    None => self.read(&pump.view, pump.key).await,
+                let read = match self.read_changes(&pump).await {
+                    Ok(Some((hold, changes))) => Ok(Step::Changes(hold, changes)),
+                    Ok(None) => {
+                        self.read(&pump.view, pump.key).await.map(|(positions, rows)| Step::Whole(positions, rows))
+                    }
+                    Err(error) => Err(error),
                 };
                 (last_read, read_cost) = (Instant::now(), started.elapsed());
                 match read {
-                    Ok((positions, rows)) => {
-                        let offsets = as_of(&positions, &self.topic)["offsets"].clone();
-                        if pump.advance(positions, offsets, rows) {
+                    Ok(step) => {
+                        if pump.advance(step, &self.topic) {
+                            last_sent = Instant::now();
+                        } else if due && by_changes {
+                            let state = pump.state();
+                            let _ = pump
+                                .sender
+                                .send(Arc::new(Event::Progress { time: state.time, offsets: state.offsets.clone() }));
                             last_sent = Instant::now();
                         }
                     }
@@ -500,7 +530,7 @@ impl Feeds {
                     }
                     Err(error) => tracing::warn!(view = %pump.view, %error, "a changefeed could not read its view"),
                 }
-            } else if last_sent.elapsed() >= PROGRESS_EVERY {
+            } else if due {
                 let mut state = pump.state();
                 state.time = state.time.max(time);
                 let event = Event::Progress { time: state.time, offsets: state.offsets.clone() };
@@ -545,7 +575,13 @@ impl Feeds {
     /// Ends a pump: subscribers get `reason` (if any), and none can join it.
     async fn end(&self, pump: &Arc<Pump>, reason: Option<String>) {
         let mut pumps = self.pumps.lock().await;
-        pump.state().ended = true;
+        // Its time held goes: the traces compact past it.
+        let hold = {
+            let mut state = pump.state();
+            state.ended = true;
+            state.hold.take()
+        };
+        drop(hold);
         if let Some(reason) = reason {
             let _ = pump.sender.send(Arc::new(Event::End { reason }));
         }
@@ -560,27 +596,42 @@ impl Pump {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes a new reading of the view; sends the changes since the last, if any (true).
-    fn advance(&self, positions: Reading, offsets: Value, rows: Rows) -> bool {
-        let time = positions.time;
+    /// Takes a step of the view; sends the changes since the last, if any (true).
+    fn advance(&self, step: Step, topic: &str) -> bool {
         let mut state = self.state();
-        if time <= state.time {
-            return false;
-        }
-        let mut changes = Vec::new();
-        for (text, (row, old)) in &state.rows {
-            let new = rows.get(text).map_or(0, |(_, n)| *n);
-            for _ in new..*old {
-                changes.push(Change { row: Arc::clone(row), diff: -1 });
+        let (time, changes) = match step {
+            Step::Whole(positions, rows) => {
+                let time = positions.time;
+                if time <= state.time {
+                    return false;
+                }
+                let changes = differences(&state.rows, &rows);
+                state.offsets = as_of(&positions, topic)["offsets"].clone();
+                (state.rows, state.positions) = (rows, positions);
+                (time, changes)
             }
-        }
-        for (text, (row, new)) in &rows {
-            let old = state.rows.get(text).map_or(0, |(_, n)| *n);
-            for _ in old..*new {
-                changes.push(Change { row: Arc::clone(row), diff: 1 });
+            Step::Changes(hold, changed) => {
+                let positions = hold.reading().clone();
+                let time = positions.time.max(state.time);
+                let mut changes = Vec::new();
+                for (text, (row, diff)) in changed {
+                    let sign = diff.signum();
+                    changes.extend(std::iter::repeat_n(
+                        Change { row: Arc::clone(&row), diff: sign },
+                        diff.unsigned_abs() as usize,
+                    ));
+                    let count = state.rows.entry(text).or_insert_with(|| (row, 0));
+                    count.1 += diff;
+                }
+                state.rows.retain(|_, (_, n)| *n > 0);
+                // Rows leaving first, as a reading of the whole view gives them.
+                changes.sort_by_key(|c| c.diff);
+                state.offsets = as_of(&positions, topic)["offsets"].clone();
+                (state.positions, state.hold) = (positions, Some(hold));
+                (time, changes)
             }
-        }
-        (state.time, state.offsets, state.rows, state.positions) = (time, offsets, rows, positions);
+        };
+        state.time = time;
         if changes.is_empty() {
             return false;
         }
@@ -594,4 +645,30 @@ impl Pump {
         let _ = self.sender.send(event);
         true
     }
+}
+
+/// What a pump read of its view at a later time.
+enum Step {
+    /// The whole view (its rows, and the time and positions read).
+    Whole(Reading, Rows),
+    /// The view's changes up to the time held (each row with how many more or fewer times).
+    Changes(Arc<Hold>, Rows),
+}
+
+/// The changes from `old` rows to `new` ones: rows leaving, then rows joining.
+fn differences(old: &Rows, new: &Rows) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (text, (row, before)) in old {
+        let after = new.get(text).map_or(0, |(_, n)| *n);
+        for _ in after..*before {
+            changes.push(Change { row: Arc::clone(row), diff: -1 });
+        }
+    }
+    for (text, (row, after)) in new {
+        let before = old.get(text).map_or(0, |(_, n)| *n);
+        for _ in before..*after {
+            changes.push(Change { row: Arc::clone(row), diff: 1 });
+        }
+    }
+    changes
 }

@@ -17,6 +17,7 @@ use atelier_lambda::broker::Broker;
 use atelier_lambda::config::Settings;
 use atelier_lambda::run::{self, Running};
 use atelier_lambda::serve::bound::MinOffsets;
+use atelier_lambda::sql::read::Hold;
 use atelier_lambda::sql::session::Session;
 use atelier_lambda::sql::{Answer, SqlError};
 use datafusion::arrow::array::{Array, AsArray};
@@ -171,6 +172,30 @@ impl Live {
         self.producer.flush(Duration::from_secs(30)).expect("the broker took the message");
     }
 
+    /// Holds the latest complete time (a changefeed's hold), once the views reflect every
+    /// message sent.
+    pub fn hold(&mut self) -> std::sync::Arc<Hold> {
+        let _ = self.rows("SELECT 1");
+        let engine = self.running.as_ref().expect("running until dropped").engine.clone();
+        block_on(async move { engine.hold().await }).expect("a time is held")
+    }
+
+    /// View `name`'s rows at a held time.
+    pub fn rows_at(&self, name: &str, at: &std::sync::Arc<Hold>) -> Vec<Vec<V>> {
+        let engine = self.running.as_ref().expect("running until dropped").engine.clone();
+        let (name, at) = (name.to_owned(), std::sync::Arc::clone(at));
+        rows(&block_on(async move { engine.rows_at(&name, &at).await }).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// View `name`'s changes between two held times, as a changefeed reads them (each row
+    /// with its difference last); `None` when the view is read whole instead.
+    pub fn changes(&self, name: &str, since: &std::sync::Arc<Hold>, at: &std::sync::Arc<Hold>) -> Option<Vec<Vec<V>>> {
+        let engine = self.running.as_ref().expect("running until dropped").engine.clone();
+        let (name, since, at) = (name.to_owned(), std::sync::Arc::clone(since), std::sync::Arc::clone(at));
+        let changes = block_on(async move { engine.changes(&name, &since, &at).await });
+        changes.unwrap_or_else(|e| panic!("{e}")).map(|answer| rows(&answer))
+    }
+
     /// [`Live::sql`], which must answer.
     pub fn rows(&mut self, text: &str) -> Vec<Vec<V>> {
         match self.sql(text) {
@@ -178,6 +203,11 @@ impl Live {
             Err(error) => panic!("{text}: {error} ({})", error.code()),
         }
     }
+}
+
+/// Runs one of the engine's async calls from a test's thread.
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(work)
 }
 
 impl Drop for Live {
