@@ -233,9 +233,13 @@ impl<K: Ord + Clone + 'static, V: Ord + Clone + 'static> ChangesWalk<K, V> {
         let (cursor, storage) = cursor_list(batches);
         ChangesWalk { cursor, storage, keys, ready: VecDeque::new(), since, time }
     }
+}
 
-    /// The next change: a key, a value, and how many more (or fewer) times it is there.
-    pub fn next(&mut self) -> Option<(K, V, isize)> {
+/// Each change: a key, a value, and how many more (or fewer) times it is there.
+impl<K: Ord + Clone + 'static, V: Ord + Clone + 'static> Iterator for ChangesWalk<K, V> {
+    type Item = (K, V, isize);
+
+    fn next(&mut self) -> Option<(K, V, isize)> {
         loop {
             if let Some(change) = self.ready.pop_front() {
                 return Some(change);

@@ -506,9 +506,10 @@ impl Feeds {
                 let started = Instant::now();
                 let read = match self.read_changes(&pump).await {
                     Ok(Some((hold, changes))) => Ok(Step::Changes(hold, changes)),
-                    Ok(None) => {
-                        self.read(&pump.view, pump.key).await.map(|(positions, rows)| Step::Whole(positions, rows))
-                    }
+                    Ok(None) => self
+                        .read(&pump.view, pump.key)
+                        .await
+                        .map(|(positions, rows)| Step::Whole(Box::new(positions), rows)),
                     Err(error) => Err(error),
                 };
                 (last_read, read_cost) = (Instant::now(), started.elapsed());
@@ -607,7 +608,7 @@ impl Pump {
                 }
                 let changes = differences(&state.rows, &rows);
                 state.offsets = as_of(&positions, topic)["offsets"].clone();
-                (state.rows, state.positions) = (rows, positions);
+                (state.rows, state.positions) = (rows, *positions);
                 (time, changes)
             }
             Step::Changes(hold, changed) => {
@@ -650,7 +651,7 @@ impl Pump {
 /// What a pump read of its view at a later time.
 enum Step {
     /// The whole view (its rows, and the time and positions read).
-    Whole(Reading, Rows),
+    Whole(Box<Reading>, Rows),
     /// The view's changes up to the time held (each row with how many more or fewer times).
     Changes(Arc<Hold>, Rows),
 }
