@@ -64,6 +64,13 @@ struct Args {
     /// sum(amount) ... GROUP BY customer`).
     #[arg(long, default_value = "customers")]
     view: String,
+    /// The `SELECT` of the view created (with `--view` other than `customers`); its rows must
+    /// have a `customer` column.
+    #[arg(
+        long,
+        default_value = "SELECT customer, count(*) AS count, sum(amount) AS total FROM transactions GROUP BY customer"
+    )]
+    select: String,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -132,7 +139,8 @@ fn subscribe(address: &str, view: &str, probes: Arc<AtomicU64>, seen: Option<Arr
                 BEHIND.lock().unwrap().push(behind as f64);
             }
             for change in &event.changes {
-                let key = change.key.as_deref().unwrap_or("");
+                // A view without a key (a compiled one) names the customer in its row.
+                let key = change.key.as_deref().or(change.row.as_ref().and_then(|r| r.customer.as_deref())).unwrap_or("");
                 if let (Some(n), 1) = (key.strip_prefix("probe-"), change.diff) {
                     probes.fetch_add(1, Ordering::Relaxed);
                     if let (Some(seen), Ok(n)) = (&seen, n.parse::<u64>()) {
@@ -158,6 +166,15 @@ struct ChangeIn<'a> {
     #[serde(borrow)]
     key: Option<std::borrow::Cow<'a, str>>,
     diff: i64,
+    #[serde(default, borrow)]
+    row: Option<RowIn<'a>>,
+}
+
+/// What a client reads of a change's row: its customer.
+#[derive(serde::Deserialize)]
+struct RowIn<'a> {
+    #[serde(default, borrow)]
+    customer: Option<std::borrow::Cow<'a, str>>,
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -202,14 +219,7 @@ fn main() -> anyhow::Result<()> {
     let probes_seen = Arc::new(AtomicU64::new(0));
     let timed = Arc::new(Mutex::new(Vec::new()));
     if args.view != "customers" {
-        let view = &args.view;
-        post_sql(
-            &http,
-            &format!(
-                "CREATE VIEW {view} AS SELECT customer, count(*) AS count, sum(amount) AS total \
-                 FROM transactions GROUP BY customer"
-            ),
-        )?;
+        post_sql(&http, &format!("CREATE VIEW {} AS {}", args.view, args.select))?;
     }
     for i in 0..args.subscribers {
         subscribe(&http, &args.view, Arc::clone(&probes_seen), (i == 0).then(|| Arc::clone(&timed)));

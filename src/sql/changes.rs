@@ -21,7 +21,7 @@
 //!
 //! A view whose plan is not linear over arrangements read by their changes (an aggregate or a
 //! join at read time, `transactions` or a built-in view of totals scanned) has no changes
-//! here: [`Engine::changes`] says so, and its feed reads it whole at each step instead.
+//! here: [`Engine::changes_plan`] says so, and its feed reads it whole at each step instead.
 //!
 //! The changes are exact only while the earlier time is held (no trace compacts past it): a
 //! feed holds the time of its last event ([`Hold`]) until it has read the next.
@@ -44,7 +44,6 @@ use super::table::LiveTable;
 use super::{Answer, Engine, SqlError};
 use crate::compute::columns::{schema, ColumnType};
 use crate::compute::scan::{has_changes, Seek, DIFF};
-use crate::dataflow::Time;
 
 impl Engine {
     /// Holds the latest time every view is complete through, until the hold is dropped.
@@ -56,7 +55,7 @@ impl Engine {
     /// View `name`'s rows at a held time.
     pub async fn rows_at(&self, name: &str, at: &Arc<Hold>) -> Result<Answer, SqlError> {
         let statement = self.parse(&format!("SELECT * FROM \"{name}\""))?;
-        let (engine, snapshot) = (self.clone(), Snapshot::held(Arc::clone(at)));
+        let (engine, snapshot) = (self.clone(), Snapshot::held(Arc::clone(at), None));
         let answer = self
             .on_runtime(async move {
                 let answer = STATEMENT.scope(Arc::clone(&snapshot), engine.query(statement, "", None)).await;
@@ -66,14 +65,11 @@ impl Engine {
         answer
     }
 
-    /// View `name`'s changes from the held time `since` to the held time `at`: its rows, each
-    /// with how many more (or fewer) times it is there in a last column [`DIFF`], as the plan
-    /// makes them of its inputs' changes (a row may appear more than once, or leave and come
-    /// back: the caller sums). `None` when the view's plan has no changes (see the module
-    /// docs).
-    pub async fn changes(&self, name: &str, since: &Hold, at: &Arc<Hold>) -> Result<Option<Answer>, SqlError> {
+    /// The plan of view `name`'s changes (see [`Engine::changes`]): `None` when the view's
+    /// plan has none to read (see the module docs). Made once for all the reads of a feed.
+    pub async fn changes_plan(&self, name: &str) -> Result<Option<ChangesPlan>, SqlError> {
         let statement = self.parse(&format!("SELECT * FROM \"{name}\""))?;
-        let (engine, snapshot, since) = (self.clone(), Snapshot::held(Arc::clone(at)), since.time());
+        let engine = self.clone();
         self.on_runtime(async move {
             let fail = |e: DataFusionError| SqlError::from_datafusion(e, "");
             let state = engine.shared.context.state();
@@ -82,7 +78,19 @@ impl Engine {
                 .await
                 .map_err(fail)?;
             let plan = state.optimize(&plan).map_err(fail)?;
-            let Some(plan) = linear(&plan, since).map_err(fail)? else { return Ok(None) };
+            Ok(linear(&plan).map_err(fail)?.map(ChangesPlan))
+        })
+        .await?
+    }
+
+    /// A view's changes (its [`ChangesPlan`]) from the held time `since` to the held time
+    /// `at`: its rows, each with how many more (or fewer) times it is there in a last column
+    /// [`DIFF`], as the plan makes them of its inputs' changes (a row may appear more than
+    /// once, or leave and come back: the caller sums).
+    pub async fn changes(&self, plan: &ChangesPlan, since: &Hold, at: &Arc<Hold>) -> Result<Answer, SqlError> {
+        let (engine, snapshot, plan) = (self.clone(), Snapshot::held(Arc::clone(at), Some(since)), plan.0.clone());
+        self.on_runtime(async move {
+            let fail = |e: DataFusionError| SqlError::from_datafusion(e, "");
             let run = async {
                 let frame = engine.shared.context.execute_logical_plan(plan).await.map_err(fail)?;
                 let schema = Arc::new(frame.schema().as_arrow().clone());
@@ -94,16 +102,20 @@ impl Engine {
                 Ok::<_, SqlError>(Answer { schema, batches, as_of: None, tag: None })
             };
             let answer = STATEMENT.scope(Arc::clone(&snapshot), run).await?;
-            Ok(Some(Answer { as_of: snapshot.as_of(), ..answer }))
+            Ok(Answer { as_of: snapshot.as_of(), ..answer })
         })
         .await?
     }
 }
 
-/// `plan` made to compute its changes since `since` (with a last column [`DIFF`]), if it is
-/// linear over relations read by their changes.
-fn linear(plan: &LogicalPlan, since: Time) -> Result<Option<LogicalPlan>> {
-    let input = |input: &LogicalPlan| linear(input, since);
+/// A view's plan made to compute its changes between two times (given when it runs).
+#[derive(Clone, Debug)]
+pub struct ChangesPlan(LogicalPlan);
+
+/// `plan` made to compute its changes (with a last column [`DIFF`]), if it is linear over
+/// relations read by their changes.
+fn linear(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
+    let input = linear;
     Ok(Some(match plan {
         LogicalPlan::TableScan(scan) => {
             let provider = source_as_provider(&scan.source)?;
@@ -114,7 +126,7 @@ fn linear(plan: &LogicalPlan, since: Time) -> Result<Option<LogicalPlan>> {
             }
             let width = live.columns().len();
             let projection = scan.projection.clone().unwrap_or_else(|| (0..width).collect());
-            let changes = ChangesTable::new(Arc::clone(&provider), live, since);
+            let changes = ChangesTable::new(Arc::clone(&provider), live);
             let projection = projection.into_iter().chain([width]).collect();
             let scanned = TableScanBuilder::new(scan.table_name.clone(), provider_as_source(Arc::new(changes)))
                 .with_projection(Some(projection))
@@ -146,20 +158,20 @@ fn linear(plan: &LogicalPlan, since: Time) -> Result<Option<LogicalPlan>> {
     }))
 }
 
-/// A relation's changes since a time, as a table: its columns, then [`DIFF`].
+/// A relation's changes between the two times of the statement's snapshot, as a table: its
+/// columns, then [`DIFF`].
 #[derive(Debug)]
 struct ChangesTable {
     /// The relation, a [`LiveTable`].
     table: Arc<dyn TableProvider>,
-    since: Time,
     schema: SchemaRef,
 }
 
 impl ChangesTable {
-    fn new(table: Arc<dyn TableProvider>, live: &LiveTable, since: Time) -> ChangesTable {
+    fn new(table: Arc<dyn TableProvider>, live: &LiveTable) -> ChangesTable {
         let columns: Vec<(&str, ColumnType)> =
             live.columns().iter().map(|(n, t)| (n.as_str(), *t)).chain([(DIFF, ColumnType::Int)]).collect();
-        ChangesTable { table, since, schema: schema(&columns) }
+        ChangesTable { table, schema: schema(&columns) }
     }
 }
 
@@ -185,7 +197,12 @@ impl TableProvider for ChangesTable {
             .as_ref()
             .downcast_ref::<LiveTable>()
             .ok_or_else(|| DataFusionError::Internal("changes of a relation that is not live".into()))?;
+        let since = STATEMENT
+            .try_with(|snapshot| snapshot.since())
+            .ok()
+            .flatten()
+            .ok_or_else(|| DataFusionError::Internal("changes read outside a read of changes".into()))?;
         let projection = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
-        live.plan_scan(projection, Seek::All, Some(self.since))
+        live.plan_scan(projection, Seek::All, Some(since))
     }
 }

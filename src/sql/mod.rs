@@ -69,6 +69,7 @@ use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Statement, Value as SqlVa
 use futures::StreamExt;
 
 pub use answer::Answer;
+pub use changes::ChangesPlan;
 pub use error::SqlError;
 pub use limits::Limits;
 use read::{Snapshot, STATEMENT};

@@ -37,6 +37,8 @@ pub struct Snapshot {
     serving: Serving,
     timeout: Duration,
     pinned: tokio::sync::OnceCell<Result<Arc<Hold>, SqlError>>,
+    /// For a read of changes: the earlier time (held by the reader).
+    since: Option<Time>,
 }
 
 /// A pinned time and the input positions the views reflect at it: no trace compacts past it
@@ -76,13 +78,20 @@ impl Snapshot {
     /// A snapshot not pinned yet, of the pipeline `serving` reads; pinning waits at most
     /// `timeout`.
     pub fn new(serving: Serving, timeout: Duration) -> Arc<Snapshot> {
-        Arc::new(Snapshot { serving, timeout, pinned: tokio::sync::OnceCell::new() })
+        Arc::new(Snapshot { serving, timeout, pinned: tokio::sync::OnceCell::new(), since: None })
     }
 
-    /// A snapshot at a time already held.
-    pub fn held(hold: Arc<Hold>) -> Arc<Snapshot> {
+    /// A snapshot at a time already held; with `since`, of the changes from that earlier
+    /// time (held too) to it.
+    pub fn held(hold: Arc<Hold>, since: Option<&Hold>) -> Arc<Snapshot> {
         let serving = hold.serving.clone();
-        Arc::new(Snapshot { serving, timeout: Duration::ZERO, pinned: tokio::sync::OnceCell::new_with(Some(Ok(hold))) })
+        let pinned = tokio::sync::OnceCell::new_with(Some(Ok(hold)));
+        Arc::new(Snapshot { serving, timeout: Duration::ZERO, pinned, since: since.map(Hold::time) })
+    }
+
+    /// For a read of changes, the earlier time.
+    pub fn since(&self) -> Option<Time> {
+        self.since
     }
 
     /// The statement's time: pinned now if it is the first scan's.

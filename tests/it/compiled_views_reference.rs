@@ -273,23 +273,10 @@ fn check(
         if let Some((since, views)) = &previous {
             for &v in views {
                 let name = VIEWS[v].0;
-                let (before, after) = (live.rows_at(name, since), live.rows_at(name, &hold));
+                let read = live.changes_fold(name, since, &hold).map_err(TestCaseError::fail)?;
                 // A view kept as groups with one row even over none (a read-time union) is read
                 // whole by its feeds; every other here by its changes.
-                let Some(changes) = live.changes(name, since, &hold) else {
-                    prop_assert!(WHOLE.contains(&name), "view {} has no changes to read", name);
-                    continue;
-                };
-                prop_assert_eq!(
-                    folded(&before, &changes),
-                    counted(&after, 1),
-                    "{} workers, batch {}: view {}'s changes {:?} from {:?}",
-                    workers,
-                    time,
-                    name,
-                    changes,
-                    before
-                );
+                prop_assert!(read || WHOLE.contains(&name), "view {} has no changes to read", name);
             }
         }
         previous = Some((hold, created.clone()));
@@ -302,28 +289,6 @@ fn check(
 
 /// The views whose feeds read them whole: not linear over what they keep.
 const WHOLE: [&str; 1] = ["everything_large"];
-
-/// Rows as a multiset: each row → how many times it is there (`n` each).
-fn counted(rows: &[Vec<V>], n: i64) -> BTreeMap<Vec<V>, i64> {
-    let mut counts = BTreeMap::new();
-    for row in rows {
-        *counts.entry(row.clone()).or_insert(0) += n;
-    }
-    counts.retain(|_, c| *c != 0);
-    counts
-}
-
-/// `rows` with `changes` (each row with its difference last) applied.
-fn folded(rows: &[Vec<V>], changes: &[Vec<V>]) -> BTreeMap<Vec<V>, i64> {
-    let mut counts = counted(rows, 1);
-    for change in changes {
-        let (row, diff) = change.split_at(change.len() - 1);
-        let V::Int(diff) = diff[0] else { panic!("a difference that is no integer: {change:?}") };
-        *counts.entry(row.to_vec()).or_insert(0) += diff;
-    }
-    counts.retain(|_, c| *c != 0);
-    counts
-}
 
 /// A table's rows as an answer (sorted by customer), to compare with what SQL reads.
 fn live_answer(table: &PlainTable) -> atelier_lambda::sql::Answer {

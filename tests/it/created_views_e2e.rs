@@ -109,6 +109,15 @@ fn views_created_before_and_after_a_stream_are_exact_and_survive_kill_9() {
     let (status, one) = run.get(&format!("/v1/views/spenders/{customer}"));
     assert_eq!((status, &one["row"]), (200, first_row), "{one}");
     assert_eq!(run.get("/v1/views/nothing").0, 404);
+    // A view keyed by a time, looked up by the time as its rows show it; a key that is no time
+    // is the request's error.
+    let (status, hourly) = run.get("/v1/views/hourly");
+    assert_eq!(status, 200, "{hourly}");
+    let hour_row = &hourly["rows"][0];
+    let hour = hour_row["hour"].as_str().expect("an hour").to_owned();
+    let (status, one) = run.get(&format!("/v1/views/hourly/{hour}"));
+    assert_eq!((status, &one["row"]), (200, hour_row), "{one}");
+    assert_eq!(run.get("/v1/views/hourly/not-a-time").0, 400);
 
     // `lambda verify` recomputes the created views too, from their statements.
     let verify = lambda()

@@ -195,6 +195,8 @@ fn check(
         expected.push((oracle.live(), oracle.reading(time, None, 1000)))
     });
     let mut live = Live::start(&path, workers, &dir, chunk);
+    // The time of the previous batch, held as a changefeed holds its last event's.
+    let mut previous = None;
     for (time, (transactions, reading)) in expected.iter().enumerate() {
         if time > 0 {
             live.send(&batches[time - 1]);
@@ -229,7 +231,21 @@ fn check(
             })
             .collect();
         prop_assert_eq!(customers, want, "customers after batch {}", time);
+        // What a changefeed reads from one batch to the next is the difference of the rows:
+        // every view with a key, and `customers`, read so (an aggregate without one has its
+        // one row even over none, a read-time union: its feeds read it whole).
+        let hold = live.hold();
+        if let Some(since) = &previous {
+            prop_assert!(live.changes_fold("customers", since, &hold).map_err(TestCaseError::fail)?);
+            for (i, (_, _, _, definition)) in views.iter().enumerate().filter(|(_, (at, ..))| *at < time) {
+                let read = live.changes_fold(&format!("v{i}"), since, &hold).map_err(TestCaseError::fail)?;
+                let keyed = !matches!(definition, Definition::Aggregate { key, .. } if key.sql().is_none());
+                prop_assert_eq!(read, keyed, "view v{} is read by its changes if it has a key", i);
+            }
+        }
+        previous = Some(hold);
     }
+    drop(previous);
     drop(live);
     let _ = std::fs::remove_dir_all(&dir);
     // `lambda verify`'s recomputation of created views (from their statements, by DataFusion

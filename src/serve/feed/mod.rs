@@ -1,13 +1,17 @@
 //! Changefeeds: a view's rows at one logical time, then its changes at every later time —
 //! what `GET /v1/subscribe` streams and the Kafka sink produces.
 //!
-//! One *pump* per view watches it for every subscriber of that view: it reads the view (through
-//! the SQL engine, like any reader; a view kept per key only by the keys that changed, see
-//! `feed/changes.rs`) whenever the input offsets have moved — looked at every
-//! 2 ms while this process reads messages, every 100 ms otherwise — and the difference
-//! between its last reading and the new one is the next event. A subscriber starts from the
-//! pump's current rows (the snapshot) and then receives every event after it, so that folding
-//! them gives the view at each event's time:
+//! One *pump* per view watches it for every subscriber of that view. It reads the view's rows
+//! once, at a time it then *holds* (no trace compacts past it), and from then on the view's
+//! changes from the held time to the latest, read from the arrangements' recent batches and
+//! mapped through the view's plan ([`crate::sql::Engine::changes`]): a step costs what changed,
+//! not the view, and nothing is compared. It steps whenever the input offsets have moved —
+//! looked at every 2 ms while this process reads messages, every 100 ms otherwise — and at
+//! least every [`PROGRESS_EVERY`] (so that a progress event is exact, and the held time moves
+//! on). A view whose plan has no changes to read (an aggregate or a join evaluated at read
+//! time) is read whole at each step instead, and the difference of two readings is the event.
+//! A subscriber starts from the pump's current rows (the snapshot) and then receives every
+//! event after it, so that folding them gives the view at each event's time:
 //!
 //! ```text
 //! time 7  snapshot  Ali 320, Sara 180
@@ -37,7 +41,7 @@ use crate::reading::{ReadScope, Reading};
 use crate::serve::bound::MinOffsets;
 use crate::serve::Serving;
 use crate::sql::read::Hold;
-use crate::sql::{Answer, Engine, SqlError};
+use crate::sql::{Answer, ChangesPlan, Engine, SqlError};
 
 /// How often a pump asks whether the offsets moved.
 const POLL: Duration = Duration::from_millis(2);
@@ -291,6 +295,8 @@ struct PumpState {
     rows: Rows,
     /// The time of `rows`, held while the view is read by its changes (none: read whole).
     hold: Option<Arc<Hold>>,
+    /// How the view's changes are read (none: it is read whole).
+    plan: Option<ChangesPlan>,
     /// The latest change events, oldest first, with when they were made.
     retained: VecDeque<(Arc<Event>, Instant)>,
     /// The time of the rows before the oldest retained event.
@@ -400,19 +406,23 @@ impl Feeds {
                 positions: Reading::default(),
                 rows: BTreeMap::new(),
                 hold: None,
+                plan: None,
                 retained: VecDeque::new(),
                 base: 0,
                 ended: false,
             }),
         };
         // The rows at a time held, from which the next event's changes are read.
+        let plan = self.engine.changes_plan(name).await?;
         let hold = self.engine.hold().await?;
         let rows = rows_of(&self.engine.rows_at(name, &hold).await?, key, false);
         let positions = hold.reading().clone();
         let mut state = pump.state();
         (state.time, state.base) = (positions.time, positions.time);
         state.offsets = as_of(&positions, &self.topic)["offsets"].clone();
-        (state.positions, state.rows, state.hold) = (positions, rows, Some(hold));
+        (state.positions, state.rows) = (positions, rows);
+        // A view read whole holds no time.
+        (state.hold, state.plan) = (plan.is_some().then_some(hold), plan);
         drop(state);
         Ok(pump)
     }
@@ -425,21 +435,21 @@ impl Feeds {
     }
 
     /// The view's changes from the time its rows are at (held) to the latest: `None` when the
-    /// view has no changes to read (see [`crate::sql::Engine::changes`]; it is read whole from
-    /// then on).
+    /// view has no changes to read (see [`crate::sql::Engine::changes_plan`]; it is read whole).
     async fn read_changes(&self, pump: &Pump) -> Result<Option<(Arc<Hold>, Rows)>, SqlError> {
-        let Some(since) = pump.state().hold.clone() else { return Ok(None) };
+        let (since, plan) = {
+            let state = pump.state();
+            match (&state.hold, &state.plan) {
+                (Some(hold), Some(plan)) => (Arc::clone(hold), plan.clone()),
+                _ => return Ok(None),
+            }
+        };
         let at = self.engine.hold().await?;
         if at.time() <= since.time() {
             return Ok(Some((since, Rows::new())));
         }
-        match self.engine.changes(&pump.view, &since, &at).await? {
-            Some(answer) => Ok(Some((at, rows_of(&answer, pump.key, true)))),
-            None => {
-                pump.state().hold = None;
-                Ok(None)
-            }
-        }
+        let answer = self.engine.changes(&plan, &since, &at).await?;
+        Ok(Some((at, rows_of(&answer, pump.key, true))))
     }
 
     /// Watches one view until it is gone or nobody has subscribed for [`RETAIN`].
@@ -529,7 +539,19 @@ impl Feeds {
                         self.end(&pump, Some(format!("view {:?} was dropped", pump.view))).await;
                         return;
                     }
-                    Err(error) => tracing::warn!(view = %pump.view, %error, "a changefeed could not read its view"),
+                    Err(error) => {
+                        tracing::warn!(view = %pump.view, %error, "a changefeed could not read its view");
+                        // Changes that cannot be read for another reason than time: the view
+                        // is read whole from then on (exact, at a higher cost).
+                        if by_changes && error.code() != "57014" {
+                            let hold = {
+                                let mut state = pump.state();
+                                state.plan = None;
+                                state.hold.take()
+                            };
+                            drop(hold);
+                        }
+                    }
                 }
             } else if due {
                 let mut state = pump.state();

@@ -499,12 +499,18 @@ async fn view_rows(api: &Arc<Api>, name: &str, key: Option<&str>) -> Result<crat
     let Some((_, column)) = api.sql.view_key(name).map_err(sql_error)? else {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("view {name:?} has no key to look up")));
     };
-    // The one view keyed by a time: a key given as text is read as one.
-    let value = if name == "hourly" { "CAST($1 AS TIMESTAMP WITH TIME ZONE)" } else { "$1" };
+    // The key, given as text, is bound as a value of the key column's type (a time, a number).
     let column = column.replace('"', "\"\"");
-    let statement = format!("SELECT * FROM \"{quoted}\" WHERE \"{column}\" = {value}");
-    let params =
-        datafusion::common::ParamValues::List(vec![datafusion::common::ScalarValue::Utf8(Some(key.to_owned())).into()]);
+    let statement = format!("SELECT * FROM \"{quoted}\" WHERE \"{column}\" = $1");
+    let (types, _) = api.sql.describe(&statement).await.map_err(sql_error)?;
+    let text = datafusion::common::ScalarValue::Utf8(Some(key.to_owned()));
+    let value = match types.first().cloned().flatten() {
+        Some(kind) => text.cast_to(&kind).map_err(|_| {
+            ApiError(StatusCode::BAD_REQUEST, format!("{key:?} is not a value of {name}'s key {column} ({kind})"))
+        })?,
+        None => text,
+    };
+    let params = datafusion::common::ParamValues::List(vec![value.into()]);
     let mut session = crate::sql::session::Session::default();
     api.sql.execute_bound(&mut session, &statement, params).await.map_err(sql_error)
 }

@@ -192,8 +192,23 @@ impl Live {
     pub fn changes(&self, name: &str, since: &std::sync::Arc<Hold>, at: &std::sync::Arc<Hold>) -> Option<Vec<Vec<V>>> {
         let engine = self.running.as_ref().expect("running until dropped").engine.clone();
         let (name, since, at) = (name.to_owned(), std::sync::Arc::clone(since), std::sync::Arc::clone(at));
-        let changes = block_on(async move { engine.changes(&name, &since, &at).await });
-        changes.unwrap_or_else(|e| panic!("{e}")).map(|answer| rows(&answer))
+        let changes = block_on(async move {
+            let Some(plan) = engine.changes_plan(&name).await? else { return Ok(None) };
+            engine.changes(&plan, &since, &at).await.map(Some)
+        });
+        changes.unwrap_or_else(|e: SqlError| panic!("{e}")).map(|answer| rows(&answer))
+    }
+
+    /// Whether view `name`'s changes between two held times, as a changefeed reads them, take
+    /// its rows at the first to its rows at the second: `Ok(false)` when the view has no
+    /// changes to read (its feeds read it whole); an error showing the difference.
+    pub fn changes_fold(&self, name: &str, since: &std::sync::Arc<Hold>, at: &std::sync::Arc<Hold>) -> Result<bool, String> {
+        let (before, after) = (self.rows_at(name, since), self.rows_at(name, at));
+        let Some(changes) = self.changes(name, since, at) else { return Ok(false) };
+        if folded(&before, &changes) == counted(&after) {
+            return Ok(true);
+        }
+        Err(format!("view {name}: the changes {changes:?} from {before:?} do not make {after:?}"))
     }
 
     /// [`Live::sql`], which must answer.
@@ -203,6 +218,27 @@ impl Live {
             Err(error) => panic!("{text}: {error} ({})", error.code()),
         }
     }
+}
+
+/// Rows as a multiset: each row → how many times it is there.
+fn counted(rows: &[Vec<V>]) -> std::collections::BTreeMap<Vec<V>, i64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for row in rows {
+        *counts.entry(row.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// `rows` with `changes` (each row with its difference last) applied.
+fn folded(rows: &[Vec<V>], changes: &[Vec<V>]) -> std::collections::BTreeMap<Vec<V>, i64> {
+    let mut counts = counted(rows);
+    for change in changes {
+        let (row, diff) = change.split_at(change.len().saturating_sub(1));
+        let Some(V::Int(diff)) = diff.first() else { panic!("a difference that is no integer: {change:?}") };
+        *counts.entry(row.to_vec()).or_insert(0) += diff;
+    }
+    counts.retain(|_, c| *c != 0);
+    counts
 }
 
 /// Runs one of the engine's async calls from a test's thread.
