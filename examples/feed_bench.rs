@@ -140,7 +140,8 @@ fn subscribe(address: &str, view: &str, probes: Arc<AtomicU64>, seen: Option<Arr
             }
             for change in &event.changes {
                 // A view without a key (a compiled one) names the customer in its row.
-                let key = change.key.as_deref().or(change.row.as_ref().and_then(|r| r.customer.as_deref())).unwrap_or("");
+                let key =
+                    change.key.as_deref().or(change.row.as_ref().and_then(|r| r.customer.as_deref())).unwrap_or("");
                 if let (Some(n), 1) = (key.strip_prefix("probe-"), change.diff) {
                     probes.fetch_add(1, Ordering::Relaxed);
                     if let (Some(seen), Ok(n)) = (&seen, n.parse::<u64>()) {

@@ -36,7 +36,7 @@ use datafusion::datasource::{provider_as_source, source_as_provider, TableProvid
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, Filter, LogicalPlan, Projection, SubqueryAlias, TableScanBuilder};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use futures::StreamExt;
 
 use super::read::{Hold, Snapshot, STATEMENT};
@@ -78,7 +78,9 @@ impl Engine {
                 .await
                 .map_err(fail)?;
             let plan = state.optimize(&plan).map_err(fail)?;
-            Ok(linear(&plan).map_err(fail)?.map(ChangesPlan))
+            let Some(changes) = linear(&plan).map_err(fail)? else { return Ok(None) };
+            // Optimized once: each read only makes the physical plan.
+            Ok(Some(ChangesPlan(state.optimize(&changes).map_err(fail)?)))
         })
         .await?
     }
@@ -92,9 +94,10 @@ impl Engine {
         self.on_runtime(async move {
             let fail = |e: DataFusionError| SqlError::from_datafusion(e, "");
             let run = async {
-                let frame = engine.shared.context.execute_logical_plan(plan).await.map_err(fail)?;
-                let schema = Arc::new(frame.schema().as_arrow().clone());
-                let mut stream = frame.execute_stream().await.map_err(fail)?;
+                let state = engine.shared.context.state();
+                let physical = state.query_planner().create_physical_plan(&plan, &state).await.map_err(fail)?;
+                let schema = physical.schema();
+                let mut stream = execute_stream(physical, state.task_ctx()).map_err(fail)?;
                 let mut batches = Vec::new();
                 while let Some(batch) = stream.next().await {
                     batches.push(batch.map_err(fail)?);

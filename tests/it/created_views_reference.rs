@@ -122,6 +122,10 @@ impl Definition {
                 for (_, t) in live.iter().filter(|(_, t)| filter.keeps(t)) {
                     groups.entry(key.of(t)).or_default().push(t.cents);
                 }
+                // An aggregate without a key has its one row even over no rows.
+                if key.sql().is_none() && groups.is_empty() {
+                    groups.insert(V::Null, Vec::new());
+                }
                 let mut rows: Vec<Vec<V>> = groups
                     .into_iter()
                     .filter(|(_, amounts)| having_count_over.is_none_or(|n| amounts.len() as i64 > n))
@@ -131,6 +135,7 @@ impl Definition {
                         let mut row: Vec<V> = key.sql().map(|_| k).into_iter().collect();
                         row.extend(aggs.iter().map(|a| match *a {
                             "count(*)" => V::Int(n),
+                            _ if n == 0 => V::Null,
                             "sum(amount)" => V::cents(total),
                             "min(amount)" => V::cents(*amounts.iter().min().unwrap()),
                             "max(amount)" => V::cents(*amounts.iter().max().unwrap()),

@@ -202,7 +202,12 @@ impl Live {
     /// Whether view `name`'s changes between two held times, as a changefeed reads them, take
     /// its rows at the first to its rows at the second: `Ok(false)` when the view has no
     /// changes to read (its feeds read it whole); an error showing the difference.
-    pub fn changes_fold(&self, name: &str, since: &std::sync::Arc<Hold>, at: &std::sync::Arc<Hold>) -> Result<bool, String> {
+    pub fn changes_fold(
+        &self,
+        name: &str,
+        since: &std::sync::Arc<Hold>,
+        at: &std::sync::Arc<Hold>,
+    ) -> Result<bool, String> {
         let (before, after) = (self.rows_at(name, since), self.rows_at(name, at));
         let Some(changes) = self.changes(name, since, at) else { return Ok(false) };
         if folded(&before, &changes) == counted(&after) {
