@@ -11,10 +11,16 @@
 //! - [`scan`]: a worker's open scans, each read a slice at a time between the dataflow's own
 //!   steps, so that a scan of millions of rows never stops the stream; and the channels their
 //!   batches reach the reader by;
+//! - [`cells`]: the rows of the arrangements kept per key, as cells;
+//! - [`changes`]: a scan of a relation's changes between two times (what a changefeed reads);
+//! - [`outlet`]: how a worker's share of a scan reaches its reader, in this process or another;
 //! - [`walk`]: a cursor's walk over an arrangement's keys, for a scan.
 
+pub mod cells;
+pub mod changes;
 pub mod columns;
 pub mod filter;
+pub mod outlet;
 pub mod plan;
 pub mod relation;
 pub mod scan;

@@ -22,17 +22,19 @@
 //! the worker's next turn. Workers of another process send their batches to worker 0 as Arrow
 //! IPC bytes, which it hands on.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
+use super::cells::{customer_cells, group_cells};
+use super::changes::Changes;
 use super::columns::{schema, Cell, ColumnType, Columns, Owned};
+pub use super::outlet::{from_ipc, to_ipc, Outlets, ScanPart, Wire};
 use super::relation::Relation;
-use super::walk::{walk, ChangesWalk, ScanKey, ValCursor, ValWalk};
+use super::walk::{walk, ValCursor, ValWalk};
 use crate::dataflow::created::Output;
 use crate::dataflow::rows::{CustomerRow, Dimension};
 use crate::dataflow::views::ViewTraces;
@@ -44,8 +46,6 @@ use crate::reading::ReadError;
 pub const BATCH_ROWS: usize = 8192;
 /// How long a worker spends on its open scans in one turn of its loop, at most.
 pub const SLICE: Duration = Duration::from_millis(2);
-/// Batches waiting in a scan's channel before the scan waits for the reader.
-pub const OUTLET_BATCHES: usize = 4;
 
 /// What a scan reads: a relation's columns, all of its rows or those of some keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,80 +85,6 @@ impl ScanSpec {
 
 pub use super::walk::Seek;
 
-/// What a reader receives of one worker's share: batches, then the end (the channel
-/// closes) or an error.
-#[derive(Debug)]
-pub enum ScanPart {
-    /// Rows.
-    Batch(RecordBatch),
-    /// The share cannot be read.
-    Failed(ReadError),
-}
-
-/// A worker's share as it crosses from another process: a batch as Arrow IPC bytes, the end,
-/// or an error.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Wire {
-    /// A batch, in Arrow's IPC stream format.
-    Batch(Vec<u8>),
-    /// The end of the share.
-    End,
-    /// The share cannot be read.
-    Failed(ReadError),
-}
-
-/// A batch as Arrow IPC bytes.
-pub fn to_ipc(batch: &RecordBatch) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    let mut writer = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &batch.schema())
-        .expect("a schema encodes into memory");
-    writer.write(batch).expect("a batch encodes into memory");
-    writer.finish().expect("a stream ends in memory");
-    drop(writer);
-    bytes
-}
-
-/// The batch of IPC bytes [`to_ipc`] made.
-pub fn from_ipc(bytes: &[u8]) -> Result<RecordBatch, String> {
-    let mut reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
-        .map_err(|e| e.to_string())?;
-    match reader.next() {
-        Some(batch) => batch.map_err(|e| e.to_string()),
-        None => Err("no batch in the bytes".into()),
-    }
-}
-
-/// Where the workers of this process send their shares of each scan: one bounded channel per
-/// (scan, worker), made by the reader before it asks for the scan.
-#[derive(Default)]
-pub struct Outlets(Mutex<HashMap<(u64, usize), tokio::sync::mpsc::Sender<ScanPart>>>);
-
-impl Outlets {
-    /// Channels for scan `id` from each of `workers`; the receivers, in worker order.
-    pub fn open(&self, id: u64, workers: &[usize]) -> Vec<tokio::sync::mpsc::Receiver<ScanPart>> {
-        let mut outlets = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        workers
-            .iter()
-            .map(|w| {
-                let (sender, receiver) = tokio::sync::mpsc::channel(OUTLET_BATCHES);
-                outlets.insert((id, *w), sender);
-                receiver
-            })
-            .collect()
-    }
-
-    /// The channel of scan `id` from `worker`, taken out (a worker of this process takes its
-    /// own when the scan opens; worker 0 those of the other processes' workers).
-    pub fn take(&self, id: u64, worker: usize) -> Option<tokio::sync::mpsc::Sender<ScanPart>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&(id, worker))
-    }
-
-    /// Drops every channel of scan `id` still here (its reader has gone).
-    pub fn close(&self, id: u64) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|(scan, _), _| *scan != id);
-    }
-}
-
 /// Where one open scan's batches go.
 enum Outlet {
     /// A reader in this process.
@@ -189,14 +115,6 @@ enum Source {
     Changes(Changes),
     /// Read through.
     Done,
-}
-
-/// The changes a scan reads, by the kind of arrangement.
-enum Changes {
-    Customers(ChangesWalk<String, CustomerRow>),
-    Groups(ChangesWalk<crate::dataflow::created::GroupKey, CustomerRow>),
-    Rows(ChangesWalk<crate::table::Row, ()>),
-    Table(ChangesWalk<crate::table::Row, crate::table::Row>),
 }
 
 /// One open scan on this worker.
@@ -361,7 +279,7 @@ enum Delivered {
 fn start(dataflow: &mut Dataflow, time: Time, spec: &ScanSpec) -> Result<Source, ReadError> {
     dataflow.views.check_readable(time).map_err(|why| ReadError::unreadable(why, time))?;
     if let Some(since) = spec.since {
-        return start_changes(dataflow, since, time, spec.relation);
+        return Changes::start(dataflow, since, time, spec.relation).map(Source::Changes);
     }
     let views = &mut dataflow.views;
     let rows = |rows: Vec<Vec<Owned>>| {
@@ -431,45 +349,6 @@ fn start(dataflow: &mut Dataflow, time: Time, spec: &ScanSpec) -> Result<Source,
             )
         }
     })
-}
-
-/// Checks that the relation can be read exactly at `since` and at `time` here, and opens the
-/// walk through its changes between them.
-fn start_changes(dataflow: &mut Dataflow, since: Time, time: Time, relation: Relation) -> Result<Source, ReadError> {
-    let at = |why, t| ReadError::unreadable(why, t);
-    Ok(Source::Changes(match relation {
-        Relation::Customers => {
-            dataflow.views.check_readable(since).map_err(|why| at(why, since))?;
-            Changes::Customers(ChangesWalk::new(&mut dataflow.views.customers, since, time))
-        }
-        Relation::Groups(id) | Relation::Rows(id) => {
-            let gone = || ReadError::Compacted { view: format!("view {id}"), time, since: Time::MAX };
-            let view = dataflow.created.get_mut(id).ok_or_else(gone)?;
-            let kept = view.kept.as_mut().ok_or_else(gone)?;
-            for t in [since, time] {
-                kept.output.check_readable(t).map_err(|why| at(why, t))?;
-            }
-            match (relation, &mut kept.output) {
-                (Relation::Groups(_), Output::Groups(trace)) => Changes::Groups(ChangesWalk::new(trace, since, time)),
-                (Relation::Rows(_), Output::Rows(trace)) => Changes::Rows(ChangesWalk::new(trace, since, time)),
-                _ => return Err(gone()),
-            }
-        }
-        Relation::Table(id) => {
-            let gone = || ReadError::Compacted { view: format!("table {id}"), time, since: Time::MAX };
-            let table = dataflow.tables.get_mut(id).ok_or_else(gone)?;
-            for t in [since, time] {
-                table.check_readable(t).map_err(|why| at(why, t))?;
-            }
-            Changes::Table(ChangesWalk::new(&mut table.trace, since, time))
-        }
-        other => return Err(ReadError::NoChanges { relation: other.name().to_owned() }),
-    }))
-}
-
-/// Whether a relation can be read by its changes ([`ScanSpec::since`]).
-pub fn has_changes(relation: Relation) -> bool {
-    matches!(relation, Relation::Customers | Relation::Groups(_) | Relation::Rows(_) | Relation::Table(_))
 }
 
 /// The rows of the totals whose dimension `key` names: key, total, count, average.
@@ -589,27 +468,9 @@ fn fill(
         }
         Source::Changes(changes) => {
             let keyed = spec.columns.len() > super::relation::GROUP_STATS.len();
-            // A row's cells, then its difference: the index after the relation's columns.
-            let push = |columns: &mut Columns, cells: &mut Vec<Cell<'_>>, diff: isize| {
-                cells.push(Cell::Int(diff as i64));
-                columns.push_some(cells, projection.iter().copied());
-            };
             while columns.rows() < BATCH_ROWS {
-                let done = match changes {
-                    Changes::Customers(walk) => walk.next().map(|(name, row, diff)| {
-                        push(columns, &mut customer_cells(&name, &row).to_vec(), diff);
-                    }),
-                    Changes::Groups(walk) => walk.next().map(|(key, row, diff)| {
-                        push(columns, &mut group_cells(keyed.then_some(&key), &row), diff);
-                    }),
-                    Changes::Rows(walk) => walk.next().map(|(row, (), diff)| {
-                        push(columns, &mut row.iter().map(Owned::cell).collect(), diff);
-                    }),
-                    Changes::Table(walk) => walk.next().map(|(_, row, diff)| {
-                        push(columns, &mut row.iter().map(Owned::cell).collect(), diff);
-                    }),
-                };
-                if done.is_none() {
+                // The relation's row, then the difference: the index after its columns.
+                if !changes.next(keyed, |cells| columns.push_some(cells, projection.iter().copied())) {
                     *source = Source::Done;
                     return;
                 }
@@ -619,30 +480,6 @@ fn fill(
             }
         }
     }
-}
-
-/// A row of `customers`: customer, total, count, min, max, avg.
-fn customer_cells<'a>(name: &'a str, row: &CustomerRow) -> [Cell<'a>; 6] {
-    let avg = crate::amount::divide_rounded(row.total, i128::from(row.count.max(1)));
-    [
-        Cell::Text(name),
-        Cell::Cents(row.total),
-        Cell::Int(row.count),
-        Cell::Cents(i128::from(row.min)),
-        Cell::Cents(i128::from(row.max)),
-        Cell::Cents(avg),
-    ]
-}
-
-/// A row of a created view's groups: its key (if it has one), count, total, min, max.
-fn group_cells<'a>(key: Option<&'a crate::dataflow::created::GroupKey>, row: &CustomerRow) -> Vec<Cell<'a>> {
-    let stats = [
-        Cell::Int(row.count),
-        Cell::Cents(row.total),
-        Cell::Cents(i128::from(row.min)),
-        Cell::Cents(i128::from(row.max)),
-    ];
-    key.map(ScanKey::cell).into_iter().chain(stats).collect()
 }
 
 /// A live transaction as a row of `transactions`: id, customer, amount, category, ts.
@@ -672,15 +509,5 @@ mod tests {
         let range = Seek::Range { from: Some((text("B"), true)), to: Some((text("M"), false)) };
         assert!(range.admits(&text("B")) && range.admits(&text("Lu")) && !range.admits(&text("M")));
         assert!(!range.admits(&text("A")) && !range.admits(&Owned::Null), "NULL is in no range");
-    }
-
-    #[test]
-    fn batches_cross_processes_as_ipc_bytes() {
-        let schema = schema(&[("customer", ColumnType::Text), ("total", ColumnType::Money)]);
-        let mut columns = Columns::new(&[ColumnType::Text, ColumnType::Money]);
-        columns.push(&[Cell::Text("Ali"), Cell::Cents(40_000)]);
-        let batch = columns.finish(schema);
-        assert_eq!(from_ipc(&to_ipc(&batch)).unwrap(), batch);
-        assert!(from_ipc(b"not arrow").is_err());
     }
 }

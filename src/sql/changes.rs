@@ -42,8 +42,9 @@ use futures::StreamExt;
 use super::read::{Hold, Snapshot, STATEMENT};
 use super::table::LiveTable;
 use super::{Answer, Engine, SqlError};
+use crate::compute::changes::has_changes;
 use crate::compute::columns::{schema, ColumnType};
-use crate::compute::scan::{has_changes, Seek, DIFF};
+use crate::compute::scan::{Seek, DIFF};
 
 impl Engine {
     /// Holds the latest time every view is complete through, until the hold is dropped.
