@@ -233,8 +233,29 @@ impl Serving {
     /// [`Serving::unpin`], no trace compacts past it. Returns the offsets at that time (the
     /// reading's time is the time pinned).
     pub async fn pin(&self, timeout: Duration) -> Result<Reading, ReadError> {
-        let parts = self.ask_async(Request::Pin, timeout).await?;
-        Ok(Reading::merge_scope(parts, &ReadScope::Offsets))
+        let (reply, mut replies) = tokio::sync::mpsc::unbounded_channel();
+        self.request(Request::Pin, Reply::Task(reply))?;
+        let parts = async {
+            let mut parts = Vec::with_capacity(self.workers);
+            while parts.len() < self.workers {
+                parts.push(replies.recv().await.ok_or(ReadError::Stopped)??);
+            }
+            Ok(parts)
+        };
+        match tokio::time::timeout(timeout, parts).await {
+            Ok(parts) => Ok(Reading::merge_scope(parts?, &ReadScope::Offsets)),
+            Err(_) => {
+                // The coordinator pins the time when it answers, however late: the pin is let go
+                // as soon as its first part says which time it was.
+                let serving = self.clone();
+                tokio::spawn(async move {
+                    if let Some(Ok(part)) = replies.recv().await {
+                        serving.unpin(part.time);
+                    }
+                });
+                Err(ReadError::Timeout)
+            }
+        }
     }
 
     /// Lets a pinned time go.

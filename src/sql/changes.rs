@@ -31,11 +31,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::Column;
-use datafusion::datasource::{provider_as_source, source_as_provider, TableProvider, TableType};
+use datafusion::datasource::{provider_as_source, source_as_provider, TableProvider, TableType, ViewTable};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, Filter, LogicalPlan, Projection, SubqueryAlias, TableScanBuilder};
+use datafusion::logical_expr::{Expr, Filter, LogicalPlan, Projection, SubqueryAlias, TableScanBuilder, Volatility};
 use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use futures::StreamExt;
 
@@ -70,7 +71,7 @@ impl Engine {
     /// plan has none to read (see the module docs). Made once for all the reads of a feed.
     pub async fn changes_plan(&self, name: &str) -> Result<Option<ChangesPlan>, SqlError> {
         let statement = self.parse(&format!("SELECT * FROM \"{name}\""))?;
-        let engine = self.clone();
+        let (engine, name) = (self.clone(), name.to_owned());
         self.on_runtime(async move {
             let fail = |e: DataFusionError| SqlError::from_datafusion(e, "");
             let state = engine.shared.context.state();
@@ -78,10 +79,21 @@ impl Engine {
                 .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement)))
                 .await
                 .map_err(fail)?;
+            // A view that says `now()` or `random()` means another thing at each time: its
+            // changes are not those of its inputs (a subquery is evaluated at one time too).
+            if !immutable(&plan) {
+                return Ok(None);
+            }
             let plan = state.optimize(&plan).map_err(fail)?;
-            let Some(changes) = linear(&plan).map_err(fail)? else { return Ok(None) };
-            // Optimized once: each read only makes the physical plan.
-            Ok(Some(ChangesPlan(state.optimize(&changes).map_err(fail)?)))
+            let made = linear(&plan).and_then(|changes| changes.map(|c| state.optimize(&c)).transpose());
+            match made {
+                // Optimized once: each read only makes the physical plan.
+                Ok(changes) => Ok(changes.map(ChangesPlan)),
+                Err(error) => {
+                    tracing::warn!(view = %name, %error, "a view's changes cannot be planned: its feeds read it whole");
+                    Ok(None)
+                }
+            }
         })
         .await?
     }
@@ -125,26 +137,32 @@ fn linear(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
             let provider = source_as_provider(&scan.source)?;
             let Some(live) = provider.as_ref().downcast_ref::<LiveTable>() else { return Ok(None) };
             // A scan cut short (`LIMIT` pushed down) is no map of rows.
-            if !has_changes(live.relation()) || scan.fetch.is_some() {
+            if !has_changes(live.relation()) || scan.fetch.is_some() || live.columns().iter().any(|(n, _)| n == DIFF) {
                 return Ok(None);
             }
+            // Every column, the filters the scan took as seeks above them (their columns may be
+            // no longer projected), then the columns the scan gave.
             let width = live.columns().len();
-            let projection = scan.projection.clone().unwrap_or_else(|| (0..width).collect());
             let changes = ChangesTable::new(Arc::clone(&provider), live);
-            let projection = projection.into_iter().chain([width]).collect();
             let scanned = TableScanBuilder::new(scan.table_name.clone(), provider_as_source(Arc::new(changes)))
-                .with_projection(Some(projection))
+                .with_projection(Some((0..=width).collect()))
                 .build()?;
-            // The filters the scan took as seeks, as a filter above the changes.
-            match conjunction(scan.filters.clone()) {
-                Some(predicate) => {
-                    LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(LogicalPlan::TableScan(scanned)))?)
-                }
-                None => LogicalPlan::TableScan(scanned),
+            let mut plan = LogicalPlan::TableScan(scanned);
+            if let Some(predicate) = conjunction(scan.filters.clone()) {
+                plan = LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(plan))?);
             }
+            let projection = scan.projection.clone().unwrap_or_else(|| (0..width).collect());
+            let columns = projection
+                .into_iter()
+                .chain([width])
+                .map(|i| Expr::Column(Column::new(Some(scan.table_name.clone()), plan.schema().field(i).name())));
+            LogicalPlan::Projection(Projection::try_new(columns.collect(), Arc::new(plan))?)
         }
         LogicalPlan::Projection(projection) => {
             let Some(below) = input(&projection.input)? else { return Ok(None) };
+            if projection.schema.fields().iter().any(|f| f.name() == DIFF) {
+                return Ok(None);
+            }
             let (qualifier, _) = below.schema().qualified_field_with_unqualified_name(DIFF)?;
             let diff = Expr::Column(Column::new(qualifier.cloned(), DIFF));
             let exprs = projection.expr.iter().cloned().chain([diff]).collect();
@@ -160,6 +178,36 @@ fn linear(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
         }
         _ => return Ok(None),
     }))
+}
+
+/// Whether every expression of `plan`, and of the views it reads, is immutable: no function
+/// whose value depends on when it runs (`now()`) or on nothing (`random()`), no subquery.
+fn immutable(plan: &LogicalPlan) -> bool {
+    let mut immutable = true;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let view = source_as_provider(&scan.source).ok();
+            if let Some(view) = view.as_ref().and_then(|v| v.as_ref().downcast_ref::<ViewTable>()) {
+                immutable &= self::immutable(view.logical_plan());
+            }
+        }
+        node.apply_expressions(|expr| {
+            let _ = expr.apply(|e| {
+                immutable &= match e {
+                    Expr::ScalarFunction(f) => f.func.signature().volatility == Volatility::Immutable,
+                    Expr::ScalarSubquery(_)
+                    | Expr::Exists(_)
+                    | Expr::InSubquery(_)
+                    | Expr::OuterReferenceColumn(..) => false,
+                    _ => true,
+                };
+                Ok(TreeNodeRecursion::Continue)
+            });
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        Ok(if immutable { TreeNodeRecursion::Continue } else { TreeNodeRecursion::Stop })
+    });
+    immutable
 }
 
 /// A relation's changes between the two times of the statement's snapshot, as a table: its

@@ -315,11 +315,15 @@ impl Feeds {
         Ok(pump)
     }
 
-    /// Reads view `name` now: its time, offsets and rows.
-    async fn read(&self, name: &str, key: Option<usize>) -> Result<(Reading, Rows), SqlError> {
-        let answer = self.engine.execute(&format!("SELECT * FROM \"{name}\"")).await?;
-        let reading = answer.as_of.clone().ok_or_else(|| SqlError::Internal(format!("{name} read no relation")))?;
-        Ok((reading, rows_of(&answer, key, false)))
+    /// Reads the view whole, at a new time it holds: its rows (for a view read whole, each
+    /// step; for one read by its changes, to catch up after changes could not be read).
+    async fn read(&self, pump: &Pump) -> Result<Step, SqlError> {
+        let read = async {
+            let hold = self.engine.hold().await?;
+            let rows = rows_of(&self.engine.rows_at(&pump.view, &hold).await?, pump.key, false);
+            Ok(Step::Whole(hold, rows))
+        };
+        tokio::time::timeout(READ_TIMEOUT, read).await.unwrap_or_else(|_| Err(too_long()))
     }
 
     /// The view's changes from the time its rows are at (held) to the latest: `None` when the
@@ -332,12 +336,15 @@ impl Feeds {
                 _ => return Ok(None),
             }
         };
-        let at = self.engine.hold().await?;
-        if at.time() <= since.time() {
-            return Ok(Some((since, Rows::new())));
-        }
-        let answer = self.engine.changes(&plan, &since, &at).await?;
-        Ok(Some((at, rows_of(&answer, pump.key, true))))
+        let read = async {
+            let at = self.engine.hold().await?;
+            if at.time() <= since.time() {
+                return Ok(Some((since, Rows::new())));
+            }
+            let answer = self.engine.changes(&plan, &since, &at).await?;
+            Ok(Some((at, rows_of(&answer, pump.key, true))))
+        };
+        tokio::time::timeout(READ_TIMEOUT, read).await.unwrap_or_else(|_| Err(too_long()))
     }
 
     /// Watches one view until it is gone or nobody has subscribed for [`RETAIN`].
@@ -404,11 +411,16 @@ impl Feeds {
                 let started = Instant::now();
                 let read = match self.read_changes(&pump).await {
                     Ok(Some((hold, changes))) => Ok(Step::Changes(hold, changes)),
-                    Ok(None) => self
-                        .read(&pump.view, pump.key)
-                        .await
-                        .map(|(positions, rows)| Step::Whole(Box::new(positions), rows)),
-                    Err(error) => Err(error),
+                    Ok(None) => self.read(&pump).await,
+                    Err(error) if error.code() == "42P01" => Err(error),
+                    // Changes that could not be read (in time, or at all): the view is read
+                    // whole at a new time, from which its changes are read again.
+                    Err(error) => {
+                        tracing::warn!(view = %pump.view, %error, "a changefeed could not read its changes");
+                        let hold = pump.state().hold.take();
+                        drop(hold);
+                        self.read(&pump).await
+                    }
                 };
                 (last_read, read_cost) = (Instant::now(), started.elapsed());
                 match read {
@@ -427,19 +439,7 @@ impl Feeds {
                         self.end(&pump, Some(format!("view {:?} was dropped", pump.view))).await;
                         return;
                     }
-                    Err(error) => {
-                        tracing::warn!(view = %pump.view, %error, "a changefeed could not read its view");
-                        // Changes that cannot be read for another reason than time: the view
-                        // is read whole from then on (exact, at a higher cost).
-                        if by_changes && error.code() != "57014" {
-                            let hold = {
-                                let mut state = pump.state();
-                                state.plan = None;
-                                state.hold.take()
-                            };
-                            drop(hold);
-                        }
-                    }
+                    Err(error) => tracing::warn!(view = %pump.view, %error, "a changefeed could not read its view"),
                 }
             } else if due {
                 let mut state = pump.state();
@@ -511,19 +511,30 @@ impl Pump {
     fn advance(&self, step: Step, topic: &str) -> bool {
         let mut state = self.state();
         let (time, changes) = match step {
-            Step::Whole(positions, rows) => {
+            Step::Whole(hold, rows) => {
+                let positions = hold.reading().clone();
                 let time = positions.time;
                 if time <= state.time {
                     return false;
                 }
                 let changes = differences(&state.rows, &rows);
                 state.offsets = as_of(&positions, topic)["offsets"].clone();
-                (state.rows, state.positions) = (rows, *positions);
+                (state.rows, state.positions) = (rows, positions);
+                // A view read by its changes reads them from this time on.
+                state.hold = state.plan.is_some().then_some(hold);
                 (time, changes)
             }
             Step::Changes(hold, changed) => {
                 let positions = hold.reading().clone();
                 let time = positions.time.max(state.time);
+                // A row taken away more times than it is there: the pump's rows are not the
+                // view's (never seen in tests); nothing is sent, and the next step reads the
+                // view whole again, from the rows the subscribers have.
+                if changed.iter().any(|(text, (_, diff))| state.rows.get(text).map_or(0, |(_, n)| *n) + diff < 0) {
+                    tracing::error!(view = %self.view, "a changefeed's changes went out of step with its view");
+                    state.hold = None;
+                    return false;
+                }
                 let mut changes = Vec::new();
                 for (text, (row, diff)) in changed {
                     let sign = diff.signum();
@@ -531,10 +542,18 @@ impl Pump {
                         Change { row: Arc::clone(&row), diff: sign },
                         diff.unsigned_abs() as usize,
                     ));
-                    let count = state.rows.entry(text).or_insert_with(|| (row, 0));
-                    count.1 += diff;
+                    match state.rows.entry(text) {
+                        std::collections::btree_map::Entry::Occupied(mut there) => {
+                            there.get_mut().1 += diff;
+                            if there.get().1 == 0 {
+                                there.remove();
+                            }
+                        }
+                        std::collections::btree_map::Entry::Vacant(absent) => {
+                            absent.insert((row, diff));
+                        }
+                    }
                 }
-                state.rows.retain(|_, (_, n)| *n > 0);
                 // Rows leaving first, as a reading of the whole view gives them.
                 changes.sort_by_key(|c| c.diff);
                 state.offsets = as_of(&positions, topic)["offsets"].clone();
@@ -560,10 +579,15 @@ impl Pump {
 
 /// What a pump read of its view at a later time.
 enum Step {
-    /// The whole view (its rows, and the time and positions read).
-    Whole(Box<Reading>, Rows),
+    /// The whole view (its rows, at the time held).
+    Whole(Arc<Hold>, Rows),
     /// The view's changes up to the time held (each row with how many more or fewer times).
     Changes(Arc<Hold>, Rows),
+}
+
+/// A read that took longer than [`READ_TIMEOUT`].
+fn too_long() -> SqlError {
+    SqlError::Canceled(format!("the read took longer than {} ms", READ_TIMEOUT.as_millis()))
 }
 
 /// The changes from `old` rows to `new` ones: rows leaving, then rows joining.
