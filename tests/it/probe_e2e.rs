@@ -72,6 +72,9 @@ fn out_of_file_descriptors_the_postgres_server_neither_spins_nor_floods_the_log(
     let run = run_logged(&broker, &workshop(), &dir, &["--http", &http, "--pg", &pg], Some("ulimit -n 256"));
     wait_listening(&pg, "the Postgres protocol");
     wait_listening(&http, "the HTTP API");
+    // What the process costs before (a debug build under a loaded test machine is not idle):
+    // the flood's cost is measured against it.
+    let before = cpu_share(run.0.id(), Duration::from_secs(2));
     // More connections than the process may hold files: accepts fail with EMFILE.
     let held: Vec<std::net::TcpStream> = (0..300).filter_map(|_| std::net::TcpStream::connect(&pg).ok()).collect();
     assert!(held.len() >= 250, "the connections were made: {}", held.len());
@@ -79,7 +82,12 @@ fn out_of_file_descriptors_the_postgres_server_neither_spins_nor_floods_the_log(
     let log_before = std::fs::metadata(dir.join("stderr.txt")).unwrap().len();
     let share = cpu_share(run.0.id(), Duration::from_secs(3));
     let logged = std::fs::metadata(dir.join("stderr.txt")).unwrap().len() - log_before;
-    assert!(share < 0.25, "the accept loop spins: {:.0}% of a core", share * 100.0);
+    assert!(
+        share < before + 0.25,
+        "the accept loop spins: {:.0}% of a core ({:.0}% before the flood)",
+        share * 100.0,
+        before * 100.0
+    );
     assert!(logged < 16 * 1024, "the log grew by {logged} bytes in 3 s");
     drop(held);
     // Once files are free again, it serves.
