@@ -37,7 +37,7 @@ use tokio::sync::broadcast;
 
 use crate::dataflow::Time;
 use crate::output::as_of;
-use crate::reading::{ReadScope, Reading};
+use crate::reading::Reading;
 use crate::serve::bound::MinOffsets;
 use crate::serve::Serving;
 use crate::sql::read::Hold;
@@ -132,8 +132,9 @@ pub struct Feeds {
     serving: Serving,
     topic: String,
     pumps: Arc<tokio::sync::Mutex<HashMap<String, Arc<Pump>>>>,
-    /// The latest read of the offsets alone, and when: one read serves every pump.
-    offsets: Arc<tokio::sync::Mutex<Option<(Instant, Reading)>>>,
+    /// The latest time held, and when it was: one pin serves every pump that steps then (not
+    /// kept alive here: a time nobody reads from is let go).
+    latest: Arc<tokio::sync::Mutex<Option<(Instant, std::sync::Weak<Hold>)>>>,
     /// The latest events as their subscribers receive them, made once for all of them.
     rendered: Arc<Mutex<VecDeque<Rendered>>>,
 }
@@ -164,7 +165,7 @@ impl Feeds {
             serving,
             topic: topic.into(),
             pumps: Arc::default(),
-            offsets: Arc::default(),
+            latest: Arc::default(),
             rendered: Arc::default(),
         }
     }
@@ -268,18 +269,17 @@ impl Feeds {
 
     /// Reads the view whole, at a new time it holds: its rows (for a view read whole, each
     /// step; for one read by its changes, to catch up after changes could not be read).
-    async fn read(&self, pump: &Pump) -> Result<Step, SqlError> {
+    async fn read(&self, pump: &Pump, at: Arc<Hold>) -> Result<Step, SqlError> {
         let read = async {
-            let hold = self.engine.hold().await?;
-            let rows = rows_of(&self.engine.rows_at(&pump.view, &hold).await?, pump.key, false);
-            Ok(Step::Whole(hold, rows))
+            let rows = rows_of(&self.engine.rows_at(&pump.view, &at).await?, pump.key, false);
+            Ok(Step::Whole(at, rows))
         };
         tokio::time::timeout(READ_TIMEOUT, read).await.unwrap_or_else(|_| Err(too_long()))
     }
 
     /// The view's changes from the time its rows are at (held) to the latest: `None` when the
     /// view has no changes to read (see [`crate::sql::Engine::changes_plan`]; it is read whole).
-    async fn read_changes(&self, pump: &Pump) -> Result<Option<(Arc<Hold>, Rows)>, SqlError> {
+    async fn read_changes(&self, pump: &Pump, at: Arc<Hold>) -> Result<Option<(Arc<Hold>, Rows)>, SqlError> {
         let (since, plan) = {
             let state = pump.state();
             match (&state.hold, &state.plan) {
@@ -288,7 +288,6 @@ impl Feeds {
             }
         };
         let read = async {
-            let at = self.engine.hold().await?;
             if at.time() <= since.time() {
                 return Ok(Some((since, Rows::new())));
             }
@@ -345,10 +344,11 @@ impl Feeds {
             last_check = now;
             // Only the offsets move the views (the history is loaded before any read): a
             // cheap read says whether a full one is worth it.
-            let Some(offsets) = self.offsets().await else { continue };
+            let Some(latest) = self.latest().await else { continue };
+            let offsets = latest.reading();
             let (moved, time, by_changes) = {
                 let state = pump.state();
-                let moved = as_of(&offsets, &self.topic)["offsets"] != state.offsets || now < tables_until;
+                let moved = as_of(offsets, &self.topic)["offsets"] != state.offsets || now < tables_until;
                 (moved, offsets.time, state.hold.is_some())
             };
             // A view read by its changes costs what changed; one read whole costs the workers
@@ -360,9 +360,9 @@ impl Feeds {
             let pause = if by_changes { read_cost } else { read_cost * 3 };
             if (moved && last_read.elapsed() >= pause) || (due && by_changes) {
                 let started = Instant::now();
-                let read = match self.read_changes(&pump).await {
+                let read = match self.read_changes(&pump, Arc::clone(&latest)).await {
                     Ok(Some((hold, changes))) => Ok(Step::Changes(hold, changes)),
-                    Ok(None) => self.read(&pump).await,
+                    Ok(None) => self.read(&pump, Arc::clone(&latest)).await,
                     Err(error) if error.code() == "42P01" => Err(error),
                     // Changes that could not be read (in time, or at all): the view is read
                     // whole at a new time, from which its changes are read again.
@@ -370,7 +370,7 @@ impl Feeds {
                         tracing::warn!(view = %pump.view, %error, "a changefeed could not read its changes");
                         let hold = pump.state().hold.take();
                         drop(hold);
-                        self.read(&pump).await
+                        self.read(&pump, Arc::clone(&latest)).await
                     }
                 };
                 (last_read, read_cost) = (Instant::now(), started.elapsed());
@@ -420,18 +420,24 @@ impl Feeds {
         text
     }
 
-    /// The offsets the views reflect now: read at most once per [`POLL`] for all the pumps
-    /// (each read asks every worker), `None` when they cannot be read.
-    pub async fn offsets(&self) -> Option<Reading> {
-        let mut latest = self.offsets.lock().await;
-        if let Some((at, reading)) = latest.as_ref() {
-            if at.elapsed() < POLL {
-                return Some(reading.clone());
+    /// The latest time every view is complete through, held, with the offsets then: pinned
+    /// at most once per [`POLL`] for all the pumps (each pin asks every worker), `None` when it
+    /// cannot be. A pump steps to it, and holds it as its next time.
+    pub async fn latest(&self) -> Option<Arc<Hold>> {
+        let mut latest = self.latest.lock().await;
+        if let Some((at, hold)) = latest.as_ref() {
+            if let Some(hold) = hold.upgrade().filter(|_| at.elapsed() < POLL) {
+                return Some(hold);
             }
         }
-        let reading = self.serving.read_async(ReadScope::Offsets, READ_TIMEOUT).await.ok()?;
-        *latest = Some((Instant::now(), reading.clone()));
-        Some(reading)
+        let hold = self.engine.hold().await.ok()?;
+        *latest = Some((Instant::now(), Arc::downgrade(&hold)));
+        Some(hold)
+    }
+
+    /// The offsets the views reflect now (see [`Feeds::latest`]).
+    pub async fn offsets(&self) -> Option<Reading> {
+        self.latest().await.map(|hold| hold.reading().clone())
     }
 
     /// Ends a pump: subscribers get `reason` (if any), and none can join it.
