@@ -134,10 +134,13 @@ pub struct Feeds {
     pumps: Arc<tokio::sync::Mutex<HashMap<String, Arc<Pump>>>>,
     /// The latest time held, and when it was: one pin serves every pump that steps then (not
     /// kept alive here: a time nobody reads from is let go).
-    latest: Arc<tokio::sync::Mutex<Option<(Instant, std::sync::Weak<Hold>)>>>,
+    latest: Arc<tokio::sync::Mutex<Option<Latest>>>,
     /// The latest events as their subscribers receive them, made once for all of them.
     rendered: Arc<Mutex<VecDeque<Rendered>>>,
 }
+
+/// A time held, and when it was pinned.
+type Latest = (Instant, std::sync::Weak<Hold>);
 
 /// An event and its text (for `GET /v1/subscribe`, one Server-Sent Events frame).
 type Rendered = (std::sync::Weak<Event>, bytes::Bytes);
