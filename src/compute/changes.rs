@@ -13,7 +13,7 @@
 use super::cells::{customer_cells, group_cells};
 use super::columns::{Cell, Owned};
 use super::relation::Relation;
-use super::walk::ChangesWalk;
+use super::walk::{ChangesWalk, Next};
 use crate::dataflow::created::Output;
 use crate::dataflow::rows::CustomerRow;
 use crate::dataflow::{Dataflow, Time};
@@ -70,23 +70,23 @@ impl Changes {
     }
 
     /// Gives the next change to `each` as cells — the relation's row (`keyed`: a view's groups
-    /// with their key), then the difference; false once read through.
-    pub(super) fn next(&mut self, keyed: bool, each: impl FnOnce(&[Cell<'_>])) -> bool {
+    /// with their key), then the difference — or says a key was looked at for nothing, or the
+    /// end.
+    pub(super) fn next(&mut self, keyed: bool, each: impl FnOnce(&[Cell<'_>])) -> Next<()> {
         let give = |mut cells: Vec<Cell<'_>>, diff: isize| {
             cells.push(Cell::Int(diff as i64));
             each(&cells);
         };
         match self {
             Changes::Customers(walk) => {
-                walk.next().map(|(name, row, diff)| give(customer_cells(&name, &row).to_vec(), diff))
+                walk.step().map(|(name, row, diff)| give(customer_cells(&name, &row).to_vec(), diff))
             }
             Changes::Groups(walk) => {
-                walk.next().map(|(key, row, diff)| give(group_cells(keyed.then_some(&key), &row), diff))
+                walk.step().map(|(key, row, diff)| give(group_cells(keyed.then_some(&key), &row), diff))
             }
-            Changes::Rows(walk) => walk.next().map(|(row, (), diff)| give(row.iter().map(Owned::cell).collect(), diff)),
-            Changes::Table(walk) => walk.next().map(|(_, row, diff)| give(row.iter().map(Owned::cell).collect(), diff)),
+            Changes::Rows(walk) => walk.step().map(|(row, (), diff)| give(row.iter().map(Owned::cell).collect(), diff)),
+            Changes::Table(walk) => walk.step().map(|(_, row, diff)| give(row.iter().map(Owned::cell).collect(), diff)),
         }
-        .is_some()
     }
 }
 

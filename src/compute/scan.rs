@@ -34,7 +34,7 @@ use super::changes::Changes;
 use super::columns::{schema, Cell, ColumnType, Columns, Owned};
 pub use super::outlet::{from_ipc, to_ipc, Outlets, ScanPart, Wire};
 use super::relation::Relation;
-use super::walk::{walk, ValCursor, ValWalk};
+use super::walk::{walk, Next, ValCursor, ValWalk};
 use crate::dataflow::created::Output;
 use crate::dataflow::rows::{CustomerRow, Dimension};
 use crate::dataflow::views::ViewTraces;
@@ -468,13 +468,17 @@ fn fill(
         }
         Source::Changes(changes) => {
             let keyed = spec.columns.len() > super::relation::GROUP_STATS.len();
+            let mut looked = 0usize;
             while columns.rows() < BATCH_ROWS {
                 // The relation's row, then the difference: the index after its columns.
-                if !changes.next(keyed, |cells| columns.push_some(cells, projection.iter().copied())) {
-                    *source = Source::Done;
-                    return;
+                match changes.next(keyed, |cells| columns.push_some(cells, projection.iter().copied())) {
+                    Next::End => {
+                        *source = Source::Done;
+                        return;
+                    }
+                    Next::Change(()) | Next::Unchanged => looked += 1,
                 }
-                if columns.rows().is_multiple_of(512) && started.elapsed() >= slice {
+                if looked.is_multiple_of(512) && started.elapsed() >= slice {
                     return;
                 }
             }

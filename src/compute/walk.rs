@@ -212,43 +212,81 @@ where
 /// changes: (Ali, 320, -1) (Ali, 400, +1)
 /// ```
 ///
+/// A recent batch may be large (a merge of an old batch with a new one has a recent upper):
+/// the walk looks at one of its keys per [`ChangesWalk::step`], so that a scan can stop
+/// between any two (see `compute/scan.rs`) however few of them changed.
+///
 /// Exact only if the trace still tells `since` from later times (its logical compaction at or
 /// below `since`: a changefeed holds its last time, see `sql/changes.rs`).
 pub struct ChangesWalk<K: Ord + Clone + 'static, V: Ord + Clone + 'static> {
+    /// The batches that can hold times after `since`, for the keys to look at.
+    recent: ValCursor<K, V>,
+    recent_storage: <ValCursor<K, V> as Cursor>::Storage,
+    /// Every batch, for the counts.
     cursor: ValCursor<K, V>,
     storage: <ValCursor<K, V> as Cursor>::Storage,
-    keys: VecDeque<K>,
     ready: VecDeque<(K, V, isize)>,
     since: Time,
     time: Time,
 }
 
+/// What a walk gives at each step.
+#[derive(Debug, PartialEq)]
+pub enum Next<T> {
+    /// A change.
+    Change(T),
+    /// A key looked at, and nothing changed.
+    Unchanged,
+    /// Walked through.
+    End,
+}
+
+impl<T> Next<T> {
+    /// The change made something else; the rest as they are.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Next<U> {
+        match self {
+            Next::Change(change) => Next::Change(f(change)),
+            Next::Unchanged => Next::Unchanged,
+            Next::End => Next::End,
+        }
+    }
+}
+
 impl<K: Ord + Clone + 'static, V: Ord + Clone + 'static> ChangesWalk<K, V> {
     /// Opens the walk over the batches `trace` holds now.
     pub fn new(trace: &mut ValTrace<K, V>, since: Time, time: Time) -> Self {
-        let keys = changed_keys(trace, since, time).into();
+        let spans = trace
+            .spans_through(Antichain::new().borrow())
+            .expect("a trace can always be read through the empty frontier");
+        // A span whose upper is at or below `since + 1` holds only times at or before `since`
+        // (an update advanced by compaction to a later time looks recent: looked at for nothing).
+        let recent: Vec<_> =
+            spans.into_iter().filter(|s| !s.upper().less_equal(&(since + 1))).filter_map(|s| s.inner).collect();
+        let (recent, recent_storage) = cursor_list(recent);
         let batches = trace
             .batches_through(Antichain::new().borrow())
             .expect("a trace can always be read through the empty frontier");
         let (cursor, storage) = cursor_list(batches);
-        ChangesWalk { cursor, storage, keys, ready: VecDeque::new(), since, time }
+        ChangesWalk { recent, recent_storage, cursor, storage, ready: VecDeque::new(), since, time }
     }
-}
 
-/// Each change: a key, a value, and how many more (or fewer) times it is there.
-impl<K: Ord + Clone + 'static, V: Ord + Clone + 'static> Iterator for ChangesWalk<K, V> {
-    type Item = (K, V, isize);
-
-    fn next(&mut self) -> Option<(K, V, isize)> {
-        loop {
-            if let Some(change) = self.ready.pop_front() {
-                return Some(change);
-            }
-            let key = self.keys.pop_front()?;
-            self.cursor.seek_key(&self.storage, &key);
-            if self.cursor.get_key(&self.storage) != Some(&key) {
-                continue;
-            }
+    /// The next change, or that one more key was looked at for nothing, or the end.
+    pub fn step(&mut self) -> Next<(K, V, isize)> {
+        if let Some(change) = self.ready.pop_front() {
+            return Next::Change(change);
+        }
+        let Some(key) = self.recent.get_key(&self.recent_storage).cloned() else { return Next::End };
+        let mut changed = false;
+        while self.recent.get_val(&self.recent_storage).is_some() {
+            self.recent.map_times(&self.recent_storage, |t, _| changed |= *t > self.since && *t <= self.time);
+            self.recent.step_val(&self.recent_storage);
+        }
+        self.recent.step_key(&self.recent_storage);
+        if !changed {
+            return Next::Unchanged;
+        }
+        self.cursor.seek_key(&self.storage, &key);
+        if self.cursor.get_key(&self.storage) == Some(&key) {
             while let Some(value) = self.cursor.get_val(&self.storage) {
                 let (mut before, mut after) = (0isize, 0isize);
                 self.cursor.map_times(&self.storage, |t, d| {
@@ -265,36 +303,8 @@ impl<K: Ord + Clone + 'static, V: Ord + Clone + 'static> Iterator for ChangesWal
                 self.cursor.step_val(&self.storage);
             }
         }
+        self.ready.pop_front().map_or(Next::Unchanged, Next::Change)
     }
-}
-
-/// The keys with an update at a time after `since` and at or before `time`, in order, from
-/// the batches that can hold such times. A superset when the trace has compacted past
-/// `since` (an earlier update advanced to the compaction frontier looks recent).
-fn changed_keys<K, V>(trace: &mut ValTrace<K, V>, since: Time, time: Time) -> Vec<K>
-where
-    K: Ord + Clone + 'static,
-    V: Ord + Clone + 'static,
-{
-    let spans =
-        trace.spans_through(Antichain::new().borrow()).expect("a trace can always be read through the empty frontier");
-    // A span whose upper is at or below `since + 1` holds only times at or before `since`.
-    let recent: Vec<_> =
-        spans.into_iter().filter(|s| !s.upper().less_equal(&(since + 1))).filter_map(|s| s.inner).collect();
-    let (mut cursor, storage) = cursor_list(recent);
-    let mut keys = Vec::new();
-    while let Some(key) = cursor.get_key(&storage) {
-        let mut changed = false;
-        while cursor.get_val(&storage).is_some() {
-            cursor.map_times(&storage, |t, _| changed |= *t > since && *t <= time);
-            cursor.step_val(&storage);
-        }
-        if changed {
-            keys.push(key.clone());
-        }
-        cursor.step_key(&storage);
-    }
-    keys
 }
 
 type RowsBatch = <crate::dataflow::render::RowsTrace as TraceReader>::Batch;
