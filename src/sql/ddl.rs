@@ -266,7 +266,8 @@ pub(super) async fn show_views(engine: &Engine) -> Result<Answer, SqlError> {
     let mut rows: Vec<Row<'_>> = Vec::new();
     for relation in crate::compute::relation::BUILT_IN.into_iter().filter(|r| *r != Relation::Transactions) {
         let count = count(engine, relation.name()).await?;
-        rows.push((relation.name().to_owned(), "built-in", None, None, count, None));
+        let definition = super::builtin::definition(relation).map(str::to_owned);
+        rows.push((relation.name().to_owned(), "built-in", definition, None, count, None));
     }
     let reading = engine
         .serving()

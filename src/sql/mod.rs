@@ -35,6 +35,7 @@
 //! between their own steps (see [`crate::compute::scan`]), so that no query stops the stream.
 
 pub mod answer;
+pub mod builtin;
 pub mod catalog;
 mod changes;
 pub mod checked;
@@ -143,6 +144,7 @@ impl Engine {
             .build()?;
         let workers = serving.workers();
         let context = context::session(topic, workers, threads)?;
+        runtime.block_on(builtin::check(&context.state(), workers))?;
         let shared = Arc::new(Shared {
             serving,
             topic: topic.to_owned(),

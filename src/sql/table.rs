@@ -43,6 +43,8 @@ pub struct LiveTable {
     kind: TableType,
     /// A table's primary key, by column name (empty for the other relations).
     primary_key: Vec<String>,
+    /// A built-in view's definition ([`super::builtin`]).
+    definition: Option<&'static str>,
 }
 
 impl LiveTable {
@@ -51,7 +53,9 @@ impl LiveTable {
         let columns: Vec<(String, ColumnType)> = relation.columns().iter().map(|(n, t)| (n.to_string(), *t)).collect();
         let key = relation.key().filter(|k| columns[*k].1 == ColumnType::Text);
         let kind = if relation == Relation::Transactions { TableType::Base } else { TableType::View };
-        LiveTable::new(relation, columns, key, topic, workers, kind)
+        let mut table = LiveTable::new(relation, columns, key, topic, workers, kind);
+        table.definition = super::builtin::definition(relation);
+        table
     }
 
     /// A created view's maintained groups, with these columns (its key first, if it has one).
@@ -101,7 +105,17 @@ impl LiveTable {
     ) -> LiveTable {
         let named: Vec<(&str, ColumnType)> = columns.iter().map(|(n, t)| (n.as_str(), *t)).collect();
         let schema = schema(&named);
-        LiveTable { relation, columns, key, schema, topic: topic.to_owned(), workers, kind, primary_key: Vec::new() }
+        LiveTable {
+            relation,
+            columns,
+            key,
+            schema,
+            topic: topic.to_owned(),
+            workers,
+            kind,
+            primary_key: Vec::new(),
+            definition: None,
+        }
     }
 
     /// The seek a filter on the key means, if it is one this relation can seek.
@@ -192,6 +206,10 @@ impl TableProvider for LiveTable {
 
     fn table_type(&self) -> TableType {
         self.kind
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.definition
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {

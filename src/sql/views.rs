@@ -7,6 +7,10 @@
 //! | `SELECT [key,] aggregates FROM transactions [WHERE …] [GROUP BY key] [HAVING …]` | per group: count, total, min, max of the amounts of the transactions that pass `WHERE` — on every worker, maintained at every change | the groups, then `HAVING` and the select list, by DataFusion |
 //! | `SELECT … FROM <a view or a relation> [WHERE …]` (no aggregate, no join) | nothing more | its base, filtered |
 //!
+//! A view of the first shape whose groups a built-in view already keeps (all the transactions
+//! by customer, category, hour or none, with aggregates the built-in's columns give) keeps
+//! nothing more either: it is read from the built-in's arrangement ([`super::builtin`]).
+//!
 //! The key is `customer`, `category`, `date_trunc('hour' \| 'day', ts)` or nothing; the
 //! aggregates are `count(*)` (or `count` of a column that is never NULL) and `sum`, `min`,
 //! `max`, `avg` of `amount`. Any other view — joins, tables, more keys or aggregates — is
@@ -113,14 +117,14 @@ fn plan_groups(id: u64, plan: LogicalPlan, workers: usize) -> Result<Planned, Sq
                     reads.join(", ")
                 )));
             }
+            // An aggregation a built-in view's arrangement already gives is read from it.
+            if let Some((relation, served)) = super::builtin::served(aggregate, workers)? {
+                let read = replace_aggregate(plan, served)?;
+                let key = relation.key().and_then(|k| shown(&read, relation.columns()[k].0));
+                return Ok(Planned { maintained: None, read, reads, key });
+            }
             let (maintained, groups) = maintained(id, aggregate, workers)?;
-            let read = plan
-                .transform_up(|node| match node {
-                    LogicalPlan::Aggregate(_) => Ok(Transformed::yes(groups.clone())),
-                    other => Ok(Transformed::no(other)),
-                })
-                .map_err(|e| SqlError::Internal(e.to_string()))?
-                .data;
+            let read = replace_aggregate(plan, groups)?;
             let key = match maintained.key {
                 ViewKey::Customer => shown(&read, "customer"),
                 ViewKey::Category => shown(&read, "category"),
@@ -130,6 +134,16 @@ fn plan_groups(id: u64, plan: LogicalPlan, workers: usize) -> Result<Planned, Sq
         }
         _ => Err(SqlError::Unsupported("a view with more than one aggregation".into())),
     }
+}
+
+/// `plan` with its one aggregation replaced by `by` (a plan of the aggregation's columns).
+fn replace_aggregate(plan: LogicalPlan, by: LogicalPlan) -> Result<LogicalPlan, SqlError> {
+    plan.transform_up(|node| match node {
+        LogicalPlan::Aggregate(_) => Ok(Transformed::yes(by.clone())),
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
+    .map_err(|e| SqlError::Internal(e.to_string()))
 }
 
 /// The index of the output column of `plan` named `name`, with the name.
