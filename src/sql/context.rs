@@ -46,7 +46,12 @@ pub fn session(topic: &str, workers: usize, partitions: usize) -> anyhow::Result
     let context = SessionContext::new_with_state(state);
     for relation in BUILT_IN {
         context
-            .register_table(relation.name(), Arc::new(LiveTable::built_in(relation, topic, workers)))
+            .register_table(
+                relation.name(),
+                Arc::new(
+                    LiveTable::built_in(relation, topic, workers).defined_by(super::builtin::definition(relation)),
+                ),
+            )
             .map_err(|e| anyhow::anyhow!("cannot register {}: {e}", relation.name()))?;
     }
     super::functions::register(&context);

@@ -53,9 +53,12 @@ impl LiveTable {
         let columns: Vec<(String, ColumnType)> = relation.columns().iter().map(|(n, t)| (n.to_string(), *t)).collect();
         let key = relation.key().filter(|k| columns[*k].1 == ColumnType::Text);
         let kind = if relation == Relation::Transactions { TableType::Base } else { TableType::View };
-        let mut table = LiveTable::new(relation, columns, key, topic, workers, kind);
-        table.definition = super::builtin::definition(relation);
-        table
+        LiveTable::new(relation, columns, key, topic, workers, kind)
+    }
+
+    /// The same relation, a view defined by `sql` (see [`super::builtin`]).
+    pub fn defined_by(self, sql: Option<&'static str>) -> LiveTable {
+        LiveTable { definition: sql, ..self }
     }
 
     /// A created view's maintained groups, with these columns (its key first, if it has one).
