@@ -28,11 +28,10 @@
 //! dropped with a final event saying so, rather than buffered without bound: the pipeline
 //! never waits for a reader.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::dataflow::Time;
@@ -46,7 +45,7 @@ use crate::sql::{Engine, SqlError};
 mod event;
 mod pump;
 pub use event::{key_text, Change, Event, Row};
-use pump::{rows_of, Pump, PumpState, Rows, Step};
+use pump::{rows_of, Pump, Rows, Step};
 
 /// How often a pump asks whether the offsets moved.
 const POLL: Duration = Duration::from_millis(2);
@@ -236,48 +235,20 @@ impl Feeds {
         Ok(Subscription { key_column, first, events: Some(events) })
     }
 
-    /// A pump for view `name`, filled with its current rows.
+    /// A pump for view `name`, filled with its rows at the latest time (held, if the view is
+    /// read by its changes: they are read from it).
     async fn start(&self, name: &str, key: Option<usize>) -> Result<Pump, SqlError> {
-        let (sender, _) = broadcast::channel(BACKLOG);
-        let pump = Pump {
-            view: name.to_owned(),
-            key,
-            sender,
-            state: Mutex::new(PumpState {
-                time: 0,
-                offsets: Value::Null,
-                positions: Reading::default(),
-                rows: BTreeMap::new(),
-                hold: None,
-                plan: None,
-                retained: VecDeque::new(),
-                base: 0,
-                ended: false,
-            }),
-        };
-        // The rows at a time held, from which the next event's changes are read.
         let plan = self.engine.changes_plan(name).await?;
-        let hold = self.engine.hold().await?;
-        let rows = rows_of(&self.engine.rows_at(name, &hold).await?, key, false);
-        let positions = hold.reading().clone();
-        let mut state = pump.state();
-        (state.time, state.base) = (positions.time, positions.time);
-        state.offsets = as_of(&positions, &self.topic)["offsets"].clone();
-        (state.positions, state.rows) = (positions, rows);
-        // A view read whole holds no time.
-        (state.hold, state.plan) = (plan.is_some().then_some(hold), plan);
-        drop(state);
-        Ok(pump)
+        let hold = self.latest().await?;
+        let rows = self.read(name, key, &hold).await?;
+        Ok(Pump::filled(name, key, plan, hold, rows, &self.topic, BACKLOG))
     }
 
-    /// Reads the view whole, at a new time it holds: its rows (for a view read whole, each
-    /// step; for one read by its changes, to catch up after changes could not be read).
-    async fn read(&self, pump: &Pump, at: Arc<Hold>) -> Result<Step, SqlError> {
-        let read = async {
-            let rows = rows_of(&self.engine.rows_at(&pump.view, &at).await?, pump.key, false);
-            Ok(Step::Whole(at, rows))
-        };
-        tokio::time::timeout(READ_TIMEOUT, read).await.unwrap_or_else(|_| Err(too_long()))
+    /// Reads view `name` whole, at a time held: its rows (for a view read whole, each step;
+    /// for one read by its changes, at the start and to catch up after changes could not be
+    /// read).
+    async fn read(&self, name: &str, key: Option<usize>, at: &Arc<Hold>) -> Result<Rows, SqlError> {
+        bounded(async { Ok(rows_of(&self.engine.rows_at(name, at).await?, key, false)) }).await
     }
 
     /// The view's changes from the time its rows are at (held) to the latest: `None` when the
@@ -290,14 +261,11 @@ impl Feeds {
                 _ => return Ok(None),
             }
         };
-        let read = async {
-            if at.time() <= since.time() {
-                return Ok(Some((since, Rows::new())));
-            }
-            let answer = self.engine.changes(&plan, &since, &at).await?;
-            Ok(Some((at, rows_of(&answer, pump.key, true))))
-        };
-        tokio::time::timeout(READ_TIMEOUT, read).await.unwrap_or_else(|_| Err(too_long()))
+        if at.time() <= since.time() {
+            return Ok(Some((since, Rows::new())));
+        }
+        let answer = bounded(self.engine.changes(&plan, &since, &at)).await?;
+        Ok(Some((at, rows_of(&answer, pump.key, true))))
     }
 
     /// Watches one view until it is gone or nobody has subscribed for [`RETAIN`].
@@ -347,7 +315,7 @@ impl Feeds {
             last_check = now;
             // Only the offsets move the views (the history is loaded before any read): a
             // cheap read says whether a full one is worth it.
-            let Some(latest) = self.latest().await else { continue };
+            let Ok(latest) = self.latest().await else { continue };
             let offsets = latest.reading();
             let (moved, time, by_changes) = {
                 let state = pump.state();
@@ -363,9 +331,13 @@ impl Feeds {
             let pause = if by_changes { read_cost } else { read_cost * 3 };
             if (moved && last_read.elapsed() >= pause) || (due && by_changes) {
                 let started = Instant::now();
+                let whole = || async {
+                    let rows = self.read(&pump.view, pump.key, &latest).await?;
+                    Ok::<_, SqlError>(Step::Whole(Arc::clone(&latest), rows))
+                };
                 let read = match self.read_changes(&pump, Arc::clone(&latest)).await {
                     Ok(Some((hold, changes))) => Ok(Step::Changes(hold, changes)),
-                    Ok(None) => self.read(&pump, Arc::clone(&latest)).await,
+                    Ok(None) => whole().await,
                     Err(error) if error.code() == "42P01" => Err(error),
                     // Changes that could not be read (in time, or at all): the view is read
                     // whole at a new time, from which its changes are read again.
@@ -373,7 +345,7 @@ impl Feeds {
                         tracing::warn!(view = %pump.view, %error, "a changefeed could not read its changes");
                         let hold = pump.state().hold.take();
                         drop(hold);
-                        self.read(&pump, Arc::clone(&latest)).await
+                        whole().await
                     }
                 };
                 (last_read, read_cost) = (Instant::now(), started.elapsed());
@@ -426,21 +398,21 @@ impl Feeds {
     /// The latest time every view is complete through, held, with the offsets then: pinned
     /// at most once per [`POLL`] for all the pumps (each pin asks every worker), `None` when it
     /// cannot be. A pump steps to it, and holds it as its next time.
-    pub async fn latest(&self) -> Option<Arc<Hold>> {
+    pub async fn latest(&self) -> Result<Arc<Hold>, SqlError> {
         let mut latest = self.latest.lock().await;
         if let Some((at, hold)) = latest.as_ref() {
             if let Some(hold) = hold.upgrade().filter(|_| at.elapsed() < POLL) {
-                return Some(hold);
+                return Ok(hold);
             }
         }
-        let hold = self.engine.hold().await.ok()?;
+        let hold = bounded(self.engine.hold()).await?;
         *latest = Some((Instant::now(), Arc::downgrade(&hold)));
-        Some(hold)
+        Ok(hold)
     }
 
     /// The offsets the views reflect now (see [`Feeds::latest`]).
     pub async fn offsets(&self) -> Option<Reading> {
-        self.latest().await.map(|hold| hold.reading().clone())
+        self.latest().await.ok().map(|hold| hold.reading().clone())
     }
 
     /// Ends a pump: subscribers get `reason` (if any), and none can join it.
@@ -462,7 +434,10 @@ impl Feeds {
     }
 }
 
-/// A read that took longer than [`READ_TIMEOUT`].
-fn too_long() -> SqlError {
-    SqlError::Canceled(format!("the read took longer than {} ms", READ_TIMEOUT.as_millis()))
+/// `read`, failed if it takes longer than [`READ_TIMEOUT`]: a feed never waits on a stalled
+/// worker for ever.
+async fn bounded<T>(read: impl std::future::Future<Output = Result<T, SqlError>>) -> Result<T, SqlError> {
+    tokio::time::timeout(READ_TIMEOUT, read).await.unwrap_or_else(|_| {
+        Err(SqlError::Canceled(format!("the read took longer than {} ms", READ_TIMEOUT.as_millis())))
+    })
 }

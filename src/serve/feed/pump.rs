@@ -75,6 +75,36 @@ pub(super) struct PumpState {
 }
 
 impl Pump {
+    /// A pump of view `view` (its rows named by the cell `key`), filled with its `rows` at
+    /// `hold` — held as the time its changes are read from, if it has a `plan` for them — for
+    /// subscribers of up to `backlog` events behind.
+    pub(super) fn filled(
+        view: &str,
+        key: Option<usize>,
+        plan: Option<ChangesPlan>,
+        hold: Arc<Hold>,
+        rows: Rows,
+        topic: &str,
+        backlog: usize,
+    ) -> Pump {
+        let positions = hold.reading().clone();
+        let time = positions.time;
+        let state = PumpState {
+            time,
+            offsets: as_of(&positions, topic)["offsets"].clone(),
+            positions,
+            rows,
+            // A view read whole holds no time.
+            hold: plan.is_some().then_some(hold),
+            plan,
+            retained: VecDeque::new(),
+            base: time,
+            ended: false,
+        };
+        let (sender, _) = broadcast::channel(backlog);
+        Pump { view: view.to_owned(), key, sender, state: Mutex::new(state) }
+    }
+
     pub(super) fn state(&self) -> std::sync::MutexGuard<'_, PumpState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
