@@ -12,7 +12,7 @@
 //! | serving | [`serve`] (reading arrangements), [`reading`] (what a read returns), [`output`] (tables and files) |
 //! | running | [`run`] (`lambda run`: workers, coordinator, snapshots), [`control`] (orders between workers), [`state`] (snapshot files) |
 //! | checking | [`oracle`] (the from-scratch recomputation), [`verify`] |
-//! | tools | [`gen`] (synthetic data), [`filter`], [`config`], [`cli`] |
+//! | tools | [`gen`] (synthetic data), [`nexmark`] (the Nexmark streams), [`filter`], [`config`], [`cli`] |
 
 #![warn(missing_docs)]
 
@@ -30,6 +30,7 @@ pub mod demo;
 pub mod event;
 pub mod filter;
 pub mod gen;
+pub mod nexmark;
 pub mod oracle;
 pub mod output;
 pub mod produce;

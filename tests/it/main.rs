@@ -27,6 +27,7 @@ mod event_rules;
 mod fuzz_inputs;
 mod history_reader;
 mod house;
+mod nexmark_reference;
 mod probe_e2e;
 mod read_your_writes_e2e;
 mod reliability_e2e;
