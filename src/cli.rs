@@ -127,6 +127,15 @@ pub struct ProduceArgs {
     /// or deletes one of them (a bounded key set, for long runs).
     #[arg(long)]
     pub ids: Option<u64>,
+    /// Send the Nexmark streams instead: this many events (people, auctions and bids, 1:3:46)
+    /// as JSON to the topics `person`, `auction` and `bid`, as fast as the broker takes them;
+    /// `--corrections` re-sends that fraction of bids with a new price, `--deletes` deletes
+    /// that fraction, `--seed` [default: 1].
+    #[arg(long, value_name = "EVENTS", conflicts_with_all = ["input", "generate"])]
+    pub nexmark: Option<u64>,
+    /// With `--nexmark`: the fraction of bids deleted (`"op":"delete"`) [default: 0].
+    #[arg(long, requires = "nexmark")]
+    pub deletes: Option<f64>,
 }
 
 /// What `lambda produce` sends.
@@ -136,6 +145,8 @@ pub enum ProduceSource {
     Lines(PathBuf),
     /// Generated load.
     Generated,
+    /// The Nexmark streams, this many events.
+    Nexmark(u64),
 }
 
 impl ProduceArgs {
@@ -152,6 +163,9 @@ impl ProduceArgs {
             || self.seed.is_some()
             || self.id_prefix.is_some()
             || self.ids.is_some();
+        if let Some(events) = self.nexmark {
+            return ProduceSource::Nexmark(events);
+        }
         match &self.input {
             Some(path) => ProduceSource::Lines(path.clone()),
             None if asked_to_generate || stdin == StdinKind::Other => ProduceSource::Generated,

@@ -197,11 +197,59 @@ fn run_produce(args: &ProduceArgs, settings: &Settings) -> anyhow::Result<()> {
             );
             produce(brokers, topic, gen::Generator::new(&options), Pace::PerSecond(rate), stop)?
         }
+        cli::ProduceSource::Nexmark(events) => return produce_nexmark(args, brokers, events, &stop),
     };
     eprintln!("sent {} messages to {topic} at {brokers}; to read them back at once:", sent.sent);
     if !sent.next_offsets.is_empty() {
         // Ready to paste: `?min_offsets=...` over HTTP, `SET min_offsets = '...'` over SQL.
         println!("min_offsets={}", atelier_lambda::serve::bound::MinOffsets(sent.next_offsets).display(topic));
+    }
+    Ok(())
+}
+
+/// `lambda produce --nexmark EVENTS`: each stream to its topic, the three at once.
+fn produce_nexmark(
+    args: &ProduceArgs,
+    brokers: &str,
+    events: u64,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> anyhow::Result<()> {
+    use atelier_lambda::nexmark::generator::{Generator, Options};
+    use atelier_lambda::nexmark::Stream;
+    let options = Options {
+        events,
+        seed: args.seed.unwrap_or(1),
+        corrections: args.corrections.unwrap_or(0.0),
+        deletes: args.deletes.unwrap_or(0.0),
+        ..Options::default()
+    };
+    eprintln!("sending {events} Nexmark events to the topics person, auction and bid at {brokers}");
+    let sent: Vec<anyhow::Result<atelier_lambda::produce::Produced>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = Stream::ALL
+            .into_iter()
+            .map(|stream| {
+                scope.spawn(move || {
+                    // Each thread generates every event and sends its stream's.
+                    let lines = Generator::new(options).filter(move |e| e.stream() == stream).map(|e| e.json());
+                    produce(brokers, stream.name(), lines, Pace::Flat, stop)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a producer thread failed"))))
+            .collect()
+    });
+    let mut bounds = Vec::new();
+    for (stream, sent) in Stream::ALL.into_iter().zip(sent) {
+        let sent = sent?;
+        eprintln!("sent {} messages to {}", sent.sent, stream.name());
+        if !sent.next_offsets.is_empty() {
+            bounds.push(atelier_lambda::serve::bound::MinOffsets(sent.next_offsets).display(stream.name()));
+        }
+    }
+    if !bounds.is_empty() {
+        println!("min_offsets={}", bounds.join(","));
     }
     Ok(())
 }

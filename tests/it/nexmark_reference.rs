@@ -1,6 +1,7 @@
 //! The Nexmark streams as tables: people, auctions and bids from the generator, with bids
-//! corrected (re-sent by id with a new price) and deleted, loaded as the tables' history —
-//! every table and a query of Nexmark's (q2, a filter) equal the events applied in order.
+//! corrected (re-sent by id with a new price) and deleted — loaded as the tables' history, or
+//! sent by `lambda produce --nexmark` to a broker that `lambda run` reads — every table and a
+//! query of Nexmark's (q2, a filter) equal the events applied in order.
 
 use std::collections::BTreeMap;
 
@@ -8,18 +9,14 @@ use atelier_lambda::nexmark::generator::{Generator, Options};
 use atelier_lambda::nexmark::{Event, Stream};
 
 use crate::common::engine::{Live, V};
+use crate::common::live::{history, lambda, post_sql, Run, TestBroker};
 use crate::common::{temp_dir, write_history};
 
-#[test]
-fn nexmark_tables_with_corrections_and_q2_equal_the_events_applied_in_order() {
-    let dir = temp_dir("nexmark");
-    let options = Options { events: 20_000, corrections: 0.1, deletes: 0.02, seed: 5, ..Options::default() };
-    let events: Vec<Event> = Generator::new(options).collect();
-    // The rows each stream's table must hold: the last version of each id.
-    let (mut people, mut auctions, mut bids) = (0i64, 0i64, BTreeMap::new());
-    let mut lines: BTreeMap<Stream, Vec<String>> = BTreeMap::new();
-    for event in &events {
-        lines.entry(event.stream()).or_default().push(event.json());
+/// What the tables hold once `events` are applied in order: how many people and auctions,
+/// and each live bid's (auction, price) by id.
+fn applied(events: &[Event]) -> (i64, i64, BTreeMap<u64, (u64, u64)>) {
+    let (mut people, mut auctions, mut bids) = (0, 0, BTreeMap::new());
+    for event in events {
         match event {
             Event::Person(_) => people += 1,
             Event::Auction(_) => auctions += 1,
@@ -30,6 +27,19 @@ fn nexmark_tables_with_corrections_and_q2_equal_the_events_applied_in_order() {
                 bids.remove(id);
             }
         }
+    }
+    (people, auctions, bids)
+}
+
+#[test]
+fn nexmark_tables_with_corrections_and_q2_equal_the_events_applied_in_order() {
+    let dir = temp_dir("nexmark");
+    let options = Options { events: 20_000, corrections: 0.1, deletes: 0.02, seed: 5, ..Options::default() };
+    let events: Vec<Event> = Generator::new(options).collect();
+    let (people, auctions, bids) = applied(&events);
+    let mut lines: BTreeMap<Stream, Vec<String>> = BTreeMap::new();
+    for event in &events {
+        lines.entry(event.stream()).or_default().push(event.json());
     }
     let history = write_history(&dir, &[]);
     let mut live = Live::start(&history, 2, &dir, 1000);
@@ -57,5 +67,49 @@ fn nexmark_tables_with_corrections_and_q2_equal_the_events_applied_in_order() {
     assert!(!q2.is_empty(), "the filter keeps some bids");
     assert_eq!(live.rows("SELECT auction, price FROM q2 ORDER BY auction, price"), q2);
     drop(live);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn lambda_produce_sends_the_nexmark_streams_that_tables_read_from_their_topics() {
+    let dir = temp_dir("nexmark-produce");
+    let broker = TestBroker::mock();
+    for stream in Stream::ALL {
+        broker.create_topic(stream.name(), 3);
+    }
+    let mut run = Run::start(&broker.address(), &history(&dir, &[]), 2, &dir, &[]);
+    run.views_at(&Default::default());
+    for stream in Stream::ALL {
+        let create = stream.create_table(&format!("connector = 'kafka', topic = '{}', format = 'json'", stream.name()));
+        let (status, answer) = post_sql(&run.http, &create);
+        assert_eq!(status, 200, "{create}: {answer}");
+    }
+    let out = lambda()
+        .args(["produce", "--brokers", &broker.address(), "--nexmark", "5000", "--corrections", "0.1"])
+        .args(["--deletes", "0.02", "--seed", "3"])
+        .output()
+        .expect("lambda produce runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The read-your-writes bound it prints covers the three topics.
+    let bound = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    for stream in Stream::ALL {
+        assert!(bound.contains(&format!("{}/", stream.name())), "{bound}");
+    }
+    let options = Options { events: 5000, corrections: 0.1, deletes: 0.02, seed: 3, ..Options::default() };
+    let (people, auctions, bids) = applied(&Generator::new(options).collect::<Vec<_>>());
+    let total: i64 = bids.values().map(|(_, p)| *p as i64).sum();
+    let statement = "SELECT (SELECT count(*) FROM person) AS p, (SELECT count(*) FROM auction) AS a, \
+                     (SELECT count(*) FROM bid) AS b, (SELECT sum(price) FROM bid) AS s";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, answer) = post_sql(&run.http, statement);
+        assert_eq!(status, 200, "{answer}");
+        if answer["rows"] == serde_json::json!([[people, auctions, bids.len(), total]]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{answer}, expected {people} {auctions} {} {total}", bids.len());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(run);
     let _ = std::fs::remove_dir_all(&dir);
 }
