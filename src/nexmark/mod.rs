@@ -14,6 +14,7 @@
 //! through.
 
 pub mod generator;
+pub mod queries;
 
 /// One event of the three streams.
 #[derive(Clone, Debug, PartialEq, Eq)]

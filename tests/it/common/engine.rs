@@ -172,6 +172,31 @@ impl Live {
         self.producer.flush(Duration::from_secs(30)).expect("the broker took the message");
     }
 
+    /// Sends messages (a key, a body; no body: a tombstone) to partition 0 of `topic`, in
+    /// order, and waits until the broker has them all.
+    pub fn send_all_to(&mut self, topic: &str, messages: &[(Option<String>, Option<String>)]) {
+        for (key, body) in messages {
+            loop {
+                let mut record = BaseRecord::<str, str>::to(topic).partition(0);
+                if let Some(key) = key {
+                    record = record.key(key.as_str());
+                }
+                if let Some(body) = body {
+                    record = record.payload(body.as_str());
+                }
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((error, _)) => {
+                        let full = error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull);
+                        assert!(full, "{error}");
+                        self.producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+        self.producer.flush(Duration::from_secs(60)).expect("the broker took the messages");
+    }
+
     /// Holds the latest complete time (a changefeed's hold), once the views reflect every
     /// message sent.
     pub fn hold(&mut self) -> std::sync::Arc<Hold> {
