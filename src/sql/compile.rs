@@ -19,6 +19,7 @@
 //! | `TableScan` of `transactions`, a table, a compiled view (with its pushed filters) | `Transactions`, `Table`, `View` |
 //! | `Filter`, `Projection`, `SubqueryAlias` | `Filter`, `Map`, nothing |
 //! | `Join` on equalities, inner or left (a left join without other conditions) | `Join` |
+//! | `Join` of kind `LeftSemi` on equalities | `Join` with the right side's distinct keys, then `Map` to the left columns |
 //! | `Aggregate` with `count`, `count(DISTINCT)`, `sum`, `min`, `max` (and `avg` at the top) | `Reduce` |
 //! | `Union` (`UNION ALL`), `Distinct` | `Union`, `Distinct` |
 //! | `Sort` with a fetch, `Limit` over a `Sort` (`ORDER BY … LIMIT k OFFSET n`) | `TopK` of one group |
@@ -311,6 +312,7 @@ fn rows_bounded(plan: &LogicalPlan, bound: RankBound) -> Result<(RowPlan, Vec<Co
             }
             Ok((RowPlan::Map { input: Box::new(input), exprs }, types))
         }
+        LogicalPlan::Join(join) if join.join_type == JoinType::LeftSemi => semi_join(join),
         LogicalPlan::Join(join) => {
             let left_outer = match join.join_type {
                 JoinType::Inner => false,
@@ -443,6 +445,40 @@ fn rows_bounded(plan: &LogicalPlan, bound: RankBound) -> Result<(RowPlan, Vec<Co
 }
 
 /// The first rows of `sort`'s input in its order: `limit` of them after `offset`.
+/// A semi join — the left rows whose key the right side has, each once — as an inner join
+/// of the left rows with the right side's distinct keys, keeping the left columns (DataFusion
+/// plans one for a join whose right side is only tested).
+fn semi_join(join: &datafusion::logical_expr::Join) -> Result<(RowPlan, Vec<ColumnType>), SqlError> {
+    if join.on.is_empty() || join.filter.is_some() {
+        return Err(SqlError::Unsupported(
+            "a semi join (EXISTS, IN) in a view with conditions besides equalities".into(),
+        ));
+    }
+    if join.null_equality != datafusion::common::NullEquality::NullEqualsNothing {
+        return Err(SqlError::Unsupported("a join where NULL equals NULL in a view".into()));
+    }
+    let (left, left_types) = rows(&join.left)?;
+    let (right, right_types) = rows(&join.right)?;
+    let (mut left_keys, mut right_keys) = (Vec::new(), Vec::new());
+    for (l, r) in &join.on {
+        left_keys.push(scalar(l, join.left.schema(), &left_types)?.0);
+        right_keys.push(scalar(r, join.right.schema(), &right_types)?.0);
+    }
+    let width = right_keys.len();
+    let keys = RowPlan::Distinct(Box::new(RowPlan::Map { input: Box::new(right), exprs: right_keys }));
+    let left_width = left_types.len();
+    let joined = RowPlan::Join {
+        left: Box::new(left),
+        right: Box::new(keys),
+        left_keys,
+        right_keys: (0..width).map(Scalar::Column).collect(),
+        left_outer: false,
+        right_width: width,
+    };
+    let exprs = (0..left_width).map(Scalar::Column).collect();
+    Ok((RowPlan::Map { input: Box::new(joined), exprs }, left_types))
+}
+
 fn top_k(
     sort: &datafusion::logical_expr::Sort,
     offset: usize,

@@ -60,17 +60,35 @@ pub struct Planned {
 /// tables, views over compiled views, more keys and aggregates.
 pub fn plan(id: u64, plan: LogicalPlan, optimized: &LogicalPlan, workers: usize) -> Result<Planned, SqlError> {
     let reads = read_relations(&plan)?;
+    let compiled = || -> Result<Planned, SqlError> {
+        let compiled = super::compile::compile(id, optimized, workers)?;
+        let maintained = Maintained { id, key: ViewKey::Nothing, filter: None, plan: Some(compiled.plan) };
+        Ok(Planned { maintained: Some(maintained), read: compiled.read, reads: reads.clone(), key: None })
+    };
+    let subqueries_read_more = subqueries_read_more(&plan, &reads)?;
     match plan_groups(id, plan, workers) {
-        Err(SqlError::Unsupported(_)) => {
-            let compiled = super::compile::compile(id, optimized, workers)?;
-            let maintained = Maintained { id, key: ViewKey::Nothing, filter: None, plan: Some(compiled.plan) };
-            Ok(Planned { maintained: Some(maintained), read: compiled.read, reads, key: None })
-        }
+        Err(SqlError::Unsupported(_)) => compiled(),
+        // A view over one relation whose subqueries read others (`IN (SELECT … FROM t)`, a
+        // semi join): kept by the dataflow when it compiles, else read through.
+        Ok(planned) if planned.maintained.is_none() && subqueries_read_more => compiled().or(Ok(planned)),
         other => other,
     }
 }
 
-/// The relations a plan scans, by name.
+/// Whether the subqueries of `plan` read relations besides `reads` (what it scans itself).
+fn subqueries_read_more(plan: &LogicalPlan, reads: &[String]) -> Result<bool, SqlError> {
+    let mut more = false;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            more |= !reads.iter().any(|r| r == scan.table_name.table());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| SqlError::Internal(e.to_string()))?;
+    Ok(more)
+}
+
+/// The relations a plan scans, by name (not in its subqueries).
 fn read_relations(plan: &LogicalPlan) -> Result<Vec<String>, SqlError> {
     let mut reads = Vec::new();
     plan.apply(|node| {

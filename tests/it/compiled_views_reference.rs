@@ -21,7 +21,7 @@ use common::*;
 use proptest::prelude::*;
 
 /// The views, by name: a `SELECT` and how many columns it shows. The last reads the first.
-const VIEWS: [(&str, &str, usize); 16] = [
+const VIEWS: [(&str, &str, usize); 17] = [
     (
         "spend_by_city",
         "SELECT i.city, sum(t.amount) AS total, count(*) AS n, avg(t.amount) AS mean \
@@ -92,6 +92,12 @@ const VIEWS: [(&str, &str, usize); 16] = [
     ),
     // A table's rows sought by a key the view does not show.
     ("ali_info", "SELECT city, segment FROM info WHERE customer = 'Ali'", 2),
+    // A semi join: the transactions of customers the table places in Lyon.
+    (
+        "in_lyon",
+        "SELECT customer, amount FROM transactions WHERE customer IN (SELECT customer FROM info WHERE city = 'Lyon')",
+        2,
+    ),
 ];
 
 const CUSTOMERS: [&str; 6] = ["Ali", "Sara", "Mounir", "Zoé", "Li", "Nobody"];
@@ -317,7 +323,7 @@ proptest! {
             0..4,
         ),
         workers in prop::sample::select(vec![1usize, 2]),
-        extra in prop::sample::subsequence(vec![1usize, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15], 1..5),
+        extra in prop::sample::subsequence(vec![1usize, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16], 1..5),
         later in 0usize..3,
     ) {
         // Always the join and the view over it; a few of the others.
