@@ -127,6 +127,21 @@ fn relation_of(aggregate: &Aggregate) -> Option<Relation> {
         _ => return None,
     };
     // Below the aggregation: all the transactions (the hours: those with a time).
+    let predicates = transactions_filtered(aggregate).ok()?;
+    let has_time =
+        |p: &Expr| matches!(p, Expr::IsNotNull(e) if matches!(e.as_ref(), Expr::Column(c) if c.name == "ts"));
+    match (relation, predicates.as_slice()) {
+        (Relation::Hourly, [p]) if has_time(p) => Some(relation),
+        (Relation::Hourly, _) => None,
+        (_, []) => Some(relation),
+        _ => None,
+    }
+}
+
+/// The predicates that the transactions an aggregation reads pass (of its filters, and those
+/// pushed into its scan), if what is below it is the transactions filtered — through aliases
+/// and projections of columns; else the first other operator met.
+pub fn transactions_filtered(aggregate: &Aggregate) -> Result<Vec<Expr>, &LogicalPlan> {
     let mut input = aggregate.input.as_ref();
     let mut predicates = Vec::new();
     loop {
@@ -141,18 +156,10 @@ fn relation_of(aggregate: &Aggregate) -> Option<Relation> {
             }
             LogicalPlan::TableScan(scan) if scan.table_name.table() == "transactions" => {
                 predicates.extend(scan.filters.iter().cloned());
-                break;
+                return Ok(predicates);
             }
-            _ => return None,
+            other => return Err(other),
         }
-    }
-    let has_time =
-        |p: &Expr| matches!(p, Expr::IsNotNull(e) if matches!(e.as_ref(), Expr::Column(c) if c.name == "ts"));
-    match (relation, predicates.as_slice()) {
-        (Relation::Hourly, [p]) if has_time(p) => Some(relation),
-        (Relation::Hourly, _) => None,
-        (_, []) => Some(relation),
-        _ => None,
     }
 }
 

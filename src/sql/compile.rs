@@ -324,9 +324,6 @@ fn rows_bounded(plan: &LogicalPlan, bound: RankBound) -> Result<(RowPlan, Vec<Co
                     "a join without an equality in a view: it would keep every pair of rows (unbounded state)".into(),
                 ));
             }
-            if join.null_equality != datafusion::common::NullEquality::NullEqualsNothing {
-                return Err(SqlError::Unsupported("a join where NULL equals NULL in a view".into()));
-            }
             // A join meets at most one row of one side per key: its rows are never more than
             // the other side's (no join of two sides with many rows per key, which grows as
             // their product).
@@ -338,13 +335,7 @@ fn rows_bounded(plan: &LogicalPlan, bound: RankBound) -> Result<(RowPlan, Vec<Co
                         .into(),
                 ));
             }
-            let (left, left_types) = rows(&join.left)?;
-            let (right, right_types) = rows(&join.right)?;
-            let (mut left_keys, mut right_keys) = (Vec::new(), Vec::new());
-            for (l, r) in &join.on {
-                left_keys.push(scalar(l, join.left.schema(), &left_types)?.0);
-                right_keys.push(scalar(r, join.right.schema(), &right_types)?.0);
-            }
+            let ((left, left_types), (right, right_types), left_keys, right_keys) = join_sides(join)?;
             let right_width = right_types.len();
             let types: Vec<ColumnType> = left_types.into_iter().chain(right_types).collect();
             let joined = RowPlan::Join {
@@ -444,7 +435,6 @@ fn rows_bounded(plan: &LogicalPlan, bound: RankBound) -> Result<(RowPlan, Vec<Co
     }
 }
 
-/// The first rows of `sort`'s input in its order: `limit` of them after `offset`.
 /// A semi join — the left rows whose key the right side has, each once — as an inner join
 /// of the left rows with the right side's distinct keys, keeping the left columns (DataFusion
 /// plans one for a join whose right side is only tested).
@@ -454,16 +444,7 @@ fn semi_join(join: &datafusion::logical_expr::Join) -> Result<(RowPlan, Vec<Colu
             "a semi join (EXISTS, IN) in a view with conditions besides equalities".into(),
         ));
     }
-    if join.null_equality != datafusion::common::NullEquality::NullEqualsNothing {
-        return Err(SqlError::Unsupported("a join where NULL equals NULL in a view".into()));
-    }
-    let (left, left_types) = rows(&join.left)?;
-    let (right, right_types) = rows(&join.right)?;
-    let (mut left_keys, mut right_keys) = (Vec::new(), Vec::new());
-    for (l, r) in &join.on {
-        left_keys.push(scalar(l, join.left.schema(), &left_types)?.0);
-        right_keys.push(scalar(r, join.right.schema(), &right_types)?.0);
-    }
+    let ((left, left_types), (right, _), left_keys, right_keys) = join_sides(join)?;
     let width = right_keys.len();
     let keys = RowPlan::Distinct(Box::new(RowPlan::Map { input: Box::new(right), exprs: right_keys }));
     let left_width = left_types.len();
@@ -479,6 +460,25 @@ fn semi_join(join: &datafusion::logical_expr::Join) -> Result<(RowPlan, Vec<Colu
     Ok((RowPlan::Map { input: Box::new(joined), exprs }, left_types))
 }
 
+/// The rows of both sides of `join`, and each side's key (its equalities), over them.
+type JoinSides = ((RowPlan, Vec<ColumnType>), (RowPlan, Vec<ColumnType>), Vec<Scalar>, Vec<Scalar>);
+
+/// Both sides of `join` and their keys; refuses a join where NULL equals NULL.
+fn join_sides(join: &datafusion::logical_expr::Join) -> Result<JoinSides, SqlError> {
+    if join.null_equality != datafusion::common::NullEquality::NullEqualsNothing {
+        return Err(SqlError::Unsupported("a join where NULL equals NULL in a view".into()));
+    }
+    let (left, left_types) = rows(&join.left)?;
+    let (right, right_types) = rows(&join.right)?;
+    let (mut left_keys, mut right_keys) = (Vec::new(), Vec::new());
+    for (l, r) in &join.on {
+        left_keys.push(scalar(l, join.left.schema(), &left_types)?.0);
+        right_keys.push(scalar(r, join.right.schema(), &right_types)?.0);
+    }
+    Ok(((left, left_types), (right, right_types), left_keys, right_keys))
+}
+
+/// The first rows of `sort`'s input in its order: `limit` of them after `offset`.
 fn top_k(
     sort: &datafusion::logical_expr::Sort,
     offset: usize,

@@ -210,30 +210,12 @@ fn maintained(
         _ => return Err(SqlError::Unsupported("a view grouped by more than one key".into())),
     };
     // Below the aggregation: the transactions, filtered (the filter is kept as SQL text).
-    let mut input = aggregate.input.as_ref();
-    let mut predicates = Vec::new();
-    loop {
-        match input {
-            LogicalPlan::Filter(filter) => {
-                predicates.push(filter.predicate.clone());
-                input = filter.input.as_ref();
-            }
-            LogicalPlan::SubqueryAlias(alias) => input = alias.input.as_ref(),
-            LogicalPlan::Projection(projection) if projection.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
-                input = projection.input.as_ref()
-            }
-            LogicalPlan::TableScan(scan) if scan.table_name.table() == "transactions" => {
-                predicates.extend(scan.filters.iter().cloned());
-                break;
-            }
-            other => {
-                return Err(SqlError::Unsupported(format!(
-                    "{} under a view's aggregation",
-                    other.display().to_string().split(':').next().unwrap_or("an operator")
-                )))
-            }
-        }
-    }
+    let predicates = super::builtin::transactions_filtered(aggregate).map_err(|other| {
+        SqlError::Unsupported(format!(
+            "{} under a view's aggregation",
+            other.display().to_string().split(':').next().unwrap_or("an operator")
+        ))
+    })?;
     let filter = match predicates.into_iter().reduce(Expr::and) {
         None => None,
         Some(predicate) => Some(sql_text(unqualified(predicate)?)?),
