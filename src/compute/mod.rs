@@ -7,7 +7,8 @@
 //! - [`relation`]: the relations and their columns, in one place;
 //! - [`columns`]: the four column types and the Arrow arrays a worker builds;
 //! - [`filter`]: a created view's `WHERE`, evaluated over batches of transactions;
-//! - [`plan`]: what a compiled view's dataflow is built from, on every worker;
+//! - [`plan`]: what a compiled view's dataflow is built from, on every worker, and
+//!   [`scalar`]: the values it computes from a row;
 //! - [`scan`]: a worker's open scans, each read a slice at a time between the dataflow's own
 //!   steps, so that a scan of millions of rows never stops the stream; and the channels their
 //!   batches reach the reader by;
@@ -23,5 +24,6 @@ pub mod filter;
 pub mod outlet;
 pub mod plan;
 pub mod relation;
+pub mod scalar;
 pub mod scan;
 pub mod walk;

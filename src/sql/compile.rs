@@ -24,7 +24,7 @@
 //! | `Union` (`UNION ALL`), `Distinct` | `Union`, `Distinct` |
 //! | `Sort` with a fetch, `Limit` over a `Sort` (`ORDER BY … LIMIT k OFFSET n`) | `TopK` of one group |
 //! | `Window` of `row_number() OVER (PARTITION BY … ORDER BY …)` under a filter bounding it (`WHERE rn <= k`) | `TopK` per partition, with the rank |
-//! | expressions: columns, constants, comparisons, `AND`/`OR`/`NOT`, `IS [NOT] NULL`, `BETWEEN`, `IN (…)`, `+ - * / %` of integers and amounts, `date_trunc('second' \| 'minute' \| 'hour' \| 'day' \| 'week', ts)`, `date_bin(interval, ts[, origin])`, casts between the same types | `Scalar` |
+//! | expressions: columns, constants, comparisons, `AND`/`OR`/`NOT`, `IS [NOT] NULL`, `BETWEEN`, `CASE WHEN … END`, `IN (…)`, `+ - * / %` of integers and amounts, `date_trunc('second' \| 'minute' \| 'hour' \| 'day' \| 'week', ts)`, `date_bin(interval, ts[, origin])`, casts between the same types | `Scalar` |
 //!
 //! Anything else is refused (0A000), naming it; a join without an equality (which would keep
 //! every pair) is refused with that reason.

@@ -104,6 +104,31 @@ pub(super) fn scalar(expr: &Expr, schema: &DFSchema, types: &[ColumnType]) -> Re
             let (inner, ty) = scalar(inner, schema, types)?;
             Ok((Scalar::Not(Box::new(inner)), ty))
         }
+        // A searched CASE whose values are of one type (or NULL).
+        Expr::Case(case) if case.expr.is_none() => {
+            let mut ty = None;
+            let mut value = |expr: &Expr| -> Result<Scalar, SqlError> {
+                let (value, value_ty) = scalar(expr, schema, types)?;
+                if value != Scalar::Literal(Owned::Null) {
+                    if ty.is_some_and(|t| t != value_ty) {
+                        return Err(unsupported());
+                    }
+                    ty = Some(value_ty);
+                }
+                Ok(value)
+            };
+            let mut branches = Vec::new();
+            for (when, then) in &case.when_then_expr {
+                let (condition, _) = scalar(when, schema, types)?;
+                branches.push((condition, value(then)?));
+            }
+            let otherwise = match &case.else_expr {
+                Some(otherwise) => value(otherwise)?,
+                None => Scalar::Literal(Owned::Null),
+            };
+            let ty = ty.ok_or_else(unsupported)?;
+            Ok((Scalar::Case { branches, otherwise: Box::new(otherwise) }, ty))
+        }
         Expr::IsNull(inner) => {
             let (inner, ty) = scalar(inner, schema, types)?;
             Ok((Scalar::IsNull(Box::new(inner)), ty))

@@ -21,7 +21,7 @@ use common::*;
 use proptest::prelude::*;
 
 /// The views, by name: a `SELECT` and how many columns it shows. The last reads the first.
-const VIEWS: [(&str, &str, usize); 17] = [
+const VIEWS: [(&str, &str, usize); 18] = [
     (
         "spend_by_city",
         "SELECT i.city, sum(t.amount) AS total, count(*) AS n, avg(t.amount) AS mean \
@@ -97,6 +97,13 @@ const VIEWS: [(&str, &str, usize); 17] = [
         "in_lyon",
         "SELECT customer, amount FROM transactions WHERE customer IN (SELECT customer FROM info WHERE city = 'Lyon')",
         2,
+    ),
+    // CASE: the first true branch (a NULL amount takes none).
+    (
+        "sizes",
+        "SELECT CASE WHEN amount < 50 THEN 'small' WHEN amount < 100 THEN 'medium' ELSE 'large' END AS size, \
+         count(*) AS n, sum(CASE WHEN category IS NULL THEN 1 ELSE 0 END) AS uncategorized FROM transactions GROUP BY 1",
+        3,
     ),
 ];
 
@@ -323,7 +330,7 @@ proptest! {
             0..4,
         ),
         workers in prop::sample::select(vec![1usize, 2]),
-        extra in prop::sample::subsequence(vec![1usize, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16], 1..5),
+        extra in prop::sample::subsequence(vec![1usize, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17], 1..5),
         later in 0usize..3,
     ) {
         // Always the join and the view over it; a few of the others.
