@@ -223,6 +223,11 @@ fn produce_nexmark(
         deletes: args.deletes.unwrap_or(0.0),
         ..Options::default()
     };
+    let (corrections, deletes) = (options.corrections, options.deletes);
+    anyhow::ensure!(
+        corrections >= 0.0 && deletes >= 0.0 && corrections + deletes <= 1.0,
+        "--corrections {corrections} and --deletes {deletes}: each a fraction of the bids, from 0 to 1 together"
+    );
     eprintln!("sending {events} Nexmark events to the topics person, auction and bid at {brokers}");
     let sent: Vec<anyhow::Result<atelier_lambda::produce::Produced>> = std::thread::scope(|scope| {
         let threads: Vec<_> = Stream::ALL
