@@ -214,8 +214,7 @@ fn produce_nexmark(
     events: u64,
     stop: &(dyn Fn() -> bool + Sync),
 ) -> anyhow::Result<()> {
-    use atelier_lambda::nexmark::generator::{Generator, Options};
-    use atelier_lambda::nexmark::Stream;
+    use atelier_lambda::nexmark::generator::Options;
     let options = Options {
         events,
         seed: args.seed.unwrap_or(1),
@@ -223,31 +222,9 @@ fn produce_nexmark(
         deletes: args.deletes.unwrap_or(0.0),
         ..Options::default()
     };
-    let (corrections, deletes) = (options.corrections, options.deletes);
-    anyhow::ensure!(
-        corrections >= 0.0 && deletes >= 0.0 && corrections + deletes <= 1.0,
-        "--corrections {corrections} and --deletes {deletes}: each a fraction of the bids, from 0 to 1 together"
-    );
     eprintln!("sending {events} Nexmark events to the topics person, auction and bid at {brokers}");
-    let sent: Vec<anyhow::Result<atelier_lambda::produce::Produced>> = std::thread::scope(|scope| {
-        let threads: Vec<_> = Stream::ALL
-            .into_iter()
-            .map(|stream| {
-                scope.spawn(move || {
-                    // Each thread generates every event and sends its stream's.
-                    let lines = Generator::new(options).filter(move |e| e.stream() == stream).map(|e| e.json());
-                    produce(brokers, stream.name(), lines, Pace::Flat, stop)
-                })
-            })
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a producer thread failed"))))
-            .collect()
-    });
     let mut bounds = Vec::new();
-    for (stream, sent) in Stream::ALL.into_iter().zip(sent) {
-        let sent = sent?;
+    for (stream, sent) in atelier_lambda::nexmark::send(brokers, options, stop)? {
         eprintln!("sent {} messages to {}", sent.sent, stream.name());
         if !sent.next_offsets.is_empty() {
             bounds.push(atelier_lambda::serve::bound::MinOffsets(sent.next_offsets).display(stream.name()));
