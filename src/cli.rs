@@ -33,6 +33,36 @@ pub enum Command {
     /// Recompute every view from scratch over the inputs a running `lambda run` reflects
     /// (the same history files, the topic up to its offsets), compare, exit 1 on differences.
     Verify(VerifyArgs),
+    /// Run one of Nexmark's queries as a view over the generator's streams in this process,
+    /// time it until it reflects every event, and check it against DataFusion over the same
+    /// events (exit 1 on differences).
+    Nexmark(NexmarkArgs),
+}
+
+/// Options of `lambda nexmark`.
+#[derive(Debug, Args)]
+pub struct NexmarkArgs {
+    /// The query: q0, q1, q2, q3, q4, q7, q8, q9, q17, q18, q19, q20.
+    #[arg(long)]
+    pub query: String,
+    /// Events of the three streams (people, auctions, bids: 1:3:46).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// The fraction of bids re-sent later with a new price (the same id).
+    #[arg(long, default_value_t = 0.0)]
+    pub corrections: f64,
+    /// The fraction of bids deleted later.
+    #[arg(long, default_value_t = 0.0)]
+    pub deletes: f64,
+    /// The generator's seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Dataflow workers.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Time only: do not recompute the query to check the view.
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 /// Options of `lambda verify` (and the settings of the run it checks).
@@ -287,7 +317,7 @@ pub fn parse() -> Result<(Command, Option<Settings>), crate::config::ConfigError
         Command::Demo(a) => a.common.config.as_deref(),
         Command::Produce(a) => a.common.config.as_deref(),
         Command::Verify(a) => a.common.config.as_deref(),
-        Command::Broker(_) | Command::Gen(_) => None,
+        Command::Broker(_) | Command::Gen(_) | Command::Nexmark(_) => None,
     };
     let settings = command_name.map(|c| Settings::for_command(c, config, sub)).transpose()?;
     Ok((parsed.command, settings))

@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => run_produce(&args, &settings),
         Command::Gen(args) => gen::command(&args),
         Command::Verify(args) => return run_verify(&args, &settings),
+        Command::Nexmark(args) => return run_nexmark(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,6 +105,35 @@ fn interrupted() -> anyhow::Result<Arc<AtomicBool>> {
     let set = Arc::clone(&flag);
     ctrlc::set_handler(move || set.store(true, Ordering::SeqCst)).context("cannot install the Ctrl-C handler")?;
     Ok(flag)
+}
+
+/// `lambda nexmark`: one line of figures; exit 1 when the view differs from the
+/// recomputation, 2 when it cannot run.
+fn run_nexmark(args: &cli::NexmarkArgs) -> ExitCode {
+    use atelier_lambda::nexmark::bench::{self, Bench};
+    use atelier_lambda::nexmark::generator::Options;
+    let options = Options {
+        events: args.events,
+        corrections: args.corrections,
+        deletes: args.deletes,
+        seed: args.seed,
+        ..Options::default()
+    };
+    let bench = Bench { query: args.query.clone(), options, workers: args.workers, verify: !args.no_verify };
+    match bench::run(&bench) {
+        Err(error) => {
+            eprintln!("error: {}", describe(&error));
+            ExitCode::from(2)
+        }
+        Ok(measured) => {
+            println!("{}", measured.line(&bench));
+            if measured.differences.is_some_and(|d| d > 0) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+    }
 }
 
 /// `lambda verify`: exit 0 when equal, 1 on differences, 2 when it cannot verify.

@@ -164,6 +164,7 @@ mod tests {
             key: vec![0],
             path: None,
             topic: None,
+            generated: None,
             sql: String::new(),
         }
     }

@@ -21,6 +21,10 @@
 //! assert_eq!(events[4].stream().name(), "bid");
 //! ```
 //!
+//! Each event draws from a random stream of its own, seeded by the seed and its number (the
+//! reference seeds one per event id too), so that one stream's events can be made without the
+//! others' ([`Options::only`]): a table fed by the generator makes only its own rows.
+//!
 //! **Corrections** (ours): after a bid, with probability `corrections` the same bid (same `id`)
 //! is sent again with a new price, and with probability `deletes` it is deleted, each some
 //! events later (up to 1,000) — extra events, beside the `events` of the streams.
@@ -76,6 +80,9 @@ pub struct Options {
     pub corrections: f64,
     /// The probability that a bid is deleted.
     pub deletes: f64,
+    /// Only this stream's events (and, for bids, their corrections and deletes): the same
+    /// events as the whole run's, the others skipped.
+    pub only: Option<super::Stream>,
 }
 
 impl Default for Options {
@@ -88,6 +95,7 @@ impl Default for Options {
             seed: 1,
             corrections: 0.0,
             deletes: 0.0,
+            only: None,
         }
     }
 }
@@ -238,6 +246,21 @@ impl Generator {
     }
 }
 
+/// The stream of event `n`.
+fn stream_of(n: u64) -> super::Stream {
+    match n % TOTAL_PROPORTION {
+        o if o < PERSON_PROPORTION => super::Stream::Person,
+        o if o < PERSON_PROPORTION + AUCTION_PROPORTION => super::Stream::Auction,
+        _ => super::Stream::Bid,
+    }
+}
+
+/// The random stream event `n` draws from.
+fn event_rng(seed: u64, n: u64) -> Rng {
+    let mut mixed = Rng(seed ^ n.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    Rng(mixed.next())
+}
+
 /// The 0-based number of the last person made at or before event `n`.
 fn last_person(n: u64) -> u64 {
     let (epoch, offset) = (n / TOTAL_PROPORTION, n % TOTAL_PROPORTION);
@@ -264,31 +287,38 @@ impl Iterator for Generator {
     type Item = Event;
 
     fn next(&mut self) -> Option<Event> {
-        let due = self.pending.peek().is_some_and(|p| p.0 .0 <= self.next || self.next >= self.options.events);
-        if due {
-            let std::cmp::Reverse((_, _, pending)) = self.pending.pop().expect("peeked");
-            return Some(match pending {
-                Pending::Corrected(id, auction, bidder, price, date_time, channel) => Event::Bid(Bid {
-                    id,
-                    auction,
-                    bidder,
-                    price,
-                    channel: format!("channel-{channel}"),
-                    url: format!("https://www.nexmark.com/channel/{channel}/item.htm?query=1&channel_id={channel}"),
-                    date_time,
-                    extra: String::new(),
-                }),
-                Pending::Deleted(id) => Event::BidDeleted(id),
-            });
-        }
-        if self.next >= self.options.events {
-            return None;
-        }
-        let n = self.next;
-        let event = match n % TOTAL_PROPORTION {
-            o if o < PERSON_PROPORTION => Event::Person(self.person(n)),
-            o if o < PERSON_PROPORTION + AUCTION_PROPORTION => Event::Auction(self.auction(n)),
-            _ => {
+        let n = loop {
+            let due = self.pending.peek().is_some_and(|p| p.0 .0 <= self.next || self.next >= self.options.events);
+            if due {
+                let std::cmp::Reverse((_, _, pending)) = self.pending.pop().expect("peeked");
+                return Some(match pending {
+                    Pending::Corrected(id, auction, bidder, price, date_time, channel) => Event::Bid(Bid {
+                        id,
+                        auction,
+                        bidder,
+                        price,
+                        channel: format!("channel-{channel}"),
+                        url: format!("https://www.nexmark.com/channel/{channel}/item.htm?query=1&channel_id={channel}"),
+                        date_time,
+                        extra: String::new(),
+                    }),
+                    Pending::Deleted(id) => Event::BidDeleted(id),
+                });
+            }
+            if self.next >= self.options.events {
+                return None;
+            }
+            let n = self.next;
+            if self.options.only.is_none_or(|only| only == stream_of(n)) {
+                break n;
+            }
+            self.next += 1;
+        };
+        self.rng = event_rng(self.options.seed, n);
+        let event = match stream_of(n) {
+            super::Stream::Person => Event::Person(self.person(n)),
+            super::Stream::Auction => Event::Auction(self.auction(n)),
+            super::Stream::Bid => {
                 let bid = self.bid(n);
                 self.schedule(&bid);
                 Event::Bid(bid)
@@ -381,6 +411,18 @@ mod tests {
         assert!((resent as f64 / bids - 0.1).abs() < 0.01, "{resent}");
         assert!((deleted as f64 / bids - 0.02).abs() < 0.005, "{deleted}");
         assert_eq!(all.len() as u64, 100_000 + resent + deleted);
+    }
+
+    #[test]
+    fn one_streams_events_alone_are_the_same_as_in_the_whole_run() {
+        let options = Options { events: 20_000, corrections: 0.1, deletes: 0.02, seed: 4, ..Options::default() };
+        let all = events(options);
+        for stream in Stream::ALL {
+            let alone = events(Options { only: Some(stream), ..options });
+            let within: Vec<Event> = all.iter().filter(|e| e.stream() == stream).cloned().collect();
+            assert!(!alone.is_empty());
+            assert_eq!(alone, within, "{stream:?}");
+        }
     }
 
     #[test]

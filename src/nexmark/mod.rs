@@ -13,7 +13,9 @@
 //! corrections variant, which no published Nexmark has, and which every view must stay exact
 //! through.
 
+pub mod bench;
 pub mod generator;
+pub mod oracle;
 pub mod queries;
 
 /// Sends the events `options` asks for, each stream to the topic of its name (`person`,
@@ -33,9 +35,8 @@ pub fn send(
             .into_iter()
             .map(|stream| {
                 scope.spawn(move || {
-                    // Each thread generates every event and sends its stream's.
-                    let lines =
-                        generator::Generator::new(options).filter(move |e| e.stream() == stream).map(|e| e.json());
+                    let only = generator::Options { only: Some(stream), ..options };
+                    let lines = generator::Generator::new(only).map(|e| e.json());
                     crate::produce::produce(brokers, stream.name(), lines, crate::produce::Pace::Flat, stop)
                 })
             })
@@ -115,7 +116,8 @@ pub struct Bid {
 }
 
 /// The three tables, by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Stream {
     /// `person`
     Person,

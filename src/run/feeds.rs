@@ -9,6 +9,10 @@
 //! each turn after:    the topic's new messages → admitted at the worker's time
 //! ```
 //!
+//! A table of `connector = 'nexmark'` has neither: a thread runs the generator
+//! ([`crate::table::nexmark`]) and its rows are admitted a few parts a turn, as a file's are,
+//! until every event is in (`ended`).
+//!
 //! A record that does not fit the table is a dead letter whose source names the table
 //! (`table customer_info: customer-info/0/17`), counted by the table's feed in `/v1/status`
 //! (not in the `dead_letters` relation, whose counts the snapshots keep). At every
@@ -66,6 +70,8 @@ struct Feed {
     /// Its file while it is being read: the thread's parts, and the request that waits for
     /// the whole file (`CREATE TABLE` answers once it is in).
     file: Option<(Receiver<FilePart>, Option<u64>)>,
+    /// The generator's changes while it makes them (`connector = 'nexmark'`), in parts.
+    generated: Option<Receiver<Vec<Upsert>>>,
 }
 
 /// What the thread reading a table's file sends.
@@ -133,7 +139,7 @@ impl TableFeeds {
             }
             TopicFeed::Looking { found, stop }
         });
-        let mut feed = Feed { def, progress, topic, file: None };
+        let mut feed = Feed { def, progress, topic, file: None, generated: None };
         if self.started {
             feed.load(&self.settings, reply);
         }
@@ -200,9 +206,9 @@ impl TableFeeds {
         self.progress()
     }
 
-    /// Whether a table's file is being read.
+    /// Whether a table's file is being read or its generator is making rows.
     pub fn loading(&self) -> bool {
-        self.feeds.values().any(|f| f.file.is_some())
+        self.feeds.values().any(|f| f.file.is_some() || f.generated.is_some())
     }
 
     /// Every table's progress.
@@ -215,6 +221,26 @@ impl Feed {
     /// Starts reading the table's file, if it has one, on a thread of its own (a file that
     /// blocks holds that thread, not the worker); `reply` waits for it.
     fn load(&mut self, settings: &FeedSettings, reply: Option<u64>) {
+        if let Some(generated) = &self.def.generated {
+            let (parts, receiver) = std::sync::mpsc::sync_channel(FILE_PARTS_PER_TURN);
+            let changes = crate::table::nexmark::changes(&self.def, generated);
+            let spawned = std::thread::Builder::new().name(format!("table-gen-{}", self.def.name)).spawn(move || {
+                let mut part = Vec::with_capacity(FILE_PART);
+                for change in changes {
+                    part.push(change);
+                    // A send fails once the table is dropped: the generating stops.
+                    if part.len() == FILE_PART && parts.send(std::mem::take(&mut part)).is_err() {
+                        return;
+                    }
+                }
+                let _ = parts.send(part);
+            });
+            match spawned {
+                Ok(_) => self.generated = Some(receiver),
+                Err(error) => self.progress.waiting = Some(format!("cannot start the generator: {error}")),
+            }
+            return;
+        }
         let Some(path) = self.def.path.clone() else { return };
         let (parts, receiver) = std::sync::mpsc::sync_channel(FILE_PARTS_PER_TURN);
         let (def, max_record_bytes) = (self.def.clone(), settings.max_record_bytes);
@@ -271,6 +297,27 @@ impl Feed {
                         loaded.push(Loaded { table: self.def.id, reply: *reply });
                         self.file = None;
                         return read;
+                    }
+                }
+            }
+            return read;
+        }
+        if let Some(parts) = &self.generated {
+            let mut read = 0;
+            for _ in 0..FILE_PARTS_PER_TURN {
+                match parts.try_recv() {
+                    Ok(changes) => {
+                        read += changes.len();
+                        self.progress.records += changes.len() as u64;
+                        for change in changes {
+                            dataflow.tables.admit(self.def.id, change);
+                        }
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        self.generated = None;
+                        self.progress.ended = Some(dataflow.time());
+                        break;
                     }
                 }
             }

@@ -13,6 +13,7 @@
 //! | `topic` | the topic its changes come from, read from its first offset |
 //! | `path` | a file loaded as its initial collection: CSV with a header (`.csv`), a JSON array, or JSON lines |
 //! | `format` | `'json'` (a topic's messages), or the file's: `'csv'`, `'json'` — checked, never guessed otherwise |
+//! | `connector = 'nexmark'` | fed by the Nexmark generator in process ([`crate::table::nexmark`]), with `stream` (the table's name by default), `events`, `corrections`, `deletes`, `seed` |
 //!
 //! A table needs a `PRIMARY KEY`: its rows are replaced and deleted by key. `DROP TABLE` is
 //! refused while a view reads the table.
@@ -188,18 +189,26 @@ fn definition(create: &CreateTable, id: u64, name: &str, sql: String) -> Result<
                 .ok_or_else(|| SqlError::UndefinedColumn(format!("primary key column \"{k}\" does not exist")))
         })
         .collect::<Result<Vec<usize>, SqlError>>()?;
-    let (path, topic) = source(create, name)?;
-    Ok(TableDef { id, name: name.to_owned(), columns, key, path, topic, sql })
+    let (path, topic, generated) = source(create, name)?;
+    let def = TableDef { id, name: name.to_owned(), columns, key, path, topic, generated, sql };
+    if let Some(generated) = &def.generated {
+        crate::table::nexmark::check(&def, generated).map_err(SqlError::InvalidParameter)?;
+    }
+    Ok(def)
 }
 
+/// A table's source: its file, its topic, or the generator.
+type Source = (Option<String>, Option<String>, Option<crate::table::Generated>);
+
 /// The file and the topic of a table's `WITH` options, checked.
-fn source(create: &CreateTable, name: &str) -> Result<(Option<String>, Option<String>), SqlError> {
+fn source(create: &CreateTable, name: &str) -> Result<Source, SqlError> {
     let options: &[SqlOption] = match &create.table_options {
         CreateTableOptions::None => &[],
         CreateTableOptions::With(options) => options,
         other => return Err(SqlError::Unsupported(format!("table options {other}: use WITH (…)"))),
     };
     let (mut connector, mut topic, mut path, mut format) = (None, None, None, None);
+    let mut generator = Vec::new();
     for option in options {
         let SqlOption::KeyValue { key, value } = option else {
             return Err(SqlError::InvalidParameter(format!("table option {option}: key = 'value'")));
@@ -217,18 +226,34 @@ fn source(create: &CreateTable, name: &str) -> Result<(Option<String>, Option<St
             "topic" => topic = Some(text),
             "path" => path = Some(text),
             "format" => format = Some(text.to_lowercase()),
+            known @ ("stream" | "events" | "corrections" | "deletes" | "seed") => {
+                generator.push((known.to_owned(), text))
+            }
             other => {
                 return Err(SqlError::InvalidParameter(format!(
-                    "unknown table option {other:?}: connector, topic, path, format"
+                    "unknown table option {other:?}: connector, topic, path, format \
+                     (and for connector 'nexmark': stream, events, corrections, deletes, seed)"
                 )))
             }
         }
     }
     match connector.as_deref() {
         None | Some("kafka") | Some("file") => {}
-        Some(other) => {
-            return Err(SqlError::InvalidParameter(format!("connector {other:?}: 'kafka' or 'file'")));
+        Some("nexmark") => {
+            if topic.is_some() || path.is_some() || format.is_some() {
+                return Err(SqlError::InvalidParameter(
+                    "connector 'nexmark' generates the rows: no topic, path or format".into(),
+                ));
+            }
+            let generated = crate::table::nexmark::options(name, &generator).map_err(SqlError::InvalidParameter)?;
+            return Ok((None, None, Some(generated)));
         }
+        Some(other) => {
+            return Err(SqlError::InvalidParameter(format!("connector {other:?}: 'kafka', 'file' or 'nexmark'")));
+        }
+    }
+    if let Some((option, _)) = generator.first() {
+        return Err(SqlError::InvalidParameter(format!("table option {option:?} is connector 'nexmark''s")));
     }
     if connector.as_deref() == Some("kafka") && topic.is_none() {
         return Err(SqlError::InvalidParameter("connector 'kafka' needs a topic: WITH (…, topic = 'name')".into()));
@@ -294,7 +319,7 @@ fn source(create: &CreateTable, name: &str) -> Result<(Option<String>, Option<St
     if topic.is_some() && format.as_deref().is_some_and(|f| f != "json") && path.is_none() {
         return Err(SqlError::InvalidParameter("a topic's messages are JSON: format = 'json'".into()));
     }
-    Ok((path, topic))
+    Ok((path, topic, None))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //!     key: vec![0],
 //!     path: None,
 //!     topic: None,
+//!     generated: None,
 //!     sql: String::new(),
 //! };
 //! let moved = decode::json(&def, Some(br#"{"customer":"Ali","city":"Lyon"}"#), None).unwrap();
@@ -217,6 +218,7 @@ mod tests {
             key: vec![0],
             path: None,
             topic: None,
+            generated: None,
             sql: String::new(),
         }
     }

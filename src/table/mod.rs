@@ -29,6 +29,7 @@
 
 pub mod decode;
 pub mod file;
+pub mod nexmark;
 
 use std::collections::BTreeMap;
 
@@ -58,6 +59,9 @@ pub struct TableDef {
     pub path: Option<String>,
     /// The topic its later changes come from, if any.
     pub topic: Option<String>,
+    /// Fed by the Nexmark generator in process instead (`connector = 'nexmark'`).
+    #[serde(default)]
+    pub generated: Option<Generated>,
     /// The statement that created it.
     pub sql: String,
 }
@@ -82,6 +86,25 @@ pub struct Upsert {
     /// The whole new row, or `None` for a delete.
     pub row: Option<Row>,
 }
+
+/// What a table fed by the Nexmark generator takes ([`nexmark`]): one of its streams, of a
+/// run of `events` events (the same seed, the same events).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Generated {
+    /// `person`, `auction` or `bid`.
+    pub stream: crate::nexmark::Stream,
+    /// Events of the three streams, of which this table takes its own.
+    pub events: u64,
+    /// The fraction of bids re-sent with a new price.
+    pub corrections: f64,
+    /// The fraction of bids deleted.
+    pub deletes: f64,
+    /// The generator's seed.
+    pub seed: u64,
+}
+
+// Fractions are checked to be numbers from 0 to 1 when the table is created: never NaN.
+impl Eq for Generated {}
 
 /// The column type SQL's type name means, if a table may have it.
 pub fn column_type(sql_type: &str) -> Option<ColumnType> {
@@ -112,4 +135,9 @@ pub struct TableProgress {
     pub waiting: Option<String>,
     /// The next offset of each partition of its topic.
     pub offsets: BTreeMap<i32, i64>,
+    /// Its source has nothing more to send — a generator has sent every event (never so for a
+    /// topic) — and the logical time its last change entered at: a read at that time or later
+    /// sees the table whole.
+    #[serde(default)]
+    pub ended: Option<u64>,
 }

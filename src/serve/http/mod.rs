@@ -418,8 +418,9 @@ async fn status_json(api: &Arc<Api>) -> Result<Value, ApiError> {
     }))
 }
 
-/// Each table's feed: records taken in and refused, its topic's next offsets, and why its
-/// topic is not being read while it is not (`waiting`).
+/// Each table's feed: records taken in and refused, its topic's next offsets, why its
+/// topic is not being read while it is not (`waiting`), and whether its generator has sent
+/// every event (`ended`).
 fn tables_json(reading: &Reading) -> Value {
     let tables: Vec<Value> = reading
         .workers
@@ -428,7 +429,7 @@ fn tables_json(reading: &Reading) -> Value {
         .map(|t| {
             let offsets: serde_json::Map<String, Value> =
                 t.offsets.iter().map(|(p, o)| (p.to_string(), json!(o))).collect();
-            json!({ "name": t.name, "records": t.records, "refused": t.refused, "offsets": offsets, "waiting": t.waiting })
+            json!({ "name": t.name, "records": t.records, "refused": t.refused, "offsets": offsets, "waiting": t.waiting, "ended": t.ended.is_some() })
         })
         .collect();
     Value::Array(tables)
