@@ -42,7 +42,7 @@ pub enum Command {
 /// Options of `lambda nexmark`.
 #[derive(Debug, Args)]
 pub struct NexmarkArgs {
-    /// The query: q0, q1, q2, q3, q4, q7, q8, q9, q17, q18, q19, q20.
+    /// The query: q0, q1, q2, q3, q4, q5, q7, q8, q9, q17, q18, q19, q20.
     #[arg(long)]
     pub query: String,
     /// Events of the three streams (people, auctions, bids: 1:3:46).

@@ -177,34 +177,25 @@ fn nexmark_queries_as_views_equal_the_same_select_through_corrections() {
         assert!(!adhoc.is_empty(), "{name} has rows");
         assert_eq!(view, adhoc, "{name}");
     }
-    // What the compiler cannot keep yet, named in the refusal (see BENCHMARKS.md, Nexmark).
-    let names: Vec<&str> = refused.iter().map(|r| r.split(':').next().unwrap_or_default()).collect();
-    assert_eq!(names, ["q4"], "{refused:#?}");
+    assert!(refused.is_empty(), "{refused:#?}");
     drop(live);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `lambda nexmark`'s run in process: each query a view over tables fed by the generator
 /// (corrections and deletes of bids included), timed, then compared with DataFusion alone over
-/// the events applied in order — equal for every query the compiler keeps; q4 refused, named.
+/// the events applied in order — equal, every query.
 #[test]
 fn every_query_over_the_generators_tables_equals_datafusion_over_the_events_applied() {
     use atelier_lambda::nexmark::bench::{run, Bench};
     use atelier_lambda::nexmark::queries::QUERIES;
     let options = Options { events: 30_000, corrections: 0.1, deletes: 0.02, seed: 11, ..Options::default() };
-    let mut refused = Vec::new();
     for (name, _) in QUERIES {
         let bench = Bench { query: name.to_owned(), options, workers: 2, verify: true };
-        match run(&bench) {
-            Ok(measured) => {
-                assert_eq!(measured.differences, Some(0), "{name}: {}", measured.line(&bench));
-                assert!(measured.rows > 0, "{name} has rows");
-                // Every event and every correction and delete came in.
-                assert!(measured.changes > 30_000 + 2_000, "{name}: {}", measured.changes);
-            }
-            Err(error) => refused.push(format!("{name}: {error:#}")),
-        }
+        let measured = run(&bench).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(measured.differences, Some(0), "{name}: {}", measured.line(&bench));
+        assert!(measured.rows > 0, "{name} has rows");
+        // Every event and every correction and delete came in.
+        assert!(measured.changes > 30_000 + 2_000, "{name}: {}", measured.changes);
     }
-    let names: Vec<&str> = refused.iter().map(|r| r.split(':').next().unwrap_or_default()).collect();
-    assert_eq!(names, ["q4"], "{refused:#?}");
 }
