@@ -63,6 +63,11 @@ pub struct NexmarkArgs {
     /// Time only: do not recompute the query to check the view.
     #[arg(long)]
     pub no_verify: bool,
+    /// Print the statements that make the query a view (the three tables read from
+    /// `kafka`, the topics of their names, or from `nexmark`, the generator), one a line, and
+    /// exit.
+    #[arg(long, value_name = "CONNECTOR")]
+    pub print_sql: Option<String>,
 }
 
 /// Options of `lambda verify` (and the settings of the run it checks).

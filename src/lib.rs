@@ -35,6 +35,7 @@ pub mod oracle;
 pub mod output;
 pub mod produce;
 pub mod reading;
+pub(crate) mod rng;
 pub mod run;
 pub mod serve;
 pub mod source;

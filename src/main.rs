@@ -119,6 +119,14 @@ fn run_nexmark(args: &cli::NexmarkArgs) -> ExitCode {
         seed: args.seed,
         ..Options::default()
     };
+    if let Some(connector) = &args.print_sql {
+        return match bench::statements(&args.query, connector, &options) {
+            Ok(statements) => {
+                print_or_fail(&(statements.join("\n") + "\n")).map_or_else(|e| fail(&e), |()| ExitCode::SUCCESS)
+            }
+            Err(error) => fail(&error),
+        };
+    }
     let bench = Bench { query: args.query.clone(), options, workers: args.workers, verify: !args.no_verify };
     match bench::run(&bench) {
         Err(error) => {
@@ -254,7 +262,7 @@ fn produce_nexmark(
     };
     eprintln!("sending {events} Nexmark events to the topics person, auction and bid at {brokers}");
     let mut bounds = Vec::new();
-    for (stream, sent) in atelier_lambda::nexmark::send(brokers, options, stop)? {
+    for (stream, sent) in atelier_lambda::nexmark::send::to_topics(brokers, options, stop)? {
         eprintln!("sent {} messages to {}", sent.sent, stream.name());
         if !sent.next_offsets.is_empty() {
             bounds.push(atelier_lambda::serve::bound::MinOffsets(sent.next_offsets).display(stream.name()));

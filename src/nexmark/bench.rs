@@ -59,12 +59,13 @@ pub struct Measured {
 }
 
 impl Measured {
-    /// One line of figures: events per second, per core (the machine's cores, all of them in
-    /// use: workers and generators), CPU per million events, peak memory, the check.
+    /// One line of figures: events per second; per core as Nexmark counts it — the events over
+    /// the CPU-seconds the process used (its "cores" are the CPU used, not the cores there
+    /// are); CPU per million events; peak memory; the check.
     pub fn line(&self, bench: &Bench) -> String {
         let events = bench.options.events;
         let rate = events as f64 / self.seconds;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_core = events as f64 / self.cpu_seconds.max(1e-9);
         let checked = match self.differences {
             None => "not checked".to_owned(),
             Some(0) => "equal to the recomputation".to_owned(),
@@ -72,13 +73,14 @@ impl Measured {
         };
         format!(
             "{}: {events} events (+{} corrections and deletes) in {:.2} s on {} workers: {:.0} events/s, \
-             {:.0} per core ({cores} cores), {:.2} CPU-s per million events, peak {} MiB; {} rows, {checked}",
+             {:.0} per core ({:.2} cores used), {:.2} CPU-s per million events, peak {} MiB; {} rows, {checked}",
             bench.query,
             self.changes.saturating_sub(events),
             self.seconds,
             bench.workers,
             rate,
-            rate / cores as f64,
+            per_core,
+            self.cpu_seconds / self.seconds,
             self.cpu_seconds / (events as f64 / 1e6),
             self.peak_bytes >> 20,
             self.rows,
@@ -89,10 +91,7 @@ impl Measured {
 /// Runs `bench` on a pipeline of its own (an empty history, a broker in this process whose
 /// topic nobody writes) and measures it.
 pub fn run(bench: &Bench) -> anyhow::Result<Measured> {
-    let select = QUERIES.iter().find(|(name, _)| *name == bench.query).map(|(_, s)| *s).with_context(|| {
-        let names: Vec<&str> = QUERIES.iter().map(|(n, _)| *n).collect();
-        format!("no query {:?}: {}", bench.query, names.join(", "))
-    })?;
+    let statements = statements(&bench.query, "nexmark", &bench.options)?;
     let dir = std::env::temp_dir().join(format!("lambda-nexmark-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let history = dir.join("history.jsonl");
@@ -103,13 +102,42 @@ pub fn run(bench: &Bench) -> anyhow::Result<Measured> {
     settings.input.files = vec![history];
     settings.input.dead_letters = dir.join("dead_letters.jsonl");
     settings.dataflow.workers = bench.workers;
-    let measured = measure(bench, select, &settings);
+    let measured = measure(bench, &statements, &settings);
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
     measured
 }
 
-fn measure(bench: &Bench, select: &str, settings: &Settings) -> anyhow::Result<Measured> {
+/// The statements that make `query` a view over the three tables read from `connector`:
+/// `nexmark` (the generator in process, as `options` say) or `kafka` (the topics named as the
+/// tables) — the three `CREATE TABLE`s, then `CREATE VIEW`, one a line.
+pub fn statements(query: &str, connector: &str, options: &Options) -> anyhow::Result<Vec<String>> {
+    let select = select(query)?;
+    let mut out = Vec::new();
+    for stream in Stream::ALL {
+        let with = match connector {
+            "nexmark" => format!(
+                "connector = 'nexmark', events = {}, corrections = {}, deletes = {}, seed = {}",
+                options.events, options.corrections, options.deletes, options.seed
+            ),
+            "kafka" => format!("connector = 'kafka', topic = '{}', format = 'json'", stream.name()),
+            other => anyhow::bail!("connector {other:?}: 'nexmark' or 'kafka'"),
+        };
+        out.push(stream.create_table(&with));
+    }
+    out.push(format!("CREATE VIEW {query} AS {select}"));
+    Ok(out)
+}
+
+/// The `SELECT` of query `name`.
+fn select(name: &str) -> anyhow::Result<&'static str> {
+    QUERIES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).with_context(|| {
+        let names: Vec<&str> = QUERIES.iter().map(|(n, _)| *n).collect();
+        format!("no query {name:?}: {}", names.join(", "))
+    })
+}
+
+fn measure(bench: &Bench, statements: &[String], settings: &Settings) -> anyhow::Result<Measured> {
     let options = bench.options;
     let running = crate::run::start(settings)?;
     let unlimited =
@@ -118,14 +146,9 @@ fn measure(bench: &Bench, select: &str, settings: &Settings) -> anyhow::Result<M
     let mut session = crate::sql::session::Session::default();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (cpu_before, started) = (cpu_seconds(), Instant::now());
-    for stream in Stream::ALL {
-        let with = format!(
-            "connector = 'nexmark', events = {}, corrections = {}, deletes = {}, seed = {}",
-            options.events, options.corrections, options.deletes, options.seed
-        );
-        engine.execute_blocking(&mut session, &stream.create_table(&with))?;
+    for statement in statements {
+        engine.execute_blocking(&mut session, statement)?;
     }
-    engine.execute_blocking(&mut session, &format!("CREATE VIEW {} AS {select}", bench.query))?;
     // The time the last table's last change entered at, once every generator is through.
     let last = loop {
         let status = running.serving.read(crate::reading::ReadScope::Totals, Duration::from_secs(60))?;
@@ -156,7 +179,7 @@ fn measure(bench: &Bench, select: &str, settings: &Settings) -> anyhow::Result<M
     let _ = running.join();
     let differences = if bench.verify {
         let oracle = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        let batches = oracle.block_on(Applied::new(options).query(select))?;
+        let batches = oracle.block_on(Applied::new(options).query(select(&bench.query)?))?;
         Some(differences(&ours, &fingerprints(&batches)))
     } else {
         None
@@ -252,6 +275,19 @@ fn peak_bytes() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_querys_statements_are_the_three_tables_then_the_view() {
+        let options = Options { events: 500, corrections: 0.1, ..Options::default() };
+        let kafka = statements("q5", "kafka", &options).unwrap();
+        assert_eq!(kafka.len(), 4);
+        assert!(kafka[2].starts_with("CREATE TABLE bid") && kafka[2].contains("topic = 'bid'"), "{}", kafka[2]);
+        assert!(kafka[3].starts_with("CREATE VIEW q5 AS WITH counts AS"), "{}", kafka[3]);
+        let generated = statements("q0", "nexmark", &options).unwrap();
+        assert!(generated[0].contains("connector = 'nexmark', events = 500, corrections = 0.1"), "{}", generated[0]);
+        assert!(statements("q6", "kafka", &options).unwrap_err().to_string().contains("no query \"q6\""));
+        assert!(statements("q0", "s3", &options).unwrap_err().to_string().contains("'nexmark' or 'kafka'"));
+    }
 
     #[test]
     fn multisets_differ_by_the_rows_in_one_and_not_the_other() {

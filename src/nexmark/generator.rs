@@ -32,7 +32,7 @@
 use std::collections::BinaryHeap;
 
 use super::{Auction, Bid, Event, Person};
-use crate::gen::Rng;
+use crate::rng::Rng;
 
 const PERSON_PROPORTION: u64 = 1;
 const AUCTION_PROPORTION: u64 = 3;

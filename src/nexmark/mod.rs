@@ -17,41 +17,7 @@ pub mod bench;
 pub mod generator;
 pub mod oracle;
 pub mod queries;
-
-/// Sends the events `options` asks for, each stream to the topic of its name (`person`,
-/// `auction`, `bid`), the three at once; says what was sent to each. `stop` ends it early.
-pub fn send(
-    brokers: &str,
-    options: generator::Options,
-    stop: &(dyn Fn() -> bool + Sync),
-) -> anyhow::Result<Vec<(Stream, crate::produce::Produced)>> {
-    let (corrections, deletes) = (options.corrections, options.deletes);
-    anyhow::ensure!(
-        corrections >= 0.0 && deletes >= 0.0 && corrections + deletes <= 1.0,
-        "--corrections {corrections} and --deletes {deletes}: each a fraction of the bids, from 0 to 1 together"
-    );
-    std::thread::scope(|scope| {
-        let threads: Vec<_> = Stream::ALL
-            .into_iter()
-            .map(|stream| {
-                scope.spawn(move || {
-                    let only = generator::Options { only: Some(stream), ..options };
-                    let lines = generator::Generator::new(only).map(|e| e.json());
-                    crate::produce::produce(brokers, stream.name(), lines, crate::produce::Pace::Flat, stop)
-                })
-            })
-            .collect();
-        Stream::ALL
-            .into_iter()
-            .zip(threads)
-            .map(|(stream, t)| {
-                let sent =
-                    t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the producer of {} failed", stream.name())));
-                sent.map(|sent| (stream, sent))
-            })
-            .collect()
-    })
-}
+pub mod send;
 
 /// One event of the three streams.
 #[derive(Clone, Debug, PartialEq, Eq)]
