@@ -253,7 +253,7 @@ fn source(create: &CreateTable, name: &str) -> Result<Source, SqlError> {
         }
     }
     if let Some((option, _)) = generator.first() {
-        return Err(SqlError::InvalidParameter(format!("table option {option:?} is connector 'nexmark''s")));
+        return Err(SqlError::InvalidParameter(format!("table option {option:?} belongs to connector 'nexmark'")));
     }
     if connector.as_deref() == Some("kafka") && topic.is_none() {
         return Err(SqlError::InvalidParameter("connector 'kafka' needs a topic: WITH (…, topic = 'name')".into()));
@@ -357,6 +357,18 @@ mod tests {
         assert!(error("CREATE TABLE t (a text PRIMARY KEY)").contains("needs a source"));
         assert!(error("CREATE TABLE t (a text PRIMARY KEY) WITH (connector = 'kafka')").contains("needs a topic"));
         assert!(error("CREATE TABLE t (a text PRIMARY KEY) WITH (connector = 's3', topic = 'x')").contains("s3"));
+        assert!(
+            error("CREATE TABLE t (a text PRIMARY KEY) WITH (topic = 'x', seed = 3)").contains("connector 'nexmark'")
+        );
+        let generated =
+            "CREATE TABLE bid (id bigint PRIMARY KEY, price bigint) WITH (connector = 'nexmark', topic = 'x')";
+        assert!(error(generated).contains("no topic, path or format"));
+        let generated =
+            def("CREATE TABLE b (id bigint PRIMARY KEY) WITH (connector = 'nexmark', stream = 'bid', events = 7)");
+        let generated = generated.unwrap().generated.unwrap();
+        assert_eq!((generated.stream, generated.events), (crate::nexmark::Stream::Bid, 7));
+        let typed = "CREATE TABLE t (id bigint PRIMARY KEY, price text) WITH (connector = 'nexmark', stream = 'bid')";
+        assert!(error(typed).contains("price of a bid is bigint"));
         assert!(error("CREATE TABLE t (a text PRIMARY KEY) WITH (topic = 'x', colour = 'red')").contains("colour"));
         assert!(error("CREATE TABLE t (a text PRIMARY KEY) WITH (topic = 'a b')").contains("topic name"));
         assert!(error("CREATE TABLE t (a text, PRIMARY KEY (b)) WITH (topic = 'x')").contains("\"b\""));
