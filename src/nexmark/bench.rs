@@ -152,7 +152,11 @@ fn measure(bench: &Bench, statements: &[String], settings: &Settings) -> anyhow:
     // The time the last table's last change entered at, once every generator is through.
     let last = loop {
         let status = running.serving.read(crate::reading::ReadScope::Totals, Duration::from_secs(60))?;
-        let ended: Vec<Option<u64>> = status.workers.iter().flat_map(|w| &w.tables).map(|t| t.ended).collect();
+        let tables: Vec<_> = status.workers.iter().flat_map(|w| &w.tables).collect();
+        if let Some(stuck) = tables.iter().find(|t| t.waiting.is_some()) {
+            anyhow::bail!("table {}: {}", stuck.name, stuck.waiting.as_deref().unwrap_or_default());
+        }
+        let ended: Vec<Option<u64>> = tables.iter().map(|t| t.ended).collect();
         if ended.len() == Stream::ALL.len() && ended.iter().all(Option::is_some) {
             break ended.into_iter().flatten().max().unwrap_or_default();
         }

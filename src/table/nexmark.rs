@@ -21,6 +21,11 @@ use crate::compute::columns::{ColumnType, Owned};
 use crate::nexmark::generator::{Generator, Options};
 use crate::nexmark::{Event, Stream};
 
+/// The most events a generated table may ask for: its rows are kept (about 0.7 KiB a bid in
+/// memory), and any client may create one — as a table's file is capped
+/// ([`super::MAX_FILE_BYTES`]).
+pub const MAX_EVENTS: u64 = 10_000_000;
+
 /// Each stream's fields and their column types.
 pub fn fields(stream: Stream) -> &'static [(&'static str, ColumnType)] {
     use ColumnType::{Int, Text, Time};
@@ -79,6 +84,9 @@ pub fn options(table: &str, given: &[(String, String)]) -> Result<Generated, Str
             "deletes" => generated.deletes = fraction(key, text)?,
             other => return Err(format!("{other} is not an option of connector 'nexmark'")),
         }
+    }
+    if generated.events > MAX_EVENTS {
+        return Err(format!("events = {}: at most {MAX_EVENTS}", generated.events));
     }
     generated.stream = Stream::ALL
         .into_iter()
@@ -240,6 +248,7 @@ mod tests {
         assert!(options("bids", &[]).unwrap_err().contains("stream \"bids\""));
         assert_eq!(options("x", &given(&[("stream", "person")])).unwrap().stream, Stream::Person);
         assert!(options("bid", &given(&[("events", "-1")])).unwrap_err().contains("whole number"));
+        assert!(options("bid", &given(&[("events", "10000001")])).unwrap_err().contains("at most 10000000"));
         assert!(options("bid", &given(&[("corrections", "1.5")])).unwrap_err().contains("from 0 to 1"));
         assert!(options("bid", &given(&[("corrections", "NaN")])).unwrap_err().contains("from 0 to 1"));
         let both = given(&[("corrections", "0.6"), ("deletes", "0.6")]);
