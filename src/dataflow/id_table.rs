@@ -7,23 +7,22 @@
 //! zeroing those fresh pages was the largest single cost of the load. Here:
 //!
 //! ```text
-//! index:  [ 7 | - | 0 | - | 3 | … ]      hash table of slot numbers (4 bytes + 1 control byte a bucket)
+//! index:  [ 7 | - | 0 | - | 3 | … ]      hash table of slot numbers and hash tags (8 bytes a bucket)
 //! slots:  [ t0 v | t1 v | t2 v | … ]      one 56-byte slot per identity, in arrival order
 //! ids:    "t0t1t2…"                       every identity's text, end to end
 //! ```
 //!
 //! Slots and ids are appended, so their pages are touched once, in order, and reserving
-//! more than is used costs nothing; only the index is sparse, at 5 bytes a bucket. A lookup
-//! hashes the text, and compares it with the candidates' texts in `ids` (the index's
-//! control bytes rule out nearly all others first): identities are compared exactly, never
-//! by a fingerprint. Nothing is ever removed (a delete leaves a tombstone), so slot numbers
-//! are stable.
+//! more than is used costs nothing; only the index ([`super::id_index`]) is sparse, at
+//! 8 bytes a bucket. A lookup hashes the text, and compares it with the candidates' texts
+//! in `ids` (the index's hash tags rule out nearly all others first): identities are
+//! compared exactly, never by a fingerprint. Nothing is ever removed (a delete leaves a
+//! tombstone), so slot numbers are stable. A batch of lookups is prepared by
+//! [`IdTable::touch`]ing the index for all of its hashes first.
 
 use std::hash::BuildHasher;
 
-use hashbrown::hash_table::Entry;
-use hashbrown::HashTable;
-
+use super::id_index::{Found, SlotIndex};
 use super::Time;
 use crate::event::{IdRef, Position};
 
@@ -54,7 +53,7 @@ pub struct CompactTxn {
 /// Identity → [`Stored`] (see the module docs).
 #[derive(Clone, Default)]
 pub struct IdTable {
-    index: HashTable<u32>,
+    index: SlotIndex,
     slots: Vec<Slot>,
     ids: String,
     hasher: foldhash::fast::RandomState,
@@ -129,7 +128,7 @@ impl IdTable {
     /// Makes room for `additional` more identities (and ~16 bytes of text each) at once.
     pub fn reserve(&mut self, additional: usize) {
         let Self { index, slots, ids, hasher, .. } = self;
-        index.reserve(additional, |&n| hash(hasher, id_of(slots, ids, n)));
+        index.reserve(additional, |n| hash(hasher, id_of(slots, ids, n)));
         slots.reserve(additional);
         ids.reserve(additional.saturating_mul(16));
     }
@@ -137,9 +136,21 @@ impl IdTable {
     /// The version of `id`, if known.
     pub fn get(&self, id: IdRef<'_>) -> Option<Stored> {
         debug_assert!(self.unindexed.is_empty(), "identities appended are indexed before a lookup");
-        let hash = hash(&self.hasher, id);
-        let n = self.index.find(hash, |&n| id_of(&self.slots, &self.ids, n) == id)?;
-        Some(self.slots[*n as usize].stored())
+        match self.index.find(self.hash(id), |n| id_of(&self.slots, &self.ids, n) == id)? {
+            Found::Slot(n) => Some(self.slots[n as usize].stored()),
+            Found::Vacant(_) => None,
+        }
+    }
+
+    /// The hash `id` is looked up by.
+    pub fn hash(&self, id: IdRef<'_>) -> u64 {
+        hash(&self.hasher, id)
+    }
+
+    /// Readies the lookups of these hashes (see [`SlotIndex::touch`]): the upsert touches
+    /// a batch's hashes, then updates them one by one.
+    pub fn touch(&self, hashes: &[u64]) {
+        self.index.touch(hashes);
     }
 
     /// Sets the version of `id`, adding it if unknown.
@@ -150,21 +161,26 @@ impl IdTable {
     /// Looks `id` up once and lets `change` decide from its version (`None`: unknown) what
     /// the new one is, if any.
     pub fn update(&mut self, id: IdRef<'_>, change: impl FnOnce(Option<Stored>) -> Option<Stored>) {
+        self.update_hashed(self.hash(id), id, change);
+    }
+
+    /// [`IdTable::update`] of `id`, whose [`IdTable::hash`] is `hash`.
+    pub fn update_hashed(&mut self, hash: u64, id: IdRef<'_>, change: impl FnOnce(Option<Stored>) -> Option<Stored>) {
+        debug_assert_eq!(hash, self.hash(id));
         self.index_appended();
         let Self { index, slots, ids, hasher, .. } = self;
-        let entry =
-            index.entry(hash(hasher, id), |&n| id_of(slots, ids, n) == id, |&n| hash(hasher, id_of(slots, ids, n)));
-        match entry {
-            Entry::Occupied(found) => {
-                let slot = &mut slots[*found.get() as usize];
+        index.reserve(1, |n| self::hash(hasher, id_of(slots, ids, n)));
+        match index.find(hash, |n| id_of(slots, ids, n) == id).expect("room was made") {
+            Found::Slot(n) => {
+                let slot = &mut slots[n as usize];
                 if let Some(new) = change(Some(slot.stored())) {
                     slot.set(&new);
                 }
             }
-            Entry::Vacant(vacant) => {
+            Found::Vacant(at) => {
                 let Some(new) = change(None) else { return };
                 let n = push_slot(slots, ids, id, &new);
-                vacant.insert(n);
+                index.fill(at, hash, n);
             }
         }
     }
@@ -190,13 +206,13 @@ impl IdTable {
             return;
         }
         let Self { index, slots, ids, hasher, unindexed } = self;
-        index.reserve(unindexed.len(), |&n| hash(hasher, id_of(slots, ids, n)));
-        // A hash's first bucket is its low bits under the mask of a power-of-two table sized
-        // 8/7 of its capacity: in that order the inserts walk the index from end to end.
-        let buckets = (index.capacity() / 7 * 8).max(8).next_power_of_two() as u64;
-        unindexed.sort_unstable_by_key(|(hash, _)| hash & (buckets - 1));
+        index.reserve(unindexed.len(), |n| hash(hasher, id_of(slots, ids, n)));
+        // A hash's first bucket is its low bits: in that order the inserts walk the index
+        // from end to end.
+        let mask = index.buckets() as u64 - 1;
+        unindexed.sort_unstable_by_key(|(hash, _)| hash & mask);
         for (hash, n) in unindexed.drain(..) {
-            index.insert_unique(hash, n, |&n| self::hash(hasher, id_of(slots, ids, n)));
+            index.insert_new(hash, n);
         }
         *unindexed = Vec::new();
     }
@@ -214,7 +230,10 @@ impl IdTable {
 
 /// Appends a slot for `id` (not in the table) holding `stored`; returns its number.
 fn push_slot(slots: &mut Vec<Slot>, ids: &mut String, id: IdRef<'_>, stored: &Stored) -> u32 {
-    let n = u32::try_from(slots.len()).expect("a worker holds fewer than 2^32 identities");
+    let n = u32::try_from(slots.len())
+        .ok()
+        .filter(|&n| n < u32::MAX)
+        .expect("a worker holds fewer than 2^32 - 1 identities");
     let (text, at) = match id {
         IdRef::Id(text) => (text, 0),
         IdRef::At(text) => (text, AT),

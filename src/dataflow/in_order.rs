@@ -32,6 +32,14 @@ pub trait Ordered {
     type Out;
     /// Applies one record of the open time `time`.
     fn apply(&mut self, time: Time, record: Self::Record, out: &mut Vec<Self::Out>);
+    /// Applies a message's records of the open time `time`, in order, leaving `records`
+    /// empty. One by one unless the logic can do better with them all in hand (the upsert
+    /// readies its table's lookups for a batch at once).
+    fn apply_all(&mut self, time: Time, records: &mut Vec<Self::Record>, out: &mut Vec<Self::Out>) {
+        for record in records.drain(..) {
+            self.apply(time, record, out);
+        }
+    }
     /// Called in every invocation until the input frontier has passed time 0: what it adds
     /// to `out` is emitted at time 0 (state put back from a snapshot, see
     /// [`super::groups`]), before any record is applied.
@@ -66,11 +74,9 @@ impl<L: Ordered> InTimeOrder<L> {
             if low.is_some_and(|low| *entry.key() > low) {
                 break;
             }
-            let (time, (capability, records)) = entry.remove_entry();
+            let (time, (capability, mut records)) = entry.remove_entry();
             self.open_at(capability, emit);
-            for record in records {
-                self.logic.apply(time, record, &mut self.out);
-            }
+            self.logic.apply_all(time, &mut records, &mut self.out);
             emit(self.open.as_ref().expect("just opened"), &mut self.out);
         }
     }
@@ -91,9 +97,7 @@ impl<L: Ordered> InTimeOrder<L> {
             if self.open.as_ref().map(|c| *c.time()) != Some(time) {
                 self.open_at(retained(), emit);
             }
-            for record in records.drain(..) {
-                self.logic.apply(time, record, &mut self.out);
-            }
+            self.logic.apply_all(time, records, &mut self.out);
             emit(self.open.as_ref().expect("just opened"), &mut self.out);
         } else {
             self.stash.entry(time).or_insert_with(|| (retained(), Vec::new())).1.append(records);

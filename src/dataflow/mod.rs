@@ -29,6 +29,7 @@ pub mod arranged;
 pub mod created;
 pub mod group_key;
 pub mod groups;
+pub mod id_index;
 pub mod id_table;
 pub mod in_order;
 pub mod render;

@@ -55,7 +55,7 @@ pub fn upsert<'scope>(
 ) -> (VecCollection<'scope, Time, Txn, isize>, LatestVersions) {
     let latest: LatestVersions = Rc::default();
     let exchange = Exchange::new(|update: &Update| update.identity.hashed());
-    let logic = Upsert { state: Rc::clone(&latest), snapshots, tap };
+    let logic = Upsert { state: Rc::clone(&latest), snapshots, tap, hashes: Vec::new() };
     let stream = unary_in_order(updates, exchange, "Upsert", logic);
     (stream.as_collection(), latest)
 }
@@ -77,7 +77,13 @@ struct Upsert {
     state: LatestVersions,
     snapshots: SnapshotSlot,
     tap: Tap,
+    /// The hashes of the identities of the batch being applied.
+    hashes: Vec<u64>,
 }
+
+/// How many lookups of a batch are readied at once: about as many cache misses as a core
+/// keeps in flight.
+const READY_AT_ONCE: usize = 16;
 
 impl Ordered for Upsert {
     type Record = Update;
@@ -92,11 +98,39 @@ impl Ordered for Upsert {
     }
 
     fn apply(&mut self, time: Time, update: Update, out: &mut Vec<(Txn, Time, isize)>) {
+        let hash = self.state.borrow().versions.hash(update.identity.as_ref());
+        self.apply_hashed(time, update, hash, out);
+    }
+
+    /// Hashes the batch's identities, then, a few at a time, readies their lookups in the
+    /// version table (so that their cache misses overlap) and applies them.
+    fn apply_all(&mut self, time: Time, records: &mut Vec<Update>, out: &mut Vec<(Txn, Time, isize)>) {
+        let mut hashes = std::mem::take(&mut self.hashes);
+        {
+            let state = self.state.borrow();
+            hashes.clear();
+            hashes.extend(records.iter().map(|u| state.versions.hash(u.identity.as_ref())));
+        }
+        for (n, (update, hash)) in records.drain(..).zip(&hashes).enumerate() {
+            if n % READY_AT_ONCE == 0 {
+                let ahead = &hashes[n..hashes.len().min(n + READY_AT_ONCE)];
+                self.state.borrow().versions.touch(ahead);
+            }
+            self.apply_hashed(time, update, *hash, out);
+        }
+        self.hashes = hashes;
+    }
+}
+
+impl Upsert {
+    /// Applies one version, `hash` its identity's hash in the version table.
+    fn apply_hashed(&mut self, time: Time, update: Update, hash: u64, out: &mut Vec<(Txn, Time, isize)>) {
         let mut tap = self.tap.borrow_mut();
         let tap = tap.on.then_some(&mut tap.changes);
+        let mut state = self.state.borrow_mut();
         match tap {
-            None => apply(&mut self.state.borrow_mut(), time, update, |txn, diff| out.push((txn, time, diff))),
-            Some(tap) => apply(&mut self.state.borrow_mut(), time, update, |txn, diff| {
+            None => apply(&mut state, time, update, hash, |txn, diff| out.push((txn, time, diff))),
+            Some(tap) => apply(&mut state, time, update, hash, |txn, diff| {
                 tap.push((txn.clone(), time, diff));
                 out.push((txn, time, diff));
             }),
@@ -107,11 +141,13 @@ impl Ordered for Upsert {
 /// Applies one version to the state, ignoring the changes it makes (for other modules' tests).
 #[cfg(test)]
 pub(crate) fn apply_for_tests(store: &mut VersionStore, time: Time, update: Update) {
-    apply(store, time, update, |_, _| {});
+    let hash = store.versions.hash(update.identity.as_ref());
+    apply(store, time, update, hash, |_, _| {});
 }
 
-/// Applies one version to the state, reporting the changes to the live collection.
-fn apply(store: &mut VersionStore, time: Time, update: Update, mut emit: impl FnMut(Txn, isize)) {
+/// Applies one version to the state, reporting the changes to the live collection. `hash`
+/// is its identity's [`super::id_table::IdTable::hash`].
+fn apply(store: &mut VersionStore, time: Time, update: Update, hash: u64, mut emit: impl FnMut(Txn, isize)) {
     let Update { identity, position, txn } = update;
     let compact = txn.as_ref().map(|t| store.names.compact(t));
     let new = Stored { time, position, txn: compact };
@@ -120,7 +156,7 @@ fn apply(store: &mut VersionStore, time: Time, update: Update, mut emit: impl Fn
         if let Some(versions) = Arc::get_mut(&mut store.versions) {
             // What the change replaced, if it changed anything.
             let mut replaced = None;
-            versions.update(identity.as_ref(), |stored| match stored {
+            versions.update_hashed(hash, identity.as_ref(), |stored| match stored {
                 None => {
                     replaced = Some(None);
                     if let Some(txn) = txn {
@@ -182,6 +218,12 @@ fn replace(
 }
 
 #[cfg(test)]
+fn apply_for_tests_with(store: &mut VersionStore, time: Time, update: Update, emit: impl FnMut(Txn, isize)) {
+    let hash = store.versions.hash(update.identity.as_ref());
+    apply(store, time, update, hash, emit);
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::{Identity, Position};
@@ -199,7 +241,7 @@ mod tests {
         let mut state = VersionStore::default();
         let mut out = Vec::new();
         for (time, u) in updates {
-            apply(&mut state, time, u, |t, d| out.push((t, d)));
+            apply_for_tests_with(&mut state, time, u, |t, d| out.push((t, d)));
         }
         out
     }
@@ -208,7 +250,8 @@ mod tests {
     fn a_frozen_copy_keeps_its_versions_while_the_store_changes() {
         let mut store = VersionStore::default();
         let mut changes = Vec::new();
-        let mut apply_at = |store: &mut VersionStore, time, u| apply(store, time, u, |t, d| changes.push((t, d)));
+        let mut apply_at =
+            |store: &mut VersionStore, time, u| apply_for_tests_with(store, time, u, |t, d| changes.push((t, d)));
         apply_at(&mut store, 0, update("t1", 0, 1, Some(txn("Ali", 100))));
         apply_at(&mut store, 0, update("t2", 0, 2, Some(txn("Sara", 5))));
         let frozen = store.freeze();
