@@ -1,8 +1,9 @@
 # Shared by the bench scripts: sourced first. Works from the repository's root with a release
-# build; WORK (a scratch directory) may be given, else a new temporary one.
+# build (made here), or with the binary LAMBDA names (nothing is built: to alternate builds);
+# WORK (a scratch directory) may be given, else a new temporary one.
 REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 cd "$REPO"
-cargo build --release --quiet
+[ -n "${LAMBDA:-}" ] || cargo build --release --quiet
 WORK=${WORK:-$(mktemp -d)}
 LAMBDA=${LAMBDA:-$REPO/target/release/lambda}
 mkdir -p "$WORK"
