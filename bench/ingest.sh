@@ -4,8 +4,9 @@
 # id always on the same partition, so that no partition passes the broker's 5 MiB retention
 # and the final views do not depend on the order between partitions — then `lambda run
 # --workers WORKERS` (empty history) reads them from the start. The time runs from launch until
-# /v1/status reflects every offset; then the views must hold what `lambda batch` computes
-# from the same messages (transactions and total), or the script fails.
+# /v1/status reflects every offset (with the CPU `lambda run` used by then); then the views must
+# hold what `lambda batch` computes from the same messages (transactions and total), or the
+# script fails.
 #
 #   bash bench/ingest.sh [MESSAGES] [PARTITIONS] [RUNS]     (default 1000000 24 3; WORKERS=2)
 set -euo pipefail
@@ -42,7 +43,9 @@ for run in $(seq "$RUNS"); do
   RUN=$!
   until [ "$(admitted "$HTTP")" -ge "$MESSAGES" ]; do sleep 0.02; done
   t1=$(now)
-  python3 - "$t0" "$t1" "$MESSAGES" "$EXPECTED" "$(curl -s "http://$HTTP/v1/status")" "$WORKERS" "$PARTITIONS" <<'PY'
+  # lambda run's own CPU (user + system) by then: the broker and kcat share the cores.
+  cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$RUN/stat")
+  python3 - "$t0" "$t1" "$MESSAGES" "$EXPECTED" "$(curl -s "http://$HTTP/v1/status")" "$WORKERS" "$PARTITIONS" "$cpu" <<'PY'
 import json, sys
 from decimal import Decimal
 t0, t1, n = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
@@ -51,7 +54,9 @@ status = json.loads(sys.argv[5], parse_float=Decimal)
 held = (status["transactions"], Decimal(str(status["total"])))
 want = (expected["count"], Decimal(str(expected["total"])))
 assert held == want, f"the views hold {held}, lambda batch computes {want}"
+cpu = float(sys.argv[8])
 print(f"{n} messages, {sys.argv[7]} partitions, {sys.argv[6]} workers: {t1 - t0:.2f} s from launch = {n / (t1 - t0):,.0f} msg/s; "
+      f"lambda run used {cpu:.2f} CPU-s = {cpu / (n / 1e6):.2f} CPU-s per million messages; "
       f"views hold {held[0]} transactions, total {held[1]} (= lambda batch)")
 PY
   kill "$RUN" "$BROKER"; wait "$RUN" "$BROKER" 2>/dev/null || true
