@@ -108,11 +108,22 @@ pub fn load_snapshot(
     (index, readers): (usize, usize),
     kept: Option<(&std::path::Path, &str)>,
 ) -> Result<LoadCounts, LoadError> {
-    // Identities are spread evenly over all the workers by hash.
-    pipeline.latest.borrow_mut().reserve((snapshot.versions() / worker.peers() as u64) as usize);
+    // Room for this worker's identities at once: growing the version table would copy it
+    // (a third of a restart's time went to one such copy). On the direct path below they are
+    // exactly its shard's; otherwise identities are spread evenly over the workers by hash,
+    // give or take a little.
+    let direct = readers == worker.peers() && snapshot.shards() == readers;
+    let mine = match snapshot.meta.shards.get(index) {
+        Some(shard) if direct => shard.versions,
+        _ => {
+            let even = snapshot.versions() / worker.peers() as u64;
+            even + even / 64
+        }
+    };
+    pipeline.latest.borrow_mut().reserve(mine as usize);
     let mut counts = LoadCounts::default();
     let mut since_step = 0;
-    if readers == worker.peers() && snapshot.shards() == readers {
+    if direct {
         let views_kept = match kept {
             Some((dir, build)) => put_views_back(pipeline, snapshot, (index, readers), dir, build)?,
             None => false,
