@@ -108,19 +108,17 @@ pub fn load_snapshot(
     (index, readers): (usize, usize),
     kept: Option<(&std::path::Path, &str)>,
 ) -> Result<LoadCounts, LoadError> {
-    // Room for this worker's identities at once: growing the version table would copy it
-    // (a third of a restart's time went to one such copy). On the direct path below they are
-    // exactly its shard's; otherwise identities are spread evenly over the workers by hash,
-    // give or take a little.
+    // Room for this worker's identities at once, and a little more for the stream's first
+    // new ones: growing the version table copies it (a third of a restart's time went to
+    // one such copy). On the direct path below they are exactly its shard's; otherwise
+    // identities are spread evenly over the workers by hash, give or take a little.
+    // Reserved and untouched, the room costs no memory.
     let direct = readers == worker.peers() && snapshot.shards() == readers;
     let mine = match snapshot.meta.shards.get(index) {
         Some(shard) if direct => shard.versions,
-        _ => {
-            let even = snapshot.versions() / worker.peers() as u64;
-            even + even / 64
-        }
+        _ => snapshot.versions() / worker.peers() as u64,
     };
-    pipeline.latest.borrow_mut().reserve(mine as usize);
+    pipeline.latest.borrow_mut().reserve((mine + mine / 64) as usize);
     let mut counts = LoadCounts::default();
     let mut since_step = 0;
     if direct {

@@ -8,17 +8,21 @@
 //! (so the index is exact; the tag only spares almost every comparison with another id).
 //!
 //! ```text
-//! hash 0x9e37_79b9_0000_0005, 8 buckets:  start at bucket 5
-//! [ 0 | 0 | 0 | 0 | 0 | 9e3779b9·(7+1) | 1234abcd·(2+1) | 0 ]
+//! hash 0x9e37_79b9_0000_0005, 16 buckets:  start at bucket 5
+//! [ 0 | 0 | 0 | 0 | 0 | 9e3779b9·(7+1) | 1234abcd·(2+1) | 0 | … ]
 //!                       ^ tag matches: is slot 7's id the one asked? else walk on
 //! ```
 //!
 //! Why not hashbrown's table, which this replaced? Its buckets cannot be reached from
 //! outside, so a lookup could not be prepared: on a history of millions of identities
 //! nearly every lookup misses the cache on its first bucket (45% of the upsert's samples
-//! were that one load). Here [`SlotIndex::touch`] loads the first buckets of a whole batch
-//! of hashes at once — the loads miss together instead of one after another — and the
-//! lookups that follow find them in the cache.
+//! were that one load). Here [`SlotIndex::touch`] loads the first buckets of several
+//! hashes at once (the upsert: 16 of a message's identities) — the loads miss together
+//! instead of one after another — and the lookups that follow find them in the cache.
+//!
+//! Linear probing suffers more than hashbrown's groups from hashes that share their low
+//! bits; the hasher is seeded at random in every process (`foldhash`'s `RandomState`), so a
+//! source cannot aim its ids at one run of buckets without knowing the seed.
 
 /// Buckets are at most this full (3/4) before the index grows.
 const FILL: (usize, usize) = (3, 4);
@@ -62,7 +66,12 @@ impl SlotIndex {
         if needed <= self.capacity() {
             return;
         }
-        let buckets = (needed / FILL.0 * FILL.1 + FILL.1).next_power_of_two().max(16);
+        let buckets = (needed / FILL.0)
+            .checked_mul(FILL.1)
+            .and_then(|b| b.checked_add(FILL.1))
+            .and_then(usize::checked_next_power_of_two)
+            .expect("an index of fewer than 2^63 buckets")
+            .max(16);
         // Zeroed pages from the allocator: the kernel touches them only as they are used.
         let old = std::mem::replace(&mut self.buckets, vec![0; buckets]);
         for entry in old.into_iter().filter(|&e| e != 0) {
@@ -83,7 +92,8 @@ impl SlotIndex {
     }
 
     /// The slot of `hash` for which `is` says yes, else the empty bucket where it would go
-    /// (`Vacant` only once room was made: see [`SlotIndex::reserve`]).
+    /// (`None` while the index has no buckets; filling a vacant bucket needs room made
+    /// first: see [`SlotIndex::reserve`] and [`SlotIndex::fill`]).
     pub fn find(&self, hash: u64, mut is: impl FnMut(u32) -> bool) -> Option<Found> {
         let mask = self.buckets.len().checked_sub(1)?;
         let tag = hash >> 32;

@@ -55,7 +55,7 @@ pub fn upsert<'scope>(
 ) -> (VecCollection<'scope, Time, Txn, isize>, LatestVersions) {
     let latest: LatestVersions = Rc::default();
     let exchange = Exchange::new(|update: &Update| update.identity.hashed());
-    let logic = Upsert { state: Rc::clone(&latest), snapshots, tap, hashes: Vec::new() };
+    let logic = Upsert { state: Rc::clone(&latest), snapshots, tap };
     let stream = unary_in_order(updates, exchange, "Upsert", logic);
     (stream.as_collection(), latest)
 }
@@ -77,8 +77,6 @@ struct Upsert {
     state: LatestVersions,
     snapshots: SnapshotSlot,
     tap: Tap,
-    /// The hashes of the identities of the batch being applied.
-    hashes: Vec<u64>,
 }
 
 /// How many lookups of a batch are readied at once: about as many cache misses as a core
@@ -102,23 +100,29 @@ impl Ordered for Upsert {
         self.apply_hashed(time, update, hash, out);
     }
 
-    /// Hashes the batch's identities, then, a few at a time, readies their lookups in the
-    /// version table (so that their cache misses overlap) and applies them.
+    /// A few records at a time: hashes their identities, readies their lookups in the
+    /// version table (so that their cache misses overlap), then applies them in order.
     fn apply_all(&mut self, time: Time, records: &mut Vec<Update>, out: &mut Vec<(Txn, Time, isize)>) {
-        let mut hashes = std::mem::take(&mut self.hashes);
-        {
-            let state = self.state.borrow();
-            hashes.clear();
-            hashes.extend(records.iter().map(|u| state.versions.hash(u.identity.as_ref())));
-        }
-        for (n, (update, hash)) in records.drain(..).zip(&hashes).enumerate() {
-            if n % READY_AT_ONCE == 0 {
-                let ahead = &hashes[n..hashes.len().min(n + READY_AT_ONCE)];
-                self.state.borrow().versions.touch(ahead);
+        let mut hashes = [0u64; READY_AT_ONCE];
+        let mut records = records.drain(..);
+        loop {
+            let ahead = records.as_slice();
+            let n = ahead.len().min(READY_AT_ONCE);
+            if n == 0 {
+                return;
             }
-            self.apply_hashed(time, update, *hash, out);
+            {
+                let state = self.state.borrow();
+                for (hash, update) in hashes.iter_mut().zip(&ahead[..n]) {
+                    *hash = state.versions.hash(update.identity.as_ref());
+                }
+                state.versions.touch(&hashes[..n]);
+            }
+            for &hash in &hashes[..n] {
+                let update = records.next().expect("as many records as hashes");
+                self.apply_hashed(time, update, hash, out);
+            }
         }
-        self.hashes = hashes;
     }
 }
 

@@ -26,7 +26,7 @@ pub struct Version {
 }
 
 /// One worker's latest versions, kept compact: every name once in a catalog, and each
-/// version packed in an [`IdTable`] (about 73 bytes an identity: a 56-byte slot, ~9 of
+/// version packed in an [`IdTable`] (about 79 bytes an identity: a 56-byte slot, ~15 of
 /// index and its text; a plain `HashMap<Identity, Stored>` took 88 a bucket, half of them
 /// empty, plus an allocation per id), because a large history holds millions of them.
 ///
