@@ -112,12 +112,16 @@ pub fn load_snapshot(
     // new ones: growing the version table copies it (a third of a restart's time went to
     // one such copy). On the direct path below they are exactly its shard's; otherwise
     // identities are spread evenly over the workers by hash, give or take a little.
-    // Reserved and untouched, the room costs no memory.
+    // Reserved and untouched, the room costs no memory. The counts are the metadata's word:
+    // a version takes more than a byte of the shards, so no more than their bytes are
+    // believed (a damaged count then fails the read, not the allocation).
     let direct = readers == worker.peers() && snapshot.shards() == readers;
+    let bytes: u64 = (0..snapshot.shards()).map(|s| snapshot.shard(s).len() as u64).sum();
     let mine = match snapshot.meta.shards.get(index) {
         Some(shard) if direct => shard.versions,
         _ => snapshot.versions() / worker.peers() as u64,
-    };
+    }
+    .min(bytes);
     pipeline.latest.borrow_mut().reserve((mine + mine / 64) as usize);
     let mut counts = LoadCounts::default();
     let mut since_step = 0;

@@ -12,10 +12,10 @@
 //! assert_eq!(String::from_utf8(out).unwrap().lines().count(), 3);
 //! ```
 
-use crate::rng::Rng;
 use std::io::Write;
 
 use crate::amount::format_cents;
+use crate::rng::Rng;
 
 /// What to generate.
 #[derive(Clone, Debug)]

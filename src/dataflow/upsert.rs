@@ -145,8 +145,7 @@ impl Upsert {
 /// Applies one version to the state, ignoring the changes it makes (for other modules' tests).
 #[cfg(test)]
 pub(crate) fn apply_for_tests(store: &mut VersionStore, time: Time, update: Update) {
-    let hash = store.versions.hash(update.identity.as_ref());
-    apply(store, time, update, hash, |_, _| {});
+    apply_for_tests_with(store, time, update, |_, _| {});
 }
 
 /// Applies one version to the state, reporting the changes to the live collection. `hash`

@@ -172,7 +172,7 @@ impl Snapshot {
 
     /// How many versions it holds in all.
     pub fn versions(&self) -> u64 {
-        self.meta.shards.iter().map(|s| s.versions).sum()
+        self.meta.shards.iter().fold(0u64, |all, s| all.saturating_add(s.versions))
     }
 }
 
